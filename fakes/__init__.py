@@ -1,0 +1,9 @@
+"""A fake OpenSIPS host for testing pyscripts/ offline (see runtime.Gateway)."""
+
+import os
+import sys
+
+# The routing code is imported the way OpenSIPS imports it: from pyscripts/ on sys.path.
+PYSCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyscripts")
+if PYSCRIPTS not in sys.path:
+    sys.path.insert(0, PYSCRIPTS)

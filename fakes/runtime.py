@@ -1,0 +1,855 @@
+"""A small OpenSIPS: our opensips.cfg's routes, run around the real ``pyscripts`` code.
+
+``Gateway`` loads ``pyscripts/opensips_entry.py`` the way the python module
+does (its folder first on ``sys.path``, ``mod_init()`` once, ``child_init``),
+and keeps the script state OpenSIPS would: message, branch and dialog flags,
+AVPs, dialog values, the location table, transactions with branches, and an
+rtpengine backend.  ``receive()`` takes one SIP message from the network and
+returns what OpenSIPS would send, after running the same routes as
+``opensips/opensips.cfg`` (kept in step by tests/test_cfg.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import itertools
+import os
+import re
+import sys
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+
+from . import opensips_module
+from .msgobj import FakeMsg, HostCrash
+from .rtpengine import Backend, FlagError, MemoryEngine, ng_command
+from .sipmsg import SipMessage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYSCRIPTS = os.path.join(REPO, "pyscripts")
+CFG = os.path.join(REPO, "opensips", "opensips.cfg")
+
+# The return codes opensips.cfg acts on (gateway.model.Verdict).
+RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
+
+_PRIVATE = re.compile(r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)")
+
+
+class HostFault(AssertionError):
+    """The Python side left OpenSIPS in a bad state (pending exception, non-int or 0 return, escaped exception)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    proto: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.proto}:{self.host}:{self.port}"
+
+
+def uri_endpoint(uri: str) -> Endpoint:
+    """Where a SIP URI leads: transport parameter, host and port (5060 by default)."""
+    body = uri.split(":", 1)[1] if ":" in uri else uri
+    params = body.split(";")[1:]
+    hostport = body.split(";", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    proto = "udp"
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.lower() == "transport":
+            proto = value.lower()
+    host, _, port = hostport.partition(":")
+    return Endpoint(proto, host, int(port) if port.isdigit() else 5060)
+
+
+def is_private(host: str) -> bool:
+    return bool(_PRIVATE.match(host))
+
+
+def declared_flags(cfg_path: str = CFG) -> Set[str]:
+    """Flag names the cfg mentions, so OpenSIPS allocates them at startup in every process."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        text = handle.read()
+    names = set(re.findall(r'\b(?:set|reset|is)b?flag\(\s*"(\w+)"', text))
+    names |= set(re.findall(r'modparam\(\s*"\w+"\s*,\s*"\w*b?flag\w*"\s*,\s*"(\w+)"\s*\)', text))
+    return names
+
+
+@dataclass
+class Contact:
+    uri: str
+    received: Optional[str]
+    bflags: Set[str]
+    expires: int
+
+
+@dataclass
+class Dialog:
+    did: str
+    call_id: str
+    caller_tag: str
+    callee_tag: Optional[str] = None
+    caller_contact: Optional[str] = None
+    callee_contact: Optional[str] = None
+    vals: Dict[str, str] = field(default_factory=dict)
+    hidden: bool = False
+    state: str = "unconfirmed"
+
+
+@dataclass
+class Branch:
+    index: int
+    endpoint: Endpoint
+    via_branch: str
+    message: SipMessage
+    bflags: Set[str]
+    status: Optional[int] = None
+
+
+@dataclass
+class Transaction:
+    key: str
+    request: SipMessage
+    source: Endpoint
+    flags: Set[str]
+    avps: Dict[str, str]
+    armed: Set[str]
+    dialog: Optional[Dialog]
+    branches: List[Branch] = field(default_factory=list)
+    final: Optional[int] = None
+    replies: List[SipMessage] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+
+@dataclass
+class Event:
+    """One line of what OpenSIPS did, for the tracer and for tests."""
+
+    kind: str  # route, call, exec, send, rtpengine, log
+    text: str
+    data: Any = None
+
+
+@dataclass
+class Context:
+    """One run of a route over one message."""
+
+    runtime: Gateway
+    route: str
+    msg: SipMessage
+    source: Endpoint
+    flags: Set[str] = field(default_factory=set)
+    bflags: Set[str] = field(default_factory=set)
+    avps: Dict[str, str] = field(default_factory=dict)
+    vars: Dict[str, str] = field(default_factory=dict)
+    dst_uri: Optional[str] = None
+    extra_branches: List[Contact] = field(default_factory=list)
+    tx: Optional[Transaction] = None
+    dialog: Optional[Dialog] = None
+    branch_index: int = 0
+    record_route: bool = False
+    received: Optional[str] = None
+    direction: Optional[str] = None
+
+    def set_ruri(self, uri: str) -> None:
+        self.msg.ruri = uri
+
+    # -- pseudo-variables ------------------------------------------------------------
+
+    def pv_get(self, name: str, arg: Optional[str]) -> Any:
+        """Value of $name(arg); None for null, ... for an unknown variable."""
+        m = self.msg
+        simple: Dict[str, Any] = {
+            "si": self.source.host,
+            "sp": self.source.port,
+            "ci": m.call_id,
+            "tt": m.to_tag,
+            "ft": m.from_tag,
+            "rm": m.method,
+            "rb": m.body.decode("utf-8", errors="replace") if m.body else None,
+            "T_branch_idx": self.branch_index,
+            "bf": " ".join(sorted(self.bflags)),
+            "mf": " ".join(sorted(self.flags)),
+        }
+        if name in simple:
+            return simple[name]
+        if name == "cl":
+            value = m.header("content-length")
+            return value.strip() if value is not None else None
+        if name == "rs":
+            return None if m.is_request else m.status
+        if name in ("ru", "rU", "rd"):
+            if not m.is_request:
+                return None
+            if name == "ru":
+                return m.ruri
+            uri = m.ruri.split(":", 1)[-1].split(";")[0]
+            user, _, host = uri.rpartition("@")
+            return (user or None) if name == "rU" else host.split(":")[0]
+        if name == "du":
+            return self.dst_uri
+        if name == "socket_in" and arg == "proto":
+            return self.source.proto
+        if name == "hdr" and arg:
+            return m.header(arg)
+        if name == "avp" and arg:
+            return self.avps.get(arg)
+        if name == "var" and arg:
+            return self.vars.get(arg)
+        if name == "dlg_val" and arg:
+            return None if self.dialog is None else self.dialog.vals.get(arg)
+        if name == "DLG_dir":
+            return self.direction if self.dialog is not None else None
+        if name == "DLG_status":
+            return None if self.dialog is None else self.dialog.state
+        return ...
+
+    def pv_set(self, name: str, arg: Optional[str], value: str) -> None:
+        if name == "avp" and arg:
+            self.avps[arg] = value
+        elif name == "var" and arg:
+            self.vars[arg] = value
+        elif name == "dlg_val" and arg:
+            if self.dialog is None:
+                self.runtime.log_error("ERROR:dialog: no dialog to store a value in")
+            else:
+                self.dialog.vals[arg] = value
+        elif name == "ru" and self.msg.is_request:
+            self.set_ruri(value)
+        elif name == "du" and self.msg.is_request:
+            self.dst_uri = value
+        # anything else is read-only or unknown: ignored silently, as OpenSIPS does
+
+
+class Gateway:
+    """The fake OpenSIPS host with our cfg's routes."""
+
+    def __init__(
+        self,
+        settings: Any = None,
+        rtpengine: Optional[Backend] = None,
+        address: Endpoint = Endpoint("udp", "127.0.0.1", 5060),
+        strict: bool = True,
+        cfg_path: str = CFG,
+    ) -> None:
+        self.address = address
+        self.strict = strict
+        self.rtpengine: Backend = rtpengine if rtpengine is not None else MemoryEngine()
+        self.flags_declared = declared_flags(cfg_path)
+        self.location: Dict[str, List[Contact]] = {}
+        self.dialogs: Dict[str, Dialog] = {}
+        self.transactions: Dict[str, Transaction] = {}
+        self.completed: Dict[str, Transaction] = {}
+        self.events: List[Event] = []
+        self.errors: List[str] = []
+        self.counts: Counter[str] = Counter()
+        self.omitted: List[Tuple[str, int, str]] = []
+        self.copies = 0
+        self.pending_error: Optional[str] = None
+        self.poisoned: Optional[str] = None
+        self.python_failures = 0
+        self.current: Optional[Context] = None
+        self._ids = itertools.count(1)
+        self._pending_out: List[Tuple[Endpoint, SipMessage]] = []
+        self.router = self._load(settings)
+
+    # -- loading, as modules/python does ---------------------------------------------
+
+    def _load(self, settings: Any) -> Any:
+        opensips_module.install(self.log_error)
+        if PYSCRIPTS not in sys.path:
+            sys.path.insert(0, PYSCRIPTS)
+        entry = importlib.import_module("opensips_entry")
+        if settings is None:
+            router = entry.mod_init()
+        else:
+            from gateway.host import Router
+
+            router = Router(settings, opensips_module.LM_ERR)
+        if router.child_init(1) != 0:
+            raise HostFault("child_init did not return 0")
+        return router
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def log_error(self, text: str) -> None:
+        self.errors.append(text.rstrip("\n"))
+        self.events.append(Event("log", text.rstrip("\n")))
+
+    def count(self, what: str) -> None:
+        self.counts[what] += 1
+
+    def record_call(self, name: str, args: Tuple[Optional[str], ...], result: int) -> None:
+        shown = ", ".join("None" if a is None else repr(a) for a in args)
+        self.events.append(Event("call", f"{name}({shown}) -> {result}", (name, args, result)))
+
+    def _send(self, endpoint: Endpoint, message: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        self.events.append(Event("send", f"-> {endpoint}  {message.first_line}", (endpoint, message.copy())))
+        out.append((endpoint, message))
+
+    def _new_id(self) -> str:
+        return str(next(self._ids))
+
+    # -- python_exec ------------------------------------------------------------------
+
+    def python_exec(self, method: str, ctx: Context) -> int:
+        self.events.append(Event("exec", f'[{ctx.route}] python_exec("{method}")'))
+        if self.poisoned is not None:
+            failure = f"an earlier call left an exception pending ({self.poisoned})"
+            self.poisoned = None
+            if self.strict:
+                raise HostFault(failure)
+            self.log_error(f"ERROR:python:python_exec: SystemError: {failure}")
+            return -1
+        handler = getattr(self.router, method, None)
+        if handler is None:
+            self.poisoned = f"AttributeError: no method {method}"
+            self.log_error(f"ERROR:python:python_exec: {method} not found or is not callable")
+            return -1
+        msg = FakeMsg(ctx)
+        self.current = ctx
+        try:
+            result = handler(msg)
+        except HostCrash:
+            raise
+        except Exception as exc:
+            self.log_error(
+                "ERROR:python:python_handle_exception: " + "".join(traceback.format_exception_only(type(exc), exc))
+            )
+            if self.strict:
+                raise HostFault(f"{method} let {type(exc).__name__} escape: {exc}") from exc
+            return -1
+        finally:
+            msg.invalidate()
+            self.current = None
+        if self.pending_error is not None:
+            pending, self.pending_error = self.pending_error, None
+            if self.strict:
+                raise HostFault(f"{method} returned with an exception pending: {pending}")
+            self.poisoned = pending
+        if not isinstance(result, int):
+            self.poisoned = f"TypeError: {method} returned {type(result).__name__}"
+            if self.strict:
+                raise HostFault(f"{method} returned {result!r}, not an int")
+            return -1
+        rc = ctypes.c_int(result).value if -(2**63) <= result < 2**63 else -1
+        self.events.append(Event("exec", f"[{ctx.route}] {method} -> {rc}", rc))
+        if rc == 0 and self.strict:
+            raise HostFault(f"{method} returned 0, which ends the whole script like exit")
+        return rc
+
+    # -- the network side -----------------------------------------------------------
+
+    def receive(self, data: Union[bytes, SipMessage], source: Endpoint) -> List[Tuple[Endpoint, SipMessage]]:
+        """Process one incoming message; what OpenSIPS sends in answer."""
+        out: List[Tuple[Endpoint, SipMessage]] = []
+        self._pending_out = out  # where replies sent from script functions go
+        try:
+            msg = data if isinstance(data, SipMessage) else SipMessage.parse(data)
+        except ValueError as exc:
+            self.events.append(Event("log", f"dropped unparsable message from {source}: {exc}"))
+            return out
+        self.events.append(Event("recv", f"<- {source}  {msg.first_line}", (source, msg.copy())))
+        if msg.is_request:
+            self._request_route(msg, source, out)
+        else:
+            self._reply(msg, source, out)
+        return out
+
+    # -- request route (opensips.cfg: route) --------------------------------------------
+
+    def _request_route(self, msg: SipMessage, source: Endpoint, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        ctx = Context(self, "request", msg, source)
+        max_forwards = msg.header("max-forwards")
+        if max_forwards is not None and max_forwards.strip() == "0":
+            self._reply_to(ctx, 483, "Too Many Hops", out)
+            return
+        rc = self.python_exec("on_request", ctx)
+        if rc == 0:
+            return
+        if rc == RELAY:
+            self._relay(ctx, set(), out)
+        elif rc == HANDLED:
+            pass
+        elif rc == RELAY_INITIAL:
+            self._relay(ctx, {"branch", "reply", "failure"}, out)
+        elif rc == RELAY_TRACKED:
+            self._relay(ctx, {"reply"}, out)
+        else:
+            self._python_failed(ctx, out)
+        self._drop_unattached_dialog(ctx)
+
+    def _python_failed(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[python_failed]: count, log, and still serve in-dialog requests."""
+        self.python_failures += 1
+        self.events.append(Event("log", f"python routing failed for {ctx.msg.method} {ctx.msg.call_id}"))
+        if ctx.msg.to_tag:
+            routed = (
+                ctx.vars.get("gw_lr") == "1" or self.fn_loose_route(ctx) > 0 or self.fn_topology_hiding_match(ctx) > 0
+            )
+            if routed:
+                self._relay(ctx, set(), out)
+            elif ctx.msg.method != "ACK":
+                self._reply_to(ctx, 404, "Not Here", out)
+        elif ctx.msg.method != "ACK":
+            self._reply_to(ctx, 500, "Server Error - Routing Failed", out)
+
+    def _drop_unattached_dialog(self, ctx: Context) -> None:
+        dialog = ctx.dialog
+        if (
+            dialog is not None
+            and dialog.state == "unconfirmed"
+            and not any(t.dialog is dialog for t in self.transactions.values())
+        ):
+            self.dialogs.pop(dialog.did, None)
+
+    # -- t_relay --------------------------------------------------------------------
+
+    def _relay(self, ctx: Context, armed: Set[str], out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        msg = ctx.msg
+        if msg.method == "ACK":
+            self._forward(ctx, msg.copy(), out)
+            return
+        if msg.method == "CANCEL":
+            tx = self._find_tx(msg, "INVITE")
+            if tx is None:
+                return
+            self._reply_to(ctx, 200, "OK", out)
+            self._cancel_pending(tx, out)
+            return
+        key = f"{msg.top_via_branch()}:{msg.method}"
+        tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, armed, ctx.dialog)
+        self.transactions[key] = tx
+        ctx.tx = tx
+        targets = [Contact(msg.ruri, ctx.dst_uri, set(ctx.bflags), 0), *ctx.extra_branches]
+        for index, target in enumerate(targets):
+            branch_msg = msg.copy()
+            branch_msg.ruri = target.uri
+            bctx = Context(
+                self,
+                "branch",
+                branch_msg,
+                ctx.source,
+                set(ctx.flags),
+                set(target.bflags),
+                tx.avps,
+                dst_uri=target.received,
+                tx=tx,
+                dialog=ctx.dialog,
+                branch_index=index,
+                record_route=ctx.record_route,
+                direction=ctx.direction,
+            )
+            if "branch" in armed and self.python_exec("on_branch", bctx) == DROP:
+                self.events.append(Event("log", f"branch {index} dropped"))
+                continue
+            self._send_branch(tx, bctx, index, out)
+        if not tx.branches:
+            del self.transactions[key]
+            self._reply_to(ctx, 503, "Service Unavailable", out)
+            return
+        if msg.method == "BYE" and ctx.dialog is not None:
+            ctx.dialog.state = "deleted"
+            self.dialogs.pop(ctx.dialog.did, None)
+
+    def _send_branch(self, tx: Transaction, bctx: Context, index: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        message = bctx.msg
+        via_branch = f"z9hG4bKgw{tx.key.split(':')[0][-8:]}.{index}"
+        message.add_header_first(
+            "Via", f"SIP/2.0/{bctx.source.proto.upper()} {self.address.host}:{self.address.port};branch={via_branch}"
+        )
+        dialog = bctx.dialog
+        if dialog is not None and tx.method == "INVITE" and dialog.state == "unconfirmed":
+            if dialog.hidden:
+                dialog.caller_contact = message.address_uri("contact")
+                message.set_header("Contact", f"<sip:{self.address.host}:{self.address.port};thinfo={dialog.did}>")
+            elif bctx.record_route:
+                message.add_header_first(
+                    "Record-Route", f"<sip:{self.address.host}:{self.address.port};lr;did={dialog.did}>"
+                )
+        endpoint = uri_endpoint(bctx.dst_uri or message.ruri)
+        tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags))
+        self._send(endpoint, message, out)
+
+    def _forward(self, ctx: Context, message: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        message.add_header_first(
+            "Via", f"SIP/2.0/UDP {self.address.host}:{self.address.port};branch=z9hG4bKgwack{self._new_id()}"
+        )
+        self._send(uri_endpoint(ctx.dst_uri or message.ruri), message, out)
+
+    def _cancel_pending(self, tx: Transaction, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        for branch in tx.branches:
+            if branch.status is None or branch.status < 200:
+                cancel = SipMessage(
+                    f"CANCEL {branch.message.ruri} SIP/2.0",
+                    [
+                        ("Via", branch.message.header_values("via")[0]),
+                        ("From", branch.message.header("from") or ""),
+                        ("To", branch.message.header("to") or ""),
+                        ("Call-ID", branch.message.call_id),
+                        ("CSeq", f"{branch.message.cseq_number} CANCEL"),
+                        ("Max-Forwards", "70"),
+                        ("Content-Length", "0"),
+                    ],
+                )
+                self._send(branch.endpoint, cancel, out)
+
+    def _find_tx(self, msg: SipMessage, method: str) -> Optional[Transaction]:
+        return self.transactions.get(f"{msg.top_via_branch()}:{method}")
+
+    # -- replies ----------------------------------------------------------------------
+
+    def _reply(self, reply: SipMessage, source: Endpoint, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        via_branch = reply.top_via_branch() or ""
+        live = list(self.transactions.values()) + list(self.completed.values())
+        found = [(t, b) for t in live for b in t.branches if b.via_branch == via_branch]
+        if not found:
+            self.events.append(Event("log", f"no transaction for reply {reply.first_line}"))
+            return
+        tx, branch = found[0]
+        status = reply.status
+        if reply.cseq_method != tx.method:
+            return  # e.g. the 200 for a CANCEL tm sent: absorbed
+        if branch.status is not None and branch.status >= 200:
+            return  # retransmission of a final reply: absorbed by tm
+        ctx = Context(
+            self,
+            "reply",
+            reply,
+            source,
+            tx.flags,
+            set(branch.bflags),
+            tx.avps,
+            tx=tx,
+            dialog=tx.dialog,
+            branch_index=branch.index,
+        )
+        if "reply" in tx.armed:
+            self.python_exec("on_reply", ctx)
+        if status == 100:
+            return
+        reply.remove_first("via")
+        if status < 200:
+            branch.status = status
+            self._send(tx.source, reply, out)
+            return
+        branch.status = status
+        if tx.final is not None and tx.final < 300 and status < 300:
+            self._send(tx.source, reply, out)  # a second 2xx from another fork goes up too
+            return
+        if status < 300:
+            tx.final = status
+            self._confirm_dialog(tx, reply, source)
+            self._send(tx.source, reply, out)
+            if tx.method == "INVITE":
+                self._cancel_pending(tx, out)
+            self._finish(tx)
+            return
+        if tx.final is not None:
+            return  # a late negative reply on another fork: absorbed after the reply route ran
+        tx.replies.append(reply)
+        if all(b.status is not None and b.status >= 200 for b in tx.branches) and tx.final is None:
+            best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
+            tx.final = best.status
+            if "failure" in tx.armed:
+                fctx = Context(
+                    self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
+                )
+                self.python_exec("on_failure", fctx)
+            if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
+                self.dialogs.pop(tx.dialog.did, None)
+                tx.dialog.state = "deleted"
+            self._send(tx.source, best, out)
+            self._finish(tx)
+
+    def _confirm_dialog(self, tx: Transaction, reply: SipMessage, source: Endpoint) -> None:
+        dialog = tx.dialog
+        if dialog is None or tx.method != "INVITE" or dialog.state != "unconfirmed":
+            return
+        dialog.state = "confirmed"
+        dialog.callee_tag = reply.to_tag
+        if dialog.hidden:
+            dialog.callee_contact = reply.address_uri("contact")
+            reply.set_header("Contact", f"<sip:{self.address.host}:{self.address.port};thinfo={dialog.did}>")
+
+    def _finish(self, tx: Transaction) -> None:
+        """A completed transaction still absorbs the ACK of its negative reply (tm's wait timer)."""
+        self.transactions.pop(tx.key, None)
+        self.completed[tx.key] = tx
+
+    # -- local replies (sl_send_reply) ---------------------------------------------------
+
+    def _reply_to(self, ctx: Context, code: int, reason: str, out: List[Tuple[Endpoint, SipMessage]]) -> SipMessage:
+        request = ctx.msg
+        to = request.header("to") or ""
+        if code >= 200 and "tag=" not in to:
+            to += f";tag=gw{self._new_id()}"
+        headers = [("Via", v) for v in request.header_values("via")]
+        headers += [("From", request.header("from") or ""), ("To", to), ("Call-ID", request.call_id)]
+        headers += [("CSeq", request.header("cseq") or ""), ("Content-Length", "0")]
+        reply = SipMessage(f"SIP/2.0 {code} {reason}", headers)
+        self._send(ctx.source, reply, out)
+        return reply
+
+    # -- script functions (call_function targets) -----------------------------------------
+
+    def _flag(self, name: str) -> str:
+        if name not in self.flags_declared:
+            message = f"flag {name!r} is not named in opensips.cfg: each process would allocate its own bit"
+            if self.strict:
+                raise HostFault(message)
+            self.log_error(message)
+        return name
+
+    def fn_setflag(self, ctx: Context, name: str) -> int:
+        ctx.flags.add(self._flag(name))
+        return 1
+
+    def fn_resetflag(self, ctx: Context, name: str) -> int:
+        ctx.flags.discard(self._flag(name))
+        return 1
+
+    def fn_isflagset(self, ctx: Context, name: str) -> int:
+        return 1 if self._flag(name) in ctx.flags else -1
+
+    def fn_setbflag(self, ctx: Context, name: str, index: Optional[str] = None) -> int:
+        ctx.bflags.add(self._flag(name))
+        return 1
+
+    def fn_resetbflag(self, ctx: Context, name: str, index: Optional[str] = None) -> int:
+        ctx.bflags.discard(self._flag(name))
+        return 1
+
+    def fn_isbflagset(self, ctx: Context, name: str, index: Optional[str] = None) -> int:
+        return 1 if self._flag(name) in ctx.bflags else -1
+
+    def fn_force_rport(self, ctx: Context) -> int:
+        return 1
+
+    def fn_has_totag(self, ctx: Context) -> int:
+        return 1 if ctx.msg.to_tag else -1
+
+    def fn_is_method(self, ctx: Context, methods: str) -> int:
+        return 1 if ctx.msg.method in methods.split("|") else -1
+
+    def fn_has_body(self, ctx: Context, mime: Optional[str] = None) -> int:
+        return 1 if ctx.msg.body else -1
+
+    # nathelper
+
+    NAT_TESTS = (
+        "private-contact",
+        "diff-ip-src-via",
+        "private-via",
+        "private-sdp",
+        "diff-port-src-via",
+        "diff-ip-src-contact",
+        "diff-port-src-contact",
+        "carrier-grade-nat",
+    )
+
+    def fn_nat_uac_test(self, ctx: Context, tests: str) -> int:
+        names = [t.strip() for t in tests.split(",")]
+        unknown = [t for t in names if t not in self.NAT_TESTS]
+        if unknown:
+            raise SystemError(f"nat_uac_test: fixup failed for {unknown}")
+        msg, src = ctx.msg, ctx.source
+        via = next(msg.vias(), "")
+        via_host, via_port = _via_hostport(via)
+        contact = msg.address_uri("contact")
+        contact_ep = uri_endpoint(contact) if contact else None
+        checks = {
+            "private-contact": contact_ep is not None and is_private(contact_ep.host),
+            "diff-ip-src-via": via_host != src.host,
+            "private-via": is_private(via_host),
+            "private-sdp": any(is_private(h) for h in re.findall(r"c=IN IP4 (\S+)", msg.body.decode("latin-1"))),
+            "diff-port-src-via": via_port != src.port,
+            "diff-ip-src-contact": contact_ep is not None and contact_ep.host != src.host,
+            "diff-port-src-contact": contact_ep is not None and contact_ep.port != src.port,
+            "carrier-grade-nat": False,
+        }
+        return 1 if any(checks[t] for t in names) else -1
+
+    def fn_fix_nated_register(self, ctx: Context) -> int:
+        src = ctx.source
+        ctx.received = f"sip:{src.host}:{src.port}" + ("" if src.proto == "udp" else f";transport={src.proto}")
+        return 1
+
+    def fn_fix_nated_contact(self, ctx: Context, param: Optional[str] = None) -> int:
+        value = ctx.msg.header("contact")
+        if value is None or value.strip() == "*":
+            return -1
+        match = re.search(r"(sips?:)([^@;>]+@)?([^;>?]+)", value)
+        if match is None:
+            return -1
+        src = ctx.source
+        fixed = value[: match.start(3)] + f"{src.host}:{src.port}" + value[match.end(3) :]
+        ctx.msg.set_header("Contact", fixed)
+        return 1
+
+    # registrar
+
+    def fn_save(
+        self,
+        ctx: Context,
+        domain: str,
+        flags: Optional[str] = None,
+        aor: Optional[str] = None,
+        tag: Optional[str] = None,
+    ) -> int:
+        msg = ctx.msg
+        user = (msg.address_uri("to") or "").split(":", 1)[-1].split("@")[0]
+        default_expires = int(msg.header("expires") or 3600)
+        contacts = self.location.setdefault(user, [])
+        for value in msg.header_values("contact"):
+            if value.strip() == "*":
+                contacts.clear()
+                continue
+            for part in value.split(","):
+                uri = _address_uri(part)
+                match = re.search(r";\s*expires=(\d+)", part.split(">")[-1])
+                expires = int(match.group(1)) if match else default_expires
+                contacts[:] = [c for c in contacts if c.uri != uri]
+                if expires > 0:
+                    contacts.append(Contact(uri, ctx.received, set(ctx.bflags), expires))
+        reply = self._reply_to(ctx, 200, "OK", self._pending_out)
+        for c in contacts:
+            reply.headers.append(("Contact", f"<{c.uri}>;expires={c.expires}"))
+        return 1
+
+    def fn_lookup(self, ctx: Context, domain: str, flags: Optional[str] = None, aor: Optional[str] = None) -> int:
+        user = ctx.msg.ruri.split(":", 1)[-1].split(";")[0].rpartition("@")[0]
+        contacts = self.location.get(user, [])
+        if not contacts:
+            return -1
+        first, rest = contacts[0], contacts[1:]
+        ctx.set_ruri(first.uri)
+        ctx.dst_uri = first.received
+        ctx.bflags = set(first.bflags)
+        ctx.extra_branches = [Contact(c.uri, c.received, set(c.bflags), c.expires) for c in rest]
+        return 1
+
+    # dialog, rr, topology hiding
+
+    def fn_create_dialog(self, ctx: Context, flags: Optional[str] = None) -> int:
+        if ctx.dialog is None:
+            did = self._new_id()
+            ctx.dialog = Dialog(did, ctx.msg.call_id, ctx.msg.from_tag or "")
+            self.dialogs[did] = ctx.dialog
+        return 1
+
+    def fn_record_route(self, ctx: Context, params: Optional[str] = None) -> int:
+        ctx.record_route = True
+        return 1
+
+    def fn_loose_route(self, ctx: Context) -> int:
+        routes = [r.strip() for v in ctx.msg.header_values("route") for r in v.split(",")]
+        if not routes:
+            return -1
+        top = _address_uri(routes[0])
+        endpoint = uri_endpoint(top)
+        if (endpoint.host, endpoint.port) != (self.address.host, self.address.port):
+            return -1
+        ctx.msg.remove_first("route")
+        if len(routes) > 1:
+            ctx.msg.add_header_first("Route", ", ".join(routes[1:]))
+            ctx.dst_uri = _address_uri(routes[1])
+        did = re.search(r";did=([^;>]+)", top)
+        self._match_dialog(ctx, did.group(1) if did else None)
+        return 1
+
+    def _match_dialog(self, ctx: Context, did: Optional[str]) -> None:
+        dialog = self.dialogs.get(did) if did else None
+        if dialog is None:
+            return
+        ctx.dialog = dialog
+        ctx.direction = "downstream" if ctx.msg.from_tag == dialog.caller_tag else "upstream"
+
+    def fn_topology_hiding(self, ctx: Context, flags: Optional[str] = None, params: Optional[str] = None) -> int:
+        if ctx.dialog is None:
+            self.fn_create_dialog(ctx)
+        assert ctx.dialog is not None
+        ctx.dialog.hidden = True
+        return 1
+
+    def fn_topology_hiding_match(self, ctx: Context, mode: Optional[str] = None) -> int:
+        match = re.search(r";thinfo=([^;>]+)", ctx.msg.ruri)
+        dialog = self.dialogs.get(match.group(1)) if match else None
+        if dialog is None:
+            return -1
+        self._match_dialog(ctx, dialog.did)
+        target = dialog.callee_contact if ctx.direction == "downstream" else dialog.caller_contact
+        if target:
+            ctx.set_ruri(target)
+        return 1
+
+    # tm, sl
+
+    def fn_t_check_trans(self, ctx: Context) -> int:
+        if ctx.msg.method == "CANCEL":
+            return 1 if self._find_tx(ctx.msg, "INVITE") is not None else -1
+        if ctx.msg.method == "ACK":
+            key = f"{ctx.msg.top_via_branch()}:INVITE"
+            return 0 if key in self.transactions or key in self.completed else -1
+        return 1 if self._find_tx(ctx.msg, ctx.msg.method) is not None else -1
+
+    def fn_sl_send_reply(self, ctx: Context, code: str, reason: str) -> int:
+        self._reply_to(ctx, int(code), reason, self._pending_out)
+        return 1
+
+    fn_send_reply = fn_sl_send_reply
+
+    # rtpengine
+
+    def _rtpengine(self, op: str, ctx: Context, flags: Optional[str]) -> int:
+        try:
+            ng = ng_command(op, flags, ctx.msg, ctx.source.host)
+        except FlagError as exc:
+            self.log_error(f"ERROR:rtpengine: {exc}")
+            return -1
+        answer = self.rtpengine.command(ng)
+        shown = {k: v for k, v in ng.items() if k != "sdp"}
+        self.events.append(Event("rtpengine", f"{op} {shown} -> {answer.get('result')}", (ng, answer)))
+        if answer.get("result") != "ok":
+            self.log_error(f"ERROR:rtpengine: {op}: {answer.get('error-reason')}")
+            return -1
+        if op in ("offer", "answer") and "sdp" in answer:
+            ctx.msg.set_body(answer["sdp"].encode())
+        return 1
+
+    def fn_rtpengine_offer(
+        self, ctx: Context, flags: Optional[str], sock: Optional[str], sdp: Optional[str], body: Optional[str]
+    ) -> int:
+        return self._rtpengine("offer", ctx, flags)
+
+    def fn_rtpengine_answer(
+        self, ctx: Context, flags: Optional[str], sock: Optional[str], sdp: Optional[str], body: Optional[str]
+    ) -> int:
+        return self._rtpengine("answer", ctx, flags)
+
+    def fn_rtpengine_delete(self, ctx: Context, flags: Optional[str], sock: Optional[str]) -> int:
+        return self._rtpengine("delete", ctx, flags)
+
+    def sessions(self) -> List[Any]:
+        engine = self.rtpengine
+        return list(getattr(engine, "sessions", {}).values())
+
+
+def _address_uri(value: str) -> str:
+    value = value.strip()
+    if "<" in value:
+        return value.split("<", 1)[1].split(">", 1)[0]
+    return value.split(";", 1)[0]
+
+
+def _via_hostport(via: str) -> Tuple[str, int]:
+    parts = via.split(None, 1)
+    sent_by = parts[1].split(";", 1)[0].strip() if len(parts) > 1 else ""
+    host, _, port = sent_by.partition(":")
+    return host, int(port) if port.isdigit() else 5060

@@ -1,0 +1,87 @@
+"""Declared parameters of the script functions the fake host offers.
+
+Copied by hand from the ``cmd_export_t`` tables of OpenSIPS 3.6.8 and 4.0.1
+(core_cmds.c, modules/{registrar,nathelper,dialog,rr,tm,sl,signaling,
+sipmsgops,topology_hiding,rtpengine}); the two versions agree for these.
+``python_msgobj.c`` walks every declared parameter: one of integer or
+variable type that the caller left out (not even None) makes it call strlen on
+a "not given" marker and the worker dies.  The fake raises ``HostCrash`` then.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+
+class Kind(enum.Enum):
+    STR = "str"
+    INT = "int"
+    VAR = "var"
+    REGEX = "regex"
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: Kind
+    optional: bool = False
+
+
+# S: string, N: integer (number), V: variable; a trailing _ marks an optional parameter.
+S, N, V = Param(Kind.STR), Param(Kind.INT), Param(Kind.VAR)
+S_, N_, V_ = Param(Kind.STR, True), Param(Kind.INT, True), Param(Kind.VAR, True)
+
+SIGNATURES: Dict[str, Tuple[Param, ...]] = {
+    # core
+    "setflag": (S,),
+    "resetflag": (S,),
+    "isflagset": (S,),
+    "setbflag": (S, N_),
+    "resetbflag": (S, N_),
+    "isbflagset": (S, N_),
+    "force_rport": (),
+    "force_tcp_alias": (N_,),
+    # sipmsgops
+    "has_totag": (),
+    "is_method": (S,),
+    "has_body": (S_,),
+    # nathelper
+    "nat_uac_test": (S,),
+    "fix_nated_contact": (S_,),
+    "fix_nated_register": (),
+    "add_rcv_param": (N_,),
+    # registrar
+    "save": (S, S_, S_, S_),
+    "lookup": (S, S_, S_),
+    "is_registered": (S, S_),
+    # dialog
+    "create_dialog": (S_,),
+    "match_dialog": (S_,),
+    "set_dlg_flag": (S,),
+    "is_dlg_flag_set": (S,),
+    # rr
+    "record_route": (S_,),
+    "loose_route": (),
+    "is_direction": (S,),
+    # topology_hiding
+    "topology_hiding": (S_, S_),
+    "topology_hiding_match": (S_,),
+    # tm
+    "t_relay": (S_, S_),
+    "t_check_trans": (),
+    "t_newtran": (),
+    "t_reply": (N, S),
+    "t_on_branch": (S,),
+    "t_on_reply": (S,),
+    "t_on_failure": (S,),
+    # sl / signaling
+    "sl_send_reply": (N, S),
+    "sl_reply_error": (),
+    "send_reply": (N, S),
+    # rtpengine
+    "rtpengine_offer": (S_, V_, V_, S_),
+    "rtpengine_answer": (S_, V_, V_, S_),
+    "rtpengine_delete": (S_, V_),
+    "rtpengine_manage": (S_, V_, V_, S_),
+}

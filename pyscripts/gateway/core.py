@@ -1,0 +1,271 @@
+"""The routing decisions, as plain functions of plain facts.
+
+Theory of operation
+-------------------
+OpenSIPS hands us a request, then each branch it forks, then each reply and
+the final failure.  At each point the host adapter reads a few facts (the
+transport, NAT signs, the branch flags of the contact, the record kept with
+the dialog) and asks this module what to do; it answers with values from
+``model.py``.  Nothing here calls OpenSIPS, so every rule below is testable
+without it, and the rtpengine flags come from one table (``profiles.py``).
+
+The rules:
+- A message from a WebSocket (ws/wss) comes from a browser and is behind NAT;
+  a SIP peer is behind NAT when nathelper's tests say so.
+- A registration is WebRTC (from a WebSocket), NATed SIP, or plain SIP, and is
+  stored as branch flags with the contact.
+- A call leg that is a browser needs the media proxy; two SIP legs need it only
+  when the caller's SDP has private addresses or either end is behind NAT.
+- SDP is rewritten for where it goes: the profile row is chosen by the kind of
+  the leg it comes from and the kind of the leg it goes to (for re-INVITEs,
+  the stored kind of the other leg).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from .model import Branch, CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step
+from .profiles import UNTRUSTED_SIP_SOURCE, Profiles
+from .settings import Settings
+
+#: nathelper tests for SIP peers (named tests, OpenSIPS 3.4+): a private Contact,
+#: or a source address/port that differs from what the top Via claims.
+NAT_TESTS = "private-contact,diff-ip-src-via,diff-port-src-via"
+
+#: Branch flags kept with a contact in the location table, by registration kind.
+REGISTRATION_BFLAGS = {
+    Registration.WEBRTC: ("WEBRTC",),
+    Registration.NATED_SIP: ("NATED",),
+    Registration.PLAIN_SIP: (),
+}
+#: Message flags: where the request came from (visible to branch, reply and failure routes).
+SOURCE_FLAGS = {Source.WEBSOCKET: ("SRC_WS", "SRC_NAT")}
+NAT_FLAG = "SRC_NAT"
+
+WEBSOCKET_PROTOS = frozenset({"ws", "wss"})
+
+
+def source_of(proto: str) -> Source:
+    """Source kind from ``$socket_in(proto)`` (there is no ``$pr`` in OpenSIPS 3.4+)."""
+    return Source.WEBSOCKET if proto.lower() in WEBSOCKET_PROTOS else Source.SIP
+
+
+def party_of(source: Source, behind_nat: bool, flow: Optional[str] = None) -> Party:
+    """The sender of a request; ``flow`` is kept for browsers only (see Party.flow)."""
+    if source is Source.WEBSOCKET:
+        return Party(Leg.WEB, True, flow)
+    return Party(Leg.SIP, behind_nat)
+
+
+def registration_of(source: Source, behind_nat: bool) -> Registration:
+    if source is Source.WEBSOCKET:
+        return Registration.WEBRTC
+    return Registration.NATED_SIP if behind_nat else Registration.PLAIN_SIP
+
+
+def registration_from_bflags(bflags: str) -> Registration:
+    """Inverse of REGISTRATION_BFLAGS, from ``$bf`` (flag names separated by spaces)."""
+    names = bflags.split()
+    if "WEBRTC" in names:
+        return Registration.WEBRTC
+    if "NATED" in names:
+        return Registration.NATED_SIP
+    return Registration.PLAIN_SIP
+
+
+def contact_fix(method: str, behind_nat: bool) -> Optional[str]:
+    """The nathelper function that rewrites a NATed Contact, if one is needed.
+
+    A REGISTER keeps the source as ``received`` (fix_nated_register) so lookups
+    reach the device through its NAT or WebSocket; anything else gets its
+    Contact rewritten (fix_nated_contact) so in-dialog requests come back over
+    the same flow.
+    """
+    if not behind_nat:
+        return None
+    return "fix_nated_register" if method == "REGISTER" else "fix_nated_contact"
+
+
+def needs_media_proxy(caller: Party, callee: Party, private_sdp: bool) -> bool:
+    if caller.leg is Leg.WEB or callee.leg is Leg.WEB:
+        return True
+    return private_sdp or caller.behind_nat or callee.behind_nat
+
+
+class Target(enum.Enum):
+    LOCATION = "location"
+    DESTINATION = "destination"
+    LOCAL_REPLY = "local-reply"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Routing:
+    target: Target
+    reply: Optional[Tuple[int, str]] = None
+    """The reply to send for LOCAL_REPLY and REFUSE."""
+
+
+def route_initial(
+    method: str, ruri_user: str, ruri_domain: str, from_domain: str, source_ip: str, settings: Settings
+) -> Routing:
+    """Where an initial (out-of-dialog) request goes."""
+    if method == "REGISTER":
+        if settings.is_local(ruri_domain):
+            return Routing(Target.LOCATION)
+        return Routing(Target.REFUSE, (403, "Forbidden - Not Our Domain"))
+    if settings.is_local(ruri_domain):
+        if not ruri_user:
+            if method == "OPTIONS":
+                return Routing(Target.LOCAL_REPLY, (200, "OK"))
+            return Routing(Target.REFUSE, (404, "Not Found"))
+        return Routing(Target.LOCATION)
+    # No open relay: only our users and trusted peers may reach other domains.
+    if not settings.is_local(from_domain) and source_ip not in settings.trusted_sources:
+        return Routing(Target.REFUSE, (403, "Relaying Forbidden"))
+    if settings.sip_destination is None:
+        return Routing(Target.REFUSE, (404, "No Route To Destination"))
+    return Routing(Target.DESTINATION)
+
+
+def lookup_failure(code: int) -> Tuple[int, str]:
+    """The reply for a failed ``lookup("location")`` (registrar return codes)."""
+    if code == -2:
+        return 405, "Method Not Allowed"
+    if code == -3:
+        return 500, "Server Internal Error - Lookup"
+    return 404, "Not Found"
+
+
+def media_action(
+    profiles: Profiles,
+    step: Step,
+    sender: Party,
+    receiver: Leg,
+    private_sdp: bool = False,
+    branch: Optional[int] = None,
+) -> MediaAction:
+    """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg."""
+    flags = profiles[(sender.leg, receiver, step)]
+    extra = []
+    if step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp):
+        extra.append(UNTRUSTED_SIP_SOURCE)
+    if branch is not None:
+        # One rtpengine session per branch, so a browser and a phone of one user
+        # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
+        # (parsed, then refused when building the command), so name it ourselves.
+        extra.append(f"via-branch-param=br{branch}")
+    return MediaAction(step, " ".join([flags, *extra]).strip())
+
+
+@dataclass(frozen=True)
+class BranchPlan:
+    record: CallRecord
+    action: Optional[MediaAction]
+
+
+def plan_branch(record: CallRecord, index: int, registration: Registration, profiles: Profiles) -> BranchPlan:
+    """Decide the media proxy for one branch of an initial INVITE and, with an early offer, the offer."""
+    callee = Party(registration.leg, registration.behind_nat)
+    proxy = needs_media_proxy(record.caller, callee, record.private_sdp)
+    record = record.with_branch(index, Branch(callee, proxy))
+    if not (proxy and record.early_offer):
+        return BranchPlan(record, None)
+    return BranchPlan(
+        record, media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, branch=index)
+    )
+
+
+@dataclass(frozen=True)
+class ReplyPlan:
+    action: Optional[MediaAction] = None
+    fix_contact: bool = False
+    record: Optional[CallRecord] = None
+    """A new record to store, when the reply changes it (a 2xx picks the answered branch)."""
+
+
+def plan_initial_reply(
+    record: CallRecord, index: int, status: int, has_sdp: bool, profiles: Profiles, flow: Optional[str] = None
+) -> ReplyPlan:
+    """Reply to an initial INVITE on branch ``index``, received over ``flow``."""
+    branch = record.branch(index)
+    if branch is None:
+        return ReplyPlan()
+    fix = branch.callee.behind_nat and 100 < status < 300
+    new_record = record.with_answer(index, flow) if 200 <= status < 300 else None
+    if not branch.media_proxy:
+        return ReplyPlan(None, fix, new_record)
+    if status >= 300:
+        # A failed branch leaves no rtpengine session behind.
+        released = record.with_branch(index, Branch(branch.callee, True, released=True))
+        action = media_action(profiles, Step.DELETE, record.caller, branch.callee.leg, branch=index)
+        return ReplyPlan(None if branch.released else action, fix, released)
+    if not has_sdp or status < 180:
+        return ReplyPlan(None, fix, new_record)
+    if record.early_offer:
+        action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index)
+    else:
+        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg)
+    return ReplyPlan(action, fix, new_record)
+
+
+def plan_failure(record: Optional[CallRecord], profiles: Profiles) -> Optional[MediaAction]:
+    """The whole INVITE failed: delete whatever rtpengine still holds for the call."""
+    if record is None or not record.media_open:
+        return None
+    return MediaAction(Step.DELETE, "")
+
+
+@dataclass(frozen=True)
+class SequentialPlan:
+    action: Optional[MediaAction] = None
+    exchange: Optional[Exchange] = None
+    """What the reply route needs, for requests whose replies carry SDP."""
+    dst_uri: Optional[str] = None
+    """Where to send the request when the receiver is a browser: back over its own connection."""
+
+
+def legs_of(record: CallRecord, downstream: bool) -> Optional[Tuple[Party, Party]]:
+    """(sender, receiver) of an in-dialog request; None before the dialog was answered."""
+    callee = record.callee_branch
+    if callee is None:
+        return None
+    if downstream:
+        return record.caller, callee.callee
+    return callee.callee, record.caller
+
+
+def plan_sequential(
+    record: Optional[CallRecord], downstream: bool, method: str, has_sdp: bool, profiles: Profiles
+) -> SequentialPlan:
+    """An in-dialog request: re-INVITE/UPDATE offers, ACK answers, BYE deletes."""
+    legs = None if record is None else legs_of(record, downstream)
+    if record is None or legs is None:
+        return SequentialPlan()
+    sender, receiver = legs
+    dst_uri = receiver.flow_uri if receiver.leg is Leg.WEB else None
+    callee = record.callee_branch
+    if callee is None or not callee.media_proxy:
+        return SequentialPlan(dst_uri=dst_uri)
+    if method == "BYE":
+        return SequentialPlan(media_action(profiles, Step.DELETE, record.caller, callee.callee.leg), None, dst_uri)
+    if method in ("INVITE", "UPDATE"):
+        exchange = Exchange(sender, receiver, has_sdp)
+        if not has_sdp:
+            return SequentialPlan(None, exchange, dst_uri)
+        return SequentialPlan(media_action(profiles, Step.REOFFER, sender, receiver.leg), exchange, dst_uri)
+    if method in ("ACK", "PRACK") and has_sdp:
+        # An ACK (or PRACK) with SDP answers an offer made in the 2xx (late offer).
+        return SequentialPlan(media_action(profiles, Step.ANSWER, sender, receiver.leg), None, dst_uri)
+    return SequentialPlan(dst_uri=dst_uri)
+
+
+def plan_sequential_reply(exchange: Exchange, status: int, has_sdp: bool, profiles: Profiles) -> Optional[MediaAction]:
+    """Reply to a re-INVITE/UPDATE: the answer (or, for a late re-offer, the offer) goes back to the sender."""
+    if not has_sdp or not (180 <= status < 300):
+        return None
+    step = Step.ANSWER if exchange.offer_in_request else Step.REOFFER
+    return media_action(profiles, step, exchange.receiver, exchange.sender.leg)

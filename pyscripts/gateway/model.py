@@ -1,0 +1,264 @@
+"""Plain values the decision core takes and returns.
+
+Nothing here knows OpenSIPS exists: facts come in as these small frozen values,
+decisions leave as them, and the host adapter (``host.py``) is the only place
+that turns them into pseudo-variable reads and function calls.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+
+class Source(enum.Enum):
+    """Where a message came from, judged by the transport it arrived on."""
+
+    WEBSOCKET = "ws"
+    SIP = "sip"
+
+
+class Leg(enum.Enum):
+    """What SDP a call leg speaks: a browser (DTLS-SRTP, ICE, rtcp-mux) or a SIP device (plain RTP)."""
+
+    WEB = "web"
+    SIP = "sip"
+
+    @property
+    def code(self) -> str:
+        return "W" if self is Leg.WEB else "S"
+
+    @classmethod
+    def from_code(cls, code: str) -> Leg:
+        if code == "W":
+            return cls.WEB
+        if code == "S":
+            return cls.SIP
+        raise ValueError(f"unknown leg code {code!r}")
+
+
+class Registration(enum.Enum):
+    """How a contact registered; stored with it as branch flags by save("location")."""
+
+    WEBRTC = "webrtc"
+    NATED_SIP = "nated-sip"
+    PLAIN_SIP = "plain-sip"
+
+    @property
+    def leg(self) -> Leg:
+        return Leg.WEB if self is Registration.WEBRTC else Leg.SIP
+
+    @property
+    def behind_nat(self) -> bool:
+        return self is not Registration.PLAIN_SIP
+
+
+class Step(enum.Enum):
+    """The rtpengine step a message's SDP takes."""
+
+    OFFER = "offer"
+    ANSWER = "answer"
+    REOFFER = "reoffer"
+    DELETE = "delete"
+
+
+class Verdict(enum.IntEnum):
+    """What the native script does after a request route returns (see opensips.cfg).
+
+    Never 0: python_exec returning 0 ends the whole script like ``exit`` (FACTS.md).
+    """
+
+    RELAY = 1  # t_relay() the request as it stands
+    HANDLED = 2  # a reply was sent or the request was absorbed: exit
+    RELAY_INITIAL = 3  # arm branch, reply and failure routes, then t_relay()
+    DROP = 4  # (branch route) drop this branch
+    RELAY_TRACKED = 5  # arm the reply route, then t_relay() (re-INVITE/UPDATE with media)
+    FAILED = -2  # the Python side failed: the cfg's fail-safe answers
+
+
+@dataclass(frozen=True)
+class Party:
+    """One end of a call as the gateway sees it."""
+
+    leg: Leg
+    """The SDP flavour this party speaks."""
+    behind_nat: bool
+    """True when its addresses cannot be trusted (every WebSocket peer, NATed SIP)."""
+    flow: Optional[str] = None
+    """For a browser, the connection it talks over (``wss:198.51.100.7:52044``): in-dialog
+    requests must go back over it, and its Contact's ``transport=ws`` would not find a
+    WSS connection (OpenSIPS matches connections by protocol)."""
+
+    @property
+    def code(self) -> str:
+        text = self.leg.code + ("1" if self.behind_nat else "0")
+        return text + "@" + self.flow if self.flow else text
+
+    @property
+    def flow_uri(self) -> Optional[str]:
+        """``sip:host:port;transport=proto`` for the flow, to use as destination URI."""
+        if not self.flow:
+            return None
+        proto, _, hostport = self.flow.partition(":")
+        return f"sip:{hostport};transport={proto}"
+
+    @classmethod
+    def parse(cls, code: str) -> Party:
+        kind, _, flow = code.partition("@")
+        if len(kind) != 2 or kind[1] not in "01" or (flow and ":" not in flow):
+            raise ValueError(f"bad party code {code!r}")
+        return cls(Leg.from_code(kind[0]), kind[1] == "1", flow or None)
+
+
+def flow_of(proto: str, host: str, port: int) -> str:
+    """The flow text of a connection: ``proto:host:port``, IPv6 hosts in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{proto.lower()}:{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The decision taken for one branch of an initial INVITE."""
+
+    callee: Party
+    """Who this branch reaches."""
+    media_proxy: bool
+    """Whether rtpengine bridges the media on this branch."""
+    released: bool = False
+    """True once the branch failed and its rtpengine session was deleted."""
+
+    @property
+    def code(self) -> str:
+        marker = "-" if not self.media_proxy else ("x" if self.released else "m")
+        return marker + self.callee.code
+
+    @classmethod
+    def parse(cls, code: str) -> Branch:
+        if not code or code[0] not in "mx-":
+            raise ValueError(f"bad branch code {code!r}")
+        return cls(Party.parse(code[1:]), code[0] != "-", code[0] == "x")
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What the gateway keeps with a dialog (``$dlg_val(gw)``) for later requests and replies.
+
+    ``str()`` and ``parse()`` round-trip; the text is short and readable in ``dlg_list``:
+    ``c=W1@wss:198.51.100.7:52044;o=e;p=0;b0=mS0;b1=mW1;a=0``.
+    """
+
+    caller: Party
+    """Who placed the call."""
+    early_offer: bool
+    """True when the initial INVITE carried the SDP offer (late offer: it comes in the 2xx)."""
+    private_sdp: bool
+    """True when the caller's offer held private (RFC 1918/6598) addresses."""
+    branches: Tuple[Tuple[int, Branch], ...] = ()
+    """Each forked branch by its index, in the order they were created."""
+    answered: Optional[int] = None
+    """Index of the branch whose 2xx established the dialog."""
+
+    def with_branch(self, index: int, branch: Branch) -> CallRecord:
+        branches = dict(self.branches)
+        branches[index] = branch
+        return CallRecord(self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered)
+
+    def with_answer(self, index: int, flow: Optional[str] = None) -> CallRecord:
+        """The record once branch ``index`` answered, from ``flow`` when the callee is a browser."""
+        record = CallRecord(self.caller, self.early_offer, self.private_sdp, self.branches, index)
+        branch = self.branch(index)
+        if branch is not None and flow and branch.callee.leg is Leg.WEB:
+            callee = Party(branch.callee.leg, branch.callee.behind_nat, flow)
+            record = record.with_branch(index, Branch(callee, branch.media_proxy))
+        return record
+
+    def branch(self, index: int) -> Optional[Branch]:
+        return dict(self.branches).get(index)
+
+    @property
+    def callee_branch(self) -> Optional[Branch]:
+        return None if self.answered is None else self.branch(self.answered)
+
+    @property
+    def media_open(self) -> bool:
+        """True while some branch may still hold an rtpengine session."""
+        return any(b.media_proxy and not b.released for _, b in self.branches)
+
+    def __str__(self) -> str:
+        parts = [
+            f"c={self.caller.code}",
+            "o=" + ("e" if self.early_offer else "l"),
+            "p=" + ("1" if self.private_sdp else "0"),
+        ]
+        parts += [f"b{i}={b.code}" for i, b in self.branches]
+        if self.answered is not None:
+            parts.append(f"a={self.answered}")
+        return ";".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> CallRecord:
+        fields: Dict[str, str] = {}
+        branches = []
+        for part in text.split(";"):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"bad call record field {part!r}")
+            if key.startswith("b") and key[1:].isdigit():
+                branches.append((int(key[1:]), Branch.parse(value)))
+            else:
+                fields[key] = value
+        try:
+            caller = Party.parse(fields["c"])
+            early = {"e": True, "l": False}[fields["o"]]
+            private = {"1": True, "0": False}[fields["p"]]
+        except KeyError as exc:
+            raise ValueError(f"call record {text!r} lacks or garbles {exc}") from None
+        answered = fields.get("a")
+        if answered is not None and not answered.isdigit():
+            raise ValueError(f"bad answered branch {answered!r}")
+        return cls(caller, early, private, tuple(branches), None if answered is None else int(answered))
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What a sequential transaction (re-INVITE, UPDATE) keeps for its replies (``$avp(gw_tx)``)."""
+
+    sender: Party
+    """The party that sent the request."""
+    receiver: Party
+    """The other party, who replies."""
+    offer_in_request: bool
+    """True when the request carried an SDP offer (its 2xx then carries the answer)."""
+
+    def __str__(self) -> str:
+        return f"s={self.sender.code};r={self.receiver.code};o={int(self.offer_in_request)}"
+
+    @classmethod
+    def parse(cls, text: str) -> Exchange:
+        fields = dict(part.partition("=")[::2] for part in text.split(";"))
+        try:
+            sender, receiver, offer = Party.parse(fields["s"]), Party.parse(fields["r"]), fields["o"]
+        except KeyError as exc:
+            raise ValueError(f"exchange {text!r} lacks {exc}") from None
+        if offer not in ("0", "1"):
+            raise ValueError(f"bad exchange {text!r}")
+        return cls(sender, receiver, offer == "1")
+
+
+@dataclass(frozen=True)
+class MediaAction:
+    """One rtpengine call: which function, with which flag string."""
+
+    step: Step
+    flags: str
+
+    @property
+    def function(self) -> str:
+        return {
+            Step.OFFER: "rtpengine_offer",
+            Step.REOFFER: "rtpengine_offer",
+            Step.ANSWER: "rtpengine_answer",
+            Step.DELETE: "rtpengine_delete",
+        }[self.step]

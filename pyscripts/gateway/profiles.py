@@ -1,0 +1,144 @@
+"""The rtpengine flag profiles: one table, read top to bottom.
+
+A row says which flags rtpengine gets when SDP travels from one kind of leg to
+another at one step.  The key is the SDP's own path, not the call's: in a
+browser->phone call the offer uses ``web->sip offer`` and the phone's answer
+``sip->web answer``.  Re-INVITEs and UPDATEs use the ``reoffer`` row of the
+way their SDP travels, and their answers the ``answer`` row back.
+
+Why the flags (FACTS.md, rtpengine 10.5 as Debian ships it):
+- Browser-bound SDP is always ``UDP/TLS/RTP/SAVPF`` with ``ICE=force``,
+  ``rtcp-mux-require`` (browsers insist on mux) and ``SDES-off`` (Chrome
+  rejects crypto lines next to DTLS).  Answers to a browser add
+  ``DTLS=passive``, so the browser, which may be behind NAT, opens DTLS.
+- SIP-bound SDP is ``RTP/AVP`` with ``ICE=remove DTLS=off rtcp-mux-demux``.
+- ``transcode-PCMU transcode-G722`` on offers toward SIP make sure a phone sees
+  a codec it knows even when a browser offered only Opus (offers only: rtpengine
+  ignores codec flags on answers).
+- ``replace-origin`` hides the far end's o= line.  ``replace-session-connection``
+  is gone: rtpengine ignores it since mr12.5 and rejects it since mr26.1.
+- ``delete`` rows are empty: a delete without flags removes the whole call.
+
+Sites override rows in gateway.ini (``[profiles]``, e.g. ``web->sip offer = ...``);
+``validate`` refuses an override that would break the rules above.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Iterator, Mapping, Tuple
+
+from .model import Leg, Step
+
+ProfileKey = Tuple[Leg, Leg, Step]
+
+TO_WEB = "UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require SDES-off replace-origin"
+TO_SIP = "RTP/AVP ICE=remove DTLS=off rtcp-mux-demux replace-origin"
+
+#: (SDP from, SDP to, step) -> rtpengine flags.
+DEFAULT_PROFILES: Dict[ProfileKey, str] = {
+    (Leg.WEB, Leg.WEB, Step.OFFER): TO_WEB,
+    (Leg.WEB, Leg.WEB, Step.ANSWER): TO_WEB + " DTLS=passive",
+    (Leg.WEB, Leg.WEB, Step.REOFFER): TO_WEB,
+    (Leg.WEB, Leg.WEB, Step.DELETE): "",
+    (Leg.WEB, Leg.SIP, Step.OFFER): TO_SIP + " transcode-PCMU transcode-G722",
+    (Leg.WEB, Leg.SIP, Step.ANSWER): TO_SIP,
+    (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-G722",
+    (Leg.WEB, Leg.SIP, Step.DELETE): "",
+    (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB,
+    (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB + " DTLS=passive",
+    (Leg.SIP, Leg.WEB, Step.REOFFER): TO_WEB,
+    (Leg.SIP, Leg.WEB, Step.DELETE): "",
+    (Leg.SIP, Leg.SIP, Step.OFFER): TO_SIP,
+    (Leg.SIP, Leg.SIP, Step.ANSWER): TO_SIP,
+    (Leg.SIP, Leg.SIP, Step.REOFFER): TO_SIP,
+    (Leg.SIP, Leg.SIP, Step.DELETE): "",
+}
+
+#: Added when the SDP comes from a SIP leg whose addresses cannot be trusted
+#: (NATed, or private addresses in the SDP): rtpengine learns the address from
+#: the packets' source instead (what the reference configs use; trust-address is
+#: rtpengine's default and needs no flag).
+UNTRUSTED_SIP_SOURCE = "SIP-source-address"
+
+# Flags rtpengine no longer honours or that contradict a browser/SIP leg.
+_DEAD = {"replace-session-connection", "trust-address-no", "UDP/TLS/RTP/SAVP", "RTP/SAVPF"}
+_WEB_MUST = ("UDP/TLS/RTP/SAVPF", "ICE=force", "rtcp-mux-require", "SDES-off")
+_WEB_MUST_NOT = ("RTP/AVP", "ICE=remove", "DTLS=off", "rtcp-mux-demux")
+_SIP_MUST = ("RTP/AVP", "ICE=remove", "DTLS=off")
+_SIP_MUST_NOT = ("UDP/TLS/RTP/SAVPF", "ICE=force", "rtcp-mux-require", "DTLS=passive", "DTLS=active")
+_OFFER_ONLY_PREFIXES = ("transcode-", "codec-transcode-", "codec-strip-", "codec-mask-", "codec-offer-")
+
+
+def tokens(flags: str) -> list[str]:
+    return flags.split()
+
+
+def problems(key: ProfileKey, flags: str) -> list[str]:
+    """Why a row's flags would break a leg, empty when they are fine."""
+    _source, target, step = key
+    words = tokens(flags)
+    found = []
+    if step is Step.DELETE:
+        return [f"unexpected {w}" for w in words if not w.startswith(("delete-delay=", "via-branch"))]
+    for word in words:
+        if word in _DEAD:
+            found.append(f"{word} is ignored or rejected by today's rtpengine")
+    must, must_not = (_WEB_MUST, _WEB_MUST_NOT) if target is Leg.WEB else (_SIP_MUST, _SIP_MUST_NOT)
+    found += [f"{target.value}-bound SDP needs {w}" for w in must if w not in words]
+    found += [f"{target.value}-bound SDP must not have {w}" for w in must_not if w in words]
+    protocols = [w for w in words if "RTP/" in w]
+    if len(protocols) > 1:
+        found.append("more than one transport protocol: " + " ".join(protocols))
+    ice = [w for w in words if w.startswith("ICE=")]
+    if len(ice) > 1:
+        found.append("contradicting ICE flags: " + " ".join(ice))
+    dtls = [w for w in words if w.startswith("DTLS=")]
+    if len(dtls) > 1:
+        found.append("contradicting DTLS flags: " + " ".join(dtls))
+    if step is Step.ANSWER:
+        found += [f"{w} acts on offers only" for w in words if w.startswith(_OFFER_ONLY_PREFIXES)]
+    if "via-branch" in flags:
+        found.append("via-branch is added per branch by the router, not by a profile")
+    return found
+
+
+class Profiles(Mapping[ProfileKey, str]):
+    """The effective table: the defaults with the site's overrides, validated."""
+
+    def __init__(self, overrides: Mapping[ProfileKey, str] | None = None) -> None:
+        table = dict(DEFAULT_PROFILES)
+        table.update(overrides or {})
+        errors = [f"{format_key(k)}: {p}" for k, v in table.items() for p in problems(k, v)]
+        if errors:
+            raise ValueError("bad rtpengine profile: " + "; ".join(errors))
+        self._table = {k: " ".join(tokens(v)) for k, v in table.items()}
+
+    def __getitem__(self, key: ProfileKey) -> str:
+        return self._table[key]
+
+    def __iter__(self) -> Iterator[ProfileKey]:
+        return iter(DEFAULT_PROFILES)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def format_key(key: ProfileKey) -> str:
+    return f"{key[0].value}->{key[1].value} {key[2].value}"
+
+
+def parse_key(text: str) -> ProfileKey:
+    """``"web->sip offer"`` -> (Leg.WEB, Leg.SIP, Step.OFFER); ValueError otherwise."""
+    try:
+        path, step = text.split()
+        source, target = path.split("->")
+        return Leg(source), Leg(target), Step(step)
+    except ValueError:
+        raise ValueError(f"bad profile name {text!r}: expected e.g. 'web->sip offer'") from None
+
+
+def render(profiles: Mapping[ProfileKey, str], keys: Iterable[ProfileKey] | None = None) -> str:
+    lines = [f"{'sdp path':<10} {'step':<8} rtpengine flags"]
+    for key in keys or profiles:
+        lines.append(f"{key[0].value + '->' + key[1].value:<10} {key[2].value:<8} {profiles[key] or '(none)'}")
+    return "\n".join(lines)

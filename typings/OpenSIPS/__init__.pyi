@@ -1,0 +1,3 @@
+# Stub of the module OpenSIPS's python module builds (modules/python, 3.6/4.0):
+# it exports exactly one name.
+def LM_ERR(message: str, /) -> None: ...
