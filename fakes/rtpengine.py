@@ -212,9 +212,6 @@ def rewrite_sdp(ng: Dict[str, Any], address: str, port: int, offer: bool) -> str
                     if codec in _CODECS and str(_CODECS[codec][0]) not in parts[3:]:
                         parts.append(str(_CODECS[codec][0]))
             line = " ".join(parts)
-            out.append(line)
-            out.append(f"c=IN IP4 {address}")
-            continue
         elif line.startswith(_ICE_LINES) and (ice == "remove" or ice == "force"):
             continue
         elif line.startswith(_DTLS_LINES) and (

@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .model import Branch, CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step
+from .model import Branch, CallRecord, Exchange, Leg, Media, MediaAction, Party, Registration, Source, Step
 from .profiles import UNTRUSTED_SIP_SOURCE, Profiles
 from .settings import Settings
 
@@ -170,13 +170,12 @@ class BranchPlan:
 def plan_branch(record: CallRecord, index: int, registration: Registration, profiles: Profiles) -> BranchPlan:
     """Decide the media proxy for one branch of an initial INVITE and, with an early offer, the offer."""
     callee = Party(registration.leg, registration.behind_nat)
-    proxy = needs_media_proxy(record.caller, callee, record.private_sdp)
-    record = record.with_branch(index, Branch(callee, proxy))
-    if not (proxy and record.early_offer):
-        return BranchPlan(record, None)
-    return BranchPlan(
-        record, media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, branch=index)
-    )
+    if not needs_media_proxy(record.caller, callee, record.private_sdp):
+        return BranchPlan(record.with_branch(index, Branch(callee, Media.NONE)), None)
+    if not record.early_offer:
+        return BranchPlan(record.with_branch(index, Branch(callee, Media.PENDING)), None)
+    action = media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, branch=index)
+    return BranchPlan(record.with_branch(index, Branch(callee, Media.OPEN)), action)
 
 
 @dataclass(frozen=True)
@@ -195,21 +194,23 @@ def plan_initial_reply(
     if branch is None:
         return ReplyPlan()
     fix = branch.callee.behind_nat and 100 < status < 300
-    new_record = record.with_answer(index, flow) if 200 <= status < 300 else None
-    if not branch.media_proxy:
-        return ReplyPlan(None, fix, new_record)
+    answered = 200 <= status < 300
     if status >= 300:
         # A failed branch leaves no rtpengine session behind.
-        released = record.with_branch(index, Branch(branch.callee, True, released=True))
+        if branch.media is not Media.OPEN:
+            changed = record.with_branch(index, branch.with_media(Media.RELEASED)) if branch.media_proxy else None
+            return ReplyPlan(None, fix, changed)
         action = media_action(profiles, Step.DELETE, record.caller, branch.callee.leg, branch=index)
-        return ReplyPlan(None if branch.released else action, fix, released)
-    if not has_sdp or status < 180:
-        return ReplyPlan(None, fix, new_record)
+        return ReplyPlan(action, fix, record.with_branch(index, branch.with_media(Media.RELEASED)))
+    if not branch.media_proxy or branch.media is Media.RELEASED or not has_sdp or status < 180:
+        return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None)
     if record.early_offer:
         action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index)
     else:
-        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg)
-    return ReplyPlan(action, fix, new_record)
+        # Late offer: the callee's SDP is the offer (answered in the ACK, or PRACK).
+        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg, branch=index)
+        record = record.with_branch(index, branch.with_media(Media.OPEN))
+    return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record)
 
 
 def plan_failure(record: Optional[CallRecord], profiles: Profiles) -> Optional[MediaAction]:
@@ -248,7 +249,7 @@ def plan_sequential(
     sender, receiver = legs
     dst_uri = receiver.flow_uri if receiver.leg is Leg.WEB else None
     callee = record.callee_branch
-    if callee is None or not callee.media_proxy:
+    if callee is None or callee.media is not Media.OPEN:
         return SequentialPlan(dst_uri=dst_uri)
     if method == "BYE":
         return SequentialPlan(media_action(profiles, Step.DELETE, record.caller, callee.callee.leg), None, dst_uri)

@@ -118,27 +118,42 @@ def flow_of(proto: str, host: str, port: int) -> str:
     return f"{proto.lower()}:{host}:{port}"
 
 
+class Media(enum.Enum):
+    """Where a branch stands with rtpengine."""
+
+    NONE = "-"  # no media proxy for this branch
+    PENDING = "p"  # media proxy decided, no session yet (late offer: the offer comes in a reply)
+    OPEN = "m"  # an rtpengine session exists for this branch
+    RELEASED = "x"  # the branch failed and its session was deleted
+
+
 @dataclass(frozen=True)
 class Branch:
     """The decision taken for one branch of an initial INVITE."""
 
     callee: Party
     """Who this branch reaches."""
-    media_proxy: bool
-    """Whether rtpengine bridges the media on this branch."""
-    released: bool = False
-    """True once the branch failed and its rtpengine session was deleted."""
+    media: Media
+    """Whether rtpengine bridges the media on this branch, and its session's state."""
+
+    @property
+    def media_proxy(self) -> bool:
+        return self.media is not Media.NONE
+
+    def with_media(self, media: Media) -> Branch:
+        return Branch(self.callee, media)
 
     @property
     def code(self) -> str:
-        marker = "-" if not self.media_proxy else ("x" if self.released else "m")
-        return marker + self.callee.code
+        return self.media.value + self.callee.code
 
     @classmethod
     def parse(cls, code: str) -> Branch:
-        if not code or code[0] not in "mx-":
-            raise ValueError(f"bad branch code {code!r}")
-        return cls(Party.parse(code[1:]), code[0] != "-", code[0] == "x")
+        try:
+            media = Media(code[:1])
+        except ValueError:
+            raise ValueError(f"bad branch code {code!r}") from None
+        return cls(Party.parse(code[1:]), media)
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ class CallRecord:
     """What the gateway keeps with a dialog (``$dlg_val(gw)``) for later requests and replies.
 
     ``str()`` and ``parse()`` round-trip; the text is short and readable in ``dlg_list``:
-    ``c=W1@wss:198.51.100.7:52044;o=e;p=0;b0=mS0;b1=mW1;a=0``.
+    ``c=W1@wss:198.51.100.7:52044;o=e;p=0;b0=mS0;b1=xW1;a=0``.
     """
 
     caller: Party
@@ -171,7 +186,7 @@ class CallRecord:
         branch = self.branch(index)
         if branch is not None and flow and branch.callee.leg is Leg.WEB:
             callee = Party(branch.callee.leg, branch.callee.behind_nat, flow)
-            record = record.with_branch(index, Branch(callee, branch.media_proxy))
+            record = record.with_branch(index, Branch(callee, branch.media))
         return record
 
     def branch(self, index: int) -> Optional[Branch]:
@@ -184,7 +199,7 @@ class CallRecord:
     @property
     def media_open(self) -> bool:
         """True while some branch may still hold an rtpengine session."""
-        return any(b.media_proxy and not b.released for _, b in self.branches)
+        return any(b.media is Media.OPEN for _, b in self.branches)
 
     def __str__(self) -> str:
         parts = [

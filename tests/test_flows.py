@@ -1,0 +1,203 @@
+"""Whole call flows through the real pyscripts on the fake host."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+import pytest
+
+from fakes.rtpengine import MemoryEngine
+from fakes.runtime import Gateway
+from fakes.scenarios import SCENARIOS
+from fakes.ua import Network
+from gateway import core
+from gateway.settings import Settings
+from tests.flowcheck import assert_clean
+
+
+def ng_commands(gateway: Gateway) -> List[dict]:  # type: ignore[type-arg]
+    return [event.data[0] for event in gateway.events if event.kind == "rtpengine"]
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("hiding", [False, True], ids=["record-route", "topology-hiding"])
+def test_every_scenario_leaves_nothing_behind(name: str, hiding: bool) -> None:
+    gateway = Gateway(Settings(topology_hiding=hiding))
+    net = Network(gateway)
+    SCENARIOS[name](net)
+    assert_clean(gateway, net)
+
+
+def test_registrations_are_kept_with_their_kind_as_branch_flags() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob, carol = net.browser("alice"), net.phone("bob", nat=True), net.phone("carol")
+    for ua in (alice, bob, carol):
+        assert net.register(ua).status == 200
+    flags = {user: contacts[0].bflags for user, contacts in gateway.location.items()}
+    assert flags == {"alice": {"WEBRTC"}, "bob": {"NATED"}, "carol": set()}
+    assert gateway.location["alice"][0].received == f"sip:{alice.endpoint.host}:{alice.endpoint.port};transport=wss"
+    assert gateway.location["bob"][0].received == f"sip:{bob.endpoint.host}:{bob.endpoint.port}"
+    assert gateway.location["carol"][0].received is None
+
+
+def test_a_register_for_another_domain_is_refused() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    mallory = net.phone("mallory")
+    mallory.domain = "victim.org"
+    assert net.register(mallory).status == 403
+    assert gateway.location == {}
+
+
+def test_source_flags_reach_branch_and_reply_routes() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.browser("alice"), net.phone("bob")
+    net.register(alice)
+    net.register(bob)
+    call = net.invite(alice, "bob")
+    assert next(iter(gateway.transactions.values())).flags == {"SRC_WS", "SRC_NAT"}
+    net.reply(call, bob, 200)
+    net.bye(call, "caller")
+
+
+def test_forking_offers_each_branch_its_own_sdp_and_session() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    web, desk, carol = net.browser("frank"), net.phone("frank", nat=True), net.phone("carol")
+    for ua in (web, desk, carol):
+        net.register(ua)
+    call = net.invite(carol, "frank")
+    offers = [ng for ng in ng_commands(gateway) if ng["command"] == "offer"]
+    assert [(o["via-branch"], o["transport-protocol"]) for o in offers] == [
+        ("br0", "UDP/TLS/RTP/SAVPF"),
+        ("br1", "RTP/AVP"),
+    ]
+    net.reply(call, web, 183)
+    net.reply(call, desk, 200)
+    answers = [ng for ng in ng_commands(gateway) if ng["command"] == "answer"]
+    assert [a["via-branch"] for a in answers] == ["br0", "br1"]
+    deletes = [ng for ng in ng_commands(gateway) if ng["command"] == "delete"]
+    assert [d.get("via-branch") for d in deletes] == ["br0"], "the cancelled browser branch is released"
+    net.bye(call, "callee")
+    assert_clean(gateway, net)
+
+
+def test_in_dialog_requests_reach_a_browser_over_its_own_connection() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, carol = net.browser("alice"), net.phone("carol")
+    net.register(alice)
+    net.register(carol)
+    call = net.invite(carol, "alice")
+    net.reply(call, alice, 200)
+    net.reinvite(call, "caller", hold=True)
+    net.bye(call, "caller")
+    to_alice = [
+        event.data[0] for event in gateway.events if event.kind == "send" and event.data[0].host == alice.endpoint.host
+    ]
+    assert to_alice and set(to_alice) == {alice.endpoint}
+    assert_clean(gateway, net)
+
+
+def test_browser_contacts_are_fixed_to_their_source() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, carol = net.browser("alice"), net.phone("carol")
+    net.register(alice)
+    net.register(carol)
+    call = net.invite(alice, "carol")
+    invite = carol.pending_invites[call.call_id]
+    assert invite.header("contact") == f"<sip:alicex@{alice.endpoint.host}:{alice.endpoint.port};transport=ws>"
+    net.reply(call, carol, 486)
+    assert_clean(gateway, net)
+
+
+def test_plain_sip_calls_stay_off_the_media_proxy() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    carol, erin = net.phone("carol"), net.phone("erin")
+    net.register(carol)
+    net.register(erin)
+    call = net.invite(carol, "erin")
+    net.reply(call, erin, 200)
+    net.reinvite(call, "callee")
+    net.bye(call, "callee")
+    assert ng_commands(gateway) == []
+    assert_clean(gateway, net)
+
+
+def test_calls_to_other_domains_go_to_the_sip_destination() -> None:
+    gateway = Gateway(Settings(sip_destination="sip:127.0.0.99:5080"))
+    net = Network(gateway)
+    alice = net.browser("alice")
+    net.register(alice)
+    net.invite(alice, "+4930123", domain="pstn.example")
+    sent = [event.data for event in gateway.events if event.kind == "send"]
+    endpoint, message = sent[-1]
+    assert (endpoint.host, endpoint.port) == ("127.0.0.99", 5080)
+    assert message.ruri == "sip:+4930123@pstn.example" and b"RTP/AVP" in message.body
+
+
+def test_no_open_relay() -> None:
+    gateway = Gateway(Settings(sip_destination="sip:127.0.0.99:5080"))
+    net = Network(gateway)
+    mallory = net.phone("mallory")
+    mallory.domain = "spoof.example"
+    call = net.invite(mallory, "victim", domain="elsewhere.example")
+    assert [m.status for m in mallory.inbox] == [403]
+    assert call.call_id not in str(gateway.dialogs)
+
+
+def test_an_unknown_user_gets_404() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice = net.browser("alice")
+    net.invite(alice, "nobody")
+    assert [m.status for m in alice.inbox] == [404]
+    assert gateway.dialogs == {}
+
+
+class BrokenEngine(MemoryEngine):
+    def command(self, ng: dict) -> dict:  # type: ignore[type-arg]
+        if ng["command"] in ("offer", "answer"):
+            return {"result": "error", "error-reason": "no ports"}
+        return super().command(ng)
+
+
+def test_without_a_media_proxy_the_caller_gets_503_and_nothing_hangs() -> None:
+    gateway = Gateway(rtpengine=BrokenEngine())
+    net = Network(gateway)
+    alice, bob = net.browser("alice"), net.phone("bob")
+    net.register(alice)
+    net.register(bob)
+    net.invite(alice, "bob")
+    assert [m.status for m in alice.inbox if not m.is_request and m.cseq_method == "INVITE"] == [503]
+    assert bob.pending_invites == {}
+    assert gateway.dialogs == {} and gateway.transactions == {}
+
+
+def test_a_python_failure_gets_500_for_new_calls_and_keeps_calls_up(monkeypatch: Any) -> None:
+    """The cfg's fail-safe still routes in-dialog requests (by their fixed Contact: a browser on plain
+    ws is reached; one on wss needs the flow the Python side sets as destination)."""
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.browser("alice", secure=False), net.phone("bob")
+    net.register(alice)
+    net.register(bob)
+    call = net.invite(alice, "bob")
+    net.reply(call, bob, 200)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug in a routing rule")
+
+    monkeypatch.setattr(core, "route_initial", broken)
+    monkeypatch.setattr(core, "plan_sequential", broken)
+    second = net.invite(bob, "alice")
+    assert [m.status for m in bob.inbox if not m.is_request and m.call_id == second.call_id] == [500]
+    net.bye(call, "callee")
+    assert [m.status for m in bob.inbox if not m.is_request and m.call_id == call.call_id][-1] == 200
+    assert gateway.python_failures == 2
+    assert any(second.call_id in e and "RuntimeError" in e for e in gateway.errors)
+    assert any(call.call_id in e for e in gateway.errors)

@@ -1,0 +1,46 @@
+"""The tracer: the command an engineer runs before deploying a change."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fakes.scenarios import SCENARIOS
+from fakes.trace import main, run
+
+
+def test_each_scenario_traces_to_a_clean_end() -> None:
+    for name in SCENARIOS:
+        lines = run(name)
+        assert lines[0].startswith(f"=== {name}:")
+        assert "rtpengine sessions left: 0; dialogs left: 0" in lines[-1] or any(
+            "rtpengine sessions left: 0; dialogs left: 0" in line for line in lines
+        )
+        assert not any("undelivered" in line or line.strip().startswith("!") for line in lines)
+
+
+def test_a_trace_shows_functions_flags_and_rtpengine_commands() -> None:
+    text = "\n".join(run("web-to-sip"))
+    assert "setflag('SRC_WS') -> 1" in text
+    assert "rtpengine_offer('RTP/AVP ICE=remove DTLS=off" in text
+    assert "ng offer: transport-protocol=RTP/AVP" in text
+    assert "= 3 RELAY_INITIAL" in text
+    assert "gateway -> bob(phone): INVITE" in text and "[SDP RTP/AVP]" in text
+    assert "gateway -> alice(browser): SIP/2.0 200 OK  [SDP UDP/TLS/RTP/SAVPF ICE DTLS mux]" in text
+
+
+def test_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--table"]) == 0
+    assert "web->sip   offer" in capsys.readouterr().out
+    assert main(["--list"]) == 0
+    assert set(SCENARIOS) <= set(capsys.readouterr().out.split())
+    assert main(["no-such-scenario"]) == 2
+
+
+def test_the_module_runs_as_documented() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fakes.trace", "forking"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "=== forking:" in out and "rtpengine sessions left: 0" in out
