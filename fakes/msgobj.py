@@ -11,6 +11,8 @@ From ``modules/python/python_msgobj.c`` (identical in 3.6.8 and 4.0.1) and FACTS
 - ``call_function`` takes 0-8 str/None arguments and returns an int; any
   failure is a ``SystemError`` with the reason lost; an omitted optional
   integer/variable parameter crashes the worker (``HostCrash``);
+- every str it returns is decoded as strict UTF-8: a header, URI or body with
+  other bytes raises ``UnicodeDecodeError``;
 - ``get_pseudoVar`` formats a whole string, ``"<null>"`` for unset variables,
   None (and an error in the log) for unknown names; ``set_pseudoVar`` takes two
   str and returns None.
@@ -29,6 +31,19 @@ if TYPE_CHECKING:
 NULL = "<null>"
 _PV = re.compile(r"\$(\w+)(?:\(([^)]*)\))?")
 _INT = re.compile(r"^[+-]?\d+$")
+
+
+def utf8(text: Optional[str]) -> Optional[str]:
+    """The module builds every str with PyUnicode_FromString(AndSize): bytes that are not
+    UTF-8 (kept as surrogates by the fake's parser) raise UnicodeDecodeError, as there."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text.encode("utf-8", errors="surrogateescape")
+        raise UnicodeDecodeError("utf-8", raw, exc.start, exc.end, "invalid continuation byte") from None
+    return text
 
 
 class HostCrash(BaseException):
@@ -74,14 +89,14 @@ class FakeMsg:
         ctx = self._live()
         if not ctx.msg.is_request:
             return self._pending(ctx, "Method read on a reply")
-        return ctx.msg.method
+        return utf8(ctx.msg.method)
 
     @property
     def RURI(self) -> Optional[str]:
         ctx = self._live()
         if not ctx.msg.is_request:
             return self._pending(ctx, "RURI read on a reply")
-        return ctx.msg.ruri
+        return utf8(ctx.msg.ruri)
 
     @property
     def Status(self) -> Optional[str]:
@@ -105,7 +120,7 @@ class FakeMsg:
             raise TypeError("getHeader() argument must be str")
         ctx = self._live()
         ctx.runtime.count("getHeader")
-        return ctx.msg.raw_header(name)
+        return utf8(ctx.msg.raw_header(name))
 
     def copy(self) -> FakeMsg:
         ctx = self._live()
@@ -148,7 +163,7 @@ class FakeMsg:
             out.append(NULL if value is None else str(value))
             pos = match.end()
         out.append(fmt[pos:])
-        return "".join(out)
+        return utf8("".join(out))
 
     def set_pseudoVar(self, name: str, value: str) -> None:
         if not isinstance(name, str) or not isinstance(value, str):

@@ -121,6 +121,7 @@ class Transaction:
     branches: List[Branch] = field(default_factory=list)
     final: Optional[int] = None
     replies: List[SipMessage] = field(default_factory=list)
+    serial: str = ""
 
     @property
     def method(self) -> str:
@@ -423,8 +424,12 @@ class Gateway:
             self._reply_to(ctx, 200, "OK", out)
             self._cancel_pending(tx, out)
             return
-        key = f"{msg.top_via_branch()}:{msg.method}"
+        key = self._tx_key(msg, msg.method)
+        if key in self.transactions or key in self.completed:
+            self.events.append(Event("log", f"retransmission of {msg.method} absorbed by tm"))
+            return
         tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, armed, ctx.dialog)
+        tx.serial = self._new_id()
         self.transactions[key] = tx
         ctx.tx = tx
         targets = [Contact(msg.ruri, ctx.dst_uri, set(ctx.bflags), 0), *ctx.extra_branches]
@@ -460,7 +465,7 @@ class Gateway:
 
     def _send_branch(self, tx: Transaction, bctx: Context, index: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
         message = bctx.msg
-        via_branch = f"z9hG4bKgw{tx.key.split(':')[0][-8:]}.{index}"
+        via_branch = f"z9hG4bKgw{tx.serial}.{index}"
         message.add_header_first(
             "Via", f"SIP/2.0/{bctx.source.proto.upper()} {self.address.host}:{self.address.port};branch={via_branch}"
         )
@@ -500,8 +505,13 @@ class Gateway:
                 )
                 self._send(branch.endpoint, cancel, out)
 
+    def _tx_key(self, msg: SipMessage, method: str) -> str:
+        """RFC 3261 17.2.3: the top Via's branch and sent-by, and the method (a CANCEL matches its INVITE)."""
+        sent_by = next(msg.vias(), "").split(";", 1)[0].split(None, 1)[-1]
+        return f"{msg.top_via_branch()}@{sent_by}:{method}"
+
     def _find_tx(self, msg: SipMessage, method: str) -> Optional[Transaction]:
-        return self.transactions.get(f"{msg.top_via_branch()}:{method}")
+        return self.transactions.get(self._tx_key(msg, method))
 
     # -- replies ----------------------------------------------------------------------
 
@@ -568,6 +578,34 @@ class Gateway:
             self._send(tx.source, best, out)
             self._finish(tx)
 
+    def timeout(self) -> List[Tuple[Endpoint, SipMessage]]:
+        """tm's fr_timer/fr_inv_timer firing for every pending branch: a local 408, then the
+        failure route (tm runs no reply route for a local timeout), then the best reply upstream."""
+        out: List[Tuple[Endpoint, SipMessage]] = []
+        self._pending_out = out
+        for tx in list(self.transactions.values()):
+            for branch in tx.branches:
+                if branch.status is None or branch.status < 200:
+                    branch.status = 408
+                    tx.replies.append(self._local_reply(tx.request, 408, "Request Timeout"))
+            if tx.final is None and tx.replies:
+                best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
+                tx.final = best.status
+                self._fail(tx, best, out)
+            self._finish(tx)
+        return out
+
+    def _fail(self, tx: Transaction, best: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        if "failure" in tx.armed:
+            fctx = Context(
+                self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
+            )
+            self.python_exec("on_failure", fctx)
+        if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
+            self.dialogs.pop(tx.dialog.did, None)
+            tx.dialog.state = "deleted"
+        self._send(tx.source, best, out)
+
     def _confirm_dialog(self, tx: Transaction, reply: SipMessage, source: Endpoint) -> None:
         dialog = tx.dialog
         if dialog is None or tx.method != "INVITE" or dialog.state != "unconfirmed":
@@ -586,16 +624,18 @@ class Gateway:
     # -- local replies (sl_send_reply) ---------------------------------------------------
 
     def _reply_to(self, ctx: Context, code: int, reason: str, out: List[Tuple[Endpoint, SipMessage]]) -> SipMessage:
-        request = ctx.msg
+        reply = self._local_reply(ctx.msg, code, reason)
+        self._send(ctx.source, reply, out)
+        return reply
+
+    def _local_reply(self, request: SipMessage, code: int, reason: str) -> SipMessage:
         to = request.header("to") or ""
         if code >= 200 and "tag=" not in to:
             to += f";tag=gw{self._new_id()}"
         headers = [("Via", v) for v in request.header_values("via")]
         headers += [("From", request.header("from") or ""), ("To", to), ("Call-ID", request.call_id)]
         headers += [("CSeq", request.header("cseq") or ""), ("Content-Length", "0")]
-        reply = SipMessage(f"SIP/2.0 {code} {reason}", headers)
-        self._send(ctx.source, reply, out)
-        return reply
+        return SipMessage(f"SIP/2.0 {code} {reason}", headers)
 
     # -- script functions (call_function targets) -----------------------------------------
 
@@ -795,7 +835,7 @@ class Gateway:
         if ctx.msg.method == "CANCEL":
             return 1 if self._find_tx(ctx.msg, "INVITE") is not None else -1
         if ctx.msg.method == "ACK":
-            key = f"{ctx.msg.top_via_branch()}:INVITE"
+            key = self._tx_key(ctx.msg, "INVITE")
             return 0 if key in self.transactions or key in self.completed else -1
         return 1 if self._find_tx(ctx.msg, ctx.msg.method) is not None else -1
 

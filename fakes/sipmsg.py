@@ -75,6 +75,7 @@ class SipMessage:
             if self.header(name) is None:
                 raise ValueError(f"missing {name} header")
         sipmessage.CSeq.parse(self.header("cseq") or "")
+        sipmessage.Via.parse((self.header("via") or "").split(",")[0].strip())
 
     # -- reading --------------------------------------------------------------------
 

@@ -79,8 +79,22 @@ class Router:
         try:
             result = int(handler(msg))
             return result if result else int(Verdict.FAILED)
+        except UnicodeDecodeError as exc:
+            # The module decodes every str as strict UTF-8: such a message is the sender's fault.
+            return self._undecodable(route, msg, exc)
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
+            return int(Verdict.FAILED)
+
+    def _undecodable(self, route: str, msg: Any, exc: UnicodeDecodeError) -> int:
+        try:
+            if route != "request" or msg.call_function("has_totag") > 0:
+                return int(Verdict.FAILED) if route == "request" else 1  # in-dialog: the fail-safe routes it
+            self.log(f"gateway: refusing a request that is not UTF-8 from {msg.src_address}: {exc.reason}\n")
+            msg.call_function("sl_send_reply", "400", "Bad Request - Not UTF-8")
+            return int(Verdict.HANDLED)
+        except Exception as inner:  # noqa: BLE001
+            self._log_failure(route, msg, inner)
             return int(Verdict.FAILED)
 
     def _log_failure(self, route: str, msg: Any, exc: BaseException) -> None:
@@ -145,7 +159,10 @@ class Router:
             return int(Verdict.RELAY)
         private_sdp = False
         if has_sdp and source is Source.SIP:
-            private_sdp = has_private_address(msg.get_pseudoVar("$rb") or "")
+            try:
+                private_sdp = has_private_address(msg.get_pseudoVar("$rb") or "")
+            except UnicodeDecodeError:  # e.g. a Latin-1 session name: let nathelper look
+                private_sdp = msg.call_function("nat_uac_test", "private-sdp") == 1
         msg.call_function("create_dialog")
         if self.settings.topology_hiding:
             msg.call_function("topology_hiding")
