@@ -72,21 +72,24 @@ class FakeMsg:
     def Method(self) -> Optional[str]:
         ctx = self._live()
         if not ctx.msg.is_request:
-            return self._pending(ctx, "Method read on a reply")
+            self._pending(ctx, "Method read on a reply")
+            return None
         return ctx.msg.method
 
     @property
     def RURI(self) -> Optional[str]:
         ctx = self._live()
         if not ctx.msg.is_request:
-            return self._pending(ctx, "RURI read on a reply")
+            self._pending(ctx, "RURI read on a reply")
+            return None
         return ctx.msg.ruri
 
     @property
     def Status(self) -> Optional[str]:
         ctx = self._live()
         if ctx.msg.is_request:
-            return self._pending(ctx, "Status read on a request")
+            self._pending(ctx, "Status read on a request")
+            return None
         return str(ctx.msg.status)
 
     @property
