@@ -199,10 +199,14 @@ def plan_initial_reply(
     if not branch.media_proxy:
         return ReplyPlan(None, fix, new_record)
     if status >= 300:
-        # A failed branch leaves no rtpengine session behind.
+        # rtpengine_delete never sends a from-tag (rtpe_function_call_prepare), and rtpengine
+        # deletes the whole call when a delete has none, via-branch or not (call_delete_branch).
+        # So a failed branch may delete only when it was the last one with media: earlier, the
+        # delete would take the other branches' sessions, the answered call's among them.
         released = record.with_branch(index, Branch(branch.callee, True, released=True))
-        action = media_action(profiles, Step.DELETE, record.caller, branch.callee.leg, branch=index)
-        return ReplyPlan(None if branch.released else action, fix, released)
+        if branch.released or released.media_open:
+            return ReplyPlan(None, fix, released)
+        return ReplyPlan(media_action(profiles, Step.DELETE, record.caller, branch.callee.leg), fix, released)
     if not has_sdp or status < 180:
         return ReplyPlan(None, fix, new_record)
     if record.early_offer:

@@ -127,7 +127,8 @@ class Branch:
     media_proxy: bool
     """Whether rtpengine bridges the media on this branch."""
     released: bool = False
-    """True once the branch failed and its rtpengine session was deleted."""
+    """True once the branch failed.  Its rtpengine session stays until the last branch with
+    media fails or the call ends: OpenSIPS's delete cannot name one branch (no from-tag)."""
 
     @property
     def code(self) -> str:
