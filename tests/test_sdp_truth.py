@@ -92,6 +92,11 @@ class Rig:
         assert warned == []
         assert self.rtpengine.complaints() == []
         for ua in self.uas:
+            accepted = getattr(ua.media, "accepted", None)  # a ChromiumPeer: what setRemoteDescription took
+            if accepted is not None:
+                assert len(accepted) == sum(r.kind != "offer" for r in ua.exchanges)
+                for offer in ua.offers.values():  # never answered (cancelled, declined): Chromium judges it apart
+                    ua.media.judge(offer)  # type: ignore[union-attr]
             for received in ua.exchanges:
                 if ua.is_browser:
                     problems = browser_problems(received.sdp)
@@ -459,7 +464,6 @@ def test_recorded_browser_offer_to_chromium(rig: Rig, browser_peer: Callable[...
     assert rig.media_calls() == [row(W, W, OFFER, br(0)), row(W, W, ANSWER, br(0)), row(W, W, DELETE)]
     assert [m.kind for m in sdpread.media(dana.exchanges[0].sdp)] == ["audio", "video"]
     rig.judge()
-
 
 
 # -- audio really flows where both legs are plain RTP ----------------------------------------
