@@ -331,6 +331,19 @@ def test_opus_only_browser_reaches_g711_phone_with_pcmu(rig: Rig, browser_peer: 
 # -- forking and failures: what the per-branch sessions and deletes really do -------------
 
 
+def _call_forked_to_browser_and_phone(rig: Rig, browser: Any) -> Tuple[UA, UA, Call]:
+    """Phone carol calls frank, registered from a browser (branch 0) and a NATed phone (branch 1)."""
+    net = rig.net
+    web, desk = net.browser("frank", media=browser), net.phone("frank", nat=True)
+    carol = net.phone("carol")
+    _register(rig, web, desk, carol)
+    return web, desk, net.invite(carol, "frank")
+
+
+#: One offer per branch, then the phone's answer on its own branch's session.
+FORKED_AND_ANSWERED_BY_PHONE = [row(S, W, OFFER, br(0)), row(S, S, OFFER, br(1)), row(S, S, ANSWER, NAT, br(1))]
+
+
 @pytest.mark.browser
 def test_forked_call_keeps_its_media_when_the_other_branch_is_cancelled(
     rig: Rig, browser_peer: Callable[..., Any]
@@ -341,10 +354,7 @@ def test_forked_call_keeps_its_media_when_the_other_branch_is_cancelled(
     rtpengine deletes the whole call (call_delete_branch), via-branch or not: the 487 must not delete.
     """
     net = rig.net
-    web, desk = net.browser("frank", media=browser_peer()), net.phone("frank", nat=True)
-    carol = net.phone("carol")
-    _register(rig, web, desk, carol)
-    call = net.invite(carol, "frank")
+    web, desk, call = _call_forked_to_browser_and_phone(rig, browser_peer())
     net.reply(call, web, 180)
     net.reply(call, desk, 180)
     net.reply(call, desk, 200)
@@ -355,9 +365,7 @@ def test_forked_call_keeps_its_media_when_the_other_branch_is_cancelled(
     net.bye(call, "caller")
 
     assert rig.media_calls() == [
-        row(S, W, OFFER, br(0)),
-        row(S, S, OFFER, br(1)),
-        row(S, S, ANSWER, NAT, br(1)),
+        *FORKED_AND_ANSWERED_BY_PHONE,
         *[row(S, S, REOFFER), row(S, S, ANSWER, NAT)] * 2,
         row(S, S, DELETE),
     ]
@@ -368,19 +376,14 @@ def test_forked_call_keeps_its_media_when_the_other_branch_is_cancelled(
 def test_forked_call_survives_a_declining_browser(rig: Rig, browser_peer: Callable[..., Any]) -> None:
     """The browser branch declines (486) first; the phone then answers on the same call's session."""
     net = rig.net
-    web, desk = net.browser("frank", media=browser_peer()), net.phone("frank", nat=True)
-    carol = net.phone("carol")
-    _register(rig, web, desk, carol)
-    call = net.invite(carol, "frank")
+    web, desk, call = _call_forked_to_browser_and_phone(rig, browser_peer())
     net.reply(call, web, 486)
     net.reply(call, desk, 200)
     _answered(call)
     net.bye(call, "callee")
 
     assert rig.media_calls() == [
-        row(S, W, OFFER, br(0)),
-        row(S, S, OFFER, br(1)),
-        row(S, S, ANSWER, NAT, br(1)),
+        *FORKED_AND_ANSWERED_BY_PHONE,
         row(S, S, DELETE),
     ]
     rig.judge()
