@@ -100,12 +100,18 @@ class Rig:
             for received in ua.exchanges:
                 if ua.is_browser:
                     problems = browser_problems(received.sdp)
+                    if received.kind != "offer":  # the answer rows toward a browser say DTLS=passive
+                        problems += [f"a=setup:{v} in an answer" for v in _setups(received.sdp) if v != "passive"]
                 else:
                     speaks = _speaks(ua)
                     offered = speaks if received.kind != "offer" else None
                     problems = phone_problems(received.sdp, speaks, offered)
                 assert problems == [], f"{ua.name} received in {received.label} ({received.kind}):\n{received.sdp}"
         assert self.engine.calls() == []
+
+
+def _setups(body: str) -> List[str]:
+    return [v for m in sdpread.media(body) if m.port != 0 for v in m.attributes("setup")]
 
 
 def _speaks(ua: UA) -> Tuple[str, ...]:
