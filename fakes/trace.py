@@ -4,6 +4,7 @@
     python3 -m fakes.trace web-to-sip forking   # some of them
     python3 -m fakes.trace --table              # the effective rtpengine flag table
     python3 -m fakes.trace --list               # scenario names
+    python3 -m fakes.trace --rtpengine 127.0.0.1:2223 web-to-sip   # through a real rtpengine
     GATEWAY_SETTINGS=site.ini python3 -m fakes.trace   # with a site's settings
 
 Message by message it prints what OpenSIPS would do: the routes run, the
@@ -18,6 +19,8 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from .rtpengine import Backend
+from .rtpengine_ng import RealEngine
 from .runtime import Endpoint, Event, Gateway
 from .scenarios import SCENARIOS
 from .ua import Network
@@ -75,8 +78,8 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
     return lines
 
 
-def run(name: str, settings: Optional[object] = None) -> List[str]:
-    gateway = Gateway(settings)
+def run(name: str, settings: Optional[object] = None, rtpengine: Optional[Backend] = None) -> List[str]:
+    gateway = Gateway(settings, rtpengine=rtpengine)
     net = Network(gateway)
     scenario = SCENARIOS[name]
     scenario(net)
@@ -98,6 +101,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
     parser.add_argument("--table", action="store_true", help="print the effective rtpengine flag table")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
+    parser.add_argument(
+        "--rtpengine", metavar="HOST:PORT", help="send the ng commands to this real rtpengine instead of the fake one"
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name, scenario in SCENARIOS.items():
@@ -113,9 +119,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; try --list", file=sys.stderr)
         return 2
-    for name in args.scenarios or SCENARIOS:
-        print("\n".join(run(name)))
-        print()
+    engine = None
+    if args.rtpengine:
+        host, _, port = args.rtpengine.rpartition(":")
+        engine = RealEngine((host, int(port)))
+    try:
+        for name in args.scenarios or SCENARIOS:
+            print("\n".join(run(name, rtpengine=engine)))
+            print()
+    finally:
+        if engine is not None:
+            engine.close()
     return 0
 
 

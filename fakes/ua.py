@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
+from . import sdp as sdpread
 from .runtime import Endpoint, Gateway
 from .sipmsg import SipMessage
 
@@ -57,8 +58,61 @@ def browser_sdp(session: str, direction: str = "sendrecv") -> str:
     )
 
 
-def phone_sdp(session: str, address: str, port: int = 20000, direction: str = "sendrecv") -> str:
-    """A plain SIP phone offer: RTP/AVP, G.711 and G.722, separate RTCP."""
+#: Static payload types of the codecs our phones speak (RFC 3551).
+PHONE_CODECS = {"PCMU": 0, "PCMA": 8, "G722": 9}
+
+
+def phone_sdp(
+    session: str,
+    address: str,
+    port: int = 20000,
+    direction: str = "sendrecv",
+    codecs: Sequence[str] = ("PCMU", "PCMA", "G722"),
+) -> str:
+    """A plain SIP phone offer: RTP/AVP, G.711 and/or G.722, DTMF events, separate RTCP (no rtcp-mux)."""
+    types = [PHONE_CODECS[c] for c in codecs]
+    return _phone_body(session, address, port, direction, [(t, f"{c}/8000") for t, c in zip(types, codecs)], 101)
+
+
+def phone_answer(
+    session: str, address: str, offer: str, port: int = 20000, codecs: Sequence[str] = ("PCMU", "PCMA", "G722")
+) -> str:
+    """A phone's answer to ``offer``: the offered codecs it speaks, in the offer's order and payload types.
+
+    Sections it cannot take (video, or no common codec) are refused with port 0 (RFC 3264 section 6).
+    """
+    sections = sdpread.media(offer)
+    if not sections:
+        raise ValueError("offer without media")
+    lines = [
+        "v=0",
+        f"o=phone {session} 1 IN IP4 {address}",
+        "s=call",
+        f"c=IN IP4 {address}",
+        "t=0 0",
+    ]
+    taken = False
+    for section in sections:
+        chosen = [(pt, n) for pt, n in section.codecs.items() if n in codecs]
+        events = [pt for pt, n in section.codecs.items() if n == "telephone-event"]
+        if section.kind != "audio" or not chosen or taken or section.port == 0:
+            lines.append(f"m={section.kind} 0 {section.proto} {section.formats[0]}")
+            continue
+        taken = True
+        formats = [pt for pt, _ in chosen] + events[:1]
+        lines.append(f"m=audio {port} RTP/AVP {' '.join(formats)}")
+        lines += [f"a=rtpmap:{pt} {n}/8000" for pt, n in chosen]
+        lines += [f"a=rtpmap:{pt} telephone-event/8000" for pt in events[:1]]
+        lines.append(f"a={sdpread.ANSWER_DIRECTION[section.direction]}")
+    if not taken:
+        raise ValueError("no codec in common with the offer: " + offer)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _phone_body(
+    session: str, address: str, port: int, direction: str, codecs: List[Tuple[int, str]], events: int
+) -> str:
+    formats = " ".join(str(t) for t, _ in codecs)
     return (
         "\r\n".join(
             [
@@ -67,16 +121,70 @@ def phone_sdp(session: str, address: str, port: int = 20000, direction: str = "s
                 "s=call",
                 f"c=IN IP4 {address}",
                 "t=0 0",
-                f"m=audio {port} RTP/AVP 0 8 9 101",
-                "a=rtpmap:0 PCMU/8000",
-                "a=rtpmap:8 PCMA/8000",
-                "a=rtpmap:9 G722/8000",
-                "a=rtpmap:101 telephone-event/8000",
+                f"m=audio {port} RTP/AVP {formats} {events}",
+                *[f"a=rtpmap:{t} {name}" for t, name in codecs],
+                f"a=rtpmap:{events} telephone-event/8000",
                 f"a={direction}",
             ]
         )
         + "\r\n"
     )
+
+
+class MediaAgent(Protocol):
+    """What makes and takes a UA's SDP: a synthetic one, or a real browser (fakes/browser.py)."""
+
+    def offer(self, key: str, direction: str) -> str:
+        """A new offer (or a re-offer in the dialog ``key``)."""
+
+    def answer(self, key: str, offer: str) -> str:
+        """The answer to ``offer`` received in dialog ``key``."""
+
+    def accept(self, key: str, kind: str, sdp: str) -> None:
+        """Take an answer to our offer: ``kind`` is ``pranswer`` (1xx) or ``answer``."""
+
+
+class SyntheticBrowser:
+    """Chromium-shaped SDP from a template; takes whatever it is sent."""
+
+    def offer(self, key: str, direction: str) -> str:
+        return browser_sdp(_token("5"), direction)
+
+    def answer(self, key: str, offer: str) -> str:
+        return browser_sdp(_token("5"), sdpread.ANSWER_DIRECTION[sdpread.audio(offer).direction])
+
+    def accept(self, key: str, kind: str, sdp: str) -> None:
+        pass
+
+
+@dataclass
+class SyntheticPhone:
+    """A SIP phone's SDP: RTP/AVP from ``address:port`` with the codecs it speaks."""
+
+    address: str
+    port: int = 20000
+    codecs: Tuple[str, ...] = ("PCMU", "PCMA", "G722")
+
+    def offer(self, key: str, direction: str) -> str:
+        return phone_sdp(_token("7"), self.address, self.port, direction, self.codecs)
+
+    def answer(self, key: str, offer: str) -> str:
+        return phone_answer(_token("7"), self.address, offer, self.port, self.codecs)
+
+    def accept(self, key: str, kind: str, sdp: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ReceivedSdp:
+    """One SDP body a UA received, and what it was to the UA."""
+
+    call_id: str
+    label: str
+    """The method or status code of the message that carried it."""
+    kind: str
+    """``offer``, ``pranswer`` (an answer in a 1xx) or ``answer``."""
+    sdp: str
 
 
 @dataclass
@@ -105,7 +213,22 @@ class UA:
     received_sdp: List[Tuple[str, str]] = field(default_factory=list)
     dialogs: Dict[str, Dialog] = field(default_factory=dict)
     pending_invites: Dict[str, SipMessage] = field(default_factory=dict)
-    late_answer: Dict[str, bool] = field(default_factory=dict)
+    media: Optional[MediaAgent] = None
+    """Makes and takes this UA's SDP; synthetic by kind when None."""
+    exchanges: List[ReceivedSdp] = field(default_factory=list)
+    offering: Set[str] = field(default_factory=set)
+    """Call-IDs in which our offer waits for its final answer."""
+    offers: Dict[str, str] = field(default_factory=dict)
+    """Call-ID -> an offer we received and have not answered yet."""
+    answers: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    """Call-ID -> (offer, our answer): a 1xx and the 2xx repeat the same answer."""
+
+    def __post_init__(self) -> None:
+        if self.media is None:
+            if self.is_browser:
+                self.media = SyntheticBrowser()
+            else:
+                self.media = SyntheticPhone(self.contact_host.split(":")[0])
 
     @property
     def is_browser(self) -> bool:
@@ -128,10 +251,46 @@ class UA:
         proto = "WSS" if self.endpoint.proto == "wss" else self.endpoint.proto.upper()
         return f"SIP/2.0/{proto} {self.contact_host};branch={_token('z9hG4bK')};rport"
 
+    @property
+    def agent(self) -> MediaAgent:
+        assert self.media is not None
+        return self.media
+
     def sdp(self, direction: str = "sendrecv") -> str:
-        if self.is_browser:
-            return browser_sdp(_token("5"), direction)
-        return phone_sdp(_token("7"), self.contact_host.split(":")[0], direction=direction)
+        """A fresh offer outside any dialog (what this UA would offer)."""
+        return self.agent.offer(_token("k"), direction)
+
+    def make_offer(self, call_id: str, direction: str = "sendrecv") -> str:
+        self.offering.add(call_id)
+        return self.agent.offer(f"{self.name}:{call_id}", direction)
+
+    def make_answer(self, call_id: str) -> str:
+        """Our answer to the offer pending in ``call_id`` (the same one again for a 1xx then a 2xx)."""
+        offer = self.offers.get(call_id)
+        if offer is None:
+            previous = self.answers.get(call_id)
+            if previous is None:
+                raise LookupError(f"{self.name}: no offer to answer in {call_id}")
+            return previous[1]
+        answer = self.agent.answer(f"{self.name}:{call_id}", offer)
+        del self.offers[call_id]
+        self.answers[call_id] = (offer, answer)
+        return answer
+
+    def take_sdp(self, message: SipMessage) -> None:
+        """Classify an SDP body that arrived (offer or answer to ours) and hand answers to the agent."""
+        body = message.body.decode()
+        label = message.method if message.is_request else str(message.status)
+        call_id = message.call_id
+        if call_id in self.offering and (message.method in ("ACK", "PRACK") or not message.is_request):
+            kind = "pranswer" if not message.is_request and message.status < 200 else "answer"
+            if kind == "answer":
+                self.offering.discard(call_id)
+            self.exchanges.append(ReceivedSdp(call_id, label, kind, body))
+            self.agent.accept(f"{self.name}:{call_id}", kind, body)
+            return
+        self.exchanges.append(ReceivedSdp(call_id, label, "offer", body))
+        self.offers[call_id] = body
 
     def request(
         self, method: str, ruri: str, to: str, call_id: str, from_tag: str, cseq: int, body: str = ""
@@ -179,20 +338,44 @@ class Network:
 
     # -- UAs --------------------------------------------------------------------------
 
-    def browser(self, name: str, secure: bool = True) -> UA:
+    def browser(self, name: str, secure: bool = True, media: Optional[MediaAgent] = None) -> UA:
         host = f"127.0.0.{next(self._hosts)}"
         ua = UA(
-            name, "web", Endpoint("wss" if secure else "ws", host, 50000 + len(self.uas)), f"{name}-{host[-1]}.invalid"
+            name,
+            "web",
+            Endpoint("wss" if secure else "ws", host, 50000 + len(self.uas)),
+            f"{name}-{host[-1]}.invalid",
+            media=media,
         )
         self.uas[ua.endpoint] = ua
         return ua
 
-    def phone(self, name: str, nat: bool = False, proto: str = "udp") -> UA:
-        host = f"127.0.0.{next(self._hosts)}"
-        if nat:
-            ua = UA(name, "sip", Endpoint(proto, host, 40000 + len(self.uas)), f"192.168.1.{len(self.uas) + 10}:5060")
+    def phone(
+        self,
+        name: str,
+        nat: bool = False,
+        proto: str = "udp",
+        host: Optional[str] = None,
+        rtp_port: int = 20000,
+        codecs: Tuple[str, ...] = ("PCMU", "PCMA", "G722"),
+    ) -> UA:
+        """A SIP phone; behind NAT its Contact and SDP name a private address its packets do not come from.
+
+        ``host`` is where its packets come from (a fresh 127.0.0.x by default); ``rtp_port`` and
+        ``codecs`` shape its SDP.
+        """
+        if host is None:
+            host, sip_port = f"127.0.0.{next(self._hosts)}", 5060
         else:
-            ua = UA(name, "sip", Endpoint(proto, host, 5060), f"{host}:5060")
+            sip_port = 6000 + len(self.uas)  # phones given one address need SIP ports of their own
+        if nat:
+            endpoint = Endpoint(proto, host, 40000 + len(self.uas))
+            contact = f"192.168.1.{len(self.uas) + 10}:5060"
+        else:
+            endpoint = Endpoint(proto, host, sip_port)
+            contact = f"{host}:{sip_port}"
+        media = SyntheticPhone(contact.split(":")[0], rtp_port, codecs)
+        ua = UA(name, "sip", endpoint, contact, media=media)
         self.uas[ua.endpoint] = ua
         return ua
 
@@ -213,6 +396,7 @@ class Network:
         if message.body:
             label = message.method if message.is_request else str(message.status)
             ua.received_sdp.append((label, message.body.decode()))
+            ua.take_sdp(message)
         if message.is_request:
             self._auto_request(ua, message)
         else:
@@ -242,10 +426,9 @@ class Network:
         if method in ("INVITE", "UPDATE"):
             body = ""
             if request.body:
-                offered = "sendonly" if "a=sendonly" in request.body.decode() else "sendrecv"
-                body = ua.sdp("recvonly" if offered == "sendonly" else "sendrecv")
+                body = ua.make_answer(request.call_id)
             elif method == "INVITE":
-                body = ua.sdp()  # late re-offer: our offer goes in the 200, the answer in the ACK
+                body = ua.make_offer(request.call_id)  # late re-offer: our offer in the 200, the answer in the ACK
             self.send(ua, ua.reply_to(request, 200, "OK", dialog.local_tag, body))
             return
         self.send(ua, ua.reply_to(request, 200, "OK", None))
@@ -257,6 +440,7 @@ class Network:
         if dialog is None:
             return
         if reply.status >= 300:
+            ua.offering.discard(reply.call_id)
             if dialog.remote_tag is None:
                 del ua.dialogs[reply.call_id]
             ack = ua.request(
@@ -274,7 +458,8 @@ class Network:
             dialog.remote_tag = reply.to_tag
             dialog.route_set = list(reversed([r for v in reply.header_values("record-route") for r in v.split(",")]))
             dialog.remote_target = reply.address_uri("contact") or dialog.remote_target
-        body = ua.sdp() if ua.late_answer.pop(reply.call_id, False) and reply.body else ""
+        # A 2xx that carried an offer (late offer) is answered in the ACK.
+        body = ua.make_answer(reply.call_id) if reply.call_id in ua.offers else ""
         self.send(ua, self._in_dialog(ua, dialog, "ACK", body, cseq=reply.cseq_number))
 
     def _in_dialog(self, ua: UA, dialog: Dialog, method: str, body: str = "", cseq: Optional[int] = None) -> SipMessage:
@@ -300,10 +485,9 @@ class Network:
     def invite(self, caller: UA, user: str, sdp: bool = True, domain: Optional[str] = None) -> Call:
         call_id, tag = _token("call"), _token("f")
         target = f"sip:{user}@{domain or caller.domain}"
-        request = caller.request("INVITE", target, f"<{target}>", call_id, tag, 1, caller.sdp() if sdp else "")
+        body = caller.make_offer(call_id) if sdp else ""
+        request = caller.request("INVITE", target, f"<{target}>", call_id, tag, 1, body)
         caller.dialogs[call_id] = Dialog(call_id, tag, None, caller.aor, target, target, [], 1, True)
-        if not sdp:
-            caller.late_answer[call_id] = True
         self.send(caller, request)
         return Call(self, caller, call_id)
 
@@ -316,7 +500,10 @@ class Network:
         with_sdp = sdp if sdp is not None else (200 <= code < 300 or code == 183)
         body = ""
         if with_sdp and 180 <= code < 300:
-            body = callee.sdp()
+            if call.call_id in callee.offers or call.call_id in callee.answers:
+                body = callee.make_answer(call.call_id)
+            else:
+                body = callee.make_offer(call.call_id)  # late offer: ours goes in the reply
         if 200 <= code < 300:
             del callee.pending_invites[call.call_id]
             route = [r for v in invite.header_values("record-route") for r in v.split(",")]
@@ -358,9 +545,7 @@ class Network:
 
     def reinvite(self, call: Call, side: str, sdp: bool = True, hold: bool = False) -> None:
         ua, dialog = self.party(call, side)
-        body = ua.sdp("sendonly" if hold else "sendrecv") if sdp else ""
-        if not sdp:
-            ua.late_answer[call.call_id] = True
+        body = ua.make_offer(call.call_id, "sendonly" if hold else "sendrecv") if sdp else ""
         self.send(ua, self._in_dialog(ua, dialog, "INVITE", body))
 
     def bye(self, call: Call, side: str) -> None:

@@ -145,14 +145,24 @@ def test_a_late_offer_is_offered_in_the_2xx_and_answered_in_the_ack() -> None:
     assert ack.dst_uri == "sip:127.0.0.2:5000;transport=wss"
 
 
-def test_a_failed_branch_deletes_its_own_session_once() -> None:
+def test_the_last_failed_branch_deletes_the_call_once() -> None:
     record = core.plan_branch(CallRecord(BROWSER, True, False), 0, Registration.PLAIN_SIP, PROFILES).record
     first = core.plan_initial_reply(record, 0, 486, False, PROFILES)
     assert first.action is not None and first.action.step is Step.DELETE
-    assert first.action.flags == "via-branch-param=br0"
+    assert first.action.flags == ""  # OpenSIPS's delete has no from-tag: it always takes the whole call
     assert first.record is not None
     assert core.plan_initial_reply(first.record, 0, 486, False, PROFILES).action is None
     assert core.plan_failure(first.record, PROFILES) is None
+
+
+def test_a_failed_branch_leaves_the_other_branches_sessions_alone() -> None:
+    record = CallRecord(PHONE, True, False)
+    for index, registration in enumerate((Registration.WEBRTC, Registration.NATED_SIP)):
+        record = core.plan_branch(record, index, registration, PROFILES).record
+    busy = core.plan_initial_reply(record, 0, 486, False, PROFILES)
+    assert busy.action is None and busy.record is not None and busy.record.media_open
+    last = core.plan_initial_reply(busy.record, 1, 480, False, PROFILES)
+    assert last.action is not None and last.action.step is Step.DELETE and last.action.flags == ""
 
 
 def test_the_failure_route_deletes_what_is_still_open() -> None:

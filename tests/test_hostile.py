@@ -29,7 +29,7 @@ SOURCES = [
     Endpoint("wss", "198.51.100.3", 52001),
 ]
 
-junk = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"), max_size=80)
+junk = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"), max_size=80)
 raw_junk = st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 hosts = st.one_of(
     st.sampled_from(

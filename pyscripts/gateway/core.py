@@ -196,19 +196,24 @@ def plan_initial_reply(
     fix = branch.callee.behind_nat and 100 < status < 300
     answered = 200 <= status < 300
     if status >= 300:
-        # A failed branch leaves no rtpengine session behind.
-        if branch.media is not Media.OPEN:
-            changed = record.with_branch(index, branch.with_media(Media.RELEASED)) if branch.media_proxy else None
-            return ReplyPlan(None, fix, changed)
-        action = media_action(profiles, Step.DELETE, record.caller, branch.callee.leg, branch=index)
-        return ReplyPlan(action, fix, record.with_branch(index, branch.with_media(Media.RELEASED)))
+        # rtpengine_delete never sends a from-tag (rtpe_function_call_prepare), and rtpengine
+        # deletes the whole call when a delete has none, via-branch or not (call_delete_branch).
+        # So a failed branch may delete only when it was the last one with a session: earlier,
+        # the delete would take the other branches' sessions, the answered call's among them.
+        if not branch.media_proxy:
+            return ReplyPlan(None, fix, None)
+        released = record.with_branch(index, branch.with_media(Media.RELEASED))
+        if branch.media is not Media.OPEN or released.media_open:
+            return ReplyPlan(None, fix, released)
+        return ReplyPlan(media_action(profiles, Step.DELETE, record.caller, branch.callee.leg), fix, released)
     if not branch.media_proxy or branch.media is Media.RELEASED or not has_sdp or status < 180:
         return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None)
     if record.early_offer:
         action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index)
     else:
-        # Late offer: the callee's SDP is the offer (answered in the ACK, or PRACK).
-        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg, branch=index)
+        # Late offer: the callee's SDP is the offer (answered in the ACK, or PRACK); the reply's
+        # To-tag already tells rtpengine which branch it is.
+        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg)
         record = record.with_branch(index, branch.with_media(Media.OPEN))
     return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record)
 
