@@ -12,6 +12,7 @@ returns what OpenSIPS would send, after running the same routes as
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import itertools
 import os
@@ -76,6 +77,24 @@ def declared_flags(cfg_path: str = CFG) -> Set[str]:
     names = set(re.findall(r'\b(?:set|reset|is)b?flag\(\s*"(\w+)"', text))
     names |= set(re.findall(r'modparam\(\s*"\w+"\s*,\s*"\w*b?flag\w*"\s*,\s*"(\w+)"\s*\)', text))
     return names
+
+
+def declared_statistics(cfg_path: str = CFG) -> Set[str]:
+    with open(cfg_path, encoding="utf-8") as handle:
+        return set(re.findall(r'modparam\(\s*"statistics"\s*,\s*"variable"\s*,\s*"(\w+)"\s*\)', handle.read()))
+
+
+def digest_response(creds: Dict[str, str], password: str, method: str) -> str:
+    """RFC 2617 response, MD5, with or without qop=auth."""
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()  # SIP digest is MD5 (RFC 2617)
+
+    ha1 = md5(f"{creds.get('username')}:{creds.get('realm')}:{password}")
+    ha2 = md5(f"{method}:{creds.get('uri')}")
+    if creds.get("qop") == "auth":
+        return md5(f"{ha1}:{creds.get('nonce')}:{creds.get('nc')}:{creds.get('cnonce')}:auth:{ha2}")
+    return md5(f"{ha1}:{creds.get('nonce')}:{ha2}")
 
 
 @dataclass
@@ -257,6 +276,10 @@ class Gateway:
         self.python_failures = 0
         self.current: Optional[Context] = None
         self._ids = itertools.count(1)
+        self.subscribers: Dict[Tuple[str, str], str] = {}
+        self.nonces: Set[str] = set()
+        self.statistics: Counter[str] = Counter()
+        self.statistics_declared = declared_statistics(cfg_path)
         self._pending_out: List[Tuple[Endpoint, SipMessage]] = []
         self.router = self._load(settings)
 
@@ -844,6 +867,75 @@ class Gateway:
         return 1
 
     fn_send_reply = fn_sl_send_reply
+
+    # auth, auth_db (digest, RFC 2617 with qop=auth), statistics
+
+    def _credentials(self, ctx: Context, header: str) -> Optional[Dict[str, str]]:
+        value = ctx.msg.header(header)
+        if value is None or not value.lower().startswith("digest "):
+            return None
+        return {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value[7:])}
+
+    def _authorize(self, ctx: Context, realm: str, header: str) -> int:
+        creds = self._credentials(ctx, header)
+        if creds is None or creds.get("realm") != realm:
+            return -1  # no credentials for this realm
+        if creds.get("nonce") not in self.nonces:
+            return -3  # stale or forged nonce
+        password = self.subscribers.get((creds.get("username", ""), realm))
+        if password is None:
+            return -1
+        expected = digest_response(creds, password, ctx.msg.method)
+        if creds.get("response") != expected:
+            return -2
+        ctx.vars["auth_user"] = creds.get("username", "")
+        ctx.vars["auth_header"] = header
+        return 1
+
+    def fn_www_authorize(self, ctx: Context, realm: str, table: str) -> int:
+        return self._authorize(ctx, realm, "authorization")
+
+    def fn_proxy_authorize(self, ctx: Context, realm: str, table: str) -> int:
+        return self._authorize(ctx, realm, "proxy-authorization")
+
+    def _challenge(self, ctx: Context, realm: str, code: int, header: str) -> int:
+        nonce = f"n{self._new_id()}x{len(self.nonces)}"
+        self.nonces.add(nonce)
+        reply = self._reply_to(
+            ctx, code, "Unauthorized" if code == 401 else "Proxy Authentication Required", self._pending_out
+        )
+        reply.headers.append((header, f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5'))
+        return 1
+
+    def fn_www_challenge(self, ctx: Context, realm: str, qop: Optional[str], algorithms: Optional[str]) -> int:
+        return self._challenge(ctx, realm, 401, "WWW-Authenticate")
+
+    def fn_proxy_challenge(self, ctx: Context, realm: str, qop: Optional[str], algorithms: Optional[str]) -> int:
+        return self._challenge(ctx, realm, 407, "Proxy-Authenticate")
+
+    def fn_consume_credentials(self, ctx: Context) -> int:
+        header = ctx.vars.get("auth_header")
+        if header is None:
+            return -1
+        ctx.msg.remove_first(header)
+        return 1
+
+    def _identity(self, ctx: Context, header: str) -> int:
+        user = ctx.vars.get("auth_user")
+        uri = ctx.msg.address_uri(header) or ""
+        return 1 if user and uri.split(":", 1)[-1].split("@")[0] == user else -1
+
+    def fn_db_is_to_authorized(self, ctx: Context, table: str) -> int:
+        return self._identity(ctx, "to")
+
+    def fn_db_is_from_authorized(self, ctx: Context, table: str) -> int:
+        return self._identity(ctx, "from")
+
+    def fn_update_stat(self, ctx: Context, name: str, value: str) -> int:
+        if name not in self.statistics_declared:
+            raise SystemError(f"update_stat: no statistic {name!r} (declare it in opensips.cfg)")
+        self.statistics[name] += int(value)
+        return 1
 
     # rtpengine
 

@@ -79,6 +79,17 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "sl_send_reply": (N, S),
     "sl_reply_error": (),
     "send_reply": (N, S),
+    # auth, auth_db
+    "www_authorize": (S, S),
+    "proxy_authorize": (S, S),
+    "www_challenge": (S, S_, S_),
+    "proxy_challenge": (S, S_, S_),
+    "consume_credentials": (),
+    "db_is_to_authorized": (S,),
+    "db_is_from_authorized": (S,),
+    # statistics, pike
+    "update_stat": (S, N),
+    "pike_check_req": (),
     # rtpengine
     "rtpengine_offer": (S_, V_, V_, S_),
     "rtpengine_answer": (S_, V_, V_, S_),

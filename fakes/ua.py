@@ -9,11 +9,12 @@ by tests and by the tracer: ``invite``, ``reply``, ``cancel``, ``reinvite``, ``b
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import sdp as sdpread
-from .runtime import Endpoint, Gateway
+from .runtime import Endpoint, Gateway, digest_response
 from .sipmsg import SipMessage
 
 _counter = itertools.count(1)
@@ -222,6 +223,12 @@ class UA:
     """Call-ID -> an offer we received and have not answered yet."""
     answers: Dict[str, Tuple[str, str]] = field(default_factory=dict)
     """Call-ID -> (offer, our answer): a 1xx and the 2xx repeat the same answer."""
+    password: Optional[str] = None
+    """Answers 401/407 challenges with digest credentials when set."""
+    username: Optional[str] = None
+    """The authentication user (the AOR's user when None)."""
+    sent: Dict[str, SipMessage] = field(default_factory=dict)
+    """Call-ID -> the last out-of-dialog request (REGISTER, INVITE) we sent, to retry with credentials."""
 
     def __post_init__(self) -> None:
         if self.media is None:
@@ -347,8 +354,7 @@ class Network:
             f"{name}-{host[-1]}.invalid",
             media=media,
         )
-        self.uas[ua.endpoint] = ua
-        return ua
+        return self._add(ua)
 
     def phone(
         self,
@@ -375,13 +381,22 @@ class Network:
             endpoint = Endpoint(proto, host, sip_port)
             contact = f"{host}:{sip_port}"
         media = SyntheticPhone(contact.split(":")[0], rtp_port, codecs)
-        ua = UA(name, "sip", endpoint, contact, media=media)
+        return self._add(UA(name, "sip", endpoint, contact, media=media))
+
+    def _add(self, ua: UA) -> UA:
+        """Every UA is a subscriber with a password when the gateway authenticates."""
         self.uas[ua.endpoint] = ua
+        realm = getattr(getattr(self.gateway.router, "settings", None), "auth_realm", None)
+        if realm is not None:
+            ua.password = f"{ua.name}-secret"
+            self.gateway.subscribers[(ua.name, realm)] = ua.password
         return ua
 
     # -- carrying messages --------------------------------------------------------------
 
     def send(self, ua: UA, message: SipMessage) -> None:
+        if message.is_request and message.method in ("REGISTER", "INVITE") and message.to_tag is None:
+            ua.sent[message.call_id] = message
         self.transcript.append((ua.name, "gateway", message))
         for endpoint, out in self.gateway.receive(message.to_bytes(), ua.endpoint):
             target = self.uas.get(endpoint)
@@ -434,6 +449,8 @@ class Network:
         self.send(ua, ua.reply_to(request, 200, "OK", None))
 
     def _auto_reply(self, ua: UA, reply: SipMessage) -> None:
+        if reply.status in (401, 407) and self._authenticate(ua, reply):
+            return
         if reply.cseq_method != "INVITE" or reply.status < 200:
             return
         dialog = ua.dialogs.get(reply.call_id)
@@ -462,6 +479,46 @@ class Network:
         body = ua.make_answer(reply.call_id) if reply.call_id in ua.offers else ""
         self.send(ua, self._in_dialog(ua, dialog, "ACK", body, cseq=reply.cseq_number))
 
+    def _authenticate(self, ua: UA, reply: SipMessage) -> bool:
+        """Retry the challenged request once with RFC 2617 digest credentials (qop=auth)."""
+        request = ua.sent.get(reply.call_id)
+        header = "Authorization" if reply.status == 401 else "Proxy-Authorization"
+        challenge = reply.header("www-authenticate" if reply.status == 401 else "proxy-authenticate")
+        if ua.password is None or request is None or challenge is None or request.header(header) is not None:
+            return False
+        if reply.cseq_method == "INVITE":  # ACK the 407 hop by hop, keep the dialog for the retry
+            ack = ua.request(
+                "ACK", request.ruri, reply.header("to") or "", reply.call_id, request.from_tag or "", reply.cseq_number
+            )
+            ack.set_header("Via", next(reply.vias()))
+            self.send(ua, ack)
+        fields = {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', challenge[7:])}
+        creds = {
+            "username": ua.username or ua.name,
+            "realm": fields.get("realm", ""),
+            "nonce": fields.get("nonce", ""),
+            "uri": request.ruri,
+            "qop": "auth",
+            "nc": "00000001",
+            "cnonce": _token("cn"),
+        }
+        creds["response"] = digest_response(creds, ua.password, request.method)
+        retry = request.copy()
+        retry.set_header("Via", ua.via)
+        retry.set_header("CSeq", f"{request.cseq_number + 1} {request.method}")
+        retry.headers.insert(
+            1,
+            (
+                header,
+                "Digest " + ", ".join(f'{k}="{v}"' if k not in ("qop", "nc") else f"{k}={v}" for k, v in creds.items()),
+            ),
+        )
+        dialog = ua.dialogs.get(reply.call_id)
+        if dialog is not None:
+            dialog.cseq = request.cseq_number + 1
+        self.send(ua, retry)
+        return True
+
     def _in_dialog(self, ua: UA, dialog: Dialog, method: str, body: str = "", cseq: Optional[int] = None) -> SipMessage:
         if cseq is None:
             dialog.cseq += 1
@@ -478,9 +535,9 @@ class Network:
         call_id = _token("reg")
         request = ua.request("REGISTER", f"sip:{ua.domain}", f"<{ua.aor}>", call_id, _token("f"), 1)
         request.set_header("Expires", str(expires))
-        before = len(ua.inbox)
         self.send(ua, request)
-        return ua.inbox[before] if len(ua.inbox) > before else request
+        finals = [m for m in ua.inbox if not m.is_request and m.call_id == call_id and m.status >= 200]
+        return finals[-1] if finals else request
 
     def invite(self, caller: UA, user: str, sdp: bool = True, domain: Optional[str] = None) -> Call:
         call_id, tag = _token("call"), _token("f")
@@ -517,9 +574,7 @@ class Network:
 
     def cancel(self, call: Call) -> None:
         caller = call.caller
-        invite = next(
-            m for _, _, m in self.transcript if m.is_request and m.call_id == call.call_id and m.method == "INVITE"
-        )
+        invite = call.caller.sent[call.call_id]
         cancel = SipMessage(
             f"CANCEL {invite.ruri} SIP/2.0",
             [

@@ -22,6 +22,9 @@ PYSCRIPTS = sorted((ROOT / "pyscripts").rglob("*.py"))
 DYNAMIC_NAMES: Dict[str, Set[str]] = {
     "fix": {"fix_nated_register", "fix_nated_contact"},
     "action.function": {"rtpengine_offer", "rtpengine_answer"},
+    "challenge.authorize": {"www_authorize", "proxy_authorize"},
+    "challenge.challenge": {"www_challenge", "proxy_challenge"},
+    "challenge.identity_check": {"db_is_to_authorized", "db_is_from_authorized"},
 }
 
 
@@ -59,7 +62,7 @@ def test_the_cfg_acts_on_every_return_code() -> None:
 
 def test_every_python_exec_names_a_router_method() -> None:
     methods = set(re.findall(r'python_exec\("(\w+)"\)', CFG))
-    assert methods == {"on_request", "on_branch", "on_reply", "on_failure"}
+    assert methods == {"on_request", "on_branch", "on_reply", "on_failure", "is_trusted"}
     assert all(callable(getattr(host.Router, m)) for m in methods)
 
 
@@ -146,6 +149,7 @@ def test_the_check_catches_bad_calls(snippet: str, complaint: str) -> None:
 
 
 CFG_ONLY = {
+    "pike_check_req",
     "force_tcp_alias",
     "add_rcv_param",
     "is_registered",
@@ -183,3 +187,16 @@ def test_runtime_code_uses_the_standard_library_only() -> None:
             else:
                 continue
             assert roots <= allowed, f"{path}: imports {roots - allowed}"
+
+
+def test_every_statistic_the_python_side_bumps_is_declared() -> None:
+    assert set(core.STATISTICS) <= runtime.declared_statistics()
+    assert "python_failures" in runtime.declared_statistics()
+
+
+def test_the_site_files_are_included_around_the_modules() -> None:
+    site, params = CFG.index('include_file "site.cfg"'), CFG.index('include_file "site-params.cfg"')
+    first_module = CFG.index("loadmodule")
+    assert site < first_module < params
+    site_text = (ROOT / "opensips" / "site.cfg").read_text()
+    assert "mpath" in site_text and "socket" in site_text and "modparam" not in site_text

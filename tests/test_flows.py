@@ -152,7 +152,7 @@ def test_no_open_relay() -> None:
 
 
 def test_an_unknown_user_gets_404() -> None:
-    gateway = Gateway()
+    gateway = Gateway(Settings())
     net = Network(gateway)
     alice = net.browser("alice")
     net.invite(alice, "nobody")
@@ -168,7 +168,7 @@ class BrokenEngine(MemoryEngine):
 
 
 def test_without_a_media_proxy_the_caller_gets_503_and_nothing_hangs() -> None:
-    gateway = Gateway(rtpengine=BrokenEngine())
+    gateway = Gateway(Settings(), rtpengine=BrokenEngine())
     net = Network(gateway)
     alice, bob = net.browser("alice"), net.phone("bob")
     net.register(alice)

@@ -131,6 +131,57 @@ def route_initial(
     return Routing(Target.DESTINATION)
 
 
+class Challenge(enum.Enum):
+    """Which digest exchange a request must pass (RFC 3261 22): 401 for a registrar, 407 for a proxy."""
+
+    WWW = "www"
+    PROXY = "proxy"
+
+    @property
+    def authorize(self) -> str:
+        return f"{self.value}_authorize"
+
+    @property
+    def challenge(self) -> str:
+        return f"{self.value}_challenge"
+
+    @property
+    def identity_check(self) -> str:
+        """The auth_db check that the credentials belong to the address used (To for REGISTER, From else)."""
+        return "db_is_to_authorized" if self is Challenge.WWW else "db_is_from_authorized"
+
+
+#: The subscriber table of auth_db (in the SQLite database site.cfg names).
+SUBSCRIBERS = "subscriber"
+
+NO_AUTH = frozenset({"ACK", "CANCEL", "PRACK", "BYE"})
+
+
+def challenge_for(method: str, from_domain: str, source_ip: str, settings: Settings) -> Optional[Challenge]:
+    """Whether an initial request must authenticate: REGISTER always, our own users' requests too.
+
+    Requests from other domains to our users come in unauthenticated (that is how calls arrive);
+    they cannot be relayed elsewhere (route_initial refuses them).  Trusted sources are exempt.
+    """
+    if settings.auth_realm is None or method in NO_AUTH or source_ip in settings.trusted_sources:
+        return None
+    if method == "REGISTER":
+        return Challenge.WWW
+    return Challenge.PROXY if settings.is_local(from_domain) else None
+
+
+def answered_call_stats(record: CallRecord, index: int) -> Tuple[str, ...]:
+    """Statistics bumped once per answered call: its direction, and whether it took the media proxy."""
+    branch = record.branch(index)
+    if branch is None:
+        return ()
+    names = (f"calls_{record.caller.leg.value}_to_{branch.callee.leg.value}",)
+    return names + (("media_proxy_calls",) if branch.media_proxy else ())
+
+
+STATISTICS = (*(f"calls_{a.value}_to_{b.value}" for a in Leg for b in Leg), "media_proxy_calls")
+
+
 def lookup_failure(code: int) -> Tuple[int, str]:
     """The reply for a failed ``lookup("location")`` (registrar return codes)."""
     if code == -2:
@@ -184,6 +235,8 @@ class ReplyPlan:
     fix_contact: bool = False
     record: Optional[CallRecord] = None
     """A new record to store, when the reply changes it (a 2xx picks the answered branch)."""
+    stats: Tuple[str, ...] = ()
+    """Statistics to bump (the first 2xx of a call)."""
 
 
 def plan_initial_reply(
@@ -206,8 +259,9 @@ def plan_initial_reply(
         if branch.media is not Media.OPEN or released.media_open:
             return ReplyPlan(None, fix, released)
         return ReplyPlan(media_action(profiles, Step.DELETE, record.caller, branch.callee.leg), fix, released)
+    stats = answered_call_stats(record, index) if answered and record.answered is None else ()
     if not branch.media_proxy or branch.media is Media.RELEASED or not has_sdp or status < 180:
-        return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None)
+        return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None, stats)
     if record.early_offer:
         action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index)
     else:
@@ -215,7 +269,7 @@ def plan_initial_reply(
         # To-tag already tells rtpengine which branch it is.
         action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg)
         record = record.with_branch(index, branch.with_media(Media.OPEN))
-    return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record)
+    return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record, stats)
 
 
 def plan_failure(record: Optional[CallRecord], profiles: Profiles) -> Optional[MediaAction]:

@@ -75,6 +75,13 @@ class Router:
     def on_failure(self, msg: Any) -> int:
         return self._guard("failure", self._failure, msg)
 
+    def is_trusted(self, msg: Any) -> int:
+        """pike's check route: 1 exempts a trusted source (gateway.ini trusted_sources) from flood counting."""
+        try:
+            return 1 if msg.src_address[0] in self.settings.trusted_sources else -1
+        except Exception:  # noqa: BLE001
+            return -1
+
     def _guard(self, route: str, handler: Callable[[Any], int], msg: Any) -> int:
         try:
             result = int(handler(msg))
@@ -144,6 +151,9 @@ class Router:
         routing = core.route_initial(method, ruri_user, domain, from_domain, msg.src_address[0], self.settings)
         if routing.reply is not None:
             return self._reply_locally(msg, *routing.reply)
+        challenge = core.challenge_for(method, from_domain, msg.src_address[0], self.settings)
+        if challenge is not None and not self._authenticated(msg, challenge):
+            return int(Verdict.HANDLED)
         if method == "REGISTER":
             for flag in core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)]:
                 msg.call_function("setbflag", flag, None)
@@ -171,6 +181,19 @@ class Router:
         record = CallRecord(core.party_of(source, behind_nat, flow), has_sdp, private_sdp)
         msg.set_pseudoVar(DIALOG_RECORD, str(record))
         return int(Verdict.RELAY_INITIAL)
+
+    def _authenticated(self, msg: Any, challenge: core.Challenge) -> bool:
+        """Digest check against the subscriber table; answers the request itself when it fails."""
+        realm = self.settings.auth_realm
+        if msg.call_function(challenge.authorize, realm, core.SUBSCRIBERS) < 0:
+            msg.call_function(challenge.challenge, realm, "auth", None)
+            return False
+        if msg.call_function(challenge.identity_check, core.SUBSCRIBERS) < 0:
+            # Someone else's address: a valid user may not register or call as another.
+            self._reply_locally(msg, 403, "Forbidden - Not Your Address")
+            return False
+        msg.call_function("consume_credentials")  # our users' passwords' hashes go no further
+        return True
 
     def _sequential(self, msg: Any, method: str, has_sdp: bool) -> int:
         matched = msg.call_function("topology_hiding_match" if self.settings.topology_hiding else "loose_route")
@@ -227,6 +250,8 @@ class Router:
             msg.call_function("fix_nated_contact")
         if plan.record is not None:
             msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
+        for name in plan.stats:
+            msg.call_function("update_stat", name, "1")
         if plan.action is not None:
             self._media(msg, plan.action)
         return 1

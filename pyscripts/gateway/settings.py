@@ -27,6 +27,8 @@ class Settings:
     """Use topology_hiding() instead of Record-Route (no loose-route section then)."""
     trusted_sources: FrozenSet[str] = frozenset()
     """Addresses (e.g. the trunk) allowed to send calls for other domains through us."""
+    auth_realm: Optional[str] = None
+    """Digest realm for REGISTER and for our users' initial requests (subscriber table); None: no auth."""
     profiles: Profiles = field(default_factory=Profiles)
 
     def is_local(self, domain: str) -> bool:
@@ -49,7 +51,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
     if unknown:
         raise ValueError(f"{origin}: unknown section(s) {sorted(unknown)}")
     gw = parser["gateway"] if parser.has_section("gateway") else {}
-    known = {"domains", "sip_destination", "topology_hiding", "trusted_sources"}
+    known = {"domains", "sip_destination", "topology_hiding", "trusted_sources", "auth_realm"}
     extra = set(gw) - known
     if extra:
         raise ValueError(f"{origin}: unknown setting(s) {sorted(extra)} in [gateway]")
@@ -69,6 +71,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         sip_destination=destination,
         topology_hiding=hiding in ("yes", "true", "on", "1"),
         trusted_sources=_words(gw.get("trusted_sources", "")),
+        auth_realm=gw.get("auth_realm", "").strip() or None,
         profiles=Profiles(overrides),
     )
 
