@@ -16,13 +16,37 @@ Host rules this file keeps (FACTS.md):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Protocol, Tuple
 
 from . import core
 from .model import CallRecord, Exchange, MediaAction, Source, Step, Verdict, flow_of
 from .profiles import Profiles
 from .sdp import has_private_address, is_sdp
 from .settings import Settings
+
+
+class Msg(Protocol):
+    """The ``msg`` object OpenSIPS's python module passes (python_msgobj.c; not importable).
+
+    Typed so that mypy refuses what the host refuses: ``call_function`` takes str or None only.
+    """
+
+    @property
+    def Type(self) -> str: ...  # noqa: N802
+    @property
+    def Method(self) -> Optional[str]: ...  # noqa: N802
+    @property
+    def RURI(self) -> Optional[str]: ...  # noqa: N802
+    @property
+    def Status(self) -> Optional[str]: ...  # noqa: N802
+    @property
+    def src_address(self) -> Tuple[str, int]: ...
+    def getHeader(self, name: str) -> Optional[str]: ...  # noqa: N802
+    def call_function(self, name: str, *args: Optional[str]) -> int: ...
+    def get_pseudoVar(self, fmt: str) -> Optional[str]: ...  # noqa: N802
+    def set_pseudoVar(self, name: str, value: str) -> None: ...  # noqa: N802
+    def set_dst_uri(self, uri: str) -> None: ...
+
 
 NULL = "<null>"  # what get_pseudoVar returns for an unset variable
 SEP = "|"  # not allowed unescaped in SIP URIs, tags or our own records
@@ -63,26 +87,26 @@ class Router:
     def child_init(self, rank: int) -> int:
         return 0  # unlike routes, child_init reports success with 0
 
-    def on_request(self, msg: Any) -> int:
+    def on_request(self, msg: Msg) -> int:
         return self._guard("request", self._request, msg)
 
-    def on_branch(self, msg: Any) -> int:
+    def on_branch(self, msg: Msg) -> int:
         return self._guard("branch", self._branch, msg)
 
-    def on_reply(self, msg: Any) -> int:
+    def on_reply(self, msg: Msg) -> int:
         return self._guard("reply", self._reply, msg)
 
-    def on_failure(self, msg: Any) -> int:
+    def on_failure(self, msg: Msg) -> int:
         return self._guard("failure", self._failure, msg)
 
-    def is_trusted(self, msg: Any) -> int:
+    def is_trusted(self, msg: Msg) -> int:
         """pike's check route: 1 exempts a trusted source (gateway.ini trusted_sources) from flood counting."""
         try:
             return 1 if msg.src_address[0] in self.settings.trusted_sources else -1
         except Exception:  # noqa: BLE001
             return -1
 
-    def _guard(self, route: str, handler: Callable[[Any], int], msg: Any) -> int:
+    def _guard(self, route: str, handler: Callable[[Msg], int], msg: Msg) -> int:
         try:
             result = int(handler(msg))
             return result if result else int(Verdict.FAILED)
@@ -93,7 +117,7 @@ class Router:
             self._log_failure(route, msg, exc)
             return int(Verdict.FAILED)
 
-    def _undecodable(self, route: str, msg: Any, exc: UnicodeDecodeError) -> int:
+    def _undecodable(self, route: str, msg: Msg, exc: UnicodeDecodeError) -> int:
         try:
             if route != "request" or msg.call_function("has_totag") > 0:
                 return int(Verdict.FAILED) if route == "request" else 1  # in-dialog: the fail-safe routes it
@@ -104,7 +128,7 @@ class Router:
             self._log_failure(route, msg, inner)
             return int(Verdict.FAILED)
 
-    def _log_failure(self, route: str, msg: Any, exc: BaseException) -> None:
+    def _log_failure(self, route: str, msg: Msg, exc: BaseException) -> None:
         try:
             call_id = msg.getHeader("Call-ID") or msg.getHeader("i")
         except Exception:  # noqa: BLE001
@@ -116,8 +140,8 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _request(self, msg: Any) -> int:
-        method = msg.Method
+    def _request(self, msg: Msg) -> int:
+        method = msg.Method or ""
         proto, length, to_tag = split_facts(msg.get_pseudoVar(REQUEST_FACTS), 3)
         source = core.source_of(proto)
         if source is Source.WEBSOCKET:
@@ -142,7 +166,7 @@ class Router:
         return self._initial(msg, method, source, behind_nat, has_sdp, flow)
 
     def _initial(
-        self, msg: Any, method: str, source: Source, behind_nat: bool, has_sdp: bool, flow: Optional[str]
+        self, msg: Msg, method: str, source: Source, behind_nat: bool, has_sdp: bool, flow: Optional[str]
     ) -> int:
         ruri_user, ruri_domain = _user_domain(msg.RURI)
         _to_user, to_domain = _user_domain(_header_uri(msg, "To", "t"))
@@ -163,7 +187,7 @@ class Router:
             found = msg.call_function("lookup", "location")
             if found < 0:
                 return self._reply_locally(msg, *core.lookup_failure(found))
-        else:
+        elif self.settings.sip_destination is not None:  # route_initial chose it only when set
             msg.set_dst_uri(self.settings.sip_destination)
         if method != "INVITE":
             return int(Verdict.RELAY)
@@ -182,7 +206,7 @@ class Router:
         msg.set_pseudoVar(DIALOG_RECORD, str(record))
         return int(Verdict.RELAY_INITIAL)
 
-    def _authenticated(self, msg: Any, challenge: core.Challenge) -> bool:
+    def _authenticated(self, msg: Msg, challenge: core.Challenge) -> bool:
         """Digest check against the subscriber table; answers the request itself when it fails."""
         realm = self.settings.auth_realm
         if msg.call_function(challenge.authorize, realm, core.SUBSCRIBERS) < 0:
@@ -195,7 +219,7 @@ class Router:
         msg.call_function("consume_credentials")  # our users' passwords' hashes go no further
         return True
 
-    def _sequential(self, msg: Any, method: str, has_sdp: bool) -> int:
+    def _sequential(self, msg: Msg, method: str, has_sdp: bool) -> int:
         matched = msg.call_function("topology_hiding_match" if self.settings.topology_hiding else "loose_route")
         if matched < 0:
             if method == "ACK":
@@ -216,7 +240,7 @@ class Router:
 
     # -- branches, replies, failures --------------------------------------------------
 
-    def _branch(self, msg: Any) -> int:
+    def _branch(self, msg: Msg) -> int:
         index, bflags, text = split_facts(msg.get_pseudoVar(BRANCH_FACTS), 3)
         record = self._record(text)
         if record is None:
@@ -228,8 +252,8 @@ class Router:
             return int(Verdict.DROP)
         return 1
 
-    def _reply(self, msg: Any) -> int:
-        status = as_int(msg.Status)
+    def _reply(self, msg: Msg) -> int:
+        status = as_int(msg.Status or "")
         proto, index, length, method, exchange_text, record_text = split_facts(msg.get_pseudoVar(REPLY_FACTS), 6)
         has_sdp = as_int(length) > 0 and is_sdp(_content_type(msg))
         exchange = optional(exchange_text)
@@ -256,7 +280,7 @@ class Router:
             self._media(msg, plan.action)
         return 1
 
-    def _failure(self, msg: Any) -> int:
+    def _failure(self, msg: Msg) -> int:
         action = core.plan_failure(self._record(msg.get_pseudoVar(DIALOG_RECORD)), self.profiles)
         if action is not None:
             self._media(msg, action)
@@ -264,7 +288,7 @@ class Router:
 
     # -- host calls -------------------------------------------------------------------
 
-    def _media(self, msg: Any, action: MediaAction) -> int:
+    def _media(self, msg: Msg, action: MediaAction) -> int:
         flags = action.flags or None
         if action.step is Step.DELETE:
             result: int = msg.call_function("rtpengine_delete", flags, None)
@@ -274,7 +298,7 @@ class Router:
             self.log(f"gateway: {action.function} failed ({result}) for Call-ID {_call_id(msg)}\n")
         return result
 
-    def _reply_locally(self, msg: Any, code: int, reason: str) -> int:
+    def _reply_locally(self, msg: Msg, code: int, reason: str) -> int:
         msg.call_function("sl_send_reply", str(code), reason)
         return int(Verdict.HANDLED)
 
@@ -291,24 +315,24 @@ class Router:
 # -- message helpers (cheap attribute reads; compact header forms are not expanded by getHeader) --
 
 
-def _header(msg: Any, name: str, compact: str) -> Optional[str]:
+def _header(msg: Msg, name: str, compact: str) -> Optional[str]:
     value: Optional[str] = msg.getHeader(name)
     return value if value is not None else msg.getHeader(compact)
 
 
-def _has_contact(msg: Any) -> bool:
+def _has_contact(msg: Msg) -> bool:
     return _header(msg, "Contact", "m") is not None
 
 
-def _content_type(msg: Any) -> Optional[str]:
+def _content_type(msg: Msg) -> Optional[str]:
     return _header(msg, "Content-Type", "c")
 
 
-def _call_id(msg: Any) -> Optional[str]:
+def _call_id(msg: Msg) -> Optional[str]:
     return _header(msg, "Call-ID", "i")
 
 
-def _header_uri(msg: Any, name: str, compact: str) -> str:
+def _header_uri(msg: Msg, name: str, compact: str) -> str:
     value = _header(msg, name, compact) or ""
     if "<" in value:
         return value.split("<", 1)[1].split(">", 1)[0]
