@@ -58,7 +58,8 @@ class FakeMsg:
             raise SystemError(f"<built-in method> returned a result with an exception set ({pending})")
         return ctx
 
-    def _pending(self, ctx: Context, what: str) -> None:
+    def _pending(self, ctx: Context, what: str) -> Optional[str]:
+        """What the host returns when it leaves an exception pending: None."""
         ctx.runtime.pending_error = what
         return None
 
