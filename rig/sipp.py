@@ -299,7 +299,7 @@ Content-Length: [len]
     )
     s.recv("100", optional=True)
     if call.outcome in ("cancel", "noanswer"):
-        s.recv("180", optional=call.outcome == "cancel")
+        s.recv("180")
         if call.ring_ms:
             s.pause(call.ring_ms)
         cancel_branch = s.branch_of_invite()
