@@ -199,10 +199,11 @@ def plan_initial_reply(
     if not branch.media_proxy:
         return ReplyPlan(None, fix, new_record)
     if status >= 300:
-        # A failed branch leaves no rtpengine session behind.
-        released = record.with_branch(index, Branch(branch.callee, True, released=True))
-        action = media_action(profiles, Step.DELETE, record.caller, branch.callee.leg, branch=index)
-        return ReplyPlan(None if branch.released else action, fix, released)
+        # No per-branch delete: OpenSIPS sends a delete without tags and rtpengine
+        # (10.5) then deletes the entire call, via-branch or not, cutting the branch
+        # that answers a forked call.  The failure route deletes the call when every
+        # branch failed; after an answer the BYE does.
+        return ReplyPlan(None, fix, None)
     if not has_sdp or status < 180:
         return ReplyPlan(None, fix, new_record)
     if record.early_offer:
