@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import mi, ng
 from .ports import free_port, media_range
@@ -196,6 +196,7 @@ class Gateway:
         env: Optional[Dict[str, str]] = None,
         host: str = "127.0.0.1",
         names: Sequence[str] = ("localhost", "gateway.local"),
+        certificate: Optional[Tuple[Path, Path]] = None,
     ) -> Gateway:
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
@@ -210,7 +211,7 @@ class Gateway:
         )
         gateway = cls(binary, folder, ports, host)
         try:
-            gateway._write(settings, entry, names)
+            gateway._write(settings, entry, names, certificate)
             gateway._start_rtpengine()
             gateway._start_opensips(env or {})
         except BaseException:
@@ -218,11 +219,17 @@ class Gateway:
             raise
         return gateway
 
-    def _write(self, settings: str, entry: Path, names: Sequence[str]) -> None:
+    def _write(
+        self, settings: str, entry: Path, names: Sequence[str], certificate: Optional[Tuple[Path, Path]] = None
+    ) -> None:
         folder = self.folder
         shutil.copy(CFG_DIR / "opensips.cfg", folder / "opensips.cfg")
         (folder / "mpath.cfg").write_text(f'mpath = "{module_dir(self.binary)}/"\n')
-        make_certificate(folder, names)
+        if certificate is not None:  # a site's own, e.g. issued for the host name browsers use
+            shutil.copy(certificate[0], folder / "gateway.crt")
+            shutil.copy(certificate[1], folder / "gateway.key")
+        else:
+            make_certificate(folder, names)
         assert self.relay is None
         p = self.ports
         (folder / "site.cfg").write_text(
@@ -330,6 +337,3 @@ def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
             last = exc
         time.sleep(0.1)
     raise StartError(f"{what} not ready within {seconds}s ({last})")
-
-
-from typing import Callable  # noqa: E402

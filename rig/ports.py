@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 import socket
-from typing import Tuple
+from typing import Set, Tuple
 
-#: Ports never handed out: another engineer's rtpengine media (30000-34999) and ours (35000-39999).
-RESERVED = range(30000, 40000)
+#: Ports never handed out: other rtpengines' media on this machine (30000-34999,
+#: 40000-44999 seen in use) and ours (35000-39999).
+RESERVED = range(30000, 45000)
 #: Where ports are drawn from when the kernel's own pick falls in RESERVED.
-POOL = range(40000, 60000)
+POOL = range(45000, 60000)
 
 
 def _bindable(port: int, kinds: Tuple[int, ...]) -> bool:
@@ -27,8 +28,13 @@ def _bindable(port: int, kinds: Tuple[int, ...]) -> bool:
             sock.close()
 
 
-def free_port(udp: bool = True, tcp: bool = True, even: bool = False) -> int:
-    """A port free on 127.0.0.1 for the transports asked (both by default); bounded number of tries."""
+#: Ports this process already handed out: never handed out twice, so two SIPp
+#: phones cannot get overlapping media blocks (SIPp binds media_port and +2).
+_handed: Set[int] = set()
+
+
+def free_port(udp: bool = True, tcp: bool = True, even: bool = False, span: int = 1) -> int:
+    """A port (with ``span - 1`` after it) free on 127.0.0.1 for the transports asked; bounded number of tries."""
     kinds = tuple(k for k, wanted in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if wanted)
     for attempt in range(200):
         if attempt == 0:
@@ -38,9 +44,11 @@ def free_port(udp: bool = True, tcp: bool = True, even: bool = False) -> int:
             probe.close()
         else:
             port = random.choice(POOL)
-        if port in RESERVED or (even and port % 2):
+        block = range(port, port + max(span, 2 if even else 1))
+        if any(p in RESERVED or p in _handed for p in block) or (even and port % 2):
             continue
-        if _bindable(port, kinds) and (not even or _bindable(port + 1, kinds)):
+        if all(_bindable(p, kinds) for p in block):
+            _handed.update(block)
             return port
     raise RuntimeError("no free loopback port found in 200 tries")
 

@@ -50,7 +50,7 @@ class Phone:
     user: str
     transport: str = "udp"  # udp or tcp
     port: int = field(default_factory=free_port)
-    media_port: int = field(default_factory=lambda: free_port(tcp=False, even=True))
+    media_port: int = field(default_factory=lambda: free_port(tcp=False, even=True, span=6))
     contact_host: str = "127.0.0.1"
     """The host in the Contact it registers; a private address makes the gateway see it behind NAT."""
 
