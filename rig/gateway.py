@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -292,9 +293,15 @@ class Gateway:
             if process.poll() is not None:
                 raise StartError(f"OpenSIPS {self.version} exited with {process.returncode}:\n{self.log()[-4000:]}")
             try:
-                return mi.call(self.mi_url, "version", timeout=1) is not None
+                if mi.call(self.mi_url, "version", timeout=1) is None:
+                    return False
             except OSError:
                 return False
+            # MI can answer before the TCP listeners accept (seen on 4.0.1): wait for them too
+            for port in (self.ports.sip, self.ports.tls, self.ports.ws, self.ports.wss):
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+            return True
 
         _wait(ready, 30, f"OpenSIPS {self.version} MI")
         self.workers = _children(process.pid)
