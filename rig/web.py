@@ -51,11 +51,15 @@ def bundle_jssip(folder: Path) -> Path:
 
 
 def site(folder: Path) -> Path:
-    """The softphone's files in ``folder``: phone.html, phone.js, jssip.js."""
+    """The pages in ``folder``: phone.html + phone.js + jssip.js (JsSIP), sipjs.html + sipjs/ (SIP.js as shipped)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("phone.html", "phone.js"):
+    for name in ("phone.html", "phone.js", "sipjs.html"):
         shutil.copy(WEB / name, folder / name)
     bundle_jssip(folder)
+    sipjs = NODE_MODULES / "sip.js" / "lib"
+    if not sipjs.is_dir():
+        raise MissingTool("sip.js not in node_modules (bin/setup runs npm ci)")
+    shutil.copytree(sipjs, folder / "sipjs", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.d.ts"))
     return folder
 
 

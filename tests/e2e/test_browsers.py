@@ -270,3 +270,37 @@ def tcp_connections(rig: Rig) -> int:
 
     result = mi_.call(rig.gw.mi_url, "list_tcp_conns") or {}
     return len(result.get("Connections", []))
+
+
+def test_sipjs_browser_registers_and_calls_a_phone_with_audio(
+    gateway: Rig, work: Path, chromium: Any, site: web.Server
+) -> None:
+    """SIP.js (0.21, SimpleUser) too: WSS registration stored as WEBRTC, a call to a SIP phone with audio both ways."""
+    need("sipp")
+    context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
+    try:
+        page = context.new_page()
+        page.goto(site.url.replace("phone.html", "sipjs.html"), timeout=15000)
+        page.wait_for_function("window.sipjsPhone !== undefined", timeout=15000)
+        name = user("sipjs")
+        page.evaluate("([u, n, d]) => sipjsPhone.start(u, n, d)", [gateway.gw.wss_url, name, "127.0.0.1"])
+        (contact,) = mi.contacts(gateway.gw.mi_url)[name]
+        assert contact["Cflags"] == "WEBRTC"
+        bob = registered(gateway, work, "sipjsbob")
+        uas = sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, "uas", bob, gateway.sip, echo=True)
+        try:
+            page.evaluate("t => sipjsPhone.call(t)", f"sip:{bob.user}@127.0.0.1")
+            page.wait_for_function("sipjsPhone.events.includes('answered')", timeout=15000)
+            first = page.evaluate("sipjsPhone.stats()")
+            time.sleep(1.5)
+            second = page.evaluate("sipjsPhone.stats()")
+            assert second["sent"] > first["sent"] and second["received"] > first["received"], (first, second)
+            page.evaluate("sipjsPhone.hangup()")
+            assert uas.wait() == 0, uas.errors()
+        finally:
+            uas.stop()
+    finally:
+        context.close()
+    call_id = sip_leg_call_id(gateway, bob)
+    assert all(n > 20 for n in packets_of(gateway, call_id).values())
+    settle(gateway, call_id)
