@@ -34,6 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 CFG_DIR = REPO / "opensips"
 ENTRY = REPO / "pyscripts" / "opensips_entry.py"
 
+#: tm's fr_inv_timeout on the rig (seconds a callee may ring before the caller gets 408).
+FR_INV_TIMEOUT = 4
+
 DEFAULT_SETTINGS = """\
 [gateway]
 domains = 127.0.0.1 localhost gateway.local
@@ -246,6 +249,8 @@ class Gateway:
                     "# SIPp answers one scripted call per run: a keep-alive OPTIONS landing on a SIPp",
                     "# callee mid-test would abort it, so nathelper's pings are off on the rig.",
                     'modparam("nathelper", "natping_interval", 0)',
+                    "# Unanswered calls time out in seconds, not the cfg's 30, so a no-answer test stays short.",
+                    f'modparam("tm", "fr_inv_timeout", {FR_INV_TIMEOUT})',
                     f'modparam("tls_mgm", "certificate", "[webrtc]{folder}/gateway.crt")',
                     f'modparam("tls_mgm", "private_key", "[webrtc]{folder}/gateway.key")',
                     'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{ng}")',

@@ -298,7 +298,13 @@ Content-Length: [len]
 {_body()}"""
     )
     s.recv("100", optional=True)
-    if call.outcome in ("cancel", "noanswer"):
+    if call.outcome == "noanswer":
+        # nobody answers: OpenSIPS's fr_inv_timeout ends the call with 408 (and CANCELs the callee)
+        s.recv("180")
+        s.recv("408")
+        _ack_negative(s)
+        return s.xml()
+    if call.outcome == "cancel":
         s.recv("180")
         if call.ring_ms:
             s.pause(call.ring_ms)

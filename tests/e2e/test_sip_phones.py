@@ -7,11 +7,13 @@ rtpengine holds no session and OpenSIPS no live dialog.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from rig import mi, sipp
+from rig.gateway import FR_INV_TIMEOUT
 
 from .conftest import Rig, need
 from .sipcalls import EXPECT_HOLD_AND_BYE, HOLD_AND_BYE, call, registered, settle
@@ -78,6 +80,16 @@ def test_cancel_before_answer(gateway: Rig, work: Path) -> None:
         gateway, work, caller, callee, sipp.Call(outcome="cancel", ring_ms=500), sipp.Call(outcome="noanswer")
     )
     assert outcome.ops()[0] == "offer" and outcome.ops()[-1] == "delete"
+    settle(gateway, outcome.call_id)
+
+
+def test_no_answer_times_out_with_408(gateway: Rig, work: Path) -> None:
+    caller = registered(gateway, work, "jill")
+    callee = registered(gateway, work, "kent")
+    started = time.monotonic()
+    outcome = call(gateway, work, caller, callee, sipp.Call(outcome="noanswer"), sipp.Call(outcome="noanswer"))
+    assert time.monotonic() - started >= FR_INV_TIMEOUT  # tm's timer, not the caller, ended it
+    assert outcome.ops() == ["offer", "delete"]  # the failure route deleted the call
     settle(gateway, outcome.call_id)
 
 
