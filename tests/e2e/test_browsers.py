@@ -241,6 +241,7 @@ def test_requests_toward_a_browser_use_its_websocket(gateway: Rig, browser_phone
     alice = browser_phone("webalice")
     bob = browser_phone("webbob", secure=False)  # over plain ws: the other WebSocket flavour
     before = tcp_connections(gateway)
+    assert before >= 2  # at least the two browsers' WebSockets
     alice.call(f"sip:{bob.user}@127.0.0.1")
     bob.wait_event("incoming")
     bob.answer()
