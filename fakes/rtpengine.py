@@ -169,12 +169,9 @@ class MemoryEngine:
             session_or_none.answered = True
             return {"result": "ok", "sdp": self.rewrite(ng, offer=False)}
         if op == "delete":
-            # rtpengine deletes one branch only when the delete names a from-tag; OpenSIPS's
-            # rtpengine_delete never sends one, so a delete from it always takes the whole call.
-            if branch and "from-tag" in ng and len(session_or_none.branches) > 1:
-                session_or_none.branches.discard(branch)
-            else:
-                del self.sessions[call_id]
+            # Real rtpengine (10.5): a delete without from-tag - OpenSIPS sends none -
+            # deletes the entire call, whatever its via-branch.
+            del self.sessions[call_id]
             return {"result": "ok"}
         return {"result": "error", "error-reason": f"unsupported command {op}"}
 

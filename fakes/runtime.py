@@ -35,7 +35,9 @@ CFG = os.path.join(REPO, "opensips", "opensips.cfg")
 # The return codes opensips.cfg acts on (gateway.model.Verdict).
 RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
 
-_PRIVATE = re.compile(r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)")
+# nathelper's "private" networks (ip_addr_is_1918 in OpenSIPS 3.6/4.0): RFC 1918,
+# RFC 6598 and loopback 127.0.0.0/8 too, so a 127.x Contact is "behind NAT".
+_PRIVATE = re.compile(r"^(10\.|127\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)")
 
 
 class HostFault(AssertionError):
@@ -95,6 +97,22 @@ def digest_response(creds: Dict[str, str], password: str, method: str) -> str:
     if creds.get("qop") == "auth":
         return md5(f"{ha1}:{creds.get('nonce')}:{creds.get('nc')}:{creds.get('cnonce')}:auth:{ha2}")
     return md5(f"{ha1}:{creds.get('nonce')}:{ha2}")
+
+
+def declared_tables(cfg_path: str = CFG) -> Set[str]:
+    """usrloc tables the cfg names in save()/lookup(): only those exist at run time.
+
+    usrloc creates a table while the script is fixed up at start-up; one first named
+    from Python's call_function fails ("cannot register new domain during runtime").
+    """
+    with open(cfg_path, encoding="utf-8") as handle:
+        return set(re.findall(r'\b(?:save|lookup)\(\s*"(\w+)"', handle.read()))
+
+
+def onreply_avps(cfg_path: str = CFG) -> bool:
+    """Whether onreply routes see the transaction's AVPs (tm's onreply_avp_mode, default 0)."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        return re.search(r'modparam\(\s*"tm"\s*,\s*"onreply_avp_mode"\s*,\s*1\s*\)', handle.read()) is not None
 
 
 @dataclass
@@ -262,6 +280,8 @@ class Gateway:
         self.strict = strict
         self.rtpengine: Backend = rtpengine if rtpengine is not None else MemoryEngine()
         self.flags_declared = declared_flags(cfg_path)
+        self.tables_declared = declared_tables(cfg_path)
+        self.reply_sees_avps = onreply_avps(cfg_path)
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}
@@ -558,7 +578,7 @@ class Gateway:
             source,
             tx.flags,
             set(branch.bflags),
-            tx.avps,
+            tx.avps if self.reply_sees_avps else {},
             tx=tx,
             dialog=tx.dialog,
             branch_index=branch.index,
@@ -766,6 +786,7 @@ class Gateway:
         aor: Optional[str] = None,
         tag: Optional[str] = None,
     ) -> int:
+        self._table(domain)
         msg = ctx.msg
         user = (msg.address_uri("to") or "").split(":", 1)[-1].split("@")[0]
         default_expires = int(msg.header("expires") or 3600)
@@ -786,7 +807,13 @@ class Gateway:
             reply.headers.append(("Contact", f"<{c.uri}>;expires={c.expires}"))
         return 1
 
+    def _table(self, domain: str) -> None:
+        if domain not in self.tables_declared:
+            # the fixup fails; call_function surfaces it as SystemError, the reason lost
+            raise SystemError(f"usrloc table {domain!r} not named in the cfg: can't register new domain during runtime")
+
     def fn_lookup(self, ctx: Context, domain: str, flags: Optional[str] = None, aor: Optional[str] = None) -> int:
+        self._table(domain)
         user = ctx.msg.ruri.split(":", 1)[-1].split(";")[0].rpartition("@")[0]
         contacts = self.location.get(user, [])
         if not contacts:

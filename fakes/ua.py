@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import sdp as sdpread
+from .rtpengine import MemoryEngine
 from .runtime import Endpoint, Gateway, digest_response
 from .sipmsg import SipMessage
 
@@ -371,7 +372,12 @@ class Network:
         ``codecs`` shape its SDP.
         """
         if host is None:
-            host, sip_port = f"127.0.0.{next(self._hosts)}", 5060
+            # With the in-memory engine no packet is ever sent, so a plain phone can have a public
+            # (TEST-NET-2) address; with a real rtpengine everything stays on loopback, which
+            # nathelper (and so the router) counts as private: every phone there is "NATed".
+            in_memory = isinstance(self.gateway.rtpengine, MemoryEngine)
+            prefix = "198.51.100" if in_memory and not nat else "127.0.0"
+            host, sip_port = f"{prefix}.{next(self._hosts)}", 5060
         else:
             sip_port = 6000 + len(self.uas)  # phones given one address need SIP ports of their own
         if nat:

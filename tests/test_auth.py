@@ -118,7 +118,7 @@ def test_in_dialog_requests_need_no_new_credentials() -> None:
 def test_trusted_sources_are_exempt_from_auth_and_from_flood_counting() -> None:
     gateway = Gateway(Settings(auth_realm=REALM, trusted_sources=frozenset({"127.0.0.2"})))
     net = Network(gateway)
-    trunk, bob = net.phone("trunk"), net.phone("bob")
+    trunk, bob = net.phone("trunk", host="127.0.0.2"), net.phone("bob")
     net.register(bob)
     call = net.invite(trunk, "bob")
     assert statuses(trunk, "INVITE") == [] and net.callees(call) == [bob]

@@ -196,7 +196,7 @@ def test_every_statistic_the_python_side_bumps_is_declared() -> None:
 
 def test_the_site_files_are_included_around_the_modules() -> None:
     site, params = CFG.index('include_file "site.cfg"'), CFG.index('include_file "site-params.cfg"')
-    first_module = CFG.index("loadmodule")
+    first_module = CFG.index("\nloadmodule")
     assert site < first_module < params
     site_text = (ROOT / "opensips" / "site.cfg").read_text()
     assert "mpath" in site_text and "socket" in site_text and "modparam" not in site_text

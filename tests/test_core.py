@@ -145,26 +145,6 @@ def test_a_late_offer_is_offered_in_the_2xx_and_answered_in_the_ack() -> None:
     assert ack.dst_uri == "sip:127.0.0.2:5000;transport=wss"
 
 
-def test_the_last_failed_branch_deletes_the_call_once() -> None:
-    record = core.plan_branch(CallRecord(BROWSER, True, False), 0, Registration.PLAIN_SIP, PROFILES).record
-    first = core.plan_initial_reply(record, 0, 486, False, PROFILES)
-    assert first.action is not None and first.action.step is Step.DELETE
-    assert first.action.flags == ""  # OpenSIPS's delete has no from-tag: it always takes the whole call
-    assert first.record is not None
-    assert core.plan_initial_reply(first.record, 0, 486, False, PROFILES).action is None
-    assert core.plan_failure(first.record, PROFILES) is None
-
-
-def test_a_failed_branch_leaves_the_other_branches_sessions_alone() -> None:
-    record = CallRecord(PHONE, True, False)
-    for index, registration in enumerate((Registration.WEBRTC, Registration.NATED_SIP)):
-        record = core.plan_branch(record, index, registration, PROFILES).record
-    busy = core.plan_initial_reply(record, 0, 486, False, PROFILES)
-    assert busy.action is None and busy.record is not None and busy.record.media_open
-    last = core.plan_initial_reply(busy.record, 1, 480, False, PROFILES)
-    assert last.action is not None and last.action.step is Step.DELETE and last.action.flags == ""
-
-
 def test_the_failure_route_deletes_what_is_still_open() -> None:
     record = core.plan_branch(CallRecord(BROWSER, True, False), 0, Registration.PLAIN_SIP, PROFILES).record
     action = core.plan_failure(record, PROFILES)
@@ -234,20 +214,3 @@ def test_settings_from_ini() -> None:
 def test_bad_settings_get_a_clear_answer(text: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         parse(text)
-
-
-def test_a_failed_late_offer_branch_had_no_session_to_delete() -> None:
-    record = core.plan_branch(CallRecord(PHONE, False, False), 0, Registration.WEBRTC, PROFILES).record
-    assert record.branch(0) == Branch(Party(Leg.WEB, True), Media.PENDING)
-    failed = core.plan_initial_reply(record, 0, 480, False, PROFILES)
-    assert failed.action is None and failed.record is not None
-    assert core.plan_failure(failed.record, PROFILES) is None
-
-
-def test_a_late_offer_in_early_media_opens_the_branch_session() -> None:
-    record = core.plan_branch(CallRecord(PHONE, False, False), 0, Registration.WEBRTC, PROFILES).record
-    ringing = core.plan_initial_reply(record, 0, 183, True, PROFILES)
-    assert ringing.action is not None and ringing.action.step is Step.OFFER
-    assert ringing.record is not None and ringing.record.media_open and ringing.record.answered is None
-    failed = core.plan_initial_reply(ringing.record, 0, 486, False, PROFILES)
-    assert failed.action is not None and failed.action.step is Step.DELETE

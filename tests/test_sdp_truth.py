@@ -100,8 +100,10 @@ class Rig:
             for received in ua.exchanges:
                 if ua.is_browser:
                     problems = browser_problems(received.sdp)
-                    if received.kind != "offer":  # the answer rows toward a browser say DTLS=passive
-                        problems += [f"a=setup:{v} in an answer" for v in _setups(received.sdp) if v != "passive"]
+                    if received.kind != "offer":  # an answer takes a role (RFC 5763 5): never actpass
+                        problems += [
+                            f"a=setup:{v} in an answer" for v in _setups(received.sdp) if v not in ("active", "passive")
+                        ]
                 else:
                     speaks = _speaks(ua)
                     offered = speaks if received.kind != "offer" else None
@@ -189,10 +191,10 @@ def test_sip_to_web(rig: Rig, browser_peer: Callable[..., Any]) -> None:
     net.bye(call, "callee")
 
     assert rig.media_calls() == [
-        row(S, W, OFFER, br(0)),
+        row(S, W, OFFER, NAT, br(0)),
         row(W, S, ANSWER, br(0)),
-        *[row(W, S, REOFFER), row(S, W, ANSWER)] * 2,
-        *[row(S, W, REOFFER), row(W, S, ANSWER)] * 2,
+        *[row(W, S, REOFFER), row(S, W, ANSWER, NAT)] * 2,
+        *[row(S, W, REOFFER, NAT), row(W, S, ANSWER)] * 2,
         row(S, W, DELETE),
     ]
     assert _exchanges(alice) == [("INVITE", "offer"), ("200", "answer"), ("200", "answer")] + [("INVITE", "offer")] * 2
@@ -237,10 +239,10 @@ def test_sip_to_sip_through_nat(rig: Rig) -> None:
     net.bye(call, "callee")
 
     assert rig.media_calls() == [
-        row(S, S, OFFER, br(0)),
+        row(S, S, OFFER, NAT, br(0)),
         row(S, S, ANSWER, NAT, br(0)),
-        *[row(S, S, REOFFER, NAT), row(S, S, ANSWER)] * 2,
-        *[row(S, S, REOFFER), row(S, S, ANSWER, NAT)] * 2,
+        *[row(S, S, REOFFER, NAT), row(S, S, ANSWER, NAT)] * 2,
+        *[row(S, S, REOFFER, NAT), row(S, S, ANSWER, NAT)] * 2,
         row(S, S, DELETE),
     ]
     # The NATed phone's private SDP address never reaches the other phone.
@@ -259,7 +261,7 @@ def test_private_sdp_caller_with_g722_only(rig: Rig) -> None:
     _answered(call)
     net.bye(call, "caller")
 
-    assert rig.media_calls() == [row(S, S, OFFER, NAT, br(0)), row(S, S, ANSWER, br(0)), row(S, S, DELETE)]
+    assert rig.media_calls() == [row(S, S, OFFER, NAT, br(0)), row(S, S, ANSWER, NAT, br(0)), row(S, S, DELETE)]
     assert sdpread.audio(carol.exchanges[0].sdp).codec_names[:1] == ["G722"]
     rig.judge()
 
@@ -285,10 +287,10 @@ def test_late_offer_sip_to_web(rig: Rig, browser_peer: Callable[..., Any]) -> No
 
     assert rig.media_calls() == [
         row(W, S, OFFER),
-        row(S, W, ANSWER),
+        row(S, W, ANSWER, NAT),
         row(W, S, REOFFER),
-        row(S, W, ANSWER),
-        row(S, W, REOFFER),
+        row(S, W, ANSWER, NAT),
+        row(S, W, REOFFER, NAT),
         row(W, S, ANSWER),
         row(S, W, DELETE),
     ]
@@ -306,7 +308,7 @@ def test_late_offer_sip_to_sip(rig: Rig) -> None:
     _answered(call)
     net.bye(call, "caller")
 
-    assert rig.media_calls() == [row(S, S, OFFER, NAT), row(S, S, ANSWER), row(S, S, DELETE)]
+    assert rig.media_calls() == [row(S, S, OFFER, NAT), row(S, S, ANSWER, NAT), row(S, S, DELETE)]
     rig.judge()
 
 
@@ -347,7 +349,11 @@ def _call_forked_to_browser_and_phone(rig: Rig, browser: Any) -> Tuple[UA, UA, C
 
 
 #: One offer per branch, then the phone's answer on its own branch's session.
-FORKED_AND_ANSWERED_BY_PHONE = [row(S, W, OFFER, br(0)), row(S, S, OFFER, br(1)), row(S, S, ANSWER, NAT, br(1))]
+FORKED_AND_ANSWERED_BY_PHONE = [
+    row(S, W, OFFER, NAT, br(0)),
+    row(S, S, OFFER, NAT, br(1)),
+    row(S, S, ANSWER, NAT, br(1)),
+]
 
 
 @pytest.mark.browser
@@ -372,7 +378,7 @@ def test_forked_call_keeps_its_media_when_the_other_branch_is_cancelled(
 
     assert rig.media_calls() == [
         *FORKED_AND_ANSWERED_BY_PHONE,
-        *[row(S, S, REOFFER), row(S, S, ANSWER, NAT)] * 2,
+        *[row(S, S, REOFFER, NAT), row(S, S, ANSWER, NAT)] * 2,
         row(S, S, DELETE),
     ]
     rig.judge()

@@ -249,18 +249,13 @@ def plan_initial_reply(
     fix = branch.callee.behind_nat and 100 < status < 300
     answered = 200 <= status < 300
     if status >= 300:
-        # rtpengine_delete never sends a from-tag (rtpe_function_call_prepare), and rtpengine
-        # deletes the whole call when a delete has none, via-branch or not (call_delete_branch).
-        # So a failed branch may delete only when it was the last one with a session: earlier,
-        # the delete would take the other branches' sessions, the answered call's among them.
-        if not branch.media_proxy:
-            return ReplyPlan(None, fix, None)
-        released = record.with_branch(index, branch.with_media(Media.RELEASED))
-        if branch.media is not Media.OPEN or released.media_open:
-            return ReplyPlan(None, fix, released)
-        return ReplyPlan(media_action(profiles, Step.DELETE, record.caller, branch.callee.leg), fix, released)
+        # No per-branch delete: OpenSIPS sends a delete without tags and rtpengine
+        # (10.5) then deletes the entire call, via-branch or not, cutting the branch
+        # that answers a forked call.  The failure route deletes the call when every
+        # branch failed; after an answer the BYE does.
+        return ReplyPlan(None, fix, None)
     stats = answered_call_stats(record, index) if answered and record.answered is None else ()
-    if not branch.media_proxy or branch.media is Media.RELEASED or not has_sdp or status < 180:
+    if not branch.media_proxy or not has_sdp or status < 180:
         return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None, stats)
     if record.early_offer:
         action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index)

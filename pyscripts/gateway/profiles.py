@@ -9,8 +9,11 @@ way their SDP travels, and their answers the ``answer`` row back.
 Why the flags (FACTS.md, rtpengine 10.5 as Debian ships it):
 - Browser-bound SDP is always ``UDP/TLS/RTP/SAVPF`` with ``ICE=force``,
   ``rtcp-mux-require`` (browsers insist on mux) and ``SDES-off`` (Chrome
-  rejects crypto lines next to DTLS).  Answers to a browser add
-  ``DTLS=passive``, so the browser, which may be behind NAT, opens DTLS.
+  rejects crypto lines next to DTLS).  Answers to a browser carry no
+  ``DTLS=passive``: with Debian's rtpengine 10.5 it writes a=setup:passive yet
+  rtpengine still sends the ClientHello itself, both ends act as DTLS client
+  and no audio flows (seen with Chromium 156 against OpenSIPS 3.6.8/4.0.1).
+  Without it rtpengine answers a=setup:active and opens DTLS, which works.
 - SIP-bound SDP is ``RTP/AVP`` with ``ICE=remove DTLS=off rtcp-mux-demux``.
 - ``transcode-PCMU transcode-G722`` on offers toward SIP make sure a phone sees
   a codec it knows even when a browser offered only Opus (offers only: rtpengine
@@ -37,7 +40,7 @@ TO_SIP = "RTP/AVP ICE=remove DTLS=off rtcp-mux-demux replace-origin"
 #: (SDP from, SDP to, step) -> rtpengine flags.
 DEFAULT_PROFILES: Dict[ProfileKey, str] = {
     (Leg.WEB, Leg.WEB, Step.OFFER): TO_WEB,
-    (Leg.WEB, Leg.WEB, Step.ANSWER): TO_WEB + " DTLS=passive",
+    (Leg.WEB, Leg.WEB, Step.ANSWER): TO_WEB,
     (Leg.WEB, Leg.WEB, Step.REOFFER): TO_WEB,
     (Leg.WEB, Leg.WEB, Step.DELETE): "",
     (Leg.WEB, Leg.SIP, Step.OFFER): TO_SIP + " transcode-PCMU transcode-G722",
@@ -45,7 +48,7 @@ DEFAULT_PROFILES: Dict[ProfileKey, str] = {
     (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-G722",
     (Leg.WEB, Leg.SIP, Step.DELETE): "",
     (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB,
-    (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB + " DTLS=passive",
+    (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB,
     (Leg.SIP, Leg.WEB, Step.REOFFER): TO_WEB,
     (Leg.SIP, Leg.WEB, Step.DELETE): "",
     (Leg.SIP, Leg.SIP, Step.OFFER): TO_SIP,

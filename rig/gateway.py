@@ -1,0 +1,364 @@
+"""Start rtpengine and a real OpenSIPS with the repository's opensips.cfg on loopback; stop both by pid.
+
+``Gateway.start(binary)`` lays out a temporary folder the way a site would:
+
+    opensips.cfg   the repository's file, copied as it is
+    site.cfg         this binary's module path (../lib64/opensips/modules), loopback sockets on
+                     free ports (udp, tcp, tls, ws, wss)
+    site-params.cfg  a certificate made now with openssl, the rtpengine socket, MI over HTTP,
+                     the FIFO, an empty subscriber database, the script path
+    gateway.ini    the router's settings (found through GATEWAY_SETTINGS)
+
+and starts ``rtpengine`` (userspace, a media range in 35000-39999), a recording
+ng relay in front of it, then ``opensips -F``, and waits until MI answers.
+``stop()`` ends OpenSIPS (and any worker left behind) and rtpengine by pid,
+with bounded waits; the context manager calls it on failure too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import mi, ng
+from .ports import free_port, media_range
+from .subscribers import subscribers
+
+REPO = Path(__file__).resolve().parent.parent
+CFG_DIR = REPO / "opensips"
+ENTRY = REPO / "pyscripts" / "opensips_entry.py"
+
+#: tm's fr_inv_timeout on the rig (seconds a callee may ring before the caller gets 408).
+FR_INV_TIMEOUT = 4
+
+DEFAULT_SETTINGS = """\
+[gateway]
+domains = 127.0.0.1 localhost gateway.local
+sip_destination =
+trusted_sources =
+topology_hiding = no
+"""
+
+
+def opensips_binaries(env: Optional[Dict[str, str]] = None) -> List[str]:
+    """OpenSIPS binaries named by OPENSIPS_BIN (several, separated by ':' or os.pathsep), else `opensips` on PATH."""
+    env = dict(os.environ) if env is None else env
+    named = env.get("OPENSIPS_BIN", "")
+    found = []
+    for part in named.replace(os.pathsep, ":").split(":"):
+        if part and os.access(part, os.X_OK):
+            found.append(part)
+    if not named:
+        on_path = shutil.which("opensips")
+        if on_path:
+            found.append(on_path)
+    return found
+
+
+def version_of(binary: str) -> str:
+    out = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=10).stdout
+    first = out.splitlines()[0] if out else ""
+    return first.split()[2] if first.startswith("version:") and len(first.split()) > 2 else "unknown"
+
+
+def module_dir(binary: str) -> Path:
+    """``<prefix>/lib64/opensips/modules`` (or lib/) beside ``<prefix>/sbin/opensips``."""
+    prefix = Path(binary).resolve().parent.parent
+    for lib in ("lib64", "lib"):
+        candidate = prefix / lib / "opensips" / "modules"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no modules folder beside {binary}")
+
+
+def make_certificate(folder: Path, names: Sequence[str] = ("localhost", "gateway.local")) -> None:
+    """A self-signed ECDSA certificate for the WSS/TLS listeners, made at test time."""
+    san = ",".join([f"DNS:{n}" for n in names] + ["IP:127.0.0.1"])
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(folder / "gateway.key"), "-out", str(folder / "gateway.crt"), "-days", "2",
+            "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
+        ],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+@dataclass
+class Ports:
+    sip: int  # udp and tcp
+    tls: int
+    ws: int
+    wss: int
+    mi: int
+    ng: int
+    media: tuple[int, int]
+
+
+def _stop_pid(pid: int, grace: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> List[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError):
+            continue
+        if fields and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+class StartError(RuntimeError):
+    pass
+
+
+class Gateway:
+    """One running OpenSIPS + rtpengine pair; use ``with Gateway.start(binary) as gw:``."""
+
+    def __init__(self, binary: str, folder: Path, ports: Ports, host: str = "127.0.0.1") -> None:
+        self.binary = binary
+        self.version = version_of(binary)
+        self.folder = folder
+        self.ports = ports
+        self.host = host
+        self.rtpengine: Optional[subprocess.Popen[bytes]] = None
+        self.opensips: Optional[subprocess.Popen[bytes]] = None
+        self.relay: Optional[ng.Relay] = None
+        self.workers: List[int] = []
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def mi_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.mi}/mi"
+
+    @property
+    def engine(self) -> ng.Address:
+        return ("127.0.0.1", self.ports.ng)
+
+    @property
+    def wss_url(self) -> str:
+        return f"wss://{self.host}:{self.ports.wss}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ports.ws}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "opensips.log"
+
+    @property
+    def rtpengine_log_path(self) -> Path:
+        return self.folder / "rtpengine.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        binary: str,
+        folder: Optional[Path] = None,
+        settings: str = DEFAULT_SETTINGS,
+        entry: Path = ENTRY,
+        env: Optional[Dict[str, str]] = None,
+        host: str = "127.0.0.1",
+        names: Sequence[str] = ("localhost", "gateway.local"),
+        certificate: Optional[Tuple[Path, Path]] = None,
+    ) -> Gateway:
+        folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
+        sip = free_port()
+        ports = Ports(
+            sip=sip,
+            tls=free_port(udp=False),
+            ws=free_port(udp=False),
+            wss=free_port(udp=False),
+            mi=free_port(udp=False),
+            ng=free_port(tcp=False),
+            media=media_range(),
+        )
+        gateway = cls(binary, folder, ports, host)
+        try:
+            gateway._write(settings, entry, names, certificate)
+            gateway._start_rtpengine()
+            gateway._start_opensips(env or {})
+        except BaseException:
+            gateway.stop()
+            raise
+        return gateway
+
+    def _write(
+        self, settings: str, entry: Path, names: Sequence[str], certificate: Optional[Tuple[Path, Path]] = None
+    ) -> None:
+        folder = self.folder
+        shutil.copy(CFG_DIR / "opensips.cfg", folder / "opensips.cfg")
+        if certificate is not None:  # a site's own, e.g. issued for the host name browsers use
+            shutil.copy(certificate[0], folder / "gateway.crt")
+            shutil.copy(certificate[1], folder / "gateway.key")
+        else:
+            make_certificate(folder, names)
+        assert self.relay is None
+        p = self.ports
+        (folder / "site.cfg").write_text(
+            "\n".join(
+                [
+                    "# Written by rig/gateway.py for one test run: loopback only.",
+                    f'mpath = "{module_dir(self.binary)}/"',
+                    f"socket = udp:127.0.0.1:{p.sip}",
+                    f"socket = tcp:127.0.0.1:{p.sip}",
+                    f"socket = tls:127.0.0.1:{p.tls}",
+                    f"socket = ws:127.0.0.1:{p.ws}",
+                    f"socket = wss:127.0.0.1:{p.wss}",
+                    'alias = "gateway.local"',
+                    "",
+                ]
+            )
+        )
+        subscribers.connect(str(folder / "gateway.sqlite")).close()
+        (folder / "site-params.cfg").write_text(
+            "\n".join(
+                [
+                    "# Written by rig/gateway.py for one test run: loopback only.",
+                    "# SIPp answers one scripted call per run: a keep-alive OPTIONS landing on a SIPp",
+                    "# callee mid-test would abort it, so nathelper's pings are off on the rig.",
+                    'modparam("nathelper", "natping_interval", 0)',
+                    "# Unanswered calls time out in seconds, not the cfg's 30, so a no-answer test stays short.",
+                    f'modparam("tm", "fr_inv_timeout", {FR_INV_TIMEOUT})',
+                    f'modparam("tls_mgm", "certificate", "[webrtc]{folder}/gateway.crt")',
+                    f'modparam("tls_mgm", "private_key", "[webrtc]{folder}/gateway.key")',
+                    'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{ng}")',
+                    'modparam("httpd", "ip", "127.0.0.1")',
+                    f'modparam("httpd", "port", {p.mi})',
+                    f'modparam("mi_fifo", "fifo_name", "{folder}/opensips_fifo")',
+                    'modparam("nathelper", "sipping_from", "sip:keepalive@gateway.local")',
+                    f'modparam("auth_db", "db_url", "sqlite://{folder}/gateway.sqlite")',
+                    f'modparam("python", "script_name", "{entry}")',
+                    "",
+                ]
+            )
+        )
+        (folder / "gateway.ini").write_text(settings)
+
+    def _start_rtpengine(self) -> None:
+        engine_port = free_port(tcp=False)
+        low, high = self.ports.media
+        with open(self.rtpengine_log_path, "wb") as log:
+            self.rtpengine = subprocess.Popen(
+                [
+                    "rtpengine", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
+                    f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
+                    "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        engine = ("127.0.0.1", engine_port)
+        _wait(lambda: ng.command(engine, {"command": "ping"}, timeout=0.5).get("result") == "pong", 10, "rtpengine")
+        self.relay = ng.Relay(engine)
+        self.ports.ng = self.relay.address[1]
+        site = self.folder / "site-params.cfg"
+        site.write_text(site.read_text().replace("{ng}", str(self.ports.ng)))
+
+    def _start_opensips(self, env: Dict[str, str]) -> None:
+        environment = dict(os.environ)
+        environment.update(env)
+        environment["GATEWAY_SETTINGS"] = str(self.folder / "gateway.ini")
+        with open(self.log_path, "wb") as log:
+            self.opensips = subprocess.Popen(
+                [self.binary, "-F", "-m", "256", "-f", str(self.folder / "opensips.cfg")],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder, env=environment,
+            )  # fmt: skip
+        process = self.opensips
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise StartError(f"OpenSIPS {self.version} exited with {process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if mi.call(self.mi_url, "version", timeout=1) is None:
+                    return False
+            except OSError:
+                return False
+            # MI can answer before the TCP listeners accept (seen on 4.0.1): wait for them too
+            for port in (self.ports.sip, self.ports.tls, self.ports.ws, self.ports.wss):
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+            return True
+
+        _wait(ready, 30, f"OpenSIPS {self.version} MI")
+        self.workers = _children(process.pid)
+
+    def alive(self) -> bool:
+        return self.opensips is not None and self.opensips.poll() is None
+
+    def stop(self) -> None:
+        if self.opensips is not None:
+            pid = self.opensips.pid
+            self.workers = sorted(set(self.workers) | set(_children(pid)))
+            _stop_pid(pid, 10)
+            self.opensips.wait(timeout=5)
+            for worker in self.workers:
+                if _alive(worker):
+                    _stop_pid(worker, 2)
+        if self.relay is not None:
+            self.relay.close()
+        if self.rtpengine is not None:
+            _stop_pid(self.rtpengine.pid, 5)
+            self.rtpengine.wait(timeout=5)
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    last: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except StartError:
+            raise
+        except (OSError, TimeoutError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise StartError(f"{what} not ready within {seconds}s ({last})")

@@ -1,0 +1,43 @@
+"""OpenSIPS's management interface over HTTP (mi_http, JSON-RPC 2.0)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.request
+from typing import Any, Dict, List, Optional
+
+_ids = itertools.count(1)
+
+
+class MIError(RuntimeError):
+    pass
+
+
+def call(url: str, method: str, params: Optional[Dict[str, Any]] = None, timeout: float = 5.0) -> Any:
+    body: Dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": next(_ids)}
+    if params:
+        body["params"] = params
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer = json.loads(response.read())
+    if "error" in answer:
+        raise MIError(f"{method}: {answer['error']}")
+    return answer.get("result")
+
+
+def dialogs(url: str) -> List[Dict[str, Any]]:
+    result = call(url, "dlg_list") or {}
+    return list(result.get("Dialogs", []))
+
+
+def contacts(url: str) -> Dict[str, List[Dict[str, Any]]]:
+    """AOR -> its contacts, from ``ul_dump``."""
+    result = call(url, "ul_dump") or {}
+    found: Dict[str, List[Dict[str, Any]]] = {}
+    for domain in result.get("Domains", []):
+        for aor in domain.get("AORs", []):
+            found[aor["AOR"]] = list(aor.get("Contacts", []))
+    return found

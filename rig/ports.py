@@ -1,0 +1,60 @@
+"""Free loopback ports, away from the media ranges other rtpengine users on this machine take."""
+
+from __future__ import annotations
+
+import random
+import socket
+from typing import Set, Tuple
+
+#: Ports never handed out: other rtpengines' media on this machine (30000-34999,
+#: 40000-44999 seen in use) and ours (35000-39999).
+RESERVED = range(30000, 45000)
+#: Where ports are drawn from when the kernel's own pick falls in RESERVED.
+POOL = range(45000, 60000)
+
+
+def _bindable(port: int, kinds: Tuple[int, ...]) -> bool:
+    sockets = []
+    try:
+        for kind in kinds:
+            sock = socket.socket(socket.AF_INET, kind)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+#: Ports this process already handed out: never handed out twice, so two SIPp
+#: phones cannot get overlapping media blocks (SIPp binds media_port and +2).
+_handed: Set[int] = set()
+
+
+def free_port(udp: bool = True, tcp: bool = True, even: bool = False, span: int = 1) -> int:
+    """A port (with ``span - 1`` after it) free on 127.0.0.1 for the transports asked; bounded number of tries."""
+    kinds = tuple(k for k, wanted in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if wanted)
+    for attempt in range(200):
+        if attempt == 0:
+            probe = socket.socket(socket.AF_INET, kinds[0])
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            probe.close()
+        else:
+            port = random.choice(POOL)
+        block = range(port, port + max(span, 2 if even else 1))
+        if any(p in RESERVED or p in _handed for p in block) or (even and port % 2):
+            continue
+        if all(_bindable(p, kinds) for p in block):
+            _handed.update(block)
+            return port
+    raise RuntimeError("no free loopback port found in 200 tries")
+
+
+def media_range(size: int = 400) -> Tuple[int, int]:
+    """A block of rtpengine media ports inside 35000-39999, picked so concurrent rigs rarely share one."""
+    blocks = (40000 - 35000) // size
+    start = 35000 + random.randrange(blocks) * size
+    return start, start + size - 1

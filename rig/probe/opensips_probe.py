@@ -1,0 +1,99 @@
+"""A script_name for tests: the real router (pyscripts/opensips_entry.py), watched.
+
+OpenSIPS loads this file instead of opensips_entry.py when a test wants to see
+what the host shows the router: before and after each route method it reads
+pseudo-variables one at a time (so one the route cannot read does not hide the
+others) and appends one JSON line per route call to $GATEWAY_PROBE_LOG.  The
+routing itself is the real one, unchanged.  Runs inside OpenSIPS: stdlib only.
+"""
+
+import json
+import os
+import sys
+from typing import Any, Callable, Dict, Sequence
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(1, os.path.join(_HERE, os.pardir, os.pardir, "pyscripts"))
+
+import opensips_entry  # noqa: E402
+
+LOG = os.environ.get("GATEWAY_PROBE_LOG", "")
+
+BEFORE = {
+    "request": ("$socket_in(proto)", "$rm", "$ci", "$tt", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
+    "branch": ("$T_branch_idx", "$bf", "$ru", "$du", "$rm", "$ci", "$dlg_val(gw)", "$avp(gw_tx)"),
+    "reply": (
+        "$socket_in(proto)", "$rs", "$rm", "$ci", "$T_branch_idx", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)",
+    ),
+    "failure": ("$T_branch_idx", "$rm", "$ci", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
+}  # fmt: skip
+AFTER = {
+    "request": ("$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf", "$var(gw_lr)"),
+    "branch": ("$dlg_val(gw)", "$bf", "$du"),
+    "reply": ("$dlg_val(gw)", "$avp(gw_tx)"),
+    "failure": ("$dlg_val(gw)",),
+}
+
+
+def _read(msg: Any, names: Sequence[str]) -> Dict[str, Any]:
+    values: Dict[str, Any] = {}
+    for name in names:
+        try:
+            values[name] = msg.get_pseudoVar(name)
+        except Exception as exc:  # noqa: BLE001 - a probe must not break routing
+            values[name] = "!" + type(exc).__name__
+    return values
+
+
+def _write(record: Dict[str, Any]) -> None:
+    if not LOG:
+        return
+    line = json.dumps(record) + "\n"
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+class Probe:
+    def __init__(self, router: Any) -> None:
+        self.router = router
+
+    def child_init(self, rank: int) -> int:
+        return int(self.router.child_init(rank))
+
+    def _watch(self, route: str, method: Callable[[Any], int], msg: Any) -> int:
+        record: Dict[str, Any] = {"route": route, "pid": os.getpid()}
+        try:
+            record["type"] = msg.Type
+            record["before"] = _read(msg, BEFORE[route])
+        except Exception as exc:  # noqa: BLE001
+            record["probe_error"] = repr(exc)
+        result = method(msg)
+        record["rc"] = result
+        try:
+            record["after"] = _read(msg, AFTER[route])
+        except Exception as exc:  # noqa: BLE001
+            record["probe_error"] = repr(exc)
+        _write(record)
+        return result
+
+    def on_request(self, msg: Any) -> int:
+        return self._watch("request", self.router.on_request, msg)
+
+    def on_branch(self, msg: Any) -> int:
+        return self._watch("branch", self.router.on_branch, msg)
+
+    def on_reply(self, msg: Any) -> int:
+        return self._watch("reply", self.router.on_reply, msg)
+
+    def is_trusted(self, msg: Any) -> int:
+        return int(self.router.is_trusted(msg))  # pike's check route, per packet: not recorded
+
+    def on_failure(self, msg: Any) -> int:
+        return self._watch("failure", self.router.on_failure, msg)
+
+
+def mod_init() -> Probe:
+    return Probe(opensips_entry.mod_init())

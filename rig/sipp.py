@@ -1,0 +1,423 @@
+"""SIP phones played by SIPp: scenarios built from a few steps, run against the rig.
+
+A ``Phone`` is one SIP device (a user name, UDP or TCP, its own signalling and
+media ports).  It registers with a SIPp REGISTER scenario sent from the port it
+will then listen on, answers calls as a SIPp UAS that echoes RTP back
+(``-rtp_echo``), and places calls as a SIPp UAC that plays a G.711 A-law pcap.
+A call script is a list of steps for each side; in-dialog requests carry the
+routes SIPp learnt from Record-Route.  Every SIPp run is bounded by
+``-timeout`` and by the subprocess timeout, and is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+from .ports import free_port
+
+PCAP = "/usr/share/sip-tester/g711a.pcap"
+
+# Steps of a call script.
+Step = Union[
+    Tuple[str],  # ("bye",), ("expect_bye",), ("expect_reinvite",), ("play",)
+    Tuple[str, int],  # ("pause", ms)
+    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv")
+]
+
+SDP = """v=0
+o=- 53655765 [cseq] IN IP4 [media_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a={direction}
+"""
+
+
+def _body(direction: str = "sendrecv") -> str:
+    return SDP.replace("{direction}", direction)
+
+
+@dataclass
+class Phone:
+    user: str
+    transport: str = "udp"  # udp or tcp
+    port: int = field(default_factory=free_port)
+    media_port: int = field(default_factory=lambda: free_port(tcp=False, even=True, span=6))
+    contact_host: str = "127.0.0.1"
+    """The host in the Contact it registers; a private address makes the gateway see it behind NAT."""
+
+    @property
+    def sipp_transport(self) -> str:
+        return "u1" if self.transport == "udp" else "t1"
+
+    @property
+    def contact(self) -> str:
+        suffix = "" if self.transport == "udp" else ";transport=tcp"
+        return f"sip:{self.user}@{self.contact_host}:{self.port}{suffix}"
+
+
+class Scenario:
+    """A SIPp scenario under construction; ``[branch-N]`` offsets are kept for ACK/CANCEL of an INVITE."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.parts: List[str] = []
+        self.invite_at: Optional[int] = None
+        self.cseq = 1
+
+    def _add(self, xml: str) -> None:
+        self.parts.append(xml)
+
+    def send(self, text: str, retrans: bool = True) -> None:
+        lines = [line for line in text.strip("\n").split("\n")]
+        message = "\n".join(lines).replace("\n\n", "\n\n", 1)
+        attrs = ' retrans="500"' if retrans else ""
+        self._add(f"<send{attrs}><![CDATA[\n\n{message}\n\n]]></send>")
+
+    def recv(self, what: str, optional: bool = False, extra: str = "", actions: str = "") -> None:
+        kind = "response" if what.isdigit() else "request"
+        opt = ' optional="true"' if optional else ""
+        body = f"<action>{actions}</action>" if actions else ""
+        self._add(f'<recv {kind}="{what}"{opt}{extra}>{body}</recv>')
+
+    def pause(self, ms: int) -> None:
+        self._add(f'<pause milliseconds="{ms}"/>')
+
+    def play(self) -> None:
+        self._add(f'<nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>')
+
+    @property
+    def index(self) -> int:
+        return len(self.parts)
+
+    def branch_of_invite(self) -> str:
+        assert self.invite_at is not None
+        return f"[branch-{self.index - self.invite_at}]"
+
+    def xml(self) -> str:
+        body = "\n".join(self.parts)
+        return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{self.name}">\n{body}\n</scenario>\n'
+
+
+VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}"
+
+
+def register_scenario(phone: Phone, domain: str, expires: int) -> str:
+    s = Scenario("register")
+    s.send(
+        f"""REGISTER sip:{domain} SIP/2.0
+{VIA.format(branch="[branch]")}
+From: <sip:{phone.user}@{domain}>;tag=[pid]reg[call_number]
+To: <sip:{phone.user}@{domain}>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <{phone.contact}>;expires={expires}
+Max-Forwards: 70
+User-Agent: sipp-phone
+Content-Length: 0
+"""
+    )
+    s.recv("200")
+    return s.xml()
+
+
+@dataclass
+class Call:
+    """One side's script: what it does after the call is up (or how it ends before)."""
+
+    steps: Sequence[Step] = ()
+    outcome: str = "answer"  # answer | busy | noanswer (UAS); for the UAC: answer | busy | cancel | noanswer
+    ring_ms: int = 0
+
+
+def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None) -> None:
+    content = "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body if body else "Content-Length: 0\n"
+    s.send(
+        f"""{method} [next_url] SIP/2.0
+{VIA.format(branch="[branch]")}
+From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[domain]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+[routes]
+{content}""",
+        retrans=method != "ACK",
+    )
+
+
+def _in_dialog_uas(s: Scenario, method: str, cseq: int, body: Optional[str] = None) -> None:
+    content = "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body if body else "Content-Length: 0\n"
+    s.send(
+        f"""{method} [next_url] SIP/2.0
+{VIA.format(branch="[branch]")}
+From:[$callee_to];tag=[pid]SIPpTag01[call_number]
+To:[$caller_from]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+[routes]
+{content}""",
+        retrans=method != "ACK",
+    )
+
+
+def _reply(s: Scenario, code: str, reason: str, body: Optional[str] = None, tag: bool = True) -> None:
+    content = "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body if body else "Content-Length: 0\n"
+    to_tag = ";tag=[pid]SIPpTag01[call_number]" if tag else ""
+    s.send(
+        f"""SIP/2.0 {code} {reason}
+[last_Via:]
+[last_From:]
+[last_To:]{to_tag}
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
+{content}""",
+        retrans=False,
+    )
+
+
+def _steps(s: Scenario, steps: Sequence[Step], uas: bool) -> None:
+    send = _in_dialog_uas if uas else _in_dialog_uac
+    cseq = 1 if uas else 2
+    for step in steps:
+        kind = step[0]
+        if kind == "pause":
+            s.pause(int(step[1]))  # type: ignore[misc]
+        elif kind == "play":
+            s.play()
+        elif kind == "reinvite":
+            send(s, "INVITE", cseq, _body(str(step[1])))  # type: ignore[misc]
+            s.recv("100", optional=True)
+            s.recv("200")
+            send(s, "ACK", cseq)
+            cseq += 1
+        elif kind == "expect_reinvite":
+            s.recv("INVITE")
+            s.send(
+                f"""SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:{"[service]" if uas else "[caller]"}@[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{_body()}""",
+                retrans=False,
+            )
+            s.recv("ACK")
+        elif kind == "bye":
+            send(s, "BYE", cseq)
+            s.recv("200")
+            cseq += 1
+        elif kind == "expect_bye":
+            s.recv("BYE")
+            _reply(s, "200", "OK", tag=False)
+        else:
+            raise ValueError(f"unknown step {step!r}")
+
+
+def uas_scenario(call: Call) -> str:
+    s = Scenario("uas")
+    capture = (
+        '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller_from"/>'
+        '<ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee_to"/>'
+    )
+    sends = any(step[0] in ("bye", "reinvite") for step in call.steps)
+    # SIPp refuses a variable that is set but never used.
+    s.recv("INVITE", extra=' rrs="true"', actions=capture if sends else "")
+    if call.outcome == "busy":
+        _reply(s, "486", "Busy Here")
+        s.recv("ACK")
+        return s.xml()
+    _reply(s, "180", "Ringing")
+    if call.outcome == "noanswer":
+        s.recv("CANCEL")
+        s.send(
+            """SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+""",
+            retrans=False,
+        )
+        s.send(
+            """SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: 1 INVITE
+Content-Length: 0
+""",
+            retrans=False,
+        )
+        s.recv("ACK")
+        return s.xml()
+    if call.ring_ms:
+        s.pause(call.ring_ms)
+    _reply(s, "200", "OK", _body())
+    s.recv("ACK")
+    _steps(s, call.steps, uas=True)
+    return s.xml()
+
+
+def uac_scenario(call: Call) -> str:
+    s = Scenario("uac")
+    s.invite_at = s.index
+    s.send(
+        f"""INVITE sip:[service]@[domain] SIP/2.0
+{VIA.format(branch="[branch]")}
+From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[domain]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{_body()}"""
+    )
+    s.recv("100", optional=True)
+    if call.outcome == "noanswer":
+        # nobody answers: OpenSIPS's fr_inv_timeout ends the call with 408 (and CANCELs the callee)
+        s.recv("180")
+        s.recv("408")
+        _ack_negative(s)
+        return s.xml()
+    if call.outcome == "cancel":
+        s.recv("180")
+        if call.ring_ms:
+            s.pause(call.ring_ms)
+        cancel_branch = s.branch_of_invite()
+        s.send(
+            f"""CANCEL sip:[service]@[domain] SIP/2.0
+{VIA.format(branch=cancel_branch)}
+From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[domain]>
+Call-ID: [call_id]
+CSeq: 1 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+"""
+        )
+        s.recv("200")
+        s.recv("487")
+        _ack_negative(s)
+        return s.xml()
+    if call.outcome == "busy":
+        s.recv("180", optional=True)
+        s.recv("486")
+        _ack_negative(s)
+        return s.xml()
+    s.recv("180", optional=True)
+    s.recv("183", optional=True)
+    s.recv("200", extra=' rrs="true"')
+    _in_dialog_uac(s, "ACK", 1)
+    s.play()
+    _steps(s, call.steps, uas=False)
+    return s.xml()
+
+
+def _ack_negative(s: Scenario) -> None:
+    s.send(
+        f"""ACK sip:[service]@[domain] SIP/2.0
+{VIA.format(branch=s.branch_of_invite())}
+From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[domain]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+""",
+        retrans=False,
+    )
+
+
+@dataclass
+class Run:
+    """A SIPp process; ``wait()`` gives its exit code (0: every call as scripted)."""
+
+    process: subprocess.Popen[bytes]
+    folder: Path
+    name: str
+    timeout: float
+
+    def wait(self) -> int:
+        try:
+            return self.process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return -1
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=3)
+
+    def errors(self) -> str:
+        texts = []
+        for path in sorted(self.folder.glob(f"{self.name}*")):
+            if path.suffix in (".log", ".out"):
+                texts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+        return "\n".join(texts)
+
+
+def run(
+    xml: str,
+    folder: Path,
+    name: str,
+    phone: Phone,
+    proxy: Tuple[str, int],
+    service: str = "",
+    caller: str = "",
+    domain: str = "127.0.0.1",
+    echo: bool = False,
+    timeout: float = 40.0,
+) -> Run:
+    scenario = folder / f"{name}.xml"
+    scenario.write_text(xml)
+    command = [
+        "sipp", f"{proxy[0]}:{proxy[1]}", "-sf", str(scenario), "-t", phone.sipp_transport,
+        "-i", "127.0.0.1", "-p", str(phone.port), "-mi", "127.0.0.1", "-mp", str(phone.media_port),
+        "-m", "1", "-l", "1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-recv_timeout", "20000", "-max_recv_loops", "100",
+        "-key", "caller", caller or phone.user, "-key", "domain", domain,
+        "-trace_err", "-error_file", str(folder / f"{name}.errors.log"),
+        "-trace_msg", "-message_file", str(folder / f"{name}.messages.log"),
+    ]  # fmt: skip
+    if service:
+        command += ["-s", service]
+    if echo:
+        command.append("-rtp_echo")
+    with open(folder / f"{name}.out", "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return Run(process, folder, name, timeout + 10)
+
+
+def register(phone: Phone, folder: Path, proxy: Tuple[str, int], domain: str = "127.0.0.1", expires: int = 600) -> Run:
+    name = f"register-{phone.user}-{phone.port}-{int(time.monotonic() * 1000)}"
+    return run(register_scenario(phone, domain, expires), folder, name, phone, proxy, domain=domain, timeout=15)

@@ -1,0 +1,94 @@
+// A small JsSIP softphone: window.phone is what the tests drive, and the
+// buttons on phone.html drive the same functions by hand.
+// Media stays on loopback: local candidates other than 127.0.0.1 are dropped
+// from the SDP the browser sends.
+(function () {
+  "use strict";
+  const state = { ua: null, session: null, registered: false, events: [], incoming: null, remoteStream: null };
+
+  function log(text) {
+    state.events.push(text);
+    const el = document.getElementById("log");
+    if (el) el.textContent += text + "\n";
+  }
+
+  function loopbackOnly(sdp) {
+    return sdp
+      .split("\r\n")
+      .filter((line) => !line.startsWith("a=candidate:") || / 127\.0\.0\.1 /.test(line))
+      .join("\r\n");
+  }
+
+  function watch(session) {
+    state.session = session;
+    session.on("sdp", (e) => {
+      if (e.originator === "local") e.sdp = loopbackOnly(e.sdp);
+    });
+    for (const name of ["progress", "accepted", "confirmed", "ended", "failed", "hold", "unhold", "reinvite", "update"]) {
+      session.on(name, (e) => {
+        const extra = e && e.cause ? " " + e.cause : e && e.originator ? " " + e.originator : "";
+        log("session " + name + extra);
+      });
+    }
+    session.on("peerconnection", (e) => {
+      e.peerconnection.addEventListener("track", (t) => {
+        state.remoteStream = t.streams[0];
+        const audio = document.getElementById("remote");
+        if (audio) audio.srcObject = t.streams[0];
+      });
+    });
+  }
+
+  const media = { mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] } };
+
+  window.phone = {
+    state,
+    start(wsUrl, user, domain) {
+      const socket = new JsSIP.WebSocketInterface(wsUrl);
+      const ua = new JsSIP.UA({
+        sockets: [socket],
+        uri: "sip:" + user + "@" + domain,
+        register: true,
+        register_expires: 600,
+        session_timers: false,
+        user_agent: "jssip-e2e",
+      });
+      state.ua = ua;
+      ua.on("registered", () => { state.registered = true; log("registered"); });
+      ua.on("registrationFailed", (e) => log("registrationFailed " + e.cause));
+      ua.on("newRTCSession", (e) => {
+        if (e.originator === "remote") {
+          state.incoming = e.session;
+          watch(e.session);
+          log("incoming " + e.request.call_id);
+        }
+      });
+      ua.start();
+    },
+    call(target) {
+      const session = state.ua.call(target, media);
+      watch(session);
+      log("calling " + target);
+      return session.id;
+    },
+    answer() { state.incoming.answer(media); },
+    reject(code) { state.incoming.terminate({ status_code: code || 486 }); },
+    // false while an earlier re-INVITE is still in progress (JsSIP then refuses)
+    hold() { return state.session.hold(); },
+    unhold() { return state.session.unhold(); },
+    hangup() { state.session.terminate(); },
+    callId() { return state.session ? state.session._request.call_id || state.session.id : null; },
+    status() { return state.session ? state.session.status : -1; },
+    async stats() {
+      const pc = state.session && state.session.connection;
+      const out = { sent: 0, received: 0, ice: pc ? pc.iceConnectionState : "none" };
+      if (!pc) return out;
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === "outbound-rtp" && r.kind === "audio") out.sent += r.packetsSent || 0;
+        if (r.type === "inbound-rtp" && r.kind === "audio") out.received += r.packetsReceived || 0;
+      });
+      return out;
+    },
+    stop() { if (state.ua) state.ua.stop(); },
+  };
+})();

@@ -1,0 +1,105 @@
+"""Fixtures for the end-to-end suite: a real OpenSIPS (each one named by OPENSIPS_BIN) with our cfg and Python.
+
+Every test here is marked ``opensips``.  Without an OpenSIPS binary the whole
+suite is skipped with one reason; without rtpengine or SIPp or Chromium, the
+tests that need them are skipped with theirs.  Each OpenSIPS binary gets one
+rig for the session (``gateway``); the router runs behind the probe
+(rig/probe/opensips_probe.py) so tests can read what the host showed it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+from rig import mi, ng
+from rig.gateway import REPO, Gateway, opensips_binaries, version_of
+
+PROBE = REPO / "rig" / "probe" / "opensips_probe.py"
+BINARIES = opensips_binaries()
+NO_OPENSIPS = (
+    "no OpenSIPS to test against: set OPENSIPS_BIN=/path/to/sbin/opensips (several separated by ':') "
+    "or put opensips on PATH"
+)
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.opensips)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "opensips_bin" in metafunc.fixturenames:
+        params: List[Optional[str]] = list(BINARIES) or [None]
+        ids = [f"opensips-{version_of(b)}" for b in BINARIES] or ["no-opensips"]
+        metafunc.parametrize("opensips_bin", params, ids=ids, scope="session")
+
+
+def need(program: str) -> None:
+    if shutil.which(program) is None:
+        pytest.skip(f"{program} is not installed (bin/setup installs it)")
+
+
+class Rig:
+    """The running gateway plus what the tests read from it."""
+
+    def __init__(self, gateway: Gateway, probe_log: Path) -> None:
+        self.gw = gateway
+        self.probe_log = probe_log
+
+    @property
+    def sip(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.gw.ports.sip)
+
+    def probes(self, call_id: Optional[str] = None) -> List[Dict[str, Any]]:
+        if not self.probe_log.exists():
+            return []
+        records = [json.loads(line) for line in self.probe_log.read_text().splitlines() if line.strip()]
+        return [r for r in records if call_id is None or (r.get("before") or {}).get("$ci") == call_id]
+
+    def live_dialogs(self, call_id: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Dialogs not yet ended (state 5 = deleted; OpenSIPS lists those a few seconds more)."""
+        return [
+            d
+            for d in mi.dialogs(self.gw.mi_url)
+            if int(d.get("state", 0)) < 5 and (call_id is None or d.get("callid") == call_id)
+        ]
+
+    def sessions(self) -> List[str]:
+        assert self.gw.relay is not None
+        return ng.call_ids(self.gw.relay.engine)
+
+    @property
+    def relay(self) -> ng.Relay:
+        assert self.gw.relay is not None
+        return self.gw.relay
+
+    def errors_in_log(self) -> List[str]:
+        return [line for line in self.gw.log().splitlines() if "ERROR" in line or "CRITICAL" in line]
+
+
+@pytest.fixture(scope="session")
+def gateway(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    if opensips_bin is None:
+        pytest.skip(NO_OPENSIPS)
+    need("rtpengine")
+    need("openssl")
+    folder = tmp_path_factory.mktemp(f"opensips-{version_of(opensips_bin)}")
+    probe_log = folder / "probe.jsonl"
+    gw = Gateway.start(opensips_bin, folder=folder, entry=PROBE, env={"GATEWAY_PROBE_LOG": str(probe_log)})
+    try:
+        yield Rig(gw, probe_log)
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """A folder for one test's scenarios and logs."""
+    return tmp_path

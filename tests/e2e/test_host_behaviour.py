@@ -1,0 +1,89 @@
+"""What the real OpenSIPS shows the Python router, read by the probe (rig/probe/opensips_probe.py) around each route.
+
+These are the host facts pyscripts/gateway/host.py and the fake rely on; each
+assertion names the one it checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from rig import sipp
+
+from .conftest import Rig, need
+from .sipcalls import call, registered, settle
+
+
+def records(rig: Rig, call_id: str, route: str) -> List[Dict[str, Any]]:
+    return [r for r in rig.probes(call_id) if r["route"] == route]
+
+
+def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> None:
+    need("sipp")
+    caller = registered(gateway, work, "hostalice", transport="tcp")
+    callee = registered(gateway, work, "hostbob", transport="udp")
+    outcome = call(
+        gateway, work, caller, callee,
+        sipp.Call((("expect_reinvite",), ("bye",))),
+        sipp.Call((("pause", 500), ("reinvite", "sendonly"), ("expect_bye",))),
+    )  # fmt: skip
+    settle(gateway, outcome.call_id)
+    requests = records(gateway, outcome.call_id, "request")
+    branch = records(gateway, outcome.call_id, "branch")
+    replies = records(gateway, outcome.call_id, "reply")
+    invite = requests[0]
+    # $socket_in(proto): the transport the request came in on
+    assert invite["before"]["$socket_in(proto)"] == "tcp"
+    # after create_dialog in the request route: $dlg_val written and read back, direction downstream
+    assert invite["after"]["$dlg_val(gw)"].startswith("c=S1;o=e")
+    assert invite["after"]["$DLG_dir"] == "downstream"
+    # branch route: $T_branch_idx, $bf as space-separated names of the contact's branch flags, $dlg_val writable
+    (first_branch,) = branch
+    assert first_branch["before"]["$T_branch_idx"] == "0"
+    assert first_branch["before"]["$bf"] == "NATED"
+    assert first_branch["after"]["$dlg_val(gw)"].endswith(";b0=mS1")
+    # onreply route of the initial INVITE: branch index and the dialog value
+    initial_replies = [r for r in replies if r["before"]["$avp(gw_tx)"] == "<null>"]
+    assert {r["before"]["$rs"] for r in initial_replies} >= {"180", "200"}
+    assert all(r["before"]["$T_branch_idx"] == "0" for r in initial_replies)
+    assert initial_replies[-1]["after"]["$dlg_val(gw)"].endswith(";a=0")
+    # $DLG_dir in onreply routes: <null> on 3.6.8; on 4.0.1 the reply's own direction (the router reads neither)
+    dirs = [r["before"]["$DLG_dir"] for r in replies]
+    if gateway.gw.version.startswith("3."):
+        assert set(dirs) == {"<null>"}
+    else:
+        assert dirs == ["upstream"] * len(initial_replies) + ["downstream"] * (len(replies) - len(initial_replies))
+    # in-dialog: $dlg_val and $DLG_dir are <null> before loose_route, set after it
+    reinvite = next(r for r in requests if r["before"]["$rm"] == "INVITE" and r["before"]["$tt"] != "<null>")
+    assert reinvite["before"]["$dlg_val(gw)"] == "<null>" and reinvite["before"]["$DLG_dir"] == "<null>"
+    assert reinvite["after"]["$DLG_dir"] == "upstream"  # the callee re-INVITEd
+    assert reinvite["after"]["$var(gw_lr)"] == "1"
+    # $avp(gw_tx) stored in the request route is seen in the onreply route (tm onreply_avp_mode = 1)
+    exchange = reinvite["after"]["$avp(gw_tx)"]
+    assert exchange.startswith("s=S1;r=S1")
+    assert any(r["before"]["$avp(gw_tx)"] == exchange for r in replies)
+    bye = next(r for r in requests if r["before"]["$rm"] == "BYE")
+    assert bye["after"]["$DLG_dir"] == "downstream"
+    # every route returned a non-zero verdict
+    assert all(r["rc"] not in (0, None) for r in gateway.probes(outcome.call_id))
+
+
+def test_failure_route_sees_the_dialog_value(gateway: Rig, work: Path) -> None:
+    need("sipp")
+    caller = registered(gateway, work, "failalice")
+    callee = registered(gateway, work, "failbob")
+    outcome = call(gateway, work, caller, callee, sipp.Call(outcome="busy"), sipp.Call(outcome="busy"))
+    settle(gateway, outcome.call_id)
+    (failure,) = records(gateway, outcome.call_id, "failure")
+    assert failure["before"]["$dlg_val(gw)"].startswith("c=S1;o=e;p=0;b0=mS1")
+    assert failure["before"]["$T_branch_idx"] == "0"
+    assert outcome.ops() == ["offer", "delete"]  # the failure route deleted the call; no per-branch delete
+
+
+def test_python_failures_never_happened(gateway: Rig) -> None:
+    """No route raised or left an exception pending during the whole session so far."""
+    log = gateway.gw.log()
+    assert "python routing failed" not in log
+    assert "returned a result with an exception set" not in log
+    assert "Traceback" not in log

@@ -1,0 +1,124 @@
+"""SIP phones (SIPp over UDP and TCP) register and call each other through the real gateway.
+
+Media: the caller plays a G.711 pcap, the callee echoes; rtpengine's counters
+(queried just before the delete) show packets from both legs.  After each call
+rtpengine holds no session and OpenSIPS no live dialog.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rig import mi, sipp
+from rig.gateway import FR_INV_TIMEOUT
+
+from .conftest import Rig, need
+from .sipcalls import EXPECT_HOLD_AND_BYE, HOLD_AND_BYE, call, registered, settle
+
+pytestmark = pytest.mark.usefixtures("have_sipp")
+
+
+@pytest.fixture
+def have_sipp() -> None:
+    need("sipp")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_registration_keeps_the_branch_flags(gateway: Rig, work: Path, transport: str) -> None:
+    # nathelper counts 127.0.0.0/8 as private (RFC 1122): a 127.x Contact is "behind NAT";
+    # a host name is not an address, so "localhost" registers as a plain SIP phone.
+    nated = registered(gateway, work, "nat", transport, contact_host="127.0.0.1")
+    plain = registered(gateway, work, "plain", transport, contact_host="localhost")
+    table = mi.contacts(gateway.gw.mi_url)
+    (nat_contact,) = table[nated.user]
+    (plain_contact,) = table[plain.user]
+    assert nat_contact["Cflags"] == "NATED"
+    assert nat_contact["Received"].startswith("sip:127.0.0.1:")
+    assert nat_contact["Socket"].startswith(f"{transport}:127.0.0.1:")
+    assert plain_contact["Cflags"] == ""
+    assert plain_contact["Contact"] == plain.contact
+    assert "Received" not in plain_contact or not plain_contact["Received"]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_call_with_media_hold_resume_and_caller_hangs_up(gateway: Rig, work: Path, transport: str) -> None:
+    caller = registered(gateway, work, "alice", transport)
+    callee = registered(gateway, work, "bob", transport)
+    outcome = call(gateway, work, caller, callee, sipp.Call(HOLD_AND_BYE), sipp.Call(EXPECT_HOLD_AND_BYE))
+    assert outcome.ops() == ["offer", "answer", "offer", "answer", "offer", "answer", "delete"]
+    packets = outcome.packets()
+    assert len(packets) == 2 and all(n > 20 for n in packets.values()), packets
+    # re-INVITE answers use the exchange kept in $avp(gw_tx) (no per-branch via-branch)
+    assert [e.sent.get("via-branch") for e in outcome.commands[2:6]] == [None] * 4
+    settle(gateway, outcome.call_id)
+
+
+def test_callee_holds_resumes_and_hangs_up(gateway: Rig, work: Path) -> None:
+    caller = registered(gateway, work, "carol")
+    callee = registered(gateway, work, "dave")
+    outcome = call(
+        gateway, work, caller, callee,
+        sipp.Call(EXPECT_HOLD_AND_BYE),
+        sipp.Call((("pause", 1000), ("reinvite", "sendonly"), ("pause", 300), ("reinvite", "sendrecv"),
+                   ("pause", 300), ("bye",))),
+    )  # fmt: skip
+    assert outcome.ops() == ["offer", "answer", "offer", "answer", "offer", "answer", "delete"]
+    # the callee's re-offer goes toward the caller: from-tag is the callee's tag
+    reoffer = outcome.commands[2]
+    assert reoffer.sent["from-tag"] == outcome.commands[1].sent["to-tag"]
+    assert all(n > 20 for n in outcome.packets().values()), outcome.packets()
+    settle(gateway, outcome.call_id)
+
+
+def test_cancel_before_answer(gateway: Rig, work: Path) -> None:
+    caller = registered(gateway, work, "erin")
+    callee = registered(gateway, work, "frank")
+    outcome = call(
+        gateway, work, caller, callee, sipp.Call(outcome="cancel", ring_ms=500), sipp.Call(outcome="noanswer")
+    )
+    assert outcome.ops()[0] == "offer" and outcome.ops()[-1] == "delete"
+    settle(gateway, outcome.call_id)
+
+
+def test_no_answer_times_out_with_408(gateway: Rig, work: Path) -> None:
+    caller = registered(gateway, work, "jill")
+    callee = registered(gateway, work, "kent")
+    started = time.monotonic()
+    outcome = call(gateway, work, caller, callee, sipp.Call(outcome="noanswer"), sipp.Call(outcome="noanswer"))
+    # tm's timer, not the caller, ended it (its timer ticks whole seconds: up to one early)
+    assert time.monotonic() - started >= FR_INV_TIMEOUT - 1
+    assert outcome.ops() == ["offer", "delete"]  # the failure route deleted the call
+    settle(gateway, outcome.call_id)
+
+
+def test_busy(gateway: Rig, work: Path) -> None:
+    caller = registered(gateway, work, "gina")
+    callee = registered(gateway, work, "hank")
+    outcome = call(gateway, work, caller, callee, sipp.Call(outcome="busy"), sipp.Call(outcome="busy"))
+    assert outcome.ops()[0] == "offer" and "delete" in outcome.ops()
+    settle(gateway, outcome.call_id)
+
+
+def test_unregistered_user_gets_404_and_leaves_nothing(gateway: Rig, work: Path) -> None:
+    caller = registered(gateway, work, "ivan")
+    ghost = sipp.Phone("nobody-registered-here")
+    scenario = sipp.Scenario("uac404")
+    scenario.send(
+        """INVITE sip:[service]@[domain] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[caller]@[domain]>;tag=[pid]nf
+To: <sip:[service]@[domain]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+"""
+    )
+    scenario.recv("404")
+    run = sipp.run(scenario.xml(), work, "uac404", caller, gateway.sip, service=ghost.user, timeout=15)
+    assert run.wait() == 0, run.errors()
+    assert not gateway.live_dialogs()

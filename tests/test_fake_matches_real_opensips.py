@@ -1,0 +1,56 @@
+"""The fake host keeps the behaviours the real OpenSIPS 3.6.8/4.0.1 showed in tests/e2e (see the report there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fakes.runtime import CFG, Gateway, declared_tables, is_private, onreply_avps
+from fakes.scenarios import SCENARIOS
+from fakes.ua import Network
+
+
+def cfg_without(tmp_path: Path, *fragments: str) -> str:
+    text = Path(CFG).read_text()
+    for fragment in fragments:
+        assert fragment in text, fragment
+        text = text.replace(fragment, "")
+    path = tmp_path / "opensips.cfg"
+    path.write_text(text)
+    return str(path)
+
+
+def test_nathelper_counts_loopback_as_private() -> None:
+    # ip_addr_is_1918() lists 127.0.0.0/8 (RFC 1122): a 127.x Contact is "behind NAT".
+    assert is_private("127.0.0.1") and is_private("127.0.0.40")
+    assert is_private("192.168.1.2") and not is_private("198.51.100.7")
+
+
+def test_the_cfg_names_the_location_table_and_shows_avps_to_reply_routes() -> None:
+    assert "location" in declared_tables()
+    assert onreply_avps()
+
+
+def test_without_the_table_declared_registration_fails(tmp_path: Path) -> None:
+    cfg = cfg_without(tmp_path, 'save("location");', 'lookup("location");')
+    gateway = Gateway(cfg_path=cfg, strict=False)
+    net = Network(gateway)
+    alice = net.browser("alice")
+    reply = net.register(alice)
+    assert reply is not None and reply.first_line == "SIP/2.0 500 Server Error - Routing Failed"  # as the real one did
+    assert any("can't register new domain during runtime" in e for e in gateway.errors)
+
+
+def test_reply_routes_lose_the_exchange_without_onreply_avp_mode(tmp_path: Path) -> None:
+    cfg = cfg_without(tmp_path, 'modparam("tm", "onreply_avp_mode", 1)')
+    assert not onreply_avps(cfg)
+    assert not Gateway(cfg_path=cfg).reply_sees_avps
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_still_ends_clean(name: str) -> None:
+    gateway = Gateway()
+    SCENARIOS[name](Network(gateway))
+    assert not gateway.sessions()
+    assert not gateway.dialogs
