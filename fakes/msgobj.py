@@ -207,8 +207,9 @@ class FakeMsg:
                     "python_msgobj.c calls strlen on the not-given marker and the worker segfaults "
                     "(pass None explicitly)"
                 )
+        event = ctx.runtime.record_call(name, args)
         result = int(implementation(ctx, *args))
-        ctx.runtime.record_call(name, args, result)
+        ctx.runtime.finish(event, result)
         return result
 
 

@@ -329,9 +329,18 @@ class Gateway:
     def count(self, what: str) -> None:
         self.counts[what] += 1
 
-    def record_call(self, name: str, args: Tuple[Optional[str], ...], result: int) -> None:
+    def record_call(self, name: str, args: Tuple[Optional[str], ...]) -> Event:
+        """The call's event, logged before the function runs (what it sends follows it); finish() adds the result."""
         shown = ", ".join("None" if a is None else repr(a) for a in args)
-        self.events.append(Event("call", f"{name}({shown}) -> {result}", (name, args, result)))
+        event = Event("call", f"{name}({shown})", (name, args, None))
+        self.events.append(event)
+        return event
+
+    @staticmethod
+    def finish(event: Event, result: int) -> None:
+        name, args, _ = event.data
+        event.text += f" -> {result}"
+        event.data = (name, args, result)
 
     def _send(self, endpoint: Endpoint, message: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
         self.events.append(Event("send", f"-> {endpoint}  {message.first_line}", (endpoint, message.copy())))
