@@ -434,8 +434,8 @@ class Gateway:
         self.python_failures += 1
         self.events.append(Event("log", f"python routing failed for {ctx.msg.method} {ctx.msg.call_id}"))
         if ctx.msg.to_tag:
-            routed = (
-                ctx.vars.get("gw_lr") == "1" or self.fn_loose_route(ctx) > 0 or self.fn_topology_hiding_match(ctx) > 0
+            routed = ctx.vars.get("gw_lr") == "1" or (
+                (self.fn_loose_route(ctx) > 0 or self.fn_topology_hiding_match(ctx) > 0) and ctx.dialog is not None
             )
             if routed:
                 self._relay(ctx, set(), out)
