@@ -115,6 +115,13 @@ def onreply_avps(cfg_path: str = CFG) -> bool:
         return re.search(r'modparam\(\s*"tm"\s*,\s*"onreply_avp_mode"\s*,\s*1\s*\)', handle.read()) is not None
 
 
+def relay_replies_itself(cfg_path: str = CFG) -> bool:
+    """Whether route[relay]'s t_relay() answers a failure itself (tm's 500) before the cfg's 503 can."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        relay = re.search(r"route\[relay\]\s*\{(.*?)\n\}", handle.read(), re.S)
+    return relay is None or "no-auto-477" not in relay.group(1)
+
+
 @dataclass
 class Contact:
     uri: str
@@ -282,6 +289,7 @@ class Gateway:
         self.flags_declared = declared_flags(cfg_path)
         self.tables_declared = declared_tables(cfg_path)
         self.reply_sees_avps = onreply_avps(cfg_path)
+        self.relay_replies_itself = relay_replies_itself(cfg_path)
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}
@@ -500,7 +508,10 @@ class Gateway:
             self._send_branch(tx, bctx, index, out)
         if not tx.branches:
             del self.transactions[key]
-            self._reply_to(ctx, 503, "Service Unavailable", out)
+            if self.relay_replies_itself:
+                self._reply_to(ctx, 500, "Server error occurred (1/TM)", out)
+            else:
+                self._reply_to(ctx, 503, "Service Unavailable", out)
             return
         if msg.method == "BYE" and ctx.dialog is not None:
             ctx.dialog.state = "deleted"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes.runtime import CFG, Gateway, declared_tables, is_private, onreply_avps
+from fakes.runtime import CFG, Gateway, declared_tables, is_private, onreply_avps, relay_replies_itself
 from fakes.scenarios import SCENARIOS
 from fakes.ua import Network
 
@@ -54,3 +54,11 @@ def test_every_scenario_still_ends_clean(name: str) -> None:
     SCENARIOS[name](Network(gateway))
     assert not gateway.sessions()
     assert not gateway.dialogs
+
+
+def test_without_no_auto_477_tm_answers_a_call_it_cannot_relay_with_500(tmp_path: Path) -> None:
+    # Both engines stopped on the real 3.6.8/4.0.1: "500 Server error occurred (1/TM)", not the cfg's 503.
+    assert not relay_replies_itself()
+    cfg = cfg_without(tmp_path, '"no-auto-477"')
+    assert relay_replies_itself(cfg)
+    assert Gateway(cfg_path=cfg).relay_replies_itself
