@@ -122,6 +122,12 @@ def relay_replies_itself(cfg_path: str = CFG) -> bool:
     return relay is None or "no-auto-477" not in relay.group(1)
 
 
+def clears_routed_var(cfg_path: str = CFG) -> bool:
+    """Whether the request route clears $var(gw_lr) before Python runs ($var outlives the message)."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        return re.search(r"\n\t\$var\(gw_lr\) = 0;\n\tpython_exec\(\"on_request\"\)", handle.read()) is not None
+
+
 @dataclass
 class Contact:
     uri: str
@@ -246,7 +252,7 @@ class Context:
         if name == "avp" and arg:
             return self.avps.get(arg)
         if name == "var" and arg:
-            return self.vars.get(arg)
+            return self.runtime.script_vars.get(arg)
         if name == "dlg_val" and arg:
             return None if self.dialog is None else self.dialog.vals.get(arg)
         if name == "DLG_dir":
@@ -259,7 +265,7 @@ class Context:
         if name == "avp" and arg:
             self.avps[arg] = value
         elif name == "var" and arg:
-            self.vars[arg] = value
+            self.runtime.script_vars[arg] = value
         elif name == "dlg_val" and arg:
             if self.dialog is None:
                 self.runtime.log_error("ERROR:dialog: no dialog to store a value in")
@@ -290,6 +296,9 @@ class Gateway:
         self.tables_declared = declared_tables(cfg_path)
         self.reply_sees_avps = onreply_avps(cfg_path)
         self.relay_replies_itself = relay_replies_itself(cfg_path)
+        self.clears_routed_var = clears_routed_var(cfg_path)
+        #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
+        self.script_vars: Dict[str, str] = {}
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}
@@ -422,6 +431,8 @@ class Gateway:
         if max_forwards is not None and max_forwards.strip() == "0":
             self._reply_to(ctx, 483, "Too Many Hops", out)
             return
+        if self.clears_routed_var:
+            self.script_vars["gw_lr"] = "0"
         rc = self.python_exec("on_request", ctx)
         if rc == 0:
             return
@@ -442,10 +453,14 @@ class Gateway:
         self.python_failures += 1
         self.events.append(Event("log", f"python routing failed for {ctx.msg.method} {ctx.msg.call_id}"))
         if ctx.msg.to_tag:
-            routed = ctx.vars.get("gw_lr") == "1" or (
-                (self.fn_loose_route(ctx) > 0 or self.fn_topology_hiding_match(ctx) > 0) and ctx.dialog is not None
-            )
+            routed = (
+                self.script_vars.get("gw_lr") == "1"
+                or self.fn_loose_route(ctx) > 0
+                or self.fn_topology_hiding_match(ctx) > 0
+            ) and ctx.dialog is not None
             if routed:
+                if ctx.msg.method == "BYE":
+                    self.fn_rtpengine_delete(ctx, None, None)
                 self._relay(ctx, set(), out)
             elif ctx.msg.method != "ACK":
                 self._reply_to(ctx, 404, "Not Here", out)

@@ -62,3 +62,26 @@ def test_without_no_auto_477_tm_answers_a_call_it_cannot_relay_with_500(tmp_path
     cfg = cfg_without(tmp_path, '"no-auto-477"')
     assert relay_replies_itself(cfg)
     assert Gateway(cfg_path=cfg).relay_replies_itself
+
+
+def test_var_outlives_the_message_so_the_cfg_clears_gw_lr(tmp_path: Path) -> None:
+    # On 3.6.8 a BYE whose Python failed before loose_route() met the "1" an earlier in-dialog request
+    # had left in $var(gw_lr) in that worker: the fail-safe skipped loose_route(), the dialog and the
+    # rtpengine session stayed.  $var values live on in the process; the cfg clears gw_lr first.
+    stale = cfg_without(tmp_path, "\t$var(gw_lr) = 0;\n")
+    for cfg, ends_clean in ((CFG, True), (stale, False)):
+        gateway = Gateway(cfg_path=cfg, strict=False)
+        net = Network(gateway)
+        alice, bob = net.phone("alice", nat=True), net.phone("bob", nat=True)
+        net.register(alice)
+        net.register(bob)
+        call = net.invite(alice, "bob")
+        net.reply(call, bob, 200)
+        net.reinvite(call, "caller", hold=True)  # Python loose_routes it: gw_lr = "1"
+
+        def broken(msg: object) -> int:
+            raise RuntimeError("bug before loose_route")
+
+        gateway.router.on_request = broken
+        net.bye(call, "caller")
+        assert (not gateway.dialogs and not gateway.sessions()) is ends_clean
