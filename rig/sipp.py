@@ -399,6 +399,7 @@ def run(
     domain: str = "127.0.0.1",
     echo: bool = False,
     timeout: float = 40.0,
+    call_id: str = "",
 ) -> Run:
     scenario = folder / f"{name}.xml"
     scenario.write_text(xml)
@@ -413,6 +414,8 @@ def run(
     ]  # fmt: skip
     if service:
         command += ["-s", service]
+    if call_id:  # the whole Call-ID (SIPp's default is "%u-%p@%s")
+        command += ["-cid_str", call_id.replace("%", "%%")]
     if echo:
         command.append("-rtp_echo")
     with open(folder / f"{name}.out", "wb") as out:

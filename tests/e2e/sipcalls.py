@@ -54,13 +54,16 @@ def call(
     caller_script: sipp.Call,
     callee_script: sipp.Call,
     name: str = "call",
+    call_id: str = "",
 ) -> Outcome:
     """Run one call: the callee's SIPp UAS first (echoing RTP), then the caller's UAC; both bounded in time."""
     before = {e.sent.get("call-id") for e in rig.relay.commands()}
     uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, echo=True)
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called
-        uac = sipp.run(sipp.uac_scenario(caller_script), work, f"{name}-uac", caller, rig.sip, service=callee.user)
+        uac = sipp.run(
+            sipp.uac_scenario(caller_script), work, f"{name}-uac", caller, rig.sip, service=callee.user, call_id=call_id
+        )
         caller_code = uac.wait()
         callee_code = uas.wait()
     finally:
