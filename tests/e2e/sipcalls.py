@@ -97,6 +97,9 @@ def settle(rig: Rig, call_id: str, seconds: float = 5.0) -> None:
     assert not rig.live_dialogs(call_id), f"OpenSIPS still holds a dialog for {call_id}"
 
 
+#: A short call: the caller hangs up after 300 ms (caller's script, callee's script).
+SHORT_CALL_STEPS = (sipp.Call((("pause", 300), ("bye",))), sipp.Call((("expect_bye",),)))
+
 HOLD_AND_BYE: Sequence[sipp.Step] = (("pause", 1200), ("reinvite", "sendonly"), ("pause", 400),
                                      ("reinvite", "sendrecv"), ("pause", 800), ("bye",))  # fmt: skip
 EXPECT_HOLD_AND_BYE: Sequence[sipp.Step] = (("expect_reinvite",), ("expect_reinvite",), ("expect_bye",))

@@ -27,11 +27,11 @@ from rig.gateway import REPO
 
 from .conftest import Rig, need, own_rig
 from .rawsip import SDP, Reply, SipSocket
-from .sipcalls import Outcome, call, registered
+from .sipcalls import SHORT_CALL_STEPS, Outcome, call, registered
 
 FAULT_ENTRY = REPO / "rig" / "probe" / "fault_entry.py"
 MARKER = "X-Gateway-Fault"
-SHORT_CALL = (sipp.Call((("pause", 300), ("bye",))), sipp.Call((("expect_bye",),)))
+SHORT_CALL = SHORT_CALL_STEPS
 #: When the engines came back, for the test that waits for OpenSIPS to use them again.
 RESTARTED: Dict[str, float] = {}
 
