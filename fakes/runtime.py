@@ -222,6 +222,9 @@ class Context:
             "ci": m.call_id,
             "tt": m.to_tag,
             "ft": m.from_tag,
+            "au": self.vars.get("auth_user"),
+            "tU": _uri_user(m.address_uri("to")),
+            "fU": _uri_user(m.address_uri("from")),
             "rm": m.method,
             "rb": m.body.decode("utf-8", errors="replace") if m.body else None,
             "T_branch_idx": self.branch_index,
@@ -976,16 +979,21 @@ class Gateway:
         ctx.msg.remove_first(header)
         return 1
 
-    def _identity(self, ctx: Context, header: str) -> int:
+    def _identity(self, ctx: Context, header: str, table: str) -> int:
+        if table != "uri":
+            # auth_db looks (username, domain, uri_user) up in the table it is given: the subscriber
+            # table has no uri_user (seen on 3.6.8 and 4.0.1), so the check always fails.
+            self.log_error(f"ERROR:db_sqlite:db_sqlite_query: failed to prepare: (no such column: uri_user) [{table}]")
+            return -1
         user = ctx.vars.get("auth_user")
         uri = ctx.msg.address_uri(header) or ""
         return 1 if user and uri.split(":", 1)[-1].split("@")[0] == user else -1
 
     def fn_db_is_to_authorized(self, ctx: Context, table: str) -> int:
-        return self._identity(ctx, "to")
+        return self._identity(ctx, "to", table)
 
     def fn_db_is_from_authorized(self, ctx: Context, table: str) -> int:
-        return self._identity(ctx, "from")
+        return self._identity(ctx, "from", table)
 
     def fn_update_stat(self, ctx: Context, name: str, value: str) -> int:
         if name not in self.statistics_declared:
@@ -1027,6 +1035,13 @@ class Gateway:
     def sessions(self) -> List[Any]:
         engine = self.rtpengine
         return list(getattr(engine, "sessions", {}).values())
+
+
+def _uri_user(uri: Optional[str]) -> Optional[str]:
+    """$tU/$fU: the user part of a URI, None without one."""
+    if not uri or "@" not in uri:
+        return None
+    return uri.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0] or None
 
 
 def _address_uri(value: str) -> str:

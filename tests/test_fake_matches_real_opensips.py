@@ -85,3 +85,19 @@ def test_var_outlives_the_message_so_the_cfg_clears_gw_lr(tmp_path: Path) -> Non
         gateway.router.on_request = broken
         net.bye(call, "caller")
         assert (not gateway.dialogs and not gateway.sessions()) is ends_clean
+
+
+def test_auth_db_identity_checks_need_a_uri_table_so_the_router_compares_users() -> None:
+    # db_is_to_authorized("subscriber") failed on 3.6.8/4.0.1 ("no such column: uri_user"): every
+    # authenticated REGISTER got 403.  The router compares $au with $tU/$fU instead.
+    gateway = Gateway(strict=False)
+    assert gateway.fn_db_is_to_authorized(None, "subscriber") == -1  # type: ignore[arg-type]
+    assert any("uri_user" in e for e in gateway.errors)
+    assert 'modparam("auth_db", "load_credentials", "")' in Path(CFG).read_text()  # not the default "rpid"
+
+
+def test_owns_address() -> None:
+    from gateway.core import owns_address
+
+    assert owns_address("alice", "alice")
+    assert not owns_address("mallory", "alice") and not owns_address("", "")

@@ -212,7 +212,8 @@ class Router:
         if msg.call_function(challenge.authorize, realm, core.SUBSCRIBERS) < 0:
             msg.call_function(challenge.challenge, realm, "auth", None)
             return False
-        if msg.call_function(challenge.identity_check, core.SUBSCRIBERS) < 0:
+        auth_user, address_user = split_facts(msg.get_pseudoVar("$au|" + challenge.address_user), 2)
+        if not core.owns_address(auth_user, address_user):
             # Someone else's address: a valid user may not register or call as another.
             self._reply_locally(msg, 403, "Forbidden - Not Your Address")
             return False
