@@ -400,6 +400,7 @@ def run(
     echo: bool = False,
     timeout: float = 40.0,
     call_id: str = "",
+    auth: Optional[Tuple[str, str]] = None,
 ) -> Run:
     scenario = folder / f"{name}.xml"
     scenario.write_text(xml)
@@ -414,6 +415,8 @@ def run(
     ]  # fmt: skip
     if service:
         command += ["-s", service]
+    if auth is not None:  # user and password for [authentication] after a recv with auth="true"
+        command += ["-au", auth[0], "-ap", auth[1]]
     if call_id:  # the whole Call-ID (SIPp's default is "%u-%p@%s")
         command += ["-cid_str", call_id.replace("%", "%%")]
     if echo:

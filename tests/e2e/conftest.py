@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from rig import mi, ng
+from rig import mi, ng, web
 from rig.gateway import REPO, Gateway, opensips_binaries, version_of
 
 PROBE = REPO / "rig" / "probe" / "opensips_probe.py"
@@ -133,3 +133,29 @@ def own_rig(opensips_bin: Optional[str], folder: Path, **options: Any) -> Iterat
 def work(tmp_path: Path) -> Path:
     """A folder for one test's scenarios and logs."""
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[web.Server]:
+    try:
+        folder = web.site(tmp_path_factory.mktemp("web"))
+    except web.MissingTool as exc:
+        pytest.skip(str(exc))
+    server = web.Server(folder)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    need("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    path = web.chromium_path()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, headless=True, args=web.CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
