@@ -146,32 +146,22 @@ Content-Length: 0
     s.recv("100", optional=True)
     s.recv("180", optional=True)
     s.recv("200", extra=' rrs="true"')
-    s.send(
-        f"""ACK [next_url] SIP/2.0
+    for method, cseq in (("ACK", 2), ("BYE", 3)):
+        if method == "BYE":
+            s.pause(300)
+        s.send(
+            f"""{method} [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:{caller.user}@127.0.0.1>;tag=[pid]auth
 To: <sip:[service]@127.0.0.1>[peer_tag_param]
 Call-ID: [call_id]
-CSeq: 2 ACK
+CSeq: {cseq} {method}
 Max-Forwards: 70
 [routes]
 Content-Length: 0
 """,
-        retrans=False,
-    )
-    s.pause(300)
-    s.send(
-        f"""BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:{caller.user}@127.0.0.1>;tag=[pid]auth
-To: <sip:[service]@127.0.0.1>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 BYE
-Max-Forwards: 70
-[routes]
-Content-Length: 0
-"""
-    )
+            retrans=method != "ACK",
+        )
     s.recv("200")
     before = guarded.statistics("calls_sip_to_sip")["calls_sip_to_sip"]
     uas = sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, "auth-uas", callee, guarded.sip, echo=True)
