@@ -122,6 +122,12 @@ def relay_replies_itself(cfg_path: str = CFG) -> bool:
     return relay is None or "no-auto-477" not in relay.group(1)
 
 
+def loads_rpid(cfg_path: str = CFG) -> bool:
+    """Whether auth_db loads its default extra credential, the rpid column our subscriber table lacks."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        return re.search(r'modparam\(\s*"auth_db"\s*,\s*"load_credentials"\s*,\s*""\s*\)', handle.read()) is None
+
+
 def clears_routed_var(cfg_path: str = CFG) -> bool:
     """Whether the request route clears $var(gw_lr) before Python runs ($var outlives the message)."""
     with open(cfg_path, encoding="utf-8") as handle:
@@ -300,6 +306,7 @@ class Gateway:
         self.reply_sees_avps = onreply_avps(cfg_path)
         self.relay_replies_itself = relay_replies_itself(cfg_path)
         self.clears_routed_var = clears_routed_var(cfg_path)
+        self.loads_rpid = loads_rpid(cfg_path)
         #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
         self.script_vars: Dict[str, str] = {}
         self.location: Dict[str, List[Contact]] = {}
@@ -941,6 +948,10 @@ class Gateway:
             return -1  # no credentials for this realm
         if creds.get("nonce") not in self.nonces:
             return -3  # stale or forged nonce
+        if self.loads_rpid:
+            # auth_db's default load_credentials: "no such column: rpid" on 3.6.8/4.0.1, every check fails
+            self.log_error("ERROR:auth_db:get_ha1: failed to query database (no such column: rpid)")
+            return -1
         password = self.subscribers.get((creds.get("username", ""), realm))
         if password is None:
             return -1

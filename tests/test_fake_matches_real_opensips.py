@@ -101,3 +101,15 @@ def test_owns_address() -> None:
 
     assert owns_address("alice", "alice")
     assert not owns_address("mallory", "alice") and not owns_address("", "")
+
+
+def test_with_auth_dbs_default_credentials_nobody_registers(tmp_path: Path) -> None:
+    from gateway.settings import Settings
+
+    cfg = cfg_without(tmp_path, 'modparam("auth_db", "load_credentials", "")')
+    gateway = Gateway(Settings(auth_realm="gateway.test"), cfg_path=cfg, strict=False)
+    net = Network(gateway)
+    alice = net.phone("alice")
+    reply = net.register(alice)
+    assert reply is not None and reply.status == 401 and gateway.location == {}
+    assert any("rpid" in e for e in gateway.errors)
