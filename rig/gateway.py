@@ -223,6 +223,7 @@ class Gateway:
         names: Sequence[str] = ("localhost", "gateway.local"),
         certificate: Optional[Tuple[Path, Path]] = None,
         engines: int = 1,
+        extra_params: str = "",
     ) -> Gateway:
         """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
@@ -238,7 +239,7 @@ class Gateway:
         )
         gateway = cls(binary, folder, ports, host)
         try:
-            gateway._write(settings, entry, names, certificate)
+            gateway._write(settings, entry, names, certificate, extra_params)
             for index in range(engines):
                 gateway._start_rtpengine(index)
             gateway._name_engines()
@@ -249,8 +250,14 @@ class Gateway:
         return gateway
 
     def _write(
-        self, settings: str, entry: Path, names: Sequence[str], certificate: Optional[Tuple[Path, Path]] = None
+        self,
+        settings: str,
+        entry: Path,
+        names: Sequence[str],
+        certificate: Optional[Tuple[Path, Path]] = None,
+        extra_params: str = "",
     ) -> None:
+        """``extra_params``: more site-params.cfg lines; {folder} and {tls_port} are filled in."""
         folder = self.folder
         shutil.copy(CFG_DIR / "opensips.cfg", folder / "opensips.cfg")
         if certificate is not None:  # a site's own, e.g. issued for the host name browsers use
@@ -297,6 +304,7 @@ class Gateway:
                     'modparam("nathelper", "sipping_from", "sip:keepalive@gateway.local")',
                     f'modparam("auth_db", "db_url", "sqlite://{folder}/gateway.sqlite")',
                     f'modparam("python", "script_name", "{entry}")',
+                    extra_params.replace("{folder}", str(folder)).replace("{tls_port}", str(p.tls)),
                     "",
                 ]
             )

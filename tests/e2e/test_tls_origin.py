@@ -4,7 +4,9 @@
 CBC and static-RSA suites are refused, an ECDHE + AEAD handshake succeeds, and no client certificate
 is asked for (browsers have none).  The main rig's certificate is ECDSA; a second rig with an RSA
 certificate shows that a static-RSA suite (AES128-SHA) is refused by the cipher list, not merely
-impossible with the key.  Origin: OpenSIPS requires the header (proto_ws/proto_wss require_origin)
+impossible with the key.  A third rig turns on the trunk domain that opensips/site-params.cfg
+keeps commented out: the TLS SIP socket then requires a certificate from the trunks' CA, while
+the WSS socket still asks for none.  Origin: OpenSIPS requires the header (proto_ws/proto_wss require_origin)
 and never compares its value (modules/proto_ws/ws_handshake_common.h).
 """
 
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import pytest
+
+from rig.gateway import CFG_DIR
 
 from .conftest import Rig, need, own_rig
 from .wsclient import WebSocket
@@ -89,6 +93,59 @@ def test_with_an_rsa_certificate_static_rsa_is_refused_ecdhe_rsa_accepted(rsa_ri
         good = handshake(port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
         assert accepted(good), (name, good.stdout[-800:])
         assert not cert_asked(good), name
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def trunk_domain(ca: Path) -> str:
+    """opensips/site-params.cfg's commented trunk domain, uncommented, with the rig's files and TLS port."""
+    lines = [
+        line[1:]
+        for line in (CFG_DIR / "site-params.cfg").read_text().splitlines()
+        if line.startswith('#modparam("tls_mgm"') and "trunks" in line
+    ]
+    assert len(lines) == 9, lines
+    return (
+        "\n".join(lines)
+        .replace("127.0.0.1:5061", "127.0.0.1:{tls_port}")
+        .replace("/etc/opensips/tls/gateway", "{folder}/gateway")
+        .replace("/etc/opensips/tls/trunks-ca.crt", str(ca))
+    )
+
+
+@pytest.fixture(scope="module")
+def trunk_rig(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rig, Path]]:
+    """A rig whose TLS SIP socket requires a client certificate; the folder holds a trunk's and a stranger's."""
+    need("openssl")
+    keys = tmp_path_factory.mktemp("trunk-keys")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", str(keys / "ca.key"), "-out", str(keys / "ca.crt"), "-days", "2",
+            "-subj", "/CN=trunks CA")  # fmt: skip
+    openssl("req", *ec, "-keyout", str(keys / "trunk.key"), "-out", str(keys / "trunk.csr"), "-subj", "/CN=trunk")
+    openssl("x509", "-req", "-in", str(keys / "trunk.csr"), "-CA", str(keys / "ca.crt"), "-CAkey", str(keys / "ca.key"),
+            "-CAcreateserial", "-out", str(keys / "trunk.crt"), "-days", "2")  # fmt: skip
+    openssl("req", "-x509", *ec, "-keyout", str(keys / "stranger.key"), "-out", str(keys / "stranger.crt"),
+            "-days", "2", "-subj", "/CN=stranger")  # fmt: skip
+    folder = tmp_path_factory.mktemp("trunks")
+    with own_rig(opensips_bin, folder, extra_params=trunk_domain(keys / "ca.crt")) as rig:
+        yield rig, keys
+
+
+def test_trunks_on_the_tls_socket_must_show_a_certificate_from_their_ca(trunk_rig: tuple[Rig, Path]) -> None:
+    rig, keys = trunk_rig
+    tls = rig.gw.ports.tls
+    bare = handshake(tls, "-tls1_2", "-cipher", ECDSA_AEAD)
+    assert cert_asked(bare) and not accepted(bare), bare.stdout[-800:]
+    stranger = handshake(tls, "-tls1_2", "-cipher", ECDSA_AEAD,
+                         "-cert", str(keys / "stranger.crt"), "-key", str(keys / "stranger.key"))  # fmt: skip
+    assert not accepted(stranger), stranger.stdout[-800:]
+    trunk = handshake(tls, "-tls1_2", "-cipher", ECDSA_AEAD,
+                      "-cert", str(keys / "trunk.crt"), "-key", str(keys / "trunk.key"))  # fmt: skip
+    assert cert_asked(trunk) and accepted(trunk), trunk.stdout[-800:]
+    browser = handshake(rig.gw.ports.wss, "-tls1_2", "-cipher", ECDSA_AEAD)  # the WebSocket domain is unchanged
+    assert accepted(browser) and not cert_asked(browser)
 
 
 @pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
