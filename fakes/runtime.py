@@ -115,6 +115,25 @@ def onreply_avps(cfg_path: str = CFG) -> bool:
         return re.search(r'modparam\(\s*"tm"\s*,\s*"onreply_avp_mode"\s*,\s*1\s*\)', handle.read()) is not None
 
 
+def relay_replies_itself(cfg_path: str = CFG) -> bool:
+    """Whether route[relay]'s t_relay() answers a failure itself (tm's 500) before the cfg's 503 can."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        relay = re.search(r"route\[relay\]\s*\{(.*?)\n\}", handle.read(), re.S)
+    return relay is None or "no-auto-477" not in relay.group(1)
+
+
+def loads_rpid(cfg_path: str = CFG) -> bool:
+    """Whether auth_db loads its default extra credential, the rpid column our subscriber table lacks."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        return re.search(r'modparam\(\s*"auth_db"\s*,\s*"load_credentials"\s*,\s*""\s*\)', handle.read()) is None
+
+
+def clears_routed_var(cfg_path: str = CFG) -> bool:
+    """Whether the request route clears $var(gw_lr) before Python runs ($var outlives the message)."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        return re.search(r"\n\t\$var\(gw_lr\) = 0;\n\tpython_exec\(\"on_request\"\)", handle.read()) is not None
+
+
 @dataclass
 class Contact:
     uri: str
@@ -209,6 +228,9 @@ class Context:
             "ci": m.call_id,
             "tt": m.to_tag,
             "ft": m.from_tag,
+            "au": self.vars.get("auth_user"),
+            "tU": _uri_user(m.address_uri("to")),
+            "fU": _uri_user(m.address_uri("from")),
             "rm": m.method,
             "rb": m.body.decode("utf-8", errors="replace") if m.body else None,
             "T_branch_idx": self.branch_index,
@@ -239,7 +261,7 @@ class Context:
         if name == "avp" and arg:
             return self.avps.get(arg)
         if name == "var" and arg:
-            return self.vars.get(arg)
+            return self.runtime.script_vars.get(arg)
         if name == "dlg_val" and arg:
             return None if self.dialog is None else self.dialog.vals.get(arg)
         if name == "DLG_dir":
@@ -252,7 +274,7 @@ class Context:
         if name == "avp" and arg:
             self.avps[arg] = value
         elif name == "var" and arg:
-            self.vars[arg] = value
+            self.runtime.script_vars[arg] = value
         elif name == "dlg_val" and arg:
             if self.dialog is None:
                 self.runtime.log_error("ERROR:dialog: no dialog to store a value in")
@@ -282,6 +304,11 @@ class Gateway:
         self.flags_declared = declared_flags(cfg_path)
         self.tables_declared = declared_tables(cfg_path)
         self.reply_sees_avps = onreply_avps(cfg_path)
+        self.relay_replies_itself = relay_replies_itself(cfg_path)
+        self.clears_routed_var = clears_routed_var(cfg_path)
+        self.loads_rpid = loads_rpid(cfg_path)
+        #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
+        self.script_vars: Dict[str, str] = {}
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}
@@ -423,6 +450,8 @@ class Gateway:
         if max_forwards is not None and max_forwards.strip() == "0":
             self._reply_to(ctx, 483, "Too Many Hops", out)
             return
+        if self.clears_routed_var:
+            self.script_vars["gw_lr"] = "0"
         rc = self.python_exec("on_request", ctx)
         if rc == 0:
             return
@@ -444,9 +473,13 @@ class Gateway:
         self.events.append(Event("log", f"python routing failed for {ctx.msg.method} {ctx.msg.call_id}"))
         if ctx.msg.to_tag:
             routed = (
-                ctx.vars.get("gw_lr") == "1" or self.fn_loose_route(ctx) > 0 or self.fn_topology_hiding_match(ctx) > 0
-            )
+                self.script_vars.get("gw_lr") == "1"
+                or self.fn_loose_route(ctx) > 0
+                or self.fn_topology_hiding_match(ctx) > 0
+            ) and ctx.dialog is not None
             if routed:
+                if ctx.msg.method == "BYE":
+                    self.fn_rtpengine_delete(ctx, None, None)
                 self._relay(ctx, set(), out)
             elif ctx.msg.method != "ACK":
                 self._reply_to(ctx, 404, "Not Here", out)
@@ -509,7 +542,10 @@ class Gateway:
             self._send_branch(tx, bctx, index, out)
         if not tx.branches:
             del self.transactions[key]
-            self._reply_to(ctx, 503, "Service Unavailable", out)
+            if self.relay_replies_itself:
+                self._reply_to(ctx, 500, "Server error occurred (1/TM)", out)
+            else:
+                self._reply_to(ctx, 503, "Service Unavailable", out)
             return
         if msg.method == "BYE" and ctx.dialog is not None:
             ctx.dialog.state = "deleted"
@@ -854,7 +890,10 @@ class Gateway:
         top = _address_uri(routes[0])
         endpoint = uri_endpoint(top)
         if (endpoint.host, endpoint.port) != (self.address.host, self.address.port):
-            return -1
+            # rr's loose_route() follows a Route that is not ours too (seen on 3.6.8 and 4.0.1):
+            # the request goes to it, matching no dialog.
+            ctx.dst_uri = top
+            return 1
         ctx.msg.remove_first("route")
         if len(routes) > 1:
             ctx.msg.add_header_first("Route", ", ".join(routes[1:]))
@@ -918,6 +957,10 @@ class Gateway:
             return -1  # no credentials for this realm
         if creds.get("nonce") not in self.nonces:
             return -3  # stale or forged nonce
+        if self.loads_rpid:
+            # auth_db's default load_credentials: "no such column: rpid" on 3.6.8/4.0.1, every check fails
+            self.log_error("ERROR:auth_db:get_ha1: failed to query database (no such column: rpid)")
+            return -1
         password = self.subscribers.get((creds.get("username", ""), realm))
         if password is None:
             return -1
@@ -956,16 +999,21 @@ class Gateway:
         ctx.msg.remove_first(header)
         return 1
 
-    def _identity(self, ctx: Context, header: str) -> int:
+    def _identity(self, ctx: Context, header: str, table: str) -> int:
+        if table != "uri":
+            # auth_db looks (username, domain, uri_user) up in the table it is given: the subscriber
+            # table has no uri_user (seen on 3.6.8 and 4.0.1), so the check always fails.
+            self.log_error(f"ERROR:db_sqlite:db_sqlite_query: failed to prepare: (no such column: uri_user) [{table}]")
+            return -1
         user = ctx.vars.get("auth_user")
         uri = ctx.msg.address_uri(header) or ""
         return 1 if user and uri.split(":", 1)[-1].split("@")[0] == user else -1
 
     def fn_db_is_to_authorized(self, ctx: Context, table: str) -> int:
-        return self._identity(ctx, "to")
+        return self._identity(ctx, "to", table)
 
     def fn_db_is_from_authorized(self, ctx: Context, table: str) -> int:
-        return self._identity(ctx, "from")
+        return self._identity(ctx, "from", table)
 
     def fn_update_stat(self, ctx: Context, name: str, value: str) -> int:
         if name not in self.statistics_declared:
@@ -1007,6 +1055,13 @@ class Gateway:
     def sessions(self) -> List[Any]:
         engine = self.rtpengine
         return list(getattr(engine, "sessions", {}).values())
+
+
+def _uri_user(uri: Optional[str]) -> Optional[str]:
+    """$tU/$fU: the user part of a URI, None without one."""
+    if not uri or "@" not in uri:
+        return None
+    return uri.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0] or None
 
 
 def _address_uri(value: str) -> str:

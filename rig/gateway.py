@@ -147,6 +147,15 @@ class StartError(RuntimeError):
     pass
 
 
+@dataclass
+class Engine:
+    """One rtpengine and the recording relay OpenSIPS talks to instead of it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    relay: ng.Relay
+
+
 class Gateway:
     """One running OpenSIPS + rtpengine pair; use ``with Gateway.start(binary) as gw:``."""
 
@@ -156,10 +165,17 @@ class Gateway:
         self.folder = folder
         self.ports = ports
         self.host = host
-        self.rtpengine: Optional[subprocess.Popen[bytes]] = None
         self.opensips: Optional[subprocess.Popen[bytes]] = None
-        self.relay: Optional[ng.Relay] = None
+        self.engines: List[Engine] = []
         self.workers: List[int] = []
+
+    @property
+    def rtpengine(self) -> Optional[subprocess.Popen[bytes]]:
+        return self.engines[0].process if self.engines else None
+
+    @property
+    def relay(self) -> Optional[ng.Relay]:
+        return self.engines[0].relay if self.engines else None
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -187,6 +203,9 @@ class Gateway:
     def rtpengine_log_path(self) -> Path:
         return self.folder / "rtpengine.log"
 
+    def engine_log_path(self, index: int) -> Path:
+        return self.rtpengine_log_path if index == 0 else self.folder / f"rtpengine-{index + 1}.log"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -203,7 +222,10 @@ class Gateway:
         host: str = "127.0.0.1",
         names: Sequence[str] = ("localhost", "gateway.local"),
         certificate: Optional[Tuple[Path, Path]] = None,
+        engines: int = 1,
+        extra_params: str = "",
     ) -> Gateway:
+        """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
         ports = Ports(
@@ -217,8 +239,10 @@ class Gateway:
         )
         gateway = cls(binary, folder, ports, host)
         try:
-            gateway._write(settings, entry, names, certificate)
-            gateway._start_rtpengine()
+            gateway._write(settings, entry, names, certificate, extra_params)
+            for index in range(engines):
+                gateway._start_rtpengine(index)
+            gateway._name_engines()
             gateway._start_opensips(env or {})
         except BaseException:
             gateway.stop()
@@ -226,8 +250,14 @@ class Gateway:
         return gateway
 
     def _write(
-        self, settings: str, entry: Path, names: Sequence[str], certificate: Optional[Tuple[Path, Path]] = None
+        self,
+        settings: str,
+        entry: Path,
+        names: Sequence[str],
+        certificate: Optional[Tuple[Path, Path]] = None,
+        extra_params: str = "",
     ) -> None:
+        """``extra_params``: more site-params.cfg lines; {folder} and {tls_port} are filled in."""
         folder = self.folder
         shutil.copy(CFG_DIR / "opensips.cfg", folder / "opensips.cfg")
         if certificate is not None:  # a site's own, e.g. issued for the host name browsers use
@@ -235,7 +265,7 @@ class Gateway:
             shutil.copy(certificate[1], folder / "gateway.key")
         else:
             make_certificate(folder, names)
-        assert self.relay is None
+        assert not self.engines
         p = self.ports
         (folder / "site.cfg").write_text(
             "\n".join(
@@ -248,6 +278,9 @@ class Gateway:
                     f"socket = ws:127.0.0.1:{p.ws}",
                     f"socket = wss:127.0.0.1:{p.wss}",
                     'alias = "gateway.local"',
+                    "# No DNS server: nothing a test sends (RFC 4475 names example.com hosts) may make",
+                    "# OpenSIPS ask one; every address it needs here is a loopback literal.",
+                    "dns_servers_no = 0",
                     "",
                 ]
             )
@@ -264,24 +297,33 @@ class Gateway:
                     f'modparam("tm", "fr_inv_timeout", {FR_INV_TIMEOUT})',
                     f'modparam("tls_mgm", "certificate", "[webrtc]{folder}/gateway.crt")',
                     f'modparam("tls_mgm", "private_key", "[webrtc]{folder}/gateway.key")',
-                    'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{ng}")',
+                    'modparam("rtpengine", "rtpengine_sock", "{ng}")',
                     'modparam("httpd", "ip", "127.0.0.1")',
                     f'modparam("httpd", "port", {p.mi})',
                     f'modparam("mi_fifo", "fifo_name", "{folder}/opensips_fifo")',
                     'modparam("nathelper", "sipping_from", "sip:keepalive@gateway.local")',
                     f'modparam("auth_db", "db_url", "sqlite://{folder}/gateway.sqlite")',
                     f'modparam("python", "script_name", "{entry}")',
+                    extra_params.replace("{folder}", str(folder)).replace("{tls_port}", str(p.tls)),
                     "",
                 ]
             )
         )
         (folder / "gateway.ini").write_text(settings)
 
-    def _start_rtpengine(self) -> None:
+    def _start_rtpengine(self, index: int) -> None:
         engine_port = free_port(tcp=False)
+        process = self._run_rtpengine(index, engine_port)
+        self.engines.append(Engine(process, engine_port, ng.Relay(("127.0.0.1", engine_port))))
+        self.ports.ng = self.engines[0].relay.address[1]
+
+    def _run_rtpengine(self, index: int, engine_port: int) -> subprocess.Popen[bytes]:
         low, high = self.ports.media
-        with open(self.rtpengine_log_path, "wb") as log:
-            self.rtpengine = subprocess.Popen(
+        size = (high - low + 1) // 2  # room for a second engine's ports in the same block
+        if index:
+            low, high = low + size * (index % 2), low + size * (index % 2) + size - 1
+        with open(self.engine_log_path(index), "ab") as log:
+            process = subprocess.Popen(
                 [
                     "rtpengine", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
                     f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
@@ -290,11 +332,33 @@ class Gateway:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         engine = ("127.0.0.1", engine_port)
-        _wait(lambda: ng.command(engine, {"command": "ping"}, timeout=0.5).get("result") == "pong", 10, "rtpengine")
-        self.relay = ng.Relay(engine)
-        self.ports.ng = self.relay.address[1]
+        try:
+            _wait(lambda: ng.command(engine, {"command": "ping"}, timeout=0.5).get("result") == "pong", 10, "rtpengine")
+        except BaseException:
+            _stop_pid(process.pid, 5)
+            raise
+        return process
+
+    def _name_engines(self) -> None:
+        sockets = " ".join(f"udp:127.0.0.1:{e.relay.address[1]}" for e in self.engines)
         site = self.folder / "site-params.cfg"
-        site.write_text(site.read_text().replace("{ng}", str(self.ports.ng)))
+        site.write_text(site.read_text().replace("{ng}", sockets))
+
+    def stop_engine(self, index: int = 0) -> None:
+        """Stop rtpengine ``index`` by pid; its ng port (the relay's) is closed as a stopped one's is."""
+        engine = self.engines[index]
+        engine.relay.pause()
+        if engine.process.poll() is None:
+            _stop_pid(engine.process.pid, 5)
+            engine.process.wait(timeout=5)
+
+    def start_engine(self, index: int = 0) -> None:
+        """Start rtpengine ``index`` again, on the same ng port (it knows no call from before)."""
+        engine = self.engines[index]
+        if engine.process.poll() is None:
+            return
+        engine.process = self._run_rtpengine(index, engine.port)
+        engine.relay.resume()
 
     def _start_opensips(self, env: Dict[str, str]) -> None:
         environment = dict(os.environ)
@@ -336,11 +400,11 @@ class Gateway:
             for worker in self.workers:
                 if _alive(worker):
                     _stop_pid(worker, 2)
-        if self.relay is not None:
-            self.relay.close()
-        if self.rtpengine is not None:
-            _stop_pid(self.rtpengine.pid, 5)
-            self.rtpengine.wait(timeout=5)
+        for engine in self.engines:
+            engine.relay.close()
+            if engine.process.poll() is None:
+                _stop_pid(engine.process.pid, 5)
+            engine.process.wait(timeout=5)
 
     def __enter__(self) -> Gateway:
         return self

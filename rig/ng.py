@@ -59,27 +59,66 @@ class Exchange:
 
 
 class Relay:
-    """A UDP relay on 127.0.0.1 that forwards ng traffic both ways and keeps what passed."""
+    """A UDP relay on 127.0.0.1 that forwards ng traffic both ways and keeps what passed.
+
+    Faults for tests: ``delay`` holds each answer that many seconds (a slow rtpengine);
+    ``pause()`` closes the port, so OpenSIPS finds it as it finds a stopped rtpengine (ICMP
+    port unreachable), and ``resume()`` opens the same port again.
+    """
 
     def __init__(self, engine: Address) -> None:
         self.engine = engine
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address: Address = self.sock.getsockname()
+        self.delay = 0.0
         self.exchanges: List[Exchange] = []
         self._by_cookie: Dict[bytes, Tuple[Address, Exchange]] = {}
         self._lock = threading.Lock()
+        self._timers: List[threading.Timer] = []
+        self._open(("127.0.0.1", 0))
+
+    def _open(self, address: Address) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.address: Address = self.sock.getsockname()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ng-relay", daemon=True)
         self._thread.start()
 
+    def pause(self) -> None:
+        """Close the port: OpenSIPS's commands now meet a closed port, as with a stopped rtpengine."""
+        self.close()
+
+    def resume(self) -> None:
+        self._open(self.address)
+
+    def _answer(self, data: bytes, target: Address) -> None:
+        if self.delay <= 0:
+            self.sock.sendto(data, target)
+            return
+        sock = self.sock
+
+        def late() -> None:
+            try:
+                sock.sendto(data, target)
+            except OSError:
+                pass  # the relay was closed meanwhile
+
+        timer = threading.Timer(self.delay, late)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.sock], [], [], 0.2)
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 0.2)
+            except (OSError, ValueError):
+                return
             if not ready:
                 continue
             try:
                 data, source = self.sock.recvfrom(65535)
+            except ConnectionRefusedError:
+                continue  # Linux reports a stopped rtpengine's ICMP on the next read
             except OSError:
                 return
             cookie, _, payload = data.partition(b" ")
@@ -102,7 +141,13 @@ class Relay:
                     target = self.engine
             if exchange.sent.get("command") == "delete" and source != self.engine:
                 exchange.final_query = self._query(str(exchange.sent.get("call-id", "")))
-            self.sock.sendto(data, target)
+            try:
+                if source == self.engine:
+                    self._answer(data, target)
+                else:
+                    self.sock.sendto(data, target)
+            except OSError:
+                continue  # e.g. rtpengine stopped: the command is lost, as it would be
 
     def _query(self, call_id: str) -> Optional[Dict[str, Any]]:
         try:
@@ -129,6 +174,9 @@ class Relay:
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
 
 def packet_counts(query_answer: Optional[Dict[str, Any]]) -> Dict[str, int]:

@@ -26,7 +26,7 @@ PCAP = "/usr/share/sip-tester/g711a.pcap"
 Step = Union[
     Tuple[str],  # ("bye",), ("expect_bye",), ("expect_reinvite",), ("play",)
     Tuple[str, int],  # ("pause", ms)
-    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv")
+    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv"), ("bye", "Extra-Header: value")
 ]
 
 SDP = """v=0
@@ -138,8 +138,9 @@ class Call:
     ring_ms: int = 0
 
 
-def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None) -> None:
+def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None, extra: str = "") -> None:
     content = "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body if body else "Content-Length: 0\n"
+    content = (extra + "\n" if extra else "") + content
     s.send(
         f"""{method} [next_url] SIP/2.0
 {VIA.format(branch="[branch]")}
@@ -155,8 +156,9 @@ Max-Forwards: 70
     )
 
 
-def _in_dialog_uas(s: Scenario, method: str, cseq: int, body: Optional[str] = None) -> None:
+def _in_dialog_uas(s: Scenario, method: str, cseq: int, body: Optional[str] = None, extra: str = "") -> None:
     content = "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body if body else "Content-Length: 0\n"
+    content = (extra + "\n" if extra else "") + content
     s.send(
         f"""{method} [next_url] SIP/2.0
 {VIA.format(branch="[branch]")}
@@ -222,7 +224,7 @@ Content-Length: [len]
             )
             s.recv("ACK")
         elif kind == "bye":
-            send(s, "BYE", cseq)
+            send(s, "BYE", cseq, None, str(step[1]) if len(step) > 1 else "")
             s.recv("200")
             cseq += 1
         elif kind == "expect_bye":
@@ -397,6 +399,8 @@ def run(
     domain: str = "127.0.0.1",
     echo: bool = False,
     timeout: float = 40.0,
+    call_id: str = "",
+    auth: Optional[Tuple[str, str]] = None,
 ) -> Run:
     scenario = folder / f"{name}.xml"
     scenario.write_text(xml)
@@ -411,6 +415,10 @@ def run(
     ]  # fmt: skip
     if service:
         command += ["-s", service]
+    if auth is not None:  # user and password for [authentication] after a recv with auth="true"
+        command += ["-au", auth[0], "-ap", auth[1]]
+    if call_id:  # the whole Call-ID (SIPp's default is "%u-%p@%s")
+        command += ["-cid_str", call_id.replace("%", "%%")]
     if echo:
         command.append("-rtp_echo")
     with open(folder / f"{name}.out", "wb") as out:

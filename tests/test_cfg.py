@@ -24,7 +24,6 @@ DYNAMIC_NAMES: Dict[str, Set[str]] = {
     "action.function": {"rtpengine_offer", "rtpengine_answer"},
     "challenge.authorize": {"www_authorize", "proxy_authorize"},
     "challenge.challenge": {"www_challenge", "proxy_challenge"},
-    "challenge.identity_check": {"db_is_to_authorized", "db_is_from_authorized"},
 }
 
 

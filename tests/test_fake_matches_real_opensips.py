@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes.runtime import CFG, Gateway, declared_tables, is_private, onreply_avps
+from fakes.runtime import CFG, Gateway, declared_tables, is_private, onreply_avps, relay_replies_itself
 from fakes.scenarios import SCENARIOS
 from fakes.ua import Network
 
@@ -54,3 +54,62 @@ def test_every_scenario_still_ends_clean(name: str) -> None:
     SCENARIOS[name](Network(gateway))
     assert not gateway.sessions()
     assert not gateway.dialogs
+
+
+def test_without_no_auto_477_tm_answers_a_call_it_cannot_relay_with_500(tmp_path: Path) -> None:
+    # Both engines stopped on the real 3.6.8/4.0.1: "500 Server error occurred (1/TM)", not the cfg's 503.
+    assert not relay_replies_itself()
+    cfg = cfg_without(tmp_path, '"no-auto-477"')
+    assert relay_replies_itself(cfg)
+    assert Gateway(cfg_path=cfg).relay_replies_itself
+
+
+def test_var_outlives_the_message_so_the_cfg_clears_gw_lr(tmp_path: Path) -> None:
+    # On 3.6.8 a BYE whose Python failed before loose_route() met the "1" an earlier in-dialog request
+    # had left in $var(gw_lr) in that worker: the fail-safe skipped loose_route(), the dialog and the
+    # rtpengine session stayed.  $var values live on in the process; the cfg clears gw_lr first.
+    stale = cfg_without(tmp_path, "\t$var(gw_lr) = 0;\n")
+    for cfg, ends_clean in ((CFG, True), (stale, False)):
+        gateway = Gateway(cfg_path=cfg, strict=False)
+        net = Network(gateway)
+        alice, bob = net.phone("alice", nat=True), net.phone("bob", nat=True)
+        net.register(alice)
+        net.register(bob)
+        call = net.invite(alice, "bob")
+        net.reply(call, bob, 200)
+        net.reinvite(call, "caller", hold=True)  # Python loose_routes it: gw_lr = "1"
+
+        def broken(msg: object) -> int:
+            raise RuntimeError("bug before loose_route")
+
+        gateway.router.on_request = broken
+        net.bye(call, "caller")
+        assert (not gateway.dialogs and not gateway.sessions()) is ends_clean
+
+
+def test_auth_db_identity_checks_need_a_uri_table_so_the_router_compares_users() -> None:
+    # db_is_to_authorized("subscriber") failed on 3.6.8/4.0.1 ("no such column: uri_user"): every
+    # authenticated REGISTER got 403.  The router compares $au with $tU/$fU instead.
+    gateway = Gateway(strict=False)
+    assert gateway.fn_db_is_to_authorized(None, "subscriber") == -1  # type: ignore[arg-type]
+    assert any("uri_user" in e for e in gateway.errors)
+    assert 'modparam("auth_db", "load_credentials", "")' in Path(CFG).read_text()  # not the default "rpid"
+
+
+def test_owns_address() -> None:
+    from gateway.core import owns_address
+
+    assert owns_address("alice", "alice")
+    assert not owns_address("mallory", "alice") and not owns_address("", "")
+
+
+def test_with_auth_dbs_default_credentials_nobody_registers(tmp_path: Path) -> None:
+    from gateway.settings import Settings
+
+    cfg = cfg_without(tmp_path, 'modparam("auth_db", "load_credentials", "")')
+    gateway = Gateway(Settings(auth_realm="gateway.test"), cfg_path=cfg, strict=False)
+    net = Network(gateway)
+    alice = net.phone("alice")
+    reply = net.register(alice)
+    assert reply is not None and reply.status == 401 and gateway.location == {}
+    assert any("rpid" in e for e in gateway.errors)

@@ -199,6 +199,7 @@ def test_a_python_failure_gets_500_for_new_calls_and_keeps_calls_up(monkeypatch:
     assert [m.status for m in bob.inbox if not m.is_request and m.call_id == second.call_id] == [500]
     net.bye(call, "callee")
     assert [m.status for m in bob.inbox if not m.is_request and m.call_id == call.call_id][-1] == 200
+    assert gateway.sessions() == []  # the fail-safe released the media of the call the BYE ended
     assert gateway.python_failures == 2
     assert any(second.call_id in e and "RuntimeError" in e for e in gateway.errors)
     assert any(call.call_id in e for e in gateway.errors)

@@ -146,15 +146,24 @@ class Challenge(enum.Enum):
         return f"{self.value}_challenge"
 
     @property
-    def identity_check(self) -> str:
-        """The auth_db check that the credentials belong to the address used (To for REGISTER, From else)."""
-        return "db_is_to_authorized" if self is Challenge.WWW else "db_is_from_authorized"
+    def address_user(self) -> str:
+        """The user of the address the credentials must belong to: To for REGISTER, From else.
+
+        Not auth_db's db_is_to/from_authorized: they look the pair up in a ``uri`` table
+        (username, domain, uri_user) and fail against the subscriber table.
+        """
+        return "$tU" if self is Challenge.WWW else "$fU"
 
 
 #: The subscriber table of auth_db (in the SQLite database site.cfg names).
 SUBSCRIBERS = "subscriber"
 
 NO_AUTH = frozenset({"ACK", "CANCEL", "PRACK", "BYE"})
+
+
+def owns_address(auth_user: str, address_user: str) -> bool:
+    """Digest credentials of ``auth_user`` may register or call as ``address_user`` only: the same user."""
+    return bool(auth_user) and auth_user == address_user
 
 
 def challenge_for(method: str, from_domain: str, source_ip: str, settings: Settings) -> Optional[Challenge]:

@@ -57,7 +57,7 @@ ROUTED_VAR = "$var(gw_lr)"
 REQUEST_FACTS = "$socket_in(proto)|$cl|$tt"
 BRANCH_FACTS = "$T_branch_idx|$bf|" + DIALOG_RECORD
 REPLY_FACTS = "$socket_in(proto)|$T_branch_idx|$cl|$rm|" + EXCHANGE_AVP + "|" + DIALOG_RECORD
-SEQUENTIAL_FACTS = "$DLG_dir|" + DIALOG_RECORD
+SEQUENTIAL_FACTS = "$DLG_status|$DLG_dir|" + DIALOG_RECORD
 
 
 def split_facts(text: Optional[str], count: int) -> list[str]:
@@ -212,7 +212,8 @@ class Router:
         if msg.call_function(challenge.authorize, realm, core.SUBSCRIBERS) < 0:
             msg.call_function(challenge.challenge, realm, "auth", None)
             return False
-        if msg.call_function(challenge.identity_check, core.SUBSCRIBERS) < 0:
+        auth_user, address_user = split_facts(msg.get_pseudoVar("$au|" + challenge.address_user), 2)
+        if not core.owns_address(auth_user, address_user):
             # Someone else's address: a valid user may not register or call as another.
             self._reply_locally(msg, 403, "Forbidden - Not Your Address")
             return False
@@ -221,12 +222,15 @@ class Router:
 
     def _sequential(self, msg: Msg, method: str, has_sdp: bool) -> int:
         matched = msg.call_function("topology_hiding_match" if self.settings.topology_hiding else "loose_route")
-        if matched < 0:
+        facts = msg.get_pseudoVar(SEQUENTIAL_FACTS) if matched > 0 else None
+        status, direction, text = split_facts(facts, 3)
+        if optional(status) is None:
+            # loose_route() follows any Route, ours or not: a request of none of our dialogs
+            # (a forged To-tag and Route) would make us an open relay.
             if method == "ACK":
                 return int(Verdict.RELAY if msg.call_function("t_check_trans") > 0 else Verdict.HANDLED)
             return self._reply_locally(msg, 404, "Not Here")
         msg.set_pseudoVar(ROUTED_VAR, "1")  # the cfg's fail-safe must not loose_route twice
-        direction, text = split_facts(msg.get_pseudoVar(SEQUENTIAL_FACTS), 2)
         record = self._record(text)
         plan = core.plan_sequential(record, direction != "upstream", method, has_sdp, self.profiles)
         if plan.dst_uri is not None:

@@ -43,11 +43,12 @@
 
   window.phone = {
     state,
-    start(wsUrl, user, domain) {
+    start(wsUrl, user, domain, password) {
       const socket = new JsSIP.WebSocketInterface(wsUrl);
       const ua = new JsSIP.UA({
         sockets: [socket],
         uri: "sip:" + user + "@" + domain,
+        password: password || undefined,
         register: true,
         register_expires: 600,
         session_timers: false,

@@ -9,6 +9,7 @@ rig for the session (``gateway``); the router runs behind the probe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from rig import mi, ng
+from rig import mi, ng, web
 from rig.gateway import REPO, Gateway, opensips_binaries, version_of
 
 PROBE = REPO / "rig" / "probe" / "opensips_probe.py"
@@ -83,6 +84,21 @@ class Rig:
     def errors_in_log(self) -> List[str]:
         return [line for line in self.gw.log().splitlines() if "ERROR" in line or "CRITICAL" in line]
 
+    def statistics(self, *names: str) -> Dict[str, int]:
+        """MI get_statistics, by bare name (``python_failures``, ``inuse_transactions``, ...)."""
+        answer = mi.call(self.gw.mi_url, "get_statistics", {"statistics": list(names)}) or {}
+        return {key.split(":", 1)[-1]: int(value) for key, value in answer.items()}
+
+    def engine_nodes(self) -> List[Dict[str, Any]]:
+        """rtpengine nodes as OpenSIPS sees them (3.6: rtpengine_show; 4.0 renamed it rtpengine:show)."""
+        for command in ("rtpengine_show", "rtpengine:show"):
+            try:
+                sets = mi.call(self.gw.mi_url, command) or []
+            except mi.MIError:
+                continue
+            return [node for entry in sets for node in entry.get("Nodes", [])]
+        raise mi.MIError("neither rtpengine_show nor rtpengine:show answered")
+
 
 @pytest.fixture(scope="session")
 def gateway(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
@@ -99,7 +115,47 @@ def gateway(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactor
         gw.stop()
 
 
+@contextlib.contextmanager
+def own_rig(opensips_bin: Optional[str], folder: Path, **options: Any) -> Iterator[Rig]:
+    """A rig of a test module's own (other settings, entry, engines), stopped by pid at the end."""
+    if opensips_bin is None:
+        pytest.skip(NO_OPENSIPS)
+    need("rtpengine")
+    need("openssl")
+    gw = Gateway.start(opensips_bin, folder=folder, **options)
+    try:
+        yield Rig(gw, folder / "probe.jsonl")
+    finally:
+        gw.stop()
+
+
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     """A folder for one test's scenarios and logs."""
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[web.Server]:
+    try:
+        folder = web.site(tmp_path_factory.mktemp("web"))
+    except web.MissingTool as exc:
+        pytest.skip(str(exc))
+    server = web.Server(folder)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    need("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    path = web.chromium_path()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, headless=True, args=web.CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

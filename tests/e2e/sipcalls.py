@@ -54,13 +54,16 @@ def call(
     caller_script: sipp.Call,
     callee_script: sipp.Call,
     name: str = "call",
+    call_id: str = "",
 ) -> Outcome:
     """Run one call: the callee's SIPp UAS first (echoing RTP), then the caller's UAC; both bounded in time."""
     before = {e.sent.get("call-id") for e in rig.relay.commands()}
     uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, echo=True)
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called
-        uac = sipp.run(sipp.uac_scenario(caller_script), work, f"{name}-uac", caller, rig.sip, service=callee.user)
+        uac = sipp.run(
+            sipp.uac_scenario(caller_script), work, f"{name}-uac", caller, rig.sip, service=callee.user, call_id=call_id
+        )
         caller_code = uac.wait()
         callee_code = uas.wait()
     finally:
@@ -93,6 +96,9 @@ def settle(rig: Rig, call_id: str, seconds: float = 5.0) -> None:
     assert call_id not in rig.sessions(), f"rtpengine still holds {call_id}"
     assert not rig.live_dialogs(call_id), f"OpenSIPS still holds a dialog for {call_id}"
 
+
+#: A short call: the caller hangs up after 300 ms (caller's script, callee's script).
+SHORT_CALL_STEPS = (sipp.Call((("pause", 300), ("bye",))), sipp.Call((("expect_bye",),)))
 
 HOLD_AND_BYE: Sequence[sipp.Step] = (("pause", 1200), ("reinvite", "sendonly"), ("pause", 400),
                                      ("reinvite", "sendrecv"), ("pause", 800), ("bye",))  # fmt: skip

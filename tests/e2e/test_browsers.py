@@ -20,32 +20,6 @@ from .sipcalls import registered, settle, user
 from .webphones import WebPhone
 
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[web.Server]:
-    try:
-        folder = web.site(tmp_path_factory.mktemp("web"))
-    except web.MissingTool as exc:
-        pytest.skip(str(exc))
-    server = web.Server(folder)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    need("chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    path = web.chromium_path()
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=path, headless=True, args=web.CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def browser_phone(chromium: Any, site: web.Server, gateway: Rig) -> Iterator[Callable[..., WebPhone]]:
     contexts = []

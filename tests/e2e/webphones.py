@@ -15,10 +15,13 @@ class WebPhone:
         self.page = page
         self.user = user
 
-    def start(self, rig: Rig, secure: bool = True, domain: str = "127.0.0.1") -> WebPhone:
+    def start(
+        self, rig: Rig, secure: bool = True, domain: str = "127.0.0.1", password: str = "", wait: str = "registered"
+    ) -> WebPhone:
+        """Register (with ``password``, JsSIP answers digest challenges); wait for the ``wait`` event."""
         url = rig.gw.wss_url if secure else rig.gw.ws_url
-        self.page.evaluate("([u, n, d]) => phone.start(u, n, d)", [url, self.user, domain])
-        self.wait_event("registered")
+        self.page.evaluate("([u, n, d, p]) => phone.start(u, n, d, p)", [url, self.user, domain, password])
+        self.wait_event(wait)
         return self
 
     def events(self) -> List[str]:

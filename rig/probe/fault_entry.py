@@ -1,0 +1,73 @@
+"""A script_name for fault tests: the real router (pyscripts/opensips_entry.py), with faults on demand.
+
+A request carrying ``X-Gateway-Fault`` makes the Python side fail there:
+
+    X-Gateway-Fault: raise    on_request raises out of the handler: OpenSIPS's python module logs
+                              the traceback and python_exec returns -1 (FACTS.md)
+    X-Gateway-Fault: inside   the router's own host calls fail (the msg's get_pseudoVar raises):
+                              the router's guard catches it, logs it and returns its failure code
+
+Either way the cfg's fail-safe (route[python_failed]) must answer: 500 for an initial request,
+routing for an in-dialog one, counted in python_failures and logged with the Call-ID.  Without
+the header the routing is the real one, unchanged.  Runs inside OpenSIPS: stdlib only.
+"""
+
+import os
+import sys
+from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(1, os.path.join(_HERE, os.pardir, os.pardir, "pyscripts"))
+
+import opensips_entry  # noqa: E402
+
+MARKER = "X-Gateway-Fault"
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+class FailingMsg:
+    """The host's msg, except that reading pseudo-variables fails (as a host call failing mid-route)."""
+
+    def __init__(self, msg: Any) -> None:
+        self._msg = msg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._msg, name)
+
+    def get_pseudoVar(self, fmt: str) -> str:  # noqa: N802 - the host's name
+        raise InjectedFault(f"injected: get_pseudoVar({fmt!r}) failed")
+
+
+class FaultyRouter:
+    def __init__(self, router: Any) -> None:
+        self.router = router
+
+    def child_init(self, rank: int) -> int:
+        return int(self.router.child_init(rank))
+
+    def on_request(self, msg: Any) -> int:
+        fault = msg.getHeader(MARKER)
+        if fault == "raise":
+            raise InjectedFault("injected: on_request raised")
+        if fault == "inside":
+            return int(self.router.on_request(FailingMsg(msg)))
+        return int(self.router.on_request(msg))
+
+    def on_branch(self, msg: Any) -> int:
+        return int(self.router.on_branch(msg))
+
+    def on_reply(self, msg: Any) -> int:
+        return int(self.router.on_reply(msg))
+
+    def on_failure(self, msg: Any) -> int:
+        return int(self.router.on_failure(msg))
+
+    def is_trusted(self, msg: Any) -> int:
+        return int(self.router.is_trusted(msg))
+
+
+def mod_init() -> FaultyRouter:
+    return FaultyRouter(opensips_entry.mod_init())
