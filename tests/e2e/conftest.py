@@ -35,11 +35,19 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
             item.add_marker(pytest.mark.opensips)
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "opensips_bin" in metafunc.fixturenames:
-        params: List[Optional[str]] = list(BINARIES) or [None]
-        ids = [f"opensips-{version_of(b)}" for b in BINARIES] or ["no-opensips"]
-        metafunc.parametrize("opensips_bin", params, ids=ids, scope="session")
+PARAMS: List[Optional[str]] = list(BINARIES) or [None]
+
+
+@pytest.fixture(
+    scope="session",
+    params=PARAMS,
+    ids=[f"opensips-{version_of(b)}" for b in BINARIES] or ["no-opensips"],
+)
+def opensips_bin(request: pytest.FixtureRequest) -> Optional[str]:
+    """Each binary in turn.  A real session fixture, not metafunc.parametrize: that makes a
+    pseudo-fixture per test module, and every rig depending on it was started again per module."""
+    binary: Optional[str] = request.param
+    return binary
 
 
 def need(program: str) -> None:

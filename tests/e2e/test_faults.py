@@ -36,7 +36,7 @@ SHORT_CALL = SHORT_CALL_STEPS
 RESTARTED: Dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def faulty(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     need("sipp")
     with own_rig(opensips_bin, tmp_path_factory.mktemp("faults"), entry=FAULT_ENTRY, engines=2) as rig:
@@ -88,10 +88,10 @@ def call_id_for(rig: Rig, engine: Optional[int]) -> str:
     call_id = f"fault-{time.time_ns()}@127.0.0.1"
     if engine is None:
         return call_id
-    # 4.0.1 lists the nodes in the other order than rtpengine_sock names them: ask it.
+    # The position in OpenSIPS's own list (MI), which is the order it walks.
     url = f"udp:127.0.0.1:{rig.gw.engines[engine].relay.address[1]}"
     position = [node["url"] for node in rig.engine_nodes()].index(url)
-    return call_id if (sum(call_id.encode()) & 0xFF) % 2 == position else "x" + call_id
+    return call_id if (sum(call_id.encode()) & 0xFF) % 2 == position else "y" + call_id  # "y": odd, flips it
 
 
 def test_rtpengine_stopped_the_survivor_carries_calls_then_none_gives_503(faulty: Rig, work: Path) -> None:

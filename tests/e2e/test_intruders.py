@@ -36,7 +36,7 @@ topology_hiding = no
 PASSWORDS: Dict[str, str] = {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def guarded(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     need("sipp")
     with own_rig(opensips_bin, tmp_path_factory.mktemp("intruders"), settings=SETTINGS) as rig:

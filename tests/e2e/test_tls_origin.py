@@ -69,7 +69,7 @@ def test_tls_refuses_tls11_and_cbc_suites(gateway: Rig) -> None:
         assert not accepted(rc4), name  # OpenSSL 3 cannot even offer RC4 (no cipher match): never agreed
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rsa_rig(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     need("openssl")
     folder = tmp_path_factory.mktemp("rsa-cert")
@@ -115,7 +115,7 @@ def trunk_domain(ca: Path) -> str:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trunk_rig(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Rig, Path]]:
     """A rig whose TLS SIP socket requires a client certificate; the folder holds a trunk's and a stranger's."""
     need("openssl")
