@@ -124,7 +124,6 @@ class Media(enum.Enum):
     NONE = "-"  # no media proxy for this branch
     PENDING = "p"  # media proxy decided, no session yet (late offer: the offer comes in a reply)
     OPEN = "m"  # an rtpengine session exists for this branch
-    RELEASED = "x"  # the branch failed and its session was deleted
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,7 @@ class CallRecord:
     """What the gateway keeps with a dialog (``$dlg_val(gw)``) for later requests and replies.
 
     ``str()`` and ``parse()`` round-trip; the text is short and readable in ``dlg_list``:
-    ``c=W1@wss:198.51.100.7:52044;o=e;p=0;b0=mS0;b1=xW1;a=0``.
+    ``c=W1@wss:198.51.100.7:52044;o=e;p=0;b0=mS0;b1=pW1;a=0``.
     """
 
     caller: Party
