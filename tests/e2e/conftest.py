@@ -156,7 +156,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[web.Server]:
         server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down with tests/e2e: one live sync Playwright at a time
 def chromium() -> Iterator[Any]:
     need("chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
