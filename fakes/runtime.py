@@ -653,17 +653,7 @@ class Gateway:
             return  # a late negative reply on another fork: absorbed after the reply route ran
         tx.replies.append(reply)
         if all(b.status is not None and b.status >= 200 for b in tx.branches) and tx.final is None:
-            best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
-            tx.final = best.status
-            if "failure" in tx.armed:
-                fctx = Context(
-                    self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
-                )
-                self.python_exec("on_failure", fctx)
-            if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
-                self.dialogs.pop(tx.dialog.did, None)
-                tx.dialog.state = "deleted"
-            self._send(tx.source, best, out)
+            self._fail(tx, out)
             self._finish(tx)
 
     def timeout(self) -> List[Tuple[Endpoint, SipMessage]]:
@@ -677,13 +667,15 @@ class Gateway:
                     branch.status = 408
                     tx.replies.append(self._local_reply(tx.request, 408, "Request Timeout"))
             if tx.final is None and tx.replies:
-                best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
-                tx.final = best.status
-                self._fail(tx, best, out)
+                self._fail(tx, out)
             self._finish(tx)
         return out
 
-    def _fail(self, tx: Transaction, best: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+    def _fail(self, tx: Transaction, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """Every branch failed: tm picks the best reply (a 6xx first, else the lowest), runs the failure
+        route, and sends that reply upstream; an unconfirmed dialog goes with the transaction."""
+        best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
+        tx.final = best.status
         if "failure" in tx.armed:
             fctx = Context(
                 self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
