@@ -11,9 +11,7 @@ Scenario = Callable[[Network], None]
 
 def web_to_sip(net: Network) -> None:
     """Browser alice calls SIP phone bob (behind NAT); bob holds and resumes; alice hangs up."""
-    alice, bob = net.browser("alice"), net.phone("bob", nat=True)
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob", nat=True))
     call = net.invite(alice, "bob")
     net.reply(call, bob, 180)
     net.reply(call, bob, 200)
@@ -24,9 +22,7 @@ def web_to_sip(net: Network) -> None:
 
 def sip_to_web(net: Network) -> None:
     """SIP phone carol calls browser alice; alice re-INVITEs (hold); carol hangs up."""
-    alice, carol = net.browser("alice"), net.phone("carol")
-    net.register(alice)
-    net.register(carol)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
     call = net.invite(carol, "alice")
     net.reply(call, alice, 180)
     net.reply(call, alice, 200)
@@ -36,9 +32,7 @@ def sip_to_web(net: Network) -> None:
 
 def web_to_web(net: Network) -> None:
     """Browser alice calls browser dana; dana hangs up."""
-    alice, dana = net.browser("alice"), net.browser("dana", secure=False)
-    net.register(alice)
-    net.register(dana)
+    alice, dana = net.registered(net.browser("alice"), net.browser("dana", secure=False))
     call = net.invite(alice, "dana")
     net.reply(call, dana, 200)
     net.bye(call, "callee")
@@ -59,9 +53,7 @@ def sip_to_sip(net: Network) -> None:
 
 def late_offer(net: Network) -> None:
     """Phone carol sends an INVITE without SDP to browser alice: offer in the 200, answer in the ACK."""
-    alice, carol = net.browser("alice"), net.phone("carol")
-    net.register(alice)
-    net.register(carol)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
     call = net.invite(carol, "alice", sdp=False)
     net.reply(call, alice, 200)
     net.bye(call, "callee")
@@ -81,9 +73,7 @@ def forking(net: Network) -> None:
 
 def cancel_and_busy(net: Network) -> None:
     """Browser alice calls bob and cancels; then bob is busy (486)."""
-    alice, bob = net.browser("alice"), net.phone("bob", nat=True)
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob", nat=True))
     call = net.invite(alice, "bob")
     net.reply(call, bob, 180)
     net.cancel(call)

@@ -545,6 +545,12 @@ class Network:
         finals = [m for m in ua.inbox if not m.is_request and m.call_id == call_id and m.status >= 200]
         return finals[-1] if finals else request
 
+    def registered(self, *uas: UA) -> Tuple[UA, ...]:
+        """Register each UA (answering any challenge) and hand them back, for ``a, b = net.registered(...)``."""
+        for ua in uas:
+            self.register(ua)
+        return uas
+
     def invite(self, caller: UA, user: str, sdp: bool = True, domain: Optional[str] = None) -> Call:
         call_id, tag = _token("call"), _token("f")
         target = f"sip:{user}@{domain or caller.domain}"

@@ -61,9 +61,7 @@ def test_a_register_for_someone_elses_address_is_refused() -> None:
 
 def test_our_users_calls_are_challenged_and_credentials_go_no_further() -> None:
     net = network()
-    alice, bob = net.browser("alice"), net.phone("bob")
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     call = net.invite(alice, "bob")
     assert statuses(alice, "INVITE") == [407]
     invite = bob.pending_invites[call.call_id]
@@ -104,9 +102,7 @@ def test_no_open_relay_even_with_credentials_for_another_domain() -> None:
 
 def test_in_dialog_requests_need_no_new_credentials() -> None:
     net = network()
-    alice, bob = net.browser("alice"), net.phone("bob")
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     call = net.invite(alice, "bob")
     net.reply(call, bob, 200)
     net.reinvite(call, "caller", hold=True)

@@ -53,9 +53,7 @@ def test_a_register_for_another_domain_is_refused() -> None:
 def test_source_flags_reach_branch_and_reply_routes() -> None:
     gateway = Gateway()
     net = Network(gateway)
-    alice, bob = net.browser("alice"), net.phone("bob")
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     call = net.invite(alice, "bob")
     assert next(iter(gateway.transactions.values())).flags == {"SRC_WS", "SRC_NAT"}
     net.reply(call, bob, 200)
@@ -88,9 +86,7 @@ def test_forking_offers_each_branch_its_own_sdp_and_session() -> None:
 def test_in_dialog_requests_reach_a_browser_over_its_own_connection() -> None:
     gateway = Gateway()
     net = Network(gateway)
-    alice, carol = net.browser("alice"), net.phone("carol")
-    net.register(alice)
-    net.register(carol)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
     call = net.invite(carol, "alice")
     net.reply(call, alice, 200)
     net.reinvite(call, "caller", hold=True)
@@ -105,9 +101,7 @@ def test_in_dialog_requests_reach_a_browser_over_its_own_connection() -> None:
 def test_browser_contacts_are_fixed_to_their_source() -> None:
     gateway = Gateway()
     net = Network(gateway)
-    alice, carol = net.browser("alice"), net.phone("carol")
-    net.register(alice)
-    net.register(carol)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
     call = net.invite(alice, "carol")
     invite = carol.pending_invites[call.call_id]
     assert invite.header("contact") == f"<sip:alicex@{alice.endpoint.host}:{alice.endpoint.port};transport=ws>"
@@ -118,9 +112,7 @@ def test_browser_contacts_are_fixed_to_their_source() -> None:
 def test_plain_sip_calls_stay_off_the_media_proxy() -> None:
     gateway = Gateway()
     net = Network(gateway)
-    carol, erin = net.phone("carol"), net.phone("erin")
-    net.register(carol)
-    net.register(erin)
+    carol, erin = net.registered(net.phone("carol"), net.phone("erin"))
     call = net.invite(carol, "erin")
     net.reply(call, erin, 200)
     net.reinvite(call, "callee")
@@ -170,9 +162,7 @@ class BrokenEngine(MemoryEngine):
 def test_without_a_media_proxy_the_caller_gets_503_and_nothing_hangs() -> None:
     gateway = Gateway(Settings(), rtpengine=BrokenEngine())
     net = Network(gateway)
-    alice, bob = net.browser("alice"), net.phone("bob")
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     net.invite(alice, "bob")
     assert [m.status for m in alice.inbox if not m.is_request and m.cseq_method == "INVITE"] == [503]
     assert bob.pending_invites == {}
@@ -184,9 +174,7 @@ def test_a_python_failure_gets_500_for_new_calls_and_keeps_calls_up(monkeypatch:
     ws is reached; one on wss needs the flow the Python side sets as destination)."""
     gateway = Gateway()
     net = Network(gateway)
-    alice, bob = net.browser("alice", secure=False), net.phone("bob")
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice", secure=False), net.phone("bob"))
     call = net.invite(alice, "bob")
     net.reply(call, bob, 200)
 

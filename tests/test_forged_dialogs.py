@@ -69,9 +69,7 @@ def test_the_fail_safe_does_not_relay_it_either() -> None:
 
 def test_requests_of_our_own_dialogs_are_still_relayed() -> None:
     net = Network(Gateway(Settings()))
-    alice, bob = net.browser("alice"), net.phone("bob")
-    net.register(alice)
-    net.register(bob)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     call = net.invite(alice, "bob")
     net.reply(call, bob, 200)
     assert call.established

@@ -244,9 +244,7 @@ def test_rfc4475_torture_messages(source: Endpoint, domains: Tuple[str, ...]) ->
         answered(gateway, path.read_bytes(), source)
     gateway.timeout()  # what was relayed to nobody times out and is cleaned up
     net = Network(gateway)
-    alice, carol = net.browser("zed"), net.phone("yves")
-    net.register(alice)
-    net.register(carol)
+    alice, carol = net.registered(net.browser("zed"), net.phone("yves"))
     call = net.invite(carol, "zed")
     net.reply(call, alice, 200)
     assert call.established
