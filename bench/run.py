@@ -1,0 +1,717 @@
+"""What routing in Python costs over native cfg script, on the real OpenSIPS.
+
+    python3 -m bench.run                 # the full run (about 8-10 minutes)
+    python3 -m bench.run --quick         # one rate, short steps, small soak (a smoke test)
+    OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.run
+
+Starts rtpengine (loopback, userspace, media ports 40000-44999) and two
+OpenSIPS instances side by side on free loopback ports, with the same site.cfg
+and shared memory: opensips/opensips.cfg (routing in Python) and
+bench/native.cfg (the same decisions in native script).  SIPp drives them in
+turn (the order alternates from rate to rate, so slow drift in the machine's
+load hits both alike) with INVITE/180/200/ACK/BYE calls at fixed rates,
+without and with rtpengine in the path, and with REGISTERs.  For each step it
+prints the OpenSIPS CPU time per call (utime+stime of every OpenSIPS process,
+/proc/<pid>/stat; the exact schedstat time beside it), the failed calls and
+the machine's load, then the Python/native ratios, the highest rate each held
+with zero failed calls, the decision core's time per initial INVITE
+(bench/micro.py) and a soak of the Python gateway: 100,000 calls with the RSS
+of every OpenSIPS process and OpenSIPS's shared memory (MI get_statistics
+shmem: over mi_http on 127.0.0.1) before and after.
+
+Skips (exit 0, with the reason) when OpenSIPS, SIPp, rtpengine or openssl is
+missing.  Everything it starts is stopped by pid at the end, also on failure.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Dict, List, Optional, Sequence, Tuple
+
+from . import procs
+from .procs import Cpu, Ports, Processes
+
+REPO = Path(__file__).resolve().parent.parent
+SIPP = REPO / "bench" / "sipp"
+PYTHON_CFG = REPO / "opensips" / "opensips.cfg"
+NATIVE_CFG = REPO / "bench" / "native.cfg"
+SETTINGS = REPO / "opensips" / "gateway.ini"
+ENTRY = REPO / "pyscripts" / "opensips_entry.py"
+
+MEDIA_PORTS = (40000, 44999)
+CALLEE = "uas"
+#: Contact host of the caller: nathelper counts 127.0.0.0/8 as private (ip_addr_is_1918),
+#: so "127.0.0.1" makes the caller a NATed phone whose call needs rtpengine; "localhost"
+#: is a name, not a private address: a plain SIP phone, no media proxy.
+CONTACT_HOST = {False: "localhost", True: "127.0.0.1"}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- tools ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tools:
+    opensips: str
+    mpath: str
+    sipp: str
+    rtpengine: str
+    openssl: str
+
+
+def find_tools() -> Tuple[Optional[Tools], str]:
+    """The programs the benchmark needs, or None and why not."""
+    opensips = os.environ.get("OPENSIPS_BIN") or shutil.which("opensips")
+    if not opensips or not os.access(opensips, os.X_OK):
+        return None, "no OpenSIPS: set OPENSIPS_BIN to an opensips binary (or put opensips on PATH)"
+    found = {name: shutil.which(name) for name in ("sipp", "rtpengine", "openssl")}
+    missing = [name for name, path in found.items() if not path]
+    if missing:
+        return None, f"missing {', '.join(missing)} (Debian packages sip-tester, rtpengine-daemon, openssl)"
+    mpath = module_path(opensips)
+    if mpath is None:
+        return None, f"cannot find the module folder of {opensips}: set OPENSIPS_MPATH"
+    return Tools(opensips, mpath, found["sipp"] or "", found["rtpengine"] or "", found["openssl"] or ""), ""
+
+
+def module_path(binary: str) -> Optional[str]:
+    """OpenSIPS built from source has no default module path: find <prefix>/lib*/opensips/modules."""
+    if os.environ.get("OPENSIPS_MPATH"):
+        return os.environ["OPENSIPS_MPATH"]
+    prefix = Path(os.path.realpath(binary)).parent.parent
+    for candidate in (
+        prefix / "lib64" / "opensips" / "modules",
+        prefix / "lib" / "opensips" / "modules",
+        prefix / "lib" / "x86_64-linux-gnu" / "opensips" / "modules",
+    ):
+        if (candidate / "tm.so").exists():
+            return str(candidate) + "/"
+    return None
+
+
+# -- OpenSIPS instances ------------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    """One OpenSIPS running one cfg, with the SIPp callee registered at it."""
+
+    name: str
+    folder: Path
+    sip: int
+    http: int
+    uas: int
+    uac: int
+    proc: Optional[subprocess.Popen[bytes]] = None
+    pids: List[int] = field(default_factory=list)
+
+    def cpu(self) -> Cpu:
+        return procs.cpu_of(self.pids)
+
+    def mi(self, method: str, params: Optional[Dict[str, object]] = None) -> object:
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params or {}, "id": 1}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http}/mi", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            reply = json.loads(answer.read())
+        if "error" in reply:
+            raise RuntimeError(f"MI {method}: {reply['error']}")
+        return reply["result"]
+
+    def roles(self) -> Dict[int, str]:
+        """pid -> what the process does (MI ps)."""
+        result = self.mi("ps")
+        assert isinstance(result, dict)
+        return {int(p["PID"]): str(p["Type"]) for p in result.get("Processes", [])}
+
+    def statistics(self, *names: str) -> Dict[str, int]:
+        result = self.mi("get_statistics", {"statistics": list(names)})
+        assert isinstance(result, dict)
+        return {k: int(v) for k, v in result.items()}
+
+
+def site_cfg(inst: Instance, ports: Ports, rtpengine_ng: int, cert: Path, key: Path, python: bool) -> str:
+    lines = [
+        "# Written by bench/run.py: loopback only, free ports.",
+        f"socket = udp:127.0.0.1:{inst.sip}",
+        f"socket = tcp:127.0.0.1:{inst.sip}",
+        f"socket = tls:127.0.0.1:{ports.take()}",
+        f"socket = ws:127.0.0.1:{ports.take()}",
+        f"socket = wss:127.0.0.1:{ports.take()}",
+        'alias = "gateway.local"',
+        f'modparam("tls_mgm", "certificate", "[webrtc]{cert}")',
+        f'modparam("tls_mgm", "private_key", "[webrtc]{key}")',
+        f'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{rtpengine_ng}")',
+        'modparam("httpd", "ip", "127.0.0.1")',
+        f'modparam("httpd", "port", {inst.http})',
+        f'modparam("mi_fifo", "fifo_name", "{inst.folder / "fifo"}")',
+    ]
+    if python:
+        lines.append(f'modparam("python", "script_name", "{ENTRY}")')
+    return "\n".join(lines) + "\n"
+
+
+def with_mpath(cfg_text: str, mpath: str) -> str:
+    """The cfg with an mpath line, on its first line so that line numbers in OpenSIPS's errors still match."""
+    if cfg_text.startswith("#"):
+        return f'mpath = "{mpath}" ' + cfg_text
+    return f'mpath = "{mpath}"\n' + cfg_text
+
+
+# -- SIPp ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SippStats:
+    created: int
+    successful: int
+    failed: int
+    retransmissions: int
+    rate: float
+    """Calls per second SIPp achieved over the whole run."""
+
+    @classmethod
+    def read(cls, path: Path) -> SippStats:
+        try:
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return cls(0, 0, 0, 0, 0.0)
+        if len(lines) < 2:
+            return cls(0, 0, 0, 0, 0.0)
+        row = dict(zip(lines[0].split(";"), lines[-1].split(";")))
+
+        def number(key: str) -> float:
+            try:
+                return float(row.get(key, "0") or 0)
+            except ValueError:
+                return 0.0
+
+        return cls(
+            int(number("TotalCallCreated")),
+            int(number("SuccessfulCall(C)")),
+            int(number("FailedCall(C)")),
+            int(number("Retransmissions(C)")),
+            number("CallRate(C)"),
+        )
+
+
+def sipp_argv(tools: Tools, scenario: str, port: int, stat: Path, extra: Sequence[str]) -> List[str]:
+    return [
+        tools.sipp,
+        "-sf",
+        str(SIPP / scenario),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-fd",
+        "3600",
+        "-trace_err",
+        "-error_file",
+        str(stat.with_suffix(".errors")),
+        "-max_log_size",
+        "2000000",
+        "-buff_size",
+        "2097152",
+        *extra,
+    ]
+
+
+def wait_bounded(proc: subprocess.Popen[bytes], seconds: float, processes: Processes) -> None:
+    try:
+        proc.wait(max(seconds, 0.1))
+    except subprocess.TimeoutExpired:
+        processes.stop(proc, grace=3)
+
+
+# -- one measured step --------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    kind: str  # "calls" or "register"
+    media: bool
+    rate: int
+    cfg: str
+    requested: int
+    stats: SippStats = field(default_factory=lambda: SippStats(0, 0, 0, 0, 0.0))
+    callee_failed: int = 0
+    load: float = 0.0
+    other_cores: float = 0.0
+    started: float = 0.0
+    load_end: float = 0.0
+    cpu_start: Cpu = field(default_factory=lambda: Cpu(0, 0))
+    cpu: Optional[Cpu] = None
+    took: float = 0.0
+    """Seconds the caller (SIPp) needed for all its calls."""
+
+    @property
+    def failed(self) -> int:
+        return self.requested - self.stats.successful
+
+    @property
+    def ideal(self) -> float:
+        """Seconds the caller needs at the rate, its last calls included (they last about 0.25 s)."""
+        return self.requested / self.rate + 0.3
+
+    @property
+    def held(self) -> bool:
+        """No call failed, and SIPp kept the rate (it finished within 10 % + 1 s of the ideal)."""
+        return self.failed == 0 and self.took <= self.ideal * 1.1 + 1.0
+
+    def per_call_us(self, ns: bool = False) -> float:
+        if self.cpu is None or not self.requested:
+            return float("nan")
+        seconds = self.cpu.ns / 1e9 if ns else self.cpu.seconds
+        return seconds * 1e6 / self.requested
+
+
+class Bench:
+    def __init__(self, tools: Tools, args: argparse.Namespace) -> None:
+        self.tools = tools
+        self.args = args
+        self.processes = Processes()
+        self.folder = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+        base = 20000 + (os.getpid() % 40) * 250
+        self.ports = Ports(base, base + 250)
+        self.instances: Dict[str, Instance] = {}
+        self.rtpengine: Optional[subprocess.Popen[bytes]] = None
+        self.idle_rate: Dict[str, float] = {}  # CPU seconds per second of an idle instance
+        self.open_steps: Dict[str, Tuple[Step, float]] = {}
+        self.steps: List[Step] = []
+        self.logs: List[IO[bytes]] = []
+
+    # -- start-up --------------------------------------------------------------------
+
+    def log(self, name: str) -> IO[bytes]:
+        handle = open(self.folder / f"{name}.log", "wb")  # closed in close()
+        self.logs.append(handle)
+        return handle
+
+    def start_rtpengine(self) -> int:
+        ng = self.ports.take()
+        self.rtpengine = self.processes.start(
+            "rtpengine",
+            [
+                self.tools.rtpengine,
+                "--config-file=none",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                f"--listen-ng=127.0.0.1:{ng}",
+                f"--port-min={MEDIA_PORTS[0]}",
+                f"--port-max={MEDIA_PORTS[1]}",
+                "--delete-delay=0",
+                "--num-threads=2",
+                "--foreground",
+                "--log-stderr",
+                "--log-level=4",  # warnings: unknown flags show up, per-call notices do not
+            ],
+            self.log("rtpengine"),
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.rtpengine.poll() is not None:
+                raise RuntimeError(f"rtpengine exited: see {self.folder / 'rtpengine.log'}")
+            if ng_ping(ng):
+                return ng
+            time.sleep(0.2)
+        raise RuntimeError("rtpengine does not answer ng ping")
+
+    def start_instance(self, name: str, cfg: Path, ng: int, cert: Path, key: Path) -> Instance:
+        folder = self.folder / name
+        folder.mkdir()
+        inst = Instance(name, folder, self.ports.take(), self.ports.take(), self.ports.take(), self.ports.take())
+        python = name == "python"
+        (folder / "site.cfg").write_text(site_cfg(inst, self.ports, ng, cert, key, python))
+        target = folder / cfg.name
+        target.write_text(with_mpath(cfg.read_text(), self.tools.mpath))
+        env = dict(os.environ, GATEWAY_SETTINGS=str(SETTINGS))
+        argv = [self.tools.opensips, "-F", "-m", str(self.args.shm), "-M", "32", "-f", str(target)]
+        inst.proc = self.processes.start(f"opensips-{name}", argv, self.log(f"opensips-{name}"), str(folder), env)
+        deadline = time.monotonic() + 30
+        while True:
+            if inst.proc.poll() is not None:
+                raise RuntimeError(f"OpenSIPS ({name}) exited at start: see {self.folder / f'opensips-{name}.log'}")
+            try:
+                inst.statistics("shmem:")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"OpenSIPS ({name}) does not answer MI on 127.0.0.1:{inst.http}") from None
+                time.sleep(0.3)
+        time.sleep(1.0)  # let every worker finish child_init
+        inst.pids = [inst.proc.pid, *self.processes.remember_children(inst.proc)]
+        self.register(inst, [(CALLEE, "localhost", inst.uas)], 1, 1)
+        self.instances[name] = inst
+        return inst
+
+    def register(self, inst: Instance, users: Sequence[Tuple[str, str, int]], count: int, rate: int) -> SippStats:
+        stem = inst.folder / f"reg-{time.monotonic_ns()}"
+        inf = stem.with_suffix(".csv")
+        inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{h};{p}\n" for u, h, p in users))
+        stat = stem.with_suffix(".stat")
+        seconds = count / rate + 10
+        argv = sipp_argv(self.tools, "reg.xml", inst.uac, stat, [f"127.0.0.1:{inst.sip}"])
+        argv += ["-inf", str(inf), "-m", str(count), "-r", str(rate), "-l", str(max(rate * 10, 10))]
+        argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
+        proc = self.processes.start("sipp-reg", argv)
+        wait_bounded(proc, seconds + 5, self.processes)
+        stats = SippStats.read(stat)
+        if count == 1 and stats.successful != 1:
+            raise RuntimeError(f"the callee could not register at OpenSIPS ({inst.name}): see {inst.folder}")
+        return stats
+
+    def measure_idle(self, seconds: float) -> None:
+        before = {n: i.cpu() for n, i in self.instances.items()}
+        time.sleep(seconds)
+        for name, inst in self.instances.items():
+            self.idle_rate[name] = (inst.cpu() - before[name]).seconds / seconds
+
+    # -- CPU accounting: a step's CPU runs from its start to the instance's next snapshot ----
+
+    def snapshot(self, inst: Instance) -> Cpu:
+        now, cpu = time.monotonic(), inst.cpu()
+        pending = self.open_steps.pop(inst.name, None)
+        if pending is not None:
+            step, load_end = pending
+            idle = self.idle_rate.get(inst.name, 0.0) * max(now - load_end, 0.0)
+            used = cpu - step.cpu_start
+            # The deferred work (tm's wait timer, dialog clean-up) lands after the load ends;
+            # what an idle instance burns in that gap is not the calls' doing.
+            step.cpu = Cpu(max(used.ticks - round(idle * procs.CLK_TCK), 0), max(used.ns - int(idle * 1e9), 0))
+        return cpu
+
+    def settle(self, seconds: float) -> None:
+        time.sleep(seconds)
+        for inst in self.instances.values():
+            self.snapshot(inst)
+
+    # -- load ------------------------------------------------------------------------
+
+    def quiet(self) -> float:
+        load, waited = procs.wait_for_quiet(self.args.max_load, self.args.max_wait)
+        if waited >= 1:
+            say(f"    (waited {waited:.0f} s for the load average: now {load:.2f})")
+        return load
+
+    def ours(self) -> int:
+        """CPU ticks of the long-lived processes we started (OpenSIPS instances, rtpengine)."""
+        pids = [p for inst in self.instances.values() for p in inst.pids]
+        if self.rtpengine is not None:
+            pids.append(self.rtpengine.pid)
+        return procs.cpu_of(pids).ticks
+
+    def calls(self, inst: Instance, media: bool, rate: int, count: int) -> Step:
+        step = Step("calls", media, rate, inst.name, count)
+        step.load = self.quiet()
+        seconds = count / rate + 15
+        stem = inst.folder / f"calls-{'media' if media else 'plain'}-{rate}-{time.monotonic_ns()}"
+        uas_argv = sipp_argv(self.tools, "uas.xml", inst.uas, stem.with_suffix(".uas.stat"), [])
+        uas_argv += ["-m", str(count), "-timeout", f"{seconds + 5:.0f}s", "-fd", "1"]
+        uac_argv = sipp_argv(self.tools, "uac.xml", inst.uac, stem.with_suffix(".uac.stat"), [f"127.0.0.1:{inst.sip}"])
+        uac_argv += ["-key", "callee", CALLEE, "-key", "contact_host", CONTACT_HOST[media]]
+        uac_argv += ["-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(rate * 10)]
+        uac_argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
+        busy0, _ = procs.machine_busy_ticks()
+        ours0, kids0 = self.ours(), children_ticks()
+        step.cpu_start = self.snapshot(inst)
+        start = time.monotonic()
+        uas = self.processes.start("sipp-uas", uas_argv)
+        time.sleep(0.3)
+        uac_start = time.monotonic()
+        uac = self.processes.start("sipp-uac", uac_argv)
+        wait_bounded(uac, seconds + 5, self.processes)
+        step.took = time.monotonic() - uac_start
+        wait_bounded(uas, 5, self.processes)
+        end = time.monotonic()
+        self.open_steps[inst.name] = (step, end)
+        busy1, _ = procs.machine_busy_ticks()
+        mine = self.ours() - ours0 + children_ticks() - kids0
+        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
+        step.load_end = procs.loadavg()
+        step.stats = SippStats.read(stem.with_suffix(".uac.stat"))
+        step.callee_failed = SippStats.read(stem.with_suffix(".uas.stat")).failed
+        self.steps.append(step)
+        return step
+
+    def registers(self, inst: Instance, rate: int, count: int) -> Step:
+        step = Step("register", False, rate, inst.name, count)
+        step.load = self.quiet()
+        users = [(f"r{i}", "localhost", 9) for i in range(1000)]
+        step.cpu_start = self.snapshot(inst)
+        start = time.monotonic()
+        busy0, _ = procs.machine_busy_ticks()
+        ours0, kids0 = self.ours(), children_ticks()
+        step.stats = self.register(inst, users, count, rate)
+        end = time.monotonic()
+        step.took = end - start
+        self.open_steps[inst.name] = (step, end)
+        busy1, _ = procs.machine_busy_ticks()
+        mine = self.ours() - ours0 + children_ticks() - kids0
+        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
+        step.load_end = procs.loadavg()
+        self.steps.append(step)
+        return step
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        args = self.args
+        say(f"OpenSIPS {self.tools.opensips}; SIPp {self.tools.sipp}; rtpengine {self.tools.rtpengine}")
+        say(f"work folder {self.folder} (logs, SIPp statistics)")
+        cert, key = self.folder / "gateway.crt", self.folder / "gateway.key"
+        make_certificate(self.tools.openssl, cert, key)
+        ng = self.start_rtpengine()
+        self.start_instance("python", PYTHON_CFG, ng, cert, key)
+        self.start_instance("native", NATIVE_CFG, ng, cert, key)
+        for inst in self.instances.values():
+            say(f"  {inst.name}: OpenSIPS pid {inst.pids[0]} + {len(inst.pids) - 1} processes, 127.0.0.1:{inst.sip}")
+        self.measure_idle(3.0)
+        say("  idle CPU: " + ", ".join(f"{n} {r * 100:.2f} % of a core" for n, r in self.idle_rate.items()))
+        self.warm_up()
+
+        say("\n== calls: INVITE/180/200/ACK/BYE (the caller hangs up after 200 ms)")
+        for media in (False, True):
+            for index, rate in enumerate(args.rates):
+                count = int(rate * args.seconds)
+                order = ("python", "native") if index % 2 == 0 else ("native", "python")
+                for name in order:
+                    step = self.calls(self.instances[name], media, rate, count)
+                    say(f"  {describe(step)}")
+        say("\n== REGISTER (1,000 users, refreshed)")
+        for name in ("python", "native"):
+            step = self.registers(self.instances[name], args.register_rate, int(args.register_rate * args.seconds))
+            say(f"  {describe(step)}")
+        self.settle(6.0)
+
+        report(self.steps, args)
+        self.health()
+        if args.soak_calls:
+            self.soak(self.instances["python"], args.soak_calls, args.soak_rate)
+        core_figure()
+
+    def warm_up(self) -> None:
+        """A few hundred calls each, unmeasured: imports, caches and memory pools are warm before the figures."""
+        for inst in self.instances.values():
+            for media in (False, True):
+                self.calls(inst, media, 200, 400)
+        self.steps.clear()
+        self.settle(6.0)
+
+    def health(self) -> None:
+        say("\n== health")
+        for inst in self.instances.values():
+            with (self.folder / f"opensips-{inst.name}.log").open(errors="replace") as log:
+                errors = sum(1 for line in log if "ERROR" in line)
+            python = inst.statistics("python_failures").get("python_failures", 0) if inst.name == "python" else 0
+            extra = f", python_failures statistic {python}" if inst.name == "python" else ""
+            say(f"  {inst.name}: {errors} ERROR lines in its log{extra}")
+
+    def soak(self, inst: Instance, total: int, rate: int) -> None:
+        say(f"\n== soak: {total:,} calls through the Python gateway at {rate}/s (half of them with rtpengine)")
+        roles = inst.roles()
+        before_mem = {pid: procs.memory_of(pid) for pid in inst.pids}
+        before_shm = inst.statistics("shmem:")
+        chunk = max(min(total // 4, 50000), 1)
+        done = failed = 0
+        media = False
+        deadline = time.monotonic() + total / rate * 2 + 120
+        while done < total and time.monotonic() < deadline:
+            count = min(chunk, total - done)
+            step = self.calls(inst, media, rate, count)
+            say(f"  {describe(step)}")
+            done += count
+            failed += step.failed
+            media = not media
+        time.sleep(8.0)  # transactions (tm wait timer) and dialogs are freed by the timer
+        after_mem = {pid: procs.memory_of(pid) for pid in inst.pids}
+        after_shm = inst.statistics("shmem:")
+        say(f"  {done:,} calls, {failed} failed")
+        say(
+            f"  {'pid':>7} {'process':<34} {'RSS before':>11} {'after':>9} {'growth':>8}"
+            f"   {'RssAnon before':>14} {'after':>9} {'growth':>8}"
+        )
+        sums = [0, 0, 0, 0]
+        for pid in inst.pids:
+            b, a = before_mem.get(pid, {}), after_mem.get(pid, {})
+            row = [b.get("VmRSS", 0), a.get("VmRSS", 0), b.get("RssAnon", 0), a.get("RssAnon", 0)]
+            sums = [x + y for x, y in zip(sums, row)]
+            say(
+                f"  {pid:>7} {roles.get(pid, '?'):<34.34} {kb(row[0]):>11} {kb(row[1]):>9}"
+                f" {kb(row[1] - row[0], True):>8}   {kb(row[2]):>14} {kb(row[3]):>9} {kb(row[3] - row[2], True):>8}"
+            )
+        say(
+            f"  {'':>7} {'all':<34} {kb(sums[0]):>11} {kb(sums[1]):>9} {kb(sums[1] - sums[0], True):>8}"
+            f"   {kb(sums[2]):>14} {kb(sums[3]):>9} {kb(sums[3] - sums[2], True):>8}"
+        )
+        for key in ("shmem:used_size", "shmem:real_used_size", "shmem:fragments", "shmem:max_used_size"):
+            old, new = before_shm.get(key, 0), after_shm.get(key, 0)
+            say(f"  {key:<22} {old:>12,} -> {new:>12,}  ({new - old:+,})")
+        anon = (sums[3] - sums[2]) / max(done, 1)
+        shm = (after_shm.get("shmem:used_size", 0) - before_shm.get("shmem:used_size", 0)) / max(done, 1)
+        say(f"  target no memory growth: private memory (RssAnon) {anon:+.2f} B/call, shm used {shm:+.2f} B/call")
+
+    def close(self) -> None:
+        self.processes.stop_all()
+        for handle in self.logs:
+            handle.close()
+
+
+def kb(value: int, signed: bool = False) -> str:
+    return f"{value / 1024:+.0f} k" if signed else f"{value / 1024:.0f} k"
+
+
+def children_ticks() -> int:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * procs.CLK_TCK)
+
+
+def ng_ping(port: int) -> bool:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.5)
+    try:
+        sock.sendto(b"bench d7:command4:pinge", ("127.0.0.1", port))
+        return b"pong" in sock.recv(1000)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def make_certificate(openssl: str, cert: Path, key: Path) -> None:
+    """A throw-away certificate for the WSS listener the cfg declares (the benchmark uses UDP only)."""
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=gateway.local"),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    )
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def describe(step: Step) -> str:
+    what = "REGISTER" if step.kind == "register" else ("with rtpengine" if step.media else "no media")
+    s = step.stats
+    unit = "regs" if step.kind == "register" else "calls"
+    return (
+        f"{step.cfg:<6} {what:<15} {step.rate:>5}/s {step.requested:>6} {unit}"
+        f"  failed {step.failed:>4} (callee {step.callee_failed})  took {step.took:5.1f} s (ideal {step.ideal:4.1f})"
+        f"  retrans {s.retransmissions:>4}  load {step.load:.2f}->{step.load_end:.2f} others {step.other_cores:.2f}"
+    )
+
+
+def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
+    say("\n== OpenSIPS CPU per call (all OpenSIPS processes, utime+stime from /proc/<pid>/stat; schedstat in brackets)")
+    say(f"  {'traffic':<15} {'rate':>6} {'python us':>18} {'native us':>18} {'ratio':>6} {'ratio(ns)':>9}  failed")
+    by_key: Dict[Tuple[str, bool, int], Dict[str, Step]] = {}
+    for step in steps:
+        by_key.setdefault((step.kind, step.media, step.rate), {})[step.cfg] = step
+    ratios: Dict[str, List[float]] = {}
+    for (kind, media, rate), pair in by_key.items():
+        py, nat = pair.get("python"), pair.get("native")
+        if py is None or nat is None:
+            continue
+        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        ratio = py.per_call_us() / nat.per_call_us() if nat.per_call_us() else float("nan")
+        ratio_ns = py.per_call_us(ns=True) / nat.per_call_us(ns=True) if nat.per_call_us(ns=True) else float("nan")
+        ratios.setdefault(label, []).append(ratio_ns)
+        say(
+            f"  {label:<15} {rate:>5}/s {py.per_call_us():>8.1f} [{py.per_call_us(True):>7.1f}]"
+            f" {nat.per_call_us():>8.1f} [{nat.per_call_us(True):>7.1f}] {ratio:>6.3f} {ratio_ns:>9.3f}"
+            f"  {py.failed}/{nat.failed}"
+        )
+    say("\n== highest rate held: zero failed calls, and SIPp kept the rate (done within 10 % + 1 s of the ideal time)")
+    for media in (False, True):
+        label = "with rtpengine" if media else "no media"
+        held = {}
+        for cfg in ("python", "native"):
+            rates = [s.rate for s in steps if s.kind == "calls" and s.media == media and s.cfg == cfg]
+            ok = [s.rate for s in steps if s.kind == "calls" and s.media == media and s.cfg == cfg and s.held]
+            held[cfg] = max(ok) if ok else 0
+            if rates and not ok:
+                held[cfg] = 0
+        say(f"  {label:<15} python {held['python']:>5}/s   native {held['native']:>5}/s")
+    loads = [s.load for s in steps] + [s.load_end for s in steps]
+    others = [s.other_cores for s in steps]
+    if loads:
+        say(
+            f"\n  load average during the steps: {min(loads):.2f}..{max(loads):.2f}; other processes used"
+            f" {min(others):.2f}..{max(others):.2f} cores (of {os.cpu_count()})"
+        )
+    say("\n== targets")
+    for label, values in ratios.items():
+        worst = max(values)
+        verdict = "met" if worst <= 1.05 else "NOT met"
+        say(f"  CPU per call python/native <= 1.05, {label}: worst {worst:.3f} (schedstat), {verdict}")
+
+
+def core_figure() -> None:
+    from .micro import time_core_initial_invite
+
+    us = time_core_initial_invite(repeat=20000)
+    verdict = "met" if us < 10 else "NOT met"
+    say(f"\n== decision core: {us:.2f} us per initial INVITE (target < 10 us, {verdict}); more: python3 -m bench.micro")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=lambda t: [int(r) for r in t.split(",")], default=[500, 1000, 1500])
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of load per step (calls = rate x seconds)")
+    parser.add_argument("--register-rate", type=int, default=1000)
+    parser.add_argument("--soak-calls", type=int, default=100000)
+    parser.add_argument("--soak-rate", type=int, default=1000)
+    parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
+    parser.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load average to go below")
+    parser.add_argument("--max-wait", type=float, default=20.0, help="... but at most this many seconds per step")
+    parser.add_argument("--quick", action="store_true", help="one rate (500/s), 3 s steps, 5,000-call soak")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.seconds, args.soak_calls, args.register_rate, args.max_wait = [500], 3.0, 5000, 500, 5.0
+    tools, reason = find_tools()
+    if tools is None:
+        say(f"SKIPPED: {reason}")
+        return 0
+    bench = Bench(tools, args)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
