@@ -33,9 +33,11 @@ from gateway.profiles import Profiles
 from gateway.sdp import has_private_address
 from gateway.settings import Settings
 
-#: Cost of each host call inside a real OpenSIPS 3.6.8 (FACTS.md), microseconds.
+#: Cost of each host call inside a real OpenSIPS 3.6.8, microseconds: FACTS.md's figures, and the
+#: facts argument (13 variables formatted natively) from ``python3 -m bench.probe`` on a 2-vCPU machine.
 HOST_COST_US = {
     "python_exec": 0.26,
+    "facts argument": 5.3,
     "call_function": 4.2,
     "get_pseudoVar": 1.8,
     "set_pseudoVar": 0.55,
@@ -119,6 +121,8 @@ class Tape:
 
     label: str
     route: str
+    facts: str = ""
+    """What the cfg passed as python_exec's argument."""
     calls: List[Tuple[str, Tuple[Any, ...], Any]] = field(default_factory=list)
     result: int = 0
 
@@ -129,7 +133,8 @@ class Tape:
         return counted
 
     def host_cost_us(self) -> float:
-        return HOST_COST_US["python_exec"] + sum(HOST_COST_US.get(k, 0.0) * n for k, n in self.counts().items())
+        exec_cost = HOST_COST_US["python_exec"] + (HOST_COST_US["facts argument"] if self.facts else 0.0)
+        return exec_cost + sum(HOST_COST_US.get(k, 0.0) * n for k, n in self.counts().items())
 
 
 class Recorder:
@@ -194,12 +199,14 @@ def label_of(route: str, msg: Any) -> str:
     sip = ctx.msg
     if not sip.is_request:
         return f"reply {sip.status} to {sip.cseq_method}"
+    kind = "re-INVITE" if sip.method == "INVITE" and sip.to_tag else sip.method
     if route == "on_request":
-        if sip.to_tag:
-            kind = "re-INVITE" if sip.method == "INVITE" else sip.method
-            return f"{kind} (in dialog)"
-        return f"{sip.method} (initial)"
-    return f"{route[3:]} of INVITE"
+        return f"{kind} (in dialog)" if sip.to_tag else f"{kind} (initial)"
+    if route == "on_in_dialog":
+        return f"{kind} (in dialog, after loose_route)"
+    if route in ("on_branch", "on_failure"):
+        return f"{route[3:]} of INVITE"
+    return f"{kind} ({route[3:]})"
 
 
 class TapingRouter:
@@ -210,24 +217,18 @@ class TapingRouter:
         self.tapes = tapes
         self.tag = tag
 
-    def _run(self, route: str, msg: Any) -> int:
-        tape = Tape(f"{label_of(route, msg)}{self.tag}", route)
-        result: int = getattr(self.router, route)(Recorder(msg, tape))
-        tape.result = result
-        self.tapes.append(tape)
-        return result
+    def __getattr__(self, route: str) -> Callable[..., int]:
+        if not route.startswith("on_"):
+            raise AttributeError(route)
 
-    def on_request(self, msg: Any) -> int:
-        return self._run("on_request", msg)
+        def run(msg: Any, facts: str = "") -> int:
+            tape = Tape(f"{label_of(route, msg)}{self.tag}", route, facts)
+            result: int = getattr(self.router, route)(Recorder(msg, tape), facts)
+            tape.result = result
+            self.tapes.append(tape)
+            return result
 
-    def on_branch(self, msg: Any) -> int:
-        return self._run("on_branch", msg)
-
-    def on_reply(self, msg: Any) -> int:
-        return self._run("on_reply", msg)
-
-    def on_failure(self, msg: Any) -> int:
-        return self._run("on_failure", msg)
+        return run
 
 
 def record_tapes() -> Tuple[Any, List[Tape]]:
@@ -286,7 +287,7 @@ def time_tape(router: Any, tape: Tape, repeat: int) -> float:
     handler = getattr(router, tape.route)
 
     def once() -> object:
-        return handler(TapeMsg(iter(answers)))
+        return handler(TapeMsg(iter(answers)), tape.facts)
 
     return best_of(once, repeat)
 
@@ -297,20 +298,19 @@ REASONS = {
     "Method": "the method: INVITE, REGISTER, ... (a cheap attribute)",
     "RURI": "user and domain of the request URI: ours (location) or elsewhere",
     "src_address": "the sender's address: trusted sources may relay to other domains",
-    "get_pseudoVar $socket_in(proto)|$cl|$tt": "transport (browser or SIP), body length, to-tag: one read",
-    "call_function nat_uac_test": "whether a SIP sender is behind NAT: only nathelper can tell",
-    "call_function setflag": "SRC_NAT / SRC_WS message flags, which the branch, reply and failure routes see",
-    "call_function force_rport": "replies to a NATed sender go to where it sent from",
-    "call_function fix_nated_contact": "in-dialog requests reach a NATed sender through its binding",
-    "getHeader Content-Type": "whether the body is SDP (only when there is a body)",
-    "getHeader To": "the To domain (REGISTERs are for our domains)",
-    "getHeader From": "the From domain: our users may call other domains, strangers may not",
-    "call_function lookup": "the callee's contacts (and their branch flags) from the location table",
-    "get_pseudoVar $rb": "the SDP, for private addresses that need the media proxy",
-    "call_function create_dialog": "a dialog to keep the call record for replies and in-dialog requests",
-    "call_function record_route": "in-dialog requests must pass through the gateway (media, browsers' connections)",
-    "set_pseudoVar $dlg_val(gw)": "the call record: the caller's kind, offer, private SDP",
+    "get_pseudoVar $rb": "the SDP, for private addresses that need the media proxy (SIP callers with SDP only;"
+    " the body is not in the facts argument, whose buffer is 20,000 bytes)",
+    "set_pseudoVar $var(gw_record)": "the call record (caller's kind, offer, private SDP), which the cfg stores"
+    " in $dlg_val(gw) after create_dialog",
+    "set_pseudoVar $dlg_val(gw)": "the call record with this branch's decision, for replies and in-dialog requests",
+    "set_pseudoVar $var(gw_rtp)": "the rtpengine flags for the offer/answer/delete the cfg makes",
 }
+
+
+def describe_bits(code: int) -> str:
+    from fakes.trace import describe_code
+
+    return describe_code(code, "on_request").split("+ ", 1)[-1]
 
 
 def reason_of(name: str, args: Tuple[Any, ...]) -> str:
@@ -341,8 +341,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     method_us, prop_us = stub_cost_us(args.repeat * 10)
     print(f"\n== entry points on a replayed tape (stub msg: {method_us:.3f} us per method call, {prop_us:.3f} us per")
     print("   attribute read, subtracted), and host calls per message; 'in OpenSIPS' adds FACTS.md's cost of")
-    print("   python_exec and of each host call to the router's Python time")
-    header = f"  {'message':<36} {'route':<11} {'python us':>9} {'cf':>3} {'gpv':>3} {'spv':>3} {'hdr':>3} {'attr':>4}"
+    print("   python_exec, its facts argument and each host call to the router's Python time")
+    header = f"  {'message':<52} {'route':<11} {'python us':>9} {'cf':>3} {'gpv':>3} {'spv':>3} {'hdr':>3} {'attr':>4}"
     print(header + f" {'host us':>8} {'in OpenSIPS':>11}")
     for tape in unique(tapes):
         counts = tape.counts()
@@ -351,7 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         host = tape.host_cost_us()
         columns = [counts[k] for k in ("call_function", "get_pseudoVar", "set_pseudoVar", "getHeader")]
         print(
-            f"  {tape.label:<36} {tape.route:<11} {python:>9.2f} "
+            f"  {tape.label:<52} {tape.route:<11} {python:>9.2f} "
             + " ".join(f"{n:>3}" for n in columns)
             + f" {counts['attribute']:>4} {host:>8.2f} {python + host:>11.2f}"
         )
@@ -359,6 +359,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     initial = next(t for t in unique(tapes) if t.label == "INVITE (initial)")
     print("\n== the host calls of a plain SIP->SIP initial INVITE (request route), and why each is needed")
+    print(f"  python_exec('on_request', {initial.facts!r})")
+    print("      the facts, formatted natively into the argument: method, transport, nathelper's NAT verdict, body")
+    print("      length, to-tag, Contacts, source, R-URI user and domain, To and From domains, Content-Type")
+    bits = describe_bits(initial.result)
+    print(f"  -> {initial.result} (verdict {initial.result & 7}; the cfg then does the bits: {bits})")
     for name, call_args, result in initial.calls:
         shown = ", ".join(repr(a) for a in call_args)
         print(f"  {name}({shown}) -> {result!r:.40}")

@@ -31,6 +31,23 @@ _PV = re.compile(r"\$(\w+)(?:\(([^)]*)\))?")
 _INT = re.compile(r"^[+-]?\d+$")
 
 
+def format_pvs(ctx: Context, fmt: str) -> Optional[str]:
+    """A format string with its pseudo-variables printed (``"<null>"`` for unset ones), as pv_printf does;
+    None, with an error logged, for an unknown variable."""
+    out = []
+    pos = 0
+    for match in _PV.finditer(fmt):
+        out.append(fmt[pos : match.start()])
+        value = ctx.pv_get(match.group(1), match.group(2))
+        if value is ...:
+            ctx.runtime.log_error(f"ERROR: unknown pseudo-variable in {fmt!r}")
+            return None
+        out.append(NULL if value is None else str(value))
+        pos = match.end()
+    out.append(fmt[pos:])
+    return "".join(out)
+
+
 class HostCrash(BaseException):
     """The call would have crashed the OpenSIPS worker (and with it OpenSIPS).
 
@@ -137,18 +154,7 @@ class FakeMsg:
             raise TypeError("get_pseudoVar() argument must be str")
         ctx = self._live()
         ctx.runtime.count("get_pseudoVar")
-        out = []
-        pos = 0
-        for match in _PV.finditer(fmt):
-            out.append(fmt[pos : match.start()])
-            value = ctx.pv_get(match.group(1), match.group(2))
-            if value is ...:
-                ctx.runtime.log_error(f"ERROR: unknown pseudo-variable in {fmt!r}")
-                return None
-            out.append(NULL if value is None else str(value))
-            pos = match.end()
-        out.append(fmt[pos:])
-        return "".join(out)
+        return format_pvs(ctx, fmt)
 
     def set_pseudoVar(self, name: str, value: str) -> None:
         if not isinstance(name, str) or not isinstance(value, str):

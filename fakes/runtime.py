@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import opensips_module
-from .msgobj import FakeMsg, HostCrash
+from .msgobj import FakeMsg, HostCrash, format_pvs
 from .rtpengine import Backend, FlagError, MemoryEngine, ng_command
 from .sipmsg import SipMessage
 
@@ -31,8 +31,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYSCRIPTS = os.path.join(REPO, "pyscripts")
 CFG = os.path.join(REPO, "opensips", "opensips.cfg")
 
-# The return codes opensips.cfg acts on (gateway.model.Verdict).
+# The verdicts opensips.cfg acts on: the low three bits of a route's code (gateway.model.Verdict).
 RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
+REPLY, IN_DIALOG, RELAY_IF_TRANSACTION = 4, 6, 7
+# The actions above them, as the cfg tests them (gateway.model.Do; tests/test_cfg.py keeps all three equal).
+DO_SRC_WS, DO_SRC_NAT, DO_FORCE_RPORT, DO_FIX_CONTACT, DO_FIX_REGISTER = 8, 16, 32, 64, 128
+DO_BFLAG_WEBRTC, DO_BFLAG_NATED, DO_SAVE, DO_LOOKUP = 256, 512, 1024, 2048
+DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD = 4096, 8192, 16384, 32768
+DO_MATCH_HIDDEN, DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 65536, 131072, 262144, 524288, 1048576
+NAT_TESTS = "private-contact,diff-ip-src-via,diff-port-src-via"
 
 _PRIVATE = re.compile(r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)")
 
@@ -67,6 +74,12 @@ def uri_endpoint(uri: str) -> Endpoint:
 
 def is_private(host: str) -> bool:
     return bool(_PRIVATE.match(host))
+
+
+def exec_arguments(cfg_path: str = CFG) -> Dict[str, str]:
+    """The argument (facts format) the cfg passes to each python_exec, by method."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        return dict(re.findall(r'python_exec\("(\w+)", "([^"]*)"\)', handle.read()))
 
 
 def declared_flags(cfg_path: str = CFG) -> Set[str]:
@@ -107,6 +120,8 @@ class Branch:
     message: SipMessage
     bflags: Set[str]
     status: Optional[int] = None
+    reply_route: bool = False
+    """t_on_reply() was called in this branch's branch route."""
 
 
 @dataclass
@@ -179,6 +194,12 @@ class Context:
         }
         if name in simple:
             return simple[name]
+        if name in ("td", "fd"):
+            uri = m.address_uri("to" if name == "td" else "from") or ""
+            host = uri.split(":", 1)[-1].split(";")[0].rpartition("@")[2]
+            return host.split(":")[0] if host else None
+        if name == "hdrcnt" and arg:
+            return len(m.header_values(arg))
         if name == "cl":
             value = m.header("content-length")
             return value.strip() if value is not None else None
@@ -197,7 +218,7 @@ class Context:
         if name == "socket_in" and arg == "proto":
             return self.source.proto
         if name == "hdr" and arg:
-            return m.header(arg)
+            return m.header(arg)  # by header type: compact forms too
         if name == "avp" and arg:
             return self.avps.get(arg)
         if name == "var" and arg:
@@ -242,6 +263,7 @@ class Gateway:
         self.strict = strict
         self.rtpengine: Backend = rtpengine if rtpengine is not None else MemoryEngine()
         self.flags_declared = declared_flags(cfg_path)
+        self.facts = exec_arguments(cfg_path)
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}
@@ -298,7 +320,8 @@ class Gateway:
 
     # -- python_exec ------------------------------------------------------------------
 
-    def python_exec(self, method: str, ctx: Context) -> int:
+    def python_exec(self, method: str, ctx: Context, arg: Optional[str] = None) -> int:
+        """python_exec(method) or, with ``arg`` (a format string, as the cfg writes it), python_exec(method, arg)."""
         self.events.append(Event("exec", f'[{ctx.route}] python_exec("{method}")'))
         if self.poisoned is not None:
             failure = f"an earlier call left an exception pending ({self.poisoned})"
@@ -315,7 +338,10 @@ class Gateway:
         msg = FakeMsg(ctx)
         self.current = ctx
         try:
-            result = handler(msg)
+            if arg is None:
+                result = handler(msg)
+            else:
+                result = handler(msg, format_pvs(ctx, arg) or "")
         except HostCrash:
             raise
         except Exception as exc:
@@ -370,20 +396,106 @@ class Gateway:
         if max_forwards is not None and max_forwards.strip() == "0":
             self._reply_to(ctx, 483, "Too Many Hops", out)
             return
-        rc = self.python_exec("on_request", ctx)
-        if rc == 0:
-            return
-        if rc == RELAY:
+        ctx.vars["gw_lr"] = "0"
+        ctx.vars["gw_nat"] = "1" if self.cfg_call(ctx, "nat_uac_test", NAT_TESTS) > 0 else "0"
+        do = self.python_exec("on_request", ctx, self.facts["on_request"])
+        if do < 0:
+            self._python_failed(ctx, out)
+        elif self._act(ctx, do, out):
+            self._verdict(ctx, do, out)
+        self._drop_unattached_dialog(ctx)
+
+    def cfg_call(self, ctx: Context, name: str, *args: Optional[str]) -> int:
+        """A function the cfg calls itself (no host call from Python): shown in traces as ``cfg name(...)``."""
+        result = int(getattr(self, "fn_" + name)(ctx, *args))
+        shown = ", ".join("None" if a is None else repr(a) for a in args)
+        self.events.append(Event("call", f"cfg {name}({shown}) -> {result}", (name, args, result)))
+        return result
+
+    def _act(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> bool:
+        """opensips.cfg route[gw_act]: what the router asked for; False when the script ended there."""
+        for bit, name, arg in (
+            (DO_SRC_WS, "setflag", "SRC_WS"),
+            (DO_SRC_NAT, "setflag", "SRC_NAT"),
+            (DO_FORCE_RPORT, "force_rport", None),
+            (DO_FIX_CONTACT, "fix_nated_contact", None),
+            (DO_FIX_REGISTER, "fix_nated_register", None),
+            (DO_BFLAG_WEBRTC, "setbflag", "WEBRTC"),
+            (DO_BFLAG_NATED, "setbflag", "NATED"),
+        ):
+            if do & bit:
+                self.cfg_call(ctx, name, *(() if arg is None else (arg,)))
+        if do & DO_SAVE:
+            self.cfg_call(ctx, "save", "location")
+            return False
+        if do & DO_LOOKUP:
+            found = self.cfg_call(ctx, "lookup", "location")
+            if found < 0:
+                ctx.vars["gw_found"] = str(found)
+                self._verdict(ctx, self.python_exec("on_lookup_failure", ctx, self.facts["on_lookup_failure"]), out)
+                return False
+        for bit, name in (
+            (DO_CREATE_DIALOG, "create_dialog"),
+            (DO_RECORD_ROUTE, "record_route"),
+            (DO_TOPOLOGY_HIDING, "topology_hiding"),
+        ):
+            if do & bit:
+                self.cfg_call(ctx, name)
+        if do & DO_STORE_RECORD:
+            ctx.pv_set("dlg_val", "gw", ctx.vars.get("gw_record", ""))
+        self._media(ctx, do)
+        return True
+
+    def _media(self, ctx: Context, do: int) -> int:
+        """opensips.cfg route[gw_media]: rtpengine with the flags in $var(gw_rtp); 0 when not asked for."""
+        flags = ctx.vars.get("gw_rtp", "")
+        if do & DO_RTP_OFFER:
+            return self.cfg_call(ctx, "rtpengine_offer", flags, None, None, None)
+        if do & DO_RTP_ANSWER:
+            return self.cfg_call(ctx, "rtpengine_answer", flags, None, None, None)
+        if do & DO_RTP_DELETE:
+            return self.cfg_call(ctx, "rtpengine_delete", flags, None)
+        return 0
+
+    def _verdict(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[gw_verdict]."""
+        verdict = do & 7 if do > 0 else do
+        if verdict == RELAY:
             self._relay(ctx, set(), out)
-        elif rc == HANDLED:
+        elif verdict == HANDLED:
             pass
-        elif rc == RELAY_INITIAL:
-            self._relay(ctx, {"branch", "reply", "failure"}, out)
-        elif rc == RELAY_TRACKED:
+        elif verdict == RELAY_INITIAL:
+            self._relay(ctx, {"branch", "failure"}, out)
+        elif verdict == REPLY:
+            self._reply_to(ctx, int(ctx.vars["gw_code"]), ctx.vars["gw_reason"], out)
+        elif verdict == RELAY_TRACKED:
             self._relay(ctx, {"reply"}, out)
+        elif verdict == IN_DIALOG:
+            self._in_dialog(ctx, do, out)
+        elif verdict == RELAY_IF_TRANSACTION:
+            if self.cfg_call(ctx, "t_check_trans") > 0:
+                self._relay(ctx, set(), out)
         else:
             self._python_failed(ctx, out)
-        self._drop_unattached_dialog(ctx)
+
+    def _in_dialog(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[gw_in_dialog]: match the dialog, then ask the router."""
+        matched = self.cfg_call(ctx, "topology_hiding_match" if do & DO_MATCH_HIDDEN else "loose_route")
+        if matched < 0:
+            rc = self.python_exec("on_unmatched", ctx, self.facts["on_unmatched"])
+            if rc == IN_DIALOG:
+                raise HostFault("on_unmatched answered IN_DIALOG: the cfg would loop")
+            self._verdict(ctx, rc, out)
+            return
+        ctx.vars["gw_lr"] = "1"
+        rc = self.python_exec("on_in_dialog", ctx, self.facts["on_in_dialog"])
+        if rc < 0:
+            self._python_failed(ctx, out)
+            return
+        if rc & 7 == IN_DIALOG:
+            raise HostFault("on_in_dialog answered IN_DIALOG: the cfg would loop")
+        self._media(ctx, rc)
+        self._verdict(ctx, rc, out)
 
     def _python_failed(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
         """opensips.cfg route[python_failed]: count, log, and still serve in-dialog requests."""
@@ -391,7 +503,9 @@ class Gateway:
         self.events.append(Event("log", f"python routing failed for {ctx.msg.method} {ctx.msg.call_id}"))
         if ctx.msg.to_tag:
             routed = (
-                ctx.vars.get("gw_lr") == "1" or self.fn_loose_route(ctx) > 0 or self.fn_topology_hiding_match(ctx) > 0
+                ctx.vars.get("gw_lr") == "1"
+                or self.cfg_call(ctx, "loose_route") > 0
+                or self.cfg_call(ctx, "topology_hiding_match") > 0
             )
             if routed:
                 self._relay(ctx, set(), out)
@@ -446,10 +560,15 @@ class Gateway:
                 record_route=ctx.record_route,
                 direction=ctx.direction,
             )
-            if "branch" in armed and self.python_exec("on_branch", bctx) == DROP:
-                self.events.append(Event("log", f"branch {index} dropped"))
-                continue
-            self._send_branch(tx, bctx, index, out)
+            reply_route = False
+            if "branch" in armed:
+                do = self.python_exec("on_branch", bctx, self.facts["on_branch"])
+                reply_route = do > 0 and bool(do & DO_ARM_REPLY)
+                dropped = do < 0 or do & 7 == DROP or (bool(do & DO_RTP_OFFER) and self._media(bctx, do) < 0)
+                if dropped:
+                    self.events.append(Event("log", f"branch {index} dropped"))
+                    continue
+            self._send_branch(tx, bctx, index, out, reply_route)
         if not tx.branches:
             del self.transactions[key]
             self._reply_to(ctx, 503, "Service Unavailable", out)
@@ -458,7 +577,9 @@ class Gateway:
             ctx.dialog.state = "deleted"
             self.dialogs.pop(ctx.dialog.did, None)
 
-    def _send_branch(self, tx: Transaction, bctx: Context, index: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+    def _send_branch(
+        self, tx: Transaction, bctx: Context, index: int, out: List[Tuple[Endpoint, SipMessage]], reply_route: bool
+    ) -> None:
         message = bctx.msg
         via_branch = f"z9hG4bKgw{tx.key.split(':')[0][-8:]}.{index}"
         message.add_header_first(
@@ -474,7 +595,7 @@ class Gateway:
                     "Record-Route", f"<sip:{self.address.host}:{self.address.port};lr;did={dialog.did}>"
                 )
         endpoint = uri_endpoint(bctx.dst_uri or message.ruri)
-        tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags))
+        tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags, reply_route=reply_route))
         self._send(endpoint, message, out)
 
     def _forward(self, ctx: Context, message: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
@@ -530,8 +651,12 @@ class Gateway:
             dialog=tx.dialog,
             branch_index=branch.index,
         )
-        if "reply" in tx.armed:
-            self.python_exec("on_reply", ctx)
+        if "reply" in tx.armed or branch.reply_route:
+            do = self.python_exec("on_reply", ctx, self.facts["on_reply"])
+            if do > 0 and do & DO_FIX_CONTACT:
+                self.cfg_call(ctx, "fix_nated_contact")
+            if do > 0:
+                self._media(ctx, do)
         if status == 100:
             return
         reply.remove_first("via")
@@ -561,7 +686,9 @@ class Gateway:
                 fctx = Context(
                     self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
                 )
-                self.python_exec("on_failure", fctx)
+                do = self.python_exec("on_failure", fctx, self.facts["on_failure"])
+                if do > 0:
+                    self._media(fctx, do)
             if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
                 self.dialogs.pop(tx.dialog.did, None)
                 tx.dialog.state = "deleted"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+from collections import Counter
 
 from bench.run import SippStats, with_mpath
 from gateway import core
@@ -60,3 +61,33 @@ def test_native_sets_the_same_module_parameters_minus_python() -> None:
         return {line for line in re.findall(r"^modparam\(.*\)$", text, re.M) if '"python"' not in line}
 
     assert params(NATIVE) == params(PYTHON)
+
+
+def calls_through_the_fake(nat_caller: bool) -> Counter[str]:
+    from fakes.runtime import Gateway
+    from fakes.ua import Network
+
+    gateway = Gateway()
+    net = Network(gateway)
+    caller, callee = net.phone("carol", nat=nat_caller), net.phone("erin")
+    net.register(caller)
+    net.register(callee)
+    gateway.counts.clear()
+    call = net.invite(caller, "erin")
+    net.reply(call, callee, 180)
+    net.reply(call, callee, 200)
+    net.bye(call, "caller")
+    assert gateway.sessions() == [] and gateway.dialogs == {}
+    return gateway.counts
+
+
+def test_a_plain_call_costs_the_router_three_host_calls() -> None:
+    """Issue 5: the cfg does the router's actions; a whole plain SIP->SIP call (INVITE, 180, 200, ACK,
+    BYE) reads the SDP once (private addresses) and stores the call record twice (request, branch)."""
+    assert calls_through_the_fake(nat_caller=False) == {"get_pseudoVar": 1, "set_pseudoVar": 2}
+
+
+def test_a_call_through_rtpengine_makes_no_call_function() -> None:
+    """With a NATed caller: the record at INVITE, branch and 200, and rtpengine's flags for the offer,
+    the answer and the delete; still no call_function and no getHeader."""
+    assert calls_through_the_fake(nat_caller=True) == {"get_pseudoVar": 1, "set_pseudoVar": 6}

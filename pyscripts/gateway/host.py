@@ -1,9 +1,17 @@
 """The thin adapter between OpenSIPS's python module and the decision core.
 
-Each ``on_*`` method is one OpenSIPS route (``python_exec("on_request")`` and so
-on).  It reads the facts it needs in as few host calls as it can (one
-``get_pseudoVar`` formats several variables at once: about 1.8 us, against
-about 4 us for each ``call_function``), asks ``core`` what to do, and does it.
+Each ``on_*`` method is one OpenSIPS route.  The cfg formats the facts a route
+needs into python_exec's argument (``python_exec("on_request", REQUEST_FACTS)``:
+one string, fields separated by ``|``), so reading them costs no host call; the
+router asks ``core`` what to do and answers with one int: the verdict in the low
+three bits (``model.Verdict``) and the actions for the cfg to take above them
+(``model.Do``: setflag, force_rport, fix_nated_*, save, lookup, create_dialog,
+record_route, rtpengine_*, t_on_reply).  Values the cfg needs for those actions
+(the rtpengine flags, the call record, a reply's code) go in ``$var``s with
+set_pseudoVar.  Host calls from Python are dear (FACTS.md: call_function about
+4.2 us, get_pseudoVar about 1.8 us) and the cfg's own calls are not, so on the
+paths every call takes the router makes no call_function at all; rare paths
+(local replies) and the SDP read for private addresses keep theirs.
 
 Host rules this file keeps (FACTS.md):
 - every route returns a non-zero int (0 would end the script like ``exit``) and
@@ -19,25 +27,58 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Tuple
 
 from . import core
-from .model import CallRecord, Exchange, MediaAction, Source, Step, Verdict, flow_of
+from .model import CallRecord, Do, Exchange, MediaAction, Source, Step, Verdict, flow_of
 from .profiles import Profiles
 from .sdp import has_private_address, is_sdp
 from .settings import Settings
 
-NULL = "<null>"  # what get_pseudoVar returns for an unset variable
+NULL = "<null>"  # what OpenSIPS prints for an unset variable
 SEP = "|"  # not allowed unescaped in SIP URIs, tags or our own records
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
 ROUTED_VAR = "$var(gw_lr)"
+RECORD_VAR = "$var(gw_record)"
+MEDIA_FLAGS_VAR = "$var(gw_rtp)"
+REPLY_CODE_VAR = "$var(gw_code)"
+REPLY_REASON_VAR = "$var(gw_reason)"
+NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 
-REQUEST_FACTS = "$socket_in(proto)|$cl|$tt"
+# What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
+REQUEST_FACTS = (
+    "$rm|$socket_in(proto)|" + NAT_VAR + "|$cl|$tt|$hdrcnt(Contact)|$si|$sp|$rU|$rd|$td|$fd|$hdr(Content-Type)"
+)
+IN_DIALOG_FACTS = "$rm|$cl|$hdr(Content-Type)|$DLG_dir|" + DIALOG_RECORD
 BRANCH_FACTS = "$T_branch_idx|$bf|" + DIALOG_RECORD
-REPLY_FACTS = "$socket_in(proto)|$T_branch_idx|$cl|$rm|" + EXCHANGE_AVP + "|" + DIALOG_RECORD
-SEQUENTIAL_FACTS = "$DLG_dir|" + DIALOG_RECORD
+REPLY_FACTS = (
+    "$rs|$socket_in(proto)|$T_branch_idx|$cl|$rm|$hdrcnt(Contact)|$si|$sp|$hdr(Content-Type)|"
+    + EXCHANGE_AVP
+    + "|"
+    + DIALOG_RECORD
+)
+FAILURE_FACTS = DIALOG_RECORD
+LOOKUP_FAILURE_FACTS = "$var(gw_found)"
+UNMATCHED_FACTS = "$rm"
+
+#: The cfg's bit for each flag name core uses (SOURCE_FLAGS, NAT_FLAG, REGISTRATION_BFLAGS).
+FLAG_BITS = {"SRC_WS": Do.SRC_WS, "SRC_NAT": Do.SRC_NAT, "WEBRTC": Do.BFLAG_WEBRTC, "NATED": Do.BFLAG_NATED}
+
+_MEDIA_BITS = {
+    Step.OFFER: Do.RTP_OFFER,
+    Step.REOFFER: Do.RTP_OFFER,
+    Step.ANSWER: Do.RTP_ANSWER,
+    Step.DELETE: Do.RTP_DELETE,
+}
+
+
+def _flag_bits(names: Tuple[str, ...]) -> int:
+    bits = 0
+    for name in names:
+        bits |= FLAG_BITS[name]
+    return bits
 
 
 def split_facts(text: Optional[str], count: int) -> list[str]:
-    """Split a get_pseudoVar result into ``count`` fields; the last one keeps any separators."""
+    """Split the cfg's facts into ``count`` fields; the last one keeps any separators."""
     fields = (text or "").split(SEP, count - 1)
     return fields + [NULL] * (count - len(fields))
 
@@ -63,21 +104,32 @@ class Router:
     def child_init(self, rank: int) -> int:
         return 0  # unlike routes, child_init reports success with 0
 
-    def on_request(self, msg: Any) -> int:
-        return self._guard("request", self._request, msg)
+    def on_request(self, msg: Any, facts: str = "") -> int:
+        return self._guard("request", self._request, msg, facts)
 
-    def on_branch(self, msg: Any) -> int:
-        return self._guard("branch", self._branch, msg)
+    def on_in_dialog(self, msg: Any, facts: str = "") -> int:
+        return self._guard("in-dialog", self._in_dialog, msg, facts)
 
-    def on_reply(self, msg: Any) -> int:
-        return self._guard("reply", self._reply, msg)
+    def on_lookup_failure(self, msg: Any, facts: str = "") -> int:
+        return self._guard("lookup-failure", self._lookup_failure, msg, facts)
 
-    def on_failure(self, msg: Any) -> int:
-        return self._guard("failure", self._failure, msg)
+    def on_unmatched(self, msg: Any, facts: str = "") -> int:
+        return self._guard("unmatched", self._unmatched, msg, facts)
 
-    def _guard(self, route: str, handler: Callable[[Any], int], msg: Any) -> int:
+    def on_branch(self, msg: Any, facts: str = "") -> int:
+        return self._guard("branch", self._branch, msg, facts)
+
+    def on_reply(self, msg: Any, facts: str = "") -> int:
+        return self._guard("reply", self._reply, msg, facts)
+
+    def on_failure(self, msg: Any, facts: str = "") -> int:
+        return self._guard("failure", self._failure, msg, facts)
+
+    def _guard(self, route: str, handler: Callable[[Any, str], int], msg: Any, facts: str) -> int:
         try:
-            result = int(handler(msg))
+            if not facts:
+                raise ValueError("no facts: the cfg must pass them as python_exec's second argument")
+            result = int(handler(msg, facts))
             return result if result else int(Verdict.FAILED)
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
@@ -95,146 +147,126 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _request(self, msg: Any) -> int:
-        method = msg.Method
-        proto, length, to_tag = split_facts(msg.get_pseudoVar(REQUEST_FACTS), 3)
+    def _request(self, msg: Any, facts: str) -> int:
+        (method, proto, nat, length, to_tag, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain,
+         from_domain, content_type) = split_facts(facts, 13)  # fmt: skip
         source = core.source_of(proto)
-        if source is Source.WEBSOCKET:
-            behind_nat = True
-        else:
-            behind_nat = msg.call_function("nat_uac_test", core.NAT_TESTS) == 1
-        for flag in core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()):
-            msg.call_function("setflag", flag)
-        if behind_nat:
-            if source is Source.SIP:
-                msg.call_function("force_rport")
-            fix = core.contact_fix(method, behind_nat)
-            if fix and _has_contact(msg):
-                msg.call_function(fix)
-        has_sdp = as_int(length) > 0 and is_sdp(_content_type(msg))
+        behind_nat = source is Source.WEBSOCKET or nat == "1"
+        do = _flag_bits(core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()))
+        if behind_nat and source is Source.SIP:
+            do |= Do.FORCE_RPORT
+        if behind_nat and contacts not in ("0", NULL):
+            do |= Do.FIX_REGISTER if core.contact_fix(method, behind_nat) == "fix_nated_register" else Do.FIX_CONTACT
         if optional(to_tag) is not None:
-            return self._sequential(msg, method, has_sdp)
+            return Verdict.IN_DIALOG | do | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0)
         if method == "CANCEL" or method == "ACK":
             # Only for a transaction we know; anything else is absorbed.
-            return int(Verdict.RELAY if msg.call_function("t_check_trans") > 0 else Verdict.HANDLED)
-        flow = flow_of(proto, *msg.src_address) if source is Source.WEBSOCKET else None
-        return self._initial(msg, method, source, behind_nat, has_sdp, flow)
-
-    def _initial(
-        self, msg: Any, method: str, source: Source, behind_nat: bool, has_sdp: bool, flow: Optional[str]
-    ) -> int:
-        ruri_user, ruri_domain = _user_domain(msg.RURI)
-        _to_user, to_domain = _user_domain(_header_uri(msg, "To", "t"))
-        _, from_domain = _user_domain(_header_uri(msg, "From", "f"))
+            return Verdict.RELAY_IF_TRANSACTION | do
         domain = to_domain if method == "REGISTER" else ruri_domain
-        routing = core.route_initial(method, ruri_user, domain, from_domain, msg.src_address[0], self.settings)
+        user = "" if ruri_user == NULL else ruri_user
+        routing = core.route_initial(method, user, domain.lower(), from_domain.lower(), src_ip, self.settings)
         if routing.reply is not None:
-            return self._reply_locally(msg, *routing.reply)
+            return self._reply_locally(msg, *routing.reply) | do
         if method == "REGISTER":
-            for flag in core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)]:
-                msg.call_function("setbflag", flag, None)
-            msg.call_function("save", "location")  # replies to the REGISTER itself
-            return int(Verdict.HANDLED)
+            do |= _flag_bits(core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)])
+            return Verdict.HANDLED | do | Do.SAVE  # save() replies to the REGISTER itself
         if routing.target is core.Target.LOCATION:
-            found = msg.call_function("lookup", "location")
-            if found < 0:
-                return self._reply_locally(msg, *core.lookup_failure(found))
+            do |= Do.LOOKUP
         else:
             msg.set_dst_uri(self.settings.sip_destination)
         if method != "INVITE":
-            return int(Verdict.RELAY)
+            return Verdict.RELAY | do
+        has_sdp = as_int(length) > 0 and is_sdp(content_type)
         private_sdp = False
         if has_sdp and source is Source.SIP:
             private_sdp = has_private_address(msg.get_pseudoVar("$rb") or "")
-        msg.call_function("create_dialog")
-        if self.settings.topology_hiding:
-            msg.call_function("topology_hiding")
-        else:
-            msg.call_function("record_route")
+        flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
         record = CallRecord(core.party_of(source, behind_nat, flow), has_sdp, private_sdp)
-        msg.set_pseudoVar(DIALOG_RECORD, str(record))
-        return int(Verdict.RELAY_INITIAL)
+        msg.set_pseudoVar(RECORD_VAR, str(record))
+        do |= Do.CREATE_DIALOG | Do.STORE_RECORD
+        do |= Do.TOPOLOGY_HIDING if self.settings.topology_hiding else Do.RECORD_ROUTE
+        return Verdict.RELAY_INITIAL | do
 
-    def _sequential(self, msg: Any, method: str, has_sdp: bool) -> int:
-        matched = msg.call_function("topology_hiding_match" if self.settings.topology_hiding else "loose_route")
-        if matched < 0:
-            if method == "ACK":
-                return int(Verdict.RELAY if msg.call_function("t_check_trans") > 0 else Verdict.HANDLED)
-            return self._reply_locally(msg, 404, "Not Here")
-        msg.set_pseudoVar(ROUTED_VAR, "1")  # the cfg's fail-safe must not loose_route twice
-        direction, text = split_facts(msg.get_pseudoVar(SEQUENTIAL_FACTS), 2)
+    def _lookup_failure(self, msg: Any, facts: str) -> int:
+        return self._reply_locally(msg, *core.lookup_failure(int(facts)))
+
+    def _unmatched(self, msg: Any, facts: str) -> int:
+        """An in-dialog request that matched no dialog of ours."""
+        if facts == "ACK":
+            return Verdict.RELAY_IF_TRANSACTION
+        return self._reply_locally(msg, 404, "Not Here")
+
+    def _in_dialog(self, msg: Any, facts: str) -> int:
+        method, length, content_type, direction, text = split_facts(facts, 5)
+        has_sdp = as_int(length) > 0 and is_sdp(content_type)
         record = self._record(text)
         plan = core.plan_sequential(record, direction != "upstream", method, has_sdp, self.profiles)
         if plan.dst_uri is not None:
             msg.set_dst_uri(plan.dst_uri)
-        if plan.action is not None:
-            self._media(msg, plan.action)
+        do = 0 if plan.action is None else self._media(msg, plan.action)
         if plan.exchange is not None:
             msg.set_pseudoVar(EXCHANGE_AVP, str(plan.exchange))
-            return int(Verdict.RELAY_TRACKED)
-        return int(Verdict.RELAY)
+            return Verdict.RELAY_TRACKED | do
+        return Verdict.RELAY | do
 
     # -- branches, replies, failures --------------------------------------------------
 
-    def _branch(self, msg: Any) -> int:
-        index, bflags, text = split_facts(msg.get_pseudoVar(BRANCH_FACTS), 3)
+    def _branch(self, msg: Any, facts: str) -> int:
+        index, bflags, text = split_facts(facts, 3)
         record = self._record(text)
         if record is None:
             return 1
         plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
         msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
-        if plan.action is not None and self._media(msg, plan.action) < 0:
-            # No media proxy for a leg that needs one: the branch cannot work.
-            return int(Verdict.DROP)
-        return 1
+        branch = plan.record.branch(as_int(index))
+        # Replies of a branch without the media proxy need nothing from us: only a branch with
+        # rtpengine, a NATed callee or a browser on either side (all of which need the media
+        # proxy) has its replies brought to on_reply.
+        do = Do.ARM_REPLY if branch is not None and branch.media_proxy else 0
+        if plan.action is not None:
+            do |= self._media(msg, plan.action)  # a failed offer drops the branch: the leg cannot work
+        return 1 | do
 
-    def _reply(self, msg: Any) -> int:
-        status = as_int(msg.Status)
-        proto, index, length, method, exchange_text, record_text = split_facts(msg.get_pseudoVar(REPLY_FACTS), 6)
-        has_sdp = as_int(length) > 0 and is_sdp(_content_type(msg))
+    def _reply(self, msg: Any, facts: str) -> int:
+        (status_text, proto, index, length, method, contacts, src_ip, src_port, content_type, exchange_text,
+         record_text) = split_facts(facts, 11)  # fmt: skip
+        status = as_int(status_text)
+        has_sdp = as_int(length) > 0 and is_sdp(content_type)
+        has_contact = contacts not in ("0", NULL)
         exchange = optional(exchange_text)
         if exchange is not None:
             sequential = Exchange.parse(exchange)
             action = core.plan_sequential_reply(sequential, status, has_sdp, self.profiles)
-            if sequential.receiver.behind_nat and 100 < status < 300 and _has_contact(msg):
-                msg.call_function("fix_nated_contact")
-            if action is not None:
-                self._media(msg, action)
-            return 1
+            do = Do.FIX_CONTACT if sequential.receiver.behind_nat and 100 < status < 300 and has_contact else 0
+            return 1 | do | (0 if action is None else self._media(msg, action))
         record = self._record(record_text)
         if method != "INVITE" or record is None:
             return 1
-        flow = flow_of(proto, *msg.src_address) if core.source_of(proto) is Source.WEBSOCKET else None
+        flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, self.profiles, flow)
-        if plan.fix_contact and _has_contact(msg):
-            msg.call_function("fix_nated_contact")
+        do = Do.FIX_CONTACT if plan.fix_contact and has_contact else 0
         if plan.record is not None:
             msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
         if plan.action is not None:
-            self._media(msg, plan.action)
-        return 1
+            do |= self._media(msg, plan.action)
+        return 1 | do
 
-    def _failure(self, msg: Any) -> int:
-        action = core.plan_failure(self._record(msg.get_pseudoVar(DIALOG_RECORD)), self.profiles)
-        if action is not None:
-            self._media(msg, action)
-        return 1
+    def _failure(self, msg: Any, facts: str) -> int:
+        action = core.plan_failure(self._record(facts), self.profiles)
+        return 1 | (0 if action is None else self._media(msg, action))
 
-    # -- host calls -------------------------------------------------------------------
+    # -- what the cfg needs for the actions -------------------------------------------
 
     def _media(self, msg: Any, action: MediaAction) -> int:
-        flags = action.flags or None
-        if action.step is Step.DELETE:
-            result: int = msg.call_function("rtpengine_delete", flags, None)
-        else:
-            result = msg.call_function(action.function, flags, None, None, None)
-        if result < 0:
-            self.log(f"gateway: {action.function} failed ({result}) for Call-ID {_call_id(msg)}\n")
-        return result
+        """The rtpengine call's bit, its flags left in $var(gw_rtp) for the cfg."""
+        msg.set_pseudoVar(MEDIA_FLAGS_VAR, action.flags)
+        return _MEDIA_BITS[action.step]
 
     def _reply_locally(self, msg: Any, code: int, reason: str) -> int:
-        msg.call_function("sl_send_reply", str(code), reason)
-        return int(Verdict.HANDLED)
+        """The cfg sends it, after the flags (force_rport decides where a reply to a NATed sender goes)."""
+        msg.set_pseudoVar(REPLY_CODE_VAR, str(code))
+        msg.set_pseudoVar(REPLY_REASON_VAR, reason)
+        return Verdict.REPLY
 
     def _record(self, text: Optional[str]) -> Optional[CallRecord]:
         if text is None or optional(text) is None:
@@ -244,44 +276,3 @@ class Router:
         except ValueError as exc:
             self.log(f"gateway: ignoring unreadable dialog record: {exc}\n")
             return None
-
-
-# -- message helpers (cheap attribute reads; compact header forms are not expanded by getHeader) --
-
-
-def _header(msg: Any, name: str, compact: str) -> Optional[str]:
-    value: Optional[str] = msg.getHeader(name)
-    return value if value is not None else msg.getHeader(compact)
-
-
-def _has_contact(msg: Any) -> bool:
-    return _header(msg, "Contact", "m") is not None
-
-
-def _content_type(msg: Any) -> Optional[str]:
-    return _header(msg, "Content-Type", "c")
-
-
-def _call_id(msg: Any) -> Optional[str]:
-    return _header(msg, "Call-ID", "i")
-
-
-def _header_uri(msg: Any, name: str, compact: str) -> str:
-    value = _header(msg, name, compact) or ""
-    if "<" in value:
-        return value.split("<", 1)[1].split(">", 1)[0]
-    return value.split(";", 1)[0].strip()
-
-
-def _user_domain(uri: Optional[str]) -> Tuple[str, str]:
-    """(user, host) of a SIP URI, lower-cased host, without port or parameters; ('', '') for junk."""
-    if not uri:
-        return "", ""
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    user, _, host = rest.rpartition("@")
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    else:
-        host = host.split(":", 1)[0]
-    return user, host.lower()

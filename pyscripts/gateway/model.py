@@ -64,17 +64,52 @@ class Step(enum.Enum):
 
 
 class Verdict(enum.IntEnum):
-    """What the native script does after a request route returns (see opensips.cfg).
+    """What the native script does after a route returns: the low three bits of the code (see opensips.cfg).
 
     Never 0: python_exec returning 0 ends the whole script like ``exit`` (FACTS.md).
     """
 
-    RELAY = 1  # t_relay() the request as it stands
-    HANDLED = 2  # a reply was sent or the request was absorbed: exit
-    RELAY_INITIAL = 3  # arm branch, reply and failure routes, then t_relay()
-    DROP = 4  # (branch route) drop this branch
+    RELAY = 1  # t_relay() the request
+    HANDLED = 2  # the request was answered (save() replies) or absorbed: exit
+    RELAY_INITIAL = 3  # arm the branch and failure routes, then t_relay()
+    REPLY = 4  # (request route) sl_send_reply($var(gw_code), $var(gw_reason)); (branch route) drop this branch
+    DROP = 4
     RELAY_TRACKED = 5  # arm the reply route, then t_relay() (re-INVITE/UPDATE with media)
+    IN_DIALOG = 6  # match the dialog (loose_route, or topology_hiding_match with Do.MATCH_HIDDEN), then on_in_dialog
+    RELAY_IF_TRANSACTION = 7  # CANCEL, or ACK without to-tag: t_relay() only for a transaction we know
     FAILED = -2  # the Python side failed: the cfg's fail-safe answers
+
+
+class Do:
+    """What the native script does for the router beside the verdict: bits of the code above the low three.
+
+    Host calls from Python are dear (FACTS.md: call_function about 4.2 us, because every call
+    re-finds the function and re-runs its fix-ups), while a bit the cfg tests costs next to
+    nothing and the cfg's own calls are fixed up once at start-up.  So the router decides and
+    returns these bits; opensips.cfg (route[gw_act], route[gw_media]) does them in this order.
+    Plain ints, not an enum.Flag: or-ing flags of an enum costs microseconds.
+    """
+
+    SRC_WS = 1 << 3  # setflag("SRC_WS")
+    SRC_NAT = 1 << 4  # setflag("SRC_NAT")
+    FORCE_RPORT = 1 << 5  # force_rport()
+    FIX_CONTACT = 1 << 6  # fix_nated_contact()
+    FIX_REGISTER = 1 << 7  # fix_nated_register()
+    BFLAG_WEBRTC = 1 << 8  # setbflag("WEBRTC")
+    BFLAG_NATED = 1 << 9  # setbflag("NATED")
+    SAVE = 1 << 10  # save("location") (it replies to the REGISTER)
+    LOOKUP = 1 << 11  # lookup("location"); on failure the cfg asks on_lookup_failure
+    CREATE_DIALOG = 1 << 12  # create_dialog()
+    RECORD_ROUTE = 1 << 13  # record_route()
+    TOPOLOGY_HIDING = 1 << 14  # topology_hiding()
+    STORE_RECORD = 1 << 15  # $dlg_val(gw) = $var(gw_record) (the dialog exists only after create_dialog)
+    MATCH_HIDDEN = 1 << 16  # (IN_DIALOG) topology_hiding_match() instead of loose_route()
+    RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp)"); in the branch route, failing drops the branch
+    RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp)")
+    RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp)")
+    ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
+
+    VERDICT_MASK = 7
 
 
 @dataclass(frozen=True)
