@@ -594,7 +594,9 @@ class Bench:
 
     def memory(self, inst: Instance, names: Sequence[str]) -> Tuple[Dict[int, Dict[str, int]], Dict[str, int]]:
         time.sleep(8.0)  # transactions (tm's wait timer) and ended dialogs are freed by the timer
-        return {pid: procs.memory_of(pid) for pid in inst.pids}, inst.statistics(*names)
+        groups = sorted({name.split(":")[0] + ":" for name in names})  # MI answers groups, not single names
+        found = inst.statistics(*groups)
+        return {pid: procs.memory_of(pid) for pid in inst.pids}, {n: found.get(n, 0) for n in names}
 
     def close(self) -> None:
         self.processes.stop_all()
