@@ -24,7 +24,7 @@ Host rules this file keeps (FACTS.md):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, TypeVar, cast
 
 from . import core
 from .model import CallRecord, Do, Exchange, MediaAction, Source, Step, Verdict, flow_of
@@ -70,6 +70,21 @@ _MEDIA_BITS = {
 }
 
 
+DECISIONS_KEPT = 4096
+_UNDECIDED = object()
+T = TypeVar("T")
+
+
+class Effects(NamedTuple):
+    """What a route does for a decision: the code it returns, the variables it sets for the cfg,
+    the destination it sets; for an initial INVITE, whether the call record is still to store."""
+
+    code: int
+    sets: Tuple[Tuple[str, str], ...] = ()
+    dst_uri: Optional[str] = None
+    needs_record: bool = False
+
+
 def _flag_bits(names: Tuple[str, ...]) -> int:
     bits = 0
     for name in names:
@@ -98,6 +113,7 @@ class Router:
         self.settings = settings
         self.profiles: Profiles = settings.profiles
         self.log = log
+        self._decisions: Dict[Tuple[object, ...], object] = {}
 
     # -- entry points -----------------------------------------------------------------
 
@@ -150,6 +166,34 @@ class Router:
     def _request(self, msg: Any, facts: str) -> int:
         (method, proto, nat, length, to_tag, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain,
          from_domain, content_type) = split_facts(facts, 13)  # fmt: skip
+        if to_tag != NULL and to_tag:
+            key: Tuple[object, ...] = ("in-dialog", method, proto, nat, contacts in ("0", NULL))
+            return self._decided(key, lambda: self._plan_sequential_request(method, proto, nat, contacts)).code
+        # route_initial looks at the source address only to trust it or not, and at the user only
+        # for whether there is one: the decision is keyed on those, not on the address or name.
+        trusted = src_ip if src_ip in self.settings.trusted_sources else ""
+        no_user = ruri_user in (NULL, "")
+        key = ("initial", method, proto, nat, contacts in ("0", NULL), no_user, ruri_domain, to_domain, from_domain)
+        plan = self._decided((*key, trusted), lambda: self._plan_initial(method, proto, nat, contacts, ruri_user,
+                                                                          ruri_domain, to_domain, from_domain,
+                                                                          trusted))  # fmt: skip
+        if not plan.needs_record:
+            return self._apply(msg, plan)
+        has_sdp = as_int(length) > 0 and is_sdp(content_type)
+        source = core.source_of(proto)
+        private_sdp = False
+        if has_sdp and source is Source.SIP:
+            private_sdp = has_private_address(msg.get_pseudoVar("$rb") or "")
+        flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
+        key = ("record", source, nat == "1", flow, has_sdp, private_sdp)
+        text = self._decided(
+            key, lambda: str(CallRecord(core.party_of(source, nat == "1", flow), has_sdp, private_sdp))
+        )
+        msg.set_pseudoVar(RECORD_VAR, text)
+        return self._apply(msg, plan)
+
+    def _source_bits(self, method: str, proto: str, nat: str, contacts: str) -> Tuple[Source, bool, int]:
+        """(source, behind NAT, the flags and NAT fixes to do) of any request."""
         source = core.source_of(proto)
         behind_nat = source is Source.WEBSOCKET or nat == "1"
         do = _flag_bits(core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()))
@@ -157,116 +201,166 @@ class Router:
             do |= Do.FORCE_RPORT
         if behind_nat and contacts not in ("0", NULL):
             do |= Do.FIX_REGISTER if core.contact_fix(method, behind_nat) == "fix_nated_register" else Do.FIX_CONTACT
-        if optional(to_tag) is not None:
-            return Verdict.IN_DIALOG | do | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0)
+        return source, behind_nat, do
+
+    def _plan_sequential_request(self, method: str, proto: str, nat: str, contacts: str) -> Effects:
+        _source, _nat, do = self._source_bits(method, proto, nat, contacts)
+        return Effects(Verdict.IN_DIALOG | do | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0))
+
+    def _plan_initial(
+        self,
+        method: str,
+        proto: str,
+        nat: str,
+        contacts: str,
+        ruri_user: str,
+        ruri_domain: str,
+        to_domain: str,
+        from_domain: str,
+        trusted: str,
+    ) -> Effects:
+        """An out-of-dialog request, all but its call record (which needs the SDP and the flow)."""
+        source, behind_nat, do = self._source_bits(method, proto, nat, contacts)
         if method == "CANCEL" or method == "ACK":
             # Only for a transaction we know; anything else is absorbed.
-            return Verdict.RELAY_IF_TRANSACTION | do
+            return Effects(Verdict.RELAY_IF_TRANSACTION | do)
         domain = to_domain if method == "REGISTER" else ruri_domain
         user = "" if ruri_user == NULL else ruri_user
-        routing = core.route_initial(method, user, domain.lower(), from_domain.lower(), src_ip, self.settings)
+        routing = core.route_initial(method, user, domain.lower(), from_domain.lower(), trusted, self.settings)
         if routing.reply is not None:
-            return self._reply_locally(msg, *routing.reply) | do
+            return self._local_reply(*routing.reply, do=do)
         if method == "REGISTER":
             do |= _flag_bits(core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)])
-            return Verdict.HANDLED | do | Do.SAVE  # save() replies to the REGISTER itself
+            return Effects(Verdict.HANDLED | do | Do.SAVE)  # save() replies to the REGISTER itself
+        dst_uri = None
         if routing.target is core.Target.LOCATION:
             do |= Do.LOOKUP
         else:
-            msg.set_dst_uri(self.settings.sip_destination)
+            dst_uri = self.settings.sip_destination
         if method != "INVITE":
-            return Verdict.RELAY | do
-        has_sdp = as_int(length) > 0 and is_sdp(content_type)
-        private_sdp = False
-        if has_sdp and source is Source.SIP:
-            private_sdp = has_private_address(msg.get_pseudoVar("$rb") or "")
-        flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
-        record = CallRecord(core.party_of(source, behind_nat, flow), has_sdp, private_sdp)
-        msg.set_pseudoVar(RECORD_VAR, str(record))
+            return Effects(Verdict.RELAY | do, dst_uri=dst_uri)
         do |= Do.CREATE_DIALOG | Do.STORE_RECORD
         do |= Do.TOPOLOGY_HIDING if self.settings.topology_hiding else Do.RECORD_ROUTE
-        return Verdict.RELAY_INITIAL | do
+        return Effects(Verdict.RELAY_INITIAL | do, dst_uri=dst_uri, needs_record=True)
 
     def _lookup_failure(self, msg: Any, facts: str) -> int:
-        return self._reply_locally(msg, *core.lookup_failure(int(facts)))
+        return self._apply(msg, self._local_reply(*core.lookup_failure(int(facts))))
 
     def _unmatched(self, msg: Any, facts: str) -> int:
         """An in-dialog request that matched no dialog of ours."""
         if facts == "ACK":
             return Verdict.RELAY_IF_TRANSACTION
-        return self._reply_locally(msg, 404, "Not Here")
+        return self._apply(msg, self._local_reply(404, "Not Here"))
 
     def _in_dialog(self, msg: Any, facts: str) -> int:
         method, length, content_type, direction, text = split_facts(facts, 5)
         has_sdp = as_int(length) > 0 and is_sdp(content_type)
-        record = self._record(text)
-        plan = core.plan_sequential(record, direction != "upstream", method, has_sdp, self.profiles)
-        if plan.dst_uri is not None:
-            msg.set_dst_uri(plan.dst_uri)
-        do = 0 if plan.action is None else self._media(msg, plan.action)
+        upstream = direction == "upstream"
+        plan = self._decided(("sequential", method, has_sdp, upstream, text),
+                             lambda: self._plan_in_dialog(method, has_sdp, upstream, text))  # fmt: skip
+        return self._apply(msg, plan)
+
+    def _plan_in_dialog(self, method: str, has_sdp: bool, upstream: bool, text: str) -> Effects:
+        plan = core.plan_sequential(self._record(text), not upstream, method, has_sdp, self.profiles)
+        sets, do = self._media(plan.action)
         if plan.exchange is not None:
-            msg.set_pseudoVar(EXCHANGE_AVP, str(plan.exchange))
-            return Verdict.RELAY_TRACKED | do
-        return Verdict.RELAY | do
+            sets += ((EXCHANGE_AVP, str(plan.exchange)),)
+            return Effects(Verdict.RELAY_TRACKED | do, sets, plan.dst_uri)
+        return Effects(Verdict.RELAY | do, sets, plan.dst_uri)
 
     # -- branches, replies, failures --------------------------------------------------
 
     def _branch(self, msg: Any, facts: str) -> int:
+        return self._apply(msg, self._decided(("branch", facts), lambda: self._plan_branch(facts)))
+
+    def _plan_branch(self, facts: str) -> Effects:
         index, bflags, text = split_facts(facts, 3)
         record = self._record(text)
         if record is None:
-            return 1
+            return Effects(1)
         plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
-        msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
         branch = plan.record.branch(as_int(index))
         # Replies of a branch without the media proxy need nothing from us: only a branch with
         # rtpengine, a NATed callee or a browser on either side (all of which need the media
         # proxy) has its replies brought to on_reply.
         do = Do.ARM_REPLY if branch is not None and branch.media_proxy else 0
-        if plan.action is not None:
-            do |= self._media(msg, plan.action)  # a failed offer drops the branch: the leg cannot work
-        return 1 | do
+        sets, media = self._media(plan.action)  # a failed offer drops the branch: the leg cannot work
+        return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
 
     def _reply(self, msg: Any, facts: str) -> int:
         (status_text, proto, index, length, method, contacts, src_ip, src_port, content_type, exchange_text,
          record_text) = split_facts(facts, 11)  # fmt: skip
-        status = as_int(status_text)
         has_sdp = as_int(length) > 0 and is_sdp(content_type)
+        flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         has_contact = contacts not in ("0", NULL)
+        key = ("reply", status_text, index, has_sdp, method, has_contact, flow, exchange_text, record_text)
+        plan = self._decided(key, lambda: self._plan_reply(as_int(status_text), index, has_sdp, method, has_contact,
+                                                           flow, exchange_text, record_text))  # fmt: skip
+        return self._apply(msg, plan)
+
+    def _plan_reply(
+        self,
+        status: int,
+        index: str,
+        has_sdp: bool,
+        method: str,
+        has_contact: bool,
+        flow: Optional[str],
+        exchange_text: str,
+        record_text: str,
+    ) -> Effects:
         exchange = optional(exchange_text)
         if exchange is not None:
             sequential = Exchange.parse(exchange)
             action = core.plan_sequential_reply(sequential, status, has_sdp, self.profiles)
             do = Do.FIX_CONTACT if sequential.receiver.behind_nat and 100 < status < 300 and has_contact else 0
-            return 1 | do | (0 if action is None else self._media(msg, action))
+            sets, media = self._media(action)
+            return Effects(1 | do | media, sets)
         record = self._record(record_text)
         if method != "INVITE" or record is None:
-            return 1
-        flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
+            return Effects(1)
         plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, self.profiles, flow)
         do = Do.FIX_CONTACT if plan.fix_contact and has_contact else 0
+        sets, media = self._media(plan.action)
         if plan.record is not None:
-            msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
-        if plan.action is not None:
-            do |= self._media(msg, plan.action)
-        return 1 | do
+            sets = ((DIALOG_RECORD, str(plan.record)), *sets)
+        return Effects(1 | do | media, sets)
 
     def _failure(self, msg: Any, facts: str) -> int:
-        action = core.plan_failure(self._record(facts), self.profiles)
-        return 1 | (0 if action is None else self._media(msg, action))
+        return self._apply(msg, self._decided(("failure", facts), lambda: self._plan_failure(facts)))
 
-    # -- what the cfg needs for the actions -------------------------------------------
+    def _plan_failure(self, text: str) -> Effects:
+        sets, media = self._media(core.plan_failure(self._record(text), self.profiles))
+        return Effects(1 | media, sets)
 
-    def _media(self, msg: Any, action: MediaAction) -> int:
-        """The rtpengine call's bit, its flags left in $var(gw_rtp) for the cfg."""
-        msg.set_pseudoVar(MEDIA_FLAGS_VAR, action.flags)
-        return _MEDIA_BITS[action.step]
+    # -- decisions and what the cfg needs for them -------------------------------------
 
-    def _reply_locally(self, msg: Any, code: int, reason: str) -> int:
+    def _decided(self, key: Tuple[object, ...], decide: Callable[[], T]) -> T:
+        """The decision for these facts, taken once: the core is a pure function of them and the
+        settings, and real traffic repeats a handful of kinds of call.  Bounded; cleared when full."""
+        found = self._decisions.get(key, _UNDECIDED)
+        if found is _UNDECIDED:
+            if len(self._decisions) >= DECISIONS_KEPT:
+                self._decisions.clear()
+            found = self._decisions[key] = decide()
+        return cast(T, found)
+
+    def _apply(self, msg: Any, effects: Effects) -> int:
+        for name, value in effects.sets:
+            msg.set_pseudoVar(name, value)
+        if effects.dst_uri is not None:
+            msg.set_dst_uri(effects.dst_uri)
+        return effects.code
+
+    def _media(self, action: Optional[MediaAction]) -> Tuple[Tuple[Tuple[str, str], ...], int]:
+        """The rtpengine call's bit, its flags to leave in $var(gw_rtp) for the cfg."""
+        if action is None:
+            return (), 0
+        return ((MEDIA_FLAGS_VAR, action.flags),), _MEDIA_BITS[action.step]
+
+    def _local_reply(self, code: int, reason: str, do: int = 0) -> Effects:
         """The cfg sends it, after the flags (force_rport decides where a reply to a NATed sender goes)."""
-        msg.set_pseudoVar(REPLY_CODE_VAR, str(code))
-        msg.set_pseudoVar(REPLY_REASON_VAR, reason)
-        return Verdict.REPLY
+        return Effects(Verdict.REPLY | do, ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason)))
 
     def _record(self, text: Optional[str]) -> Optional[CallRecord]:
         if text is None or optional(text) is None:

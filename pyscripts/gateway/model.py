@@ -8,12 +8,15 @@ that turns them into pseudo-variable reads and function calls.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 
 class Source(enum.Enum):
     """Where a message came from, judged by the transport it arrived on."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
 
     WEBSOCKET = "ws"
     SIP = "sip"
@@ -22,12 +25,14 @@ class Source(enum.Enum):
 class Leg(enum.Enum):
     """What SDP a call leg speaks: a browser (DTLS-SRTP, ICE, rtcp-mux) or a SIP device (plain RTP)."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
+
     WEB = "web"
     SIP = "sip"
 
     @property
     def code(self) -> str:
-        return "W" if self is Leg.WEB else "S"
+        return _LEG_CODES[self]
 
     @classmethod
     def from_code(cls, code: str) -> Leg:
@@ -38,8 +43,13 @@ class Leg(enum.Enum):
         raise ValueError(f"unknown leg code {code!r}")
 
 
+_LEG_CODES = {Leg.WEB: "W", Leg.SIP: "S"}
+
+
 class Registration(enum.Enum):
     """How a contact registered; stored with it as branch flags by save("location")."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
 
     WEBRTC = "webrtc"
     NATED_SIP = "nated-sip"
@@ -56,6 +66,8 @@ class Registration(enum.Enum):
 
 class Step(enum.Enum):
     """The rtpengine step a message's SDP takes."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
 
     OFFER = "offer"
     ANSWER = "answer"
@@ -127,8 +139,12 @@ class Party:
 
     @property
     def code(self) -> str:
-        text = self.leg.code + ("1" if self.behind_nat else "0")
-        return text + "@" + self.flow if self.flow else text
+        text: Optional[str] = self.__dict__.get("_code")  # parties are immutable: render once
+        if text is None:
+            text = self.leg.code + ("1" if self.behind_nat else "0")
+            text = text + "@" + self.flow if self.flow else text
+            object.__setattr__(self, "_code", text)
+        return text
 
     @property
     def flow_uri(self) -> Optional[str]:
@@ -156,10 +172,15 @@ def flow_of(proto: str, host: str, port: int) -> str:
 class Media(enum.Enum):
     """Where a branch stands with rtpengine."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
+
     NONE = "-"  # no media proxy for this branch
     PENDING = "p"  # media proxy decided, no session yet (late offer: the offer comes in a reply)
     OPEN = "m"  # an rtpengine session exists for this branch
     RELEASED = "x"  # the branch failed and its session was deleted
+
+
+_MEDIA_CODES = {media: media.value for media in Media}
 
 
 @dataclass(frozen=True)
@@ -180,7 +201,7 @@ class Branch:
 
     @property
     def code(self) -> str:
-        return self.media.value + self.callee.code
+        return _MEDIA_CODES[self.media] + self.callee.code
 
     @classmethod
     def parse(cls, code: str) -> Branch:
@@ -211,6 +232,15 @@ class CallRecord:
     """Index of the branch whose 2xx established the dialog."""
 
     def with_branch(self, index: int, branch: Branch) -> CallRecord:
+        if all(i < index for i, _ in self.branches):
+            # A new branch (the usual case) goes last: so does its part of the text.
+            record = CallRecord(
+                self.caller, self.early_offer, self.private_sdp, (*self.branches, (index, branch)), self.answered
+            )
+            text: Optional[str] = self.__dict__.get("_text")
+            if text is not None and self.answered is None:
+                object.__setattr__(record, "_text", f"{text};b{index}={branch.code}")
+            return record
         branches = dict(self.branches)
         branches[index] = branch
         return CallRecord(self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered)
@@ -237,18 +267,30 @@ class CallRecord:
         return any(b.media is Media.OPEN for _, b in self.branches)
 
     def __str__(self) -> str:
-        parts = [
-            f"c={self.caller.code}",
-            "o=" + ("e" if self.early_offer else "l"),
-            "p=" + ("1" if self.private_sdp else "0"),
-        ]
-        parts += [f"b{i}={b.code}" for i, b in self.branches]
+        # Records are immutable and their text is asked for again and again (every route stores
+        # one): keep it on the instance, outside the fields (equality and hash ignore it).
+        text: Optional[str] = self.__dict__.get("_text")
+        if text is None:
+            text = self._render()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _render(self) -> str:
+        text = f"c={self.caller.code};o={'e' if self.early_offer else 'l'};p={'1' if self.private_sdp else '0'}"
+        for index, branch in self.branches:
+            text += f";b{index}={branch.code}"
         if self.answered is not None:
-            parts.append(f"a={self.answered}")
-        return ";".join(parts)
+            text += f";a={self.answered}"
+        return text
 
     @classmethod
     def parse(cls, text: str) -> CallRecord:
+        """The record from its text; ValueError if it is not one.  Parsed once per text (records are
+        immutable and few texts recur: one per kind of call), so the routes pay a dictionary look-up."""
+        return _parse_record(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> CallRecord:
         fields: Dict[str, str] = {}
         branches = []
         for part in text.split(";"):
@@ -269,6 +311,14 @@ class CallRecord:
         if answered is not None and not answered.isdigit():
             raise ValueError(f"bad answered branch {answered!r}")
         return cls(caller, early, private, tuple(branches), None if answered is None else int(answered))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_record(text: str) -> CallRecord:
+    record = CallRecord._parse(text)
+    if record._render() == text:  # canonical: str() gives back this very text
+        object.__setattr__(record, "_text", text)
+    return record
 
 
 @dataclass(frozen=True)
