@@ -39,6 +39,7 @@ DO_SRC_WS, DO_SRC_NAT, DO_FORCE_RPORT, DO_FIX_CONTACT, DO_FIX_REGISTER = 8, 16, 
 DO_BFLAG_WEBRTC, DO_BFLAG_NATED, DO_SAVE, DO_LOOKUP = 256, 512, 1024, 2048
 DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD = 4096, 8192, 16384, 32768
 DO_MATCH_HIDDEN, DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 65536, 131072, 262144, 524288, 1048576
+DO_TRACK_DIALOG, DO_ASK_IF_TRACKED = 2097152, 4194304
 NAT_TESTS = "private-contact,diff-ip-src-via,diff-port-src-via"
 
 _PRIVATE = re.compile(r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)")
@@ -488,6 +489,9 @@ class Gateway:
             self._verdict(ctx, rc, out)
             return
         ctx.vars["gw_lr"] = "1"
+        if do & DO_ASK_IF_TRACKED and ctx.pv_get("dlg_val", "gw_track") is None:
+            self._relay(ctx, set(), out)
+            return
         rc = self.python_exec("on_in_dialog", ctx, self.facts["on_in_dialog"])
         if rc < 0:
             self._python_failed(ctx, out)
@@ -564,6 +568,8 @@ class Gateway:
             if "branch" in armed:
                 do = self.python_exec("on_branch", bctx, self.facts["on_branch"])
                 reply_route = do > 0 and bool(do & DO_ARM_REPLY)
+                if do > 0 and do & DO_TRACK_DIALOG:
+                    bctx.pv_set("dlg_val", "gw_track", "1")
                 dropped = do < 0 or do & 7 == DROP or (bool(do & DO_RTP_OFFER) and self._media(bctx, do) < 0)
                 if dropped:
                     self.events.append(Event("log", f"branch {index} dropped"))

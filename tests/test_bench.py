@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import re
 from collections import Counter
+from typing import List, Optional
 
 from bench.run import SippStats, with_mpath
 from gateway import core
@@ -63,7 +64,7 @@ def test_native_sets_the_same_module_parameters_minus_python() -> None:
     assert params(NATIVE) == params(PYTHON)
 
 
-def calls_through_the_fake(nat_caller: bool) -> Counter[str]:
+def calls_through_the_fake(nat_caller: bool, execs: Optional[List[str]] = None) -> Counter[str]:
     from fakes.runtime import Gateway
     from fakes.ua import Network
 
@@ -73,11 +74,14 @@ def calls_through_the_fake(nat_caller: bool) -> Counter[str]:
     net.register(caller)
     net.register(callee)
     gateway.counts.clear()
+    start = len(gateway.events)
     call = net.invite(caller, "erin")
     net.reply(call, callee, 180)
     net.reply(call, callee, 200)
     net.bye(call, "caller")
     assert gateway.sessions() == [] and gateway.dialogs == {}
+    if execs is not None:
+        execs += [e.text.split('"')[1] for e in gateway.events[start:] if e.kind == "exec" and "python_exec(" in e.text]
     return gateway.counts
 
 
@@ -91,3 +95,17 @@ def test_a_call_through_rtpengine_makes_no_call_function() -> None:
     """With a NATed caller: the record at INVITE, branch and 200, and rtpengine's flags for the offer,
     the answer and the delete; still no call_function and no getHeader."""
     assert calls_through_the_fake(nat_caller=True) == {"get_pseudoVar": 1, "set_pseudoVar": 6}
+
+
+def test_a_plain_call_enters_python_four_times() -> None:
+    """INVITE, its branch, ACK, BYE: no reply route for a branch without the media proxy, and no
+    second python_exec for the in-dialog requests of a dialog no branch tracked."""
+    execs: List[str] = []
+    calls_through_the_fake(nat_caller=False, execs=execs)
+    assert execs == ["on_request", "on_branch", "on_request", "on_request"]
+
+
+def test_a_call_through_rtpengine_enters_python_for_every_message() -> None:
+    execs: List[str] = []
+    calls_through_the_fake(nat_caller=True, execs=execs)
+    assert execs == ["on_request", "on_branch", "on_reply", "on_reply"] + ["on_request", "on_in_dialog"] * 2

@@ -81,6 +81,8 @@ ACTIONS = {
     "RTP_ANSWER": f'if (!rtpengine_answer("{host.MEDIA_FLAGS_VAR}"))',
     "RTP_DELETE": f'if (!rtpengine_delete("{host.MEDIA_FLAGS_VAR}"))',
     "ARM_REPLY": 't_on_reply("gw_reply");',
+    "TRACK_DIALOG": "$dlg_val(gw_track) = 1;",
+    "ASK_IF_TRACKED": "if ($dlg_val(gw_track) == NULL)",
 }
 
 

@@ -205,7 +205,11 @@ class Router:
 
     def _plan_sequential_request(self, method: str, proto: str, nat: str, contacts: str) -> Effects:
         _source, _nat, do = self._source_bits(method, proto, nat, contacts)
-        return Effects(Verdict.IN_DIALOG | do | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0))
+        # Only a dialog with a branch through the media proxy (a browser, NAT, private SDP: see
+        # _plan_branch) has anything for on_in_dialog to do; the others are relayed as they are
+        # (plan_sequential: no answered branch on record, nothing to do) without a second python_exec.
+        do |= Do.ASK_IF_TRACKED | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0)
+        return Effects(Verdict.IN_DIALOG | do)
 
     def _plan_initial(
         self,
@@ -280,10 +284,10 @@ class Router:
             return Effects(1)
         plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
         branch = plan.record.branch(as_int(index))
-        # Replies of a branch without the media proxy need nothing from us: only a branch with
-        # rtpengine, a NATed callee or a browser on either side (all of which need the media
-        # proxy) has its replies brought to on_reply.
-        do = Do.ARM_REPLY if branch is not None and branch.media_proxy else 0
+        # Replies and in-dialog requests of a branch without the media proxy need nothing from us:
+        # only a branch with rtpengine, a NATed callee or a browser on either side (all of which
+        # need the media proxy) has its replies brought to on_reply and its dialog tracked.
+        do = Do.ARM_REPLY | Do.TRACK_DIALOG if branch is not None and branch.media_proxy else 0
         sets, media = self._media(plan.action)  # a failed offer drops the branch: the leg cannot work
         return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
 

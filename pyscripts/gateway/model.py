@@ -120,6 +120,8 @@ class Do:
     RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp)")
     RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp)")
     ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
+    TRACK_DIALOG = 1 << 21  # (branch route) $dlg_val(gw_track) = 1: its in-dialog requests need on_in_dialog
+    ASK_IF_TRACKED = 1 << 22  # (IN_DIALOG) once matched, relay without on_in_dialog if the dialog is not tracked
 
     VERDICT_MASK = 7
 
