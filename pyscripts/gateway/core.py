@@ -164,16 +164,20 @@ def media_action(
     branch: Optional[int] = None,
 ) -> MediaAction:
     """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg."""
-    flags = profiles[(sender.leg, receiver, step)]
-    extra = []
-    if step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp):
-        extra.append(UNTRUSTED_SIP_SOURCE)
-    if branch is not None:
-        # One rtpengine session per branch, so a browser and a phone of one user
-        # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
-        # (parsed, then refused when building the command), so name it ourselves.
-        extra.append(f"via-branch-param=br{branch}")
-    return MediaAction(step, " ".join([flags, *extra]).strip())
+    untrusted = step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp)
+    key = (sender.leg, receiver, step, untrusted, branch)
+    action = profiles.actions.get(key)  # a handful of distinct actions: each is made once
+    if action is None:
+        extra = [UNTRUSTED_SIP_SOURCE] if untrusted else []
+        if branch is not None:
+            # One rtpengine session per branch, so a browser and a phone of one user
+            # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
+            # (parsed, then refused when building the command), so name it ourselves.
+            extra.append(f"via-branch-param=br{branch}")
+        action = MediaAction(step, " ".join([profiles[(sender.leg, receiver, step)], *extra]).strip())
+        if len(profiles.actions) < 4096:
+            profiles.actions[key] = action
+    return action
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ class CallRecord:
     """Index of the branch whose 2xx established the dialog."""
 
     def with_branch(self, index: int, branch: Branch) -> CallRecord:
-        if all(i < index for i, _ in self.branches):
+        if not self.branches or all(i < index for i, _ in self.branches):
             # A new branch (the usual case) goes last: so does its part of the text.
             record = CallRecord(
                 self.caller, self.early_offer, self.private_sdp, (*self.branches, (index, branch)), self.answered
