@@ -21,11 +21,14 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from gateway.host import REQUEST_FACTS
+
 from . import procs
 from .procs import Ports, Processes
 from .run import REPO, SippStats, Tools, find_tools, say, sipp_argv, wait_bounded, with_mpath
 
-FACTS = "$rm|$socket_in(proto)|$var(gw_nat)|$cl|$tt|$hdrcnt(Contact)|$si|$sp|$rU|$rd|$td|$fd|$hdr(Content-Type)"
+# The router's facts for a request, as the cfg writes them (a line break is "\\n" in a cfg string).
+FACTS = REQUEST_FACTS.replace("\n", "\\n")
 TIMES = 10
 
 HANDLER = f"""

@@ -78,9 +78,11 @@ def is_private(host: str) -> bool:
 
 
 def exec_arguments(cfg_path: str = CFG) -> Dict[str, str]:
-    """The argument (facts format) the cfg passes to each python_exec, by method."""
+    """The argument (facts format) the cfg passes to each python_exec, by method, with the cfg
+    string's escapes (\\n) read as OpenSIPS reads them."""
     with open(cfg_path, encoding="utf-8") as handle:
-        return dict(re.findall(r'python_exec\("(\w+)", "([^"]*)"\)', handle.read()))
+        found = re.findall(r'python_exec\("(\w+)", "([^"]*)"\)', handle.read())
+    return {name: text.replace("\\n", "\n").replace("\\t", "\t") for name, text in found}
 
 
 def declared_flags(cfg_path: str = CFG) -> Set[str]:

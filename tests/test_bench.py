@@ -5,11 +5,14 @@ from __future__ import annotations
 import pathlib
 import re
 from collections import Counter
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from bench.run import SippStats, with_mpath
 from gateway import core
+from gateway.host import NULL, RECORD_VAR, SEP, Router
+from gateway.model import Do, Verdict
 from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE
+from gateway.settings import Settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NATIVE = (ROOT / "bench" / "native.cfg").read_text()
@@ -109,3 +112,27 @@ def test_a_call_through_rtpengine_enters_python_for_every_message() -> None:
     execs: List[str] = []
     calls_through_the_fake(nat_caller=True, execs=execs)
     assert execs == ["on_request", "on_branch", "on_reply", "on_reply"] + ["on_request", "on_in_dialog"] * 2
+
+
+class StubMsg:
+    """Just what on_request touches for an initial INVITE."""
+
+    def __init__(self) -> None:
+        self.sets: List[Tuple[str, str]] = []
+
+    def get_pseudoVar(self, fmt: str) -> str:  # noqa: N802 - the host's name
+        return "v=0\r\nc=IN IP4 203.0.113.5\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+    def set_pseudoVar(self, name: str, value: str) -> None:  # noqa: N802 - the host's name
+        self.sets.append((name, value))
+
+
+def test_a_bar_in_a_uri_or_a_header_does_not_shift_the_facts() -> None:
+    """The facts are one per line: a "|" in a (malformed) R-URI user or in Content-Type stays in its field."""
+    router = Router(Settings(), lambda text: None)
+    fields = ["INVITE", "udp", "0", "120", NULL, "1", "203.0.113.9", "5060", "bob|evil.example", "127.0.0.1"]
+    fields += ["127.0.0.1", "127.0.0.1", 'application/sdp;x="a|b\nc"']
+    msg = StubMsg()
+    code = router.on_request(msg, SEP.join(fields))
+    assert code & Do.VERDICT_MASK == Verdict.RELAY_INITIAL and code & Do.LOOKUP
+    assert msg.sets == [(RECORD_VAR, "c=S0;o=e;p=0")]

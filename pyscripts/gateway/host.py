@@ -33,7 +33,10 @@ from .sdp import has_private_address, is_sdp
 from .settings import Settings
 
 NULL = "<null>"  # what OpenSIPS prints for an unset variable
-SEP = "|"  # not allowed unescaped in SIP URIs, tags or our own records
+# Between the facts: a line break, which no URI part, tag, token or record of ours can hold (a "|"
+# could stand in a malformed R-URI user and shift the fields after it).  Content-Type, the one
+# free-form header, comes last: split() leaves anything in it to the last field.
+SEP = "\n"
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
 ROUTED_VAR = "$var(gw_lr)"
@@ -44,17 +47,16 @@ REPLY_REASON_VAR = "$var(gw_reason)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 
 # What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
-REQUEST_FACTS = (
-    "$rm|$socket_in(proto)|" + NAT_VAR + "|$cl|$tt|$hdrcnt(Contact)|$si|$sp|$rU|$rd|$td|$fd|$hdr(Content-Type)"
-)
-IN_DIALOG_FACTS = "$rm|$cl|$hdr(Content-Type)|$DLG_dir|" + DIALOG_RECORD
-BRANCH_FACTS = "$T_branch_idx|$bf|" + DIALOG_RECORD
-REPLY_FACTS = (
-    "$rs|$socket_in(proto)|$T_branch_idx|$cl|$rm|$hdrcnt(Contact)|$si|$sp|$hdr(Content-Type)|"
-    + EXCHANGE_AVP
-    + "|"
-    + DIALOG_RECORD
-)
+REQUEST_FACTS = SEP.join(
+    ("$rm", "$socket_in(proto)", NAT_VAR, "$cl", "$tt", "$hdrcnt(Contact)", "$si", "$sp", "$rU", "$rd", "$td", "$fd",
+     "$hdr(Content-Type)")
+)  # fmt: skip
+IN_DIALOG_FACTS = SEP.join(["$rm", "$cl", "$DLG_dir", DIALOG_RECORD, "$hdr(Content-Type)"])
+BRANCH_FACTS = SEP.join(["$T_branch_idx", "$bf", DIALOG_RECORD])
+REPLY_FACTS = SEP.join(
+    ("$rs", "$socket_in(proto)", "$T_branch_idx", "$cl", "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
+     DIALOG_RECORD, "$hdr(Content-Type)")
+)  # fmt: skip
 FAILURE_FACTS = DIALOG_RECORD
 LOOKUP_FAILURE_FACTS = "$var(gw_found)"
 UNMATCHED_FACTS = "$rm"
@@ -257,7 +259,7 @@ class Router:
         return self._apply(msg, self._local_reply(404, "Not Here"))
 
     def _in_dialog(self, msg: Any, facts: str) -> int:
-        method, length, content_type, direction, text = split_facts(facts, 5)
+        method, length, direction, text, content_type = split_facts(facts, 5)
         has_sdp = as_int(length) > 0 and is_sdp(content_type)
         upstream = direction == "upstream"
         plan = self._decided(("sequential", method, has_sdp, upstream, text),
@@ -292,8 +294,8 @@ class Router:
         return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
 
     def _reply(self, msg: Any, facts: str) -> int:
-        (status_text, proto, index, length, method, contacts, src_ip, src_port, content_type, exchange_text,
-         record_text) = split_facts(facts, 11)  # fmt: skip
+        (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,
+         content_type) = split_facts(facts, 11)  # fmt: skip
         has_sdp = as_int(length) > 0 and is_sdp(content_type)
         flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         has_contact = contacts not in ("0", NULL)
