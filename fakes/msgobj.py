@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 NULL = "<null>"
 _PV = re.compile(r"\$(\w+)(?:\(([^)]*)\))?")
+# A variable in a format string: $name, $name(arg), or $(name(arg){tr}{tr}) with transformations.
+_FORMAT_PV = re.compile(r"\$\((\w+)(?:\(([^)]*)\))?((?:\{[^}]*\})+)\)|\$(\w+)(?:\(([^)]*)\))?")
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -44,6 +46,44 @@ def utf8(text: Optional[str]) -> Optional[str]:
         raw = text.encode("utf-8", errors="surrogateescape")
         raise UnicodeDecodeError("utf-8", raw, exc.start, exc.end, "invalid continuation byte") from None
     return text
+
+
+def _transform(value: Any, name: str) -> Any:
+    """One string transformation of transformations.c; a null value stays null (tr_eval_string)."""
+    if value is None:
+        return None
+    raw = str(value).encode("utf-8", errors="surrogateescape")
+    if name == "s.len":
+        return len(raw)
+    if name == "s.encode.hexa":
+        return raw.hex()
+    if name == "s.int":
+        match = re.match(r"[+-]?\d+", str(value))
+        return int(match.group(0)) if match else 0
+    raise SystemError(f"transformation {{{name}}} is not known to the fake")
+
+
+def format_pvs(ctx: Context, fmt: str) -> Optional[str]:
+    """A format string with its pseudo-variables printed (``"<null>"`` for unset ones), as pv_printf does;
+    None, with an error logged, for an unknown variable."""
+    out = []
+    pos = 0
+    for match in _FORMAT_PV.finditer(fmt):
+        out.append(fmt[pos : match.start()])
+        if match.group(1) is not None:
+            value = ctx.pv_get(match.group(1), match.group(2))
+            if value is not ...:
+                for name in re.findall(r"\{([^}]*)\}", match.group(3)):
+                    value = _transform(value, name)
+        else:
+            value = ctx.pv_get(match.group(4), match.group(5))
+        if value is ...:
+            ctx.runtime.log_error(f"ERROR: unknown pseudo-variable in {fmt!r}")
+            return None
+        out.append(NULL if value is None else str(value))
+        pos = match.end()
+    out.append(fmt[pos:])
+    return "".join(out)
 
 
 class HostCrash(BaseException):
@@ -152,18 +192,7 @@ class FakeMsg:
             raise TypeError("get_pseudoVar() argument must be str")
         ctx = self._live()
         ctx.runtime.count("get_pseudoVar")
-        out = []
-        pos = 0
-        for match in _PV.finditer(fmt):
-            out.append(fmt[pos : match.start()])
-            value = ctx.pv_get(match.group(1), match.group(2))
-            if value is ...:
-                ctx.runtime.log_error(f"ERROR: unknown pseudo-variable in {fmt!r}")
-                return None
-            out.append(NULL if value is None else str(value))
-            pos = match.end()
-        out.append(fmt[pos:])
-        return utf8("".join(out))
+        return utf8(format_pvs(ctx, fmt))
 
     def set_pseudoVar(self, name: str, value: str) -> None:
         if not isinstance(name, str) or not isinstance(value, str):

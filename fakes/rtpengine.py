@@ -156,6 +156,8 @@ class MemoryEngine:
         op = ng["command"]
         call_id = ng["call-id"]
         branch = ng.get("via-branch", "")
+        if op in ("offer", "answer") and not _parses(ng.get("sdp", "")):
+            return {"result": "error", "error-reason": "Failed to parse SDP"}
         if op == "offer":
             session = self.sessions.setdefault(call_id, Session(call_id))
             if branch not in session.branches:
@@ -177,6 +179,11 @@ class MemoryEngine:
 
     def rewrite(self, ng: Dict[str, Any], offer: bool) -> str:
         return rewrite_sdp(ng, self.address, next(self._ports), offer)
+
+
+def _parses(sdp: str) -> bool:
+    """What rtpengine's SDP parser refuses outright: an m= line without port, protocol and formats."""
+    return all(len(line.split()) >= 4 for line in re.split(r"\r?\n", sdp) if line.startswith("m="))
 
 
 _DTLS_LINES = ("a=fingerprint:", "a=setup:", "a=tls-id:")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import opensips_module
-from .msgobj import FakeMsg, HostCrash
+from .msgobj import FakeMsg, HostCrash, format_pvs
 from .rtpengine import Backend, FlagError, MemoryEngine, ng_command
 from .sipmsg import SipMessage
 
@@ -32,8 +32,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYSCRIPTS = os.path.join(REPO, "pyscripts")
 CFG = os.path.join(REPO, "opensips", "opensips.cfg")
 
-# The return codes opensips.cfg acts on (gateway.model.Verdict).
+# The codes opensips.cfg acts on: verdicts in the low three bits (gateway.model.Verdict), the
+# actions above them (gateway.model.Do); tests/test_cfg.py keeps all three in step.
 RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
+REPLY, IN_DIALOG, RELAY_IF_TRANSACTION = 4, 6, 7
+DO_SRC_WS, DO_SRC_NAT, DO_FORCE_RPORT, DO_FIX_CONTACT, DO_FIX_REGISTER = 8, 16, 32, 64, 128
+DO_BFLAG_WEBRTC, DO_BFLAG_NATED, DO_SAVE, DO_LOOKUP = 256, 512, 1024, 2048
+DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD = 4096, 8192, 16384, 32768
+DO_MATCH_HIDDEN, DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 65536, 131072, 262144, 524288, 1048576
+DO_TRACK_DIALOG, DO_ASK_IF_TRACKED, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 4194304, 8388608, 16777216
+DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864, 134217728
+DO_STAT_SIP_TO_SIP, DO_STAT_MEDIA_PROXY = 268435456, 536870912
+STATS_BY_BIT = (
+    (DO_STAT_WEB_TO_WEB, "calls_web_to_web"),
+    (DO_STAT_WEB_TO_SIP, "calls_web_to_sip"),
+    (DO_STAT_SIP_TO_WEB, "calls_sip_to_web"),
+    (DO_STAT_SIP_TO_SIP, "calls_sip_to_sip"),
+    (DO_STAT_MEDIA_PROXY, "media_proxy_calls"),
+)
+NAT_TESTS = "private-contact,diff-ip-src-via,diff-port-src-via"
 
 # nathelper's "private" networks (ip_addr_is_1918 in OpenSIPS 3.6/4.0): RFC 1918,
 # RFC 6598 and loopback 127.0.0.0/8 too, so a 127.x Contact is "behind NAT".
@@ -70,6 +87,14 @@ def uri_endpoint(uri: str) -> Endpoint:
 
 def is_private(host: str) -> bool:
     return bool(_PRIVATE.match(host))
+
+
+def exec_arguments(cfg_path: str = CFG) -> Dict[str, str]:
+    """The argument (facts format) the cfg passes to each python_exec, by method, with the cfg
+    string's escapes (\\n) read as OpenSIPS reads them."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        found = re.findall(r'python_exec\("(\w+)", "([^"]*)"\)', handle.read())
+    return {name: text.replace("\\n", "\n").replace("\\t", "\t") for name, text in found}
 
 
 def declared_flags(cfg_path: str = CFG) -> Set[str]:
@@ -131,7 +156,11 @@ def loads_rpid(cfg_path: str = CFG) -> bool:
 def clears_routed_var(cfg_path: str = CFG) -> bool:
     """Whether the request route clears $var(gw_lr) before Python runs ($var outlives the message)."""
     with open(cfg_path, encoding="utf-8") as handle:
-        return re.search(r"\n\t\$var\(gw_lr\) = 0;\n\tpython_exec\(\"on_request\"\)", handle.read()) is not None
+        route = re.search(r"\nroute \{(.*?)\n\}", handle.read(), re.S)
+    if route is None:
+        return False
+    body = route.group(1)
+    return "\n\t$var(gw_lr) = 0;" in body and body.index("$var(gw_lr) = 0;") < body.find('python_exec("on_request"')
 
 
 @dataclass
@@ -163,6 +192,8 @@ class Branch:
     message: SipMessage
     bflags: Set[str]
     status: Optional[int] = None
+    reply_route: Optional[str] = None
+    """The onreply route the branch route armed for this branch (t_on_reply), if any."""
 
 
 @dataclass
@@ -252,6 +283,13 @@ class Context:
             uri = m.ruri.split(":", 1)[-1].split(";")[0]
             user, _, host = uri.rpartition("@")
             return (user or None) if name == "rU" else host.split(":")[0]
+        if name in ("td", "fd"):
+            address = m.address_uri("to" if name == "td" else "from")
+            if not address:
+                return None
+            return address.split(":", 1)[-1].split(";", 1)[0].split("?", 1)[0].rpartition("@")[2].split(":", 1)[0]
+        if name == "hdrcnt" and arg:
+            return len(m.header_values(arg))
         if name == "du":
             return self.dst_uri
         if name == "socket_in" and arg == "proto":
@@ -306,6 +344,7 @@ class Gateway:
         self.reply_sees_avps = onreply_avps(cfg_path)
         self.relay_replies_itself = relay_replies_itself(cfg_path)
         self.clears_routed_var = clears_routed_var(cfg_path)
+        self.facts = exec_arguments(cfg_path)
         self.loads_rpid = loads_rpid(cfg_path)
         #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
         self.script_vars: Dict[str, str] = {}
@@ -378,8 +417,9 @@ class Gateway:
 
     # -- python_exec ------------------------------------------------------------------
 
-    def python_exec(self, method: str, ctx: Context) -> int:
-        self.events.append(Event("exec", f'[{ctx.route}] python_exec("{method}")'))
+    def python_exec(self, method: str, ctx: Context, arg: Optional[str] = None) -> int:
+        """modules/python's python_exec(method [, arg]): ``arg`` is the cfg's format string, printed first."""
+        self.events.append(Event("exec", f'[{ctx.route}] python_exec("{method}"{"" if arg is None else ", facts"})'))
         if self.poisoned is not None:
             failure = f"an earlier call left an exception pending ({self.poisoned})"
             self.poisoned = None
@@ -392,10 +432,22 @@ class Gateway:
             self.poisoned = f"AttributeError: no method {method}"
             self.log_error(f"ERROR:python:python_exec: {method} not found or is not callable")
             return -1
+        text = None if arg is None else format_pvs(ctx, arg)
+        if arg is not None:
+            try:
+                (text or "").encode("utf-8")
+            except UnicodeEncodeError:
+                # PyUnicode_FromString fails: python_exec logs, returns -1 and leaves the
+                # UnicodeDecodeError pending in the worker (python_exec.c never clears it).
+                self.log_error(f"ERROR:python:python_exec: PyUnicode_FromString({text!r}) has failed")
+                self.poisoned = "UnicodeDecodeError in python_exec's argument"
+                if self.strict:
+                    raise HostFault(f"{method}'s argument is not UTF-8: {text!r}") from None
+                return -1
         msg = FakeMsg(ctx)
         self.current = ctx
         try:
-            result = handler(msg)
+            result = handler(msg) if text is None else handler(msg, text)
         except HostCrash:
             raise
         except Exception as exc:
@@ -452,20 +504,142 @@ class Gateway:
             return
         if self.clears_routed_var:
             self.script_vars["gw_lr"] = "0"
-        rc = self.python_exec("on_request", ctx)
-        if rc == 0:
-            return
-        if rc == RELAY:
+        self.script_vars["gw_nat"] = "1" if self.cfg_call(ctx, "nat_uac_test", NAT_TESTS) > 0 else "0"
+        do = self.python_exec("on_request", ctx, self.facts.get("on_request"))
+        if do < 0:
+            self._python_failed(ctx, out)
+        elif self._act(ctx, do, out):
+            self._verdict(ctx, do, out)
+        self._drop_unattached_dialog(ctx)
+
+    def cfg_call(self, ctx: Context, name: str, *args: Optional[str]) -> int:
+        """A function the cfg calls itself (no host call from Python): shown in traces as ``cfg name(...)``."""
+        event = Event("call", f"cfg {name}({', '.join('None' if a is None else repr(a) for a in args)})")
+        self.events.append(event)
+        result = int(getattr(self, "fn_" + name)(ctx, *args))
+        event.text += f" -> {result}"
+        event.data = (name, args, result)
+        return result
+
+    def _act(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> bool:
+        """opensips.cfg route[gw_act]: what the router asked for; False when the script ended there."""
+        for bit, name, arg in (
+            (DO_SRC_WS, "setflag", "SRC_WS"),
+            (DO_SRC_NAT, "setflag", "SRC_NAT"),
+            (DO_FORCE_RPORT, "force_rport", None),
+            (DO_FIX_CONTACT, "fix_nated_contact", None),
+            (DO_FIX_REGISTER, "fix_nated_register", None),
+        ):
+            if do & bit:
+                self.cfg_call(ctx, name, *(() if arg is None else (arg,)))
+        if do & (DO_AUTH_WWW | DO_AUTH_PROXY) and not self._auth(ctx, do):
+            return False
+        for bit, name, arg in ((DO_BFLAG_WEBRTC, "setbflag", "WEBRTC"), (DO_BFLAG_NATED, "setbflag", "NATED")):
+            if do & bit:
+                self.cfg_call(ctx, name, arg)
+        if do & DO_SAVE:
+            self.cfg_call(ctx, "save", "location")
+            return False
+        if do & DO_LOOKUP:
+            found = self.cfg_call(ctx, "lookup", "location")
+            if found < 0:
+                self.script_vars["gw_found"] = str(found)
+                self._verdict(ctx, self.python_exec("on_lookup_failure", ctx, self.facts.get("on_lookup_failure")), out)
+                return False
+        for bit, name in (
+            (DO_CREATE_DIALOG, "create_dialog"),
+            (DO_RECORD_ROUTE, "record_route"),
+            (DO_TOPOLOGY_HIDING, "topology_hiding"),
+        ):
+            if do & bit:
+                self.cfg_call(ctx, name)
+        if do & DO_STORE_RECORD:
+            ctx.pv_set("dlg_val", "gw", self.script_vars.get("gw_record", ""))
+        self._media(ctx, do)
+        return True
+
+    def _auth(self, ctx: Context, do: int) -> bool:
+        """opensips.cfg route[gw_auth]: digest check in $var(gw_realm); False when it answered the request."""
+        realm = self.script_vars.get("gw_realm", "")
+        www = bool(do & DO_AUTH_WWW)
+        kind = "www" if www else "proxy"
+        if self.cfg_call(ctx, f"{kind}_authorize", realm, "subscriber") < 0:
+            self.cfg_call(ctx, f"{kind}_challenge", realm, "auth", None)
+            return False
+        address_user = ctx.pv_get("tU" if www else "fU", None)
+        if ctx.pv_get("au", None) != address_user or address_user is None:
+            self.cfg_call(ctx, "sl_send_reply", "403", "Forbidden - Not Your Address")
+            return False
+        self.cfg_call(ctx, "consume_credentials")
+        return True
+
+    def _media(self, ctx: Context, do: int) -> int:
+        """opensips.cfg route[gw_media]: rtpengine with the flags in $var(gw_rtp); 0 when not asked for."""
+        flags = self.script_vars.get("gw_rtp", "")
+        if do & DO_RTP_OFFER:
+            return self.cfg_call(ctx, "rtpengine_offer", flags, None, None, None)
+        if do & DO_RTP_ANSWER:
+            return self.cfg_call(ctx, "rtpengine_answer", flags, None, None, None)
+        if do & DO_RTP_DELETE:
+            return self.cfg_call(ctx, "rtpengine_delete", flags, None)
+        return 0
+
+    def _count(self, ctx: Context, do: int) -> None:
+        """opensips.cfg route[gw_count]."""
+        for bit, name in STATS_BY_BIT:
+            if do & bit:
+                self.cfg_call(ctx, "update_stat", name, "1")
+
+    def _verdict(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[gw_verdict]."""
+        verdict = do & 7 if do > 0 else do
+        if verdict == RELAY:
             self._relay(ctx, set(), out)
-        elif rc == HANDLED:
+        elif verdict == HANDLED:
             pass
-        elif rc == RELAY_INITIAL:
-            self._relay(ctx, {"branch", "reply", "failure"}, out)
-        elif rc == RELAY_TRACKED:
+        elif verdict == RELAY_INITIAL:
+            self._relay(ctx, {"branch", "failure"}, out)
+        elif verdict == REPLY:
+            code = self.script_vars.get("gw_code", "")
+            if not code.isdigit():
+                raise HostFault(f"REPLY with $var(gw_code) = {code!r}: sl_send_reply needs an integer")
+            self.cfg_call(ctx, "sl_send_reply", code, self.script_vars.get("gw_reason", ""))
+        elif verdict == RELAY_TRACKED:
             self._relay(ctx, {"reply"}, out)
+        elif verdict == IN_DIALOG:
+            self._in_dialog(ctx, do, out)
+        elif verdict == RELAY_IF_TRANSACTION:
+            if self.cfg_call(ctx, "t_check_trans") > 0:
+                self._relay(ctx, set(), out)
         else:
             self._python_failed(ctx, out)
-        self._drop_unattached_dialog(ctx)
+
+    def _in_dialog(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[gw_in_dialog]: match the dialog (ours only), then ask the router."""
+        matched = self.cfg_call(ctx, "topology_hiding_match" if do & DO_MATCH_HIDDEN else "loose_route")
+        if matched < 0 or ctx.dialog is None:
+            self._unmatched(ctx, out)
+            return
+        self.script_vars["gw_lr"] = "1"
+        if do & DO_ASK_IF_TRACKED and ctx.pv_get("dlg_val", "gw_track") is None:
+            self._relay(ctx, set(), out)
+            return
+        rc = self.python_exec("on_in_dialog", ctx, self.facts.get("on_in_dialog"))
+        if rc < 0:
+            self._python_failed(ctx, out)
+            return
+        if rc & 7 == IN_DIALOG:
+            raise HostFault("on_in_dialog answered IN_DIALOG: the cfg would loop")
+        self._media(ctx, rc)
+        self._verdict(ctx, rc, out)
+
+    def _unmatched(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[gw_unmatched]: none of our dialogs; an ACK is absorbed unless tm knows it."""
+        if ctx.msg.method == "ACK":
+            if self.cfg_call(ctx, "t_check_trans") > 0:
+                self._relay(ctx, set(), out)
+            return
+        self.cfg_call(ctx, "sl_send_reply", "404", "Not Here")
 
     def _python_failed(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
         """opensips.cfg route[python_failed]: count, log, and still serve in-dialog requests."""
@@ -536,10 +710,20 @@ class Gateway:
                 record_route=ctx.record_route,
                 direction=ctx.direction,
             )
-            if "branch" in armed and self.python_exec("on_branch", bctx) == DROP:
-                self.events.append(Event("log", f"branch {index} dropped"))
-                continue
-            self._send_branch(tx, bctx, index, out)
+            reply_route = None
+            if "branch" in armed:
+                do = self.python_exec("on_branch", bctx, self.facts.get("on_branch"))
+                if do > 0 and do & DO_ARM_REPLY:
+                    reply_route = "gw_reply"
+                if do > 0 and do & DO_STAT_SIP_TO_SIP:
+                    reply_route = "gw_answered_sip_to_sip"
+                if do > 0 and do & DO_TRACK_DIALOG:
+                    bctx.pv_set("dlg_val", "gw_track", "1")
+                dropped = do < 0 or do & 7 == DROP or (bool(do & DO_RTP_OFFER) and self._media(bctx, do) < 0)
+                if dropped:
+                    self.events.append(Event("log", f"branch {index} dropped"))
+                    continue
+            self._send_branch(tx, bctx, index, out, reply_route)
         if not tx.branches:
             del self.transactions[key]
             if self.relay_replies_itself:
@@ -551,7 +735,14 @@ class Gateway:
             ctx.dialog.state = "deleted"
             self.dialogs.pop(ctx.dialog.did, None)
 
-    def _send_branch(self, tx: Transaction, bctx: Context, index: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+    def _send_branch(
+        self,
+        tx: Transaction,
+        bctx: Context,
+        index: int,
+        out: List[Tuple[Endpoint, SipMessage]],
+        reply_route: Optional[str] = None,
+    ) -> None:
         message = bctx.msg
         via_branch = f"z9hG4bKgw{tx.serial}.{index}"
         message.add_header_first(
@@ -567,7 +758,7 @@ class Gateway:
                     "Record-Route", f"<sip:{self.address.host}:{self.address.port};lr;did={dialog.did}>"
                 )
         endpoint = uri_endpoint(bctx.dst_uri or message.ruri)
-        tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags))
+        tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags, reply_route=reply_route))
         self._send(endpoint, message, out)
 
     def _forward(self, ctx: Context, message: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
@@ -628,8 +819,19 @@ class Gateway:
             dialog=tx.dialog,
             branch_index=branch.index,
         )
-        if "reply" in tx.armed:
-            self.python_exec("on_reply", ctx)
+        route = "gw_reply" if "reply" in tx.armed else branch.reply_route
+        if route == "gw_reply":
+            do = self.python_exec("on_reply", ctx, self.facts.get("on_reply"))
+            if do > 0:
+                if do & DO_FIX_CONTACT:
+                    self.cfg_call(ctx, "fix_nated_contact")
+                self._count(ctx, do)
+                self._media(ctx, do)
+        elif route == "gw_answered_sip_to_sip":
+            # opensips.cfg onreply_route[gw_answered_sip_to_sip]: counted once per call.
+            if 200 <= status < 300 and ctx.pv_get("dlg_val", "gw_counted") is None:
+                ctx.pv_set("dlg_val", "gw_counted", "1")
+                self.cfg_call(ctx, "update_stat", "calls_sip_to_sip", "1")
         if status == 100:
             return
         reply.remove_first("via")
@@ -680,7 +882,9 @@ class Gateway:
             fctx = Context(
                 self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
             )
-            self.python_exec("on_failure", fctx)
+            do = self.python_exec("on_failure", fctx, self.facts.get("on_failure"))
+            if do > 0:
+                self._media(fctx, do)
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)
             tx.dialog.state = "deleted"

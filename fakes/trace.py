@@ -19,6 +19,7 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from . import runtime
 from .rtpengine import Backend
 from .rtpengine_ng import RealEngine
 from .runtime import Endpoint, Event, Gateway
@@ -28,10 +29,28 @@ from .ua import Network
 VERDICTS = {
     1: "RELAY",
     2: "HANDLED",
-    3: "RELAY_INITIAL (branch/reply/failure routes armed)",
-    4: "DROP branch",
+    3: "RELAY_INITIAL (branch and failure routes armed)",
+    4: "REPLY",
     5: "RELAY_TRACKED (reply route armed)",
+    6: "IN_DIALOG (match the dialog, then on_in_dialog)",
+    7: "RELAY_IF_TRANSACTION",
 }
+ACTIONS = {value: name[3:] for name, value in vars(runtime).items() if name.startswith("DO_")}
+
+
+def describe_code(code: int, route: str) -> str:
+    """A route's code as the cfg reads it: the verdict and the actions the router asked for."""
+    if code < 0:
+        return f"{code} FAILED"
+    verdict = code & 7
+    if route in ("on_request", "on_in_dialog", "on_lookup_failure"):
+        name = VERDICTS.get(verdict, "")
+    elif route == "on_branch" and verdict == 4:
+        name = "DROP branch"
+    else:
+        name = ""
+    actions = [ACTIONS[bit] for bit in sorted(ACTIONS) if code & bit]
+    return f"{verdict} {name}".rstrip() + (" + " + " ".join(actions) if actions else "")
 
 
 def sdp_summary(body: bytes) -> str:
@@ -61,10 +80,8 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
             )
         elif event.kind == "exec":
             if isinstance(event.data, int):
-                verdict = (
-                    VERDICTS.get(event.data, "") if "on_request" in event.text or "on_branch" in event.text else ""
-                )
-                lines.append(f"      = {event.data} {verdict}".rstrip())
+                route = event.text.split("] ", 1)[-1].split(" ", 1)[0]
+                lines.append(f"      = {describe_code(event.data, route)}")
             else:
                 lines.append(f"  {event.text}")
         elif event.kind == "call":

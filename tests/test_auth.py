@@ -6,7 +6,8 @@ from typing import List
 
 import pytest
 
-from fakes.runtime import Gateway
+from fakes.runtime import Context, Endpoint, Gateway
+from fakes.sipmsg import SipMessage
 from fakes.ua import UA, Network
 from gateway.settings import Settings
 from tests.flowcheck import assert_clean
@@ -119,12 +120,14 @@ def test_trusted_sources_are_exempt_from_auth_and_from_flood_counting() -> None:
     call = net.invite(trunk, "bob")
     assert statuses(trunk, "INVITE") == [] and net.callees(call) == [bob]
 
-    class Probe:
-        src_address = ("127.0.0.2", 5060)
-
-    assert gateway.router.is_trusted(Probe()) == 1
-    Probe.src_address = ("203.0.113.5", 5060)
-    assert gateway.router.is_trusted(Probe()) == -1
+    # route[pike_exempt], as the cfg runs it for each request pike counts.
+    options = SipMessage.parse(
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKp\r\nFrom: <sip:t@x>;tag=1\r\n"
+        b"To: <sip:127.0.0.1>\r\nCall-ID: p\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    for host, answer in (("127.0.0.2", 1), ("203.0.113.5", -1)):
+        ctx = Context(gateway, "request", options, Endpoint("udp", host, 5060))
+        assert gateway.python_exec("is_trusted", ctx, gateway.facts["is_trusted"]) == answer
 
 
 def test_answered_calls_are_counted_per_direction_and_media() -> None:

@@ -32,16 +32,6 @@ def test_the_cfg_names_the_location_table_and_shows_avps_to_reply_routes() -> No
     assert onreply_avps()
 
 
-def test_without_the_table_declared_registration_fails(tmp_path: Path) -> None:
-    cfg = cfg_without(tmp_path, 'save("location");', 'lookup("location");')
-    gateway = Gateway(cfg_path=cfg, strict=False)
-    net = Network(gateway)
-    alice = net.browser("alice")
-    reply = net.register(alice)
-    assert reply is not None and reply.first_line == "SIP/2.0 500 Server Error - Routing Failed"  # as the real one did
-    assert any("can't register new domain during runtime" in e for e in gateway.errors)
-
-
 def test_reply_routes_lose_the_exchange_without_onreply_avp_mode(tmp_path: Path) -> None:
     cfg = cfg_without(tmp_path, 'modparam("tm", "onreply_avp_mode", 1)')
     assert not onreply_avps(cfg)

@@ -24,6 +24,7 @@ The rules:
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -53,11 +54,19 @@ def source_of(proto: str) -> Source:
     return Source.WEBSOCKET if proto.lower() in WEBSOCKET_PROTOS else Source.SIP
 
 
+@functools.lru_cache(maxsize=1024)
 def party_of(source: Source, behind_nat: bool, flow: Optional[str] = None) -> Party:
-    """The sender of a request; ``flow`` is kept for browsers only (see Party.flow)."""
+    """The sender of a request; ``flow`` is kept for browsers only (see Party.flow).  Parties are
+    immutable values: one per kind (and per browser connection) is made and shared."""
     if source is Source.WEBSOCKET:
         return Party(Leg.WEB, True, flow)
     return Party(Leg.SIP, behind_nat)
+
+
+@functools.cache
+def party_registered(registration: Registration) -> Party:
+    """The callee a contact of this kind is (one shared value per kind)."""
+    return Party(registration.leg, registration.behind_nat)
 
 
 def registration_of(source: Source, behind_nat: bool) -> Registration:
@@ -109,26 +118,32 @@ class Routing:
     """The reply to send for LOCAL_REPLY and REFUSE."""
 
 
+# The outcomes of route_initial: immutable, made once.
+_TO_LOCATION = Routing(Target.LOCATION)
+_TO_DESTINATION = Routing(Target.DESTINATION)
+_NOT_OUR_DOMAIN = Routing(Target.REFUSE, (403, "Forbidden - Not Our Domain"))
+_OPTIONS_OK = Routing(Target.LOCAL_REPLY, (200, "OK"))
+_NO_USER = Routing(Target.REFUSE, (404, "Not Found"))
+_NO_RELAY = Routing(Target.REFUSE, (403, "Relaying Forbidden"))
+_NO_ROUTE = Routing(Target.REFUSE, (404, "No Route To Destination"))
+
+
 def route_initial(
     method: str, ruri_user: str, ruri_domain: str, from_domain: str, source_ip: str, settings: Settings
 ) -> Routing:
     """Where an initial (out-of-dialog) request goes."""
     if method == "REGISTER":
-        if settings.is_local(ruri_domain):
-            return Routing(Target.LOCATION)
-        return Routing(Target.REFUSE, (403, "Forbidden - Not Our Domain"))
+        return _TO_LOCATION if settings.is_local(ruri_domain) else _NOT_OUR_DOMAIN
     if settings.is_local(ruri_domain):
         if not ruri_user:
-            if method == "OPTIONS":
-                return Routing(Target.LOCAL_REPLY, (200, "OK"))
-            return Routing(Target.REFUSE, (404, "Not Found"))
-        return Routing(Target.LOCATION)
+            return _OPTIONS_OK if method == "OPTIONS" else _NO_USER
+        return _TO_LOCATION
     # No open relay: only our users and trusted peers may reach other domains.
     if not settings.is_local(from_domain) and source_ip not in settings.trusted_sources:
-        return Routing(Target.REFUSE, (403, "Relaying Forbidden"))
+        return _NO_RELAY
     if settings.sip_destination is None:
-        return Routing(Target.REFUSE, (404, "No Route To Destination"))
-    return Routing(Target.DESTINATION)
+        return _NO_ROUTE
+    return _TO_DESTINATION
 
 
 class Challenge(enum.Enum):
@@ -209,16 +224,20 @@ def media_action(
     branch: Optional[int] = None,
 ) -> MediaAction:
     """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg."""
-    flags = profiles[(sender.leg, receiver, step)]
-    extra = []
-    if step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp):
-        extra.append(UNTRUSTED_SIP_SOURCE)
-    if branch is not None:
-        # One rtpengine session per branch, so a browser and a phone of one user
-        # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
-        # (parsed, then refused when building the command), so name it ourselves.
-        extra.append(f"via-branch-param=br{branch}")
-    return MediaAction(step, " ".join([flags, *extra]).strip())
+    untrusted = step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp)
+    key = (sender.leg, receiver, step, untrusted, branch)
+    action = profiles.actions.get(key)  # a handful of distinct actions: each is made once
+    if action is None:
+        extra = [UNTRUSTED_SIP_SOURCE] if untrusted else []
+        if branch is not None:
+            # One rtpengine session per branch, so a browser and a phone of one user
+            # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
+            # (parsed, then refused when building the command), so name it ourselves.
+            extra.append(f"via-branch-param=br{branch}")
+        action = MediaAction(step, " ".join([profiles[(sender.leg, receiver, step)], *extra]).strip())
+        if len(profiles.actions) < 4096:
+            profiles.actions[key] = action
+    return action
 
 
 @dataclass(frozen=True)
@@ -229,7 +248,7 @@ class BranchPlan:
 
 def plan_branch(record: CallRecord, index: int, registration: Registration, profiles: Profiles) -> BranchPlan:
     """Decide the media proxy for one branch of an initial INVITE and, with an early offer, the offer."""
-    callee = Party(registration.leg, registration.behind_nat)
+    callee = party_registered(registration)
     if not needs_media_proxy(record.caller, callee, record.private_sdp):
         return BranchPlan(record.with_branch(index, Branch(callee, Media.NONE)), None)
     if not record.early_offer:

@@ -1,9 +1,26 @@
 """The thin adapter between OpenSIPS's python module and the decision core.
 
-Each ``on_*`` method is one OpenSIPS route (``python_exec("on_request")`` and so
-on).  It reads the facts it needs in as few host calls as it can (one
-``get_pseudoVar`` formats several variables at once: about 1.8 us, against
-about 4 us for each ``call_function``), asks ``core`` what to do, and does it.
+Each ``on_*`` method is one OpenSIPS route.  The cfg formats the facts a route
+needs into python_exec's argument (``python_exec("on_request", REQUEST_FACTS)``:
+one string, one fact a line), so reading them costs no host call; the router
+asks ``core`` what to do and answers with one int: the verdict in the low three
+bits (``model.Verdict``) and the actions for the cfg to take above them
+(``model.Do``: setflag, force_rport, fix_nated_*, digest auth, save, lookup,
+create_dialog, record_route, rtpengine_*, t_on_reply, update_stat).  Values the
+cfg needs for those actions (the rtpengine flags, the call record, a reply's
+code, the auth realm) go in ``$var``s with set_pseudoVar.  Host calls from
+Python are dear (FACTS.md: call_function about 4.2 us, get_pseudoVar about
+1.8 us) and the cfg's own calls are not, so on the paths every call takes the
+router makes no call_function at all; the rare ones (an SDP nathelper must
+judge) keep theirs.
+
+The facts hold nothing a sender can fill with bytes that are not UTF-8: the
+python module turns the argument into a str with PyUnicode_FromString, and
+when that fails it returns -1 and leaves the UnicodeDecodeError pending in the
+worker, where it breaks the next python_exec (python_exec.c, 3.6.8 and 4.0.1).
+So the cfg passes lengths instead of the To-tag and R-URI user, and the
+domains and Content-Type hex-encoded (``{s.encode.hexa}``); the rest are
+numbers, tokens the parser checked ($rm) or values we wrote ourselves.
 
 Host rules this file keeps (FACTS.md):
 - every route returns a non-zero int (0 would end the script like ``exit``) and
@@ -16,10 +33,10 @@ Host rules this file keeps (FACTS.md):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple, TypeVar, cast
 
 from . import core
-from .model import CallRecord, Exchange, MediaAction, Source, Step, Verdict, flow_of
+from .model import CallRecord, Do, Exchange, MediaAction, Source, Step, Verdict, flow_of
 from .profiles import Profiles
 from .sdp import has_private_address, is_sdp
 from .settings import Settings
@@ -34,12 +51,6 @@ class Msg(Protocol):
     @property
     def Type(self) -> str: ...  # noqa: N802
     @property
-    def Method(self) -> Optional[str]: ...  # noqa: N802
-    @property
-    def RURI(self) -> Optional[str]: ...  # noqa: N802
-    @property
-    def Status(self) -> Optional[str]: ...  # noqa: N802
-    @property
     def src_address(self) -> Tuple[str, int]: ...
     def getHeader(self, name: str) -> Optional[str]: ...  # noqa: N802
     def call_function(self, name: str, *args: Optional[str]) -> int: ...
@@ -48,20 +59,77 @@ class Msg(Protocol):
     def set_dst_uri(self, uri: str) -> None: ...
 
 
-NULL = "<null>"  # what get_pseudoVar returns for an unset variable
-SEP = "|"  # not allowed unescaped in SIP URIs, tags or our own records
+NULL = "<null>"  # what OpenSIPS prints for an unset variable
+# Between the facts: a line break, which none of them can hold (see the module's docstring).
+SEP = "\n"
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
-ROUTED_VAR = "$var(gw_lr)"
+RECORD_VAR = "$var(gw_record)"
+MEDIA_FLAGS_VAR = "$var(gw_rtp)"
+REPLY_CODE_VAR = "$var(gw_code)"
+REPLY_REASON_VAR = "$var(gw_reason)"
+REALM_VAR = "$var(gw_realm)"
+NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
+CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
 
-REQUEST_FACTS = "$socket_in(proto)|$cl|$tt"
-BRANCH_FACTS = "$T_branch_idx|$bf|" + DIALOG_RECORD
-REPLY_FACTS = "$socket_in(proto)|$T_branch_idx|$cl|$rm|" + EXCHANGE_AVP + "|" + DIALOG_RECORD
-SEQUENTIAL_FACTS = "$DLG_status|$DLG_dir|" + DIALOG_RECORD
+# What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
+REQUEST_FACTS = SEP.join(
+    ("$rm", "$socket_in(proto)", NAT_VAR, "$cl", "$(tt{s.len})", "$hdrcnt(Contact)", "$si", "$sp", "$(rU{s.len})",
+     "$(rd{s.encode.hexa})", "$(td{s.encode.hexa})", "$(fd{s.encode.hexa})", CONTENT_TYPE)
+)  # fmt: skip
+IN_DIALOG_FACTS = SEP.join(("$rm", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE))
+BRANCH_FACTS = SEP.join(("$T_branch_idx", "$bf", DIALOG_RECORD))
+REPLY_FACTS = SEP.join(
+    ("$rs", "$socket_in(proto)", "$T_branch_idx", "$cl", "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
+     DIALOG_RECORD, CONTENT_TYPE)
+)  # fmt: skip
+FAILURE_FACTS = DIALOG_RECORD
+LOOKUP_FAILURE_FACTS = "$var(gw_found)"
+TRUSTED_FACTS = "$si"
+
+#: The cfg's bit for each flag name core uses (SOURCE_FLAGS, NAT_FLAG, REGISTRATION_BFLAGS).
+FLAG_BITS = {"SRC_WS": Do.SRC_WS, "SRC_NAT": Do.SRC_NAT, "WEBRTC": Do.BFLAG_WEBRTC, "NATED": Do.BFLAG_NATED}
+#: The cfg's bit for each statistic core names (core.STATISTICS).
+STAT_BITS = {
+    "calls_web_to_web": Do.STAT_WEB_TO_WEB,
+    "calls_web_to_sip": Do.STAT_WEB_TO_SIP,
+    "calls_sip_to_web": Do.STAT_SIP_TO_WEB,
+    "calls_sip_to_sip": Do.STAT_SIP_TO_SIP,
+    "media_proxy_calls": Do.STAT_MEDIA_PROXY,
+}
+AUTH_BITS = {core.Challenge.WWW: Do.AUTH_WWW, core.Challenge.PROXY: Do.AUTH_PROXY}
+
+_MEDIA_BITS = {
+    Step.OFFER: Do.RTP_OFFER,
+    Step.REOFFER: Do.RTP_OFFER,
+    Step.ANSWER: Do.RTP_ANSWER,
+    Step.DELETE: Do.RTP_DELETE,
+}
+
+DECISIONS_KEPT = 4096
+_UNDECIDED = object()
+T = TypeVar("T")
+
+
+class Effects(NamedTuple):
+    """What a route does for a decision: the code it returns, the variables it sets for the cfg,
+    the destination it sets; for an initial INVITE, whether the call record is still to store."""
+
+    code: int
+    sets: Tuple[Tuple[str, str], ...] = ()
+    dst_uri: Optional[str] = None
+    needs_record: bool = False
+
+
+def _bits(table: Dict[str, int], names: Tuple[str, ...]) -> int:
+    bits = 0
+    for name in names:
+        bits |= table[name]
+    return bits
 
 
 def split_facts(text: Optional[str], count: int) -> list[str]:
-    """Split a get_pseudoVar result into ``count`` fields; the last one keeps any separators."""
+    """Split the cfg's facts into ``count`` fields; the last one keeps any separators."""
     fields = (text or "").split(SEP, count - 1)
     return fields + [NULL] * (count - len(fields))
 
@@ -74,6 +142,13 @@ def optional(text: str) -> Optional[str]:
     return None if text in (NULL, "") else text
 
 
+def unhex(text: str) -> str:
+    """A fact the cfg hex-encoded, as text; UnicodeDecodeError when the sender's bytes are not UTF-8."""
+    if text == NULL:
+        return ""
+    return bytes.fromhex(text).decode("utf-8")
+
+
 class Router:
     """The handler object ``mod_init`` returns: one method per OpenSIPS route."""
 
@@ -81,51 +156,43 @@ class Router:
         self.settings = settings
         self.profiles: Profiles = settings.profiles
         self.log = log
+        self._decisions: Dict[Tuple[object, ...], object] = {}
 
     # -- entry points -----------------------------------------------------------------
 
     def child_init(self, rank: int) -> int:
         return 0  # unlike routes, child_init reports success with 0
 
-    def on_request(self, msg: Msg) -> int:
-        return self._guard("request", self._request, msg)
+    def on_request(self, msg: Msg, facts: str = "") -> int:
+        return self._guard("request", self._request, msg, facts)
 
-    def on_branch(self, msg: Msg) -> int:
-        return self._guard("branch", self._branch, msg)
+    def on_in_dialog(self, msg: Msg, facts: str = "") -> int:
+        return self._guard("in-dialog", self._in_dialog, msg, facts)
 
-    def on_reply(self, msg: Msg) -> int:
-        return self._guard("reply", self._reply, msg)
+    def on_lookup_failure(self, msg: Msg, facts: str = "") -> int:
+        return self._guard("lookup-failure", self._lookup_failure, msg, facts)
 
-    def on_failure(self, msg: Msg) -> int:
-        return self._guard("failure", self._failure, msg)
+    def on_branch(self, msg: Msg, facts: str = "") -> int:
+        return self._guard("branch", self._branch, msg, facts)
 
-    def is_trusted(self, msg: Msg) -> int:
+    def on_reply(self, msg: Msg, facts: str = "") -> int:
+        return self._guard("reply", self._reply, msg, facts)
+
+    def on_failure(self, msg: Msg, facts: str = "") -> int:
+        return self._guard("failure", self._failure, msg, facts)
+
+    def is_trusted(self, msg: Msg, facts: str = "") -> int:
         """pike's check route: 1 exempts a trusted source (gateway.ini trusted_sources) from flood counting."""
-        try:
-            return 1 if msg.src_address[0] in self.settings.trusted_sources else -1
-        except Exception:  # noqa: BLE001
-            return -1
+        return 1 if facts in self.settings.trusted_sources else -1
 
-    def _guard(self, route: str, handler: Callable[[Msg], int], msg: Msg) -> int:
+    def _guard(self, route: str, handler: Callable[[Msg, str], int], msg: Msg, facts: str) -> int:
         try:
-            result = int(handler(msg))
+            if not facts:
+                raise ValueError("no facts: the cfg must pass them as python_exec's second argument")
+            result = int(handler(msg, facts))
             return result if result else int(Verdict.FAILED)
-        except UnicodeDecodeError as exc:
-            # The module decodes every str as strict UTF-8: such a message is the sender's fault.
-            return self._undecodable(route, msg, exc)
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
-            return int(Verdict.FAILED)
-
-    def _undecodable(self, route: str, msg: Msg, exc: UnicodeDecodeError) -> int:
-        try:
-            if route != "request" or msg.call_function("has_totag") > 0:
-                return int(Verdict.FAILED) if route == "request" else 1  # in-dialog: the fail-safe routes it
-            self.log(f"gateway: refusing a request that is not UTF-8 from {msg.src_address}: {exc.reason}\n")
-            msg.call_function("sl_send_reply", "400", "Bad Request - Not UTF-8")
-            return int(Verdict.HANDLED)
-        except Exception as inner:  # noqa: BLE001
-            self._log_failure(route, msg, inner)
             return int(Verdict.FAILED)
 
     def _log_failure(self, route: str, msg: Msg, exc: BaseException) -> None:
@@ -140,171 +207,223 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _request(self, msg: Msg) -> int:
-        method = msg.Method or ""
-        proto, length, to_tag = split_facts(msg.get_pseudoVar(REQUEST_FACTS), 3)
+    def _request(self, msg: Msg, facts: str) -> int:
+        (method, proto, nat, length, to_tag, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain,
+         from_domain, content_type) = split_facts(facts, 13)  # fmt: skip
+        has_contact = contacts not in ("0", NULL)
+        if to_tag not in ("0", NULL, ""):
+            key: Tuple[object, ...] = ("in-dialog", method, proto, nat, has_contact)
+            return self._decided(key, lambda: self._plan_sequential_request(method, proto, nat, has_contact)).code
+        # route_initial and challenge_for look at the source address only to trust it or not, and
+        # at the user only for whether there is one: the decision is keyed on those, not on them.
+        trusted = src_ip if src_ip in self.settings.trusted_sources else ""
+        no_user = ruri_user in ("0", NULL, "")
+        key = ("initial", method, proto, nat, has_contact, no_user, ruri_domain, to_domain, from_domain, trusted)
+        plan = self._decided(key, lambda: self._plan_initial(method, proto, nat, has_contact, no_user, ruri_domain,
+                                                             to_domain, from_domain, trusted))  # fmt: skip
+        if not plan.needs_record:
+            return self._apply(msg, plan)
+        has_sdp = as_int(length) > 0 and is_sdp(unhex(content_type))
         source = core.source_of(proto)
-        if source is Source.WEBSOCKET:
-            behind_nat = True
-        else:
-            behind_nat = msg.call_function("nat_uac_test", core.NAT_TESTS) == 1
-        for flag in core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()):
-            msg.call_function("setflag", flag)
-        if behind_nat:
-            if source is Source.SIP:
-                msg.call_function("force_rport")
-            fix = core.contact_fix(method, behind_nat)
-            if fix and _has_contact(msg):
-                msg.call_function(fix)
-        has_sdp = as_int(length) > 0 and is_sdp(_content_type(msg))
-        if optional(to_tag) is not None:
-            return self._sequential(msg, method, has_sdp)
+        private_sdp = has_sdp and source is Source.SIP and self._private_sdp(msg)
+        flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
+        key = ("record", source, nat == "1", flow, has_sdp, private_sdp)
+        text = self._decided(
+            key, lambda: str(CallRecord(core.party_of(source, nat == "1", flow), has_sdp, private_sdp))
+        )
+        msg.set_pseudoVar(RECORD_VAR, text)
+        return self._apply(msg, plan)
+
+    def _private_sdp(self, msg: Msg) -> bool:
+        try:
+            return has_private_address(msg.get_pseudoVar("$rb") or "")
+        except UnicodeDecodeError:  # e.g. a Latin-1 session name: let nathelper look
+            return msg.call_function("nat_uac_test", "private-sdp") == 1
+
+    def _source_bits(self, method: str, proto: str, nat: str, has_contact: bool) -> Tuple[Source, bool, int]:
+        """(source, behind NAT, the flags and NAT fixes to do) of any request."""
+        source = core.source_of(proto)
+        behind_nat = source is Source.WEBSOCKET or nat == "1"
+        do = _bits(FLAG_BITS, core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()))
+        if behind_nat and source is Source.SIP:
+            do |= Do.FORCE_RPORT
+        if behind_nat and has_contact:
+            do |= Do.FIX_REGISTER if core.contact_fix(method, behind_nat) == "fix_nated_register" else Do.FIX_CONTACT
+        return source, behind_nat, do
+
+    def _plan_sequential_request(self, method: str, proto: str, nat: str, has_contact: bool) -> Effects:
+        _source, _nat, do = self._source_bits(method, proto, nat, has_contact)
+        # Only a dialog with a branch through the media proxy (a browser, NAT, private SDP: see
+        # _plan_branch) has anything for on_in_dialog to do; the others are relayed as they are
+        # (plan_sequential: no answered branch on record, nothing to do) without a second python_exec.
+        # A request that matches none of our dialogs gets the cfg's 404 (an ACK: absorbed), as in
+        # the fail-safe: loose_route() follows any Route, ours or not, and we are no open relay.
+        do |= Do.ASK_IF_TRACKED | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0)
+        return Effects(Verdict.IN_DIALOG | do)
+
+    def _plan_initial(
+        self,
+        method: str,
+        proto: str,
+        nat: str,
+        has_contact: bool,
+        no_user: bool,
+        ruri_hex: str,
+        to_hex: str,
+        from_hex: str,
+        trusted: str,
+    ) -> Effects:
+        """An out-of-dialog request, all but its call record (which needs the SDP and the flow)."""
+        source, behind_nat, do = self._source_bits(method, proto, nat, has_contact)
         if method == "CANCEL" or method == "ACK":
             # Only for a transaction we know; anything else is absorbed.
-            return int(Verdict.RELAY if msg.call_function("t_check_trans") > 0 else Verdict.HANDLED)
-        flow = flow_of(proto, *msg.src_address) if source is Source.WEBSOCKET else None
-        return self._initial(msg, method, source, behind_nat, has_sdp, flow)
-
-    def _initial(
-        self, msg: Msg, method: str, source: Source, behind_nat: bool, has_sdp: bool, flow: Optional[str]
-    ) -> int:
-        ruri_user, ruri_domain = _user_domain(msg.RURI)
-        _to_user, to_domain = _user_domain(_header_uri(msg, "To", "t"))
-        _, from_domain = _user_domain(_header_uri(msg, "From", "f"))
+            return Effects(Verdict.RELAY_IF_TRANSACTION | do)
+        try:
+            ruri_domain, to_domain, from_domain = unhex(ruri_hex), unhex(to_hex), unhex(from_hex)
+        except UnicodeDecodeError:
+            # The python module decodes every str as strict UTF-8: such a message is the sender's fault.
+            return self._local_reply(400, "Bad Request - Not UTF-8", do=do)
         domain = to_domain if method == "REGISTER" else ruri_domain
-        routing = core.route_initial(method, ruri_user, domain, from_domain, msg.src_address[0], self.settings)
+        user = "" if no_user else "user"  # route_initial asks only whether there is one
+        routing = core.route_initial(method, user, domain.lower(), from_domain.lower(), trusted, self.settings)
         if routing.reply is not None:
-            return self._reply_locally(msg, *routing.reply)
-        challenge = core.challenge_for(method, from_domain, msg.src_address[0], self.settings)
-        if challenge is not None and not self._authenticated(msg, challenge):
-            return int(Verdict.HANDLED)
+            return self._local_reply(*routing.reply, do=do)
+        sets: Tuple[Tuple[str, str], ...] = ()
+        challenge = core.challenge_for(method, from_domain.lower(), trusted, self.settings)
+        if challenge is not None and self.settings.auth_realm is not None:
+            do |= AUTH_BITS[challenge]
+            sets = ((REALM_VAR, self.settings.auth_realm),)
         if method == "REGISTER":
-            for flag in core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)]:
-                msg.call_function("setbflag", flag, None)
-            msg.call_function("save", "location")  # replies to the REGISTER itself
-            return int(Verdict.HANDLED)
+            do |= _bits(FLAG_BITS, core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)])
+            return Effects(Verdict.HANDLED | do | Do.SAVE, sets)  # save() replies to the REGISTER itself
+        dst_uri = None
         if routing.target is core.Target.LOCATION:
-            found = msg.call_function("lookup", "location")
-            if found < 0:
-                return self._reply_locally(msg, *core.lookup_failure(found))
-        elif self.settings.sip_destination is not None:  # route_initial chose it only when set
-            msg.set_dst_uri(self.settings.sip_destination)
-        if method != "INVITE":
-            return int(Verdict.RELAY)
-        private_sdp = False
-        if has_sdp and source is Source.SIP:
-            try:
-                private_sdp = has_private_address(msg.get_pseudoVar("$rb") or "")
-            except UnicodeDecodeError:  # e.g. a Latin-1 session name: let nathelper look
-                private_sdp = msg.call_function("nat_uac_test", "private-sdp") == 1
-        msg.call_function("create_dialog")
-        if self.settings.topology_hiding:
-            msg.call_function("topology_hiding")
+            do |= Do.LOOKUP
         else:
-            msg.call_function("record_route")
-        record = CallRecord(core.party_of(source, behind_nat, flow), has_sdp, private_sdp)
-        msg.set_pseudoVar(DIALOG_RECORD, str(record))
-        return int(Verdict.RELAY_INITIAL)
+            dst_uri = self.settings.sip_destination
+        if method != "INVITE":
+            return Effects(Verdict.RELAY | do, sets, dst_uri)
+        do |= Do.CREATE_DIALOG | Do.STORE_RECORD
+        do |= Do.TOPOLOGY_HIDING if self.settings.topology_hiding else Do.RECORD_ROUTE
+        return Effects(Verdict.RELAY_INITIAL | do, sets, dst_uri, needs_record=True)
 
-    def _authenticated(self, msg: Msg, challenge: core.Challenge) -> bool:
-        """Digest check against the subscriber table; answers the request itself when it fails."""
-        realm = self.settings.auth_realm
-        if msg.call_function(challenge.authorize, realm, core.SUBSCRIBERS) < 0:
-            msg.call_function(challenge.challenge, realm, "auth", None)
-            return False
-        auth_user, address_user = split_facts(msg.get_pseudoVar("$au|" + challenge.address_user), 2)
-        if not core.owns_address(auth_user, address_user):
-            # Someone else's address: a valid user may not register or call as another.
-            self._reply_locally(msg, 403, "Forbidden - Not Your Address")
-            return False
-        msg.call_function("consume_credentials")  # our users' passwords' hashes go no further
-        return True
+    def _lookup_failure(self, msg: Msg, facts: str) -> int:
+        return self._apply(msg, self._local_reply(*core.lookup_failure(int(facts))))
 
-    def _sequential(self, msg: Msg, method: str, has_sdp: bool) -> int:
-        matched = msg.call_function("topology_hiding_match" if self.settings.topology_hiding else "loose_route")
-        facts = msg.get_pseudoVar(SEQUENTIAL_FACTS) if matched > 0 else None
-        status, direction, text = split_facts(facts, 3)
-        if optional(status) is None:
-            # loose_route() follows any Route, ours or not: a request of none of our dialogs
-            # (a forged To-tag and Route) would make us an open relay.
-            if method == "ACK":
-                return int(Verdict.RELAY if msg.call_function("t_check_trans") > 0 else Verdict.HANDLED)
-            return self._reply_locally(msg, 404, "Not Here")
-        msg.set_pseudoVar(ROUTED_VAR, "1")  # the cfg's fail-safe must not loose_route twice
-        record = self._record(text)
-        plan = core.plan_sequential(record, direction != "upstream", method, has_sdp, self.profiles)
-        if plan.dst_uri is not None:
-            msg.set_dst_uri(plan.dst_uri)
-        if plan.action is not None:
-            self._media(msg, plan.action)
+    def _in_dialog(self, msg: Msg, facts: str) -> int:
+        method, length, direction, text, content_type = split_facts(facts, 5)
+        has_sdp = as_int(length) > 0 and is_sdp(unhex(content_type))
+        upstream = direction == "upstream"
+        plan = self._decided(("sequential", method, has_sdp, upstream, text),
+                             lambda: self._plan_in_dialog(method, has_sdp, upstream, text))  # fmt: skip
+        return self._apply(msg, plan)
+
+    def _plan_in_dialog(self, method: str, has_sdp: bool, upstream: bool, text: str) -> Effects:
+        plan = core.plan_sequential(self._record(text), not upstream, method, has_sdp, self.profiles)
+        sets, do = self._media(plan.action)
         if plan.exchange is not None:
-            msg.set_pseudoVar(EXCHANGE_AVP, str(plan.exchange))
-            return int(Verdict.RELAY_TRACKED)
-        return int(Verdict.RELAY)
+            sets += ((EXCHANGE_AVP, str(plan.exchange)),)
+            return Effects(Verdict.RELAY_TRACKED | do, sets, plan.dst_uri)
+        return Effects(Verdict.RELAY | do, sets, plan.dst_uri)
 
     # -- branches, replies, failures --------------------------------------------------
 
-    def _branch(self, msg: Msg) -> int:
-        index, bflags, text = split_facts(msg.get_pseudoVar(BRANCH_FACTS), 3)
+    def _branch(self, msg: Msg, facts: str) -> int:
+        return self._apply(msg, self._decided(("branch", facts), lambda: self._plan_branch(facts)))
+
+    def _plan_branch(self, facts: str) -> Effects:
+        index, bflags, text = split_facts(facts, 3)
         record = self._record(text)
         if record is None:
-            return 1
+            return Effects(1)
         plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
-        msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
-        if plan.action is not None and self._media(msg, plan.action) < 0:
-            # No media proxy for a leg that needs one: the branch cannot work.
-            return int(Verdict.DROP)
-        return 1
+        branch = plan.record.branch(as_int(index))
+        # Replies and in-dialog requests of a branch without the media proxy need nothing from us
+        # but the count of its answered call: only a branch with rtpengine, a NATed callee or a
+        # browser on either side (all of which need the media proxy) has its replies brought to
+        # on_reply and its dialog tracked.  The cfg's own reply route counts the others.
+        if branch is not None and branch.media_proxy:
+            do = Do.ARM_REPLY | Do.TRACK_DIALOG
+        else:
+            do = _bits(STAT_BITS, core.answered_call_stats(plan.record, as_int(index)))
+        sets, media = self._media(plan.action)  # a failed offer drops the branch: the leg cannot work
+        return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
 
-    def _reply(self, msg: Msg) -> int:
-        status = as_int(msg.Status or "")
-        proto, index, length, method, exchange_text, record_text = split_facts(msg.get_pseudoVar(REPLY_FACTS), 6)
-        has_sdp = as_int(length) > 0 and is_sdp(_content_type(msg))
+    def _reply(self, msg: Msg, facts: str) -> int:
+        (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,
+         content_type) = split_facts(facts, 11)  # fmt: skip
+        has_sdp = as_int(length) > 0 and is_sdp(unhex(content_type))
+        flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
+        has_contact = contacts not in ("0", NULL)
+        key = ("reply", status_text, index, has_sdp, method, has_contact, flow, exchange_text, record_text)
+        plan = self._decided(key, lambda: self._plan_reply(as_int(status_text), index, has_sdp, method, has_contact,
+                                                           flow, exchange_text, record_text))  # fmt: skip
+        return self._apply(msg, plan)
+
+    def _plan_reply(
+        self,
+        status: int,
+        index: str,
+        has_sdp: bool,
+        method: str,
+        has_contact: bool,
+        flow: Optional[str],
+        exchange_text: str,
+        record_text: str,
+    ) -> Effects:
         exchange = optional(exchange_text)
         if exchange is not None:
             sequential = Exchange.parse(exchange)
             action = core.plan_sequential_reply(sequential, status, has_sdp, self.profiles)
-            if sequential.receiver.behind_nat and 100 < status < 300 and _has_contact(msg):
-                msg.call_function("fix_nated_contact")
-            if action is not None:
-                self._media(msg, action)
-            return 1
+            do = Do.FIX_CONTACT if sequential.receiver.behind_nat and 100 < status < 300 and has_contact else 0
+            sets, media = self._media(action)
+            return Effects(1 | do | media, sets)
         record = self._record(record_text)
         if method != "INVITE" or record is None:
-            return 1
-        flow = flow_of(proto, *msg.src_address) if core.source_of(proto) is Source.WEBSOCKET else None
+            return Effects(1)
         plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, self.profiles, flow)
-        if plan.fix_contact and _has_contact(msg):
-            msg.call_function("fix_nated_contact")
+        do = Do.FIX_CONTACT if plan.fix_contact and has_contact else 0
+        do |= _bits(STAT_BITS, plan.stats)
+        sets, media = self._media(plan.action)
         if plan.record is not None:
-            msg.set_pseudoVar(DIALOG_RECORD, str(plan.record))
-        for name in plan.stats:
-            msg.call_function("update_stat", name, "1")
-        if plan.action is not None:
-            self._media(msg, plan.action)
-        return 1
+            sets = ((DIALOG_RECORD, str(plan.record)), *sets)
+        return Effects(1 | do | media, sets)
 
-    def _failure(self, msg: Msg) -> int:
-        action = core.plan_failure(self._record(msg.get_pseudoVar(DIALOG_RECORD)), self.profiles)
-        if action is not None:
-            self._media(msg, action)
-        return 1
+    def _failure(self, msg: Msg, facts: str) -> int:
+        return self._apply(msg, self._decided(("failure", facts), lambda: self._plan_failure(facts)))
 
-    # -- host calls -------------------------------------------------------------------
+    def _plan_failure(self, text: str) -> Effects:
+        sets, media = self._media(core.plan_failure(self._record(text), self.profiles))
+        return Effects(1 | media, sets)
 
-    def _media(self, msg: Msg, action: MediaAction) -> int:
-        flags = action.flags or None
-        if action.step is Step.DELETE:
-            result: int = msg.call_function("rtpengine_delete", flags, None)
-        else:
-            result = msg.call_function(action.function, flags, None, None, None)
-        if result < 0:
-            self.log(f"gateway: {action.function} failed ({result}) for Call-ID {_call_id(msg)}\n")
-        return result
+    # -- decisions and what the cfg needs for them -------------------------------------
 
-    def _reply_locally(self, msg: Msg, code: int, reason: str) -> int:
-        msg.call_function("sl_send_reply", str(code), reason)
-        return int(Verdict.HANDLED)
+    def _decided(self, key: Tuple[object, ...], decide: Callable[[], T]) -> T:
+        """The decision for these facts, taken once: the core is a pure function of them and the
+        settings, and real traffic repeats a handful of kinds of call.  Bounded; cleared when full."""
+        found = self._decisions.get(key, _UNDECIDED)
+        if found is _UNDECIDED:
+            if len(self._decisions) >= DECISIONS_KEPT:
+                self._decisions.clear()
+            found = self._decisions[key] = decide()
+        return cast(T, found)
+
+    def _apply(self, msg: Msg, effects: Effects) -> int:
+        for name, value in effects.sets:
+            msg.set_pseudoVar(name, value)
+        if effects.dst_uri is not None:
+            msg.set_dst_uri(effects.dst_uri)
+        return effects.code
+
+    def _media(self, action: Optional[MediaAction]) -> Tuple[Tuple[Tuple[str, str], ...], int]:
+        """The rtpengine call's bit, its flags to leave in $var(gw_rtp) for the cfg."""
+        if action is None:
+            return (), 0
+        return ((MEDIA_FLAGS_VAR, action.flags),), _MEDIA_BITS[action.step]
+
+    def _local_reply(self, code: int, reason: str, do: int = 0) -> Effects:
+        """The cfg sends it, after the flags (force_rport decides where a reply to a NATed sender goes)."""
+        return Effects(Verdict.REPLY | do, ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason)))
 
     def _record(self, text: Optional[str]) -> Optional[CallRecord]:
         if text is None or optional(text) is None:
@@ -314,44 +433,3 @@ class Router:
         except ValueError as exc:
             self.log(f"gateway: ignoring unreadable dialog record: {exc}\n")
             return None
-
-
-# -- message helpers (cheap attribute reads; compact header forms are not expanded by getHeader) --
-
-
-def _header(msg: Msg, name: str, compact: str) -> Optional[str]:
-    value: Optional[str] = msg.getHeader(name)
-    return value if value is not None else msg.getHeader(compact)
-
-
-def _has_contact(msg: Msg) -> bool:
-    return _header(msg, "Contact", "m") is not None
-
-
-def _content_type(msg: Msg) -> Optional[str]:
-    return _header(msg, "Content-Type", "c")
-
-
-def _call_id(msg: Msg) -> Optional[str]:
-    return _header(msg, "Call-ID", "i")
-
-
-def _header_uri(msg: Msg, name: str, compact: str) -> str:
-    value = _header(msg, name, compact) or ""
-    if "<" in value:
-        return value.split("<", 1)[1].split(">", 1)[0]
-    return value.split(";", 1)[0].strip()
-
-
-def _user_domain(uri: Optional[str]) -> Tuple[str, str]:
-    """(user, host) of a SIP URI, lower-cased host, without port or parameters; ('', '') for junk."""
-    if not uri:
-        return "", ""
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    user, _, host = rest.rpartition("@")
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    else:
-        host = host.split(":", 1)[0]
-    return user, host.lower()

@@ -15,6 +15,8 @@ from typing import Dict, Optional, Tuple
 class Source(enum.Enum):
     """Where a message came from, judged by the transport it arrived on."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
+
     WEBSOCKET = "ws"
     SIP = "sip"
 
@@ -22,12 +24,14 @@ class Source(enum.Enum):
 class Leg(enum.Enum):
     """What SDP a call leg speaks: a browser (DTLS-SRTP, ICE, rtcp-mux) or a SIP device (plain RTP)."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
+
     WEB = "web"
     SIP = "sip"
 
     @property
     def code(self) -> str:
-        return "W" if self is Leg.WEB else "S"
+        return _LEG_CODES[self]
 
     @classmethod
     def from_code(cls, code: str) -> Leg:
@@ -38,8 +42,13 @@ class Leg(enum.Enum):
         raise ValueError(f"unknown leg code {code!r}")
 
 
+_LEG_CODES = {Leg.WEB: "W", Leg.SIP: "S"}
+
+
 class Registration(enum.Enum):
     """How a contact registered; stored with it as branch flags by save("location")."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
 
     WEBRTC = "webrtc"
     NATED_SIP = "nated-sip"
@@ -57,6 +66,8 @@ class Registration(enum.Enum):
 class Step(enum.Enum):
     """The rtpengine step a message's SDP takes."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
+
     OFFER = "offer"
     ANSWER = "answer"
     REOFFER = "reoffer"
@@ -64,17 +75,62 @@ class Step(enum.Enum):
 
 
 class Verdict(enum.IntEnum):
-    """What the native script does after a request route returns (see opensips.cfg).
+    """What the native script does after a route returns: the low three bits of the code (see opensips.cfg).
 
     Never 0: python_exec returning 0 ends the whole script like ``exit`` (FACTS.md).
     """
 
-    RELAY = 1  # t_relay() the request as it stands
-    HANDLED = 2  # a reply was sent or the request was absorbed: exit
-    RELAY_INITIAL = 3  # arm branch, reply and failure routes, then t_relay()
-    DROP = 4  # (branch route) drop this branch
+    RELAY = 1  # t_relay() the request
+    HANDLED = 2  # the request was answered (save() replies) or absorbed: exit
+    RELAY_INITIAL = 3  # arm the branch and failure routes, then t_relay()
+    REPLY = 4  # (request route) sl_send_reply($var(gw_code), $var(gw_reason)); (branch route) drop this branch
+    DROP = 4
     RELAY_TRACKED = 5  # arm the reply route, then t_relay() (re-INVITE/UPDATE with media)
+    IN_DIALOG = 6  # match the dialog (loose_route, or topology_hiding_match with Do.MATCH_HIDDEN), then on_in_dialog
+    RELAY_IF_TRANSACTION = 7  # CANCEL, or ACK without a dialog: t_relay() only for a transaction we know
     FAILED = -2  # the Python side failed: the cfg's fail-safe answers
+
+
+class Do:
+    """What the native script does for the router beside the verdict: bits of the code above the low three.
+
+    Host calls from Python are dear (FACTS.md: call_function about 4.2 us, because every call
+    re-finds the function and re-runs its fix-ups), while a bit the cfg tests costs next to
+    nothing and the cfg's own calls are fixed up once at start-up.  So the router decides and
+    returns these bits; opensips.cfg (route[gw_act], route[gw_media]) does them in this order.
+    Plain ints, not an enum.Flag: or-ing flags of an enum costs microseconds.  The highest bit
+    is 29: python_exec's result becomes a C int, and a negative one means "failed".
+    """
+
+    SRC_WS = 1 << 3  # setflag("SRC_WS")
+    SRC_NAT = 1 << 4  # setflag("SRC_NAT")
+    FORCE_RPORT = 1 << 5  # force_rport()
+    FIX_CONTACT = 1 << 6  # fix_nated_contact()
+    FIX_REGISTER = 1 << 7  # fix_nated_register()
+    BFLAG_WEBRTC = 1 << 8  # setbflag("WEBRTC")
+    BFLAG_NATED = 1 << 9  # setbflag("NATED")
+    SAVE = 1 << 10  # save("location") (it replies to the REGISTER)
+    LOOKUP = 1 << 11  # lookup("location"); on failure the cfg asks on_lookup_failure
+    CREATE_DIALOG = 1 << 12  # create_dialog()
+    RECORD_ROUTE = 1 << 13  # record_route()
+    TOPOLOGY_HIDING = 1 << 14  # topology_hiding()
+    STORE_RECORD = 1 << 15  # $dlg_val(gw) = $var(gw_record) (the dialog exists only after create_dialog)
+    MATCH_HIDDEN = 1 << 16  # (IN_DIALOG) topology_hiding_match() instead of loose_route()
+    RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp)"); in the branch route, failing drops the branch
+    RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp)")
+    RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp)")
+    ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
+    TRACK_DIALOG = 1 << 21  # (branch route) $dlg_val(gw_track) = 1: its in-dialog requests need on_in_dialog
+    ASK_IF_TRACKED = 1 << 22  # (IN_DIALOG) once matched, relay without on_in_dialog if the dialog is not tracked
+    AUTH_WWW = 1 << 23  # www_authorize($var(gw_realm)) or 401; the digest user must be the To user; consume
+    AUTH_PROXY = 1 << 24  # proxy_authorize($var(gw_realm)) or 407; the digest user must be the From user; consume
+    STAT_WEB_TO_WEB = 1 << 25  # update_stat("calls_web_to_web", 1)
+    STAT_WEB_TO_SIP = 1 << 26  # update_stat("calls_web_to_sip", 1)
+    STAT_SIP_TO_WEB = 1 << 27  # update_stat("calls_sip_to_web", 1)
+    STAT_SIP_TO_SIP = 1 << 28  # update_stat("calls_sip_to_sip", 1)
+    STAT_MEDIA_PROXY = 1 << 29  # update_stat("media_proxy_calls", 1)
+
+    VERDICT_MASK = 7
 
 
 @dataclass(frozen=True)
@@ -92,8 +148,12 @@ class Party:
 
     @property
     def code(self) -> str:
-        text = self.leg.code + ("1" if self.behind_nat else "0")
-        return text + "@" + self.flow if self.flow else text
+        text: Optional[str] = self.__dict__.get("_code")  # parties are immutable: render once
+        if text is None:
+            text = self.leg.code + ("1" if self.behind_nat else "0")
+            text = text + "@" + self.flow if self.flow else text
+            object.__setattr__(self, "_code", text)
+        return text
 
     @property
     def flow_uri(self) -> Optional[str]:
@@ -120,6 +180,8 @@ def flow_of(proto: str, host: str, port: int) -> str:
 
 class Media(enum.Enum):
     """Where a branch stands with rtpengine."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
 
     NONE = "-"  # no media proxy for this branch
     PENDING = "p"  # media proxy decided, no session yet (late offer: the offer comes in a reply)

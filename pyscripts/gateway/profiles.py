@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Iterator, Mapping, Tuple
 
-from .model import Leg, Step
+from .model import Leg, MediaAction, Step
 
 ProfileKey = Tuple[Leg, Leg, Step]
 
@@ -115,6 +115,8 @@ class Profiles(Mapping[ProfileKey, str]):
         if errors:
             raise ValueError("bad rtpengine profile: " + "; ".join(errors))
         self._table = {k: " ".join(tokens(v)) for k, v in table.items()}
+        self.actions: Dict[Tuple[object, ...], MediaAction] = {}
+        """core.media_action's results for this table, made once each."""
 
     def __getitem__(self, key: ProfileKey) -> str:
         return self._table[key]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Union
+import re
+from typing import Optional, Union
 
 # nathelper's private-sdp test: RFC 1918, plus RFC 6598 carrier-grade NAT space.
 # Loopback is not private here (nathelper does not count it either), so test
@@ -23,13 +24,40 @@ def is_private_address(text: str) -> bool:
     return any(addr in net for net in _PRIVATE_V6)
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}$")
+_PRIVATE_QUAD = re.compile(
+    rf"(?:10|172\.(?:1[6-9]|2\d|3[01])|192\.168|100\.(?:6[4-9]|[7-9]\d|1[01]\d|12[0-7]))(?:\.{_OCTET})+$"
+)
+_CONNECTION = re.compile(r"^c=IN (IP[46]) ([^\s/]+)", re.M)
+
+
+def _private_v4(text: str) -> Optional[bool]:
+    """is_private_address for a dotted quad with two regular expressions instead of the ipaddress
+    module (several times faster); None if the text is not a dotted quad as ipaddress reads one."""
+    if _DOTTED_QUAD.match(text) is None:
+        return None
+    return _PRIVATE_QUAD.match(text) is not None
+
+
+# A c= line naming an RFC 1918/6598 IPv4 address, as a whole dotted quad (what _private_v4 accepts).
+_PRIVATE_V4_LINE = re.compile(
+    rf"^c=IN IP4 (?:10(?:\.{_OCTET}){{3}}"
+    rf"|(?:172\.(?:1[6-9]|2\d|3[01])|192\.168|100\.(?:6[4-9]|[7-9]\d|1[01]\d|12[0-7]))(?:\.{_OCTET}){{2}})"
+    r"(?=[\s/]|$)",
+    re.M,
+)
+
+
 def has_private_address(body: str) -> bool:
     """True when any c= line of the SDP names a private address (session or media level)."""
-    for line in body.splitlines():
-        if line.startswith("c="):
-            parts = line[2:].split()
-            if len(parts) >= 3 and is_private_address(parts[2].split("/")[0]):
-                return True
+    if _PRIVATE_V4_LINE.search(body) is not None:
+        return True
+    if "c=IN IP6" not in body:
+        return False
+    for version, address in _CONNECTION.findall(body):
+        if version == "IP6" and is_private_address(address):
+            return True
     return False
 
 

@@ -4,7 +4,7 @@ A request carrying ``X-Gateway-Fault`` makes the Python side fail there:
 
     X-Gateway-Fault: raise    on_request raises out of the handler: OpenSIPS's python module logs
                               the traceback and python_exec returns -1 (FACTS.md)
-    X-Gateway-Fault: inside   the router's own host calls fail (the msg's get_pseudoVar raises):
+    X-Gateway-Fault: inside   the router's own host calls fail (get_pseudoVar, set_pseudoVar raise):
                               the router's guard catches it, logs it and returns its failure code
 
 Either way the cfg's fail-safe (route[python_failed]) must answer: 500 for an initial request,
@@ -29,7 +29,7 @@ class InjectedFault(RuntimeError):
 
 
 class FailingMsg:
-    """The host's msg, except that reading pseudo-variables fails (as a host call failing mid-route)."""
+    """The host's msg, except that pseudo-variables fail (as a host call failing mid-route)."""
 
     def __init__(self, msg: Any) -> None:
         self._msg = msg
@@ -40,6 +40,9 @@ class FailingMsg:
     def get_pseudoVar(self, fmt: str) -> str:  # noqa: N802 - the host's name
         raise InjectedFault(f"injected: get_pseudoVar({fmt!r}) failed")
 
+    def set_pseudoVar(self, name: str, value: str) -> None:  # noqa: N802 - the host's name
+        raise InjectedFault(f"injected: set_pseudoVar({name!r}) failed")
+
 
 class FaultyRouter:
     def __init__(self, router: Any) -> None:
@@ -48,25 +51,17 @@ class FaultyRouter:
     def child_init(self, rank: int) -> int:
         return int(self.router.child_init(rank))
 
-    def on_request(self, msg: Any) -> int:
+    def on_request(self, msg: Any, *facts: str) -> int:
         fault = msg.getHeader(MARKER)
         if fault == "raise":
             raise InjectedFault("injected: on_request raised")
         if fault == "inside":
-            return int(self.router.on_request(FailingMsg(msg)))
-        return int(self.router.on_request(msg))
+            return int(self.router.on_request(FailingMsg(msg), *facts))
+        return int(self.router.on_request(msg, *facts))
 
-    def on_branch(self, msg: Any) -> int:
-        return int(self.router.on_branch(msg))
-
-    def on_reply(self, msg: Any) -> int:
-        return int(self.router.on_reply(msg))
-
-    def on_failure(self, msg: Any) -> int:
-        return int(self.router.on_failure(msg))
-
-    def is_trusted(self, msg: Any) -> int:
-        return int(self.router.is_trusted(msg))
+    def __getattr__(self, name: str) -> Any:
+        """Every other route (on_branch, on_reply, on_in_dialog, ..., is_trusted) as the router has it."""
+        return getattr(self.router, name)
 
 
 def mod_init() -> FaultyRouter:

@@ -3,7 +3,8 @@
 OpenSIPS loads this file instead of opensips_entry.py when a test wants to see
 what the host shows the router: before and after each route method it reads
 pseudo-variables one at a time (so one the route cannot read does not hide the
-others) and appends one JSON line per route call to $GATEWAY_PROBE_LOG.  The
+others) and appends one JSON line per route call to $GATEWAY_PROBE_LOG, with
+the facts the cfg formatted into python_exec's argument.  The
 routing itself is the real one, unchanged.  Runs inside OpenSIPS: stdlib only.
 """
 
@@ -26,12 +27,24 @@ BEFORE = {
         "$socket_in(proto)", "$rs", "$rm", "$ci", "$T_branch_idx", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)",
     ),
     "failure": ("$T_branch_idx", "$rm", "$ci", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
+    "in-dialog": ("$rm", "$ci", "$tt", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)", "$var(gw_lr)"),
+    "lookup-failure": ("$rm", "$ci", "$var(gw_found)"),
 }  # fmt: skip
 AFTER = {
     "request": ("$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf", "$var(gw_lr)"),
     "branch": ("$dlg_val(gw)", "$bf", "$du"),
     "reply": ("$dlg_val(gw)", "$avp(gw_tx)"),
     "failure": ("$dlg_val(gw)",),
+    "in-dialog": ("$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp)"),
+    "lookup-failure": ("$var(gw_code)", "$var(gw_reason)"),
+}
+ROUTES = {
+    "on_request": "request",
+    "on_in_dialog": "in-dialog",
+    "on_lookup_failure": "lookup-failure",
+    "on_branch": "branch",
+    "on_reply": "reply",
+    "on_failure": "failure",
 }
 
 
@@ -63,14 +76,14 @@ class Probe:
     def child_init(self, rank: int) -> int:
         return int(self.router.child_init(rank))
 
-    def _watch(self, route: str, method: Callable[[Any], int], msg: Any) -> int:
-        record: Dict[str, Any] = {"route": route, "pid": os.getpid()}
+    def _watch(self, route: str, method: Callable[..., int], msg: Any, facts: Sequence[str]) -> int:
+        record: Dict[str, Any] = {"route": route, "pid": os.getpid(), "facts": facts[0] if facts else None}
         try:
             record["type"] = msg.Type
             record["before"] = _read(msg, BEFORE[route])
         except Exception as exc:  # noqa: BLE001
             record["probe_error"] = repr(exc)
-        result = method(msg)
+        result = method(msg, *facts)
         record["rc"] = result
         try:
             record["after"] = _read(msg, AFTER[route])
@@ -79,20 +92,13 @@ class Probe:
         _write(record)
         return result
 
-    def on_request(self, msg: Any) -> int:
-        return self._watch("request", self.router.on_request, msg)
-
-    def on_branch(self, msg: Any) -> int:
-        return self._watch("branch", self.router.on_branch, msg)
-
-    def on_reply(self, msg: Any) -> int:
-        return self._watch("reply", self.router.on_reply, msg)
-
-    def is_trusted(self, msg: Any) -> int:
-        return int(self.router.is_trusted(msg))  # pike's check route, per packet: not recorded
-
-    def on_failure(self, msg: Any) -> int:
-        return self._watch("failure", self.router.on_failure, msg)
+    def __getattr__(self, name: str) -> Any:
+        """Each route of the router, watched; is_trusted (pike's check route, per packet) is not recorded."""
+        method = getattr(self.router, name)
+        route = ROUTES.get(name)
+        if route is None:
+            return method
+        return lambda msg, *facts: self._watch(route, method, msg, facts)
 
 
 def mod_init() -> Probe:

@@ -30,19 +30,26 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
     )  # fmt: skip
     settle(gateway, outcome.call_id)
     requests = records(gateway, outcome.call_id, "request")
+    in_dialog = records(gateway, outcome.call_id, "in-dialog")
     branch = records(gateway, outcome.call_id, "branch")
     replies = records(gateway, outcome.call_id, "reply")
     invite = requests[0]
     # $socket_in(proto): the transport the request came in on
     assert invite["before"]["$socket_in(proto)"] == "tcp"
-    # after create_dialog in the request route: $dlg_val written and read back, direction downstream
-    assert invite["after"]["$dlg_val(gw)"].startswith("c=S1;o=e")
-    assert invite["after"]["$DLG_dir"] == "downstream"
-    # branch route: $T_branch_idx, $bf as space-separated names of the contact's branch flags, $dlg_val writable
+    # python_exec's argument is formatted by the core: the facts, one a line, the sender's strings
+    # as lengths ({s.len}) or hex ({s.encode.hexa}), a null variable as <null>
+    facts = invite["facts"].split("\n")
+    assert facts[:2] == ["INVITE", "tcp"] and facts[4] == "<null>"  # no To-tag
+    assert facts[8] == str(len("hostbob")) and bytes.fromhex(facts[9]).decode() == "127.0.0.1"
+    assert bytes.fromhex(facts[12]).decode().lower() == "application/sdp"
+    # branch route: $T_branch_idx, $bf as space-separated names of the contact's branch flags, $dlg_val
+    # as the cfg stored it after create_dialog ($var(gw_record)), and writable
     (first_branch,) = branch
     assert first_branch["before"]["$T_branch_idx"] == "0"
     assert first_branch["before"]["$bf"] == "NATED"
+    assert first_branch["before"]["$dlg_val(gw)"].startswith("c=S1;o=e")
     assert first_branch["after"]["$dlg_val(gw)"].endswith(";b0=mS1")
+    assert first_branch["facts"] == "0\nNATED\n" + first_branch["before"]["$dlg_val(gw)"]
     # onreply route of the initial INVITE: branch index and the dialog value
     initial_replies = [r for r in replies if r["before"]["$avp(gw_tx)"] == "<null>"]
     assert {r["before"]["$rs"] for r in initial_replies} >= {"180", "200"}
@@ -54,17 +61,19 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
         assert set(dirs) == {"<null>"}
     else:
         assert dirs == ["upstream"] * len(initial_replies) + ["downstream"] * (len(replies) - len(initial_replies))
-    # in-dialog: $dlg_val and $DLG_dir are <null> before loose_route, set after it
+    # in-dialog: $dlg_val and $DLG_dir are <null> in the request route, set after the cfg's loose_route
     reinvite = next(r for r in requests if r["before"]["$rm"] == "INVITE" and r["before"]["$tt"] != "<null>")
     assert reinvite["before"]["$dlg_val(gw)"] == "<null>" and reinvite["before"]["$DLG_dir"] == "<null>"
-    assert reinvite["after"]["$DLG_dir"] == "upstream"  # the callee re-INVITEd
-    assert reinvite["after"]["$var(gw_lr)"] == "1"
+    matched = next(r for r in in_dialog if r["before"]["$rm"] == "INVITE")
+    assert matched["before"]["$DLG_dir"] == "upstream"  # the callee re-INVITEd
+    assert matched["before"]["$var(gw_lr)"] == "1"
+    assert matched["before"]["$dlg_val(gw)"].endswith(";a=0")
     # $avp(gw_tx) stored in the request route is seen in the onreply route (tm onreply_avp_mode = 1)
-    exchange = reinvite["after"]["$avp(gw_tx)"]
+    exchange = matched["after"]["$avp(gw_tx)"]
     assert exchange.startswith("s=S1;r=S1")
     assert any(r["before"]["$avp(gw_tx)"] == exchange for r in replies)
-    bye = next(r for r in requests if r["before"]["$rm"] == "BYE")
-    assert bye["after"]["$DLG_dir"] == "downstream"
+    bye = next(r for r in in_dialog if r["before"]["$rm"] == "BYE")
+    assert bye["before"]["$DLG_dir"] == "downstream"
     # every route returned a non-zero verdict
     assert all(r["rc"] not in (0, None) for r in gateway.probes(outcome.call_id))
 
