@@ -284,9 +284,11 @@ class Context:
             user, _, host = uri.rpartition("@")
             return (user or None) if name == "rU" else host.split(":")[0]
         if name in ("td", "fd"):
-            address = m.address_uri("to" if name == "td" else "from")
-            if not address:
+            # parse_to/parse_from keep the URI's bytes as they came: read the raw header, not sipmessage's URI
+            value = m.header("to" if name == "td" else "from")
+            if not value:
                 return None
+            address = _address_uri(value.split(",")[0])
             return address.split(":", 1)[-1].split(";", 1)[0].split("?", 1)[0].rpartition("@")[2].split(":", 1)[0]
         if name == "hdrcnt" and arg:
             return len(m.header_values(arg))

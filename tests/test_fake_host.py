@@ -241,3 +241,44 @@ def test_only_lm_err_is_exported() -> None:
 
     Gateway()
     assert [n for n in dir(OpenSIPS) if not n.startswith("_")] == ["LM_ERR"]
+
+
+class FactsProbe(Probe):
+    """A handler that keeps the facts python_exec passed."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda msg: 1)
+        self.facts: List[str] = []
+
+    def on_request(self, msg: Any, facts: str = "") -> Any:
+        self.facts.append(facts)
+        return 1
+
+
+def exec_with(fmt: str, raw: bytes = INVITE, strict: bool = True) -> "tuple[Gateway, FactsProbe, int]":
+    gateway = Gateway(strict=strict)
+    probe = FactsProbe()
+    gateway.router = probe
+    ctx = Context(gateway, "request", SipMessage.parse(raw), SOURCE)
+    return gateway, probe, gateway.python_exec("on_request", ctx, fmt)
+
+
+def test_the_argument_is_printed_with_its_transformations() -> None:
+    # transformations.c: {s.len} in bytes, {s.encode.hexa} lower-case hex, a null value stays null
+    _, probe, rc = exec_with("$rm\n$(rU{s.len})\n$(rd{s.encode.hexa})\n$(tt{s.len})\n$hdrcnt(Contact)\n$(td{s.len})")
+    assert rc == 1
+    assert probe.facts == ["INVITE\n3\n" + b"127.0.0.1".hex() + "\n<null>\n1\n9"]
+
+
+def test_an_argument_that_is_not_utf8_fails_and_poisons_the_worker() -> None:
+    # python_exec.c: PyUnicode_FromString fails, -1, and the UnicodeDecodeError stays pending
+    latin1 = INVITE.replace(b"f: <sip:alice@127.0.0.1>", b"f: <sip:alice@caf\xe9.example>")
+    with pytest.raises(HostFault, match="not UTF-8"):
+        exec_with("$fd", latin1)
+    gateway, probe, rc = exec_with("$fd", latin1, strict=False)
+    assert rc == -1 and probe.facts == [] and any("PyUnicode_FromString" in e for e in gateway.errors)
+    ctx = Context(gateway, "request", SipMessage.parse(INVITE), SOURCE)
+    assert gateway.python_exec("on_request", ctx, "$rm") == -1  # the innocent next message pays
+    assert any("exception pending" in e for e in gateway.errors)
+    _, probe, rc = exec_with("$(fd{s.len})\n$(fd{s.encode.hexa})", latin1)  # what the cfg passes instead
+    assert rc == 1 and probe.facts == ["12\n" + b"caf\xe9.example".hex()]

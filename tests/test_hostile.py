@@ -250,3 +250,28 @@ def test_rfc4475_torture_messages(source: Endpoint, domains: Tuple[str, ...]) ->
     assert call.established
     net.bye(call, "caller")
     assert gateway.sessions() == [] and gateway.dialogs == {}
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"From: <sip:dave@127.0.0.1>", b"From: <sip:dave@caf\xe9.example>"),
+        (b"To: <sip:bob@127.0.0.1>", b"To: <sip:bob@127.0.0.1\xe9>"),
+    ],
+)
+def test_a_request_whose_from_or_to_domain_is_not_utf8_gets_400_and_poisons_nothing(old: bytes, new: bytes) -> None:
+    gateway = registered_gateway()
+    net = Network(gateway)
+    dave = net.phone("dave")
+    net.register(dave)
+    raw = (
+        b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKlat1\r\n"
+        b"From: <sip:dave@127.0.0.1>;tag=l1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: latin1@x\r\n"
+        b"CSeq: 1 INVITE\r\nContact: <sip:dave@127.0.0.1:5090>\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert old in raw
+    out = gateway.receive(raw.replace(old, new), Endpoint("udp", "127.0.0.1", 5090))
+    assert [m.first_line for _, m in out] == ["SIP/2.0 400 Bad Request - Not UTF-8"]
+    assert gateway.python_failures == 0 and gateway.poisoned is None
+    out = gateway.receive(raw.replace(b"latin1@x", b"utf8@x"), Endpoint("udp", "127.0.0.1", 5090))
+    assert [m.first_line.split()[0] for _, m in out] == ["INVITE"]  # the worker still routes the next call

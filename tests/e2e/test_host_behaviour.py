@@ -40,7 +40,7 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
     # as lengths ({s.len}) or hex ({s.encode.hexa}), a null variable as <null>
     facts = invite["facts"].split("\n")
     assert facts[:2] == ["INVITE", "tcp"] and facts[4] == "<null>"  # no To-tag
-    assert facts[8] == str(len("hostbob")) and bytes.fromhex(facts[9]).decode() == "127.0.0.1"
+    assert facts[8] == str(len(callee.user)) and bytes.fromhex(facts[9]).decode() == "127.0.0.1"
     assert bytes.fromhex(facts[12]).decode().lower() == "application/sdp"
     # branch route: $T_branch_idx, $bf as space-separated names of the contact's branch flags, $dlg_val
     # as the cfg stored it after create_dialog ($var(gw_record)), and writable

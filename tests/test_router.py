@@ -1,0 +1,131 @@
+"""The adapter's protocol with the cfg: what each code asks of it, for every kind of call.
+
+The cfg (opensips.cfg) acts on the bits the router returns; some of what it does
+is only right under the core's rules, which these tests hold the router to.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from gateway import core, host
+from gateway.host import SEP, Router
+from gateway.model import CallRecord, Do, Leg, Party, Registration, Verdict
+from gateway.settings import Settings
+
+STAT_MASK = sum(host.STAT_BITS.values())
+
+
+class Msg:
+    """The host's msg, for routes that need no reads: keeps what the router sets."""
+
+    Type = "SIP_REQUEST"
+    src_address = ("127.0.0.1", 5060)
+
+    def __init__(self) -> None:
+        self.sets: Dict[str, str] = {}
+        self.dst_uri: Optional[str] = None
+
+    def getHeader(self, name: str) -> Optional[str]:  # noqa: N802
+        return None
+
+    def call_function(self, name: str, *args: Optional[str]) -> int:
+        raise AssertionError(f"call_function({name!r}) on a path the cfg serves")
+
+    def get_pseudoVar(self, fmt: str) -> Optional[str]:  # noqa: N802
+        raise AssertionError(f"get_pseudoVar({fmt!r}): the facts come in the argument")
+
+    def set_pseudoVar(self, name: str, value: str) -> None:  # noqa: N802
+        self.sets[name] = value
+
+    def set_dst_uri(self, uri: str) -> None:
+        self.dst_uri = uri
+
+
+CALLERS = [Party(Leg.WEB, True, "wss:198.51.100.7:4443"), Party(Leg.SIP, True), Party(Leg.SIP, False)]
+BFLAGS = {Registration.WEBRTC: "WEBRTC", Registration.NATED_SIP: "NATED", Registration.PLAIN_SIP: "<null>"}
+
+
+def branches() -> List[Tuple[Party, bool, bool, Registration]]:
+    return list(itertools.product(CALLERS, (True, False), (True, False), Registration))
+
+
+@pytest.mark.parametrize(("caller", "early", "private", "registration"), branches())
+def test_a_branch_arms_the_python_reply_route_or_the_native_count_of_a_plain_sip_call(
+    caller: Party, early: bool, private: bool, registration: Registration
+) -> None:
+    record = CallRecord(caller, early, private)
+    router = Router(Settings(), lambda text: None)
+    msg = Msg()
+    code = router.on_branch(msg, SEP.join(("0", BFLAGS[registration], str(record))))
+    assert code > 0 and code & Do.VERDICT_MASK == 1
+    stored = CallRecord.parse(msg.sets[host.DIALOG_RECORD])
+    branch = stored.branch(0)
+    assert branch is not None
+    if branch.media_proxy:
+        assert code & Do.ARM_REPLY and code & Do.TRACK_DIALOG and not code & STAT_MASK
+    else:
+        # onreply_route[gw_answered_sip_to_sip] counts this call without Python: it must be one.
+        assert (caller.leg, registration.leg) == (Leg.SIP, Leg.SIP)
+        assert code & STAT_MASK == Do.STAT_SIP_TO_SIP and not code & (Do.ARM_REPLY | Do.TRACK_DIALOG)
+        assert core.answered_call_stats(stored, 0) == ("calls_sip_to_sip",)
+    assert bool(code & Do.RTP_OFFER) == (branch.media_proxy and early)
+
+
+def request_facts(method: str, proto: str = "udp", nat: str = "0", to_tag: str = "<null>", user: str = "3") -> str:
+    local = b"127.0.0.1".hex()
+    return SEP.join(
+        (method, proto, nat, "0", to_tag, "1", "127.0.0.9", "5060", user, local, local, local, b"application/sdp".hex())
+    )
+
+
+def test_our_users_requests_ask_the_cfg_for_digest_auth_in_the_realm() -> None:
+    router = Router(Settings(auth_realm="gw.example"), lambda text: None)
+    for method, bit in (("REGISTER", Do.AUTH_WWW), ("INVITE", Do.AUTH_PROXY), ("MESSAGE", Do.AUTH_PROXY)):
+        msg = Msg()
+        code = router.on_request(msg, request_facts(method))
+        assert code & (Do.AUTH_WWW | Do.AUTH_PROXY) == bit
+        assert msg.sets[host.REALM_VAR] == "gw.example"
+    trusted = Router(Settings(auth_realm="gw.example", trusted_sources=frozenset({"127.0.0.9"})), lambda text: None)
+    assert not trusted.on_request(Msg(), request_facts("INVITE")) & (Do.AUTH_WWW | Do.AUTH_PROXY)
+
+
+def test_in_dialog_requests_go_to_the_cfgs_dialog_match_without_a_host_call() -> None:
+    router = Router(Settings(), lambda text: None)
+    code = router.on_request(Msg(), request_facts("BYE", to_tag="6"))
+    assert code & Do.VERDICT_MASK == Verdict.IN_DIALOG and code & Do.ASK_IF_TRACKED
+    hidden = Router(Settings(topology_hiding=True), lambda text: None)
+    assert hidden.on_request(Msg(), request_facts("BYE", to_tag="6")) & Do.MATCH_HIDDEN
+    # an empty To-tag ("tag=") is no tag, as has_totag() says
+    initial = router.on_request(Msg(), request_facts("OPTIONS", to_tag="0"))
+    assert initial & Do.VERDICT_MASK == Verdict.RELAY and initial & Do.LOOKUP
+
+
+def test_a_local_reply_leaves_its_code_and_reason_for_the_cfg() -> None:
+    router = Router(Settings(), lambda text: None)
+    msg = Msg()
+    foreign = SEP.join(("INVITE", "udp", "0", "0", "<null>", "1", "203.0.113.9", "5060", "3",
+                        b"example.org".hex(), b"example.org".hex(), b"example.net".hex(), "<null>"))  # fmt: skip
+    assert router.on_request(msg, foreign) & Do.VERDICT_MASK == Verdict.REPLY
+    assert (msg.sets[host.REPLY_CODE_VAR], msg.sets[host.REPLY_REASON_VAR]) == ("403", "Relaying Forbidden")
+
+
+def test_missing_or_garbled_facts_fail_safe_and_are_logged() -> None:
+    logged: List[str] = []
+    router = Router(Settings(), logged.append)
+    assert router.on_request(Msg()) == Verdict.FAILED  # python_exec without its argument
+    assert router.on_request(Msg(), "INVITE\nudp\n0\n0\n<null>\n1\n127.0.0.9\n5060\n3\nzz") == Verdict.FAILED
+    assert router.on_branch(Msg(), "") == Verdict.FAILED
+    assert len(logged) == 3 and all("route failed" in line for line in logged)
+
+
+def test_decisions_are_kept_up_to_a_bound() -> None:
+    router = Router(Settings(), lambda text: None)
+    for port in range(host.DECISIONS_KEPT + 10):
+        flow = f"wss:198.51.100.7:{port}"
+        record = CallRecord(Party(Leg.WEB, True, flow), True, False)
+        router.on_branch(Msg(), SEP.join(("0", "NATED", str(record))))
+    assert 0 < len(router._decisions) <= host.DECISIONS_KEPT
