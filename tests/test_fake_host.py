@@ -255,7 +255,7 @@ class FactsProbe(Probe):
         return 1
 
 
-def exec_with(fmt: str, raw: bytes = INVITE, strict: bool = True) -> "tuple[Gateway, FactsProbe, int]":
+def exec_with(fmt: str, raw: bytes = INVITE, strict: bool = True) -> tuple[Gateway, FactsProbe, int]:
     gateway = Gateway(strict=strict)
     probe = FactsProbe()
     gateway.router = probe

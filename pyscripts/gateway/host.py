@@ -149,6 +149,11 @@ def unhex(text: str) -> str:
     return bytes.fromhex(text).decode("utf-8")
 
 
+def sdp_type(text: str) -> bool:
+    """Whether the hex-encoded Content-Type names SDP (bytes that are not UTF-8 name nothing we know)."""
+    return text != NULL and is_sdp(bytes.fromhex(text).decode("utf-8", "replace"))
+
+
 class Router:
     """The handler object ``mod_init`` returns: one method per OpenSIPS route."""
 
@@ -223,7 +228,7 @@ class Router:
                                                              to_domain, from_domain, trusted))  # fmt: skip
         if not plan.needs_record:
             return self._apply(msg, plan)
-        has_sdp = as_int(length) > 0 and is_sdp(unhex(content_type))
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
         source = core.source_of(proto)
         private_sdp = has_sdp and source is Source.SIP and self._private_sdp(msg)
         flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
@@ -312,7 +317,7 @@ class Router:
 
     def _in_dialog(self, msg: Msg, facts: str) -> int:
         method, length, direction, text, content_type = split_facts(facts, 5)
-        has_sdp = as_int(length) > 0 and is_sdp(unhex(content_type))
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
         upstream = direction == "upstream"
         plan = self._decided(("sequential", method, has_sdp, upstream, text),
                              lambda: self._plan_in_dialog(method, has_sdp, upstream, text))  # fmt: skip
@@ -352,7 +357,7 @@ class Router:
     def _reply(self, msg: Msg, facts: str) -> int:
         (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,
          content_type) = split_facts(facts, 11)  # fmt: skip
-        has_sdp = as_int(length) > 0 and is_sdp(unhex(content_type))
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
         flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         has_contact = contacts not in ("0", NULL)
         key = ("reply", status_text, index, has_sdp, method, has_contact, flow, exchange_text, record_text)
