@@ -214,3 +214,16 @@ def test_settings_from_ini() -> None:
 def test_bad_settings_get_a_clear_answer(text: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         parse(text)
+
+
+@pytest.mark.parametrize("caller", [Party(Leg.WEB, True), Party(Leg.SIP, True)])
+@pytest.mark.parametrize("callee", [Party(Leg.WEB, True), Party(Leg.SIP, True), Party(Leg.SIP, False)])
+@pytest.mark.parametrize("step", list(Step))
+def test_private_sdp_changes_nothing_where_it_is_not_read(caller: Party, callee: Party, step: Step) -> None:
+    source = Source.WEBSOCKET if caller.leg is Leg.WEB else Source.SIP
+    assert not core.sdp_privacy_matters(source, caller.behind_nat)
+    assert core.needs_media_proxy(caller, callee, True) == core.needs_media_proxy(caller, callee, False)
+    profiles = Profiles()
+    assert core.media_action(profiles, step, caller, callee.leg, True) == core.media_action(
+        profiles, step, caller, callee.leg, False
+    )

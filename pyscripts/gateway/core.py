@@ -98,6 +98,13 @@ def contact_fix(method: str, behind_nat: bool) -> Optional[str]:
     return "fix_nated_register" if method == "REGISTER" else "fix_nated_contact"
 
 
+def sdp_privacy_matters(source: Source, behind_nat: bool) -> bool:
+    """Whether private addresses in a caller's SDP can change a decision: only for a SIP caller
+    not behind NAT.  A browser, or a phone behind NAT, takes the media proxy and (a phone)
+    SIP-source-address anyway (needs_media_proxy, media_action), so its SDP need not be read."""
+    return source is Source.SIP and not behind_nat
+
+
 def needs_media_proxy(caller: Party, callee: Party, private_sdp: bool) -> bool:
     if caller.leg is Leg.WEB or callee.leg is Leg.WEB:
         return True

@@ -230,7 +230,7 @@ class Router:
             return self._apply(msg, plan)
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         source = core.source_of(proto)
-        private_sdp = has_sdp and source is Source.SIP and self._private_sdp(msg)
+        private_sdp = has_sdp and core.sdp_privacy_matters(source, nat == "1") and self._private_sdp(msg)
         flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
         key = ("record", source, nat == "1", flow, has_sdp, private_sdp)
         text = self._decided(

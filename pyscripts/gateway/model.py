@@ -230,7 +230,8 @@ class CallRecord:
     early_offer: bool
     """True when the initial INVITE carried the SDP offer (late offer: it comes in the 2xx)."""
     private_sdp: bool
-    """True when the caller's offer held private (RFC 1918/6598) addresses."""
+    """True when the caller's offer held private (RFC 1918/6598) addresses; read only where it matters
+    (core.sdp_privacy_matters: a SIP caller not behind NAT)."""
     branches: Tuple[Tuple[int, Branch], ...] = ()
     """Each forked branch by its index, in the order they were created."""
     answered: Optional[int] = None
