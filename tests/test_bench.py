@@ -300,3 +300,15 @@ def test_the_router_sends_rtpengine_the_flags_native_cfg_composes() -> None:
 def test_a_plain_call_takes_no_media_proxy() -> None:
     assert rtpengine_calls_of_a_call(nat_caller=False) == []
 
+
+def test_micro_records_every_entry_point_and_replays_each_tape() -> None:
+    """bench.micro drives the router through the fake host: every tape replays with the same host calls."""
+    from bench.micro import entry_points, initial_invite_core, record_calls, replays_faithfully, unique
+
+    router, tapes = record_calls()
+    kinds = unique(tapes)
+    assert {t.route for t in kinds} == set(entry_points(router))
+    assert [(t.label, replays_faithfully(router, t)) for t in kinds if not t.raised] == [
+        (t.label, None) for t in kinds if not t.raised
+    ]
+    assert initial_invite_core(tapes, ", plain SIP") and initial_invite_core(tapes, ", rtpengine")
