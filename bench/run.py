@@ -63,6 +63,8 @@ ENTRY = REPO / "pyscripts" / "opensips_entry.py"
 #: rtpengine's media ports: rig/ports.py never hands these out (the tests' rtpengines use 30000-39999).
 MEDIA_PORTS = (40000, 44999)
 CALLEE = "uas"
+#: The sum of every process's pkg memory in use (MI pkmem:<n>-used_size).
+PKG_USED = "pkmem:used_size (all processes)"
 #: Contact host of the caller: nathelper counts 127.0.0.0/8 as private (ip_addr_is_1918),
 #: so "127.0.0.1" makes the caller a NATed phone whose call needs rtpengine; "localhost"
 #: is a name, not a private address: a plain SIP phone, no media proxy.
@@ -538,12 +540,14 @@ class Bench:
                 errors = sum(1 for line in log if "ERROR" in line)
             try:
                 found = inst.statistics(*names)
+                pkg = sum(v for k, v in inst.statistics("pkmem:").items() if k.endswith("-used_size"))
             except (OSError, mi.MIError) as exc:
-                found, extra = {}, f" (statistics: {exc})"
+                found, pkg, extra = {}, 0, f" (statistics: {exc})"
             else:
                 extra = ""
             bare = {key.split(":", 1)[-1]: value for key, value in found.items()}
             counters = ", ".join(f"{n} {bare[n]}" for n in names if n in bare)
+            counters += f"; pkg memory in use (all processes) {pkg:,} B"
             say(f"  {inst.name}: {errors} ERROR lines in its log; {counters}{extra}")
 
     def soak(self, inst: Instance, total: int, rate: int) -> None:
@@ -552,7 +556,7 @@ class Bench:
         say(f"\n== soak: {total:,} calls through the Python gateway at {rate}/s (half of them with rtpengine)")
         roles = inst.roles()
         names = ["shmem:used_size", "shmem:real_used_size", "shmem:fragments"]
-        names += ["dialog:active_dialogs", "tm:inuse_transactions"]
+        names += ["dialog:active_dialogs", "tm:inuse_transactions", PKG_USED]
         marks = [self.memory(inst, names)]
         chunk = max(total // 4, 1)
         done = failed = 0
@@ -589,11 +593,15 @@ class Bench:
         )
         for name in names:
             values = [m[1].get(name, 0) for m in marks]
-            say(f"  {name:<26} {values[0]:>12,} -> {values[1]:>12,} -> {values[2]:>12,}")
+            say(f"  {name:<32} {values[0]:>12,} -> {values[1]:>12,} -> {values[2]:>12,}")
         half_calls = max(done // 2, 1)
         anon_per_call = (totals[2] - totals[1]) / half_calls
         shm = (marks[2][1].get("shmem:used_size", 0) - marks[1][1].get("shmem:used_size", 0)) / half_calls
-        say(f"  target no memory growth (2nd half): private {anon_per_call:+.2f} B/call, shm used {shm:+.2f} B/call")
+        pkg = (marks[2][1].get(PKG_USED, 0) - marks[1][1].get(PKG_USED, 0)) / half_calls
+        say(
+            f"  target no memory growth (2nd half): private {anon_per_call:+.2f} B/call (of which OpenSIPS's pkg"
+            f" memory {pkg:+.2f}), shm used {shm:+.2f} B/call"
+        )
         dialogs = marks[2][1].get("dialog:active_dialogs", 0) - marks[1][1].get("dialog:active_dialogs", 0)
         if dialogs > 0:
             say(f"  ({dialogs} more dialogs of failed calls are alive: they hold shm until the dialog timeout)")
@@ -602,6 +610,8 @@ class Bench:
         time.sleep(8.0)  # transactions (tm's wait timer) and ended dialogs are freed by the timer
         groups = sorted({name.split(":")[0] + ":" for name in names})  # MI answers groups, not single names
         found = inst.statistics(*groups)
+        # pkg memory is per process (pkmem:<n>-used_size): OpenSIPS's own private heap, apart from Python's.
+        found[PKG_USED] = sum(v for k, v in found.items() if k.startswith("pkmem:") and k.endswith("-used_size"))
         return {pid: procs.memory_of(pid) for pid in inst.pids}, {n: found.get(n, 0) for n in names}
 
     def close(self) -> None:
