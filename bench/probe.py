@@ -8,8 +8,10 @@ OpenSIPS CPU per REGISTER (all processes, schedstat) of a minimal registrar cfg,
 with one variant per run that does one thing ten times before
 ``save("location")``, against the same cfg without Python; and the router's own
 ``on_request`` for the REGISTER (which saves it itself) once, against the native
-save.  Each variant runs in its own OpenSIPS, one after the other, at the same
-rate, in rounds; the best of the rounds is kept.  Prints figures; asserts
+save; beside the CPU, the growth of every process's private memory (RssAnon:
+OpenSIPS's pkg memory and the Python heap) per REGISTER, after a warm-up, tells
+which host call leaks.  Each variant runs in its own OpenSIPS, one after the
+other, at the same rate, in rounds; the best of the rounds is kept.  Prints figures; asserts
 nothing.  Skips without OpenSIPS, SIPp, rtpengine or openssl (bench.run's tools).
 """
 
@@ -19,8 +21,9 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from gateway import host
 from rig.ports import free_port
@@ -136,9 +139,31 @@ route {{
 """
 
 
-def measure(tools: Tools, processes: Processes, folder: Path, variant: str, count: int, rate: int) -> Tuple[float, int]:
-    """(OpenSIPS on-CPU us per REGISTER, failed REGISTERs) for one variant."""
-    port, uac = free_port(), free_port()
+@dataclass(frozen=True)
+class Figures:
+    us: float
+    """OpenSIPS on-CPU us per REGISTER, all processes."""
+    failed: int
+    growth: float
+    """Growth of the private memory (RssAnon: pkg memory and the Python heap) of all processes, B per REGISTER."""
+
+
+def register_load(tools: Tools, processes: Processes, folder: Path, port: int, count: int, rate: int) -> int:
+    """``count`` REGISTERs at ``rate`` from SIPp; how many failed."""
+    inf = folder / "users.csv"
+    inf.write_text("SEQUENTIAL\n" + "".join(f"u{i};localhost;9\n" for i in range(1000)))
+    stat = folder / f"reg-{port}-{time.monotonic_ns()}.stat"
+    argv = sipp_argv(tools, "reg.xml", free_port(), stat, [f"127.0.0.1:{port}"])
+    argv += ["-inf", str(inf), "-m", str(count), "-r", str(rate), "-l", str(rate * 10)]
+    argv += ["-timeout", f"{count / rate + 10:.0f}s", "-recv_timeout", "5000"]
+    sipp = processes.start("sipp", argv)
+    wait_bounded(sipp, count / rate + 15, processes)
+    return count - SippStats.read(stat).successful
+
+
+def measure(tools: Tools, processes: Processes, folder: Path, variant: str, count: int, rate: int) -> Figures:
+    """One variant in its own OpenSIPS: 1,000 REGISTERs to warm it up, then ``count`` measured."""
+    port = free_port()
     modules = ""
     if "python_exec" in variant:
         modules = f'loadmodule "python.so"\nmodparam("python", "script_name", "{folder / "probe_handler.py"}")'
@@ -151,19 +176,15 @@ def measure(tools: Tools, processes: Processes, folder: Path, variant: str, coun
             if proc.poll() is not None:
                 raise RuntimeError(f"OpenSIPS did not start: see {folder}")
             pids = [proc.pid, *processes.remember_children(proc)]
-            inf = folder / "users.csv"
-            inf.write_text("SEQUENTIAL\n" + "".join(f"u{i};localhost;9\n" for i in range(1000)))
-            stat = folder / f"reg-{port}.stat"
-            argv = sipp_argv(tools, "reg.xml", uac, stat, [f"127.0.0.1:{port}"])
-            argv += ["-inf", str(inf), "-m", str(count), "-r", str(rate), "-l", str(rate * 10)]
-            argv += ["-timeout", f"{count / rate + 10:.0f}s", "-recv_timeout", "5000"]
+            register_load(tools, processes, folder, port, 1000, rate)
             procs.wait_for_quiet(1.5, 10)
+            anon = sum(procs.memory_of(pid).get("RssAnon", 0) for pid in pids)
             before = procs.cpu_of(pids)
-            sipp = processes.start("sipp", argv)
-            wait_bounded(sipp, count / rate + 15, processes)
+            failed = register_load(tools, processes, folder, port, count, rate)
             time.sleep(1.0)
             used = procs.cpu_of(pids) - before
-            return used.ns / 1e3 / count, count - SippStats.read(stat).successful
+            growth = sum(procs.memory_of(pid).get("RssAnon", 0) for pid in pids) - anon
+            return Figures(used.ns / 1e3 / count, failed, growth / count)
         finally:
             processes.stop(proc)
 
@@ -182,28 +203,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (folder / "probe_handler.py").write_text(HANDLER)
     processes = Processes()
     best: Dict[str, float] = {}
+    growth: Dict[str, float] = {}
     try:
         say(f"OpenSIPS {tools.version} CPU per REGISTER: {args.count} at {args.rate}/s, best of {args.rounds}")
         say(f"(folder {folder})")
         for round_ in range(args.rounds):
             order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
             for variant in order:
-                us, failed = measure(tools, processes, folder, variant.body, args.count, args.rate)
-                best[variant.name] = min(us, best.get(variant.name, us))
-                say(f"  {variant.name:<56} {us:8.1f} us   failed {failed}   load {procs.loadavg():.2f}")
+                got = measure(tools, processes, folder, variant.body, args.count, args.rate)
+                best[variant.name] = min(got.us, best.get(variant.name, got.us))
+                growth[variant.name] = min(got.growth, growth.get(variant.name, got.growth))
+                say(
+                    f"  {variant.name:<56} {got.us:8.1f} us  RssAnon {got.growth:+7.1f} B"
+                    f"  failed {got.failed}  load {procs.loadavg():.2f}"
+                )
     finally:
         processes.stop_all()
-    say("\n  best per REGISTER, and one operation: (variant - its base) / times")
+    say("\n  best per REGISTER (CPU, private memory growth), and one operation: (variant - its base) / times")
     for variant in VARIANTS:
         if not variant.base:
-            say(f"  {variant.name:<56} {best[variant.name]:8.1f} us")
+            say(f"  {variant.name:<56} {best[variant.name]:8.1f} us  RssAnon {growth[variant.name]:+7.1f} B")
             continue
-        base = best[variant.base]
+        base, base_growth = best[variant.base], growth[variant.base]
         if variant.base == EMPTY:  # one empty python_exec is in both: take the native save as the base
             base = best[NATIVE] + (best[EMPTY] - best[NATIVE]) / TIMES
+            base_growth = growth[NATIVE] + (growth[EMPTY] - growth[NATIVE]) / TIMES
         one = (best[variant.name] - base) / variant.times
+        leak = (growth[variant.name] - base_growth) / variant.times
         against = "native + one empty python_exec" if variant.base == EMPTY else variant.base
-        say(f"  {variant.name:<56} {best[variant.name]:8.1f} us   one: {one:+7.2f} us  (base: {against})")
+        say(f"  {variant.name:<56} {best[variant.name]:8.1f} us  one: {one:+7.2f} us {leak:+7.1f} B  (base: {against})")
     return 0
 
 

@@ -118,6 +118,8 @@ class Instance:
     uac: int
     proc: Optional[subprocess.Popen[bytes]] = None
     pids: List[int] = field(default_factory=list)
+    kinds: Dict[int, str] = field(default_factory=dict)
+    """pid -> kind of process (MI ps, without its address): "SIP receiver udp", "timer", ..."""
 
     @property
     def sip(self) -> int:
@@ -125,6 +127,9 @@ class Instance:
 
     def cpu(self) -> Cpu:
         return procs.cpu_of(self.pids)
+
+    def cpu_by_pid(self) -> Dict[int, int]:
+        return {pid: procs.cpu_of([pid]).ns for pid in self.pids}
 
     def mi(self, method: str, params: Optional[Dict[str, Any]] = None) -> Any:
         return mi.call(f"http://127.0.0.1:{self.listen.http}/mi", method, params)
@@ -228,6 +233,10 @@ class Step:
     started: float = 0.0
     load_end: float = 0.0
     cpu_start: Cpu = field(default_factory=lambda: Cpu(0, 0))
+    ns_start: Dict[int, int] = field(default_factory=dict)
+    """On-CPU ns of each of the instance's processes at the start."""
+    ns_by_kind: Dict[str, int] = field(default_factory=dict)
+    """On-CPU ns the step took, by kind of process (SIP receiver, timer, ...)."""
     cpu: Optional[Cpu] = None
     took: float = 0.0
     """Seconds the caller (SIPp) needed for all its calls."""
@@ -266,6 +275,7 @@ class Bench:
         self.rtpengine: Optional[subprocess.Popen[bytes]] = None
         self.idle_rate: Dict[str, float] = {}  # CPU seconds per second of an idle instance
         self.open_steps: Dict[str, Tuple[Step, float]] = {}
+        self.last_by_pid: Dict[str, Dict[int, int]] = {}
         self.steps: List[Step] = []
         self.logs: List[IO[bytes]] = []
 
@@ -357,6 +367,9 @@ class Bench:
                 time.sleep(0.3)
         time.sleep(1.0)  # let every worker finish child_init
         inst.pids = [inst.proc.pid, *self.processes.remember_children(inst.proc)]
+        inst.kinds = {
+            pid: " ".join(w for w in role.split() if "127.0.0.1" not in w) for pid, role in inst.roles().items()
+        }
         self.register(inst, [(CALLEE, "localhost", inst.uas)], 1, 1)
         self.instances[name] = inst
         return inst
@@ -386,10 +399,14 @@ class Bench:
     # -- CPU accounting: a step's CPU runs from its start to the instance's next snapshot ----
 
     def snapshot(self, inst: Instance) -> Cpu:
-        now, cpu = time.monotonic(), inst.cpu()
+        now, cpu, by_pid = time.monotonic(), inst.cpu(), inst.cpu_by_pid()
+        self.last_by_pid[inst.name] = by_pid
         pending = self.open_steps.pop(inst.name, None)
         if pending is not None:
             step, load_end = pending
+            for pid, ns in by_pid.items():
+                kind = inst.kinds.get(pid, "?")
+                step.ns_by_kind[kind] = step.ns_by_kind.get(kind, 0) + ns - step.ns_start.get(pid, ns)
             idle = self.idle_rate.get(inst.name, 0.0) * max(now - load_end, 0.0)
             used = cpu - step.cpu_start
             # The deferred work (tm's wait timer, dialog clean-up) lands after the load ends;
@@ -431,6 +448,7 @@ class Bench:
         busy0, _ = procs.machine_busy_ticks()
         ours0, kids0 = self.ours(), children_ticks()
         step.cpu_start = self.snapshot(inst)
+        step.ns_start = self.last_by_pid[inst.name]
         start = time.monotonic()
         uas = self.processes.start("sipp-uas", uas_argv)
         time.sleep(0.3)
@@ -455,6 +473,7 @@ class Bench:
         step.load = self.quiet()
         users = [(f"r{i}", "localhost", 9) for i in range(1000)]
         step.cpu_start = self.snapshot(inst)
+        step.ns_start = self.last_by_pid[inst.name]
         start = time.monotonic()
         busy0, _ = procs.machine_busy_ticks()
         ours0, kids0 = self.ours(), children_ticks()
@@ -668,6 +687,23 @@ def describe(step: Step) -> str:
     )
 
 
+def where_it_goes(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs: Sequence[str]) -> None:
+    """The same steps' CPU per call by kind of OpenSIPS process (schedstat), the busiest kinds first."""
+    say("\n== where the CPU goes, us per call by kind of process (schedstat; the step with the least CPU)")
+    for (kind, media, rate), group in by_key.items():
+        if any(c not in group for c in cfgs):
+            continue
+        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        for c in cfgs:
+            step = min(group[c], key=lambda s: s.per_call_us(ns=True))
+            if not step.ns_by_kind or not step.requested:
+                continue
+            ranked = sorted(step.ns_by_kind.items(), key=lambda kv: -kv[1])
+            shown = [f"{name} {ns / 1e3 / step.requested:.1f}" for name, ns in ranked[:4]]
+            rest = sum(ns for _name, ns in ranked[4:]) / 1e3 / step.requested
+            say(f"  {label:<15} {rate:>5}/s {c:<6} " + ", ".join(shown) + f", others {rest:.1f}")
+
+
 def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
     cfgs = [c for c in ("python", "native", "before") if any(s.cfg == c for s in steps)]
     others = [c for c in cfgs if c != "native"]
@@ -692,6 +728,7 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
             ratios.setdefault((c, label), []).append(ratio)
             line += f" {ratio:>14.3f}"
         say(line + "  " + "/".join("+".join(str(s.failed) for s in group[c]) for c in cfgs))
+    where_it_goes(by_key, cfgs)
     held_in = "every repetition" if reps > 1 else "the run"
     say(f"\n== highest rate held in {held_in}: no failed call, and SIPp kept the rate (within 10 % + 1 s of the time)")
     held: Dict[Tuple[str, bool], int] = {}
