@@ -215,6 +215,21 @@ def test_an_older_router_gets_only_the_settings_it_knows() -> None:
     assert settings_for(None, "x") == "x"
 
 
+def test_the_run_skips_without_its_programs(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.run import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sipp, rtpengine, openssl
+    monkeypatch.setenv("OPENSIPS_BIN", "/bin/true")
+    assert main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SKIPPED: missing sipp") and out.count("\n") == 1
+    monkeypatch.setenv("OPENSIPS_BIN", str(tmp_path / "nothing"))
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("SKIPPED: no OpenSIPS")
+
+
 def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> None:
     stat = tmp_path / "s.csv"
     stat.write_text(
