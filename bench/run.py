@@ -1,0 +1,819 @@
+"""What routing in Python costs over native cfg script, on the real OpenSIPS.
+
+    python3 -m bench.run                 # the full run (about 8-10 minutes)
+    python3 -m bench.run --quick         # one rate, short steps, small soak (a smoke test)
+    python3 -m bench.run --compare REV   # also the Python gateway as it was at git revision REV
+    OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.run
+
+Starts rtpengine (loopback, userspace, media ports 40000-44999) and two
+OpenSIPS instances side by side on free loopback ports, with the same site.cfg
+and shared memory: opensips/opensips.cfg (routing in Python) and
+bench/native.cfg (the same decisions in native script).  SIPp drives them in
+turn (the order alternates from rate to rate, so slow drift in the machine's
+load hits both alike) with INVITE/180/200/ACK/BYE calls at fixed rates,
+without and with rtpengine in the path, and with REGISTERs.  For each step it
+prints the OpenSIPS CPU time per call (utime+stime of every OpenSIPS process,
+/proc/<pid>/stat; the exact schedstat time beside it), the failed calls and
+the machine's load, then the Python/native ratios, the highest rate each held
+with zero failed calls, the decision core's time per initial INVITE
+(bench/micro.py) and a soak of the Python gateway: 100,000 calls with the RSS
+of every OpenSIPS process and OpenSIPS's shared memory (MI get_statistics
+shmem: over mi_http on 127.0.0.1) before and after.
+
+With ``--compare REV`` a third instance runs opensips.cfg and pyscripts/ as
+they are at that revision (``git archive``), in the same steps: a change's
+before and after, measured in the same run under the same load.
+
+Skips (exit 0, with the reason) when OpenSIPS, SIPp, rtpengine or openssl is
+missing.  Everything it starts is stopped by pid at the end, also on failure.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+from gateway.settings import parse as parse_settings
+from rig import mi
+from rig.gateway import make_certificate, module_dir, opensips_binaries, version_of
+from rig.ports import free_port
+from rig.subscribers import subscribers
+
+from . import procs, site
+from .procs import Cpu, Processes
+
+REPO = Path(__file__).resolve().parent.parent
+SIPP = REPO / "bench" / "sipp"
+PYTHON_CFG = REPO / "opensips" / "opensips.cfg"
+NATIVE_CFG = REPO / "bench" / "native.cfg"
+ENTRY = REPO / "pyscripts" / "opensips_entry.py"
+
+#: rtpengine's media ports: rig/ports.py never hands these out (the tests' rtpengines use 30000-39999).
+MEDIA_PORTS = (40000, 44999)
+CALLEE = "uas"
+#: The sum of every process's pkg memory in use (MI pkmem:<n>-used_size).
+PKG_USED = "pkmem:used_size (all processes)"
+#: Contact host of the caller: nathelper counts 127.0.0.0/8 as private (ip_addr_is_1918),
+#: so "127.0.0.1" makes the caller a NATed phone whose call needs rtpengine; "localhost"
+#: is a name, not a private address: a plain SIP phone, no media proxy.
+CONTACT_HOST = {False: "localhost", True: "127.0.0.1"}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- tools ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tools:
+    opensips: str
+    version: str
+    mpath: str
+    sipp: str
+    rtpengine: str
+
+
+def find_tools() -> Tuple[Optional[Tools], str]:
+    """The programs the benchmark needs, or None and why not."""
+    binaries = opensips_binaries()
+    if not binaries:
+        return None, "no OpenSIPS: set OPENSIPS_BIN to an opensips binary (or put opensips on PATH)"
+    opensips = binaries[0]
+    found = {name: shutil.which(name) for name in ("sipp", "rtpengine", "openssl")}
+    missing = [name for name, path in found.items() if not path]
+    if missing:
+        return None, f"missing {', '.join(missing)} (Debian packages sip-tester, rtpengine-daemon, openssl)"
+    try:
+        mpath = os.environ.get("OPENSIPS_MPATH") or f"{module_dir(opensips)}/"
+    except FileNotFoundError:
+        return None, f"cannot find the module folder of {opensips}: set OPENSIPS_MPATH"
+    return Tools(opensips, version_of(opensips), mpath, found["sipp"] or "", found["rtpengine"] or ""), ""
+
+
+# -- OpenSIPS instances ------------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    """One OpenSIPS running one cfg, with the SIPp callee registered at it."""
+
+    name: str
+    folder: Path
+    listen: site.Listen
+    uas: int
+    uac: int
+    proc: Optional[subprocess.Popen[bytes]] = None
+    pids: List[int] = field(default_factory=list)
+    kinds: Dict[int, str] = field(default_factory=dict)
+    """pid -> kind of process (MI ps, without its address): "SIP receiver udp", "timer", ..."""
+
+    @property
+    def sip(self) -> int:
+        return self.listen.sip
+
+    def cpu(self) -> Cpu:
+        return procs.cpu_of(self.pids)
+
+    def cpu_by_pid(self) -> Dict[int, int]:
+        return {pid: procs.cpu_of([pid]).ns for pid in self.pids}
+
+    def mi(self, method: str, params: Optional[Dict[str, Any]] = None) -> Any:
+        return mi.call(f"http://127.0.0.1:{self.listen.http}/mi", method, params)
+
+    def roles(self) -> Dict[int, str]:
+        """pid -> what the process does (MI ps)."""
+        result = self.mi("ps")
+        assert isinstance(result, dict)
+        return {int(p["PID"]): str(p["Type"]) for p in result.get("Processes", [])}
+
+    def statistics(self, *names: str) -> Dict[str, int]:
+        result = self.mi("get_statistics", {"statistics": list(names)})
+        assert isinstance(result, dict)
+        return {k: int(v) for k, v in result.items()}
+
+
+# -- SIPp ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SippStats:
+    created: int
+    successful: int
+    failed: int
+    retransmissions: int
+    rate: float
+    """Calls per second SIPp achieved over the whole run."""
+
+    @classmethod
+    def read(cls, path: Path) -> SippStats:
+        try:
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return cls(0, 0, 0, 0, 0.0)
+        if len(lines) < 2:
+            return cls(0, 0, 0, 0, 0.0)
+        row = dict(zip(lines[0].split(";"), lines[-1].split(";")))
+
+        def number(key: str) -> float:
+            try:
+                return float(row.get(key, "0") or 0)
+            except ValueError:
+                return 0.0
+
+        return cls(
+            int(number("TotalCallCreated")),
+            int(number("SuccessfulCall(C)")),
+            int(number("FailedCall(C)")),
+            int(number("Retransmissions(C)")),
+            number("CallRate(C)"),
+        )
+
+
+def sipp_argv(tools: Tools, scenario: str, port: int, stat: Path, extra: Sequence[str]) -> List[str]:
+    return [
+        tools.sipp,
+        "-sf",
+        str(SIPP / scenario),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-fd",
+        "3600",
+        "-trace_err",
+        "-error_file",
+        str(stat.with_suffix(".errors")),
+        "-max_log_size",
+        "2000000",
+        "-buff_size",
+        "2097152",
+        *extra,
+    ]
+
+
+def wait_bounded(proc: subprocess.Popen[bytes], seconds: float, processes: Processes) -> None:
+    try:
+        proc.wait(max(seconds, 0.1))
+    except subprocess.TimeoutExpired:
+        processes.stop(proc, grace=3)
+
+
+# -- one measured step --------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    kind: str  # "calls" or "register"
+    media: bool
+    rate: int
+    cfg: str
+    requested: int
+    stats: SippStats = field(default_factory=lambda: SippStats(0, 0, 0, 0, 0.0))
+    callee_failed: int = 0
+    load: float = 0.0
+    other_cores: float = 0.0
+    started: float = 0.0
+    load_end: float = 0.0
+    cpu_start: Cpu = field(default_factory=lambda: Cpu(0, 0))
+    ns_start: Dict[int, int] = field(default_factory=dict)
+    """On-CPU ns of each of the instance's processes at the start."""
+    ns_by_kind: Dict[str, int] = field(default_factory=dict)
+    """On-CPU ns the step took, by kind of process (SIP receiver, timer, ...)."""
+    cpu: Optional[Cpu] = None
+    took: float = 0.0
+    """Seconds the caller (SIPp) needed for all its calls."""
+    rep: int = 0
+    """Which repetition of the sweep (--repeat)."""
+
+    @property
+    def failed(self) -> int:
+        return self.requested - self.stats.successful
+
+    @property
+    def ideal(self) -> float:
+        """Seconds the caller needs at the rate, its last calls included (they last about 0.25 s)."""
+        return self.requested / self.rate + 0.3
+
+    @property
+    def held(self) -> bool:
+        """No call failed, and SIPp kept the rate (it finished within 10 % + 1 s of the ideal)."""
+        return self.failed == 0 and self.took <= self.ideal * 1.1 + 1.0
+
+    def per_call_us(self, ns: bool = False) -> float:
+        if self.cpu is None or not self.requested:
+            return float("nan")
+        seconds = self.cpu.ns / 1e9 if ns else self.cpu.seconds
+        return seconds * 1e6 / self.requested
+
+
+class Bench:
+    def __init__(self, tools: Tools, args: argparse.Namespace) -> None:
+        self.tools = tools
+        self.args = args
+        self.processes = Processes()
+        self.folder = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+        self.settings_text = site.SETTINGS.read_text()
+        self.instances: Dict[str, Instance] = {}
+        self.rtpengine: Optional[subprocess.Popen[bytes]] = None
+        self.idle_rate: Dict[str, float] = {}  # CPU seconds per second of an idle instance
+        self.open_steps: Dict[str, Tuple[Step, float]] = {}
+        self.last_by_pid: Dict[str, Dict[int, int]] = {}
+        self.steps: List[Step] = []
+        self.logs: List[IO[bytes]] = []
+
+    # -- start-up --------------------------------------------------------------------
+
+    def log(self, name: str) -> IO[bytes]:
+        handle = open(self.folder / f"{name}.log", "wb")  # closed in close()
+        self.logs.append(handle)
+        return handle
+
+    def start_rtpengine(self) -> int:
+        ng = free_port(tcp=False)
+        self.rtpengine = self.processes.start(
+            "rtpengine",
+            [
+                self.tools.rtpengine,
+                "--config-file=none",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                f"--listen-ng=127.0.0.1:{ng}",
+                f"--port-min={MEDIA_PORTS[0]}",
+                f"--port-max={MEDIA_PORTS[1]}",
+                "--delete-delay=0",
+                # Sessions of calls that failed under overload (no BYE) give their ports back after 5 s
+                # instead of 60: 5,000 ports hold only about 1,250 calls.
+                "--timeout=5",
+                "--silent-timeout=5",
+                "--offer-timeout=5",
+                "--num-threads=2",
+                "--foreground",
+                "--log-stderr",
+                "--log-level=4",  # warnings: unknown flags show up, per-call notices do not
+            ],
+            self.log("rtpengine"),
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.rtpengine.poll() is not None:
+                raise RuntimeError(f"rtpengine exited: see {self.folder / 'rtpengine.log'}")
+            if ng_ping(ng):
+                return ng
+            time.sleep(0.2)
+        raise RuntimeError("rtpengine does not answer ng ping")
+
+    def start_instance(
+        self, name: str, cfg: Path, ng: int, entry: Optional[Path], settings_template: Optional[str] = None
+    ) -> Instance:
+        """OpenSIPS with ``cfg`` (copied into its folder with the site files beside it), the router at ``entry``
+        (None: no python module) reading the benchmark's gateway.ini as a router with ``settings_template``
+        as its own gateway.ini knows it."""
+        folder = self.folder / name
+        folder.mkdir()
+        listen = site.Listen(
+            sip=free_port(),
+            tls=free_port(udp=False),
+            ws=free_port(udp=False),
+            wss=free_port(udp=False),
+            http=free_port(udp=False),
+            rtpengine_ng=ng,
+        )
+        inst = Instance(name, folder, listen, uas=free_port(), uac=free_port())
+        text = cfg.read_text()
+        database = folder / "gateway.sqlite"
+        subscribers.connect(str(database)).close()  # auth_db opens it at start-up; nobody is in it
+        files = site.site_files(text, folder, self.tools.mpath, listen, entry, database)
+        target = folder / cfg.name
+        target.write_text(files.pop("cfg", text))
+        for file_name, content in files.items():
+            (folder / file_name).write_text(content)
+        settings_text = site.settings_for(settings_template, self.settings_text)
+        (folder / "gateway.ini").write_text(settings_text)
+        if entry is None:  # native.cfg: gateway.ini's settings as routes
+            (folder / "native-settings.cfg").write_text(site.native_settings(parse_settings(settings_text)))
+        env = dict(os.environ, GATEWAY_SETTINGS=str(folder / "gateway.ini"))
+        argv = [self.tools.opensips, "-F", "-m", str(self.args.shm), "-M", "32", "-f", str(target)]
+        inst.proc = self.processes.start(f"opensips-{name}", argv, self.log(f"opensips-{name}"), str(folder), env)
+        deadline = time.monotonic() + 30
+        while True:
+            if inst.proc.poll() is not None:
+                raise RuntimeError(f"OpenSIPS ({name}) exited at start: see {self.folder / f'opensips-{name}.log'}")
+            try:
+                inst.statistics("shmem:")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"OpenSIPS ({name}) does not answer MI on 127.0.0.1:{inst.listen.http}"
+                    ) from None
+                time.sleep(0.3)
+        time.sleep(1.0)  # let every worker finish child_init
+        inst.pids = [inst.proc.pid, *self.processes.remember_children(inst.proc)]
+        inst.kinds = {
+            pid: " ".join(w for w in role.split() if "127.0.0.1" not in w) for pid, role in inst.roles().items()
+        }
+        self.register(inst, [(CALLEE, "localhost", inst.uas)], 1, 1)
+        self.instances[name] = inst
+        return inst
+
+    def register(self, inst: Instance, users: Sequence[Tuple[str, str, int]], count: int, rate: int) -> SippStats:
+        stem = inst.folder / f"reg-{time.monotonic_ns()}"
+        inf = stem.with_suffix(".csv")
+        inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{h};{p}\n" for u, h, p in users))
+        stat = stem.with_suffix(".stat")
+        seconds = count / rate + 10
+        argv = sipp_argv(self.tools, "reg.xml", inst.uac, stat, [f"127.0.0.1:{inst.sip}"])
+        argv += ["-inf", str(inf), "-m", str(count), "-r", str(rate), "-l", str(max(rate * 10, 10))]
+        argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
+        proc = self.processes.start("sipp-reg", argv)
+        wait_bounded(proc, seconds + 5, self.processes)
+        stats = SippStats.read(stat)
+        if count == 1 and stats.successful != 1:
+            raise RuntimeError(f"the callee could not register at OpenSIPS ({inst.name}): see {inst.folder}")
+        return stats
+
+    def measure_idle(self, seconds: float) -> None:
+        before = {n: i.cpu() for n, i in self.instances.items()}
+        time.sleep(seconds)
+        for name, inst in self.instances.items():
+            self.idle_rate[name] = (inst.cpu() - before[name]).seconds / seconds
+
+    # -- CPU accounting: a step's CPU runs from its start to the instance's next snapshot ----
+
+    def snapshot(self, inst: Instance) -> Cpu:
+        now, cpu, by_pid = time.monotonic(), inst.cpu(), inst.cpu_by_pid()
+        self.last_by_pid[inst.name] = by_pid
+        pending = self.open_steps.pop(inst.name, None)
+        if pending is not None:
+            step, load_end = pending
+            for pid, ns in by_pid.items():
+                kind = inst.kinds.get(pid, "?")
+                step.ns_by_kind[kind] = step.ns_by_kind.get(kind, 0) + ns - step.ns_start.get(pid, ns)
+            idle = self.idle_rate.get(inst.name, 0.0) * max(now - load_end, 0.0)
+            used = cpu - step.cpu_start
+            # The deferred work (tm's wait timer, dialog clean-up) lands after the load ends;
+            # what an idle instance burns in that gap is not the calls' doing.
+            step.cpu = Cpu(max(used.ticks - round(idle * procs.CLK_TCK), 0), max(used.ns - int(idle * 1e9), 0))
+        return cpu
+
+    def settle(self, seconds: float) -> None:
+        time.sleep(seconds)
+        for inst in self.instances.values():
+            self.snapshot(inst)
+
+    # -- load ------------------------------------------------------------------------
+
+    def quiet(self) -> float:
+        load, waited = procs.wait_for_quiet(self.args.max_load, self.args.max_wait)
+        if waited >= 1:
+            say(f"    (waited {waited:.0f} s for the load average: now {load:.2f})")
+        return load
+
+    def ours(self) -> int:
+        """CPU ticks of the long-lived processes we started (OpenSIPS instances, rtpengine)."""
+        pids = [p for inst in self.instances.values() for p in inst.pids]
+        if self.rtpengine is not None:
+            pids.append(self.rtpengine.pid)
+        return procs.cpu_of(pids).ticks
+
+    def calls(self, inst: Instance, media: bool, rate: int, count: int) -> Step:
+        step = Step("calls", media, rate, inst.name, count)
+        step.load = self.quiet()
+        seconds = count / rate + 15
+        stem = inst.folder / f"calls-{'media' if media else 'plain'}-{rate}-{time.monotonic_ns()}"
+        uas_argv = sipp_argv(self.tools, "uas.xml", inst.uas, stem.with_suffix(".uas.stat"), [])
+        uas_argv += ["-m", str(count), "-timeout", f"{seconds + 5:.0f}s", "-fd", "1"]
+        uac_argv = sipp_argv(self.tools, "uac.xml", inst.uac, stem.with_suffix(".uac.stat"), [f"127.0.0.1:{inst.sip}"])
+        uac_argv += ["-key", "callee", CALLEE, "-key", "contact_host", CONTACT_HOST[media]]
+        uac_argv += ["-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(rate * 10)]
+        uac_argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
+        busy0, _ = procs.machine_busy_ticks()
+        ours0, kids0 = self.ours(), children_ticks()
+        step.cpu_start = self.snapshot(inst)
+        step.ns_start = self.last_by_pid[inst.name]
+        start = time.monotonic()
+        uas = self.processes.start("sipp-uas", uas_argv)
+        time.sleep(0.3)
+        uac_start = time.monotonic()
+        uac = self.processes.start("sipp-uac", uac_argv)
+        wait_bounded(uac, seconds + 5, self.processes)
+        step.took = time.monotonic() - uac_start
+        wait_bounded(uas, 5, self.processes)
+        end = time.monotonic()
+        self.open_steps[inst.name] = (step, end)
+        busy1, _ = procs.machine_busy_ticks()
+        mine = self.ours() - ours0 + children_ticks() - kids0
+        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
+        step.load_end = procs.loadavg()
+        step.stats = SippStats.read(stem.with_suffix(".uac.stat"))
+        step.callee_failed = SippStats.read(stem.with_suffix(".uas.stat")).failed
+        self.steps.append(step)
+        return step
+
+    def registers(self, inst: Instance, rate: int, count: int) -> Step:
+        step = Step("register", False, rate, inst.name, count)
+        step.load = self.quiet()
+        users = [(f"r{i}", "localhost", 9) for i in range(1000)]
+        step.cpu_start = self.snapshot(inst)
+        step.ns_start = self.last_by_pid[inst.name]
+        start = time.monotonic()
+        busy0, _ = procs.machine_busy_ticks()
+        ours0, kids0 = self.ours(), children_ticks()
+        step.stats = self.register(inst, users, count, rate)
+        end = time.monotonic()
+        step.took = end - start
+        self.open_steps[inst.name] = (step, end)
+        busy1, _ = procs.machine_busy_ticks()
+        mine = self.ours() - ours0 + children_ticks() - kids0
+        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
+        step.load_end = procs.loadavg()
+        self.steps.append(step)
+        return step
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        args = self.args
+        tools = self.tools
+        say(f"OpenSIPS {tools.version} ({tools.opensips}); SIPp {tools.sipp}; rtpengine {tools.rtpengine}")
+        say(f"work folder {self.folder} (logs, SIPp statistics)")
+        make_certificate(self.folder)  # gateway.crt, gateway.key: the cfg's TLS/WSS listeners need one
+        ng = self.start_rtpengine()
+        self.start_instance("python", PYTHON_CFG, ng, ENTRY)
+        self.start_instance("native", NATIVE_CFG, ng, None)
+        if args.compare:
+            old = export_revision(args.compare, self.folder / "revision")
+            template = old / "opensips" / "gateway.ini"
+            self.start_instance(
+                "before",
+                old / "opensips" / "opensips.cfg",
+                ng,
+                old / "pyscripts" / "opensips_entry.py",
+                template.read_text() if template.exists() else None,
+            )
+            say(f"  before = opensips.cfg and pyscripts/ at {args.compare}")
+        for inst in self.instances.values():
+            say(f"  {inst.name}: OpenSIPS pid {inst.pids[0]} + {len(inst.pids) - 1} processes, 127.0.0.1:{inst.sip}")
+        self.measure_idle(3.0)
+        say("  idle CPU: " + ", ".join(f"{n} {r * 100:.2f} % of a core" for n, r in self.idle_rate.items()))
+        self.warm_up()
+
+        for rep in range(args.repeat):
+            more = f" (repetition {rep + 1} of {args.repeat})" if args.repeat > 1 else ""
+            say(f"\n== calls: INVITE/180/200/ACK/BYE (the caller hangs up after 200 ms){more}")
+            for media in (False, True):
+                for index, rate in enumerate(args.rates):
+                    count = int(rate * args.seconds)
+                    names = list(self.instances)
+                    order = names if (index + rep) % 2 == 0 else names[::-1]
+                    for name in order:
+                        step = self.calls(self.instances[name], media, rate, count)
+                        step.rep = rep
+                        say(f"  {describe(step)}")
+            say(f"\n== REGISTER (1,000 users, refreshed){more}")
+            names = list(self.instances)
+            for name in names if rep % 2 == 0 else names[::-1]:
+                step = self.registers(self.instances[name], args.register_rate, int(args.register_rate * args.seconds))
+                step.rep = rep
+                say(f"  {describe(step)}")
+        self.settle(6.0)
+
+        report(self.steps, args)
+        self.health()
+        if args.soak_calls:
+            self.soak(self.instances["python"], args.soak_calls, args.soak_rate)
+        core_figure()
+
+    def warm_up(self) -> None:
+        """A few hundred calls each, unmeasured: imports, caches and memory pools are warm before the figures."""
+        for inst in self.instances.values():
+            for media in (False, True):
+                self.calls(inst, media, 200, 400)
+        self.steps.clear()
+        self.settle(6.0)
+
+    def health(self) -> None:
+        """ERROR lines in each log, and the counters both cfgs keep: Python failures, answered calls."""
+        say("\n== health (counters since start, warm-up included)")
+        names = ("python_failures", "calls_sip_to_sip", "media_proxy_calls")
+        for inst in self.instances.values():
+            with (self.folder / f"opensips-{inst.name}.log").open(errors="replace") as log:
+                errors = sum(1 for line in log if "ERROR" in line)
+            try:
+                found = inst.statistics(*names)
+                pkg = sum(v for k, v in inst.statistics("pkmem:").items() if k.endswith("-used_size"))
+            except (OSError, mi.MIError) as exc:
+                found, pkg, extra = {}, 0, f" (statistics: {exc})"
+            else:
+                extra = ""
+            bare = {key.split(":", 1)[-1]: value for key, value in found.items()}
+            counters = ", ".join(f"{n} {bare[n]}" for n in names if n in bare)
+            counters += f"; pkg memory in use (all processes) {pkg:,} B"
+            say(f"  {inst.name}: {errors} ERROR lines in its log; {counters}{extra}")
+
+    def soak(self, inst: Instance, total: int, rate: int) -> None:
+        """``total`` calls in two halves; memory before, between and after: warm-up shows in the first half
+        only, a leak in both."""
+        say(f"\n== soak: {total:,} calls through the Python gateway at {rate}/s (half of them with rtpengine)")
+        roles = inst.roles()
+        names = ["shmem:used_size", "shmem:real_used_size", "shmem:fragments"]
+        names += ["dialog:active_dialogs", "tm:inuse_transactions", PKG_USED]
+        marks = [self.memory(inst, names)]
+        chunk = max(total // 4, 1)
+        done = failed = 0
+        media = False
+        deadline = time.monotonic() + total / rate * 2 + 300
+        for half in (1, 2):
+            goal = total // 2 if half == 1 else total
+            while done < goal and time.monotonic() < deadline:
+                count = min(chunk, goal - done)
+                step = self.calls(inst, media, rate, count)
+                say(f"  {describe(step)}")
+                done += count
+                failed += step.failed
+                media = not media
+            marks.append(self.memory(inst, names))
+        say(f"  {done:,} calls, {failed} failed; memory at the start, after {done // 2:,} calls and at the end:")
+        say(f"  {'pid':>7} {'process':<34} {'RSS':>9} {'RssAnon':>9} {'1st half':>9} {'2nd half':>9}")
+        for pid in inst.pids:
+            rss = marks[0][0].get(pid, {}).get("VmRSS", 0)
+            anon = [m[0].get(pid, {}).get("RssAnon", 0) for m in marks]
+            say(
+                f"  {pid:>7} {roles.get(pid, '?'):<34.34} {kb(rss):>9} {kb(anon[0]):>9}"
+                f" {kb(anon[1] - anon[0], True):>9} {kb(anon[2] - anon[1], True):>9}"
+            )
+        totals = [sum(v.get("RssAnon", 0) for v in m[0].values()) for m in marks]
+        rss_totals = [sum(v.get("VmRSS", 0) for v in m[0].values()) for m in marks]
+        say(
+            f"  {'':>7} {'all (RssAnon)':<34} {kb(rss_totals[0]):>9} {kb(totals[0]):>9}"
+            f" {kb(totals[1] - totals[0], True):>9} {kb(totals[2] - totals[1], True):>9}"
+        )
+        say(
+            f"  {'':>7} {'all (RSS, shm pages touched too)':<34} {'':>9} {'':>9}"
+            f" {kb(rss_totals[1] - rss_totals[0], True):>9} {kb(rss_totals[2] - rss_totals[1], True):>9}"
+        )
+        for name in names:
+            values = [m[1].get(name, 0) for m in marks]
+            say(f"  {name:<32} {values[0]:>12,} -> {values[1]:>12,} -> {values[2]:>12,}")
+        half_calls = max(done // 2, 1)
+        anon_per_call = (totals[2] - totals[1]) / half_calls
+        shm = (marks[2][1].get("shmem:used_size", 0) - marks[1][1].get("shmem:used_size", 0)) / half_calls
+        pkg = (marks[2][1].get(PKG_USED, 0) - marks[1][1].get(PKG_USED, 0)) / half_calls
+        say(
+            f"  target no memory growth (2nd half): private {anon_per_call:+.2f} B/call (of which OpenSIPS's pkg"
+            f" memory {pkg:+.2f}), shm used {shm:+.2f} B/call"
+        )
+        dialogs = marks[2][1].get("dialog:active_dialogs", 0) - marks[1][1].get("dialog:active_dialogs", 0)
+        if dialogs > 0:
+            say(f"  ({dialogs} more dialogs of failed calls are alive: they hold shm until the dialog timeout)")
+
+    def memory(self, inst: Instance, names: Sequence[str]) -> Tuple[Dict[int, Dict[str, int]], Dict[str, int]]:
+        time.sleep(8.0)  # transactions (tm's wait timer) and ended dialogs are freed by the timer
+        groups = sorted({name.split(":")[0] + ":" for name in names})  # MI answers groups, not single names
+        found = inst.statistics(*groups)
+        # pkg memory is per process (pkmem:<n>-used_size): OpenSIPS's own private heap, apart from Python's.
+        found[PKG_USED] = sum(v for k, v in found.items() if k.startswith("pkmem:") and k.endswith("-used_size"))
+        return {pid: procs.memory_of(pid) for pid in inst.pids}, {n: found.get(n, 0) for n in names}
+
+    def close(self) -> None:
+        self.processes.stop_all()
+        for handle in self.logs:
+            handle.close()
+
+
+def kb(value: int, signed: bool = False) -> str:
+    return f"{value / 1024:+.0f} k" if signed else f"{value / 1024:.0f} k"
+
+
+def export_revision(rev: str, folder: Path) -> Path:
+    """opensips/ and pyscripts/ as they are at git revision ``rev``, in ``folder``."""
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "opensips", "pyscripts"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True, timeout=60)
+    return folder
+
+
+def children_ticks() -> int:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round((usage.ru_utime + usage.ru_stime) * procs.CLK_TCK)
+
+
+def ng_ping(port: int) -> bool:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.5)
+    try:
+        sock.sendto(b"bench d7:command4:pinge", ("127.0.0.1", port))
+        return b"pong" in sock.recv(1000)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def describe(step: Step) -> str:
+    what = "REGISTER" if step.kind == "register" else ("with rtpengine" if step.media else "no media")
+    s = step.stats
+    unit = "regs" if step.kind == "register" else "calls"
+    return (
+        f"{step.cfg:<6} {what:<15} {step.rate:>5}/s {step.requested:>6} {unit}"
+        f"  failed {step.failed:>4} (callee {step.callee_failed})  took {step.took:5.1f} s (ideal {step.ideal:4.1f})"
+        f"  retrans {s.retransmissions:>4}  load {step.load:.2f}->{step.load_end:.2f} others {step.other_cores:.2f}"
+    )
+
+
+def where_it_goes(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs: Sequence[str]) -> None:
+    """The same steps' CPU per call by kind of OpenSIPS process (schedstat), the busiest kinds first."""
+    say("\n== where the CPU goes, us per call by kind of process (schedstat; the step with the least CPU)")
+    for (kind, media, rate), group in by_key.items():
+        if any(c not in group for c in cfgs):
+            continue
+        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        for c in cfgs:
+            step = min(group[c], key=lambda s: s.per_call_us(ns=True))
+            if not step.ns_by_kind or not step.requested:
+                continue
+            ranked = sorted(step.ns_by_kind.items(), key=lambda kv: -kv[1])
+            shown = [f"{name} {ns / 1e3 / step.requested:.1f}" for name, ns in ranked[:4]]
+            rest = sum(ns for _name, ns in ranked[4:]) / 1e3 / step.requested
+            say(f"  {label:<15} {rate:>5}/s {c:<6} " + ", ".join(shown) + f", others {rest:.1f}")
+
+
+def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
+    cfgs = [c for c in ("python", "native", "before") if any(s.cfg == c for s in steps)]
+    others = [c for c in cfgs if c != "native"]
+    reps = max((s.rep for s in steps), default=0) + 1
+    best = f", the least of {reps} repetitions (contention only adds)" if reps > 1 else ""
+    say(f"\n== OpenSIPS CPU per call, us: all OpenSIPS processes, utime+stime (/proc/<pid>/stat) [schedstat]{best}")
+    head = "".join(f" {c + ' us':>18}" for c in cfgs) + "".join(f" {c + '/native':>14}" for c in others)
+    say(f"  {'traffic':<15} {'rate':>6}{head}  failed {'/'.join(cfgs)}")
+    by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]] = {}
+    for step in steps:
+        by_key.setdefault((step.kind, step.media, step.rate), {}).setdefault(step.cfg, []).append(step)
+    ratios: Dict[Tuple[str, str], List[float]] = {}
+    for (kind, media, rate), group in by_key.items():
+        if any(c not in group for c in cfgs):
+            continue
+        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        ticks = {c: min(s.per_call_us() for s in group[c]) for c in cfgs}
+        ns = {c: min(s.per_call_us(ns=True) for s in group[c]) for c in cfgs}
+        line = f"  {label:<15} {rate:>5}/s" + "".join(f" {ticks[c]:>8.1f} [{ns[c]:>7.1f}]" for c in cfgs)
+        for c in others:
+            ratio = ns[c] / ns["native"] if ns["native"] else float("nan")
+            ratios.setdefault((c, label), []).append(ratio)
+            line += f" {ratio:>14.3f}"
+        say(line + "  " + "/".join("+".join(str(s.failed) for s in group[c]) for c in cfgs))
+    where_it_goes(by_key, cfgs)
+    held_in = "every repetition" if reps > 1 else "the run"
+    say(f"\n== highest rate held in {held_in}: no failed call, and SIPp kept the rate (within 10 % + 1 s of the time)")
+    held: Dict[Tuple[str, bool], int] = {}
+    for media in (False, True):
+        label = "with rtpengine" if media else "no media"
+        for c in cfgs:
+            rates = {s.rate for s in steps if s.kind == "calls" and s.media == media and s.cfg == c}
+            ok = [
+                r
+                for r in rates
+                if all(s.held for s in steps if s.kind == "calls" and s.media == media and s.cfg == c and s.rate == r)
+            ]
+            held[(c, media)] = max(ok) if ok else 0
+        say(f"  {label:<15} " + "   ".join(f"{c} {held[(c, media)]:>5}/s" for c in cfgs))
+    loads = [s.load for s in steps] + [s.load_end for s in steps]
+    busy = [s.other_cores for s in steps]
+    if loads:
+        say(
+            f"\n  load average during the steps: {min(loads):.2f}..{max(loads):.2f}; other processes used"
+            f" {min(busy):.2f}..{max(busy):.2f} cores (of {os.cpu_count()})"
+        )
+    say("\n== targets (python = the working tree)")
+    for (c, label), values in ratios.items():
+        if c != "python":
+            continue
+        worst = max(values)
+        verdict = "met" if worst <= 1.05 else "NOT met"
+        say(f"  CPU per call python/native <= 1.05, {label}: worst rate {worst:.3f}, {verdict}")
+    for media, floor in ((False, 1500), (True, 1000)):
+        label = "with rtpengine" if media else "no media"
+        py, nat = held.get(("python", media), 0), held.get(("native", media), 0)
+        verdict = "met" if py >= nat and py >= floor else "NOT met"
+        say(f"  zero-failure rate {label}: python {py}/s vs native {nat}/s (target: the same, >= {floor}/s), {verdict}")
+
+
+def core_figure() -> None:
+    try:
+        from .micro import core_per_initial_invite
+
+        figures = core_per_initial_invite(repeat=20000)
+    except Exception as exc:  # noqa: BLE001 - the figures above are printed already: say why this one is not
+        say(f"\n== decision core: not measured ({type(exc).__name__}: {exc}); try python3 -m bench.micro")
+        return
+    shown = ", ".join(f"{kind} {us:.2f} us" for kind, us in figures.items())
+    verdict = "met" if max(figures.values()) < 10 else "NOT met"
+    say(f"\n== decision core per initial INVITE: {shown} (target < 10 us, {verdict}); more: python3 -m bench.micro")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=lambda t: [int(r) for r in t.split(",")], default=[500, 1000, 1500])
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds of load per step (calls = rate x seconds)")
+    parser.add_argument("--register-rate", type=int, default=1000)
+    parser.add_argument("--soak-calls", type=int, default=100000)
+    parser.add_argument(
+        "--soak-rate", type=int, default=500, help="a rate the machine holds: failed calls leave dialogs"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="sweeps over all rates (CPU: the least is kept)")
+    parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
+    parser.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load average to go below")
+    parser.add_argument("--max-wait", type=float, default=10.0, help="... but at most this many seconds per step")
+    parser.add_argument("--compare", metavar="REV", help="also measure opensips.cfg + pyscripts/ at this git revision")
+    parser.add_argument("--quick", action="store_true", help="one rate (500/s), 3 s steps, 5,000-call soak")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rates, args.seconds, args.soak_calls, args.register_rate, args.max_wait = [500], 3.0, 5000, 500, 5.0
+    tools, reason = find_tools()
+    if tools is None:
+        say(f"SKIPPED: {reason}")
+        return 0
+    bench = Bench(tools, args)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

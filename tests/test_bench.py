@@ -1,0 +1,329 @@
+"""The benchmark's native reference takes the decisions the Python router takes (what can be checked offline),
+and the files the benchmark writes beside each cfg are what the cfgs need."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+from typing import Dict, List, Tuple
+
+import pytest
+
+from bench.run import SippStats
+from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
+from gateway import core
+from gateway.model import Leg, Step
+from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE
+from gateway.settings import Settings
+from gateway.settings import parse as parse_settings
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NATIVE = (ROOT / "bench" / "native.cfg").read_text()
+PYTHON = (ROOT / "opensips" / "opensips.cfg").read_text()
+ROUTER = "".join((ROOT / "pyscripts" / "gateway" / name).read_text() for name in ("core.py", "host.py"))
+STEP_CODES = {"o": Step.OFFER, "a": Step.ANSWER, "r": Step.REOFFER}
+
+
+def native_profiles() -> Dict[Tuple[Leg, Leg, Step], str]:
+    """route[profile] of native.cfg as a table: case labels collect until the flags they share."""
+    body = re.search(r"route\[profile\] \{(.*?)\n\}", NATIVE, re.S)
+    assert body is not None
+    table: Dict[Tuple[Leg, Leg, Step], str] = {}
+    pending: List[str] = []
+    for line in body.group(1).splitlines():
+        line = line.strip()
+        case = re.fullmatch(r'case "(\w\w\w)":', line)
+        flags = re.fullmatch(r'\$var\(flags\) = "([^"]+)";', line)
+        if case:
+            pending.append(case.group(1))
+        elif line == "default:":
+            pending.append("default")
+        elif flags:
+            for key in pending:
+                if key == "default":
+                    for k in DEFAULT_PROFILES:
+                        if k[2] is not Step.DELETE:
+                            table.setdefault(k, flags.group(1))
+                else:
+                    table[(Leg.from_code(key[0]), Leg.from_code(key[1]), STEP_CODES[key[2]])] = flags.group(1)
+            pending = []
+    return table
+
+
+def test_native_has_the_flag_table_of_the_router_row_by_row() -> None:
+    expected = {k: v for k, v in DEFAULT_PROFILES.items() if k[2] is not Step.DELETE}
+    assert native_profiles() == expected
+    assert all(not v for k, v in DEFAULT_PROFILES.items() if k[2] is Step.DELETE)  # native deletes without flags
+
+
+def test_native_adds_what_the_router_adds_to_the_profile() -> None:
+    assert f'" {UNTRUSTED_SIP_SOURCE}"' in NATIVE
+    assert '" via-branch-param=br" + $T_branch_idx' in NATIVE
+    assert '" via-branch-param=br" + $var(idx)' in NATIVE
+    # No per-branch delete (core.plan_initial_reply): rtpengine would delete the whole call.
+    assert "rtpengine_delete(" in NATIVE and 'rtpengine_delete("' not in NATIVE
+
+
+def test_native_runs_the_same_nat_test_and_flags() -> None:
+    assert f'nat_uac_test("{core.NAT_TESTS}")' in NATIVE
+    for flags in core.SOURCE_FLAGS.values():
+        for flag in flags:
+            assert f'setflag("{flag}")' in NATIVE
+    for bflags in core.REGISTRATION_BFLAGS.values():
+        for flag in bflags:
+            assert f'setbflag("{flag}")' in NATIVE
+
+
+def test_native_counts_the_statistics_of_the_router() -> None:
+    assert set(re.findall(r'update_stat\("(\w+)", 1\)', NATIVE)) == set(core.STATISTICS)
+
+
+def test_native_replies_as_the_router_does() -> None:
+    """Every reply native.cfg sends itself is one the router sends, reason phrase and all."""
+    replies = set(re.findall(r'sl_send_reply\((\d+), "([^"]+)"\)', NATIVE))
+    assert ("404", "Not Here") in replies  # a forged in-dialog request
+    for code, reason in replies:
+        assert re.search(rf"{code}[^\n]*\"{re.escape(reason)}\"", ROUTER), (code, reason)
+
+
+def test_native_drops_the_same_scanners_and_exempts_pike_the_same_way() -> None:
+    def scanners(text: str) -> List[str]:
+        return re.findall(r'if \(\$ua =~ "([^"]+)"\)\n\t\tdrop;', text)
+
+    assert scanners(NATIVE) == scanners(PYTHON) != []
+    assert 'modparam("pike", "check_route", "pike_exempt")' in NATIVE
+    exempt = re.search(r"route\[pike_exempt\] \{(.*?)\n\}", NATIVE, re.S)
+    assert exempt is not None and "route(is_trusted)" in exempt.group(1) and "drop;" in exempt.group(1)
+
+
+def test_native_loads_the_same_modules_minus_python() -> None:
+    modules = re.findall(r'^loadmodule "(\w+)\.so"', PYTHON, re.M)
+    assert re.findall(r'^loadmodule "(\w+)\.so"', NATIVE, re.M) == [m for m in modules if m != "python"]
+
+
+def test_native_sets_the_same_module_parameters_minus_python() -> None:
+    def params(text: str) -> set[str]:
+        return {line for line in re.findall(r"^modparam\(.*\)$", text, re.M) if '"python"' not in line}
+
+    assert params(NATIVE) == params(PYTHON)
+
+
+def test_native_reads_the_site_files_where_opensips_cfg_does() -> None:
+    def before_modules(text: str, name: str) -> bool:
+        include = re.search(rf'^include_file "{re.escape(name)}"', text, re.M)
+        module = re.search(r"^loadmodule ", text, re.M)
+        assert include is not None and module is not None
+        return include.start() < module.start()
+
+    for name in ("site.cfg", "site-params.cfg"):
+        assert before_modules(NATIVE, name) == before_modules(PYTHON, name)
+    assert 'include_file "native-settings.cfg"' in NATIVE
+
+
+# -- native-settings.cfg: gateway.ini as routes ------------------------------------------------
+
+
+def bench_settings() -> Settings:
+    return parse_settings(SETTINGS.read_text(), str(SETTINGS))
+
+
+def test_the_benchmark_trusts_sipp_and_keeps_auth_on() -> None:
+    settings = bench_settings()
+    assert settings.trusted_sources == {"127.0.0.1"}  # SIPp's -i
+    assert settings.auth_realm is not None and not settings.topology_hiding
+    assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.1", settings) is None
+    assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.2", settings) is core.Challenge.PROXY
+
+
+def test_native_settings_say_what_gateway_ini_says() -> None:
+    settings = bench_settings()
+    text = native_settings(settings)
+    local = re.search(r"route\[is_local\] \{(.*?)\n\}", text, re.S)
+    trusted = re.search(r"route\[is_trusted\] \{(.*?)\n\}", text, re.S)
+    assert local is not None and trusted is not None
+    assert set(re.findall(r'\$var\(domain\) == "([^"]+)"', local.group(1))) == settings.domains
+    assert set(re.findall(r'\$si == "([^"]+)"', trusted.group(1))) == settings.trusted_sources
+    assert f'www_authorize("{settings.auth_realm}", "{core.SUBSCRIBERS}")' in text
+    assert f'proxy_challenge("{settings.auth_realm}", "auth")' in text
+    assert "$au != $tU" in text and "$au != $fU" in text  # core.Challenge.address_user
+    assert 'sl_send_reply(404, "No Route To Destination")' in text  # no sip_destination
+
+
+def test_native_settings_without_auth_trust_or_destination() -> None:
+    settings = dataclasses.replace(
+        bench_settings(), auth_realm=None, trusted_sources=frozenset(), sip_destination="sip:pbx.example.org"
+    )
+    text = native_settings(settings)
+    assert "authorize" not in text and "$si ==" not in text
+    assert '$du = "sip:pbx.example.org";' in text
+
+
+def test_native_settings_refuse_what_native_cfg_does_not_do() -> None:
+    with pytest.raises(ValueError, match="topology_hiding"):
+        native_settings(dataclasses.replace(bench_settings(), topology_hiding=True))
+    overridden = parse_settings("[profiles]\nweb->sip offer = RTP/AVP ICE=remove DTLS=off rtcp-mux-demux\n")
+    with pytest.raises(ValueError, match="flag table"):
+        native_settings(overridden)
+
+
+# -- site.cfg and site-params.cfg -----------------------------------------------------------------
+
+LISTEN = Listen(sip=5070, tls=5071, ws=8090, wss=8453, http=8899, rtpengine_ng=2299)
+
+
+def test_site_files_for_opensips_cfg(tmp_path: pathlib.Path) -> None:
+    entry = ROOT / "pyscripts" / "opensips_entry.py"
+    files = site_files(PYTHON, tmp_path / "python", "/opt/x/modules/", LISTEN, entry, tmp_path / "db.sqlite")
+    assert set(files) == {"site.cfg", "site-params.cfg"}
+    assert 'mpath = "/opt/x/modules/"' in files["site.cfg"] and "socket = udp:127.0.0.1:5070" in files["site.cfg"]
+    assert "modparam" not in files["site.cfg"]
+    params = files["site-params.cfg"]
+    assert f'modparam("python", "script_name", "{entry}")' in params
+    assert f'modparam("auth_db", "db_url", "sqlite://{tmp_path}/db.sqlite")' in params
+    assert 'modparam("httpd", "ip", "127.0.0.1")' in params and '"udp:127.0.0.1:2299"' in params
+
+
+def test_site_files_for_native_cfg_name_no_python(tmp_path: pathlib.Path) -> None:
+    files = site_files(NATIVE, tmp_path / "native", "/opt/x/modules/", LISTEN, None, tmp_path / "db.sqlite")
+    assert '"python"' not in files["site-params.cfg"] and '"auth_db"' in files["site-params.cfg"]
+
+
+def test_site_files_for_an_older_layout(tmp_path: pathlib.Path) -> None:
+    """site.cfg after the modules, no site-params.cfg: parameters go in site.cfg, mpath on the cfg's first line;
+    no parameter for a module the cfg does not load."""
+    old = '#\nloadmodule "tm.so"\nloadmodule "httpd.so"\ninclude_file "site.cfg"\n'
+    files = site_files(old, tmp_path, "/opt/x/modules/", LISTEN, None, tmp_path / "db.sqlite")
+    assert files["cfg"].splitlines()[0] == 'mpath = "/opt/x/modules/" #'
+    assert 'modparam("httpd", "port", 8899)' in files["site.cfg"]
+    assert "auth_db" not in files["site.cfg"] and "mpath" not in files["site.cfg"]
+    with pytest.raises(ValueError, match="site-params"):
+        site_files('include_file "site.cfg"\nloadmodule "tm.so"\n', tmp_path, "/x/", LISTEN, None, tmp_path / "d")
+
+
+def test_mpath_goes_on_the_first_line() -> None:
+    text = with_mpath("#\n# cfg\nlog_level = 3\n", "/opt/x/modules/")
+    assert text.splitlines()[0] == 'mpath = "/opt/x/modules/" #'
+    assert len(text.splitlines()) == 3
+
+
+def test_an_older_router_gets_only_the_settings_it_knows() -> None:
+    template = "[gateway]\ndomains = a\nsip_destination =\n"
+    text = settings_for(template, SETTINGS.read_text())
+    assert parse_settings(text).trusted_sources == frozenset()
+    assert "auth_realm" not in text and "domains = 127.0.0.1 localhost gateway.local" in text
+    assert settings_for(None, "x") == "x"
+
+
+def test_the_run_skips_without_its_programs(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.run import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sipp, rtpengine, openssl
+    monkeypatch.setenv("OPENSIPS_BIN", "/bin/true")
+    assert main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SKIPPED: missing sipp") and out.count("\n") == 1
+    monkeypatch.setenv("OPENSIPS_BIN", str(tmp_path / "nothing"))
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("SKIPPED: no OpenSIPS")
+
+
+def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> None:
+    stat = tmp_path / "s.csv"
+    stat.write_text(
+        "TotalCallCreated;SuccessfulCall(C);FailedCall(C);Retransmissions(C);CallRate(C);\n"
+        "5;4;1;0;2.5;\n"
+        "10;9;1;3;5.0;\n"
+    )
+    assert SippStats.read(stat) == SippStats(10, 9, 1, 3, 5.0)
+    assert SippStats.read(tmp_path / "missing.csv") == SippStats(0, 0, 0, 0, 0.0)
+
+
+# -- the router's records and flags through the fake are those native.cfg writes -------------------
+
+
+def rtpengine_calls_of_a_call(nat_caller: bool) -> List[Tuple[str, Tuple[object, ...]]]:
+    """The rtpengine functions the router calls in one INVITE/180/200/ACK/BYE call from a trusted source."""
+    from fakes.runtime import Gateway
+    from fakes.ua import Network
+
+    settings = dataclasses.replace(bench_settings(), trusted_sources=frozenset({"198.51.100.10"}))
+    gateway = Gateway(settings)
+    net = Network(gateway)
+    caller = net.phone("carol", nat=nat_caller, host="198.51.100.10")
+    callee = net.phone("erin", host="198.51.100.10")
+    net.registered(caller, callee)
+    start = len(gateway.events)
+    call = net.invite(caller, "erin")
+    net.reply(call, callee, 180)
+    net.reply(call, callee, 200)
+    net.bye(call, "caller")
+    assert gateway.sessions() == [] and gateway.dialogs == {}
+    calls = [event.data for event in gateway.events[start:] if event.kind == "call"]
+    return [(name, args) for name, args, _result in calls if name.startswith("rtpengine_")]
+
+
+def test_the_router_keeps_the_record_native_cfg_keeps() -> None:
+    from fakes.runtime import Gateway
+    from fakes.ua import Network
+
+    settings = dataclasses.replace(bench_settings(), trusted_sources=frozenset({"198.51.100.10"}))
+    for nat, expected in (
+        (False, ["c=S0;o=e;p=0", "c=S0;o=e;p=0;b0=-S0", "c=S0;o=e;p=0;b0=-S0;a=0"]),
+        # A NATed phone's SDP names its private address: p=1 (native.cfg's $rb regex says so too).
+        (True, ["c=S1;o=e;p=1", "c=S1;o=e;p=1;b0=mS0", "c=S1;o=e;p=1;b0=mS0;a=0"]),
+    ):
+        gateway = Gateway(settings)
+        net = Network(gateway)
+        caller = net.phone("carol", nat=nat, host="198.51.100.10")
+        callee = net.phone("erin", host="198.51.100.10")
+        net.registered(caller, callee)
+        seen: List[str] = []
+        original = gateway.python_exec
+
+        def watch(method: str, ctx: object, original: object = original, seen: List[str] = seen) -> int:
+            result: int = original(method, ctx)  # type: ignore[operator]
+            dialog = getattr(ctx, "dialog", None)
+            value = None if dialog is None else dialog.vals.get("gw")
+            if value is not None and (not seen or seen[-1] != value):
+                seen.append(value)
+            return result
+
+        gateway.python_exec = watch  # type: ignore[method-assign]
+        call = net.invite(caller, "erin")
+        net.reply(call, callee, 180)
+        net.reply(call, callee, 200)
+        assert seen == expected, nat
+        net.bye(call, "caller")
+
+
+def test_the_router_sends_rtpengine_the_flags_native_cfg_composes() -> None:
+    """Offer: the caller's row + SIP-source-address (NATed SIP caller) + via-branch-param=br0; answer: the
+    callee's row + via-branch-param=br0 (a plain callee); BYE: a delete without flags."""
+    media = rtpengine_calls_of_a_call(nat_caller=True)
+    offer = DEFAULT_PROFILES[(Leg.SIP, Leg.SIP, Step.OFFER)] + f" {UNTRUSTED_SIP_SOURCE} via-branch-param=br0"
+    answer = DEFAULT_PROFILES[(Leg.SIP, Leg.SIP, Step.ANSWER)] + " via-branch-param=br0"
+    assert [(name, args[0]) for name, args in media] == [
+        ("rtpengine_offer", offer),
+        ("rtpengine_answer", answer),
+        ("rtpengine_delete", None),
+    ]
+
+
+def test_a_plain_call_takes_no_media_proxy() -> None:
+    assert rtpengine_calls_of_a_call(nat_caller=False) == []
+
+
+def test_micro_records_every_entry_point_and_replays_each_tape() -> None:
+    """bench.micro drives the router through the fake host: every tape replays with the same host calls."""
+    from bench.micro import entry_points, initial_invite_core, record_calls, replays_faithfully, unique
+
+    router, tapes = record_calls()
+    kinds = unique(tapes)
+    assert {t.route for t in kinds} == set(entry_points(router))
+    assert [(t.label, replays_faithfully(router, t)) for t in kinds if not t.raised] == [
+        (t.label, None) for t in kinds if not t.raised
+    ]
+    assert initial_invite_core(tapes, ", plain SIP") and initial_invite_core(tapes, ", rtpengine")
