@@ -35,12 +35,12 @@ CFG = os.path.join(REPO, "opensips", "opensips.cfg")
 # The codes opensips.cfg acts on: verdicts in the low three bits (gateway.model.Verdict), the
 # actions above them (gateway.model.Do); tests/test_cfg.py keeps all three in step.
 RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
-REPLY, IN_DIALOG, RELAY_IF_TRANSACTION = 4, 6, 7
+REPLY, RELAY_IF_TRANSACTION = 4, 7
 DO_SRC_WS, DO_SRC_NAT, DO_FORCE_RPORT, DO_FIX_CONTACT, DO_FIX_REGISTER = 8, 16, 32, 64, 128
 DO_BFLAG_WEBRTC, DO_BFLAG_NATED, DO_SAVE, DO_LOOKUP = 256, 512, 1024, 2048
 DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD = 4096, 8192, 16384, 32768
-DO_MATCH_HIDDEN, DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 65536, 131072, 262144, 524288, 1048576
-DO_TRACK_DIALOG, DO_ASK_IF_TRACKED, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 4194304, 8388608, 16777216
+DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 131072, 262144, 524288, 1048576
+DO_TRACK_DIALOG, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 8388608, 16777216
 DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864, 134217728
 DO_STAT_SIP_TO_SIP, DO_STAT_MEDIA_PROXY = 268435456, 536870912
 STATS_BY_BIT = (
@@ -507,6 +507,10 @@ class Gateway:
         if self.clears_routed_var:
             self.script_vars["gw_lr"] = "0"
         self.script_vars["gw_nat"] = "1" if self.cfg_call(ctx, "nat_uac_test", NAT_TESTS) > 0 else "0"
+        if msg.to_tag:
+            self._in_dialog(ctx, out)
+            self._drop_unattached_dialog(ctx)
+            return
         do = self.python_exec("on_request", ctx, self.facts.get("on_request"))
         if do < 0:
             self._python_failed(ctx, out)
@@ -608,32 +612,38 @@ class Gateway:
             self.cfg_call(ctx, "sl_send_reply", code, self.script_vars.get("gw_reason", ""))
         elif verdict == RELAY_TRACKED:
             self._relay(ctx, {"reply"}, out)
-        elif verdict == IN_DIALOG:
-            self._in_dialog(ctx, do, out)
         elif verdict == RELAY_IF_TRANSACTION:
             if self.cfg_call(ctx, "t_check_trans") > 0:
                 self._relay(ctx, set(), out)
         else:
             self._python_failed(ctx, out)
 
-    def _in_dialog(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
-        """opensips.cfg route[gw_in_dialog]: match the dialog (ours only), then ask the router."""
-        matched = self.cfg_call(ctx, "topology_hiding_match" if do & DO_MATCH_HIDDEN else "loose_route")
-        if matched < 0 or ctx.dialog is None:
+    def _in_dialog(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+        """opensips.cfg route[gw_in_dialog]: match the dialog (ours only), then ask the router if needed."""
+        if self.cfg_call(ctx, "loose_route") < 0 and self.cfg_call(ctx, "topology_hiding_match") < 0:
+            self._unmatched(ctx, out)
+            return
+        if ctx.dialog is None:
             self._unmatched(ctx, out)
             return
         self.script_vars["gw_lr"] = "1"
-        if do & DO_ASK_IF_TRACKED and ctx.pv_get("dlg_val", "gw_track") is None:
+        untracked = ctx.pv_get("dlg_val", "gw_track") is None
+        if untracked and self.script_vars.get("gw_nat") == "0" and ctx.source.proto not in ("ws", "wss"):
             self._relay(ctx, set(), out)
             return
         rc = self.python_exec("on_in_dialog", ctx, self.facts.get("on_in_dialog"))
         if rc < 0:
             self._python_failed(ctx, out)
             return
-        if rc & 7 == IN_DIALOG:
-            raise HostFault("on_in_dialog answered IN_DIALOG: the cfg would loop")
-        self._media(ctx, rc)
-        self._verdict(ctx, rc, out)
+        if self._act(ctx, rc, out):
+            self._verdict(ctx, rc, out)
+
+    def pike_exempt(self, ctx: Context) -> bool:
+        """opensips.cfg route[pike_exempt]: whether pike leaves this source uncounted (drop)."""
+        if "gw_trusted" not in self.script_vars:
+            self.python_exec("is_trusted", ctx, self.facts.get("is_trusted"))
+        trusted = self.script_vars.get("gw_trusted")
+        return trusted is not None and f" {ctx.source.host} " in trusted
 
     def _unmatched(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
         """opensips.cfg route[gw_unmatched]: none of our dialogs; an ACK is absorbed unless tm knows it."""
@@ -822,6 +832,8 @@ class Gateway:
             branch_index=branch.index,
         )
         route = "gw_reply" if "reply" in tx.armed else branch.reply_route
+        if route == "gw_answered_sip_to_sip" and 200 <= status < 300 and ctx.pv_get("dlg_val", "gw_track"):
+            route = "gw_reply"  # another branch took the media proxy: the router releases its session
         if route == "gw_reply":
             do = self.python_exec("on_reply", ctx, self.facts.get("on_reply"))
             if do > 0:

@@ -32,7 +32,6 @@ VERDICTS = {
     3: "RELAY_INITIAL (branch and failure routes armed)",
     4: "REPLY",
     5: "RELAY_TRACKED (reply route armed)",
-    6: "IN_DIALOG (match the dialog, then on_in_dialog)",
     7: "RELAY_IF_TRANSACTION",
 }
 ACTIONS = {value: name[3:] for name, value in vars(runtime).items() if name.startswith("DO_")}

@@ -125,9 +125,10 @@ def test_trusted_sources_are_exempt_from_auth_and_from_flood_counting() -> None:
         b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKp\r\nFrom: <sip:t@x>;tag=1\r\n"
         b"To: <sip:127.0.0.1>\r\nCall-ID: p\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
-    for host, answer in (("127.0.0.2", 1), ("203.0.113.5", -1)):
+    for host, answer in (("127.0.0.2", 1), ("203.0.113.5", -1), ("127.0.0.20", -1)):
         ctx = Context(gateway, "request", options, Endpoint("udp", host, 5060))
-        assert gateway.python_exec("is_trusted", ctx, gateway.facts["is_trusted"]) == answer
+        assert gateway.pike_exempt(ctx) == (answer == 1)
+    assert gateway.script_vars["gw_trusted"] == " 127.0.0.2 "  # written once, searched by the cfg itself
 
 
 def test_answered_calls_are_counted_per_direction_and_media() -> None:

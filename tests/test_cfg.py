@@ -52,11 +52,7 @@ def test_the_cfg_acts_on_every_verdict() -> None:
         Verdict.DROP,
         Verdict.RELAY_TRACKED,
     )
-    assert (runtime.REPLY, runtime.IN_DIALOG, runtime.RELAY_IF_TRANSACTION) == (
-        Verdict.REPLY,
-        Verdict.IN_DIALOG,
-        Verdict.RELAY_IF_TRANSACTION,
-    )
+    assert (runtime.REPLY, runtime.RELAY_IF_TRANSACTION) == (Verdict.REPLY, Verdict.RELAY_IF_TRANSACTION)
     assert all(v != 0 for v in Verdict)
     assert max(Verdict) <= Do.VERDICT_MASK
 
@@ -76,13 +72,11 @@ ACTIONS = {
     "RECORD_ROUTE": "record_route();",
     "TOPOLOGY_HIDING": "topology_hiding();",
     "STORE_RECORD": f"$dlg_val(gw) = {host.RECORD_VAR};",
-    "MATCH_HIDDEN": "if (!topology_hiding_match())",
     "RTP_OFFER": f'if (!rtpengine_offer("{host.MEDIA_FLAGS_VAR}"))',
     "RTP_ANSWER": f'if (!rtpengine_answer("{host.MEDIA_FLAGS_VAR}"))',
     "RTP_DELETE": f'if (!rtpengine_delete("{host.MEDIA_FLAGS_VAR}"))',
     "ARM_REPLY": 't_on_reply("gw_reply");',
     "TRACK_DIALOG": "$dlg_val(gw_track) = 1;",
-    "ASK_IF_TRACKED": "if ($dlg_val(gw_track) == NULL)",
     "AUTH_WWW": f'if (!www_authorize("{host.REALM_VAR}", "{core.SUBSCRIBERS}")) {{',
     "AUTH_PROXY": f'if (!proxy_authorize("{host.REALM_VAR}", "{core.SUBSCRIBERS}")) {{',
     "STAT_WEB_TO_WEB": 'update_stat("calls_web_to_web", 1);',
@@ -148,7 +142,7 @@ def test_the_cfg_passes_the_facts_each_route_reads() -> None:
 #: Variables whose printed value a sender cannot fill with other bytes than UTF-8: numbers, names
 #: the parser checked as tokens, values the gateway wrote itself.
 SAFE_FACTS = {
-    "$rm", "$socket_in(proto)", host.NAT_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp", "$rs", "$T_branch_idx",
+    "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, "$cl", "$hdrcnt(Contact)", "$sp", "$rs", "$T_branch_idx",
     "$bf", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$var(gw_found)",
 }  # fmt: skip
 

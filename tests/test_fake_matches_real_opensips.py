@@ -54,27 +54,27 @@ def test_without_no_auto_477_tm_answers_a_call_it_cannot_relay_with_500(tmp_path
     assert Gateway(cfg_path=cfg).relay_replies_itself
 
 
-def test_var_outlives_the_message_so_the_cfg_clears_gw_lr(tmp_path: Path) -> None:
+def test_var_outlives_the_message_so_the_cfg_clears_gw_lr() -> None:
     # On 3.6.8 a BYE whose Python failed before loose_route() met the "1" an earlier in-dialog request
     # had left in $var(gw_lr) in that worker: the fail-safe skipped loose_route(), the dialog and the
-    # rtpengine session stayed.  $var values live on in the process; the cfg clears gw_lr first.
-    stale = cfg_without(tmp_path, "\t$var(gw_lr) = 0;\n")
-    for cfg, ends_clean in ((CFG, True), (stale, False)):
-        gateway = Gateway(cfg_path=cfg, strict=False)
-        net = Network(gateway)
-        alice, bob = net.phone("alice", nat=True), net.phone("bob", nat=True)
-        net.register(alice)
-        net.register(bob)
-        call = net.invite(alice, "bob")
-        net.reply(call, bob, 200)
-        net.reinvite(call, "caller", hold=True)  # Python loose_routes it: gw_lr = "1"
+    # rtpengine session stayed.  $var values live on in the process: the cfg clears gw_lr first, and
+    # now matches in-dialog requests itself before Python, setting it only once it did.
+    gateway = Gateway(strict=False)
+    assert gateway.clears_routed_var
+    net = Network(gateway)
+    alice, bob = net.phone("alice", nat=True), net.phone("bob", nat=True)
+    net.registered(alice, bob)
+    call = net.invite(alice, "bob")
+    net.reply(call, bob, 200)
+    net.reinvite(call, "caller", hold=True)  # matched by the cfg: gw_lr = "1"
 
-        def broken(msg: object) -> int:
-            raise RuntimeError("bug before loose_route")
+    def broken(msg: object, facts: str = "") -> int:
+        raise RuntimeError("bug in the in-dialog route")
 
-        gateway.router.on_request = broken
-        net.bye(call, "caller")
-        assert (not gateway.dialogs and not gateway.sessions()) is ends_clean
+    gateway.router.on_in_dialog = broken
+    net.bye(call, "caller")
+    assert gateway.python_failures == 1
+    assert not gateway.dialogs and not gateway.sessions()  # the fail-safe relayed it and released the media
 
 
 def test_auth_db_identity_checks_need_a_uri_table_so_the_router_compares_users() -> None:

@@ -60,6 +60,25 @@ def test_source_flags_reach_branch_and_reply_routes() -> None:
     net.bye(call, "caller")
 
 
+@pytest.mark.parametrize("order", ["browser first", "phone first"])
+def test_a_fork_answered_by_a_branch_without_the_media_proxy_releases_the_other_branchs_session(order: str) -> None:
+    # A plain phone calls a user with a browser and a plain desk phone: only the browser's branch
+    # goes through rtpengine.  The desk phone answers: that session is nobody's, and no BYE would
+    # delete it (the answered branch has no media); rtpengine would keep its ports for an hour.
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})))
+    net = Network(gateway)
+    carol = net.phone("carol", host="198.51.100.10")
+    web, desk = net.browser("gina"), net.phone("gina", host="198.51.100.11")
+    net.registered(carol, *((web, desk) if order == "browser first" else (desk, web)))
+    call = net.invite(carol, "gina")
+    assert len(gateway.sessions()) == 1
+    net.reply(call, desk, 200)
+    assert gateway.sessions() == []
+    assert gateway.statistics["calls_sip_to_sip"] == 1 and gateway.statistics["media_proxy_calls"] == 0
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+
+
 def test_forking_offers_each_branch_its_own_sdp_and_session() -> None:
     gateway = Gateway()
     net = Network(gateway)

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import core, host
 from gateway.host import SEP, Router
-from gateway.model import CallRecord, Do, Leg, Party, Registration, Verdict
+from gateway.model import Branch, CallRecord, Do, Leg, Media, Party, Registration, Verdict
 from gateway.settings import Settings
 
 STAT_MASK = sum(host.STAT_BITS.values())
@@ -75,10 +75,10 @@ def test_a_branch_arms_the_python_reply_route_or_the_native_count_of_a_plain_sip
     assert bool(code & Do.RTP_OFFER) == (branch.media_proxy and early)
 
 
-def request_facts(method: str, proto: str = "udp", nat: str = "0", to_tag: str = "<null>", user: str = "3") -> str:
+def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "3") -> str:
     local = b"127.0.0.1".hex()
     return SEP.join(
-        (method, proto, nat, "0", to_tag, "1", "127.0.0.9", "5060", user, local, local, local, b"application/sdp".hex())
+        (method, proto, nat, "0", "1", "127.0.0.9", "5060", user, local, local, local, b"application/sdp".hex())
     )
 
 
@@ -93,21 +93,53 @@ def test_our_users_requests_ask_the_cfg_for_digest_auth_in_the_realm() -> None:
     assert not trusted.on_request(Msg(), request_facts("INVITE")) & (Do.AUTH_WWW | Do.AUTH_PROXY)
 
 
-def test_in_dialog_requests_go_to_the_cfgs_dialog_match_without_a_host_call() -> None:
+METHODS = ("INVITE", "ACK", "BYE", "UPDATE", "PRACK", "INFO", "MESSAGE", "NOTIFY", "OPTIONS", "REFER")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("proto", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("contacts", ["0", "1"])
+def test_an_untracked_dialogs_request_from_a_sip_peer_not_behind_nat_needs_nothing(
+    method: str, proto: str, contacts: str
+) -> None:
+    """route[gw_in_dialog] relays such a request without asking on_in_dialog: it must be what the router says."""
     router = Router(Settings(), lambda text: None)
-    code = router.on_request(Msg(), request_facts("BYE", to_tag="6"))
-    assert code & Do.VERDICT_MASK == Verdict.IN_DIALOG and code & Do.ASK_IF_TRACKED
-    hidden = Router(Settings(topology_hiding=True), lambda text: None)
-    assert hidden.on_request(Msg(), request_facts("BYE", to_tag="6")) & Do.MATCH_HIDDEN
-    # an empty To-tag ("tag=") is no tag, as has_totag() says
-    initial = router.on_request(Msg(), request_facts("OPTIONS", to_tag="0"))
-    assert initial & Do.VERDICT_MASK == Verdict.RELAY and initial & Do.LOOKUP
+    # a dialog without the media proxy: plain SIP to plain SIP, answered (or not: no record at all)
+    record = CallRecord(Party(Leg.SIP, False), True, False).with_branch(0, branch_of(Registration.PLAIN_SIP))
+    for text in (str(record), str(record.with_answer(0)), "<null>"):
+        for direction in ("downstream", "upstream"):
+            msg = Msg()
+            facts = SEP.join((method, proto, "0", contacts, "200", direction, text, b"application/sdp".hex()))
+            assert router.on_in_dialog(msg, facts) == Verdict.RELAY, (method, text, direction)
+            assert msg.sets == {} and msg.dst_uri is None
+
+
+def branch_of(registration: Registration) -> Branch:
+    from gateway.model import Branch
+
+    return Branch(core.party_registered(registration), Media.NONE)
+
+
+def test_in_dialog_requests_of_a_browser_get_their_flags_and_media() -> None:
+    router = Router(Settings(), lambda text: None)
+    record = CallRecord(Party(Leg.WEB, True, "wss:198.51.100.7:4443"), True, False)
+    plan = core.plan_branch(record, 0, Registration.PLAIN_SIP, router.profiles)
+    answered = plan.record.with_answer(0)
+    msg = Msg()
+    facts = SEP.join(("BYE", "wss", "0", "0", "0", "downstream", str(answered), "<null>"))
+    code = router.on_in_dialog(msg, facts)
+    assert code & Do.VERDICT_MASK == Verdict.RELAY
+    assert code & Do.SRC_WS and code & Do.SRC_NAT and code & Do.RTP_DELETE
+    upstream = SEP.join(("BYE", "udp", "0", "0", "0", "upstream", str(answered), "<null>"))
+    msg = Msg()
+    assert router.on_in_dialog(msg, upstream) & Do.RTP_DELETE
+    assert msg.dst_uri == "sip:198.51.100.7:4443;transport=wss"  # back over the browser's own connection
 
 
 def test_a_local_reply_leaves_its_code_and_reason_for_the_cfg() -> None:
     router = Router(Settings(), lambda text: None)
     msg = Msg()
-    foreign = SEP.join(("INVITE", "udp", "0", "0", "<null>", "1", "203.0.113.9", "5060", "3",
+    foreign = SEP.join(("INVITE", "udp", "0", "0", "1", "203.0.113.9", "5060", "3",
                         b"example.org".hex(), b"example.org".hex(), b"example.net".hex(), "<null>"))  # fmt: skip
     assert router.on_request(msg, foreign) & Do.VERDICT_MASK == Verdict.REPLY
     assert (msg.sets[host.REPLY_CODE_VAR], msg.sets[host.REPLY_REASON_VAR]) == ("403", "Relaying Forbidden")
@@ -117,7 +149,7 @@ def test_missing_or_garbled_facts_fail_safe_and_are_logged() -> None:
     logged: List[str] = []
     router = Router(Settings(), logged.append)
     assert router.on_request(Msg()) == Verdict.FAILED  # python_exec without its argument
-    assert router.on_request(Msg(), "INVITE\nudp\n0\n0\n<null>\n1\n127.0.0.9\n5060\n3\nzz") == Verdict.FAILED
+    assert router.on_request(Msg(), "INVITE\nudp\n0\n0\n1\n127.0.0.9\n5060\n3\nzz") == Verdict.FAILED
     assert router.on_branch(Msg(), "") == Verdict.FAILED
     assert len(logged) == 3 and all("route failed" in line for line in logged)
 

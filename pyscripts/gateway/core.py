@@ -206,11 +206,16 @@ def answered_call_stats(record: CallRecord, index: int) -> Tuple[str, ...]:
     branch = record.branch(index)
     if branch is None:
         return ()
-    names = (f"calls_{record.caller.leg.value}_to_{branch.callee.leg.value}",)
-    return names + (("media_proxy_calls",) if branch.media_proxy else ())
+    return _ANSWERED_STATS[(record.caller.leg, branch.callee.leg, branch.media_proxy)]
 
 
 STATISTICS = (*(f"calls_{a.value}_to_{b.value}" for a in Leg for b in Leg), "media_proxy_calls")
+_ANSWERED_STATS = {
+    (a, b, proxied): (f"calls_{a.value}_to_{b.value}", *(("media_proxy_calls",) if proxied else ()))
+    for a in Leg
+    for b in Leg
+    for proxied in (False, True)
+}
 
 
 def lookup_failure(code: int) -> Tuple[int, str]:
@@ -290,6 +295,11 @@ def plan_initial_reply(
         # branch failed; after an answer the BYE does.
         return ReplyPlan(None, fix, None)
     stats = answered_call_stats(record, index) if answered and record.answered is None else ()
+    if answered and not branch.media_proxy and record.media_open:
+        # A forked call answered on a branch without the media proxy: the session another branch
+        # opened is nobody's now (the BYE deletes nothing for this branch), and rtpengine would
+        # hold its ports until its own timeout.  The delete takes the whole call: this one has none.
+        return ReplyPlan(MediaAction(Step.DELETE, ""), fix, record.with_answer(index, flow), stats)
     if not branch.media_proxy or not has_sdp or status < 180:
         return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None, stats)
     if record.early_offer:

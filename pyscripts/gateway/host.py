@@ -33,7 +33,7 @@ Host rules this file keeps (FACTS.md):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple, TypeVar, cast
+from typing import Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Protocol, Tuple, TypeVar, cast
 
 from . import core
 from .model import CallRecord, Do, Exchange, MediaAction, Source, Step, Verdict, flow_of
@@ -74,10 +74,13 @@ CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
 
 # What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
 REQUEST_FACTS = SEP.join(
-    ("$rm", "$socket_in(proto)", NAT_VAR, "$cl", "$(tt{s.len})", "$hdrcnt(Contact)", "$si", "$sp", "$(rU{s.len})",
+    ("$rm", "$socket_in(proto)", NAT_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp", "$(rU{s.len})",
      "$(rd{s.encode.hexa})", "$(td{s.encode.hexa})", "$(fd{s.encode.hexa})", CONTENT_TYPE)
 )  # fmt: skip
-IN_DIALOG_FACTS = SEP.join(("$rm", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE))
+IN_DIALOG_FACTS = SEP.join(
+    ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
+)
+TRUSTED_VAR = "$var(gw_trusted)"
 BRANCH_FACTS = SEP.join(("$T_branch_idx", "$bf", DIALOG_RECORD))
 REPLY_FACTS = SEP.join(
     ("$rs", "$socket_in(proto)", "$T_branch_idx", "$cl", "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
@@ -142,6 +145,11 @@ def optional(text: str) -> Optional[str]:
     return None if text in (NULL, "") else text
 
 
+def trusted_list(sources: FrozenSet[str]) -> str:
+    """The trusted sources as the cfg searches them: " a b c " (each between spaces)."""
+    return " " + " ".join(sorted(sources)) + " "
+
+
 def unhex(text: str) -> str:
     """A fact the cfg hex-encoded, as text; UnicodeDecodeError when the sender's bytes are not UTF-8."""
     if text == NULL:
@@ -187,7 +195,13 @@ class Router:
         return self._guard("failure", self._failure, msg, facts)
 
     def is_trusted(self, msg: Msg, facts: str = "") -> int:
-        """pike's check route: 1 exempts a trusted source (gateway.ini trusted_sources) from flood counting."""
+        """pike's check route, the first time a worker runs it: the trusted sources (gateway.ini) go into
+        this worker's $var(gw_trusted), " a b c ", which the cfg searches for " $si " natively from then
+        on ($var values outlive the message).  1 when this source is one of them, -1 else."""
+        try:
+            msg.set_pseudoVar(TRUSTED_VAR, trusted_list(self.settings.trusted_sources))
+        except Exception as exc:  # noqa: BLE001 - the cfg asks again next time
+            self._log_failure("pike check", msg, exc)
         return 1 if facts in self.settings.trusted_sources else -1
 
     def _guard(self, route: str, handler: Callable[[Msg, str], int], msg: Msg, facts: str) -> int:
@@ -213,17 +227,17 @@ class Router:
     # -- requests ---------------------------------------------------------------------
 
     def _request(self, msg: Msg, facts: str) -> int:
-        (method, proto, nat, length, to_tag, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain,
-         from_domain, content_type) = split_facts(facts, 13)  # fmt: skip
+        """An out-of-dialog request (the cfg matches in-dialog ones itself, then asks on_in_dialog)."""
+        (method, proto, nat, length, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain, from_domain,
+         content_type) = split_facts(facts, 12)  # fmt: skip
         has_contact = contacts not in ("0", NULL)
-        if to_tag not in ("0", NULL, ""):
-            key: Tuple[object, ...] = ("in-dialog", method, proto, nat, has_contact)
-            return self._decided(key, lambda: self._plan_sequential_request(method, proto, nat, has_contact)).code
         # route_initial and challenge_for look at the source address only to trust it or not, and
         # at the user only for whether there is one: the decision is keyed on those, not on them.
         trusted = src_ip if src_ip in self.settings.trusted_sources else ""
         no_user = ruri_user in ("0", NULL, "")
-        key = ("initial", method, proto, nat, has_contact, no_user, ruri_domain, to_domain, from_domain, trusted)
+        key: Tuple[object, ...] = (
+            "initial", method, proto, nat, has_contact, no_user, ruri_domain, to_domain, from_domain, trusted
+        )  # fmt: skip
         plan = self._decided(key, lambda: self._plan_initial(method, proto, nat, has_contact, no_user, ruri_domain,
                                                              to_domain, from_domain, trusted))  # fmt: skip
         if not plan.needs_record:
@@ -255,16 +269,6 @@ class Router:
         if behind_nat and has_contact:
             do |= Do.FIX_REGISTER if core.contact_fix(method, behind_nat) == "fix_nated_register" else Do.FIX_CONTACT
         return source, behind_nat, do
-
-    def _plan_sequential_request(self, method: str, proto: str, nat: str, has_contact: bool) -> Effects:
-        _source, _nat, do = self._source_bits(method, proto, nat, has_contact)
-        # Only a dialog with a branch through the media proxy (a browser, NAT, private SDP: see
-        # _plan_branch) has anything for on_in_dialog to do; the others are relayed as they are
-        # (plan_sequential: no answered branch on record, nothing to do) without a second python_exec.
-        # A request that matches none of our dialogs gets the cfg's 404 (an ACK: absorbed), as in
-        # the fail-safe: loose_route() follows any Route, ours or not, and we are no open relay.
-        do |= Do.ASK_IF_TRACKED | (Do.MATCH_HIDDEN if self.settings.topology_hiding else 0)
-        return Effects(Verdict.IN_DIALOG | do)
 
     def _plan_initial(
         self,
@@ -316,16 +320,26 @@ class Router:
         return self._apply(msg, self._local_reply(*core.lookup_failure(int(facts))))
 
     def _in_dialog(self, msg: Msg, facts: str) -> int:
-        method, length, direction, text, content_type = split_facts(facts, 5)
+        """An in-dialog request of one of our dialogs, which the cfg matched (loose_route or
+        topology_hiding_match, and $DLG_status).  The cfg relays without asking when the dialog has
+        no branch through the media proxy (no $dlg_val(gw_track): see _plan_branch) and the sender is
+        a SIP peer not behind NAT: for such a request there is nothing to do (tests/test_router.py)."""
+        method, proto, nat, contacts, length, direction, text, content_type = split_facts(facts, 8)
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         upstream = direction == "upstream"
-        plan = self._decided(("sequential", method, has_sdp, upstream, text),
-                             lambda: self._plan_in_dialog(method, has_sdp, upstream, text))  # fmt: skip
+        has_contact = contacts not in ("0", NULL)
+        key = ("in-dialog", method, proto, nat, has_contact, has_sdp, upstream, text)
+        plan = self._decided(key, lambda: self._plan_in_dialog(method, proto, nat, has_contact, has_sdp, upstream,
+                                                               text))  # fmt: skip
         return self._apply(msg, plan)
 
-    def _plan_in_dialog(self, method: str, has_sdp: bool, upstream: bool, text: str) -> Effects:
+    def _plan_in_dialog(
+        self, method: str, proto: str, nat: str, has_contact: bool, has_sdp: bool, upstream: bool, text: str
+    ) -> Effects:
+        _source, _nat, flags = self._source_bits(method, proto, nat, has_contact)
         plan = core.plan_sequential(self._record(text), not upstream, method, has_sdp, self.profiles)
         sets, do = self._media(plan.action)
+        do |= flags
         if plan.exchange is not None:
             sets += ((EXCHANGE_AVP, str(plan.exchange)),)
             return Effects(Verdict.RELAY_TRACKED | do, sets, plan.dst_uri)

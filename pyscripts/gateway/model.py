@@ -8,6 +8,7 @@ that turns them into pseudo-variable reads and function calls.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -86,7 +87,6 @@ class Verdict(enum.IntEnum):
     REPLY = 4  # (request route) sl_send_reply($var(gw_code), $var(gw_reason)); (branch route) drop this branch
     DROP = 4
     RELAY_TRACKED = 5  # arm the reply route, then t_relay() (re-INVITE/UPDATE with media)
-    IN_DIALOG = 6  # match the dialog (loose_route, or topology_hiding_match with Do.MATCH_HIDDEN), then on_in_dialog
     RELAY_IF_TRANSACTION = 7  # CANCEL, or ACK without a dialog: t_relay() only for a transaction we know
     FAILED = -2  # the Python side failed: the cfg's fail-safe answers
 
@@ -115,13 +115,11 @@ class Do:
     RECORD_ROUTE = 1 << 13  # record_route()
     TOPOLOGY_HIDING = 1 << 14  # topology_hiding()
     STORE_RECORD = 1 << 15  # $dlg_val(gw) = $var(gw_record) (the dialog exists only after create_dialog)
-    MATCH_HIDDEN = 1 << 16  # (IN_DIALOG) topology_hiding_match() instead of loose_route()
     RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp)"); in the branch route, failing drops the branch
     RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp)")
     RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp)")
     ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
     TRACK_DIALOG = 1 << 21  # (branch route) $dlg_val(gw_track) = 1: its in-dialog requests need on_in_dialog
-    ASK_IF_TRACKED = 1 << 22  # (IN_DIALOG) once matched, relay without on_in_dialog if the dialog is not tracked
     AUTH_WWW = 1 << 23  # www_authorize($var(gw_realm)) or 401; the digest user must be the To user; consume
     AUTH_PROXY = 1 << 24  # proxy_authorize($var(gw_realm)) or 407; the digest user must be the From user; consume
     STAT_WEB_TO_WEB = 1 << 25  # update_stat("calls_web_to_web", 1)
@@ -188,6 +186,9 @@ class Media(enum.Enum):
     OPEN = "m"  # an rtpengine session exists for this branch
 
 
+_MEDIA_CODES = {media: media.value for media in Media}
+
+
 @dataclass(frozen=True)
 class Branch:
     """The decision taken for one branch of an initial INVITE."""
@@ -206,7 +207,7 @@ class Branch:
 
     @property
     def code(self) -> str:
-        return self.media.value + self.callee.code
+        return _MEDIA_CODES[self.media] + self.callee.code
 
     @classmethod
     def parse(cls, code: str) -> Branch:
@@ -238,6 +239,15 @@ class CallRecord:
     """Index of the branch whose 2xx established the dialog."""
 
     def with_branch(self, index: int, branch: Branch) -> CallRecord:
+        if all(i < index for i, _ in self.branches):
+            # A new branch (the usual case) goes last: so does its part of the text.
+            record = CallRecord(
+                self.caller, self.early_offer, self.private_sdp, (*self.branches, (index, branch)), self.answered
+            )
+            text: Optional[str] = self.__dict__.get("_text")
+            if text is not None and self.answered is None:
+                object.__setattr__(record, "_text", f"{text};b{index}={branch.code}")
+            return record
         branches = dict(self.branches)
         branches[index] = branch
         return CallRecord(self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered)
@@ -264,18 +274,30 @@ class CallRecord:
         return any(b.media is Media.OPEN for _, b in self.branches)
 
     def __str__(self) -> str:
-        parts = [
-            f"c={self.caller.code}",
-            "o=" + ("e" if self.early_offer else "l"),
-            "p=" + ("1" if self.private_sdp else "0"),
-        ]
-        parts += [f"b{i}={b.code}" for i, b in self.branches]
+        # Records are immutable and their text is asked for again and again (every route stores
+        # one): keep it on the instance, outside the fields (equality and hash ignore it).
+        text: Optional[str] = self.__dict__.get("_text")
+        if text is None:
+            text = self._render()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _render(self) -> str:
+        text = f"c={self.caller.code};o={'e' if self.early_offer else 'l'};p={'1' if self.private_sdp else '0'}"
+        for index, branch in self.branches:
+            text += f";b{index}={branch.code}"
         if self.answered is not None:
-            parts.append(f"a={self.answered}")
-        return ";".join(parts)
+            text += f";a={self.answered}"
+        return text
 
     @classmethod
     def parse(cls, text: str) -> CallRecord:
+        """The record from its text; ValueError if it is not one.  Parsed once per text (records are
+        immutable and few texts recur: one per kind of call), so the routes pay a dictionary look-up."""
+        return _parse_record(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> CallRecord:
         fields: Dict[str, str] = {}
         branches = []
         for part in text.split(";"):
@@ -296,6 +318,14 @@ class CallRecord:
         if answered is not None and not answered.isdigit():
             raise ValueError(f"bad answered branch {answered!r}")
         return cls(caller, early, private, tuple(branches), None if answered is None else int(answered))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_record(text: str) -> CallRecord:
+    record = CallRecord._parse(text)
+    if record._render() == text:  # canonical: str() gives back this very text
+        object.__setattr__(record, "_text", text)
+    return record
 
 
 @dataclass(frozen=True)
