@@ -467,26 +467,19 @@ def core_per_initial_invite(repeat: int = 20000) -> Dict[str, float]:
 # -- why each host call of an initial INVITE is there -------------------------------------------
 
 REASONS = {
-    "Method": "the method: INVITE, REGISTER, ... (a cheap attribute)",
-    "RURI": "user and domain of the request URI: one of ours (location) or elsewhere",
-    "src_address": "the sender's address: trusted sources skip digest auth and may relay to other domains",
-    "get_pseudoVar $socket_in(proto)": "transport (ws/wss: a browser), body length and to-tag in one call",
-    "call_function nat_uac_test": "nathelper's verdict on a SIP sender: behind NAT (media proxy, Contact fix)",
-    "call_function setflag": "SRC_WS/SRC_NAT, for the branch, reply and failure routes",
-    "call_function force_rport": "replies go back to where a NATed sender's packets came from",
-    "call_function fix_nated_contact": "in-dialog requests reach a NATed sender through its NAT",
-    "getHeader Content-Type": "is the body SDP (with a body only)",
-    "getHeader To": "the To domain (REGISTER: whose domain)",
-    "getHeader From": "the From domain: our own user (auth) or someone from elsewhere (no relay)",
-    "call_function lookup": "the callee's contacts, with their branch flags",
-    "get_pseudoVar $rb": "the SDP, for private addresses that need the media proxy (SIP callers with SDP only)",
-    "call_function create_dialog": "the dialog that keeps the call record",
-    "call_function record_route": "in-dialog requests come through us (topology_hiding = no)",
-    "set_pseudoVar $dlg_val(gw)": "the call record (caller's kind, offer, private SDP) for branches, replies, BYE",
-    "call_function proxy_authorize": "digest check of our own user's call",
-    "call_function proxy_challenge": "407 with a nonce when the credentials are missing or wrong",
-    "get_pseudoVar $au|$fU": "the digest user must be the From user",
-    "call_function consume_credentials": "our users' hashes go no further",
+    "python_exec": "the route itself: the cfg formats the facts into its argument (no host call for them)",
+    "get_pseudoVar $rb": "the SDP, for private addresses that need the media proxy (a SIP caller not behind NAT)",
+    "call_function nat_uac_test": "nathelper's private-sdp test, for an SDP that is not UTF-8 (rare)",
+    "set_pseudoVar $var(gw_record)": "the call record (caller's kind, offer, private SDP): the cfg stores it "
+    "in $dlg_val(gw) after create_dialog, for branches, replies, BYE",
+    "set_pseudoVar $dlg_val(gw)": "the call record with this branch's callee and media decision",
+    "set_pseudoVar $var(gw_rtp)": "the rtpengine flags for the cfg's rtpengine_offer/answer/delete",
+    "set_pseudoVar $var(gw_realm)": "the digest realm for the cfg's www/proxy_authorize (gateway.ini)",
+    "set_pseudoVar $var(gw_code)": "a local reply's code, for the cfg's sl_send_reply",
+    "set_pseudoVar $var(gw_reason)": "a local reply's reason phrase",
+    "set_pseudoVar $avp(gw_tx)": "the re-INVITE's exchange, for its reply route",
+    "set_pseudoVar $var(gw_trusted)": "the trusted sources, once per worker: pike's check route searches them natively",
+    "set_dst_uri": "back to a browser over its own connection, or to the SIP destination",
 }
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from gateway import host
+from gateway.model import Do
 from rig.ports import free_port
 
 from . import procs
@@ -35,6 +36,8 @@ from .site import with_mpath
 
 #: A get_pseudoVar of several variables, as the router formats its facts (host.REQUEST_FACTS where there is one).
 FACTS: str = getattr(host, "REQUEST_FACTS", "$socket_in(proto)|$cl|$tt")
+#: The same, as a cfg string (python_exec's argument): line breaks written as \n.
+FACTS_CFG = FACTS.replace("\n", "\\n")
 TIMES = 10
 
 HANDLER = f"""
@@ -72,8 +75,8 @@ class Probe:
         for _ in range({TIMES}):
             msg.call_function("setflag", "PROBE")
         return 1
-    def on_request(self, msg):
-        return self.router.on_request(msg)
+    def on_request(self, msg, facts=""):
+        return self.router.on_request(msg, facts)
 
 def mod_init():
     return Probe()
@@ -83,7 +86,7 @@ SAVE = 'save("location");'
 NATIVE = "native (no python)"
 EMPTY = "python_exec, empty method"
 WITH_ARG = f"python_exec with an argument ({FACTS.count('$')} variables)"
-ROUTER = "the router's on_request for the REGISTER (saves itself)"
+ROUTER = "the router's on_request for the REGISTER (the cfg saves on Do.SAVE)"
 
 
 class Variant:
@@ -97,8 +100,8 @@ class Variant:
 VARIANTS: List[Variant] = [
     Variant(NATIVE, SAVE, 1, ""),
     Variant(EMPTY, 'python_exec("empty");' * TIMES + SAVE, TIMES, NATIVE),
-    Variant(WITH_ARG, f'python_exec("empty_arg", "{FACTS}");' * TIMES + SAVE, TIMES, NATIVE),
-    Variant(ROUTER, 'python_exec("on_request");', 1, NATIVE),
+    Variant(WITH_ARG, f'python_exec("empty_arg", "{FACTS_CFG}");' * TIMES + SAVE, TIMES, NATIVE),
+    Variant(ROUTER, f'python_exec("on_request", "{FACTS_CFG}"); if ([$rc & {Do.SAVE}]) {SAVE}', 1, NATIVE),
     Variant("attribute read (msg.Method)", 'python_exec("attribute");' + SAVE, TIMES, EMPTY),
     Variant("getHeader", 'python_exec("get_header");' + SAVE, TIMES, EMPTY),
     Variant("set_pseudoVar", 'python_exec("set_pv");' + SAVE, TIMES, EMPTY),

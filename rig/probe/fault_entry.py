@@ -34,6 +34,14 @@ class FailingMsg:
     def __init__(self, msg: Any) -> None:
         self._msg = msg
 
+    def on_in_dialog(self, msg: Any, *facts: str) -> int:
+        fault = msg.getHeader(MARKER)
+        if fault == "raise":
+            raise InjectedFault("injected: on_in_dialog raised")
+        if fault == "inside":
+            return int(self.router.on_in_dialog(FailingMsg(msg), *facts))
+        return int(self.router.on_in_dialog(msg, *facts))
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._msg, name)
 
@@ -58,6 +66,14 @@ class FaultyRouter:
         if fault == "inside":
             return int(self.router.on_request(FailingMsg(msg), *facts))
         return int(self.router.on_request(msg, *facts))
+
+    def on_in_dialog(self, msg: Any, *facts: str) -> int:
+        fault = msg.getHeader(MARKER)
+        if fault == "raise":
+            raise InjectedFault("injected: on_in_dialog raised")
+        if fault == "inside":
+            return int(self.router.on_in_dialog(FailingMsg(msg), *facts))
+        return int(self.router.on_in_dialog(msg, *facts))
 
     def __getattr__(self, name: str) -> Any:
         """Every other route (on_branch, on_reply, on_in_dialog, ..., is_trusted) as the router has it."""
