@@ -38,7 +38,13 @@ RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
 REPLY, RELAY_IF_TRANSACTION = 4, 7
 DO_SRC_WS, DO_SRC_NAT, DO_FORCE_RPORT, DO_FIX_CONTACT, DO_FIX_REGISTER = 8, 16, 32, 64, 128
 DO_BFLAG_WEBRTC, DO_BFLAG_NATED, DO_SAVE, DO_LOOKUP = 256, 512, 1024, 2048
-DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD = 4096, 8192, 16384, 32768
+DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD, DO_PLAIN_CONTACT = (
+    4096,
+    8192,
+    16384,
+    32768,
+    65536,
+)
 DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 131072, 262144, 524288, 1048576
 DO_TRACK_DIALOG, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 8388608, 16777216
 DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864, 134217728
@@ -604,6 +610,7 @@ class Gateway:
         elif verdict == HANDLED:
             pass
         elif verdict == RELAY_INITIAL:
+            self.script_vars["gw_call"] = str(do)
             self._relay(ctx, {"branch", "failure"}, out)
         elif verdict == REPLY:
             code = self.script_vars.get("gw_code", "")
@@ -723,6 +730,11 @@ class Gateway:
                 direction=ctx.direction,
             )
             reply_route = None
+            plain = not ({"WEBRTC", "NATED"} & bctx.bflags)
+            if "branch" in armed and plain and int(self.script_vars.get("gw_call", "0")) & DO_PLAIN_CONTACT:
+                # opensips.cfg branch_route[gw_branch]: a plain contact of a call that needs nothing for it
+                self._send_branch(tx, bctx, index, out, "gw_answered_sip_to_sip")
+                continue
             if "branch" in armed:
                 do = self.python_exec("on_branch", bctx, self.facts.get("on_branch"))
                 if do > 0 and do & DO_ARM_REPLY:

@@ -272,8 +272,9 @@ def test_the_router_keeps_the_record_native_cfg_keeps() -> None:
 
     settings = dataclasses.replace(bench_settings(), trusted_sources=frozenset({"198.51.100.10"}))
     for nat, expected in (
-        # A plain branch's replies go to no Python (the cfg counts its answer): no a=0.
-        (False, ["c=S0;o=e;p=0", "c=S0;o=e;p=0;b0=-S0"]),
+        # A plain contact of a plain caller goes to no Python (Do.PLAIN_CONTACT: the cfg counts its
+        # answer): the record keeps no branch for it.
+        (False, ["c=S0;o=e;p=0"]),
         # A NATed phone's SDP is not read (core.sdp_privacy_matters): p=0, in native.cfg too.
         (True, ["c=S1;o=e;p=0", "c=S1;o=e;p=0;b0=mS0", "c=S1;o=e;p=0;b0=mS0;a=0"]),
     ):

@@ -72,6 +72,7 @@ ACTIONS = {
     "RECORD_ROUTE": "record_route();",
     "TOPOLOGY_HIDING": "topology_hiding();",
     "STORE_RECORD": f"$dlg_val(gw) = {host.RECORD_VAR};",
+    "PLAIN_CONTACT": 'if (!isbflagset("WEBRTC") && !isbflagset("NATED")) {',
     "RTP_OFFER": f'if (!rtpengine_offer("{host.MEDIA_FLAGS_VAR}"))',
     "RTP_ANSWER": f'if (!rtpengine_answer("{host.MEDIA_FLAGS_VAR}"))',
     "RTP_DELETE": f'if (!rtpengine_delete("{host.MEDIA_FLAGS_VAR}"))',
@@ -96,7 +97,8 @@ def test_every_bit_the_router_returns_is_acted_on_by_the_cfg() -> None:
     assert set(bits) == set(ACTIONS)
     assert len(set(bits.values())) == len(bits) and all(v > Do.VERDICT_MASK for v in bits.values())
     assert max(bits.values()) < 2**30  # python_exec's result is a C int; negative means failed
-    tests = re.findall(r"if \(\[\$var\(gw_do\) & (\d+)\]\)(?: \{)?(?=\n\s*(.+))", CFG)
+    # $var(gw_call): the initial INVITE's code, kept for its branch routes
+    tests = re.findall(r"if \(\[\$var\(gw_(?:do|call)\) & (\d+)\]\)(?: \{)?(?=\n\s*(.+))", CFG)
     acted: Dict[int, Set[str]] = {}
     for value, line in tests:
         acted.setdefault(int(value), set()).add(line.split("  #")[0].strip())

@@ -73,6 +73,9 @@ def test_a_branch_arms_the_python_reply_route_or_the_native_count_of_a_plain_sip
         assert code & STAT_MASK == Do.STAT_SIP_TO_SIP and not code & (Do.ARM_REPLY | Do.TRACK_DIALOG)
         assert core.answered_call_stats(stored, 0) == ("calls_sip_to_sip",)
     assert bool(code & Do.RTP_OFFER) == (branch.media_proxy and early)
+    if registration is Registration.PLAIN_SIP:
+        # Do.PLAIN_CONTACT lets the cfg fork such a branch without asking: only when this is what it would say.
+        assert core.plain_contact_needs_nothing(caller, private) == (not branch.media_proxy)
 
 
 def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "3") -> str:

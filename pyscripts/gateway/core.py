@@ -105,6 +105,13 @@ def sdp_privacy_matters(source: Source, behind_nat: bool) -> bool:
     return source is Source.SIP and not behind_nat
 
 
+def plain_contact_needs_nothing(caller: Party, private_sdp: bool) -> bool:
+    """Whether a branch to a plain SIP contact (no WEBRTC, no NATED branch flag) of this call takes no
+    media proxy: then the cfg forks it without asking (Do.PLAIN_CONTACT) and counts its answer, and the
+    branch stays off the call record (plan_initial_reply knows a branch it has no record of)."""
+    return not needs_media_proxy(caller, party_registered(Registration.PLAIN_SIP), private_sdp)
+
+
 def needs_media_proxy(caller: Party, callee: Party, private_sdp: bool) -> bool:
     if caller.leg is Leg.WEB or callee.leg is Leg.WEB:
         return True
@@ -285,6 +292,11 @@ def plan_initial_reply(
     """Reply to an initial INVITE on branch ``index``, received over ``flow``."""
     branch = record.branch(index)
     if branch is None:
+        # A branch the cfg forked without asking: a plain SIP contact (plain_contact_needs_nothing).
+        # Its 2xx comes here only when another branch took the media proxy: that session goes.
+        if 200 <= status < 300 and record.answered is None and record.media_open:
+            counted = _ANSWERED_STATS[(record.caller.leg, Leg.SIP, False)]
+            return ReplyPlan(MediaAction(Step.DELETE, ""), False, record.with_answer(index), counted)
         return ReplyPlan()
     fix = branch.callee.behind_nat and 100 < status < 300
     answered = 200 <= status < 300

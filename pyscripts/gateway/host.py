@@ -251,7 +251,10 @@ class Router:
             key, lambda: str(CallRecord(core.party_of(source, nat == "1", flow), has_sdp, private_sdp))
         )
         msg.set_pseudoVar(RECORD_VAR, text)
-        return self._apply(msg, plan)
+        code = self._apply(msg, plan)
+        if core.plain_contact_needs_nothing(core.party_of(source, nat == "1", flow), private_sdp):
+            code |= Do.PLAIN_CONTACT
+        return code
 
     def _private_sdp(self, msg: Msg) -> bool:
         try:
