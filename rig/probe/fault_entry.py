@@ -14,7 +14,7 @@ the header the routing is the real one, unchanged.  Runs inside OpenSIPS: stdlib
 
 import os
 import sys
-from typing import Any
+from typing import Any, Tuple
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(1, os.path.join(_HERE, os.pardir, os.pardir, "pyscripts"))
@@ -60,20 +60,19 @@ class FaultyRouter:
         return int(self.router.child_init(rank))
 
     def on_request(self, msg: Any, *facts: str) -> int:
-        fault = msg.getHeader(MARKER)
-        if fault == "raise":
-            raise InjectedFault("injected: on_request raised")
-        if fault == "inside":
-            return int(self.router.on_request(FailingMsg(msg), *facts))
-        return int(self.router.on_request(msg, *facts))
+        return self._route("on_request", msg, facts)
 
     def on_in_dialog(self, msg: Any, *facts: str) -> int:
+        return self._route("on_in_dialog", msg, facts)
+
+    def _route(self, name: str, msg: Any, facts: Tuple[str, ...]) -> int:
+        route = getattr(self.router, name)
         fault = msg.getHeader(MARKER)
         if fault == "raise":
-            raise InjectedFault("injected: on_in_dialog raised")
+            raise InjectedFault(f"injected: {name} raised")
         if fault == "inside":
-            return int(self.router.on_in_dialog(FailingMsg(msg), *facts))
-        return int(self.router.on_in_dialog(msg, *facts))
+            return int(route(FailingMsg(msg), *facts))
+        return int(route(msg, *facts))
 
     def __getattr__(self, name: str) -> Any:
         """Every other route (on_branch, on_reply, on_in_dialog, ..., is_trusted) as the router has it."""
