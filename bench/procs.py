@@ -15,23 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import IO, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from rig.gateway import children_of
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def children_of(pid: int) -> List[int]:
-    """Pids whose parent is ``pid`` (OpenSIPS's workers, timer, MI processes)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(name))
-    return sorted(found)
 
 
 def _stat_fields(pid: int) -> List[str]:

@@ -128,19 +128,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _children(pid: int) -> List[int]:
+def children_of(pid: int) -> List[int]:
+    """Pids whose parent is ``pid`` (OpenSIPS's workers, timer, MI processes), in order."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, IndexError):
+        except (OSError, IndexError):
             continue
         if fields and int(fields[1]) == pid:
             found.append(int(entry))
-    return found
+    return sorted(found)
 
 
 class StartError(RuntimeError):
@@ -386,7 +387,7 @@ class Gateway:
             return True
 
         _wait(ready, 30, f"OpenSIPS {self.version} MI")
-        self.workers = _children(process.pid)
+        self.workers = children_of(process.pid)
 
     def alive(self) -> bool:
         return self.opensips is not None and self.opensips.poll() is None
@@ -394,7 +395,7 @@ class Gateway:
     def stop(self) -> None:
         if self.opensips is not None:
             pid = self.opensips.pid
-            self.workers = sorted(set(self.workers) | set(_children(pid)))
+            self.workers = sorted(set(self.workers) | set(children_of(pid)))
             _stop_pid(pid, 10)
             self.opensips.wait(timeout=5)
             for worker in self.workers:
