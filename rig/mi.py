@@ -22,7 +22,8 @@ def call(url: str, method: str, params: Optional[Dict[str, Any]] = None, timeout
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        answer = json.loads(response.read())
+        # OpenSIPS prints what senders wrote as it came (a dialog's SDP in dlg_list): not always UTF-8.
+        answer = json.loads(response.read().decode("utf-8", "replace"))
     if "error" in answer:
         raise MIError(f"{method}: {answer['error']}")
     return answer.get("result")

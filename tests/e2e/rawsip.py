@@ -133,7 +133,7 @@ class SipSocket:
 
 def ack_for(invite: bytes, reply: Reply) -> bytes:
     """The hop-by-hop ACK of a failed INVITE (RFC 3261 17.1.1.3): its Via, From, Call-ID; the reply's To."""
-    head = invite.decode().split("\r\n\r\n", 1)[0].split("\r\n")
+    head = invite.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")  # the body need not be UTF-8
     ruri = head[0].split(" ")[1]
     keep = [line for line in head[1:] if line.split(":", 1)[0].lower() in ("via", "from", "call-id", "max-forwards")]
     cseq = next(line for line in head if line.lower().startswith("cseq:")).split()[1]
