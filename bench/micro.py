@@ -468,8 +468,6 @@ def core_per_initial_invite(repeat: int = 20000) -> Dict[str, float]:
 
 REASONS = {
     "python_exec": "the route itself: the cfg formats the facts into its argument (no host call for them)",
-    "get_pseudoVar $rb": "the SDP, for private addresses that need the media proxy (a SIP caller not behind NAT)",
-    "call_function nat_uac_test": "nathelper's private-sdp test, for an SDP that is not UTF-8 (rare)",
     "set_pseudoVar $var(gw_record)": "the call record (caller's kind, offer, private SDP): the cfg stores it "
     "in $dlg_val(gw) after create_dialog, for branches, replies, BYE",
     "set_pseudoVar $dlg_val(gw)": "the call record with this branch's callee and media decision",

@@ -46,6 +46,7 @@ DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD, DO_PLAIN
     65536,
 )
 DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 131072, 262144, 524288, 1048576
+DO_QUIET_REPLIES = 4194304
 DO_TRACK_DIALOG, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 8388608, 16777216
 DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864, 134217728
 DO_STAT_SIP_TO_SIP, DO_STAT_MEDIA_PROXY = 268435456, 536870912
@@ -101,6 +102,19 @@ def exec_arguments(cfg_path: str = CFG) -> Dict[str, str]:
     with open(cfg_path, encoding="utf-8") as handle:
         found = re.findall(r'python_exec\("(\w+)", "([^"]*)"\)', handle.read())
     return {name: text.replace("\\n", "\n").replace("\\t", "\t") for name, text in found}
+
+
+def private_sdp_test(cfg_path: str = CFG) -> Optional[re.Pattern[str]]:
+    """The request route's ``$rb =~ "..."`` (the SDP's private addresses) as OpenSIPS runs it:
+    the cfg string's escapes read as cfg.lex reads them (a backslash before anything else stays),
+    compiled case-insensitive like route.c's REG_ICASE; None when the cfg has no such test."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        found = re.search(r'\$rb =~ "((?:[^"\\]|\\.)*)"', handle.read())
+    if found is None:
+        return None
+    escapes = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
+    text = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), found.group(1))
+    return re.compile(text, re.IGNORECASE | re.ASCII)
 
 
 def declared_flags(cfg_path: str = CFG) -> Set[str]:
@@ -353,6 +367,7 @@ class Gateway:
         self.relay_replies_itself = relay_replies_itself(cfg_path)
         self.clears_routed_var = clears_routed_var(cfg_path)
         self.facts = exec_arguments(cfg_path)
+        self.private_sdp = private_sdp_test(cfg_path)
         self.loads_rpid = loads_rpid(cfg_path)
         #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
         self.script_vars: Dict[str, str] = {}
@@ -513,16 +528,34 @@ class Gateway:
         if self.clears_routed_var:
             self.script_vars["gw_lr"] = "0"
         self.script_vars["gw_nat"] = "1" if self.cfg_call(ctx, "nat_uac_test", NAT_TESTS) > 0 else "0"
+        self._body_fact(ctx)
         if msg.to_tag:
             self._in_dialog(ctx, out)
             self._drop_unattached_dialog(ctx)
             return
+        # The SDP's private addresses, natively, for an INVITE of a SIP caller not behind NAT.
+        self.script_vars["gw_private"] = "0"
+        if self.script_vars["gw_nat"] == "0" and msg.method == "INVITE" and source.proto not in ("ws", "wss"):
+            # route.c's make_nt_copy + regexec: the body as bytes, up to the first NUL.
+            body = msg.body.decode("latin-1").split("\0", 1)[0]
+            if self.private_sdp is not None and self.private_sdp.search(body):
+                self.script_vars["gw_private"] = "1"
         do = self.python_exec("on_request", ctx, self.facts.get("on_request"))
         if do < 0:
             self._python_failed(ctx, out)
         elif self._act(ctx, do, out):
             self._verdict(ctx, do, out)
         self._drop_unattached_dialog(ctx)
+
+    @staticmethod
+    def _has_body(ctx: Context) -> bool:
+        """The cfg's ``$cl > 0`` (false for a missing Content-Length)."""
+        length = ctx.pv_get("cl", None)
+        return length is not None and length.isdigit() and int(length) > 0
+
+    def _body_fact(self, ctx: Context) -> None:
+        """The cfg's ``$var(gw_body) = 0; if ($cl > 0) $var(gw_body) = 1;``"""
+        self.script_vars["gw_body"] = "1" if self._has_body(ctx) else "0"
 
     def cfg_call(self, ctx: Context, name: str, *args: Optional[str]) -> int:
         """A function the cfg calls itself (no host call from Python): shown in traces as ``cfg name(...)``."""
@@ -738,7 +771,7 @@ class Gateway:
             if "branch" in armed:
                 do = self.python_exec("on_branch", bctx, self.facts.get("on_branch"))
                 if do > 0 and do & DO_ARM_REPLY:
-                    reply_route = "gw_reply"
+                    reply_route = "gw_reply_quiet" if do & DO_QUIET_REPLIES else "gw_reply"
                 if do > 0 and do & DO_STAT_SIP_TO_SIP:
                     reply_route = "gw_answered_sip_to_sip"
                 if do > 0 and do & DO_TRACK_DIALOG:
@@ -846,7 +879,14 @@ class Gateway:
         route = "gw_reply" if "reply" in tx.armed else branch.reply_route
         if route == "gw_answered_sip_to_sip" and 200 <= status < 300 and ctx.pv_get("dlg_val", "gw_track"):
             route = "gw_reply"  # another branch took the media proxy: the router releases its session
+        body = self._has_body(ctx)
+        if route == "gw_reply" and status == 100 and not body:
+            route = None  # onreply_route[gw_reply]: a 100 without a body needs nothing
+        if route == "gw_reply_quiet":
+            # onreply_route[gw_reply_quiet]: only 2xx and replies with a body go to the router
+            route = "gw_reply" if 200 <= status < 300 or body else None
         if route == "gw_reply":
+            self._body_fact(ctx)
             do = self.python_exec("on_reply", ctx, self.facts.get("on_reply"))
             if do > 0:
                 if do & DO_FIX_CONTACT:

@@ -12,7 +12,7 @@ import pytest
 
 from bench.run import SippStats
 from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
-from gateway import core
+from gateway import core, sdp
 from gateway.model import Leg, Step
 from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE
 from gateway.settings import Settings
@@ -264,6 +264,13 @@ def rtpengine_calls_of_a_call(nat_caller: bool) -> List[Tuple[str, Tuple[object,
     assert gateway.sessions() == [] and gateway.dialogs == {}
     calls = [event.data for event in gateway.events[start:] if event.kind == "call"]
     return [(name, args) for name, args, _result in calls if name.startswith("rtpengine_")]
+
+
+def test_native_tests_the_sdp_with_the_routers_expression() -> None:
+    from fakes.runtime import private_sdp_test
+
+    test = private_sdp_test(str(ROOT / "bench" / "native.cfg"))
+    assert test is not None and test.pattern == sdp.PRIVATE_SDP
 
 
 def test_the_router_keeps_the_record_native_cfg_keeps() -> None:

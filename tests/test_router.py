@@ -78,10 +78,34 @@ def test_a_branch_arms_the_python_reply_route_or_the_native_count_of_a_plain_sip
         assert core.plain_contact_needs_nothing(caller, private) == (not branch.media_proxy)
 
 
+@pytest.mark.parametrize(("caller", "early", "private", "registration"), branches())
+def test_the_replies_the_cfg_keeps_from_the_router_need_nothing(
+    caller: Party, early: bool, private: bool, registration: Registration
+) -> None:
+    """onreply_route[gw_reply] keeps a 100 without a body from the router, and gw_reply_quiet
+    (Do.QUIET_REPLIES) every reply without a body but a 2xx: the router must say nothing to them."""
+    router = Router(Settings(), lambda text: None)
+    branch = Msg()
+    code = router.on_branch(branch, SEP.join(("0", BFLAGS[registration], str(CallRecord(caller, early, private)))))
+    record = branch.sets[host.DIALOG_RECORD]
+    quiet = (100, 101, 180, 183, 199, 300, 302, 404, 486, 500, 603) if code & Do.QUIET_REPLIES else (100,)
+    assert not code & Do.QUIET_REPLIES or code & Do.ARM_REPLY
+    for status, proto, contacts in itertools.product(quiet, ("udp", "tcp", "wss"), ("0", "1")):
+        msg = Msg()
+        facts = SEP.join((str(status), proto, "0", "0", "INVITE", contacts, "198.51.100.9", "5060", "<null>", record,
+                          "<null>"))  # fmt: skip
+        assert router.on_reply(msg, facts) == 1 and msg.sets == {}, (status, proto, contacts)
+    stored = CallRecord.parse(record).branch(0)
+    if stored is not None and stored.media_proxy:  # its 2xx with an SDP is work: rtpengine's answer (or offer)
+        answered = SEP.join(("200", "udp", "0", "1", "INVITE", "1", "198.51.100.9", "5060", "<null>", record,
+                             b"application/sdp".hex()))  # fmt: skip
+        assert router.on_reply(Msg(), answered) & (Do.RTP_ANSWER | Do.RTP_OFFER)
+
+
 def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "3") -> str:
     local = b"127.0.0.1".hex()
     return SEP.join(
-        (method, proto, nat, "0", "1", "127.0.0.9", "5060", user, local, local, local, b"application/sdp".hex())
+        (method, proto, nat, "0", "0", "1", "127.0.0.9", "5060", user, local, local, local, b"application/sdp".hex())
     )
 
 
@@ -142,7 +166,7 @@ def test_in_dialog_requests_of_a_browser_get_their_flags_and_media() -> None:
 def test_a_local_reply_leaves_its_code_and_reason_for_the_cfg() -> None:
     router = Router(Settings(), lambda text: None)
     msg = Msg()
-    foreign = SEP.join(("INVITE", "udp", "0", "0", "1", "203.0.113.9", "5060", "3",
+    foreign = SEP.join(("INVITE", "udp", "0", "0", "0", "1", "203.0.113.9", "5060", "3",
                         b"example.org".hex(), b"example.org".hex(), b"example.net".hex(), "<null>"))  # fmt: skip
     assert router.on_request(msg, foreign) & Do.VERDICT_MASK == Verdict.REPLY
     assert (msg.sets[host.REPLY_CODE_VAR], msg.sets[host.REPLY_REASON_VAR]) == ("403", "Relaying Forbidden")
@@ -152,7 +176,7 @@ def test_missing_or_garbled_facts_fail_safe_and_are_logged() -> None:
     logged: List[str] = []
     router = Router(Settings(), logged.append)
     assert router.on_request(Msg()) == Verdict.FAILED  # python_exec without its argument
-    assert router.on_request(Msg(), "INVITE\nudp\n0\n0\n1\n127.0.0.9\n5060\n3\nzz") == Verdict.FAILED
+    assert router.on_request(Msg(), "INVITE\nudp\n0\n0\n0\n1\n127.0.0.9\n5060\n3\nzz") == Verdict.FAILED
     assert router.on_branch(Msg(), "") == Verdict.FAILED
     assert len(logged) == 3 and all("route failed" in line for line in logged)
 
@@ -163,4 +187,4 @@ def test_decisions_are_kept_up_to_a_bound() -> None:
         flow = f"wss:198.51.100.7:{port}"
         record = CallRecord(Party(Leg.WEB, True, flow), True, False)
         router.on_branch(Msg(), SEP.join(("0", "NATED", str(record))))
-    assert 0 < len(router._decisions) <= host.DECISIONS_KEPT
+    assert 0 < len(router._branches) <= host.DECISIONS_KEPT

@@ -10,9 +10,10 @@ create_dialog, record_route, rtpengine_*, t_on_reply, update_stat).  Values the
 cfg needs for those actions (the rtpengine flags, the call record, a reply's
 code, the auth realm) go in ``$var``s with set_pseudoVar.  Host calls from
 Python are dear (FACTS.md: call_function about 4.2 us, get_pseudoVar about
-1.8 us) and the cfg's own calls are not, so on the paths every call takes the
-router makes no call_function at all; the rare ones (an SDP nathelper must
-judge) keep theirs.
+1.8 us) and the cfg's own calls are not, so the router makes no call_function
+and no get_pseudoVar: the cfg even tests the SDP for private addresses itself
+(sdp.PRIVATE_SDP).  Reading nothing but the facts, each route's answer is a
+pure function of them, kept and replayed (``Router._answer``).
 
 The facts hold nothing a sender can fill with bytes that are not UTF-8: the
 python module turns the argument into a str with PyUnicode_FromString, and
@@ -38,7 +39,7 @@ from typing import Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Protoco
 from . import core
 from .model import CallRecord, Do, Exchange, MediaAction, Source, Step, Verdict, flow_of
 from .profiles import Profiles
-from .sdp import has_private_address, is_sdp
+from .sdp import is_sdp
 from .settings import Settings
 
 
@@ -70,20 +71,22 @@ REPLY_CODE_VAR = "$var(gw_code)"
 REPLY_REASON_VAR = "$var(gw_reason)"
 REALM_VAR = "$var(gw_realm)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
+PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
+BODY_VAR = "$var(gw_body)"  # 1 when $cl > 0 (not $cl itself: the facts of two calls differ less)
 CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
 
 # What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
 REQUEST_FACTS = SEP.join(
-    ("$rm", "$socket_in(proto)", NAT_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp", "$(rU{s.len})",
+    ("$rm", "$socket_in(proto)", NAT_VAR, PRIVATE_VAR, BODY_VAR, "$hdrcnt(Contact)", "$si", "$sp", "$(rU{s.len})",
      "$(rd{s.encode.hexa})", "$(td{s.encode.hexa})", "$(fd{s.encode.hexa})", CONTENT_TYPE)
 )  # fmt: skip
 IN_DIALOG_FACTS = SEP.join(
-    ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
+    ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", BODY_VAR, "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
 )
 TRUSTED_VAR = "$var(gw_trusted)"
 BRANCH_FACTS = SEP.join(("$T_branch_idx", "$bf", DIALOG_RECORD))
 REPLY_FACTS = SEP.join(
-    ("$rs", "$socket_in(proto)", "$T_branch_idx", "$cl", "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
+    ("$rs", "$socket_in(proto)", "$T_branch_idx", BODY_VAR, "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
      DIALOG_RECORD, CONTENT_TYPE)
 )  # fmt: skip
 FAILURE_FACTS = DIALOG_RECORD
@@ -170,6 +173,13 @@ class Router:
         self.profiles: Profiles = settings.profiles
         self.log = log
         self._decisions: Dict[Tuple[object, ...], object] = {}
+        # Each route's answers by the very facts string (_answer).
+        self._requests: Dict[str, Effects] = {}
+        self._in_dialogs: Dict[str, Effects] = {}
+        self._lookup_failures: Dict[str, Effects] = {}
+        self._branches: Dict[str, Effects] = {}
+        self._replies: Dict[str, Effects] = {}
+        self._failures: Dict[str, Effects] = {}
 
     # -- entry points -----------------------------------------------------------------
 
@@ -177,22 +187,22 @@ class Router:
         return 0  # unlike routes, child_init reports success with 0
 
     def on_request(self, msg: Msg, facts: str = "") -> int:
-        return self._guard("request", self._request, msg, facts)
+        return self._answer(self._requests, "request", self._request, msg, facts)
 
     def on_in_dialog(self, msg: Msg, facts: str = "") -> int:
-        return self._guard("in-dialog", self._in_dialog, msg, facts)
+        return self._answer(self._in_dialogs, "in-dialog", self._in_dialog, msg, facts)
 
     def on_lookup_failure(self, msg: Msg, facts: str = "") -> int:
-        return self._guard("lookup-failure", self._lookup_failure, msg, facts)
+        return self._answer(self._lookup_failures, "lookup-failure", self._lookup_failure, msg, facts)
 
     def on_branch(self, msg: Msg, facts: str = "") -> int:
-        return self._guard("branch", self._branch, msg, facts)
+        return self._answer(self._branches, "branch", self._plan_branch, msg, facts)
 
     def on_reply(self, msg: Msg, facts: str = "") -> int:
-        return self._guard("reply", self._reply, msg, facts)
+        return self._answer(self._replies, "reply", self._reply, msg, facts)
 
     def on_failure(self, msg: Msg, facts: str = "") -> int:
-        return self._guard("failure", self._failure, msg, facts)
+        return self._answer(self._failures, "failure", self._plan_failure, msg, facts)
 
     def is_trusted(self, msg: Msg, facts: str = "") -> int:
         """pike's check route, the first time a worker runs it: the trusted sources (gateway.ini) go into
@@ -204,12 +214,29 @@ class Router:
             self._log_failure("pike check", msg, exc)
         return 1 if facts in self.settings.trusted_sources else -1
 
-    def _guard(self, route: str, handler: Callable[[Msg, str], int], msg: Msg, facts: str) -> int:
+    def _answer(
+        self, answers: Dict[str, Effects], route: str, plan: Callable[[str], Effects], msg: Msg, facts: str
+    ) -> int:
+        """What the route does for these facts.  The router reads nothing but them (the cfg passes
+        every fact a decision needs, the SDP's private addresses included), so a decision is a pure
+        function of the facts string: taken once, kept (bounded; cleared when full) and replayed,
+        which for a repeated kind of message is one dict lookup and the $var writes."""
         try:
-            if not facts:
-                raise ValueError("no facts: the cfg must pass them as python_exec's second argument")
-            result = int(handler(msg, facts))
-            return result if result else int(Verdict.FAILED)
+            effects = answers.get(facts)
+            if effects is None:
+                if not facts:
+                    raise ValueError("no facts: the cfg must pass them as python_exec's second argument")
+                effects = plan(facts)
+                if not effects.code:
+                    raise ValueError("no verdict: 0 would end the script like exit")
+                if len(answers) >= DECISIONS_KEPT:
+                    answers.clear()
+                answers[facts] = effects = effects._replace(code=int(effects.code))
+            for name, value in effects.sets:
+                msg.set_pseudoVar(name, value)
+            if effects.dst_uri is not None:
+                msg.set_dst_uri(effects.dst_uri)
+            return effects.code
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
             return int(Verdict.FAILED)
@@ -226,10 +253,10 @@ class Router:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _request(self, msg: Msg, facts: str) -> int:
+    def _request(self, facts: str) -> Effects:
         """An out-of-dialog request (the cfg matches in-dialog ones itself, then asks on_in_dialog)."""
-        (method, proto, nat, length, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain, from_domain,
-         content_type) = split_facts(facts, 12)  # fmt: skip
+        (method, proto, nat, private, body, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain,
+         from_domain, content_type) = split_facts(facts, 13)  # fmt: skip
         has_contact = contacts not in ("0", NULL)
         # route_initial and challenge_for look at the source address only to trust it or not, and
         # at the user only for whether there is one: the decision is keyed on those, not on them.
@@ -241,26 +268,17 @@ class Router:
         plan = self._decided(key, lambda: self._plan_initial(method, proto, nat, has_contact, no_user, ruri_domain,
                                                              to_domain, from_domain, trusted))  # fmt: skip
         if not plan.needs_record:
-            return self._apply(msg, plan)
-        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+            return plan
+        has_sdp = body == "1" and sdp_type(content_type)
         source = core.source_of(proto)
-        private_sdp = has_sdp and core.sdp_privacy_matters(source, nat == "1") and self._private_sdp(msg)
+        # The cfg tests the SDP only where it matters (core.sdp_privacy_matters), natively.
+        private_sdp = has_sdp and private == "1" and core.sdp_privacy_matters(source, nat == "1")
         flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
-        key = ("record", source, nat == "1", flow, has_sdp, private_sdp)
-        text = self._decided(
-            key, lambda: str(CallRecord(core.party_of(source, nat == "1", flow), has_sdp, private_sdp))
-        )
-        msg.set_pseudoVar(RECORD_VAR, text)
-        code = self._apply(msg, plan)
-        if core.plain_contact_needs_nothing(core.party_of(source, nat == "1", flow), private_sdp):
+        caller = core.party_of(source, nat == "1", flow)
+        code = plan.code
+        if core.plain_contact_needs_nothing(caller, private_sdp):
             code |= Do.PLAIN_CONTACT
-        return code
-
-    def _private_sdp(self, msg: Msg) -> bool:
-        try:
-            return has_private_address(msg.get_pseudoVar("$rb") or "")
-        except UnicodeDecodeError:  # e.g. a Latin-1 session name: let nathelper look
-            return msg.call_function("nat_uac_test", "private-sdp") == 1
+        return Effects(code, ((RECORD_VAR, str(CallRecord(caller, has_sdp, private_sdp))), *plan.sets), plan.dst_uri)
 
     def _source_bits(self, method: str, proto: str, nat: str, has_contact: bool) -> Tuple[Source, bool, int]:
         """(source, behind NAT, the flags and NAT fixes to do) of any request."""
@@ -319,22 +337,21 @@ class Router:
         do |= Do.TOPOLOGY_HIDING if self.settings.topology_hiding else Do.RECORD_ROUTE
         return Effects(Verdict.RELAY_INITIAL | do, sets, dst_uri, needs_record=True)
 
-    def _lookup_failure(self, msg: Msg, facts: str) -> int:
-        return self._apply(msg, self._local_reply(*core.lookup_failure(int(facts))))
+    def _lookup_failure(self, facts: str) -> Effects:
+        return self._local_reply(*core.lookup_failure(int(facts)))
 
-    def _in_dialog(self, msg: Msg, facts: str) -> int:
+    def _in_dialog(self, facts: str) -> Effects:
         """An in-dialog request of one of our dialogs, which the cfg matched (loose_route or
         topology_hiding_match, and $DLG_status).  The cfg relays without asking when the dialog has
         no branch through the media proxy (no $dlg_val(gw_track): see _plan_branch) and the sender is
         a SIP peer not behind NAT: for such a request there is nothing to do (tests/test_router.py)."""
-        method, proto, nat, contacts, length, direction, text, content_type = split_facts(facts, 8)
-        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+        method, proto, nat, contacts, body, direction, text, content_type = split_facts(facts, 8)
+        has_sdp = body == "1" and sdp_type(content_type)
         upstream = direction == "upstream"
         has_contact = contacts not in ("0", NULL)
         key = ("in-dialog", method, proto, nat, has_contact, has_sdp, upstream, text)
-        plan = self._decided(key, lambda: self._plan_in_dialog(method, proto, nat, has_contact, has_sdp, upstream,
+        return self._decided(key, lambda: self._plan_in_dialog(method, proto, nat, has_contact, has_sdp, upstream,
                                                                text))  # fmt: skip
-        return self._apply(msg, plan)
 
     def _plan_in_dialog(
         self, method: str, proto: str, nat: str, has_contact: bool, has_sdp: bool, upstream: bool, text: str
@@ -350,9 +367,6 @@ class Router:
 
     # -- branches, replies, failures --------------------------------------------------
 
-    def _branch(self, msg: Msg, facts: str) -> int:
-        return self._apply(msg, self._decided(("branch", facts), lambda: self._plan_branch(facts)))
-
     def _plan_branch(self, facts: str) -> Effects:
         index, bflags, text = split_facts(facts, 3)
         record = self._record(text)
@@ -366,21 +380,22 @@ class Router:
         # on_reply and its dialog tracked.  The cfg's own reply route counts the others.
         if branch is not None and branch.media_proxy:
             do = Do.ARM_REPLY | Do.TRACK_DIALOG
+            if not branch.callee.behind_nat:
+                do |= Do.QUIET_REPLIES  # core.plan_initial_reply: nothing to fix, media only with an SDP
         else:
             do = _bits(STAT_BITS, core.answered_call_stats(plan.record, as_int(index)))
         sets, media = self._media(plan.action)  # a failed offer drops the branch: the leg cannot work
         return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
 
-    def _reply(self, msg: Msg, facts: str) -> int:
-        (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,
+    def _reply(self, facts: str) -> Effects:
+        (status_text, proto, index, body, method, contacts, src_ip, src_port, exchange_text, record_text,
          content_type) = split_facts(facts, 11)  # fmt: skip
-        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+        has_sdp = body == "1" and sdp_type(content_type)
         flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         has_contact = contacts not in ("0", NULL)
         key = ("reply", status_text, index, has_sdp, method, has_contact, flow, exchange_text, record_text)
-        plan = self._decided(key, lambda: self._plan_reply(as_int(status_text), index, has_sdp, method, has_contact,
+        return self._decided(key, lambda: self._plan_reply(as_int(status_text), index, has_sdp, method, has_contact,
                                                            flow, exchange_text, record_text))  # fmt: skip
-        return self._apply(msg, plan)
 
     def _plan_reply(
         self,
@@ -411,9 +426,6 @@ class Router:
             sets = ((DIALOG_RECORD, str(plan.record)), *sets)
         return Effects(1 | do | media, sets)
 
-    def _failure(self, msg: Msg, facts: str) -> int:
-        return self._apply(msg, self._decided(("failure", facts), lambda: self._plan_failure(facts)))
-
     def _plan_failure(self, text: str) -> Effects:
         sets, media = self._media(core.plan_failure(self._record(text), self.profiles))
         return Effects(1 | media, sets)
@@ -429,13 +441,6 @@ class Router:
                 self._decisions.clear()
             found = self._decisions[key] = decide()
         return cast(T, found)
-
-    def _apply(self, msg: Msg, effects: Effects) -> int:
-        for name, value in effects.sets:
-            msg.set_pseudoVar(name, value)
-        if effects.dst_uri is not None:
-            msg.set_dst_uri(effects.dst_uri)
-        return effects.code
 
     def _media(self, action: Optional[MediaAction]) -> Tuple[Tuple[Tuple[str, str], ...], int]:
         """The rtpengine call's bit, its flags to leave in $var(gw_rtp) for the cfg."""

@@ -121,6 +121,8 @@ class Do:
     RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp)")
     ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
     TRACK_DIALOG = 1 << 21  # (branch route) $dlg_val(gw_track) = 1: its in-dialog requests need on_in_dialog
+    QUIET_REPLIES = 1 << 22  # (branch route, with ARM_REPLY) t_on_reply("gw_reply_quiet"): only its 2xx and
+    # replies with a body need on_reply (a callee not behind NAT: nothing to fix in the others)
     AUTH_WWW = 1 << 23  # www_authorize($var(gw_realm)) or 401; the digest user must be the To user; consume
     AUTH_PROXY = 1 << 24  # proxy_authorize($var(gw_realm)) or 407; the digest user must be the From user; consume
     STAT_WEB_TO_WEB = 1 << 25  # update_stat("calls_web_to_web", 1)
