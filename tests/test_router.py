@@ -102,6 +102,31 @@ def test_the_replies_the_cfg_keeps_from_the_router_need_nothing(
         assert router.on_reply(Msg(), answered) & (Do.RTP_ANSWER | Do.RTP_OFFER)
 
 
+@pytest.mark.parametrize(("caller", "early", "private", "registration"), branches())
+def test_a_dialog_whose_acks_the_cfg_relays_itself_needs_nothing_for_them(
+    caller: Party, early: bool, private: bool, registration: Registration
+) -> None:
+    """Do.QUIET_ACK (at the first 2xx): route[gw_in_dialog] relays an ACK without a body then."""
+    router = Router(Settings(), lambda text: None)
+    branch = Msg()
+    router.on_branch(branch, SEP.join(("0", BFLAGS[registration], str(CallRecord(caller, early, private)))))
+    answer = Msg()
+    facts = SEP.join(("200", "udp", "0", "1", "INVITE", "1", "198.51.100.9", "5060", "<null>",
+                      branch.sets[host.DIALOG_RECORD], b"application/sdp".hex()))  # fmt: skip
+    code = router.on_reply(answer, facts)
+    answered = CallRecord.parse(answer.sets[host.DIALOG_RECORD])
+    web = Leg.WEB in (caller.leg, core.party_registered(registration).leg)
+    assert bool(code & Do.QUIET_ACK) == (not web)
+    if code & Do.QUIET_ACK:
+        for proto, nat, contacts in itertools.product(("udp", "tcp", "tls", "ws", "wss"), ("0", "1"), ("0", "1")):
+            msg = Msg()
+            ack = SEP.join(("ACK", proto, nat, contacts, "0", "downstream", str(answered), "<null>"))
+            assert router.on_in_dialog(msg, ack) == Verdict.RELAY and msg.sets == {} and msg.dst_uri is None
+    # an ACK with a body (the answer to a late offer) still gets its sender's flags and fixes
+    late = SEP.join(("ACK", "udp", "1", "1", "1", "downstream", str(answered), b"application/sdp".hex()))
+    assert router.on_in_dialog(Msg(), late) & (Do.SRC_NAT | Do.FORCE_RPORT | Do.FIX_CONTACT)
+
+
 def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "3") -> str:
     local = b"127.0.0.1".hex()
     return SEP.join(

@@ -350,6 +350,19 @@ def legs_of(record: CallRecord, downstream: bool) -> Optional[Tuple[Party, Party
     return callee.callee, record.caller
 
 
+def ack_is_quiet(method: str, has_sdp: bool) -> bool:
+    """An ACK without SDP needs no flags and no NAT fixes: nothing answers it (force_rport), it
+    refreshes no target (RFC 3261 12.2.1.2: its Contact is not read), no branch route runs for it."""
+    return method == "ACK" and not has_sdp
+
+
+def acks_are_quiet(record: CallRecord) -> bool:
+    """Whether the answered dialog's ACKs without SDP need nothing at all: neither party is a
+    browser (whose flow plan_sequential would name), so ack_is_quiet leaves nothing to do."""
+    callee = record.callee_branch
+    return callee is not None and Leg.WEB not in (record.caller.leg, callee.callee.leg)
+
+
 def plan_sequential(
     record: Optional[CallRecord], downstream: bool, method: str, has_sdp: bool, profiles: Profiles
 ) -> SequentialPlan:

@@ -357,6 +357,8 @@ class Router:
         self, method: str, proto: str, nat: str, has_contact: bool, has_sdp: bool, upstream: bool, text: str
     ) -> Effects:
         _source, _nat, flags = self._source_bits(method, proto, nat, has_contact)
+        if core.ack_is_quiet(method, has_sdp):
+            flags = 0
         plan = core.plan_sequential(self._record(text), not upstream, method, has_sdp, self.profiles)
         sets, do = self._media(plan.action)
         do |= flags
@@ -421,6 +423,8 @@ class Router:
         plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, self.profiles, flow)
         do = Do.FIX_CONTACT if plan.fix_contact and has_contact else 0
         do |= _bits(STAT_BITS, plan.stats)
+        if plan.stats and plan.record is not None and core.acks_are_quiet(plan.record):
+            do |= Do.QUIET_ACK  # the cfg relays this dialog's ACKs without a body itself
         sets, media = self._media(plan.action)
         if plan.record is not None:
             sets = ((DIALOG_RECORD, str(plan.record)), *sets)

@@ -99,7 +99,7 @@ class Do:
     nothing and the cfg's own calls are fixed up once at start-up.  So the router decides and
     returns these bits; opensips.cfg (route[gw_act], route[gw_media]) does them in this order.
     Plain ints, not an enum.Flag: or-ing flags of an enum costs microseconds.  The highest bit
-    is 29: python_exec's result becomes a C int, and a negative one means "failed".
+    is 30: python_exec's result becomes a C int, and a negative one means "failed".
     """
 
     SRC_WS = 1 << 3  # setflag("SRC_WS")
@@ -130,6 +130,7 @@ class Do:
     STAT_SIP_TO_WEB = 1 << 27  # update_stat("calls_sip_to_web", 1)
     STAT_SIP_TO_SIP = 1 << 28  # update_stat("calls_sip_to_sip", 1)
     STAT_MEDIA_PROXY = 1 << 29  # update_stat("media_proxy_calls", 1)
+    QUIET_ACK = 1 << 30  # (reply route, a 2xx) $dlg_val(gw_quiet_ack) = 1: an ACK without a body needs nothing
 
     VERDICT_MASK = 7
 
