@@ -51,7 +51,7 @@ from rig.gateway import make_certificate, module_dir, opensips_binaries, version
 from rig.ports import free_port
 from rig.subscribers import subscribers
 
-from . import procs, site
+from . import perf, procs, site
 from .procs import Cpu, Processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -242,6 +242,8 @@ class Step:
     """Seconds the caller (SIPp) needed for all its calls."""
     rep: int = 0
     """Which repetition of the sweep (--repeat)."""
+    samples: Dict[str, int] = field(default_factory=dict)
+    """perf samples (one per perf.PERIOD_NS of CPU) of the instance during the step, by shared object."""
 
     @property
     def failed(self) -> int:
@@ -278,6 +280,7 @@ class Bench:
         self.last_by_pid: Dict[str, Dict[int, int]] = {}
         self.steps: List[Step] = []
         self.logs: List[IO[bytes]] = []
+        self.perf: Optional[str] = None
 
     # -- start-up --------------------------------------------------------------------
 
@@ -434,7 +437,12 @@ class Bench:
             pids.append(self.rtpengine.pid)
         return procs.cpu_of(pids).ticks
 
-    def calls(self, inst: Instance, media: bool, rate: int, count: int) -> Step:
+    def sampler(self, inst: Instance, stem: Path, sample: bool) -> Optional[perf.Sampler]:
+        if not sample or self.perf is None:
+            return None
+        return perf.Sampler(self.perf, self.processes, inst.pids, stem.with_suffix(".perf"))
+
+    def calls(self, inst: Instance, media: bool, rate: int, count: int, sample: bool = True) -> Step:
         step = Step("calls", media, rate, inst.name, count)
         step.load = self.quiet()
         seconds = count / rate + 15
@@ -447,6 +455,7 @@ class Bench:
         uac_argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
         busy0, _ = procs.machine_busy_ticks()
         ours0, kids0 = self.ours(), children_ticks()
+        sampler = self.sampler(inst, stem, sample)
         step.cpu_start = self.snapshot(inst)
         step.ns_start = self.last_by_pid[inst.name]
         start = time.monotonic()
@@ -458,6 +467,7 @@ class Bench:
         step.took = time.monotonic() - uac_start
         wait_bounded(uas, 5, self.processes)
         end = time.monotonic()
+        step.samples = sampler.stop() if sampler is not None else {}
         self.open_steps[inst.name] = (step, end)
         busy1, _ = procs.machine_busy_ticks()
         mine = self.ours() - ours0 + children_ticks() - kids0
@@ -472,6 +482,7 @@ class Bench:
         step = Step("register", False, rate, inst.name, count)
         step.load = self.quiet()
         users = [(f"r{i}", "localhost", 9) for i in range(1000)]
+        sampler = self.sampler(inst, inst.folder / f"reg-steps-{time.monotonic_ns()}", True)
         step.cpu_start = self.snapshot(inst)
         step.ns_start = self.last_by_pid[inst.name]
         start = time.monotonic()
@@ -479,6 +490,7 @@ class Bench:
         ours0, kids0 = self.ours(), children_ticks()
         step.stats = self.register(inst, users, count, rate)
         end = time.monotonic()
+        step.samples = sampler.stop() if sampler is not None else {}
         step.took = end - start
         self.open_steps[inst.name] = (step, end)
         busy1, _ = procs.machine_busy_ticks()
@@ -495,6 +507,9 @@ class Bench:
         tools = self.tools
         say(f"OpenSIPS {tools.version} ({tools.opensips}); SIPp {tools.sipp}; rtpengine {tools.rtpengine}")
         say(f"work folder {self.folder} (logs, SIPp statistics)")
+        if args.perf:
+            self.perf, why = perf.usable()
+            say(f"perf {self.perf}: CPU sampled by shared object" if self.perf else f"no perf figures: {why}")
         make_certificate(self.folder)  # gateway.crt, gateway.key: the cfg's TLS/WSS listeners need one
         ng = self.start_rtpengine()
         self.start_instance("python", PYTHON_CFG, ng, ENTRY)
@@ -546,7 +561,7 @@ class Bench:
         """A few hundred calls each, unmeasured: imports, caches and memory pools are warm before the figures."""
         for inst in self.instances.values():
             for media in (False, True):
-                self.calls(inst, media, 200, 400)
+                self.calls(inst, media, 200, 400, sample=False)
         self.steps.clear()
         self.settle(6.0)
 
@@ -585,7 +600,7 @@ class Bench:
             goal = total // 2 if half == 1 else total
             while done < goal and time.monotonic() < deadline:
                 count = min(chunk, goal - done)
-                step = self.calls(inst, media, rate, count)
+                step = self.calls(inst, media, rate, count, sample=False)
                 say(f"  {describe(step)}")
                 done += count
                 failed += step.failed
@@ -704,6 +719,37 @@ def where_it_goes(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cf
             say(f"  {label:<15} {rate:>5}/s {c:<6} " + ", ".join(shown) + f", others {rest:.1f}")
 
 
+def python_side(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs: Sequence[str]) -> Dict[str, float]:
+    """The Python side's own CPU per call (perf samples in libpython and python.so), and what it adds to
+    native's CPU per call: a figure measured inside each step, not a difference of two noisy totals."""
+    worst: Dict[str, float] = {}
+    if not any(s.samples for group in by_key.values() for steps in group.values() for s in steps):
+        return worst
+    say(
+        f"\n== the Python side's own CPU (perf: one sample per {perf.PERIOD_NS / 1e3:.0f} us of CPU, libpython +"
+        " python.so), us per call; added = own / native's CPU per call"
+    )
+    for (kind, media, rate), group in by_key.items():
+        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        native = [s.per_call_us(ns=True) for s in group.get("native", [])]
+        parts = []
+        for c in cfgs:
+            sampled = [s for s in group.get(c, []) if s.samples and s.requested]
+            if not sampled:
+                continue
+            us = perf.PERIOD_NS / 1e3
+            own = min(perf.python_share(s.samples)[0] * us / s.requested for s in sampled)
+            total = min(perf.python_share(s.samples)[1] * us / s.requested for s in sampled)
+            part = f"{c} {own:6.1f} of {total:6.1f} sampled"
+            if c != "native" and native:
+                added = own / min(native)
+                worst[f"{c} {label}"] = max(worst.get(f"{c} {label}", 0.0), added)
+                part += f" (added {added:.3f})"
+            parts.append(part)
+        say(f"  {label:<15} {rate:>5}/s  " + "; ".join(parts))
+    return worst
+
+
 def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
     cfgs = [c for c in ("python", "native", "before") if any(s.cfg == c for s in steps)]
     others = [c for c in cfgs if c != "native"]
@@ -729,6 +775,7 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
             line += f" {ratio:>14.3f}"
         say(line + "  " + "/".join("+".join(str(s.failed) for s in group[c]) for c in cfgs))
     where_it_goes(by_key, cfgs)
+    own = python_side(by_key, cfgs)
     held_in = "every repetition" if reps > 1 else "the run"
     say(f"\n== highest rate held in {held_in}: no failed call, and SIPp kept the rate (within 10 % + 1 s of the time)")
     held: Dict[Tuple[str, bool], int] = {}
@@ -757,6 +804,9 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
         worst = max(values)
         verdict = "met" if worst <= 1.05 else "NOT met"
         say(f"  CPU per call python/native <= 1.05, {label}: worst rate {worst:.3f}, {verdict}")
+    for name, added in own.items():
+        if name.startswith("python "):
+            say(f"  (perf) the Python side's own CPU over native's CPU per call, {name[7:]}: worst rate {added:.3f}")
     for media, floor in ((False, 1500), (True, 1000)):
         label = "with rtpengine" if media else "no media"
         py, nat = held.get(("python", media), 0), held.get(("native", media), 0)
@@ -796,6 +846,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-wait", type=float, default=10.0, help="... but at most this many seconds per step")
     parser.add_argument("--compare", metavar="REV", help="also measure opensips.cfg + pyscripts/ at this git revision")
     parser.add_argument("--quick", action="store_true", help="one rate (500/s), 3 s steps, 5,000-call soak")
+    parser.add_argument("--no-perf", dest="perf", action="store_false", help="no perf sampling by shared object")
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.soak_calls, args.register_rate, args.max_wait = [500], 3.0, 5000, 500, 5.0

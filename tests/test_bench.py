@@ -347,3 +347,31 @@ def test_micro_records_every_entry_point_and_replays_each_tape() -> None:
         (t.label, None) for t in kinds if not t.raised
     ]
     assert initial_invite_core(tapes, ", plain SIP") and initial_invite_core(tapes, ", rtpengine")
+
+
+def test_perf_samples_are_read_by_shared_object_and_the_python_side_is_told_apart() -> None:
+    from bench import perf
+
+    report = """# Samples: 6K of event 'cpu-clock'
+#
+# Overhead       Samples  Shared Object
+# ........  ............  ....................
+#
+    52.96%          3646  opensips
+    19.92%          1371  [kernel.kallsyms]
+     9.21%           634  libpython3.11.so.1.0
+     0.20%            14  python.so
+     0.03%             2  libpython3.9.so
+     0.02%             1  pythonista.so
+"""
+    samples = perf.parse_report(report)
+    assert samples == {
+        "opensips": 3646,
+        "[kernel.kallsyms]": 1371,
+        "libpython3.11.so.1.0": 634,
+        "python.so": 14,
+        "libpython3.9.so": 2,
+        "pythonista.so": 1,
+    }
+    assert perf.python_share(samples) == (634 + 14 + 2, 3646 + 1371 + 634 + 14 + 2 + 1)
+    assert perf.parse_report("") == {} and perf.python_share({}) == (0, 0)

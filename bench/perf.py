@@ -1,0 +1,98 @@
+"""Where an instance's CPU goes by shared object, sampled with Linux perf during a step.
+
+CPU time per call moves by 20 % from run to run on a shared 2-core machine, both
+instances alike; what the Python routing itself costs is a much smaller figure
+inside that.  ``perf record -e cpu-clock -c PERIOD_NS`` takes one sample per
+PERIOD_NS of CPU any process of the instance spends, and ``perf report --sort dso``
+says in which shared object: the samples in libpython and the python module are
+the Python side's own CPU, measured in the same step as the rest.  Without a
+usable perf (not installed, or perf_event_paranoid forbids it) ``Sampler.usable``
+says why and the benchmark goes on without these figures.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+from .procs import Processes
+
+#: One sample per half millisecond of CPU.
+PERIOD_NS = 500_000
+#: The shared objects that are the Python side: the interpreter and OpenSIPS's python module.
+PYTHON_OBJECTS = re.compile(r"^(libpython[\d.]+\.so[\d.]*|python\.so)$")
+
+
+def usable() -> Tuple[Optional[str], str]:
+    """perf's path, or None and why it cannot sample here."""
+    path = shutil.which("perf")
+    if path is None:
+        return None, "no perf (Debian package linux-perf)"
+    try:
+        done = subprocess.run(
+            [path, "record", "-q", "-e", "cpu-clock", "-c", str(PERIOD_NS), "-o", "/dev/null", "--", "true"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"perf does not run: {exc}"
+    if done.returncode != 0:
+        return None, "perf cannot sample: " + done.stderr.decode(errors="replace").strip().splitlines()[-1][:120]
+    return path, ""
+
+
+class Sampler:
+    """One ``perf record`` of a set of processes, started and stopped by pid."""
+
+    def __init__(self, perf: str, processes: Processes, pids: Sequence[int], out: Path) -> None:
+        self.perf = perf
+        self.out = out
+        self.processes = processes
+        argv = [perf, "record", "-q", "-e", "cpu-clock", "-c", str(PERIOD_NS), "-o", str(out)]
+        argv += ["-p", ",".join(str(p) for p in pids)]
+        self.proc = processes.start("perf", argv)
+
+    def stop(self) -> Dict[str, int]:
+        """Samples by shared object; {} when perf recorded nothing readable."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # perf writes its file on SIGINT
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.processes.stop(self.proc)
+        return samples_by_object(self.perf, self.out)
+
+
+def samples_by_object(perf: str, data: Path) -> Dict[str, int]:
+    if not data.exists():
+        return {}
+    try:
+        done = subprocess.run(
+            [perf, "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", "--sort", "dso", "-n"],
+            capture_output=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_report(done.stdout.decode(errors="replace"))
+
+
+def parse_report(text: str) -> Dict[str, int]:
+    """``perf report --sort dso -n`` lines, "    52.96%          3646  opensips", as {dso: samples}."""
+    found: Dict[str, int] = {}
+    for line in text.splitlines():
+        match = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S.*?)\s*$", line)
+        if match:
+            found[match.group(2)] = found.get(match.group(2), 0) + int(match.group(1))
+    return found
+
+
+def python_share(samples: Dict[str, int]) -> Tuple[int, int]:
+    """(samples in the Python side, all samples)."""
+    own = sum(n for dso, n in samples.items() if PYTHON_OBJECTS.match(dso))
+    return own, sum(samples.values())
