@@ -210,3 +210,44 @@ def test_a_python_failure_gets_500_for_new_calls_and_keeps_calls_up(monkeypatch:
     assert gateway.python_failures == 2
     assert any(second.call_id in e and "RuntimeError" in e for e in gateway.errors)
     assert any(call.call_id in e for e in gateway.errors)
+
+
+def python_entries(gateway: Gateway, since: int) -> List[str]:
+    """The router methods the cfg ran since event ``since``, in order."""
+    found = []
+    for event in gateway.events[since:]:
+        if event.kind == "exec" and event.data is None and 'python_exec("' in event.text:
+            found.append(event.text.split('python_exec("', 1)[1].split('"', 1)[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("caller_kind", "callee_kind", "expected"),
+    [
+        # plain phones: the INVITE only (Do.PLAIN_CONTACT: no branch route, the cfg counts the answer)
+        ("plain", "plain", ["on_request"]),
+        # a NATed caller takes rtpengine; the callee is not behind NAT: its 100/180 stay in the cfg
+        # (Do.QUIET_REPLIES), and so does the ACK of a dialog without browsers (Do.QUIET_ACK)
+        ("nat", "plain", ["on_request", "on_branch", "on_reply", "on_in_dialog"]),
+        # a NATed callee's 180 has a Contact to fix: it goes to the router; its 100 does not
+        ("nat", "nat", ["on_request", "on_branch", "on_reply", "on_reply", "on_in_dialog"]),
+        # a browser: its ACK may need the flow of the connection it goes over, so it asks
+        ("browser", "plain", ["on_request", "on_branch", "on_reply", "on_in_dialog", "on_in_dialog"]),
+    ],
+)
+def test_a_call_asks_the_router_only_where_it_has_something_to_decide(
+    caller_kind: str, callee_kind: str, expected: List[str]
+) -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    caller = net.browser("alice") if caller_kind == "browser" else net.phone("carol", nat=caller_kind == "nat")
+    callee = net.phone("erin", nat=callee_kind == "nat")
+    net.registered(caller, callee)
+    start = len(gateway.events)
+    call = net.invite(caller, "erin")
+    for code in (100, 180, 200):
+        net.reply(call, callee, code)
+    net.bye(call, "caller")
+    # our own caller's first INVITE is challenged (407; its ACK absorbed by tm), then sent with credentials
+    assert python_entries(gateway, start) == ["on_request", *expected]
+    assert_clean(gateway, net)
