@@ -34,14 +34,6 @@ class FailingMsg:
     def __init__(self, msg: Any) -> None:
         self._msg = msg
 
-    def on_in_dialog(self, msg: Any, *facts: str) -> int:
-        fault = msg.getHeader(MARKER)
-        if fault == "raise":
-            raise InjectedFault("injected: on_in_dialog raised")
-        if fault == "inside":
-            return int(self.router.on_in_dialog(FailingMsg(msg), *facts))
-        return int(self.router.on_in_dialog(msg, *facts))
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._msg, name)
 
