@@ -347,19 +347,10 @@ class Router:
         a SIP peer not behind NAT: for such a request there is nothing to do (tests/test_router.py)."""
         method, proto, nat, contacts, body, direction, text, content_type = split_facts(facts, 8)
         has_sdp = body == "1" and sdp_type(content_type)
-        upstream = direction == "upstream"
-        has_contact = contacts not in ("0", NULL)
-        key = ("in-dialog", method, proto, nat, has_contact, has_sdp, upstream, text)
-        return self._decided(key, lambda: self._plan_in_dialog(method, proto, nat, has_contact, has_sdp, upstream,
-                                                               text))  # fmt: skip
-
-    def _plan_in_dialog(
-        self, method: str, proto: str, nat: str, has_contact: bool, has_sdp: bool, upstream: bool, text: str
-    ) -> Effects:
-        _source, _nat, flags = self._source_bits(method, proto, nat, has_contact)
+        _source, _nat, flags = self._source_bits(method, proto, nat, contacts not in ("0", NULL))
         if core.ack_is_quiet(method, has_sdp):
             flags = 0
-        plan = core.plan_sequential(self._record(text), not upstream, method, has_sdp, self.profiles)
+        plan = core.plan_sequential(self._record(text), direction != "upstream", method, has_sdp, self.profiles)
         sets, do = self._media(plan.action)
         do |= flags
         if plan.exchange is not None:
@@ -437,8 +428,9 @@ class Router:
     # -- decisions and what the cfg needs for them -------------------------------------
 
     def _decided(self, key: Tuple[object, ...], decide: Callable[[], T]) -> T:
-        """The decision for these facts, taken once: the core is a pure function of them and the
-        settings, and real traffic repeats a handful of kinds of call.  Bounded; cleared when full."""
+        """The decision for the facts it depends on, taken once: below _answer's keeping by the whole
+        facts string, for facts that differ where the decision does not look (the source address and
+        port of a request or a reply, the R-URI user's length).  Bounded; cleared when full."""
         found = self._decisions.get(key, _UNDECIDED)
         if found is _UNDECIDED:
             if len(self._decisions) >= DECISIONS_KEPT:
