@@ -96,7 +96,7 @@ def test_sip_to_web_call_callee_holds_and_sip_hangs_up(
     carol = registered(gateway, work, "sipcarol")
     web = browser_phone("webdan")
     uac = sipp.run(
-        sipp.uac_scenario(sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 1500), ("bye",)))),
+        sipp.uac_scenario(sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 4000), ("bye",)))),
         work, "uac", carol, gateway.sip, service=web.user,
     )  # fmt: skip
     try:
