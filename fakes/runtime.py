@@ -51,6 +51,7 @@ DO_TRACK_DIALOG, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 8388608, 16777216
 DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864, 134217728
 DO_STAT_SIP_TO_SIP, DO_STAT_MEDIA_PROXY = 268435456, 536870912
 DO_QUIET_ACK = 1073741824
+DO_QUIET_BYE = DO_QUIET_REPLIES  # in the reply route (the branch route reads it as QUIET_REPLIES)
 STATS_BY_BIT = (
     (DO_STAT_WEB_TO_WEB, "calls_web_to_web"),
     (DO_STAT_WEB_TO_SIP, "calls_web_to_sip"),
@@ -672,9 +673,17 @@ class Gateway:
         if untracked and self.script_vars.get("gw_nat") == "0" and ctx.source.proto not in ("ws", "wss"):
             self._relay(ctx, set(), out)
             return
-        quiet = ctx.pv_get("dlg_val", "gw_quiet_ack") is not None
-        if self.script_vars.get("gw_body") == "0" and ctx.msg.method == "ACK" and quiet:
+        quiet = ctx.pv_get("dlg_val", "gw_quiet")
+        if self.script_vars.get("gw_body") == "0" and ctx.msg.method == "ACK" and quiet is not None:
             self._relay(ctx, set(), out)  # Do.QUIET_ACK: an ACK without a body of a dialog without browsers
+            return
+        if ctx.msg.method == "BYE" and quiet == "bye" and ctx.source.proto not in ("ws", "wss"):
+            # Do.QUIET_BYE: a SIP peer's BYE of such a dialog whose answer took rtpengine
+            if self.script_vars.get("gw_nat") == "1":
+                self.cfg_call(ctx, "setflag", "SRC_NAT")
+                self.cfg_call(ctx, "force_rport")
+            self.cfg_call(ctx, "rtpengine_delete", None, None)
+            self._relay(ctx, set(), out)
             return
         rc = self.python_exec("on_in_dialog", ctx, self.facts.get("on_in_dialog"))
         if rc < 0:
@@ -898,7 +907,7 @@ class Gateway:
                     self.cfg_call(ctx, "fix_nated_contact")
                 self._count(ctx, do)
                 if do & DO_QUIET_ACK:
-                    ctx.pv_set("dlg_val", "gw_quiet_ack", "1")
+                    ctx.pv_set("dlg_val", "gw_quiet", "bye" if do & DO_QUIET_BYE else "ack")
                 self._media(ctx, do)
         elif route == "gw_answered_sip_to_sip":
             # opensips.cfg onreply_route[gw_answered_sip_to_sip]: counted once per call.

@@ -86,8 +86,11 @@ ACTIONS = {
     "STAT_SIP_TO_WEB": 'update_stat("calls_sip_to_web", 1);',
     "STAT_SIP_TO_SIP": 'update_stat("calls_sip_to_sip", 1);',
     "STAT_MEDIA_PROXY": 'update_stat("media_proxy_calls", 1);',
-    "QUIET_ACK": "$dlg_val(gw_quiet_ack) = 1;",
+    "QUIET_ACK": f"if ([$var(gw_do) & {Do.QUIET_BYE}])",  # $dlg_val(gw_quiet) = "bye", else "ack"
+    "QUIET_BYE": '$dlg_val(gw_quiet) = "bye";',
 }
+#: Bits read by one route only, shared with a bit another route reads (every bit is taken).
+SHARED = {"QUIET_BYE": ("QUIET_REPLIES", "route[gw_python_reply]", "branch_route[gw_branch]")}
 
 
 def bits_of_do() -> Dict[str, int]:
@@ -97,8 +100,10 @@ def bits_of_do() -> Dict[str, int]:
 def test_every_bit_the_router_returns_is_acted_on_by_the_cfg() -> None:
     bits = bits_of_do()
     assert set(bits) == set(ACTIONS)
-    assert len(set(bits.values())) == len(bits) and all(v > Do.VERDICT_MASK for v in bits.values())
-    assert sum(bits.values()) + Do.VERDICT_MASK < 2**31  # python_exec returns a C int; negative means failed
+    own = {name: value for name, value in bits.items() if name not in SHARED}
+    assert len(set(own.values())) == len(own) and all(v > Do.VERDICT_MASK for v in bits.values())
+    assert all(bits[name] == bits[other] for name, (other, _, _) in SHARED.items())
+    assert sum(own.values()) + Do.VERDICT_MASK < 2**31  # python_exec returns a C int; negative means failed
     # $var(gw_call): the initial INVITE's code, kept for its branch routes
     tests = re.findall(r"if \(\[\$var\(gw_(?:do|call)\) & (\d+)\]\)(?: \{)?(?=\n\s*(.+))", CFG)
     acted: Dict[int, Set[str]] = {}
@@ -107,6 +112,21 @@ def test_every_bit_the_router_returns_is_acted_on_by_the_cfg() -> None:
     for name, value in bits.items():
         assert ACTIONS[name] in acted.get(value, set()), f"Do.{name} ({value}): the cfg does {acted.get(value)}"
         assert getattr(runtime, "DO_" + name) == value
+
+
+def cfg_blocks() -> Dict[str, str]:
+    """Each route of the cfg by its head (``route[gw_act]``, ``branch_route[gw_branch]``; ``route`` the main one)."""
+    heads = list(re.finditer(r"^(\w*route(?:\[\w+\])?) \{$", CFG, re.M))
+    ends = [h.start() for h in heads[1:]] + [len(CFG)]
+    return {h.group(1): CFG[h.end() : end] for h, end in zip(heads, ends)}
+
+
+def test_a_shared_bit_is_read_where_each_of_its_meanings_applies_only() -> None:
+    blocks = cfg_blocks()
+    for name, (other, route, other_route) in SHARED.items():
+        test = f"[$var(gw_do) & {getattr(Do, name)}]"
+        assert {head for head, text in blocks.items() if test in text} == {route, other_route}, name
+        assert ACTIONS[name] in blocks[route] and ACTIONS[other] in blocks[other_route]
 
 
 def test_the_cfgs_group_tests_cover_their_bits() -> None:

@@ -227,10 +227,11 @@ def python_entries(gateway: Gateway, since: int) -> List[str]:
         # plain phones: the INVITE only (Do.PLAIN_CONTACT: no branch route, the cfg counts the answer)
         ("plain", "plain", ["on_request"]),
         # a NATed caller takes rtpengine; the callee is not behind NAT: its 100/180 stay in the cfg
-        # (Do.QUIET_REPLIES), and so does the ACK of a dialog without browsers (Do.QUIET_ACK)
-        ("nat", "plain", ["on_request", "on_branch", "on_reply", "on_in_dialog"]),
+        # (Do.QUIET_REPLIES), and so do the ACK and the BYE of a dialog without browsers
+        # (Do.QUIET_ACK, Do.QUIET_BYE: the cfg deletes the media itself)
+        ("nat", "plain", ["on_request", "on_branch", "on_reply"]),
         # a NATed callee's 180 has a Contact to fix: it goes to the router; its 100 does not
-        ("nat", "nat", ["on_request", "on_branch", "on_reply", "on_reply", "on_in_dialog"]),
+        ("nat", "nat", ["on_request", "on_branch", "on_reply", "on_reply"]),
         # a browser: its ACK may need the flow of the connection it goes over, so it asks
         ("browser", "plain", ["on_request", "on_branch", "on_reply", "on_in_dialog", "on_in_dialog"]),
     ],

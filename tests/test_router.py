@@ -13,7 +13,8 @@ import pytest
 
 from gateway import core, host
 from gateway.host import SEP, Router
-from gateway.model import Branch, CallRecord, Do, Leg, Media, Party, Registration, Verdict
+from gateway.model import Branch, CallRecord, Do, Leg, Media, Party, Registration, Step, Verdict
+from gateway.profiles import Profiles
 from gateway.settings import Settings
 
 STAT_MASK = sum(host.STAT_BITS.values())
@@ -125,6 +126,52 @@ def test_a_dialog_whose_acks_the_cfg_relays_itself_needs_nothing_for_them(
     # an ACK with a body (the answer to a late offer) still gets its sender's flags and fixes
     late = SEP.join(("ACK", "udp", "1", "1", "1", "downstream", str(answered), b"application/sdp".hex()))
     assert router.on_in_dialog(Msg(), late) & (Do.SRC_NAT | Do.FORCE_RPORT | Do.FIX_CONTACT)
+
+
+def answered(router: Router, caller: Party, early: bool, private: bool, registration: Registration) -> Tuple[int, str]:
+    """The code of the first 2xx (with an SDP) of a call to a contact of this kind, and the record it stores."""
+    branch = Msg()
+    router.on_branch(branch, SEP.join(("0", BFLAGS[registration], str(CallRecord(caller, early, private)))))
+    answer = Msg()
+    facts = SEP.join(("200", "udp", "0", "1", "INVITE", "1", "198.51.100.9", "5060", "<null>",
+                      branch.sets[host.DIALOG_RECORD], b"application/sdp".hex()))  # fmt: skip
+    return router.on_reply(answer, facts), answer.sets[host.DIALOG_RECORD]
+
+
+@pytest.mark.parametrize(("caller", "early", "private", "registration"), branches())
+def test_a_dialog_whose_byes_the_cfg_serves_itself_gets_just_that_from_the_router(
+    caller: Party, early: bool, private: bool, registration: Registration
+) -> None:
+    """Do.QUIET_BYE (at the first 2xx): route[gw_in_dialog] serves a BYE from a SIP peer itself then: for
+    one behind NAT setflag("SRC_NAT") and force_rport(), then rtpengine_delete() with no flags, relay."""
+    router = Router(Settings(), lambda text: None)
+    code, record = answered(router, caller, early, private, registration)
+    callee = CallRecord.parse(record).callee_branch
+    assert callee is not None
+    quiet = Leg.WEB not in (caller.leg, callee.callee.leg) and callee.media is Media.OPEN
+    assert bool(code & Do.QUIET_BYE) == quiet
+    assert not code & Do.QUIET_BYE or code & Do.QUIET_ACK  # the cfg reads it only beside QUIET_ACK
+    if not quiet:
+        return
+    for proto, nat, contacts, body, direction in itertools.product(
+        ("udp", "tcp", "tls"), ("0", "1"), ("0", "1"), ("0", "1"), ("downstream", "upstream")
+    ):
+        msg = Msg()
+        bye = SEP.join(("BYE", proto, nat, contacts, body, direction, record, b"application/sdp".hex()))
+        behind_nat = Do.SRC_NAT | Do.FORCE_RPORT if nat == "1" else 0
+        assert router.on_in_dialog(msg, bye) == Verdict.RELAY | Do.RTP_DELETE | behind_nat
+        assert msg.sets == {host.MEDIA_FLAGS_VAR: ""} and msg.dst_uri is None
+
+
+def test_a_delete_with_flags_keeps_the_byes_with_the_router() -> None:
+    profiles = Profiles({(Leg.SIP, Leg.SIP, Step.DELETE): "delete-delay=0"})
+    router = Router(Settings(profiles=profiles), lambda text: None)
+    code, record = answered(router, Party(Leg.SIP, True), True, False, Registration.PLAIN_SIP)
+    assert code & Do.QUIET_ACK and not code & Do.QUIET_BYE
+    msg = Msg()
+    bye = SEP.join(("BYE", "udp", "1", "0", "0", "downstream", record, "<null>"))
+    assert router.on_in_dialog(msg, bye) == Verdict.RELAY | Do.RTP_DELETE | Do.SRC_NAT | Do.FORCE_RPORT
+    assert msg.sets == {host.MEDIA_FLAGS_VAR: "delete-delay=0"}
 
 
 def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "3") -> str:

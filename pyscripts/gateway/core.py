@@ -91,9 +91,10 @@ def contact_fix(method: str, behind_nat: bool) -> Optional[str]:
     A REGISTER keeps the source as ``received`` (fix_nated_register) so lookups
     reach the device through its NAT or WebSocket; anything else gets its
     Contact rewritten (fix_nated_contact) so in-dialog requests come back over
-    the same flow.
+    the same flow; but a BYE, which ends the dialog: no request follows it, and
+    its Contact, if it has one, is no one's target (RFC 3261 12.2).
     """
-    if not behind_nat:
+    if not behind_nat or method == "BYE":
         return None
     return "fix_nated_register" if method == "REGISTER" else "fix_nated_contact"
 
@@ -361,6 +362,20 @@ def acks_are_quiet(record: CallRecord) -> bool:
     browser (whose flow plan_sequential would name), so ack_is_quiet leaves nothing to do."""
     callee = record.callee_branch
     return callee is not None and Leg.WEB not in (record.caller.leg, callee.callee.leg)
+
+
+def byes_are_quiet(record: CallRecord, profiles: Profiles) -> bool:
+    """Whether the answered dialog's BYEs, from either end, get what the cfg's quiet path does
+    (Do.QUIET_BYE): no browser to send them to (acks_are_quiet) and rtpengine's session of the
+    answered branch deleted with no flags.  Their senders are SIP peers: NAT signs add only the
+    sender's flag and force_rport (a BYE refreshes no target: no Contact to fix)."""
+    if not acks_are_quiet(record):
+        return False
+    for downstream in (True, False):
+        plan = plan_sequential(record, downstream, "BYE", False, profiles)
+        if plan.action is None or plan.action.step is not Step.DELETE or plan.action.flags or plan.dst_uri:
+            return False
+    return True
 
 
 def plan_sequential(

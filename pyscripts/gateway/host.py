@@ -287,8 +287,9 @@ class Router:
         do = _bits(FLAG_BITS, core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()))
         if behind_nat and source is Source.SIP:
             do |= Do.FORCE_RPORT
-        if behind_nat and has_contact:
-            do |= Do.FIX_REGISTER if core.contact_fix(method, behind_nat) == "fix_nated_register" else Do.FIX_CONTACT
+        fix = core.contact_fix(method, behind_nat) if has_contact else None
+        if fix is not None:
+            do |= Do.FIX_REGISTER if fix == "fix_nated_register" else Do.FIX_CONTACT
         return source, behind_nat, do
 
     def _plan_initial(
@@ -416,6 +417,8 @@ class Router:
         do |= _bits(STAT_BITS, plan.stats)
         if plan.stats and plan.record is not None and core.acks_are_quiet(plan.record):
             do |= Do.QUIET_ACK  # the cfg relays this dialog's ACKs without a body itself
+            if core.byes_are_quiet(plan.record, self.profiles):
+                do |= Do.QUIET_BYE  # and its SIP peers' BYEs, with rtpengine's delete
         sets, media = self._media(plan.action)
         if plan.record is not None:
             sets = ((DIALOG_RECORD, str(plan.record)), *sets)

@@ -130,7 +130,10 @@ class Do:
     STAT_SIP_TO_WEB = 1 << 27  # update_stat("calls_sip_to_web", 1)
     STAT_SIP_TO_SIP = 1 << 28  # update_stat("calls_sip_to_sip", 1)
     STAT_MEDIA_PROXY = 1 << 29  # update_stat("media_proxy_calls", 1)
-    QUIET_ACK = 1 << 30  # (reply route, a 2xx) $dlg_val(gw_quiet_ack) = 1: an ACK without a body needs nothing
+    QUIET_ACK = 1 << 30  # (reply route, a 2xx) $dlg_val(gw_quiet) = "ack": an ACK without a body needs nothing
+    QUIET_BYE = QUIET_REPLIES  # (reply route, with QUIET_ACK) $dlg_val(gw_quiet) = "bye": a SIP peer's BYE
+    # needs rtpengine_delete() and, behind NAT, SRC_NAT and force_rport (core.byes_are_quiet).  Its bit is
+    # QUIET_REPLIES's, which only the branch route reads: every other bit is taken
 
     VERDICT_MASK = 7
 

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional
 import pytest
 
 from rig import ng, sipp
-from rig.gateway import REPO
+from rig.gateway import DEFAULT_SETTINGS, REPO
 
 from .conftest import Rig, need, own_rig
 from .rawsip import SDP, Reply, SipSocket
@@ -39,7 +39,12 @@ RESTARTED: Dict[str, float] = {}
 @pytest.fixture(scope="session")
 def faulty(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     need("sipp")
-    with own_rig(opensips_bin, tmp_path_factory.mktemp("faults"), entry=FAULT_ENTRY, engines=2) as rig:
+    # A delete row with flags: the BYEs of the phones' calls go to the router (no Do.QUIET_BYE), so a
+    # fault in its in-dialog route meets them (test_python_failure_in_dialog_still_routes_the_bye).
+    settings = DEFAULT_SETTINGS + "[profiles]\nsip->sip delete = delete-delay=0\n"
+    with own_rig(
+        opensips_bin, tmp_path_factory.mktemp("faults"), entry=FAULT_ENTRY, engines=2, settings=settings
+    ) as rig:
         yield rig
 
 

@@ -25,8 +25,8 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
     callee = registered(gateway, work, "hostbob", transport="udp")
     outcome = call(
         gateway, work, caller, callee,
-        sipp.Call((("expect_reinvite",), ("bye",))),
-        sipp.Call((("pause", 500), ("reinvite", "sendonly"), ("expect_bye",))),
+        sipp.Call((("expect_reinvite",), ("pause", 300), ("reinvite", "sendrecv"), ("bye",))),
+        sipp.Call((("pause", 500), ("reinvite", "sendonly"), ("expect_reinvite",), ("expect_bye",))),
     )  # fmt: skip
     settle(gateway, outcome.call_id)
     requests = records(gateway, outcome.call_id, "request")
@@ -56,12 +56,15 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
     assert {r["before"]["$rs"] for r in initial_replies} >= {"180", "200"}
     assert all(r["before"]["$T_branch_idx"] == "0" for r in initial_replies)
     assert initial_replies[-1]["after"]["$dlg_val(gw)"].endswith(";a=0")
-    # $DLG_dir in onreply routes: <null> on 3.6.8; on 4.0.1 the reply's own direction (the router reads neither)
+    # $DLG_dir in onreply routes: <null> on 3.6.8; on 4.0.1 the reply's own direction (the router reads neither):
+    # upstream from the callee (its source port, facts[7], is the one the initial INVITE's replies came from)
     dirs = [r["before"]["$DLG_dir"] for r in replies]
     if gateway.gw.version.startswith("3."):
         assert set(dirs) == {"<null>"}
     else:
-        assert dirs == ["upstream"] * len(initial_replies) + ["downstream"] * (len(replies) - len(initial_replies))
+        callee_port = initial_replies[0]["facts"].split("\n")[7]
+        from_callee = [r["facts"].split("\n")[7] == callee_port for r in replies]
+        assert dirs == ["upstream" if up else "downstream" for up in from_callee] and not all(from_callee)
     # in-dialog requests go to on_in_dialog only, after the cfg's loose_route: $dlg_val and $DLG_dir set
     assert all(r["before"]["$tt"] == "<null>" for r in requests)
     matched = next(r for r in in_dialog if r["before"]["$rm"] == "INVITE")
@@ -72,8 +75,11 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
     exchange = matched["after"]["$avp(gw_tx)"]
     assert exchange.startswith("s=S1;r=S1")
     assert any(r["before"]["$avp(gw_tx)"] == exchange for r in replies)
-    bye = next(r for r in in_dialog if r["before"]["$rm"] == "BYE")
-    assert bye["before"]["$DLG_dir"] == "downstream"
+    assert [r["before"]["$DLG_dir"] for r in in_dialog if r["before"]["$rm"] == "INVITE"] == ["upstream", "downstream"]
+    # phones only, the answer through rtpengine: the cfg serves the ACKs and the BYE itself (Do.QUIET_ACK,
+    # Do.QUIET_BYE), the BYE with rtpengine's delete
+    assert [r["before"]["$rm"] for r in in_dialog] == ["INVITE", "INVITE"]
+    assert outcome.ops()[-1] == "delete" and outcome.ops().count("delete") == 1
     # every route returned a non-zero verdict
     assert all(r["rc"] not in (0, None) for r in gateway.probes(outcome.call_id))
 
