@@ -448,7 +448,7 @@ class Bench:
         seconds = count / rate + 15
         stem = inst.folder / f"calls-{'media' if media else 'plain'}-{rate}-{time.monotonic_ns()}"
         uas_argv = sipp_argv(self.tools, "uas.xml", inst.uas, stem.with_suffix(".uas.stat"), [])
-        uas_argv += ["-m", str(count), "-timeout", f"{seconds + 5:.0f}s", "-fd", "1"]
+        uas_argv += ["-m", str(count), "-timeout", f"{seconds + 12:.0f}s", "-fd", "1"]
         uac_argv = sipp_argv(self.tools, "uac.xml", inst.uac, stem.with_suffix(".uac.stat"), [f"127.0.0.1:{inst.sip}"])
         uac_argv += ["-key", "callee", CALLEE, "-key", "contact_host", CONTACT_HOST[media]]
         uac_argv += ["-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(rate * 10)]
@@ -465,7 +465,7 @@ class Bench:
         uac = self.processes.start("sipp-uac", uac_argv)
         wait_bounded(uac, seconds + 5, self.processes)
         step.took = time.monotonic() - uac_start
-        wait_bounded(uas, 5, self.processes)
+        wait_bounded(uas, 12, self.processes)  # its last calls' timewait (uas.xml): 6 s
         end = time.monotonic()
         step.samples = sampler.stop() if sampler is not None else {}
         self.open_steps[inst.name] = (step, end)
