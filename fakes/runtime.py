@@ -621,14 +621,13 @@ class Gateway:
         return True
 
     def _media(self, ctx: Context, do: int) -> int:
-        """opensips.cfg route[gw_media]: rtpengine with the flags in $var(gw_rtp); 0 when not asked for."""
-        flags = self.script_vars.get("gw_rtp", "")
+        """opensips.cfg route[gw_media]: rtpengine with the flags in the step's $var; 0 when not asked for."""
         if do & DO_RTP_OFFER:
-            return self.cfg_call(ctx, "rtpengine_offer", flags, None, None, None)
+            return self.cfg_call(ctx, "rtpengine_offer", self.script_vars.get("gw_rtp_offer", ""), None, None, None)
         if do & DO_RTP_ANSWER:
-            return self.cfg_call(ctx, "rtpengine_answer", flags, None, None, None)
+            return self.cfg_call(ctx, "rtpengine_answer", self.script_vars.get("gw_rtp_answer", ""), None, None, None)
         if do & DO_RTP_DELETE:
-            return self.cfg_call(ctx, "rtpengine_delete", flags, None)
+            return self.cfg_call(ctx, "rtpengine_delete", self.script_vars.get("gw_rtp_delete", ""), None)
         return 0
 
     def _count(self, ctx: Context, do: int) -> None:

@@ -12,7 +12,7 @@ import pytest
 from fakes import runtime
 from fakes.signatures import SIGNATURES, Kind
 from gateway import core, host, sdp
-from gateway.model import Do, Verdict
+from gateway.model import Do, Step, Verdict
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CFG = (ROOT / "opensips" / "opensips.cfg").read_text()
@@ -73,9 +73,9 @@ ACTIONS = {
     "TOPOLOGY_HIDING": "topology_hiding();",
     "STORE_RECORD": f"$dlg_val(gw) = {host.RECORD_VAR};",
     "PLAIN_CONTACT": 'if (!isbflagset("WEBRTC") && !isbflagset("NATED")) {',
-    "RTP_OFFER": f'if (!rtpengine_offer("{host.MEDIA_FLAGS_VAR}"))',
-    "RTP_ANSWER": f'if (!rtpengine_answer("{host.MEDIA_FLAGS_VAR}"))',
-    "RTP_DELETE": f'if (!rtpengine_delete("{host.MEDIA_FLAGS_VAR}"))',
+    "RTP_OFFER": f'if (!rtpengine_offer("{host.MEDIA_FLAGS_VARS[Step.OFFER]}"))',
+    "RTP_ANSWER": f'if (!rtpengine_answer("{host.MEDIA_FLAGS_VARS[Step.ANSWER]}"))',
+    "RTP_DELETE": f'if (!rtpengine_delete("{host.MEDIA_FLAGS_VARS[Step.DELETE]}"))',
     "ARM_REPLY": f"if ([$var(gw_do) & {Do.QUIET_REPLIES}])",  # t_on_reply("gw_reply_quiet"), else "gw_reply"
     "QUIET_REPLIES": 't_on_reply("gw_reply_quiet");',
     "TRACK_DIALOG": "$dlg_val(gw_track) = 1;",

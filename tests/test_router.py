@@ -7,6 +7,8 @@ is only right under the core's rules, which these tests hold the router to.
 from __future__ import annotations
 
 import itertools
+import pathlib
+import re
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -44,6 +46,11 @@ class Msg:
 
     def set_dst_uri(self, uri: str) -> None:
         self.dst_uri = uri
+
+
+def finds(router: Router, msg: Msg, name: str) -> Optional[str]:
+    """What the cfg finds in ``name`` after the route: written now, or held in the worker from before."""
+    return msg.sets.get(name, router.held.get(name))
 
 
 CALLERS = [Party(Leg.WEB, True, "wss:198.51.100.7:4443"), Party(Leg.SIP, True), Party(Leg.SIP, False)]
@@ -160,7 +167,8 @@ def test_a_dialog_whose_byes_the_cfg_serves_itself_gets_just_that_from_the_route
         bye = SEP.join(("BYE", proto, nat, contacts, body, direction, record, b"application/sdp".hex()))
         behind_nat = Do.SRC_NAT | Do.FORCE_RPORT if nat == "1" else 0
         assert router.on_in_dialog(msg, bye) == Verdict.RELAY | Do.RTP_DELETE | behind_nat
-        assert msg.sets == {host.MEDIA_FLAGS_VAR: ""} and msg.dst_uri is None
+        delete = host.MEDIA_FLAGS_VARS[Step.DELETE]
+        assert msg.dst_uri is None and set(msg.sets) <= {delete} and finds(router, msg, delete) == ""
 
 
 def test_a_delete_with_flags_keeps_the_byes_with_the_router() -> None:
@@ -171,7 +179,47 @@ def test_a_delete_with_flags_keeps_the_byes_with_the_router() -> None:
     msg = Msg()
     bye = SEP.join(("BYE", "udp", "1", "0", "0", "downstream", record, "<null>"))
     assert router.on_in_dialog(msg, bye) == Verdict.RELAY | Do.RTP_DELETE | Do.SRC_NAT | Do.FORCE_RPORT
-    assert msg.sets == {host.MEDIA_FLAGS_VAR: "delete-delay=0"}
+    assert msg.sets == {host.MEDIA_FLAGS_VARS[Step.DELETE]: "delete-delay=0"}
+
+
+def test_a_var_the_worker_holds_already_is_not_written_again() -> None:
+    """$var values outlive the message in a worker (opensips.cfg): the router writes a HELD_VARS value
+    only when it changes, and the cfg finds it there."""
+    router = Router(Settings(auth_realm="gw.example"), lambda text: None)
+    invite, web_invite = request_facts("INVITE"), request_facts("INVITE", proto="wss")
+    first, again, other, back = Msg(), Msg(), Msg(), Msg()
+    router.on_request(first, invite)
+    assert set(first.sets) == {host.RECORD_VAR, host.REALM_VAR}
+    router.on_request(again, invite)
+    assert again.sets == {} and finds(router, again, host.RECORD_VAR) == first.sets[host.RECORD_VAR]
+    router.on_request(other, web_invite)  # another record; the same realm
+    assert set(other.sets) == {host.RECORD_VAR} and other.sets[host.RECORD_VAR] != first.sets[host.RECORD_VAR]
+    router.on_request(back, invite)
+    assert back.sets == {host.RECORD_VAR: first.sets[host.RECORD_VAR]}
+    assert router.held == {host.RECORD_VAR: first.sets[host.RECORD_VAR], host.REALM_VAR: "gw.example"}
+
+
+def test_a_write_that_fails_is_not_taken_for_held() -> None:
+    class Failing(Msg):
+        def set_pseudoVar(self, name: str, value: str) -> None:  # noqa: N802
+            raise RuntimeError("no memory")
+
+    router = Router(Settings(), lambda text: None)
+    assert router.on_request(Failing(), request_facts("INVITE")) == Verdict.FAILED
+    assert router.held == {}
+    msg = Msg()
+    router.on_request(msg, request_facts("INVITE"))
+    assert host.RECORD_VAR in msg.sets
+
+
+def test_the_cfg_only_reads_the_vars_the_router_holds() -> None:
+    cfg = (host_root() / "opensips" / "opensips.cfg").read_text()
+    for name in host.HELD_VARS:
+        assert name in cfg and not re.search(re.escape(name) + r"\s*=[^=~]", cfg), name
+
+
+def host_root() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parent.parent
 
 
 def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "3") -> str:
@@ -187,7 +235,7 @@ def test_our_users_requests_ask_the_cfg_for_digest_auth_in_the_realm() -> None:
         msg = Msg()
         code = router.on_request(msg, request_facts(method))
         assert code & (Do.AUTH_WWW | Do.AUTH_PROXY) == bit
-        assert msg.sets[host.REALM_VAR] == "gw.example"
+        assert finds(router, msg, host.REALM_VAR) == "gw.example"
     trusted = Router(Settings(auth_realm="gw.example", trusted_sources=frozenset({"127.0.0.9"})), lambda text: None)
     assert not trusted.on_request(Msg(), request_facts("INVITE")) & (Do.AUTH_WWW | Do.AUTH_PROXY)
 

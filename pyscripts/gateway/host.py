@@ -8,11 +8,12 @@ bits (``model.Verdict``) and the actions for the cfg to take above them
 (``model.Do``: setflag, force_rport, fix_nated_*, digest auth, save, lookup,
 create_dialog, record_route, rtpengine_*, t_on_reply, update_stat).  Values the
 cfg needs for those actions (the rtpengine flags, the call record, a reply's
-code, the auth realm) go in ``$var``s with set_pseudoVar.  Host calls from
-Python are dear (FACTS.md: call_function about 4.2 us, get_pseudoVar about
-1.8 us) and the cfg's own calls are not, so the router makes no call_function
-and no get_pseudoVar: the cfg even tests the SDP for private addresses itself
-(sdp.PRIVATE_SDP).  Reading nothing but the facts, each route's answer is a
+code, the auth realm) go in ``$var``s with set_pseudoVar, written only when
+they change: a worker's ``$var`` keeps its value from one message to the next
+(``HELD_VARS``).  Host calls from Python are dear (FACTS.md: call_function
+about 4.2 us, get_pseudoVar about 1.8 us) and the cfg's own calls are not, so
+the router makes no call_function and no get_pseudoVar: the cfg even tests the
+SDP for private addresses itself (sdp.PRIVATE_SDP).  Reading nothing but the facts, each route's answer is a
 pure function of them, kept and replayed (``Router._answer``).
 
 The facts hold nothing a sender can fill with bytes that are not UTF-8: the
@@ -66,7 +67,13 @@ SEP = "\n"
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
 RECORD_VAR = "$var(gw_record)"
-MEDIA_FLAGS_VAR = "$var(gw_rtp)"
+#: The rtpengine flags of each step, one $var a step (HELD_VARS: each keeps its last flags).
+MEDIA_FLAGS_VARS = {
+    Step.OFFER: "$var(gw_rtp_offer)",
+    Step.REOFFER: "$var(gw_rtp_offer)",
+    Step.ANSWER: "$var(gw_rtp_answer)",
+    Step.DELETE: "$var(gw_rtp_delete)",
+}
 REPLY_CODE_VAR = "$var(gw_code)"
 REPLY_REASON_VAR = "$var(gw_reason)"
 REALM_VAR = "$var(gw_realm)"
@@ -84,6 +91,10 @@ IN_DIALOG_FACTS = SEP.join(
     ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", BODY_VAR, "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
 )
 TRUSTED_VAR = "$var(gw_trusted)"
+#: The $vars the router writes and the cfg only reads.  A worker's $var keeps its value from one message to
+#: the next (opensips.cfg), and each worker has its own router (forked after mod_init) as it has its own
+#: $vars: so a value the router wrote there last is not written again (Router._answer).
+HELD_VARS = frozenset({RECORD_VAR, REALM_VAR, REPLY_REASON_VAR, *MEDIA_FLAGS_VARS.values()})
 BRANCH_FACTS = SEP.join(("$T_branch_idx", "$bf", DIALOG_RECORD))
 REPLY_FACTS = SEP.join(
     ("$rs", "$socket_in(proto)", "$T_branch_idx", BODY_VAR, "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
@@ -180,6 +191,8 @@ class Router:
         self._branches: Dict[str, Effects] = {}
         self._replies: Dict[str, Effects] = {}
         self._failures: Dict[str, Effects] = {}
+        # What this worker's HELD_VARS hold, as the router last wrote them (it is their only writer).
+        self.held: Dict[str, str] = {}
 
     # -- entry points -----------------------------------------------------------------
 
@@ -220,7 +233,8 @@ class Router:
         """What the route does for these facts.  The router reads nothing but them (the cfg passes
         every fact a decision needs, the SDP's private addresses included), so a decision is a pure
         function of the facts string: taken once, kept (bounded; cleared when full) and replayed,
-        which for a repeated kind of message is one dict lookup and the $var writes."""
+        which for a repeated kind of message is one dict lookup and the writes of what changed."""
+        held = self.held
         try:
             effects = answers.get(facts)
             if effects is None:
@@ -233,7 +247,12 @@ class Router:
                     answers.clear()
                 answers[facts] = effects = effects._replace(code=int(effects.code))
             for name, value in effects.sets:
-                msg.set_pseudoVar(name, value)
+                if name not in HELD_VARS:
+                    msg.set_pseudoVar(name, value)
+                elif held.get(name) != value:
+                    held.pop(name, None)  # unknown until the write is done
+                    msg.set_pseudoVar(name, value)
+                    held[name] = value
             if effects.dst_uri is not None:
                 msg.set_dst_uri(effects.dst_uri)
             return effects.code
@@ -442,10 +461,10 @@ class Router:
         return cast(T, found)
 
     def _media(self, action: Optional[MediaAction]) -> Tuple[Tuple[Tuple[str, str], ...], int]:
-        """The rtpengine call's bit, its flags to leave in $var(gw_rtp) for the cfg."""
+        """The rtpengine call's bit, its flags to leave in the step's $var for the cfg (MEDIA_FLAGS_VARS)."""
         if action is None:
             return (), 0
-        return ((MEDIA_FLAGS_VAR, action.flags),), _MEDIA_BITS[action.step]
+        return ((MEDIA_FLAGS_VARS[action.step], action.flags),), _MEDIA_BITS[action.step]
 
     def _local_reply(self, code: int, reason: str, do: int = 0) -> Effects:
         """The cfg sends it, after the flags (force_rport decides where a reply to a NATed sender goes)."""

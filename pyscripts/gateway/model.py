@@ -116,9 +116,9 @@ class Do:
     TOPOLOGY_HIDING = 1 << 14  # topology_hiding()
     STORE_RECORD = 1 << 15  # $dlg_val(gw) = $var(gw_record) (the dialog exists only after create_dialog)
     PLAIN_CONTACT = 1 << 16  # (RELAY_INITIAL) a branch to a plain SIP contact needs nothing: the cfg counts it
-    RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp)"); in the branch route, failing drops the branch
-    RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp)")
-    RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp)")
+    RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp_offer)"); in the branch route, failing drops the branch
+    RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp_answer)")
+    RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp_delete)")
     ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
     TRACK_DIALOG = 1 << 21  # (branch route) $dlg_val(gw_track) = 1: its in-dialog requests need on_in_dialog
     QUIET_REPLIES = 1 << 22  # (branch route, with ARM_REPLY) t_on_reply("gw_reply_quiet"): only its 2xx and

@@ -35,7 +35,7 @@ AFTER = {
     "branch": ("$dlg_val(gw)", "$bf", "$du"),
     "reply": ("$dlg_val(gw)", "$avp(gw_tx)"),
     "failure": ("$dlg_val(gw)",),
-    "in-dialog": ("$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp)"),
+    "in-dialog": ("$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp_offer)", "$var(gw_rtp_delete)"),
     "lookup-failure": ("$var(gw_code)", "$var(gw_reason)"),
 }
 ROUTES = {
