@@ -52,6 +52,14 @@ DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864,
 DO_STAT_SIP_TO_SIP, DO_STAT_MEDIA_PROXY = 268435456, 536870912
 DO_QUIET_ACK = 1073741824
 DO_QUIET_BYE = DO_QUIET_REPLIES  # in the reply route (the branch route reads it as QUIET_REPLIES)
+
+
+def script_int(value: Optional[str]) -> int:
+    """``{s.int}`` of a $var: its number, 0 for anything else (unset, empty, not digits)."""
+    text = (value or "").strip()
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
 STATS_BY_BIT = (
     (DO_STAT_WEB_TO_WEB, "calls_web_to_web"),
     (DO_STAT_WEB_TO_SIP, "calls_web_to_sip"),
@@ -630,6 +638,14 @@ class Gateway:
             return self.cfg_call(ctx, "rtpengine_delete", self.script_vars.get("gw_rtp_delete", ""), None)
         return 0
 
+    def _offer(self, ctx: Context, planned: bool) -> int:
+        """opensips.cfg branch_route[gw_branch]'s offer: the router's flags, or the plan's and the branch's index."""
+        if planned:
+            flags = f"{self.script_vars.get('gw_plain_offer', '')}{ctx.branch_index}"
+        else:
+            flags = self.script_vars.get("gw_rtp_offer", "")
+        return self.cfg_call(ctx, "rtpengine_offer", flags, None, None, None)
+
     def _count(self, ctx: Context, do: int) -> None:
         """opensips.cfg route[gw_count]."""
         for bit, name in STATS_BY_BIT:
@@ -777,19 +793,26 @@ class Gateway:
             )
             reply_route = None
             plain = not ({"WEBRTC", "NATED"} & bctx.bflags)
+            planned = False
             if "branch" in armed and plain and int(self.script_vars.get("gw_call", "0")) & DO_PLAIN_CONTACT:
-                # opensips.cfg branch_route[gw_branch]: a plain contact of a call that needs nothing for it
-                self._send_branch(tx, bctx, index, out, "gw_answered_sip_to_sip")
-                continue
+                # opensips.cfg branch_route[gw_branch]: a plain contact's branch, planned with the request
+                do = script_int(self.script_vars.get("gw_plain_do"))
+                if do & DO_STAT_SIP_TO_SIP:
+                    self._send_branch(tx, bctx, index, out, "gw_answered_sip_to_sip")
+                    continue
+                planned = True
+                part = self.script_vars.get("gw_plain_branch", "")
+                bctx.pv_set("dlg_val", "gw", f"{bctx.pv_get('dlg_val', 'gw') or ''};b{index}={part}")
             if "branch" in armed:
-                do = self.python_exec("on_branch", bctx, self.facts.get("on_branch"))
+                if not planned:
+                    do = self.python_exec("on_branch", bctx, self.facts.get("on_branch"))
                 if do > 0 and do & DO_ARM_REPLY:
                     reply_route = "gw_reply_quiet" if do & DO_QUIET_REPLIES else "gw_reply"
                 if do > 0 and do & DO_STAT_SIP_TO_SIP:
                     reply_route = "gw_answered_sip_to_sip"
                 if do > 0 and do & DO_TRACK_DIALOG:
                     bctx.pv_set("dlg_val", "gw_track", "1")
-                dropped = do < 0 or do & 7 == DROP or (bool(do & DO_RTP_OFFER) and self._media(bctx, do) < 0)
+                dropped = do < 0 or do & 7 == DROP or (bool(do & DO_RTP_OFFER) and self._offer(bctx, planned) < 0)
                 if dropped:
                     self.events.append(Event("log", f"branch {index} dropped"))
                     continue

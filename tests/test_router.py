@@ -135,6 +135,30 @@ def test_a_dialog_whose_acks_the_cfg_relays_itself_needs_nothing_for_them(
     assert router.on_in_dialog(Msg(), late) & (Do.SRC_NAT | Do.FORCE_RPORT | Do.FIX_CONTACT)
 
 
+@pytest.mark.parametrize(("caller", "early", "private"), list(itertools.product(CALLERS, (True, False), (True, False))))
+def test_a_plain_contacts_branch_planned_with_the_request_is_what_on_branch_answers(
+    caller: Party, early: bool, private: bool
+) -> None:
+    """Do.PLAIN_CONTACT: branch_route[gw_branch] takes $var(gw_plain_do) as on_branch's code for a plain
+    contact, appends ";b<index>=" $var(gw_plain_branch) to the record, offers with $var(gw_plain_offer)
+    and the index; without the media proxy it counts the answer and the branch stays off the record."""
+    router = Router(Settings(), lambda text: None)
+    start = CallRecord(caller, early, private)
+    plan = dict(router._plain_plan(start))
+    code = int(plan[host.PLAIN_DO_VAR])
+    for index, record in ((0, start), (1, start.with_branch(0, Branch(Party(Leg.WEB, True), Media.OPEN)))):
+        msg = Msg()
+        assert router.on_branch(msg, SEP.join((str(index), "<null>", str(record)))) == code
+        if code & Do.STAT_SIP_TO_SIP:
+            assert not core.needs_media_proxy(caller, core.party_registered(Registration.PLAIN_SIP), private)
+            continue
+        assert msg.sets[host.DIALOG_RECORD] == f"{record};b{index}={plan[host.PLAIN_BRANCH_VAR]}"
+        offer = host.MEDIA_FLAGS_VARS[Step.OFFER]
+        assert bool(code & Do.RTP_OFFER) == (offer in msg.sets) == (host.PLAIN_OFFER_VAR in plan) == early
+        if early:
+            assert msg.sets[offer] == f"{plan[host.PLAIN_OFFER_VAR]}{index}"
+
+
 def answered(router: Router, caller: Party, early: bool, private: bool, registration: Registration) -> Tuple[int, str]:
     """The code of the first 2xx (with an SDP) of a call to a contact of this kind, and the record it stores."""
     branch = Msg()
@@ -189,14 +213,15 @@ def test_a_var_the_worker_holds_already_is_not_written_again() -> None:
     invite, web_invite = request_facts("INVITE"), request_facts("INVITE", proto="wss")
     first, again, other, back = Msg(), Msg(), Msg(), Msg()
     router.on_request(first, invite)
-    assert set(first.sets) == {host.RECORD_VAR, host.REALM_VAR}
+    assert {host.RECORD_VAR, host.REALM_VAR, host.PLAIN_DO_VAR} <= set(first.sets) <= host.HELD_VARS
     router.on_request(again, invite)
-    assert again.sets == {} and finds(router, again, host.RECORD_VAR) == first.sets[host.RECORD_VAR]
-    router.on_request(other, web_invite)  # another record; the same realm
-    assert set(other.sets) == {host.RECORD_VAR} and other.sets[host.RECORD_VAR] != first.sets[host.RECORD_VAR]
+    assert again.sets == {} and all(finds(router, again, name) == value for name, value in first.sets.items())
+    router.on_request(other, web_invite)  # another record and plan; the same realm
+    assert host.REALM_VAR not in other.sets and other.sets[host.RECORD_VAR] != first.sets[host.RECORD_VAR]
     router.on_request(back, invite)
-    assert back.sets == {host.RECORD_VAR: first.sets[host.RECORD_VAR]}
-    assert router.held == {host.RECORD_VAR: first.sets[host.RECORD_VAR], host.REALM_VAR: "gw.example"}
+    assert back.sets == {name: value for name, value in first.sets.items() if other.sets.get(name, value) != value}
+    assert host.RECORD_VAR in back.sets
+    assert router.held == {**first.sets, **other.sets, **back.sets}
 
 
 def test_a_write_that_fails_is_not_taken_for_held() -> None:

@@ -235,6 +235,10 @@ def lookup_failure(code: int) -> Tuple[int, str]:
     return 404, "Not Found"
 
 
+#: The end of a branch's offer flags, before its index: one rtpengine session per branch (media_action).
+BRANCH_PARAM = "via-branch-param=br"
+
+
 def media_action(
     profiles: Profiles,
     step: Step,
@@ -253,11 +257,18 @@ def media_action(
             # One rtpengine session per branch, so a browser and a phone of one user
             # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
             # (parsed, then refused when building the command), so name it ourselves.
-            extra.append(f"via-branch-param=br{branch}")
+            extra.append(f"{BRANCH_PARAM}{branch}")
         action = MediaAction(step, " ".join([profiles[(sender.leg, receiver, step)], *extra]).strip())
         if len(profiles.actions) < 4096:
             profiles.actions[key] = action
     return action
+
+
+def unindexed(flags: str, index: int) -> str:
+    """A branch's offer flags without its index, which the cfg adds back ($T_branch_idx)."""
+    if not flags.endswith(f"{BRANCH_PARAM}{index}"):
+        raise ValueError(f"not the offer flags of branch {index}: {flags!r}")
+    return flags[: -len(str(index))]
 
 
 @dataclass(frozen=True)

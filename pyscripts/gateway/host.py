@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Protocol, Tuple, TypeVar, cast
 
 from . import core
-from .model import CallRecord, Do, Exchange, MediaAction, Source, Step, Verdict, flow_of
+from .model import CallRecord, Do, Exchange, MediaAction, Registration, Source, Step, Verdict, flow_of
 from .profiles import Profiles
 from .sdp import is_sdp
 from .settings import Settings
@@ -91,10 +91,16 @@ IN_DIALOG_FACTS = SEP.join(
     ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", BODY_VAR, "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
 )
 TRUSTED_VAR = "$var(gw_trusted)"
+# A plain SIP contact's branch, planned with the initial INVITE (Do.PLAIN_CONTACT, Router._plain_plan):
+PLAIN_DO_VAR = "$var(gw_plain_do)"  # the branch route's code
+PLAIN_BRANCH_VAR = "$var(gw_plain_branch)"  # the branch's part of the call record, b<index>=<this>
+PLAIN_OFFER_VAR = "$var(gw_plain_offer)"  # the offer's flags but the index, which the cfg adds
 #: The $vars the router writes and the cfg only reads.  A worker's $var keeps its value from one message to
 #: the next (opensips.cfg), and each worker has its own router (forked after mod_init) as it has its own
 #: $vars: so a value the router wrote there last is not written again (Router._answer).
-HELD_VARS = frozenset({RECORD_VAR, REALM_VAR, REPLY_REASON_VAR, *MEDIA_FLAGS_VARS.values()})
+HELD_VARS = frozenset(
+    (RECORD_VAR, REALM_VAR, REPLY_REASON_VAR, PLAIN_DO_VAR, PLAIN_BRANCH_VAR, PLAIN_OFFER_VAR)
+) | frozenset(MEDIA_FLAGS_VARS.values())
 BRANCH_FACTS = SEP.join(("$T_branch_idx", "$bf", DIALOG_RECORD))
 REPLY_FACTS = SEP.join(
     ("$rs", "$socket_in(proto)", "$T_branch_idx", BODY_VAR, "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
@@ -294,10 +300,27 @@ class Router:
         private_sdp = has_sdp and private == "1" and core.sdp_privacy_matters(source, nat == "1")
         flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
         caller = core.party_of(source, nat == "1", flow)
-        code = plan.code
-        if core.plain_contact_needs_nothing(caller, private_sdp):
-            code |= Do.PLAIN_CONTACT
-        return Effects(code, ((RECORD_VAR, str(CallRecord(caller, has_sdp, private_sdp))), *plan.sets), plan.dst_uri)
+        record = CallRecord(caller, has_sdp, private_sdp)
+        key = ("plain", caller.leg, caller.behind_nat, has_sdp, private_sdp)  # not a browser's flow
+        plain = self._decided(key, lambda: self._plain_plan(record))
+        return Effects(plan.code | Do.PLAIN_CONTACT, ((RECORD_VAR, str(record)), *plain, *plan.sets), plan.dst_uri)
+
+    def _plain_plan(self, record: CallRecord) -> Tuple[Tuple[str, str], ...]:
+        """What a branch of this call to a plain SIP contact gets, for the cfg's branch route to do
+        without asking (Do.PLAIN_CONTACT): the code, the branch's part of the record and the offer's
+        flags but the index.  A branch without the media proxy stays off the record: only the count
+        of its answer (plan_initial_reply knows a branch it has no record of)."""
+        if core.plain_contact_needs_nothing(record.caller, record.private_sdp):
+            return ((PLAIN_DO_VAR, str(1 | Do.STAT_SIP_TO_SIP)),)
+        index = 0  # any index: the cfg puts the branch's own where the plan has this one
+        effects = self._branch_effects(record, index, Registration.PLAIN_SIP)
+        branch = CallRecord.parse(effects.sets[0][1]).branch(index)
+        assert branch is not None  # _branch_effects recorded it
+        sets = [(PLAIN_DO_VAR, str(effects.code)), (PLAIN_BRANCH_VAR, branch.code)]
+        for name, flags in effects.sets[1:]:
+            if name == MEDIA_FLAGS_VARS[Step.OFFER]:
+                sets.append((PLAIN_OFFER_VAR, core.unindexed(flags, index)))
+        return tuple(sets)
 
     def _source_bits(self, method: str, proto: str, nat: str, has_contact: bool) -> Tuple[Source, bool, int]:
         """(source, behind NAT, the flags and NAT fixes to do) of any request."""
@@ -385,8 +408,12 @@ class Router:
         record = self._record(text)
         if record is None:
             return Effects(1)
-        plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
-        branch = plan.record.branch(as_int(index))
+        return self._branch_effects(record, as_int(index), core.registration_from_bflags(bflags))
+
+    def _branch_effects(self, record: CallRecord, index: int, registration: Registration) -> Effects:
+        """A branch to a contact of this kind: the code, the record with the branch, then the offer's flags."""
+        plan = core.plan_branch(record, index, registration, self.profiles)
+        branch = plan.record.branch(index)
         # Replies and in-dialog requests of a branch without the media proxy need nothing from us
         # but the count of its answered call: only a branch with rtpengine, a NATed callee or a
         # browser on either side (all of which need the media proxy) has its replies brought to
@@ -396,7 +423,7 @@ class Router:
             if not branch.callee.behind_nat:
                 do |= Do.QUIET_REPLIES  # core.plan_initial_reply: nothing to fix, media only with an SDP
         else:
-            do = _bits(STAT_BITS, core.answered_call_stats(plan.record, as_int(index)))
+            do = _bits(STAT_BITS, core.answered_call_stats(plan.record, index))
         sets, media = self._media(plan.action)  # a failed offer drops the branch: the leg cannot work
         return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
 

@@ -115,7 +115,7 @@ class Do:
     RECORD_ROUTE = 1 << 13  # record_route()
     TOPOLOGY_HIDING = 1 << 14  # topology_hiding()
     STORE_RECORD = 1 << 15  # $dlg_val(gw) = $var(gw_record) (the dialog exists only after create_dialog)
-    PLAIN_CONTACT = 1 << 16  # (RELAY_INITIAL) a branch to a plain SIP contact needs nothing: the cfg counts it
+    PLAIN_CONTACT = 1 << 16  # (RELAY_INITIAL) a branch to a plain SIP contact follows the plan in $var(gw_plain_*)
     RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp_offer)"); in the branch route, failing drops the branch
     RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp_answer)")
     RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp_delete)")

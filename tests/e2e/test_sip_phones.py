@@ -122,3 +122,23 @@ Content-Length: 0
     run = sipp.run(scenario.xml(), work, "uac404", caller, gateway.sip, service=ghost.user, timeout=15)
     assert run.wait() == 0, run.errors()
     assert not gateway.live_dialogs()
+
+
+def test_a_nated_phone_calls_a_plain_one_through_rtpengine_in_two_python_execs(gateway: Rig, work: Path) -> None:
+    """The plain callee's branch is the one the router planned with the INVITE (Do.PLAIN_CONTACT): the
+    cfg offers with the plan's flags and the branch's index, and adds the branch to the call record;
+    the ACK and the BYE are the cfg's too (Do.QUIET_ACK, Do.QUIET_BYE).  Python runs for the INVITE and
+    the 200 only, and the media flows both ways."""
+    caller = registered(gateway, work, "planalice")  # a 127.x Contact: behind NAT for nathelper
+    callee = registered(gateway, work, "planbob", contact_host="localhost")  # a plain SIP phone
+    outcome = call(gateway, work, caller, callee, sipp.Call((("pause", 1000), ("bye",))), sipp.Call((("expect_bye",),)))
+    assert outcome.ops() == ["offer", "answer", "delete"]
+    offer, answer = outcome.commands[0].sent, outcome.commands[1].sent
+    assert offer.get("via-branch") == answer.get("via-branch") == "br0"
+    assert offer.get("transport-protocol") == "RTP/AVP" and "SIP-source-address" in str(offer.get("flags"))
+    assert all(n > 20 for n in outcome.packets().values()) and len(outcome.packets()) == 2, outcome.packets()
+    routes = [r["route"] for r in gateway.probes(outcome.call_id)]
+    assert routes == ["request", "reply"], routes
+    (reply,) = [r for r in gateway.probes(outcome.call_id) if r["route"] == "reply"]
+    assert reply["before"]["$dlg_val(gw)"] == "c=S1;o=e;p=0;b0=mS0"  # the cfg's own part: ";b0=mS0"
+    settle(gateway, outcome.call_id)
