@@ -476,6 +476,10 @@ REASONS = {
     "set_pseudoVar $var(gw_record)": "the call record (caller's kind, offer, private SDP): the cfg stores it "
     "in $dlg_val(gw) after create_dialog, for branches, replies, BYE",
     "set_pseudoVar $dlg_val(gw)": "the call record with this branch's callee and media decision",
+    "set_pseudoVar $var(gw_plain_do)": "a plain SIP contact's branch, planned with the INVITE: the code the cfg's "
+    "branch route takes as on_branch's (Do.PLAIN_CONTACT)",
+    "set_pseudoVar $var(gw_plain_branch)": "the planned branch's part of the call record, which the cfg appends",
+    "set_pseudoVar $var(gw_plain_offer)": "the planned branch's offer flags, to which the cfg adds the branch index",
     "set_pseudoVar $var(gw_rtp_offer)": "the rtpengine flags for the cfg's rtpengine_offer",
     "set_pseudoVar $var(gw_rtp_answer)": "the rtpengine flags for the cfg's rtpengine_answer",
     "set_pseudoVar $var(gw_rtp_delete)": "the rtpengine flags for the cfg's rtpengine_delete",
