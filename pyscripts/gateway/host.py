@@ -310,17 +310,15 @@ class Router:
         without asking (Do.PLAIN_CONTACT): the code, the branch's part of the record and the offer's
         flags but the index.  A branch without the media proxy stays off the record: only the count
         of its answer (plan_initial_reply knows a branch it has no record of)."""
-        if core.plain_contact_needs_nothing(record.caller, record.private_sdp):
-            return ((PLAIN_DO_VAR, str(1 | Do.STAT_SIP_TO_SIP)),)
         index = 0  # any index: the cfg puts the branch's own where the plan has this one
-        effects = self._branch_effects(record, index, Registration.PLAIN_SIP)
-        branch = CallRecord.parse(effects.sets[0][1]).branch(index)
-        assert branch is not None  # _branch_effects recorded it
-        sets = [(PLAIN_DO_VAR, str(effects.code)), (PLAIN_BRANCH_VAR, branch.code)]
-        for name, flags in effects.sets[1:]:
-            if name == MEDIA_FLAGS_VARS[Step.OFFER]:
-                sets.append((PLAIN_OFFER_VAR, core.unindexed(flags, index)))
-        return tuple(sets)
+        plan = core.plan_branch(record, index, Registration.PLAIN_SIP, self.profiles)
+        code = (PLAIN_DO_VAR, str(self._branch_effects(plan, index).code))
+        branch = plan.record.branch(index)
+        if branch is None or not branch.media_proxy:
+            return (code,)  # Do.STAT_SIP_TO_SIP: the cfg counts its answer, nothing more
+        if plan.action is None:  # a late offer: the callee's answer brings it
+            return code, (PLAIN_BRANCH_VAR, branch.code)
+        return code, (PLAIN_BRANCH_VAR, branch.code), (PLAIN_OFFER_VAR, core.unindexed(plan.action.flags, index))
 
     def _source_bits(self, method: str, proto: str, nat: str, has_contact: bool) -> Tuple[Source, bool, int]:
         """(source, behind NAT, the flags and NAT fixes to do) of any request."""
@@ -408,11 +406,11 @@ class Router:
         record = self._record(text)
         if record is None:
             return Effects(1)
-        return self._branch_effects(record, as_int(index), core.registration_from_bflags(bflags))
+        plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
+        return self._branch_effects(plan, as_int(index))
 
-    def _branch_effects(self, record: CallRecord, index: int, registration: Registration) -> Effects:
-        """A branch to a contact of this kind: the code, the record with the branch, then the offer's flags."""
-        plan = core.plan_branch(record, index, registration, self.profiles)
+    def _branch_effects(self, plan: core.BranchPlan, index: int) -> Effects:
+        """What branch ``index`` does for its plan: the code, the record with the branch, the offer's flags."""
         branch = plan.record.branch(index)
         # Replies and in-dialog requests of a branch without the media proxy need nothing from us
         # but the count of its answered call: only a branch with rtpengine, a NATed callee or a
