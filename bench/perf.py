@@ -57,7 +57,7 @@ class Sampler:
         self.proc = processes.start("perf", argv)
 
     def stop(self) -> Dict[str, int]:
-        """Samples by shared object; {} when perf recorded nothing readable."""
+        """Samples by shared object, and ALLOCATOR_KEY's; {} when perf recorded nothing readable."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # perf writes its file on SIGINT
             try:
@@ -65,15 +65,26 @@ class Sampler:
             except subprocess.TimeoutExpired:
                 pass
         self.processes.stop(self.proc)
-        return samples_by_object(self.perf, self.out)
+        found = samples_by(self.perf, self.out, "dso")
+        if found:
+            by_symbol = samples_by(self.perf, self.out, "sym")
+            found[ALLOCATOR_KEY] = sum(n for sym, n in by_symbol.items() if sym.split()[-1] in ALLOCATOR)
+        return found
 
 
-def samples_by_object(perf: str, data: Path) -> Dict[str, int]:
+#: OpenSIPS's memory allocator (mem/f_malloc*.h, pkg and shm): its samples are kept under this key,
+#: which is no shared object's name.
+ALLOCATOR = frozenset({"fm_malloc", "fm_free", "fm_realloc"})
+ALLOCATOR_KEY = "(allocator: fm_malloc, fm_free, fm_realloc)"
+
+
+def samples_by(perf: str, data: Path, key: str) -> Dict[str, int]:
+    """``perf report --sort <key>``: samples by shared object (dso) or by symbol (sym)."""
     if not data.exists():
         return {}
     try:
         done = subprocess.run(
-            [perf, "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", "--sort", "dso", "-n"],
+            [perf, "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", "--sort", key, "-n"],
             capture_output=True,
             timeout=120,
         )
@@ -83,7 +94,8 @@ def samples_by_object(perf: str, data: Path) -> Dict[str, int]:
 
 
 def parse_report(text: str) -> Dict[str, int]:
-    """``perf report --sort dso -n`` lines, "    52.96%          3646  opensips", as {dso: samples}."""
+    """``perf report --sort dso -n`` lines, "    52.96%          3646  opensips", as {dso: samples}
+    (with --sort sym: "[.] fm_malloc")."""
     found: Dict[str, int] = {}
     for line in text.splitlines():
         match = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S.*?)\s*$", line)
@@ -95,4 +107,4 @@ def parse_report(text: str) -> Dict[str, int]:
 def python_share(samples: Dict[str, int]) -> Tuple[int, int]:
     """(samples in the Python side, all samples)."""
     own = sum(n for dso, n in samples.items() if PYTHON_OBJECTS.match(dso))
-    return own, sum(samples.values())
+    return own, sum(n for dso, n in samples.items() if dso != ALLOCATOR_KEY)

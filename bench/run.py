@@ -338,11 +338,17 @@ class Bench:
         raise RuntimeError("rtpengine does not answer ng ping")
 
     def start_instance(
-        self, name: str, cfg: Path, ng: int, entry: Optional[Path], settings_template: Optional[str] = None
+        self,
+        name: str,
+        cfg: Path,
+        ng: int,
+        entry: Optional[Path],
+        settings_template: Optional[str] = None,
+        prefix: Sequence[str] = (),
     ) -> Instance:
         """OpenSIPS with ``cfg`` (copied into its folder with the site files beside it), the router at ``entry``
         (None: no python module) reading the benchmark's gateway.ini as a router with ``settings_template``
-        as its own gateway.ini knows it."""
+        as its own gateway.ini knows it; ``prefix`` runs OpenSIPS under another program (valgrind)."""
         folder = self.folder / name
         folder.mkdir()
         listen = site.Listen(
@@ -367,7 +373,7 @@ class Bench:
         if entry is None:  # native.cfg: gateway.ini's settings as routes
             (folder / "native-settings.cfg").write_text(site.native_settings(parse_settings(settings_text)))
         env = dict(os.environ, GATEWAY_SETTINGS=str(folder / "gateway.ini"))
-        argv = [self.tools.opensips, "-F", "-m", str(self.args.shm), "-M", "32", "-f", str(target)]
+        argv = [*prefix, self.tools.opensips, "-F", "-m", str(self.args.shm), "-M", "32", "-f", str(target)]
         inst.proc = self.processes.start(f"opensips-{name}", argv, self.log(f"opensips-{name}"), str(folder), env)
         deadline = time.monotonic() + 30
         while True:
@@ -574,6 +580,19 @@ class Bench:
         if args.soak_calls:
             self.soak(self.instances["python"], args.soak_calls, args.soak_rate)
         core_figure()
+        if args.valgrind:
+            self.instructions()
+
+    def instructions(self) -> None:
+        """The same comparison in instructions (bench.instructions): figures that do not move from run to run."""
+        from . import instructions
+
+        valgrind, why = instructions.find_valgrind()
+        if valgrind is None:
+            say(f"\n== instructions per call: not measured ({why})")
+            return
+        say("\n== instructions per call: both cfgs under valgrind, one run per kind of traffic")
+        instructions.measure(self.tools, self.args, valgrind, self.folder / "instructions")
 
     def warm_up(self) -> None:
         """A few hundred calls each, unmeasured: imports, caches and memory pools are warm before the figures."""
@@ -745,7 +764,8 @@ def python_side(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs
         return worst
     say(
         f"\n== the Python side's own CPU (perf: one sample per {perf.PERIOD_NS / 1e3:.0f} us of CPU, libpython +"
-        " python.so), us per call; added = own / native's CPU per call"
+        " python.so), us per call; added = own / native's CPU per call; allocator = OpenSIPS's fm_malloc,"
+        " fm_free, fm_realloc (bench.instructions)"
     )
     for (kind, media, rate), group in by_key.items():
         label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
@@ -758,7 +778,8 @@ def python_side(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs
             us = perf.PERIOD_NS / 1e3
             own = min(perf.python_share(s.samples)[0] * us / s.requested for s in sampled)
             total = min(perf.python_share(s.samples)[1] * us / s.requested for s in sampled)
-            part = f"{c} {own:6.1f} of {total:6.1f} sampled"
+            alloc = min(s.samples.get(perf.ALLOCATOR_KEY, 0) * us / s.requested for s in sampled)
+            part = f"{c} {own:6.1f} of {total:6.1f} sampled, allocator {alloc:5.1f}"
             if c != "native" and native:
                 added = own / min(native)
                 worst[f"{c} {label}"] = max(worst.get(f"{c} {label}", 0.0), added)
@@ -865,9 +886,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare", metavar="REV", help="also measure opensips.cfg + pyscripts/ at this git revision")
     parser.add_argument("--quick", action="store_true", help="one rate (500/s), 3 s steps, 5,000-call soak")
     parser.add_argument("--no-perf", dest="perf", action="store_false", help="no perf sampling by shared object")
+    parser.add_argument(
+        "--no-valgrind", dest="valgrind", action="store_false", help="no instruction counts (bench.instructions)"
+    )
+    from .instructions import add_arguments
+
+    add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.soak_calls, args.register_rate, args.max_wait = [500], 3.0, 5000, 500, 5.0
+        args.vg_seconds, args.vg_span = 10.0, 25.0
     tools, reason = find_tools()
     if tools is None:
         say(f"SKIPPED: {reason}")

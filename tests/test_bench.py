@@ -378,3 +378,73 @@ def test_perf_samples_are_read_by_shared_object_and_the_python_side_is_told_apar
     }
     assert perf.python_share(samples) == (634 + 14 + 2, 3646 + 1371 + 634 + 14 + 2 + 1)
     assert perf.parse_report("") == {} and perf.python_share({}) == (0, 0)
+
+
+def test_perf_samples_by_symbol_name_the_allocator() -> None:
+    from bench import perf
+
+    report = """# Overhead       Samples  Symbol
+    36.08%          3646  [.] fm_malloc
+     3.75%           379  [k] finish_task_switch.isra.0
+     2.04%           206  [.] fm_free
+     0.10%            10  [.] fm_malloc_dbg
+"""
+    samples = perf.parse_report(report)
+    assert sum(n for sym, n in samples.items() if sym.split()[-1] in perf.ALLOCATOR) == 3646 + 206
+    # Kept beside the shared objects, the allocator's samples are not counted twice in the total.
+    assert perf.python_share({"opensips": 900, "libpython3.11.so.1.0": 100, perf.ALLOCATOR_KEY: 400}) == (100, 1000)
+
+
+def test_callgrind_files_are_read_as_self_cost_by_object_and_function(tmp_path: pathlib.Path) -> None:
+    """bench.instructions: compressed names, and a call's inclusive cost not counted twice."""
+    from bench.instructions import read_callgrind, read_folder
+
+    text = """# callgrind format
+version: 1
+events: Ir
+ob=(1) /opt/opensips/sbin/opensips
+fl=(1) ???
+fn=(1) receive_msg
+10 100
+cob=(2) /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0
+cfn=(2) PyObject_Call
+calls=2 0
+* 500
++2 7
+fn=(3) fm_malloc
+0 40
+fn=(1)
+cfn=(3)
+calls=3 0
+* 120
+ob=(2)
+fn=(2)
+0 450
+cob=(1)
+cfn=(3)
+calls=1 0
+0 40
+summary: 637
+totals: 637
+"""
+    (tmp_path / "callgrind.out.1").write_text(text)
+    costs = read_callgrind(tmp_path / "callgrind.out.1")
+    assert costs.by_object == {
+        "/opt/opensips/sbin/opensips": 147,
+        "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0": 450,
+    }
+    assert costs.by_function == {"receive_msg": 107, "fm_malloc": 40, "PyObject_Call": 450}
+    assert (costs.mallocs, costs.python, costs.allocator, costs.total) == (4, 450, 40, 597)
+    (tmp_path / "callgrind.out.2").write_text(text)
+    assert read_folder(tmp_path).total == 2 * 597
+
+
+def test_the_instruction_benchmark_skips_with_its_reason_without_valgrind(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import instructions
+
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
+    assert instructions.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("SKIPPED: ") and ("valgrind" in out or "OpenSIPS" in out)

@@ -1,0 +1,322 @@
+"""Instructions OpenSIPS executes per call, routing in Python against native cfg: figures that do not move.
+
+    OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.instructions    # about 5 minutes
+
+CPU time per call moves 10-30 % between two steps doing the same thing on a shared
+2-core machine, more than the Python side costs.  Instructions do not: here each
+OpenSIPS runs under valgrind's callgrind, which counts the instructions its
+processes execute in user space while they handle a message (inside
+``receive_msg``: parsing, the script and all it calls, Python included, the
+messages sent), by shared object and function.  Start-up (module and Python
+imports), idle timers and shutdown are not counted.  One run starts the gateway
+(opensips.cfg + pyscripts/) and bench/native.cfg side by side under callgrind,
+drives both at once with the same traffic at a low rate (valgrind slows them
+20-50 times) and stops them a fixed time after they started; a run with no
+traffic counts what every run has (the callee's REGISTER).  Per call:
+(instructions with traffic - without) / calls.
+
+It prints, per call and for each kind of traffic (calls without media, calls
+through rtpengine, REGISTERs), the instructions of each instance and their
+ratio, split three ways:
+
+- the Python side: libpython and OpenSIPS's python module;
+- OpenSIPS's memory allocator (F_MALLOC: fm_malloc, fm_free, fm_realloc, for
+  pkg and shm memory), with its calls per call and instructions per call of
+  fm_malloc.  fm_malloc walks its free-fragment buckets one by one from the
+  size asked up to the first that holds a fragment, so what one allocation
+  costs depends on the layout of that process's heap (which fragments are
+  free), not on the caller;
+- everything else (OpenSIPS, its modules, libc).
+
+Kernel time (sockets, epoll) is not counted: the same messages cross the same
+sockets in both instances; nor are the timer processes' (retransmissions,
+transaction and dialog clean-up: tm's and dialog's work, the same in both).
+Skips, with the reason, without OpenSIPS, SIPp, rtpengine, openssl or
+valgrind.  Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from rig.gateway import make_certificate
+
+from . import run
+
+#: Objects that are the Python side (as in bench.perf, by path).
+PYTHON_OBJECT = re.compile(r"(^|/)(libpython[\d.]+\.so[\d.]*|python\.so)$")
+#: OpenSIPS's allocator (mem/f_malloc*.h): pkg and shm memory alike.
+ALLOCATOR = frozenset({"fm_malloc", "fm_free", "fm_realloc"})
+#: Traffic of a run: a name, and what drives one instance with it (None: no traffic).
+TRAFFIC: Tuple[Tuple[str, Optional[str]], ...] = (
+    ("no traffic", None),
+    ("no media", "calls"),
+    ("with rtpengine", "media"),
+    ("REGISTER", "register"),
+)
+
+
+@dataclass
+class Costs:
+    """Instructions (callgrind's Ir, self cost) of every process of one instance."""
+
+    by_object: Counter[str] = field(default_factory=Counter)
+    by_function: Counter[str] = field(default_factory=Counter)
+    mallocs: int = 0
+    """Calls of fm_malloc."""
+    files: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_object.values())
+
+    @property
+    def python(self) -> int:
+        return sum(n for ob, n in self.by_object.items() if PYTHON_OBJECT.search(ob))
+
+    @property
+    def allocator(self) -> int:
+        return sum(self.by_function[name] for name in ALLOCATOR)
+
+    def add(self, other: Costs) -> None:
+        self.by_object.update(other.by_object)
+        self.by_function.update(other.by_function)
+        self.mallocs += other.mallocs
+        self.files += other.files
+
+
+_NAMED = re.compile(r"\((\d+)\)(?: (.*))?$")
+#: Which table of compressed names each kind of line uses (callgrind's file format).
+_NAME_TABLES = {"ob": "ob", "cob": "ob", "fn": "fn", "cfn": "fn"} | dict.fromkeys(
+    ("fl", "fi", "fe", "cfi", "cfl"), "fl"
+)
+
+
+def read_callgrind(path: Path) -> Costs:
+    """Self cost by object and function, and fm_malloc's calls, from one callgrind.out file.
+
+    Names may be compressed: ``fn=(12) name`` the first time, ``fn=(12)`` after, one table per kind
+    (ob/cob, fn/cfn, fl/fi/fe/cfi/cfl).  A cost line right after ``calls=`` is the call's inclusive
+    cost, already counted in the callee's own lines: it is skipped.
+    """
+    tables: Dict[str, Dict[str, str]] = {"ob": {}, "fn": {}, "fl": {}}
+    kinds = _NAME_TABLES
+
+    def name(kind: str, text: str) -> str:
+        match = _NAMED.match(text)
+        if match is None:
+            return text
+        table = tables[kinds[kind]]
+        if match.group(2) is not None:
+            table[match.group(1)] = match.group(2)
+        return table.get(match.group(1), "?")
+
+    costs = Costs(files=1)
+    ob = fn = "?"
+    callee: Optional[str] = None
+    inclusive = False
+    with path.open(errors="replace") as handle:
+        for line in handle:
+            head = line[:1]
+            if head.isdigit() or head in "+-*":
+                if inclusive:
+                    inclusive = False
+                    continue
+                parts = line.split()
+                if len(parts) > 1:
+                    cost = int(parts[1])
+                    costs.by_object[ob] += cost
+                    costs.by_function[fn] += cost
+                continue
+            key, sep, value = line.rstrip("\n").partition("=")
+            if not sep or (key not in kinds and key != "calls"):
+                continue
+            if key == "calls":
+                inclusive = True
+                if callee == "fm_malloc":
+                    costs.mallocs += int(value.split()[0])
+                continue
+            text = name(key, value)
+            if key == "ob":
+                ob = text
+            elif key == "fn":
+                fn, callee = text, None
+            elif key == "cfn":
+                callee = text
+    return costs
+
+
+def read_folder(folder: Path) -> Costs:
+    total = Costs()
+    for path in sorted(folder.glob("callgrind.out.*")):
+        total.add(read_callgrind(path))
+    return total
+
+
+#: Where OpenSIPS handles a message it received (core/receive.c): parsing, the script and what it calls
+#: (Python, tm, dialog, rtpengine's control socket), the replies and requests it sends.
+MESSAGE_FUNCTION = "receive_msg"
+
+
+def valgrind_prefix(valgrind: str, out: Path) -> List[str]:
+    """callgrind for one instance, counting only inside receive_msg: start-up (module and Python
+    imports, whose count varies by millions from run to run), idle timers and shutdown are left
+    out.  A file per process (OpenSIPS forks its workers; %p is the pid)."""
+    return [
+        valgrind,
+        "--tool=callgrind",
+        "--dump-instr=no",
+        "--collect-atstart=no",
+        f"--toggle-collect={MESSAGE_FUNCTION}",
+        f"--callgrind-out-file={out}/callgrind.out.%p",
+    ]
+
+
+@dataclass
+class Run:
+    """What one run measured: per instance, its costs and the traffic's requests, failures, retransmissions."""
+
+    costs: Dict[str, Costs]
+    steps: Dict[str, run.Step]
+
+
+def one_run(tools: run.Tools, args: argparse.Namespace, valgrind: str, drive: Optional[str], folder: Path) -> Run:
+    """Both instances under callgrind, the same traffic on each at once, stopped ``args.vg_span`` s after start."""
+    bench = run.Bench(tools, run_args(args))
+    steps: Dict[str, run.Step] = {}
+    outs: Dict[str, Path] = {}
+    try:
+        make_certificate(bench.folder)
+        ng = bench.start_rtpengine()
+        for name, cfg, entry in (("python", run.PYTHON_CFG, run.ENTRY), ("native", run.NATIVE_CFG, None)):
+            outs[name] = folder / name
+            outs[name].mkdir(parents=True)
+            bench.start_instance(name, cfg, ng, entry, prefix=valgrind_prefix(valgrind, outs[name]))
+        started = time.monotonic()
+        if drive is not None:
+            count = int(args.vg_rate * args.vg_seconds)
+            drivers: Dict[str, Callable[[run.Instance], run.Step]] = {
+                "calls": lambda inst: bench.calls(inst, False, args.vg_rate, count, sample=False),
+                "media": lambda inst: bench.calls(inst, True, args.vg_rate, count, sample=False),
+                "register": lambda inst: bench.registers(inst, args.vg_rate, count),
+            }
+            threads = [
+                threading.Thread(target=lambda n=n: steps.__setitem__(n, drivers[drive](bench.instances[n])))
+                for n in bench.instances
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        time.sleep(max(args.vg_span - (time.monotonic() - started), 0.0))
+        for inst in bench.instances.values():
+            if inst.proc is not None:
+                bench.processes.stop(inst.proc, grace=120.0)  # valgrind writes its files as each process exits
+    finally:
+        bench.close()
+    return Run({name: read_folder(out) for name, out in outs.items()}, steps)
+
+
+def run_args(args: argparse.Namespace) -> argparse.Namespace:
+    """What bench.run's Bench reads of its arguments: no perf, no waiting for the load average."""
+    return argparse.Namespace(shm=args.shm, perf=False, max_load=99.0, max_wait=0.0, compare=None)
+
+
+def per_call(with_traffic: Costs, without: Costs, calls: int, pick: Callable[[Costs], int]) -> float:
+    return (pick(with_traffic) - pick(without)) / calls if calls else float("nan")
+
+
+def report(runs: Dict[str, Run], args: argparse.Namespace) -> Dict[str, float]:
+    """The per-call table; returns python/native per kind of traffic."""
+    base = runs["no traffic"]
+    run.say(
+        "\n== instructions per call under valgrind (callgrind, user space, in receive_msg of every OpenSIPS process;"
+        " (run with traffic - run without) / requests)"
+    )
+    head = f"  {'traffic':<15} {'cfg':<7} {'all':>10} {'Python':>8} {'allocator':>10} {'the rest':>9}"
+    run.say(head + f" {'fm_malloc calls x instructions':>31}  failed retrans")
+    ratios: Dict[str, float] = {}
+    for label, _drive in TRAFFIC[1:]:
+        found = runs.get(label)
+        if found is None:
+            continue
+        figures: Dict[str, Tuple[float, float, float, float]] = {}
+        for cfg in ("native", "python"):
+            step = found.steps.get(cfg)
+            calls = step.requested if step is not None else 0
+            now, before = found.costs[cfg], base.costs[cfg]
+            total = per_call(now, before, calls, lambda c: c.total)
+            python = per_call(now, before, calls, lambda c: c.python)
+            alloc = per_call(now, before, calls, lambda c: c.allocator)
+            mallocs = per_call(now, before, calls, lambda c: c.mallocs)
+            each = per_call(now, before, calls, lambda c: c.by_function["fm_malloc"]) / mallocs if mallocs else 0.0
+            figures[cfg] = (total, python, alloc, total - python - alloc)
+            failed = f"{step.failed:>6} {step.stats.retransmissions:>7}" if step is not None else "     -       -"
+            rest = total - python - alloc
+            run.say(
+                f"  {label:<15} {cfg:<7} {total:>10,.0f} {python:>8,.0f} {alloc:>10,.0f} {rest:>9,.0f}"
+                f" {mallocs:>14.1f} x {each:>6,.0f} each  {failed}"
+            )
+        py, nat = figures["python"], figures["native"]
+        ratios[label] = py[0] / nat[0] if nat[0] else float("nan")
+        without = (py[0] - py[2]) / (nat[0] - nat[2]) if nat[0] - nat[2] else float("nan")
+        run.say(
+            f"  {'':<15} python/native {ratios[label]:.3f}; without the allocator {without:.3f};"
+            f" the Python side {py[1] / nat[0]:.4f} of native's instructions"
+        )
+    return ratios
+
+
+def find_valgrind() -> Tuple[Optional[str], str]:
+    path = shutil.which("valgrind")
+    return (path, "") if path else (None, "no valgrind (Debian package valgrind)")
+
+
+def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: Path) -> Dict[str, float]:
+    runs: Dict[str, Run] = {}
+    for label, drive in TRAFFIC:
+        run.say(
+            f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s, stopped {args.vg_span:.0f} s after start)"
+        )
+        runs[label] = one_run(tools, args, valgrind, drive, folder / label.replace(" ", "-"))
+    return report(runs, args)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vg-rate", dest="vg_rate", type=int, default=10, help="requests/s under valgrind")
+    parser.add_argument("--vg-seconds", dest="vg_seconds", type=float, default=30.0, help="seconds of traffic")
+    parser.add_argument("--vg-span", dest="vg_span", type=float, default=50.0, help="seconds from start to stop")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.instructions", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
+    args = parser.parse_args(argv)
+    tools, reason = run.find_tools()
+    valgrind, why = find_valgrind()
+    if tools is None or valgrind is None:
+        run.say(f"SKIPPED: {reason or why}")
+        return 0
+    folder = Path(tempfile.mkdtemp(prefix="gw-instructions-"))
+    run.say(f"OpenSIPS {tools.version} ({tools.opensips}) under {valgrind}; files in {folder}")
+    try:
+        measure(tools, args, valgrind, folder)
+    except KeyboardInterrupt:
+        run.say("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
