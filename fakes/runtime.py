@@ -708,11 +708,17 @@ class Gateway:
             self._verdict(ctx, rc, out)
 
     def pike_exempt(self, ctx: Context) -> bool:
-        """opensips.cfg route[pike_exempt]: whether pike leaves this source uncounted (drop)."""
-        if "gw_trusted" not in self.script_vars:
-            self.python_exec("is_trusted", ctx, self.facts.get("is_trusted"))
-        trusted = self.script_vars.get("gw_trusted")
-        return trusted is not None and f" {ctx.source.host} " in trusted
+        """opensips.cfg route[pike_exempt]: whether pike leaves this source uncounted (drop).  The answer
+        for the last source is kept, once the router has written the trusted sources."""
+        source = ctx.source.host
+        if self.script_vars.get("gw_pike_source") != source:
+            if "gw_trusted" not in self.script_vars:
+                self.python_exec("is_trusted", ctx, self.facts.get("is_trusted"))
+            trusted = self.script_vars.get("gw_trusted")
+            self.script_vars["gw_pike_drop"] = "1" if trusted is not None and f" {source} " in trusted else "0"
+            if trusted is not None:
+                self.script_vars["gw_pike_source"] = source
+        return self.script_vars.get("gw_pike_drop") == "1"
 
     def _unmatched(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
         """opensips.cfg route[gw_unmatched]: none of our dialogs; an ACK is absorbed unless tm knows it."""

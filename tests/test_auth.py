@@ -131,6 +131,29 @@ def test_trusted_sources_are_exempt_from_auth_and_from_flood_counting() -> None:
     assert gateway.script_vars["gw_trusted"] == " 127.0.0.2 "  # written once, searched by the cfg itself
 
 
+def test_pike_keeps_the_answer_for_the_last_source_once_the_router_gave_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(Settings(trusted_sources=frozenset({"127.0.0.2"})))
+    options = SipMessage.parse(
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKp\r\nFrom: <sip:t@x>;tag=1\r\n"
+        b"To: <sip:127.0.0.1>\r\nCall-ID: p\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+
+    def exempt(host: str) -> bool:
+        return gateway.pike_exempt(Context(gateway, "request", options, Endpoint("udp", host, 5060)))
+
+    def asked() -> int:
+        return sum(1 for e in gateway.events if e.kind == "exec" and "python_exec(\"is_trusted\"" in e.text)
+
+    # The router fails (its $var is not written): no answer is kept, the next message asks again.
+    monkeypatch.setattr(gateway.router, "is_trusted", lambda msg, facts="": -1)
+    assert [exempt("127.0.0.2"), exempt("127.0.0.2")] == [False, False] and asked() == 2
+    monkeypatch.undo()
+    answers = [exempt(host) for host in ("127.0.0.2", "127.0.0.2", "203.0.113.5", "203.0.113.5", "127.0.0.2")]
+    assert answers == [True, True, False, False, True]
+    assert asked() == 3  # once more, then the trusted list is the worker's: each source is searched natively
+    assert gateway.script_vars["gw_pike_source"] == "127.0.0.2"
+
+
 def test_answered_calls_are_counted_per_direction_and_media() -> None:
     gateway = Gateway(Settings())
     net = Network(gateway)
