@@ -67,6 +67,12 @@ COLUMNS = ("call_function", "get_pseudoVar", "set_pseudoVar", "getHeader", "attr
 TRUNK = "198.51.100.10"
 
 
+#: The decision core's totals: the best of this many rounds, one every SPREAD_S seconds.  This
+#: machine runs the same loop at half speed for seconds at a time (a shared host's cores): rounds
+#: taken back to back all fall in one such stretch, rounds spread over seconds find its full speed.
+ROUNDS, SPREAD_S = 20, 0.25
+
+
 def best_of(fn: Callable[[], object], repeat: int, rounds: int = 5) -> float:
     """Microseconds per call of ``fn``: the best of ``rounds`` timings of ``repeat`` calls."""
     best = float("inf")
@@ -76,6 +82,16 @@ def best_of(fn: Callable[[], object], repeat: int, rounds: int = 5) -> float:
             fn()
         best = min(best, (time.perf_counter() - start) / repeat)
     return best * 1e6
+
+
+def spread_best_of(fns: Sequence[Callable[[], object]], repeat: int) -> List[float]:
+    """best_of for each of ``fns``, their rounds taken in turn, ROUNDS of them SPREAD_S s apart."""
+    best = [float("inf")] * len(fns)
+    for _ in range(ROUNDS):
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], best_of(fn, repeat, rounds=1))
+        time.sleep(SPREAD_S)
+    return best
 
 
 # -- recording --------------------------------------------------------------------------------
@@ -431,8 +447,9 @@ def time_tape(router: Any, stub: type, tape: Tape, repeat: int) -> float:
     return max(best_of(once, repeat) - best_of(construct, repeat), 0.0)
 
 
-def time_core(calls: Sequence[CoreCall], repeat: int) -> float:
-    """Microseconds for the recorded core calls, replayed with their arguments (loop cost subtracted)."""
+def time_core(calls: Sequence[CoreCall], repeat: int, spread: bool = False) -> float:
+    """Microseconds for the recorded core calls, replayed with their arguments (loop cost subtracted);
+    ``spread``: the rounds spread over seconds (spread_best_of)."""
     bound = [(c.fn, c.args, c.kwargs) for c in calls]
 
     def replay() -> None:
@@ -448,6 +465,9 @@ def time_core(calls: Sequence[CoreCall], repeat: int) -> float:
         for fn, args, kwargs in empty:
             fn(*args, **kwargs)
 
+    if spread:
+        replayed, looped = spread_best_of((replay, loop), max(repeat // 10, 1))
+        return max(replayed - looped, 0.0)
     return max(best_of(replay, repeat) - best_of(loop, repeat), 0.0)
 
 
@@ -465,7 +485,8 @@ def core_per_initial_invite(repeat: int = 20000) -> Dict[str, float]:
     """Microseconds the decision core spends on one initial INVITE (request + branch route), by kind of call."""
     _router, tapes = record_calls()
     return {
-        tag.lstrip(", "): time_core(initial_invite_core(tapes, tag), repeat) for tag in (", plain SIP", ", rtpengine")
+        tag.lstrip(", "): time_core(initial_invite_core(tapes, tag), repeat, spread=True)
+        for tag in (", plain SIP", ", rtpengine")
     }
 
 
@@ -517,9 +538,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         calls = initial_invite_core(tapes, tag)
         for call in calls:
             print(f"  {call.name:<40} {time_core([call], args.repeat):7.2f}")
-        total = time_core(calls, args.repeat)
+        total = time_core(calls, args.repeat, spread=True)
         verdict = "met" if total < 10 else "NOT met"
-        print(f"  {'initial INVITE' + tag + ', all of it':<40} {total:7.2f}   (target < 10 us: {verdict})\n")
+        print(f"  {'initial INVITE' + tag + ', all of it':<40} {total:7.2f}   (target < 10 us: {verdict})")
+        print(f"  (the best of {ROUNDS} rounds over {ROUNDS * SPREAD_S:.0f} s; each call above: of 5 back to back)\n")
 
     stub = stub_class(tapes)
     method_us, prop_us = stub_cost_us(stub, args.repeat * 5)

@@ -271,10 +271,15 @@ def unindexed(flags: str, index: int) -> str:
     return flags[: -len(str(index))]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BranchPlan:
     record: CallRecord
     action: Optional[MediaAction]
+
+    def __init__(self, record: CallRecord, action: Optional[MediaAction]) -> None:
+        fields = self.__dict__  # one per branch: as model.Branch's
+        fields["record"] = record
+        fields["action"] = action
 
 
 def plan_branch(record: CallRecord, index: int, registration: Registration, profiles: Profiles) -> BranchPlan:
