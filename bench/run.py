@@ -1,6 +1,6 @@
 """What routing in Python costs over native cfg script, on the real OpenSIPS.
 
-    python3 -m bench.run                 # the full run (about 8-10 minutes)
+    python3 -m bench.run                 # the full run (about 20 minutes, 5 of them under valgrind)
     python3 -m bench.run --quick         # one rate, short steps, small soak (a smoke test)
     python3 -m bench.run --compare REV   # also the Python gateway as it was at git revision REV
     OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.run
