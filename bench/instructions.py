@@ -52,11 +52,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from rig.gateway import make_certificate
 
 from . import run
+from .perf import ALLOCATOR, PYTHON_OBJECTS
 
-#: Objects that are the Python side (as in bench.perf, by path).
-PYTHON_OBJECT = re.compile(r"(^|/)(libpython[\d.]+\.so[\d.]*|python\.so)$")
-#: OpenSIPS's allocator (mem/f_malloc*.h): pkg and shm memory alike.
-ALLOCATOR = frozenset({"fm_malloc", "fm_free", "fm_realloc"})
 #: Traffic of a run: a name, and what drives one instance with it (None: no traffic).
 TRAFFIC: Tuple[Tuple[str, Optional[str]], ...] = (
     ("no traffic", None),
@@ -74,7 +71,6 @@ class Costs:
     by_function: Counter[str] = field(default_factory=Counter)
     mallocs: int = 0
     """Calls of fm_malloc."""
-    files: int = 0
 
     @property
     def total(self) -> int:
@@ -82,7 +78,7 @@ class Costs:
 
     @property
     def python(self) -> int:
-        return sum(n for ob, n in self.by_object.items() if PYTHON_OBJECT.search(ob))
+        return sum(n for ob, n in self.by_object.items() if PYTHON_OBJECTS.match(ob.rsplit("/", 1)[-1]))
 
     @property
     def allocator(self) -> int:
@@ -92,24 +88,22 @@ class Costs:
         self.by_object.update(other.by_object)
         self.by_function.update(other.by_function)
         self.mallocs += other.mallocs
-        self.files += other.files
 
 
 _NAMED = re.compile(r"\((\d+)\)(?: (.*))?$")
-#: Which table of compressed names each kind of line uses (callgrind's file format).
-_NAME_TABLES = {"ob": "ob", "cob": "ob", "fn": "fn", "cfn": "fn"} | dict.fromkeys(
-    ("fl", "fi", "fe", "cfi", "cfl"), "fl"
-)
+#: Which table of compressed names each kind of line uses (callgrind's file format); file names
+#: (fl=, fi=, ...) are not needed here.
+_NAME_TABLES = {"ob": "ob", "cob": "ob", "fn": "fn", "cfn": "fn"}
 
 
 def read_callgrind(path: Path) -> Costs:
     """Self cost by object and function, and fm_malloc's calls, from one callgrind.out file.
 
-    Names may be compressed: ``fn=(12) name`` the first time, ``fn=(12)`` after, one table per kind
-    (ob/cob, fn/cfn, fl/fi/fe/cfi/cfl).  A cost line right after ``calls=`` is the call's inclusive
-    cost, already counted in the callee's own lines: it is skipped.
+    Names may be compressed: ``fn=(12) name`` the first time, ``fn=(12)`` after, one table for
+    objects (ob/cob), one for functions (fn/cfn).  A cost line right after ``calls=`` is the call's
+    inclusive cost, already counted in the callee's own lines: it is skipped.
     """
-    tables: Dict[str, Dict[str, str]] = {"ob": {}, "fn": {}, "fl": {}}
+    tables: Dict[str, Dict[str, str]] = {"ob": {}, "fn": {}}
     kinds = _NAME_TABLES
 
     def name(kind: str, text: str) -> str:
@@ -121,7 +115,7 @@ def read_callgrind(path: Path) -> Costs:
             table[match.group(1)] = match.group(2)
         return table.get(match.group(1), "?")
 
-    costs = Costs(files=1)
+    costs = Costs()
     ob = fn = "?"
     callee: Optional[str] = None
     inclusive = False
@@ -236,8 +230,8 @@ def per_call(with_traffic: Costs, without: Costs, calls: int, pick: Callable[[Co
     return (pick(with_traffic) - pick(without)) / calls if calls else float("nan")
 
 
-def report(runs: Dict[str, Run], args: argparse.Namespace) -> Dict[str, float]:
-    """The per-call table; returns python/native per kind of traffic."""
+def report(runs: Dict[str, Run]) -> None:
+    """The per-call table, and python/native per kind of traffic."""
     base = runs["no traffic"]
     run.say(
         "\n== instructions per call under valgrind (callgrind, user space, in receive_msg of every OpenSIPS process;"
@@ -245,12 +239,11 @@ def report(runs: Dict[str, Run], args: argparse.Namespace) -> Dict[str, float]:
     )
     head = f"  {'traffic':<15} {'cfg':<7} {'all':>10} {'Python':>8} {'allocator':>10} {'the rest':>9}"
     run.say(head + f" {'fm_malloc calls x instructions':>31}  failed retrans")
-    ratios: Dict[str, float] = {}
     for label, _drive in TRAFFIC[1:]:
         found = runs.get(label)
         if found is None:
             continue
-        figures: Dict[str, Tuple[float, float, float, float]] = {}
+        figures: Dict[str, Tuple[float, float, float]] = {}
         for cfg in ("native", "python"):
             step = found.steps.get(cfg)
             calls = step.requested if step is not None else 0
@@ -260,7 +253,7 @@ def report(runs: Dict[str, Run], args: argparse.Namespace) -> Dict[str, float]:
             alloc = per_call(now, before, calls, lambda c: c.allocator)
             mallocs = per_call(now, before, calls, lambda c: c.mallocs)
             each = per_call(now, before, calls, lambda c: c.by_function["fm_malloc"]) / mallocs if mallocs else 0.0
-            figures[cfg] = (total, python, alloc, total - python - alloc)
+            figures[cfg] = (total, python, alloc)
             failed = f"{step.failed:>6} {step.stats.retransmissions:>7}" if step is not None else "     -       -"
             rest = total - python - alloc
             run.say(
@@ -268,13 +261,12 @@ def report(runs: Dict[str, Run], args: argparse.Namespace) -> Dict[str, float]:
                 f" {mallocs:>14.1f} x {each:>6,.0f} each  {failed}"
             )
         py, nat = figures["python"], figures["native"]
-        ratios[label] = py[0] / nat[0] if nat[0] else float("nan")
+        ratio = py[0] / nat[0] if nat[0] else float("nan")
         without = (py[0] - py[2]) / (nat[0] - nat[2]) if nat[0] - nat[2] else float("nan")
         run.say(
-            f"  {'':<15} python/native {ratios[label]:.3f}; without the allocator {without:.3f};"
+            f"  {'':<15} python/native {ratio:.3f}; without the allocator {without:.3f};"
             f" the Python side {py[1] / nat[0]:.4f} of native's instructions"
         )
-    return ratios
 
 
 def find_valgrind() -> Tuple[Optional[str], str]:
@@ -282,14 +274,14 @@ def find_valgrind() -> Tuple[Optional[str], str]:
     return (path, "") if path else (None, "no valgrind (Debian package valgrind)")
 
 
-def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: Path) -> Dict[str, float]:
+def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: Path) -> None:
     runs: Dict[str, Run] = {}
     for label, drive in TRAFFIC:
         run.say(
             f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s, stopped {args.vg_span:.0f} s after start)"
         )
         runs[label] = one_run(tools, args, valgrind, drive, folder / label.replace(" ", "-"))
-    return report(runs, args)
+    report(runs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
