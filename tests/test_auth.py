@@ -142,7 +142,7 @@ def test_pike_keeps_the_answer_for_the_last_source_once_the_router_gave_it(monke
         return gateway.pike_exempt(Context(gateway, "request", options, Endpoint("udp", host, 5060)))
 
     def asked() -> int:
-        return sum(1 for e in gateway.events if e.kind == "exec" and "python_exec(\"is_trusted\"" in e.text)
+        return sum(1 for e in gateway.events if e.kind == "exec" and 'python_exec("is_trusted"' in e.text)
 
     # The router fails (its $var is not written): no answer is kept, the next message asks again.
     monkeypatch.setattr(gateway.router, "is_trusted", lambda msg, facts="": -1)

@@ -99,6 +99,23 @@ def test_native_drops_the_same_scanners_and_exempts_pike_the_same_way() -> None:
     assert exempt is not None and "route(is_trusted)" in exempt.group(1) and "drop;" in exempt.group(1)
 
 
+def test_native_lays_out_private_memory_as_opensips_cfg_does() -> None:
+    """route[gw_heap] is the same in both, runs first in the request route until it has run once, and
+    leaves its holes only while each string it keeps is longer than the one before."""
+
+    def heap(text: str) -> str:
+        body = re.search(r"\nroute\[gw_heap\] \{\n(.*?)\n\}\n", text, re.S)
+        assert body is not None
+        assert re.search(r"\nroute \{\n\tif \(\$var\(gw_heap\) != 1\)\n\t\troute\(gw_heap\);\n", text)
+        return body.group(1)
+
+    body = heap(PYTHON)
+    assert heap(NATIVE) == body
+    lengths = [int(n) for n in re.findall(r"\{s\.fill\.left,x,(\d+)\}", body)]
+    assert len(lengths) > 8 and lengths == sorted(set(lengths))
+    assert body.rstrip().endswith("$var(gw_heap) = 1;")
+
+
 def test_native_loads_the_same_modules_minus_python() -> None:
     modules = re.findall(r'^loadmodule "(\w+)\.so"', PYTHON, re.M)
     assert re.findall(r'^loadmodule "(\w+)\.so"', NATIVE, re.M) == [m for m in modules if m != "python"]
