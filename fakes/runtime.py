@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import importlib
 import itertools
+import locale
 import os
 import re
 import sys
@@ -410,7 +411,13 @@ class Gateway:
             sys.path.insert(0, PYSCRIPTS)
         entry = importlib.import_module("opensips_entry")
         if settings is None:
-            router = entry.mod_init()
+            # mod_init gives the C library the "C" LC_CTYPE OpenSIPS runs in (Py_Initialize set the
+            # environment's); this test process keeps its own.
+            kept = locale.setlocale(locale.LC_CTYPE)
+            try:
+                router = entry.mod_init()
+            finally:
+                locale.setlocale(locale.LC_CTYPE, kept)
         else:
             from gateway.host import Router
 

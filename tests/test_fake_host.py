@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import locale
 from typing import Any, Callable, Dict, List
 
 import pytest
@@ -282,3 +284,21 @@ def test_an_argument_that_is_not_utf8_fails_and_poisons_the_worker() -> None:
     assert any("exception pending" in e for e in gateway.errors)
     _, probe, rc = exec_with("$(fd{s.len})\n$(fd{s.encode.hexa})", latin1)  # what the cfg passes instead
     assert rc == 1 and probe.facts == ["12\n" + b"caf\xe9.example".hex()]
+
+
+def test_mod_init_gives_opensips_back_the_c_locale() -> None:
+    """Py_Initialize sets the C library's LC_CTYPE from the environment (LANG=C.UTF-8, ...); OpenSIPS runs
+    in "C", and in a multibyte locale glibc's regex (the cfg's =~) takes its wide-character path.
+    mod_init, which runs before the workers fork, sets "C" again; the fake keeps the test process's."""
+    kept = locale.setlocale(locale.LC_CTYPE)
+    try:
+        try:
+            locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        except locale.Error:
+            pytest.skip("no C.UTF-8 locale here")
+        Gateway()
+        assert locale.setlocale(locale.LC_CTYPE) == "C.UTF-8"
+        importlib.import_module("opensips_entry").mod_init()
+        assert locale.setlocale(locale.LC_CTYPE) == "C"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, kept)
