@@ -800,7 +800,10 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
     by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]] = {}
     for step in steps:
         by_key.setdefault((step.kind, step.media, step.rate), {}).setdefault(step.cfg, []).append(step)
+    # Per-call CPU compared where both held the rate: an overloaded step's figure is mostly
+    # retransmissions and failure handling, and those scale with how many calls failed.
     ratios: Dict[Tuple[str, str], List[float]] = {}
+    overloaded: Dict[str, List[int]] = {}
     for (kind, media, rate), group in by_key.items():
         if any(c not in group for c in cfgs):
             continue
@@ -808,9 +811,13 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
         ticks = {c: min(s.per_call_us() for s in group[c]) for c in cfgs}
         ns = {c: min(s.per_call_us(ns=True) for s in group[c]) for c in cfgs}
         line = f"  {label:<15} {rate:>5}/s" + "".join(f" {ticks[c]:>8.1f} [{ns[c]:>7.1f}]" for c in cfgs)
+        compared = all(s.held for c in ("python", "native") if c in group for s in group[c])
+        if not compared:
+            overloaded.setdefault(label, []).append(rate)
         for c in others:
             ratio = ns[c] / ns["native"] if ns["native"] else float("nan")
-            ratios.setdefault((c, label), []).append(ratio)
+            if compared:
+                ratios.setdefault((c, label), []).append(ratio)
             line += f" {ratio:>14.3f}"
         say(line + "  " + "/".join("+".join(str(s.failed) for s in group[c]) for c in cfgs))
     where_it_goes(by_key, cfgs)
@@ -842,7 +849,9 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
             continue
         worst = max(values)
         verdict = "met" if worst <= 1.05 else "NOT met"
-        say(f"  CPU per call python/native <= 1.05, {label}: worst rate {worst:.3f}, {verdict}")
+        left = overloaded.get(label)
+        out = f" ({', '.join(f'{r}/s' for r in sorted(left))} left out: not held)" if left else ""
+        say(f"  CPU per call python/native <= 1.05, {label}: worst rate held by both {worst:.3f}, {verdict}{out}")
     for name, added in own.items():
         if name.startswith("python "):
             say(f"  (perf) the Python side's own CPU over native's CPU per call, {name[7:]}: worst rate {added:.3f}")

@@ -3,6 +3,7 @@ and the files the benchmark writes beside each cfg are what the cfgs need."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import pathlib
 import re
@@ -11,7 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from bench.run import SippStats
+from bench.procs import Cpu
+from bench.run import SippStats, report
+from bench.run import Step as BenchStep
 from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
 from gateway import core, sdp
 from gateway.model import Leg, Step
@@ -247,6 +250,25 @@ def test_the_run_skips_without_its_programs(
     monkeypatch.setenv("OPENSIPS_BIN", str(tmp_path / "nothing"))
     assert main([]) == 0
     assert capsys.readouterr().out.startswith("SKIPPED: no OpenSIPS")
+
+
+def test_the_cpu_target_compares_the_rates_both_held(capsys: pytest.CaptureFixture[str]) -> None:
+    """An overloaded step (failed calls) is printed but left out of the verdict; a held one counts."""
+
+    def step(cfg: str, rate: int, us: float, failed: int) -> BenchStep:
+        calls = rate * 2
+        done = BenchStep("calls", True, rate, cfg, calls, stats=SippStats(calls, calls - failed, failed, 0, 0.0))
+        done.took, done.cpu = done.ideal, Cpu(0, int(us * 1000 * calls))
+        return done
+
+    steps = [step("python", 500, 1040.0, 0), step("native", 500, 1000.0, 0)]
+    steps += [step("python", 1500, 700.0, 500), step("native", 1500, 600.0, 4000)]
+    report(steps, argparse.Namespace())
+    out = capsys.readouterr().out
+    assert "1.167" in out  # the overloaded step, printed
+    assert "with rtpengine: worst rate held by both 1.040, met (1500/s left out: not held)" in out
+    report([step("python", 500, 1100.0, 0), step("native", 500, 1000.0, 0)], argparse.Namespace())
+    assert "with rtpengine: worst rate held by both 1.100, NOT met\n" in capsys.readouterr().out
 
 
 def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> None:
