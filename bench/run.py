@@ -728,8 +728,13 @@ def ng_ping(port: int) -> bool:
 # -- report -------------------------------------------------------------------------------
 
 
+def traffic_label(kind: str, media: bool) -> str:
+    """How the figures name a step's traffic."""
+    return "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+
+
 def describe(step: Step) -> str:
-    what = "REGISTER" if step.kind == "register" else ("with rtpengine" if step.media else "no media")
+    what = traffic_label(step.kind, step.media)
     s = step.stats
     unit = "regs" if step.kind == "register" else "calls"
     return (
@@ -745,7 +750,7 @@ def where_it_goes(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cf
     for (kind, media, rate), group in by_key.items():
         if any(c not in group for c in cfgs):
             continue
-        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        label = traffic_label(kind, media)
         for c in cfgs:
             step = min(group[c], key=lambda s: s.per_call_us(ns=True))
             if not step.ns_by_kind or not step.requested:
@@ -768,7 +773,7 @@ def python_side(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs
         " fm_free, fm_realloc (bench.instructions)"
     )
     for (kind, media, rate), group in by_key.items():
-        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        label = traffic_label(kind, media)
         native = [s.per_call_us(ns=True) for s in group.get("native", [])]
         parts = []
         for c in cfgs:
@@ -807,11 +812,11 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
     for (kind, media, rate), group in by_key.items():
         if any(c not in group for c in cfgs):
             continue
-        label = "REGISTER" if kind == "register" else ("with rtpengine" if media else "no media")
+        label = traffic_label(kind, media)
         ticks = {c: min(s.per_call_us() for s in group[c]) for c in cfgs}
         ns = {c: min(s.per_call_us(ns=True) for s in group[c]) for c in cfgs}
         line = f"  {label:<15} {rate:>5}/s" + "".join(f" {ticks[c]:>8.1f} [{ns[c]:>7.1f}]" for c in cfgs)
-        compared = all(s.held for c in ("python", "native") if c in group for s in group[c])
+        compared = all(s.held for c in ("python", "native") for s in group[c])
         if not compared:
             overloaded.setdefault(label, []).append(rate)
         for c in others:
@@ -826,7 +831,7 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
     say(f"\n== highest rate held in {held_in}: no failed call, and SIPp kept the rate (within 10 % + 1 s of the time)")
     held: Dict[Tuple[str, bool], int] = {}
     for media in (False, True):
-        label = "with rtpengine" if media else "no media"
+        label = traffic_label("calls", media)
         for c in cfgs:
             rates = {s.rate for s in steps if s.kind == "calls" and s.media == media and s.cfg == c}
             ok = [
@@ -856,7 +861,7 @@ def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
         if name.startswith("python "):
             say(f"  (perf) the Python side's own CPU over native's CPU per call, {name[7:]}: worst rate {added:.3f}")
     for media, floor in ((False, 1500), (True, 1000)):
-        label = "with rtpengine" if media else "no media"
+        label = traffic_label("calls", media)
         py, nat = held.get(("python", media), 0), held.get(("native", media), 0)
         verdict = "met" if py >= nat and py >= floor else "NOT met"
         say(f"  zero-failure rate {label}: python {py}/s vs native {nat}/s (target: the same, >= {floor}/s), {verdict}")
