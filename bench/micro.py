@@ -120,6 +120,8 @@ class Tape:
     raised: bool = False
     """A host call raised: the stub cannot replay that, the tape is not timed."""
     ctx: Optional[Context] = None
+    router: Any = None
+    """The router that made the tape (calls run on two fake hosts with different settings)."""
 
     def counts(self) -> Counter[str]:
         counted: Counter[str] = Counter()
@@ -256,7 +258,7 @@ class TapingRouter:
         return run
 
     def run_on_tape(self, name: str, msg: FakeMsg, rest: Tuple[Any, ...], label: Optional[str] = None) -> Any:
-        tape = Tape((label or label_of(name, msg)) + self.tag, name, rest, ctx=msg._ctx)
+        tape = Tape((label or label_of(name, msg)) + self.tag, name, rest, ctx=msg._ctx, router=self.router)
         self.recorder.tape = tape
         self.router.held.clear()  # each tape a worker's first message of its kind: every $var written
         try:
@@ -391,6 +393,7 @@ class CheckingMsg:
 def replays_faithfully(router: Any, tape: Tape) -> Optional[str]:
     """None when the router, fed the tape's answers, asks the same host calls and returns the same; else why not."""
     msg = CheckingMsg(tape)
+    router = tape.router or router
     router.held.clear()  # the tape's $var writes were a worker's first
     try:
         result = getattr(router, tape.route)(msg, *tape.args)

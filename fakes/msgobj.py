@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
+from .cfgscript import CfgError
 from .signatures import SIGNATURES, Kind
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 NULL = "<null>"
 _PV = re.compile(r"\$(\w+)(?:\(([^)]*)\))?")
-# A variable in a format string: $name, $name(arg), or $(name(arg){tr}{tr}) with transformations.
-_FORMAT_PV = re.compile(r"\$\((\w+)(?:\(([^)]*)\))?((?:\{[^}]*\})+)\)|\$(\w+)(?:\(([^)]*)\))?")
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -48,42 +47,14 @@ def utf8(text: Optional[str]) -> Optional[str]:
     return text
 
 
-def _transform(value: Any, name: str) -> Any:
-    """One string transformation of transformations.c; a null value stays null (tr_eval_string)."""
-    if value is None:
-        return None
-    raw = str(value).encode("utf-8", errors="surrogateescape")
-    if name == "s.len":
-        return len(raw)
-    if name == "s.encode.hexa":
-        return raw.hex()
-    if name == "s.int":
-        match = re.match(r"[+-]?\d+", str(value))
-        return int(match.group(0)) if match else 0
-    raise SystemError(f"transformation {{{name}}} is not known to the fake")
-
-
 def format_pvs(ctx: Context, fmt: str) -> Optional[str]:
     """A format string with its pseudo-variables printed (``"<null>"`` for unset ones), as pv_printf does;
     None, with an error logged, for an unknown variable."""
-    out = []
-    pos = 0
-    for match in _FORMAT_PV.finditer(fmt):
-        out.append(fmt[pos : match.start()])
-        if match.group(1) is not None:
-            value = ctx.pv_get(match.group(1), match.group(2))
-            if value is not ...:
-                for name in re.findall(r"\{([^}]*)\}", match.group(3)):
-                    value = _transform(value, name)
-        else:
-            value = ctx.pv_get(match.group(4), match.group(5))
-        if value is ...:
-            ctx.runtime.log_error(f"ERROR: unknown pseudo-variable in {fmt!r}")
-            return None
-        out.append(NULL if value is None else str(value))
-        pos = match.end()
-    out.append(fmt[pos:])
-    return "".join(out)
+    try:
+        return ctx.runtime.runner.format(fmt, ctx)
+    except CfgError as exc:
+        ctx.runtime.log_error(f"ERROR: {exc} in {fmt!r}")
+        return None
 
 
 class HostCrash(BaseException):

@@ -1,12 +1,15 @@
-"""A small OpenSIPS: our opensips.cfg's routes, run around the real ``pyscripts`` code.
+"""A small OpenSIPS that runs our opensips.cfg around the real ``pyscripts`` code.
 
 ``Gateway`` loads ``pyscripts/opensips_entry.py`` the way the python module
 does (its folder first on ``sys.path``, ``mod_init()`` once, ``child_init``),
-and keeps the script state OpenSIPS would: message, branch and dialog flags,
-AVPs, dialog values, the location table, transactions with branches, and an
-rtpengine backend.  ``receive()`` takes one SIP message from the network and
-returns what OpenSIPS would send, after running the same routes as
-``opensips/opensips.cfg`` (kept in step by tests/test_cfg.py).
+and keeps the state OpenSIPS would: message, branch and dialog flags, AVPs,
+``$var`` values per process, dialog values, the location table, transactions with
+branches, and an rtpengine backend.  ``receive()`` takes one SIP message from the
+network and returns what OpenSIPS would send.  The routes are not written here:
+the cfg (``opensips/opensips.cfg``, or the file ``GATEWAY_CFG`` names) is parsed
+and run statement by statement by ``cfgscript``; this module is the host under it,
+its core and the module functions the cfg calls (``fn_<name>``), with their
+quirks as OpenSIPS 3.6.8 and 4.0.1 show them (tests/e2e holds the fake to them).
 """
 
 from __future__ import annotations
@@ -24,51 +27,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from . import opensips_module
-from .msgobj import FakeMsg, HostCrash, format_pvs
+from . import cfgscript, opensips_module
+from .cfgscript import Value
+from .msgobj import FakeMsg, HostCrash
 from .rtpengine import Backend, FlagError, MemoryEngine, ng_command
+from .signatures import SIGNATURES, STATEMENTS, Kind
 from .sipmsg import SipMessage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYSCRIPTS = os.path.join(REPO, "pyscripts")
-CFG = os.path.join(REPO, "opensips", "opensips.cfg")
-
-# The codes opensips.cfg acts on: verdicts in the low three bits (gateway.model.Verdict), the
-# actions above them (gateway.model.Do); tests/test_cfg.py keeps all three in step.
-RELAY, HANDLED, RELAY_INITIAL, DROP, RELAY_TRACKED = 1, 2, 3, 4, 5
-REPLY, RELAY_IF_TRANSACTION = 4, 7
-DO_SRC_WS, DO_SRC_NAT, DO_FORCE_RPORT, DO_FIX_CONTACT, DO_FIX_REGISTER = 8, 16, 32, 64, 128
-DO_BFLAG_WEBRTC, DO_BFLAG_NATED, DO_SAVE, DO_LOOKUP = 256, 512, 1024, 2048
-DO_CREATE_DIALOG, DO_RECORD_ROUTE, DO_TOPOLOGY_HIDING, DO_STORE_RECORD, DO_PLAIN_CONTACT = (
-    4096,
-    8192,
-    16384,
-    32768,
-    65536,
-)
-DO_RTP_OFFER, DO_RTP_ANSWER, DO_RTP_DELETE, DO_ARM_REPLY = 131072, 262144, 524288, 1048576
-DO_QUIET_REPLIES = 4194304
-DO_TRACK_DIALOG, DO_AUTH_WWW, DO_AUTH_PROXY = 2097152, 8388608, 16777216
-DO_STAT_WEB_TO_WEB, DO_STAT_WEB_TO_SIP, DO_STAT_SIP_TO_WEB = 33554432, 67108864, 134217728
-DO_STAT_SIP_TO_SIP, DO_STAT_MEDIA_PROXY = 268435456, 536870912
-DO_QUIET_ACK = 1073741824
-DO_QUIET_BYE = DO_QUIET_REPLIES  # in the reply route (the branch route reads it as QUIET_REPLIES)
-
-
-def script_int(value: Optional[str]) -> int:
-    """``{s.int}`` of a $var: its number, 0 for anything else (unset, empty, not digits)."""
-    text = (value or "").strip()
-    return int(text) if text.lstrip("-").isdigit() else 0
-
-
-STATS_BY_BIT = (
-    (DO_STAT_WEB_TO_WEB, "calls_web_to_web"),
-    (DO_STAT_WEB_TO_SIP, "calls_web_to_sip"),
-    (DO_STAT_SIP_TO_WEB, "calls_sip_to_web"),
-    (DO_STAT_SIP_TO_SIP, "calls_sip_to_sip"),
-    (DO_STAT_MEDIA_PROXY, "media_proxy_calls"),
-)
-NAT_TESTS = "private-contact,diff-ip-src-via,diff-port-src-via"
+#: The cfg the fake runs: the repository's, or another one (the mutation check's) named by GATEWAY_CFG.
+CFG = os.environ.get("GATEWAY_CFG") or os.path.join(REPO, "opensips", "opensips.cfg")
 
 # nathelper's "private" networks (ip_addr_is_1918 in OpenSIPS 3.6/4.0): RFC 1918,
 # RFC 6598 and loopback 127.0.0.0/8 too, so a 127.x Contact is "behind NAT".
@@ -107,41 +76,6 @@ def is_private(host: str) -> bool:
     return bool(_PRIVATE.match(host))
 
 
-def exec_arguments(cfg_path: str = CFG) -> Dict[str, str]:
-    """The argument (facts format) the cfg passes to each python_exec, by method, with the cfg
-    string's escapes (\\n) read as OpenSIPS reads them."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        found = re.findall(r'python_exec\("(\w+)", "([^"]*)"\)', handle.read())
-    return {name: text.replace("\\n", "\n").replace("\\t", "\t") for name, text in found}
-
-
-def private_sdp_test(cfg_path: str = CFG) -> Optional[re.Pattern[str]]:
-    """The request route's ``$rb =~ "..."`` (the SDP's private addresses) as OpenSIPS runs it:
-    the cfg string's escapes read as cfg.lex reads them (a backslash before anything else stays),
-    compiled case-insensitive like route.c's REG_ICASE; None when the cfg has no such test."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        found = re.search(r'\$rb =~ "((?:[^"\\]|\\.)*)"', handle.read())
-    if found is None:
-        return None
-    escapes = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
-    text = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(0)), found.group(1))
-    return re.compile(text, re.IGNORECASE | re.ASCII)
-
-
-def declared_flags(cfg_path: str = CFG) -> Set[str]:
-    """Flag names the cfg mentions, so OpenSIPS allocates them at startup in every process."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        text = handle.read()
-    names = set(re.findall(r'\b(?:set|reset|is)b?flag\(\s*"(\w+)"', text))
-    names |= set(re.findall(r'modparam\(\s*"\w+"\s*,\s*"\w*b?flag\w*"\s*,\s*"(\w+)"\s*\)', text))
-    return names
-
-
-def declared_statistics(cfg_path: str = CFG) -> Set[str]:
-    with open(cfg_path, encoding="utf-8") as handle:
-        return set(re.findall(r'modparam\(\s*"statistics"\s*,\s*"variable"\s*,\s*"(\w+)"\s*\)', handle.read()))
-
-
 def digest_response(creds: Dict[str, str], password: str, method: str) -> str:
     """RFC 2617 response, MD5, with or without qop=auth."""
 
@@ -155,43 +89,34 @@ def digest_response(creds: Dict[str, str], password: str, method: str) -> str:
     return md5(f"{ha1}:{creds.get('nonce')}:{ha2}")
 
 
-def declared_tables(cfg_path: str = CFG) -> Set[str]:
+def load_script(cfg_path: str = CFG) -> cfgscript.Script:
+    with open(cfg_path, encoding="utf-8") as handle:
+        return cfgscript.parse(handle.read())
+
+
+def private_sdp_test(cfg_path: str = CFG) -> Optional[re.Pattern[str]]:
+    """The cfg's ``$rb =~ "..."`` test of the SDP, compiled as OpenSIPS compiles it; None without one."""
+    with open(cfg_path, encoding="utf-8") as handle:
+        found = re.search(r'\$rb =~ "((?:[^"\\]|\\.)*)"', handle.read())
+    if found is None:
+        return None
+    return re.compile(cfgscript.unescape(found.group(1)), re.IGNORECASE | re.ASCII)
+
+
+def declared_flags(script: cfgscript.Script) -> Set[str]:
+    """Flag names the cfg mentions, so OpenSIPS allocates them at startup in every process."""
+    names = set(re.findall(r'\b(?:set|reset|is)b?flag\(\s*"(\w+)"', script.text))
+    names |= {str(v) for m, p, v in script.modparams if "flag" in p}
+    return names
+
+
+def declared_tables(script: cfgscript.Script) -> Set[str]:
     """usrloc tables the cfg names in save()/lookup(): only those exist at run time.
 
     usrloc creates a table while the script is fixed up at start-up; one first named
     from Python's call_function fails ("cannot register new domain during runtime").
     """
-    with open(cfg_path, encoding="utf-8") as handle:
-        return set(re.findall(r'\b(?:save|lookup)\(\s*"(\w+)"', handle.read()))
-
-
-def onreply_avps(cfg_path: str = CFG) -> bool:
-    """Whether onreply routes see the transaction's AVPs (tm's onreply_avp_mode, default 0)."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        return re.search(r'modparam\(\s*"tm"\s*,\s*"onreply_avp_mode"\s*,\s*1\s*\)', handle.read()) is not None
-
-
-def relay_replies_itself(cfg_path: str = CFG) -> bool:
-    """Whether route[relay]'s t_relay() answers a failure itself (tm's 500) before the cfg's 503 can."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        relay = re.search(r"route\[relay\]\s*\{(.*?)\n\}", handle.read(), re.S)
-    return relay is None or "no-auto-477" not in relay.group(1)
-
-
-def loads_rpid(cfg_path: str = CFG) -> bool:
-    """Whether auth_db loads its default extra credential, the rpid column our subscriber table lacks."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        return re.search(r'modparam\(\s*"auth_db"\s*,\s*"load_credentials"\s*,\s*""\s*\)', handle.read()) is None
-
-
-def clears_routed_var(cfg_path: str = CFG) -> bool:
-    """Whether the request route clears $var(gw_lr) before Python runs ($var outlives the message)."""
-    with open(cfg_path, encoding="utf-8") as handle:
-        route = re.search(r"\nroute \{(.*?)\n\}", handle.read(), re.S)
-    if route is None:
-        return False
-    body = route.group(1)
-    return "\n\t$var(gw_lr) = 0;" in body and body.index("$var(gw_lr) = 0;") < body.find('python_exec("on_request"')
+    return set(re.findall(r'\b(?:save|lookup)\(\s*"(\w+)"', script.text))
 
 
 @dataclass
@@ -224,7 +149,7 @@ class Branch:
     bflags: Set[str]
     status: Optional[int] = None
     reply_route: Optional[str] = None
-    """The onreply route the branch route armed for this branch (t_on_reply), if any."""
+    """The onreply route armed for this branch (t_on_reply in its branch route, else the transaction's)."""
 
 
 @dataclass
@@ -233,8 +158,9 @@ class Transaction:
     request: SipMessage
     source: Endpoint
     flags: Set[str]
-    avps: Dict[str, str]
-    armed: Set[str]
+    avps: Dict[str, Value]
+    routes: Dict[str, str]
+    """The routes armed in the request route: "branch", "reply", "failure" -> route name."""
     dialog: Optional[Dialog]
     branches: List[Branch] = field(default_factory=list)
     final: Optional[int] = None
@@ -255,9 +181,33 @@ class Event:
     data: Any = None
 
 
+#: Pseudo-variables without an argument, each read only when asked for.
+_SIMPLE_PVS: Dict[str, Any] = {
+    "si": lambda c: c.source.host,
+    "sp": lambda c: c.source.port,
+    "ci": lambda c: c.msg.call_id,
+    "tt": lambda c: c.msg.to_tag,
+    "ft": lambda c: c.msg.from_tag,
+    "au": lambda c: c.vars.get("auth_user"),
+    "tU": lambda c: _uri_user(c.msg.address_uri("to")),
+    "fU": lambda c: _uri_user(c.msg.address_uri("from")),
+    "rm": lambda c: c.msg.method,
+    "rb": lambda c: c.msg.body.decode("utf-8", errors="surrogateescape") if c.msg.body else None,
+    "T_branch_idx": lambda c: c.branch_index,
+    "bf": lambda c: " ".join(sorted(c.bflags)) or None,
+    "mf": lambda c: " ".join(sorted(c.flags)) or None,
+    "rc": lambda c: c.rc,
+    "retcode": lambda c: c.rc,
+    "ua": lambda c: c.msg.header("user-agent"),
+}
+
+#: $DLG_status by the fake's dialog state (dialog module: 1 unconfirmed ... 5 deleted).
+DIALOG_STATES = {"unconfirmed": 1, "early": 2, "confirmed": 4, "deleted": 5}
+
+
 @dataclass
 class Context:
-    """One run of a route over one message."""
+    """One message through the script: its flags, AVPs, destination, the routes it armed."""
 
     runtime: Gateway
     route: str
@@ -265,7 +215,7 @@ class Context:
     source: Endpoint
     flags: Set[str] = field(default_factory=set)
     bflags: Set[str] = field(default_factory=set)
-    avps: Dict[str, str] = field(default_factory=dict)
+    avps: Dict[str, Value] = field(default_factory=dict)
     vars: Dict[str, str] = field(default_factory=dict)
     dst_uri: Optional[str] = None
     extra_branches: List[Contact] = field(default_factory=list)
@@ -275,6 +225,12 @@ class Context:
     record_route: bool = False
     received: Optional[str] = None
     direction: Optional[str] = None
+    rc: int = 1
+    """$rc: the return code of the last function or route."""
+    armed: Dict[str, str] = field(default_factory=dict)
+    """t_on_branch/t_on_reply/t_on_failure: kind -> route name."""
+    rport: bool = False
+    """force_rport() ran: replies go to the source port, as if the Via had rport (msg_translator.c)."""
 
     def set_ruri(self, uri: str) -> None:
         self.msg.ruri = uri
@@ -282,28 +238,15 @@ class Context:
     # -- pseudo-variables ------------------------------------------------------------
 
     def pv_get(self, name: str, arg: Optional[str]) -> Any:
-        """Value of $name(arg); None for null, ... for an unknown variable."""
+        """Value of $name(arg): None for NULL, an int (which has its string form too) or a str;
+        ``...`` for a variable the fake does not know."""
         m = self.msg
-        simple: Dict[str, Any] = {
-            "si": self.source.host,
-            "sp": self.source.port,
-            "ci": m.call_id,
-            "tt": m.to_tag,
-            "ft": m.from_tag,
-            "au": self.vars.get("auth_user"),
-            "tU": _uri_user(m.address_uri("to")),
-            "fU": _uri_user(m.address_uri("from")),
-            "rm": m.method,
-            "rb": m.body.decode("utf-8", errors="replace") if m.body else None,
-            "T_branch_idx": self.branch_index,
-            "bf": " ".join(sorted(self.bflags)),
-            "mf": " ".join(sorted(self.flags)),
-        }
-        if name in simple:
-            return simple[name]
+        simple = _SIMPLE_PVS.get(name)
+        if simple is not None:
+            return simple(self)
         if name == "cl":
             value = m.header("content-length")
-            return value.strip() if value is not None else None
+            return int(value) if value is not None and value.strip().isdigit() else None
         if name == "rs":
             return None if m.is_request else m.status
         if name in ("ru", "rU", "rd"):
@@ -338,23 +281,31 @@ class Context:
         if name == "DLG_dir":
             return self.direction if self.dialog is not None else None
         if name == "DLG_status":
-            return None if self.dialog is None else self.dialog.state
+            return None if self.dialog is None else DIALOG_STATES[self.dialog.state]
         return ...
 
-    def pv_set(self, name: str, arg: Optional[str], value: str) -> None:
+    def pv_set(self, name: str, arg: Optional[str], value: Value) -> None:
         if name == "avp" and arg:
-            self.avps[arg] = value
+            if value is None:
+                self.avps.pop(arg, None)
+            else:
+                self.avps[arg] = value
         elif name == "var" and arg:
-            self.runtime.script_vars[arg] = value
+            if value is None:
+                self.runtime.script_vars.pop(arg, None)
+            else:
+                self.runtime.script_vars[arg] = value
         elif name == "dlg_val" and arg:
             if self.dialog is None:
                 self.runtime.log_error("ERROR:dialog: no dialog to store a value in")
+            elif value is None:
+                self.dialog.vals.pop(arg, None)
             else:
-                self.dialog.vals[arg] = value
-        elif name == "ru" and self.msg.is_request:
-            self.set_ruri(value)
+                self.dialog.vals[arg] = str(value)  # dialog values are strings
+        elif name == "ru" and self.msg.is_request and value is not None:
+            self.set_ruri(str(value))
         elif name == "du" and self.msg.is_request:
-            self.dst_uri = value
+            self.dst_uri = None if value is None else str(value)
         # anything else is read-only or unknown: ignored silently, as OpenSIPS does
 
 
@@ -372,16 +323,17 @@ class Gateway:
         self.address = address
         self.strict = strict
         self.rtpengine: Backend = rtpengine if rtpengine is not None else MemoryEngine()
-        self.flags_declared = declared_flags(cfg_path)
-        self.tables_declared = declared_tables(cfg_path)
-        self.reply_sees_avps = onreply_avps(cfg_path)
-        self.relay_replies_itself = relay_replies_itself(cfg_path)
-        self.clears_routed_var = clears_routed_var(cfg_path)
-        self.facts = exec_arguments(cfg_path)
-        self.private_sdp = private_sdp_test(cfg_path)
-        self.loads_rpid = loads_rpid(cfg_path)
+        self.script = load_script(cfg_path)
+        self.runner = cfgscript.Runner(self.script, self)
+        self.flags_declared = declared_flags(self.script)
+        self.tables_declared = declared_tables(self.script)
+        # tm shows a transaction's AVPs to onreply routes only with onreply_avp_mode 1 (default 0)
+        self.reply_sees_avps = 1 in self.script.modparam("tm", "onreply_avp_mode")
+        # auth_db's default load_credentials ("rpid") reads a column our subscriber table lacks
+        self.loads_rpid = "" not in self.script.modparam("auth_db", "load_credentials")
+        self.pike_route = next(iter(self.script.modparam("pike", "check_route")), None)
         #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
-        self.script_vars: Dict[str, str] = {}
+        self.script_vars: Dict[str, Value] = {}
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}
@@ -393,13 +345,12 @@ class Gateway:
         self.copies = 0
         self.pending_error: Optional[str] = None
         self.poisoned: Optional[str] = None
-        self.python_failures = 0
         self.current: Optional[Context] = None
         self._ids = itertools.count(1)
         self.subscribers: Dict[Tuple[str, str], str] = {}
         self.nonces: Set[str] = set()
         self.statistics: Counter[str] = Counter()
-        self.statistics_declared = declared_statistics(cfg_path)
+        self.statistics_declared = {str(v) for v in self.script.modparam("statistics", "variable")}
         self._pending_out: List[Tuple[Endpoint, SipMessage]] = []
         self.router = self._load(settings)
 
@@ -427,6 +378,11 @@ class Gateway:
         return router
 
     # -- bookkeeping -----------------------------------------------------------------
+
+    @property
+    def python_failures(self) -> int:
+        """The cfg's fail-safe counts each failure in this statistic."""
+        return self.statistics["python_failures"]
 
     def log_error(self, text: str) -> None:
         self.errors.append(text.rstrip("\n"))
@@ -458,7 +414,7 @@ class Gateway:
     # -- python_exec ------------------------------------------------------------------
 
     def python_exec(self, method: str, ctx: Context, arg: Optional[str] = None) -> int:
-        """modules/python's python_exec(method [, arg]): ``arg`` is the cfg's format string, printed first."""
+        """modules/python's python_exec(method [, arg]): ``arg`` is the cfg's format string, already printed."""
         self.events.append(Event("exec", f'[{ctx.route}] python_exec("{method}"{"" if arg is None else ", facts"})'))
         if self.poisoned is not None:
             failure = f"an earlier call left an exception pending ({self.poisoned})"
@@ -472,7 +428,7 @@ class Gateway:
             self.poisoned = f"AttributeError: no method {method}"
             self.log_error(f"ERROR:python:python_exec: {method} not found or is not callable")
             return -1
-        text = None if arg is None else format_pvs(ctx, arg)
+        text = arg
         if arg is not None:
             try:
                 (text or "").encode("utf-8")
@@ -529,232 +485,70 @@ class Gateway:
             return out
         self.events.append(Event("recv", f"<- {source}  {msg.first_line}", (source, msg.copy())))
         if msg.is_request:
-            self._request_route(msg, source, out)
+            ctx = Context(self, "request", msg, source)
+            self.pike_exempt(ctx)
+            self.run_route("route", "", ctx)
+            self._drop_unattached_dialog(ctx)
         else:
             self._reply(msg, source, out)
         return out
 
-    # -- request route (opensips.cfg: route) --------------------------------------------
-
-    def _request_route(self, msg: SipMessage, source: Endpoint, out: List[Tuple[Endpoint, SipMessage]]) -> None:
-        ctx = Context(self, "request", msg, source)
-        max_forwards = msg.header("max-forwards")
-        if max_forwards is not None and max_forwards.strip() == "0":
-            self._reply_to(ctx, 483, "Too Many Hops", out)
-            return
-        if self.clears_routed_var:
-            self.script_vars["gw_lr"] = "0"
-        self.script_vars["gw_nat"] = "1" if self.cfg_call(ctx, "nat_uac_test", NAT_TESTS) > 0 else "0"
-        self._body_fact(ctx)
-        if msg.to_tag:
-            self._in_dialog(ctx, out)
-            self._drop_unattached_dialog(ctx)
-            return
-        # The SDP's private addresses, natively, for an INVITE of a SIP caller not behind NAT.
-        self.script_vars["gw_private"] = "0"
-        if self.script_vars["gw_nat"] == "0" and msg.method == "INVITE" and source.proto not in ("ws", "wss"):
-            # route.c's make_nt_copy + regexec: the body as bytes, up to the first NUL.
-            body = msg.body.decode("latin-1").split("\0", 1)[0]
-            if self.private_sdp is not None and self.private_sdp.search(body):
-                self.script_vars["gw_private"] = "1"
-        do = self.python_exec("on_request", ctx, self.facts.get("on_request"))
-        if do < 0:
-            self._python_failed(ctx, out)
-        elif self._act(ctx, do, out):
-            self._verdict(ctx, do, out)
-        self._drop_unattached_dialog(ctx)
-
-    @staticmethod
-    def _has_body(ctx: Context) -> bool:
-        """The cfg's ``$cl > 0`` (false for a missing Content-Length)."""
-        length = ctx.pv_get("cl", None)
-        return length is not None and length.isdigit() and int(length) > 0
-
-    def _body_fact(self, ctx: Context) -> None:
-        """The cfg's ``$var(gw_body) = 0; if ($cl > 0) $var(gw_body) = 1;``"""
-        self.script_vars["gw_body"] = "1" if self._has_body(ctx) else "0"
-
-    def cfg_call(self, ctx: Context, name: str, *args: Optional[str]) -> int:
-        """A function the cfg calls itself (no host call from Python): shown in traces as ``cfg name(...)``."""
-        event = Event("call", f"cfg {name}({', '.join('None' if a is None else repr(a) for a in args)})")
-        self.events.append(event)
-        result = int(getattr(self, "fn_" + name)(ctx, *args))
-        event.text += f" -> {result}"
-        event.data = (name, args, result)
-        return result
-
-    def _act(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> bool:
-        """opensips.cfg route[gw_act]: what the router asked for; False when the script ended there."""
-        for bit, name, arg in (
-            (DO_SRC_WS, "setflag", "SRC_WS"),
-            (DO_SRC_NAT, "setflag", "SRC_NAT"),
-            (DO_FORCE_RPORT, "force_rport", None),
-            (DO_FIX_CONTACT, "fix_nated_contact", None),
-            (DO_FIX_REGISTER, "fix_nated_register", None),
-        ):
-            if do & bit:
-                self.cfg_call(ctx, name, *(() if arg is None else (arg,)))
-        if do & (DO_AUTH_WWW | DO_AUTH_PROXY) and not self._auth(ctx, do):
-            return False
-        for bit, name, arg in ((DO_BFLAG_WEBRTC, "setbflag", "WEBRTC"), (DO_BFLAG_NATED, "setbflag", "NATED")):
-            if do & bit:
-                self.cfg_call(ctx, name, arg)
-        if do & DO_SAVE:
-            self.cfg_call(ctx, "save", "location")
-            return False
-        if do & DO_LOOKUP:
-            found = self.cfg_call(ctx, "lookup", "location")
-            if found < 0:
-                self.script_vars["gw_found"] = str(found)
-                self._verdict(ctx, self.python_exec("on_lookup_failure", ctx, self.facts.get("on_lookup_failure")), out)
-                return False
-        for bit, name in (
-            (DO_CREATE_DIALOG, "create_dialog"),
-            (DO_RECORD_ROUTE, "record_route"),
-            (DO_TOPOLOGY_HIDING, "topology_hiding"),
-        ):
-            if do & bit:
-                self.cfg_call(ctx, name)
-        if do & DO_STORE_RECORD:
-            ctx.pv_set("dlg_val", "gw", self.script_vars.get("gw_record", ""))
-        self._media(ctx, do)
-        return True
-
-    def _auth(self, ctx: Context, do: int) -> bool:
-        """opensips.cfg route[gw_auth]: digest check in $var(gw_realm); False when it answered the request."""
-        realm = self.script_vars.get("gw_realm", "")
-        www = bool(do & DO_AUTH_WWW)
-        kind = "www" if www else "proxy"
-        if self.cfg_call(ctx, f"{kind}_authorize", realm, "subscriber") < 0:
-            self.cfg_call(ctx, f"{kind}_challenge", realm, "auth", None)
-            return False
-        address_user = ctx.pv_get("tU" if www else "fU", None)
-        if ctx.pv_get("au", None) != address_user or address_user is None:
-            self.cfg_call(ctx, "sl_send_reply", "403", "Forbidden - Not Your Address")
-            return False
-        self.cfg_call(ctx, "consume_credentials")
-        return True
-
-    def _media(self, ctx: Context, do: int) -> int:
-        """opensips.cfg route[gw_media]: rtpengine with the flags in the step's $var; 0 when not asked for."""
-        if do & DO_RTP_OFFER:
-            return self.cfg_call(ctx, "rtpengine_offer", self.script_vars.get("gw_rtp_offer", ""), None, None, None)
-        if do & DO_RTP_ANSWER:
-            return self.cfg_call(ctx, "rtpengine_answer", self.script_vars.get("gw_rtp_answer", ""), None, None, None)
-        if do & DO_RTP_DELETE:
-            return self.cfg_call(ctx, "rtpengine_delete", self.script_vars.get("gw_rtp_delete", ""), None)
-        return 0
-
-    def _offer(self, ctx: Context, planned: bool) -> int:
-        """opensips.cfg branch_route[gw_branch]'s offer: the router's flags, or the plan's and the branch's index."""
-        if planned:
-            flags = f"{self.script_vars.get('gw_plain_offer', '')}{ctx.branch_index}"
-        else:
-            flags = self.script_vars.get("gw_rtp_offer", "")
-        return self.cfg_call(ctx, "rtpengine_offer", flags, None, None, None)
-
-    def _count(self, ctx: Context, do: int) -> None:
-        """opensips.cfg route[gw_count]."""
-        for bit, name in STATS_BY_BIT:
-            if do & bit:
-                self.cfg_call(ctx, "update_stat", name, "1")
-
-    def _verdict(self, ctx: Context, do: int, out: List[Tuple[Endpoint, SipMessage]]) -> None:
-        """opensips.cfg route[gw_verdict]."""
-        verdict = do & 7 if do > 0 else do
-        if verdict == RELAY:
-            self._relay(ctx, set(), out)
-        elif verdict == HANDLED:
-            pass
-        elif verdict == RELAY_INITIAL:
-            self.script_vars["gw_call"] = str(do)
-            self._relay(ctx, {"branch", "failure"}, out)
-        elif verdict == REPLY:
-            code = self.script_vars.get("gw_code", "")
-            if not code.isdigit():
-                raise HostFault(f"REPLY with $var(gw_code) = {code!r}: sl_send_reply needs an integer")
-            self.cfg_call(ctx, "sl_send_reply", code, self.script_vars.get("gw_reason", ""))
-        elif verdict == RELAY_TRACKED:
-            self._relay(ctx, {"reply"}, out)
-        elif verdict == RELAY_IF_TRANSACTION:
-            if self.cfg_call(ctx, "t_check_trans") > 0:
-                self._relay(ctx, set(), out)
-        else:
-            self._python_failed(ctx, out)
-
-    def _in_dialog(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
-        """opensips.cfg route[gw_in_dialog]: match the dialog (ours only), then ask the router if needed."""
-        if self.cfg_call(ctx, "loose_route") < 0 and self.cfg_call(ctx, "topology_hiding_match") < 0:
-            self._unmatched(ctx, out)
-            return
-        if ctx.dialog is None:
-            self._unmatched(ctx, out)
-            return
-        self.script_vars["gw_lr"] = "1"
-        untracked = ctx.pv_get("dlg_val", "gw_track") is None
-        if untracked and self.script_vars.get("gw_nat") == "0" and ctx.source.proto not in ("ws", "wss"):
-            self._relay(ctx, set(), out)
-            return
-        quiet = ctx.pv_get("dlg_val", "gw_quiet")
-        if self.script_vars.get("gw_body") == "0" and ctx.msg.method == "ACK" and quiet is not None:
-            self._relay(ctx, set(), out)  # Do.QUIET_ACK: an ACK without a body of a dialog without browsers
-            return
-        if ctx.msg.method == "BYE" and quiet == "bye" and ctx.source.proto not in ("ws", "wss"):
-            # Do.QUIET_BYE: a SIP peer's BYE of such a dialog whose answer took rtpengine
-            if self.script_vars.get("gw_nat") == "1":
-                self.cfg_call(ctx, "setflag", "SRC_NAT")
-                self.cfg_call(ctx, "force_rport")
-            self.cfg_call(ctx, "rtpengine_delete", None, None)
-            self._relay(ctx, set(), out)
-            return
-        rc = self.python_exec("on_in_dialog", ctx, self.facts.get("on_in_dialog"))
-        if rc < 0:
-            self._python_failed(ctx, out)
-            return
-        if self._act(ctx, rc, out):
-            self._verdict(ctx, rc, out)
+    def run_route(self, kind: str, name: str, ctx: Context) -> str:
+        """One of the cfg's routes, run by cfgscript: "end", "exit" or "drop"."""
+        self.events.append(Event("route", f"{kind}[{name}]" if name else kind))
+        return self.runner.run(kind, name, ctx)
 
     def pike_exempt(self, ctx: Context) -> bool:
-        """opensips.cfg route[pike_exempt]: whether pike leaves this source uncounted (drop).  The answer
-        for the last source is kept, once the router has written the trusted sources."""
-        source = ctx.source.host
-        if self.script_vars.get("gw_pike_source") != source:
-            if "gw_trusted" not in self.script_vars:
-                self.python_exec("is_trusted", ctx, self.facts.get("is_trusted"))
-            trusted = self.script_vars.get("gw_trusted")
-            self.script_vars["gw_pike_drop"] = "1" if trusted is not None and f" {source} " in trusted else "0"
-            if trusted is not None:
-                self.script_vars["gw_pike_source"] = source
-        return self.script_vars.get("gw_pike_drop") == "1"
+        """pike's check route (modparam check_route), which pike runs for each request it would count:
+        True when it drops the message, i.e. leaves the source uncounted.  The fake counts nothing."""
+        if self.pike_route is None:
+            return False
+        check = Context(self, "pike", ctx.msg, ctx.source)
+        return self.runner.run("route", str(self.pike_route), check) == "drop"
 
-    def _unmatched(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
-        """opensips.cfg route[gw_unmatched]: none of our dialogs; an ACK is absorbed unless tm knows it."""
-        if ctx.msg.method == "ACK":
-            if self.cfg_call(ctx, "t_check_trans") > 0:
-                self._relay(ctx, set(), out)
-            return
-        self.cfg_call(ctx, "sl_send_reply", "404", "Not Here")
+    # -- cfgscript's host: pseudo-variables and script functions --------------------------
 
-    def _python_failed(self, ctx: Context, out: List[Tuple[Endpoint, SipMessage]]) -> None:
-        """opensips.cfg route[python_failed]: count, log, and still serve in-dialog requests."""
-        self.python_failures += 1
-        self.events.append(Event("log", f"python routing failed for {ctx.msg.method} {ctx.msg.call_id}"))
-        if ctx.msg.to_tag:
-            routed = (
-                self.script_vars.get("gw_lr") == "1"
-                or self.fn_loose_route(ctx) > 0
-                or self.fn_topology_hiding_match(ctx) > 0
-            ) and ctx.dialog is not None
-            if routed:
-                if ctx.msg.method == "BYE":
-                    self.fn_rtpengine_delete(ctx, None, None)
-                self._relay(ctx, set(), out)
-            elif ctx.msg.method != "ACK":
-                self._reply_to(ctx, 404, "Not Here", out)
-        elif ctx.msg.method != "ACK":
-            self._reply_to(ctx, 500, "Server Error - Routing Failed", out)
+    def pv_get(self, ctx: Context, name: str, arg: Optional[str]) -> Any:
+        return ctx.pv_get(name, arg)
+
+    def pv_set(self, ctx: Context, name: str, arg: Optional[str], value: Value) -> None:
+        ctx.pv_set(name, arg, value)
+
+    def warn(self, text: str) -> None:
+        """What OpenSIPS logs for a script error (an invalid comparison, an unknown route): a cfg bug."""
+        self.log_error(text)
+        if self.strict:
+            raise HostFault(f"the cfg did what OpenSIPS refuses: {text}")
+
+    def script_call(self, ctx: Context, name: str, args: List[Value], line: int) -> int:
+        """A function the cfg calls (fixed up at start-up, no host call from Python): its parameters
+        checked against the declared ones, shown in traces as ``cfg name(...)``."""
+        params = SIGNATURES[name] if name in SIGNATURES else STATEMENTS.get(name)
+        implementation = getattr(self, "fn_" + name, None)
+        if params is None or implementation is None:
+            raise cfgscript.CfgError(f"line {line}: {name}() is not known to the fake")
+        texts: List[Optional[str]] = []
+        for index, arg in enumerate(args):
+            kind = params[index].kind if index < len(params) else None
+            if kind is None:
+                raise cfgscript.CfgError(f"line {line}: {name}() takes {len(params)} parameters")
+            if kind is Kind.INT and arg is not None and not isinstance(arg, int) and not str(arg).lstrip("-").isdigit():
+                self.warn(f"ERROR: line {line}: {name}(): parameter {index + 1} is not an integer: {arg!r}")
+                return -1
+            texts.append(None if arg is None else str(arg))
+        if any(not p.optional for p in params[len(texts) :]):
+            raise cfgscript.CfgError(f"line {line}: {name}() lacks a mandatory parameter")
+        shown = ", ".join("None" if a is None else repr(a) for a in texts)
+        texts += [None] * (len(params) - len(texts))  # the script leaves optional ones unset: no crash there
+        event = Event("call", f"cfg {name}({shown})")
+        self.events.append(event)
+        result = int(implementation(ctx, *texts))
+        event.text += f" -> {result}"
+        event.data = (name, tuple(texts), result)
+        return result
 
     def _drop_unattached_dialog(self, ctx: Context) -> None:
+        """A dialog created for a request that no transaction took is gone with the message."""
         dialog = ctx.dialog
         if (
             dialog is not None
@@ -765,23 +559,27 @@ class Gateway:
 
     # -- t_relay --------------------------------------------------------------------
 
-    def _relay(self, ctx: Context, armed: Set[str], out: List[Tuple[Endpoint, SipMessage]]) -> None:
+    def fn_t_relay(self, ctx: Context, flags: Optional[str] = None, proxy: Optional[str] = None) -> int:
+        """tm's t_relay(): an ACK and a CANCEL hop by hop, anything else in a new transaction forked
+        to the R-URI and lookup()'s other contacts, each branch through the armed branch route.
+        No branch sent: without "no-auto-477" tm answers 500 itself and returns 0, which ends the script."""
+        out = self._pending_out
         msg = ctx.msg
         if msg.method == "ACK":
             self._forward(ctx, msg.copy(), out)
-            return
+            return 1
         if msg.method == "CANCEL":
             tx = self._find_tx(msg, "INVITE")
             if tx is None:
-                return
+                return -1
             self._reply_to(ctx, 200, "OK", out)
             self._cancel_pending(tx, out)
-            return
+            return 1
         key = self._tx_key(msg, msg.method)
         if key in self.transactions or key in self.completed:
             self.events.append(Event("log", f"retransmission of {msg.method} absorbed by tm"))
-            return
-        tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, armed, ctx.dialog)
+            return 0
+        tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, dict(ctx.armed), ctx.dialog)
         tx.serial = self._new_id()
         self.transactions[key] = tx
         ctx.tx = tx
@@ -804,42 +602,34 @@ class Gateway:
                 record_route=ctx.record_route,
                 direction=ctx.direction,
             )
-            reply_route = None
-            plain = not ({"WEBRTC", "NATED"} & bctx.bflags)
-            planned = False
-            if "branch" in armed and plain and int(self.script_vars.get("gw_call", "0")) & DO_PLAIN_CONTACT:
-                # opensips.cfg branch_route[gw_branch]: a plain contact's branch, planned with the request
-                do = script_int(self.script_vars.get("gw_plain_do"))
-                if do & DO_STAT_SIP_TO_SIP:
-                    self._send_branch(tx, bctx, index, out, "gw_answered_sip_to_sip")
-                    continue
-                planned = True
-                part = self.script_vars.get("gw_plain_branch", "")
-                bctx.pv_set("dlg_val", "gw", f"{bctx.pv_get('dlg_val', 'gw') or ''};b{index}={part}")
-            if "branch" in armed:
-                if not planned:
-                    do = self.python_exec("on_branch", bctx, self.facts.get("on_branch"))
-                if do > 0 and do & DO_ARM_REPLY:
-                    reply_route = "gw_reply_quiet" if do & DO_QUIET_REPLIES else "gw_reply"
-                if do > 0 and do & DO_STAT_SIP_TO_SIP:
-                    reply_route = "gw_answered_sip_to_sip"
-                if do > 0 and do & DO_TRACK_DIALOG:
-                    bctx.pv_set("dlg_val", "gw_track", "1")
-                dropped = do < 0 or do & 7 == DROP or (bool(do & DO_RTP_OFFER) and self._offer(bctx, planned) < 0)
-                if dropped:
-                    self.events.append(Event("log", f"branch {index} dropped"))
-                    continue
-            self._send_branch(tx, bctx, index, out, reply_route)
+            branch_route = tx.routes.get("branch")
+            if branch_route is not None and self.run_route("branch_route", branch_route, bctx) == "drop":
+                self.events.append(Event("log", f"branch {index} dropped"))
+                continue
+            self._send_branch(tx, bctx, index, out, bctx.armed.get("reply", tx.routes.get("reply")))
         if not tx.branches:
             del self.transactions[key]
-            if self.relay_replies_itself:
+            if flags is None or "no-auto-477" not in flags:
                 self._reply_to(ctx, 500, "Server error occurred (1/TM)", out)
-            else:
-                self._reply_to(ctx, 503, "Service Unavailable", out)
-            return
+                return 0
+            return -1
         if msg.method == "BYE" and ctx.dialog is not None:
             ctx.dialog.state = "deleted"
             self.dialogs.pop(ctx.dialog.did, None)
+        return 1
+
+    def fn_t_on_branch(self, ctx: Context, name: str) -> int:
+        ctx.armed["branch"] = name
+        return 1
+
+    def fn_t_on_reply(self, ctx: Context, name: str) -> int:
+        """In a request route: every branch's replies; in a branch route: this branch's only."""
+        ctx.armed["reply"] = name
+        return 1
+
+    def fn_t_on_failure(self, ctx: Context, name: str) -> int:
+        ctx.armed["failure"] = name
+        return 1
 
     def _send_branch(
         self,
@@ -925,30 +715,10 @@ class Gateway:
             dialog=tx.dialog,
             branch_index=branch.index,
         )
-        route = "gw_reply" if "reply" in tx.armed else branch.reply_route
-        if route == "gw_answered_sip_to_sip" and 200 <= status < 300 and ctx.pv_get("dlg_val", "gw_track"):
-            route = "gw_reply"  # another branch took the media proxy: the router releases its session
-        body = self._has_body(ctx)
-        if route == "gw_reply" and status == 100 and not body:
-            route = None  # onreply_route[gw_reply]: a 100 without a body needs nothing
-        if route == "gw_reply_quiet":
-            # onreply_route[gw_reply_quiet]: only 2xx and replies with a body go to the router
-            route = "gw_reply" if 200 <= status < 300 or body else None
-        if route == "gw_reply":
-            self._body_fact(ctx)
-            do = self.python_exec("on_reply", ctx, self.facts.get("on_reply"))
-            if do > 0:
-                if do & DO_FIX_CONTACT:
-                    self.cfg_call(ctx, "fix_nated_contact")
-                self._count(ctx, do)
-                if do & DO_QUIET_ACK:
-                    ctx.pv_set("dlg_val", "gw_quiet", "bye" if do & DO_QUIET_BYE else "ack")
-                self._media(ctx, do)
-        elif route == "gw_answered_sip_to_sip":
-            # opensips.cfg onreply_route[gw_answered_sip_to_sip]: counted once per call.
-            if 200 <= status < 300 and ctx.pv_get("dlg_val", "gw_counted") is None:
-                ctx.pv_set("dlg_val", "gw_counted", "1")
-                self.cfg_call(ctx, "update_stat", "calls_sip_to_sip", "1")
+        if branch.reply_route is not None:
+            outcome = self.run_route("onreply_route", branch.reply_route, ctx)
+            if outcome == "drop" and status < 200:
+                return  # tm drops a provisional reply the reply route dropped
         if status == 100:
             return
         reply.remove_first("via")
@@ -995,13 +765,12 @@ class Gateway:
         route, and sends that reply upstream; an unconfirmed dialog goes with the transaction."""
         best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
         tx.final = best.status
-        if "failure" in tx.armed:
+        failure_route = tx.routes.get("failure")
+        if failure_route is not None:
             fctx = Context(
                 self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
             )
-            do = self.python_exec("on_failure", fctx, self.facts.get("on_failure"))
-            if do > 0:
-                self._media(fctx, do)
+            self.run_route("failure_route", failure_route, fctx)
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)
             tx.dialog.state = "deleted"
@@ -1071,6 +840,33 @@ class Gateway:
         return 1 if self._flag(name) in ctx.bflags else -1
 
     def fn_force_rport(self, ctx: Context) -> int:
+        ctx.rport = True
+        return 1
+
+    def fn_python_exec(self, ctx: Context, method: str, arg: Optional[str] = None) -> int:
+        return self.python_exec(method, ctx, arg)
+
+    def fn_xlog(self, ctx: Context, level: str, text: Optional[str] = None) -> int:
+        if text is None:
+            level, text = "L_ERR", level
+        if level in ("L_ALERT", "L_CRIT", "L_ERR"):
+            self.log_error(text)
+        else:
+            self.events.append(Event("log", text.rstrip("\n")))
+        return 1
+
+    def fn_mf_process_maxfwd_header(self, ctx: Context, limit: str) -> int:
+        """maxfwd: -1 when Max-Forwards is 0 (or less); adds one of ``limit`` when missing (2); else decrements (1)."""
+        value = ctx.msg.header("max-forwards")
+        if value is None:
+            ctx.msg.headers.append(("Max-Forwards", limit))
+            return 2
+        if not value.strip().isdigit():
+            return -2
+        hops = int(value)
+        if hops <= 0:
+            return -1
+        ctx.msg.set_header("Max-Forwards", str(min(hops, 256) - 1))
         return 1
 
     def fn_has_totag(self, ctx: Context) -> int:

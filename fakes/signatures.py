@@ -42,6 +42,9 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "isbflagset": (S, N_),
     "force_rport": (),
     "force_tcp_alias": (N_,),
+    # python, maxfwd
+    "python_exec": (S, S_),
+    "mf_process_maxfwd_header": (N,),
     # sipmsgops
     "has_totag": (),
     "is_method": (S,),
@@ -95,4 +98,10 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "rtpengine_answer": (S_, V_, V_, S_),
     "rtpengine_delete": (S_, V_),
     "rtpengine_manage": (S_, V_, V_, S_),
+}
+
+#: Core statements that look like functions in the script but are keywords of its grammar (cfg.y):
+#: the script has them, call_function does not find them.
+STATEMENTS: Dict[str, Tuple[Param, ...]] = {
+    "xlog": (S, S_),
 }
