@@ -77,6 +77,9 @@ class Tok:
     kind: str  # STR NUM ID PV OP EOF
     text: str
     line: int
+    start: int = 0
+    """Offsets of the token in the cfg's text."""
+    end: int = 0
 
 
 def unescape(body: str) -> str:
@@ -142,30 +145,30 @@ def tokenize(text: str) -> List[Tok]:
                 j += 2 if text[j] == "\\" else 1
             if j >= len(text):
                 raise CfgError(f"line {line}: unterminated string")
-            tokens.append(Tok("STR", unescape(text[i + 1 : j]), line))
+            tokens.append(Tok("STR", unescape(text[i + 1 : j]), line, i, j + 1))
             line += text.count("\n", i, j)
             i = j + 1
         elif ch.isdigit():
             match = re.compile(r"\d+").match(text, i)
             assert match is not None
-            tokens.append(Tok("NUM", match.group(0), line))
+            tokens.append(Tok("NUM", match.group(0), line, i, match.end()))
             i = match.end()
         elif ch == "$":
             end = pv_end(text, i)
-            tokens.append(Tok("PV", text[i:end], line))
+            tokens.append(Tok("PV", text[i:end], line, i, end))
             i = end
         elif _NAME.match(text, i):
             match = _NAME.match(text, i)
             assert match is not None
-            tokens.append(Tok("ID", match.group(0), line))
+            tokens.append(Tok("ID", match.group(0), line, i, match.end()))
             i = match.end()
         else:
             op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
             if op is None:
                 raise CfgError(f"line {line}: unexpected {ch!r}")
-            tokens.append(Tok("OP", op, line))
+            tokens.append(Tok("OP", op, line, i, i + len(op)))
             i += len(op)
-    tokens.append(Tok("EOF", "", line))
+    tokens.append(Tok("EOF", "", line, len(text), len(text)))
     return tokens
 
 
@@ -388,6 +391,17 @@ ROUTE_KINDS = ("route", "branch_route", "onreply_route", "failure_route", "start
                "error_route", "event_route", "timer_route")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Action:
+    """A statement but a block (a call, an assignment, route(), exit, drop, return, break; an if, switch or
+    while with all it holds) and where its text stands in the cfg: what the mutation check deletes or moves."""
+
+    line: int
+    start: int
+    end: int
+    text: str
+
+
 @dataclass
 class RouteBlock:
     kind: str
@@ -395,6 +409,9 @@ class RouteBlock:
     body: List[Stmt]
     line: int
     end_line: int
+    actions: List[Action] = field(default_factory=list)
+    close: int = 0
+    """Offset of the route's closing brace."""
 
 
 @dataclass
@@ -416,8 +433,10 @@ class Script:
 
 class Parser:
     def __init__(self, text: str) -> None:
+        self.text = text
         self.tokens = tokenize(text)
         self.pos = 0
+        self.actions: List[Action] = []
 
     # token helpers
 
@@ -460,12 +479,13 @@ class Parser:
                     while not self.accept("OP", "]"):
                         self.next()
                 block_start = self.expect("OP", "{")
+                self.actions = []
                 body = self.statements_until("}")
                 end = self.expect("OP", "}")
                 key = (tok.text, "" if tok.text == "route" and name == "0" else name)
                 if key in routes:
                     raise CfgError(f"line {tok.line}: {tok.text}[{name}] defined twice")
-                routes[key] = RouteBlock(tok.text, key[1], body, block_start.line, end.line)
+                routes[key] = RouteBlock(tok.text, key[1], body, block_start.line, end.line, self.actions, end.start)
             elif tok.text == "loadmodule" or tok.text == "include_file":
                 self.expect("STR")
             elif tok.text == "modparam":
@@ -504,6 +524,14 @@ class Parser:
         return body
 
     def statement(self) -> Optional[Stmt]:
+        first = self.tok
+        stmt = self._statement()
+        if stmt is not None and not isinstance(stmt, Block):
+            last = self.tokens[self.pos - 1]
+            self.actions.append(Action(first.line, first.start, last.end, self.text[first.start : last.end]))
+        return stmt
+
+    def _statement(self) -> Optional[Stmt]:
         tok = self.tok
         if self.accept("OP", ";"):
             return None
@@ -568,10 +596,9 @@ class Parser:
         raise CfgError(f"line {tok.line}: unexpected {word.text!r}")
 
     def required_statement(self) -> Stmt:
+        line = self.tok.line
         stmt = self.statement()
-        if stmt is None:
-            raise CfgError(f"line {self.tok.line}: empty statement")
-        return stmt
+        return Block(line, []) if stmt is None else stmt  # "if (c) ;" is a null action (cfg.y)
 
     def switch(self, tok: Tok) -> Switch:
         self.expect("OP", "(")

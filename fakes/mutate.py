@@ -1,0 +1,187 @@
+"""Mutation check of opensips.cfg: would the offline suite notice if a line of the cfg's routes never ran?
+
+    python3 -m fakes.mutate                 # every statement, deleted and moved to its route's end
+    python3 -m fakes.mutate --route relay   # the statements of some routes only
+    python3 -m fakes.mutate --list          # the mutants, without running anything
+
+For every statement of every route (a call, an assignment, ``route()``, ``exit``/``drop``/``return``,
+and each ``if``/``switch``/``while`` with all it holds) two mutants are made: the statement deleted
+(left as an empty statement, ``;``), and the statement moved to the end of its route (after the
+route's ``exit``, where there is one: where it never runs; else where it runs last).  Each mutant
+cfg runs the offline suite on the fake host (``GATEWAY_CFG`` names the mutant; the fake executes
+the cfg itself, see cfgscript.py): the mutant is killed when a test fails.
+
+Only the tests that ran the statement (or, for a move, its route) with the real cfg can notice
+either mutant: a test that never ran it runs the same with or without it.  So a first run of the
+suite records which cfg lines each test ran (tests/conftest.py, ``GATEWAY_CFG_COVERAGE``), and each
+mutant runs those tests only, quickest first, stopping at the first failure.  A statement no test
+runs is a survivor without a run.  Moving a route's last statement to its end changes nothing: such
+a move is not made.  Survivors the team judged harmless are named in ``HARMLESS`` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from . import cfgscript
+from .runtime import CFG, REPO
+
+#: (route, statement text, mutation) -> why the suite cannot and need not notice it.
+HARMLESS: Dict[Tuple[str, str, str], str] = {}
+
+TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Mutant:
+    route: str
+    action: cfgscript.Action
+    kind: str  # "delete" or "move"
+    text: str  # the mutant cfg
+
+    @property
+    def label(self) -> str:
+        first = self.action.text.splitlines()[0]
+        return f"{self.route} line {self.action.line} {self.kind}: {first}"
+
+    @property
+    def key(self) -> Tuple[str, str, str]:
+        return (self.route, " ".join(self.action.text.split()), self.kind)
+
+
+def route_label(block: cfgscript.RouteBlock) -> str:
+    return f"{block.kind}[{block.name}]" if block.name else block.kind
+
+
+def mutants(text: str, routes: Optional[Sequence[str]] = None) -> List[Mutant]:
+    script = cfgscript.Parser(text).script(text)
+    made: List[Mutant] = []
+    for block in script.routes.values():
+        label = route_label(block)
+        if routes and block.name not in routes and label not in routes:
+            continue
+        last = block.body[-1].line if block.body else None
+        for action in block.actions:
+            deleted = text[: action.start] + ";" + text[action.end :]
+            made.append(Mutant(label, action, "delete", deleted))
+            top_level_last = last == action.line and action.end == max(a.end for a in block.actions)
+            if not top_level_last:
+                close = block.close - len(action.text) + 1  # the deletion above shortened the text before it
+                moved = deleted[:close] + "\t" + action.text + "\n" + deleted[close:]
+                made.append(Mutant(label, action, "move", moved))
+    return made
+
+
+def route_lines(text: str) -> Dict[str, Tuple[int, int]]:
+    script = cfgscript.Parser(text).script(text)
+    return {route_label(b): (b.line, b.end_line) for b in script.routes.values()}
+
+
+def statement_lines(action: cfgscript.Action) -> Set[int]:
+    return set(range(action.line, action.line + action.text.count("\n") + 1))
+
+
+def pytest_command(tests: Sequence[str]) -> List[str]:
+    return [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
+
+
+def record_coverage(extra: Sequence[str]) -> Tuple[Dict[str, Set[int]], Dict[str, float]]:
+    """Which cfg lines each offline test runs, and how long each takes, with the real cfg."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "coverage.json")
+        env = dict(os.environ, GATEWAY_CFG_COVERAGE=out)
+        env.pop("GATEWAY_CFG", None)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ignore=tests/e2e", *extra]
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            sys.stdout.write(done.stdout[-4000:])
+            raise SystemExit("the offline suite fails with the real cfg: fix that first")
+        with open(out, encoding="utf-8") as handle:
+            data = json.load(handle)
+    lines = {test: set(found["lines"]) for test, found in data.items()}
+    seconds = {test: float(found["seconds"]) for test, found in data.items()}
+    return lines, seconds
+
+
+def run_mutant(mutant: Mutant, tests: List[str], folder: str) -> Tuple[bool, str]:
+    """(killed, how): the mutant cfg through the tests that ran its statement."""
+    path = os.path.join(folder, f"mutant-{abs(hash(mutant.label))}-{mutant.kind}.cfg")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(mutant.text)
+    env = dict(os.environ, GATEWAY_CFG=path)
+    env.pop("GATEWAY_CFG_COVERAGE", None)
+    try:
+        done = subprocess.run(
+            pytest_command(tests), cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return True, f"the tests did not end within {TIMEOUT:.0f} s"
+    finally:
+        os.unlink(path)
+    if done.returncode == 0:
+        return False, f"{len(tests)} test(s) passed"
+    failed = next((line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))), "")
+    return True, failed[:160] or f"pytest exit {done.returncode}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m fakes.mutate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--route", action="append", help="only the statements of this route (name)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants run at once")
+    parser.add_argument("pytest_args", nargs="*", help="extra arguments for the coverage run (e.g. -m 'not browser')")
+    args = parser.parse_args(argv)
+    with open(CFG, encoding="utf-8") as handle:
+        text = handle.read()
+    made = mutants(text, args.route)
+    if args.list:
+        for mutant in made:
+            print(mutant.label)
+        print(f"{len(made)} mutants")
+        return 0
+    started = time.monotonic()
+    coverage, seconds = record_coverage(args.pytest_args)
+    routes = route_lines(text)
+    print(f"coverage of {len(coverage)} tests recorded in {time.monotonic() - started:.0f} s; {len(made)} mutants")
+    results: Dict[Mutant, Tuple[bool, str]] = {}
+    with tempfile.TemporaryDirectory() as folder, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {}
+        for mutant in made:
+            if mutant.kind == "delete":
+                wanted = statement_lines(mutant.action)
+            else:
+                first, last = routes[mutant.route]
+                wanted = set(range(first, last + 1))
+            tests = sorted((t for t, lines in coverage.items() if lines & wanted), key=lambda t: seconds[t])
+            if not tests:
+                results[mutant] = (False, "no test runs this statement")
+                continue
+            futures[pool.submit(run_mutant, mutant, tests, folder)] = mutant
+        for future in concurrent.futures.as_completed(futures):
+            mutant = futures[future]
+            results[mutant] = future.result()
+            killed, how = results[mutant]
+            print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.label}  ({how})", flush=True)
+    killed = [m for m in made if results[m][0]]
+    survivors = [m for m in made if not results[m][0]]
+    harmless = [m for m in survivors if m.key in HARMLESS]
+    print(f"\nmutants killed: {len(killed)} / {len(made)} ({100.0 * len(killed) / max(len(made), 1):.1f} %)")
+    print(f"survivors: {len(survivors)} ({len(harmless)} named harmless); {time.monotonic() - started:.0f} s")
+    for mutant in survivors:
+        reason = HARMLESS.get(mutant.key)
+        print(f"  {mutant.label}: " + (f"harmless: {reason}" if reason else f"NOT EXPLAINED ({results[mutant][1]})"))
+    unexplained = [m for m in survivors if m.key not in HARMLESS]
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
