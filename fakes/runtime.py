@@ -166,6 +166,8 @@ class Transaction:
     final: Optional[int] = None
     replies: List[SipMessage] = field(default_factory=list)
     serial: str = ""
+    reply_to: Optional[Endpoint] = None
+    """Where tm sends this transaction's replies upstream (reply_address when it was made)."""
 
     @property
     def method(self) -> str:
@@ -581,6 +583,7 @@ class Gateway:
             return 0
         tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, dict(ctx.armed), ctx.dialog)
         tx.serial = self._new_id()
+        tx.reply_to = reply_address(ctx)
         self.transactions[key] = tx
         ctx.tx = tx
         targets = [Contact(msg.ruri, ctx.dst_uri, set(ctx.bflags), 0), *ctx.extra_branches]
@@ -610,8 +613,9 @@ class Gateway:
         if not tx.branches:
             del self.transactions[key]
             if flags is None or "no-auto-477" not in flags:
+                # tm answers the failure itself and t_relay() returns true (tm.c w_t_relay)
                 self._reply_to(ctx, 500, "Server error occurred (1/TM)", out)
-                return 0
+                return 1
             return -1
         if msg.method == "BYE" and ctx.dialog is not None:
             ctx.dialog.state = "deleted"
@@ -724,16 +728,16 @@ class Gateway:
         reply.remove_first("via")
         if status < 200:
             branch.status = status
-            self._send(tx.source, reply, out)
+            self._send(tx.reply_to or tx.source, reply, out)
             return
         branch.status = status
         if tx.final is not None and tx.final < 300 and status < 300:
-            self._send(tx.source, reply, out)  # a second 2xx from another fork goes up too
+            self._send(tx.reply_to or tx.source, reply, out)  # a second 2xx from another fork goes up too
             return
         if status < 300:
             tx.final = status
             self._confirm_dialog(tx, reply, source)
-            self._send(tx.source, reply, out)
+            self._send(tx.reply_to or tx.source, reply, out)
             if tx.method == "INVITE":
                 self._cancel_pending(tx, out)
             self._finish(tx)
@@ -774,7 +778,7 @@ class Gateway:
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)
             tx.dialog.state = "deleted"
-        self._send(tx.source, best, out)
+        self._send(tx.reply_to or tx.source, best, out)
 
     def _confirm_dialog(self, tx: Transaction, reply: SipMessage, source: Endpoint) -> None:
         dialog = tx.dialog
@@ -795,7 +799,7 @@ class Gateway:
 
     def _reply_to(self, ctx: Context, code: int, reason: str, out: List[Tuple[Endpoint, SipMessage]]) -> SipMessage:
         reply = self._local_reply(ctx.msg, code, reason)
-        self._send(ctx.source, reply, out)
+        self._send(reply_address(ctx), reply, out)
         return reply
 
     def _local_reply(self, request: SipMessage, code: int, reason: str) -> SipMessage:
@@ -1164,6 +1168,23 @@ class Gateway:
     def sessions(self) -> List[Any]:
         engine = self.rtpengine
         return list(getattr(engine, "sessions", {}).values())
+
+
+def reply_address(ctx: Context) -> Endpoint:
+    """Where OpenSIPS sends a reply to the request in ``ctx`` (forward.h update_sock_struct_from_ip, for sl
+    and tm alike): over a TCP/TLS/WS connection, back over it; over UDP to the packet's source address,
+    at its source port only when the top Via has rport or the script called force_rport(), else at the
+    Via's sent-by port (5060 without one).  So a phone behind NAT whose Via has no rport gets no reply
+    unless the cfg forces rport: the NAT has no binding for the port its Via names."""
+    source = ctx.source
+    if source.proto != "udp" or ctx.rport:
+        return source
+    via = next(ctx.msg.vias(), "")
+    params = via.split(";")[1:]
+    if any(p.strip().split("=", 1)[0].lower() == "rport" for p in params):
+        return source
+    _host, port = _via_hostport(via)
+    return Endpoint(source.proto, source.host, port)
 
 
 def _uri_user(uri: Optional[str]) -> Optional[str]:

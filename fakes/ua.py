@@ -228,6 +228,8 @@ class UA:
     """Answers 401/407 challenges with digest credentials when set."""
     username: Optional[str] = None
     """The authentication user (the AOR's user when None)."""
+    rport: bool = True
+    """Whether its Vias ask for rport (RFC 3581); phones behind NAT here do not, as many do not."""
     sent: Dict[str, SipMessage] = field(default_factory=dict)
     """Call-ID -> the last out-of-dialog request (REGISTER, INVITE) we sent, to retry with credentials."""
 
@@ -257,7 +259,7 @@ class UA:
     @property
     def via(self) -> str:
         proto = "WSS" if self.endpoint.proto == "wss" else self.endpoint.proto.upper()
-        return f"SIP/2.0/{proto} {self.contact_host};branch={_token('z9hG4bK')};rport"
+        return f"SIP/2.0/{proto} {self.contact_host};branch={_token('z9hG4bK')}" + (";rport" if self.rport else "")
 
     @property
     def agent(self) -> MediaAgent:
@@ -387,7 +389,7 @@ class Network:
             endpoint = Endpoint(proto, host, sip_port)
             contact = f"{host}:{sip_port}"
         media = SyntheticPhone(contact.split(":")[0], rtp_port, codecs)
-        return self._add(UA(name, "sip", endpoint, contact, media=media))
+        return self._add(UA(name, "sip", endpoint, contact, media=media, rport=not nat))
 
     def _add(self, ua: UA) -> UA:
         """Every UA is a subscriber with a password when the gateway authenticates."""

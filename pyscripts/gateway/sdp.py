@@ -6,9 +6,9 @@ import ipaddress
 import re
 from typing import Union
 
-# nathelper's private-sdp test: RFC 1918, plus RFC 6598 carrier-grade NAT space.
-# Loopback is not private here (nathelper does not count it either), so test
-# rigs on 127.0.0.0/8 behave like public hosts.
+# RFC 1918, plus RFC 6598 carrier-grade NAT space.  Loopback is not private here
+# (nathelper's private-sdp test does count 127.0.0.0/8: docs/host-facts.md), so
+# test rigs on 127.0.0.0/8 behave like public hosts.
 _PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
 _PRIVATE_V6 = (ipaddress.ip_network("fc00::/7"), ipaddress.ip_network("fe80::/10"))
 
