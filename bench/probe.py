@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from gateway import host
-from gateway.model import Do
 from rig.ports import free_port
 
 from . import procs
@@ -48,7 +47,7 @@ from gateway.settings import Settings
 
 class Probe:
     def __init__(self):
-        self.router = Router(Settings(), lambda text: None)
+        self.router = Router.fixed(Settings(), lambda text: None)
     def child_init(self, rank):
         return 0
     def empty(self, msg):
@@ -86,7 +85,7 @@ SAVE = 'save("location");'
 NATIVE = "native (no python)"
 EMPTY = "python_exec, empty method"
 WITH_ARG = f"python_exec with an argument ({FACTS.count('$')} variables)"
-ROUTER = "the router's on_request for the REGISTER (the cfg saves on Do.SAVE)"
+ROUTER = "the router's on_request for the REGISTER (the cfg saves when its actions say save)"
 
 
 class Variant:
@@ -101,7 +100,9 @@ VARIANTS: List[Variant] = [
     Variant(NATIVE, SAVE, 1, ""),
     Variant(EMPTY, 'python_exec("empty");' * TIMES + SAVE, TIMES, NATIVE),
     Variant(WITH_ARG, f'python_exec("empty_arg", "{FACTS_CFG}");' * TIMES + SAVE, TIMES, NATIVE),
-    Variant(ROUTER, f'python_exec("on_request", "{FACTS_CFG}"); if ([$rc & {Do.SAVE}]) {SAVE}', 1, NATIVE),
+    Variant(
+        ROUTER, f'python_exec("on_request", "{FACTS_CFG}"); if ($(var(gw_do){{s.index,save}}) >= 0) {SAVE}', 1, NATIVE
+    ),
     Variant("attribute read (msg.Method)", 'python_exec("attribute");' + SAVE, TIMES, EMPTY),
     Variant("getHeader", 'python_exec("get_header");' + SAVE, TIMES, EMPTY),
     Variant("set_pseudoVar", 'python_exec("set_pv");' + SAVE, TIMES, EMPTY),

@@ -217,7 +217,16 @@ def _transforms(text: str) -> Iterator[Transform]:
             raise CfgError(f"bad transformation list {text!r}")
         end = _balanced(text, i)
         body = text[i + 1 : end - 1]
-        name, *params = _split_params(body)
+        if body.startswith("s.select,"):
+            # {s.select,index,separator}: the separator is one character, which may be a comma
+            rest = body[len("s.select,") :]
+            if rest.endswith(",,"):
+                index, sep = rest[:-2], ","
+            else:
+                index, _, sep = rest.partition(",")
+            name, params = "s.select", [index, sep]
+        else:
+            name, *params = _split_params(body)
         if name not in TRANSFORMS:
             raise CfgError(f"transformation {{{name}}} is not known to the fake")
         yield Transform(name, tuple(params))
@@ -714,6 +723,7 @@ class Host(Protocol):
     def pv_set(self, ctx: Any, name: str, arg: Optional[str], value: Value) -> None: ...
     def script_call(self, ctx: Any, name: str, args: List[Value], line: int) -> int: ...
     def warn(self, text: str) -> None: ...
+    def entered(self, route: str) -> None: ...
 
 
 class Runner:
@@ -827,6 +837,7 @@ class Runner:
             assert isinstance(stmt.name, Const)
             name = self.format(as_text(stmt.name.value), ctx)
         block = self.script.routes.get(("route", name))
+        self.host.entered(name)
         if block is None:
             # action.c: "unknown route(...)", E_BUG; the script goes on
             self.host.warn(f"ALERT: unknown route({name})")

@@ -120,9 +120,7 @@ def run_mutant(mutant: Mutant, tests: List[str], folder: str) -> Tuple[bool, str
     env = dict(os.environ, GATEWAY_CFG=path)
     env.pop("GATEWAY_CFG_COVERAGE", None)
     try:
-        done = subprocess.run(
-            pytest_command(tests), cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
-        )
+        done = subprocess.run(pytest_command(tests), cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         return True, f"the tests did not end within {TIMEOUT:.0f} s"
     finally:
@@ -171,10 +169,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results[mutant] = future.result()
             killed, how = results[mutant]
             print(f"{'killed  ' if killed else 'SURVIVED'} {mutant.label}  ({how})", flush=True)
-    killed = [m for m in made if results[m][0]]
+    dead = [m for m in made if results[m][0]]
     survivors = [m for m in made if not results[m][0]]
     harmless = [m for m in survivors if m.key in HARMLESS]
-    print(f"\nmutants killed: {len(killed)} / {len(made)} ({100.0 * len(killed) / max(len(made), 1):.1f} %)")
+    print(f"\nmutants killed: {len(dead)} / {len(made)} ({100.0 * len(dead) / max(len(made), 1):.1f} %)")
     print(f"survivors: {len(survivors)} ({len(harmless)} named harmless); {time.monotonic() - started:.0f} s")
     for mutant in survivors:
         reason = HARMLESS.get(mutant.key)

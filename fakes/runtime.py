@@ -321,7 +321,13 @@ class Gateway:
         address: Endpoint = Endpoint("udp", "127.0.0.1", 5060),
         strict: bool = True,
         cfg_path: str = CFG,
+        rules: Optional[Tuple[Any, Any]] = None,
+        files: Optional[Tuple[Optional[str], Optional[str]]] = None,
     ) -> None:
+        """``settings`` (gateway.settings.Settings) with ``rules``, the operator's (route, callee) functions,
+        or ``files``, the (gateway.ini, policy.py) paths to load and watch; neither: what mod_init loads."""
+        self.rule_functions: Tuple[Any, Any] = rules or (None, None)
+        self.rule_files = files
         self.address = address
         self.strict = strict
         self.rtpengine: Backend = rtpengine if rtpengine is not None else MemoryEngine()
@@ -359,11 +365,13 @@ class Gateway:
     # -- loading, as modules/python does ---------------------------------------------
 
     def _load(self, settings: Any) -> Any:
+        """mod_init with the files (``settings`` None), else a router with ``settings`` and the default
+        policy (or the ``route``/``callee`` rules the Gateway was given); then child_init, as modules/python."""
         opensips_module.install(self.log_error)
         if PYSCRIPTS not in sys.path:
             sys.path.insert(0, PYSCRIPTS)
         entry = importlib.import_module("opensips_entry")
-        if settings is None:
+        if settings is None and self.rule_files is None:
             # mod_init gives the C library the "C" LC_CTYPE OpenSIPS runs in (Py_Initialize set the
             # environment's); this test process keeps its own.
             kept = locale.setlocale(locale.LC_CTYPE)
@@ -373,8 +381,12 @@ class Gateway:
                 locale.setlocale(locale.LC_CTYPE, kept)
         else:
             from gateway.host import Router
+            from gateway.settings import Settings
 
-            router = Router(settings, opensips_module.LM_ERR)
+            if self.rule_files is not None:
+                router = Router.from_files(opensips_module.LM_ERR, *self.rule_files)
+            else:
+                router = Router.fixed(settings or Settings(), opensips_module.LM_ERR, *self.rule_functions)
         if router.child_init(1) != 0:
             raise HostFault("child_init did not return 0")
         return router
@@ -514,7 +526,12 @@ class Gateway:
         return ctx.pv_get(name, arg)
 
     def pv_set(self, ctx: Context, name: str, arg: Optional[str], value: Value) -> None:
+        if name == "var" and arg == "gw_actions":  # what the router answered, about to be done: for traces
+            self.events.append(Event("actions", str(value)))
         ctx.pv_set(name, arg, value)
+
+    def entered(self, route: str) -> None:
+        self.events.append(Event("route", f"route[{route}]"))
 
     def warn(self, text: str) -> None:
         """What OpenSIPS logs for a script error (an invalid comparison, an unknown route): a cfg bug."""
@@ -878,6 +895,30 @@ class Gateway:
 
     def fn_is_method(self, ctx: Context, methods: str) -> int:
         return 1 if ctx.msg.method in methods.split("|") else -1
+
+    def fn_append_hf(self, ctx: Context, text: str, after: Optional[str] = None) -> int:
+        """sipmsgops: the text goes in as it is, after the last header; it may hold several lines."""
+        added = 0
+        for line in text.split("\r\n"):
+            if not line:
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise cfgscript.CfgError(f"append_hf: {line!r} is not a header line")
+            ctx.msg.headers.append((name.strip(), value.strip()))
+            added += 1
+        return 1 if added else -1
+
+    def fn_remove_hf(self, ctx: Context, name: str) -> int:
+        return self.fn_remove_hf_re(ctx, "^" + re.escape(name) + "$")
+
+    def fn_remove_hf_re(self, ctx: Context, pattern: str) -> int:
+        """sipmsgops: every header whose name matches (regcomp, extended and case-insensitive)."""
+        regex = re.compile(pattern, re.IGNORECASE)
+        before = len(ctx.msg.headers)
+        ctx.msg.headers[:] = [(k, v) for k, v in ctx.msg.headers if not regex.search(k)]
+        removed = before - len(ctx.msg.headers)
+        return removed if removed else -1
 
     def fn_has_body(self, ctx: Context, mime: Optional[str] = None) -> int:
         return 1 if ctx.msg.body else -1

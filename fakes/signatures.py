@@ -49,6 +49,9 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "has_totag": (),
     "is_method": (S,),
     "has_body": (S_,),
+    "append_hf": (S, S_),
+    "remove_hf": (S,),
+    "remove_hf_re": (Param(Kind.REGEX),),
     # nathelper
     "nat_uac_test": (S,),
     "fix_nated_contact": (S_,),

@@ -19,37 +19,11 @@ import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from . import runtime
 from .rtpengine import Backend
 from .rtpengine_ng import RealEngine
 from .runtime import Endpoint, Event, Gateway
 from .scenarios import SCENARIOS
 from .ua import Network
-
-VERDICTS = {
-    1: "RELAY",
-    2: "HANDLED",
-    3: "RELAY_INITIAL (branch and failure routes armed)",
-    4: "REPLY",
-    5: "RELAY_TRACKED (reply route armed)",
-    7: "RELAY_IF_TRANSACTION",
-}
-ACTIONS = {value: name[3:] for name, value in vars(runtime).items() if name.startswith("DO_")}
-
-
-def describe_code(code: int, route: str) -> str:
-    """A route's code as the cfg reads it: the verdict and the actions the router asked for."""
-    if code < 0:
-        return f"{code} FAILED"
-    verdict = code & 7
-    if route in ("on_request", "on_in_dialog", "on_lookup_failure"):
-        name = VERDICTS.get(verdict, "")
-    elif route == "on_branch" and verdict == 4:
-        name = "DROP branch"
-    else:
-        name = ""
-    actions = [ACTIONS[bit] for bit in sorted(ACTIONS) if code & bit]
-    return f"{verdict} {name}".rstrip() + (" + " + " ".join(actions) if actions else "")
 
 
 def sdp_summary(body: bytes) -> str:
@@ -79,12 +53,18 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
             )
         elif event.kind == "exec":
             if isinstance(event.data, int):
-                route = event.text.split("] ", 1)[-1].split(" ", 1)[0]
-                lines.append(f"      = {describe_code(event.data, route)}")
+                failed = " (the Python side failed: the cfg's fail-safe answers)" if event.data == -2 else ""
+                lines[-1] += f" = {event.data}{failed}"
             else:
+                lines.append("      " + event.text.split("] ", 1)[-1].replace(", facts", ", <facts>"))
+        elif event.kind == "actions":
+            lines.append(f"    actions: {event.text.replace(',', ', ')}")
+        elif event.kind == "route":
+            if not event.text.endswith("_actions]"):
                 lines.append(f"  {event.text}")
         elif event.kind == "call":
-            lines.append(f"      {event.text}")
+            if not event.text.startswith("cfg python_exec("):
+                lines.append(f"      {event.text.removeprefix('cfg ')}")
         elif event.kind == "rtpengine":
             ng, answer = event.data
             shown = " ".join(f"{k}={v}" for k, v in ng.items() if k not in ("sdp", "command", "received-from"))

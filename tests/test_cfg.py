@@ -9,10 +9,9 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-from fakes import runtime
-from fakes.signatures import SIGNATURES, Kind
+from fakes import cfgscript, runtime
+from fakes.signatures import SIGNATURES, STATEMENTS, Kind
 from gateway import core, host, sdp
-from gateway.model import Do, Step, Verdict
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CFG = (ROOT / "opensips" / "opensips.cfg").read_text()
@@ -50,137 +49,92 @@ def test_message_and_branch_flags_are_named_as_such() -> None:
     assert {f for fl in core.REGISTRATION_BFLAGS.values() for f in fl} <= branch
 
 
-def test_the_cfg_acts_on_every_verdict() -> None:
-    handled = {int(n) for n in re.findall(r"\$var\(gw_verdict\) == (\d+)", CFG)}
-    assert handled == {int(v) for v in Verdict if v > 0}
-    assert "if ($var(gw_do) < 0 || $var(gw_verdict) == 4)\n\t\tdrop;" in CFG
-    assert int(Verdict.DROP) == int(Verdict.REPLY) == 4  # one in the branch route, the other in the request route
-    assert all(v != 0 for v in Verdict)
-    assert max(Verdict) <= Do.VERDICT_MASK
+SCRIPT = cfgscript.parse(CFG)
 
 
-#: What the cfg does for each bit of gateway.model.Do (the line after its test).
-ACTIONS = {
-    "SRC_WS": 'setflag("SRC_WS");',
-    "SRC_NAT": 'setflag("SRC_NAT");',
-    "FORCE_RPORT": "force_rport();",
-    "FIX_CONTACT": "fix_nated_contact();",
-    "FIX_REGISTER": "fix_nated_register();",
-    "BFLAG_WEBRTC": 'setbflag("WEBRTC");',
-    "BFLAG_NATED": 'setbflag("NATED");',
-    "SAVE": 'save("location");',
-    "LOOKUP": 'lookup("location");',
-    "CREATE_DIALOG": "create_dialog();",
-    "RECORD_ROUTE": "record_route();",
-    "TOPOLOGY_HIDING": "topology_hiding();",
-    "STORE_RECORD": f"$dlg_val(gw) = {host.RECORD_VAR};",
-    "PLAIN_CONTACT": 'if (!isbflagset("WEBRTC") && !isbflagset("NATED")) {',
-    "RTP_OFFER": f'if (!rtpengine_offer("{host.MEDIA_FLAGS_VARS[Step.OFFER]}"))',
-    "RTP_ANSWER": f'if (!rtpengine_answer("{host.MEDIA_FLAGS_VARS[Step.ANSWER]}"))',
-    "RTP_DELETE": f'if (!rtpengine_delete("{host.MEDIA_FLAGS_VARS[Step.DELETE]}"))',
-    "ARM_REPLY": f"if ([$var(gw_do) & {Do.QUIET_REPLIES}])",  # t_on_reply("gw_reply_quiet"), else "gw_reply"
-    "QUIET_REPLIES": 't_on_reply("gw_reply_quiet");',
-    "TRACK_DIALOG": "$dlg_val(gw_track) = 1;",
-    "AUTH_WWW": f'if (!www_authorize("{host.REALM_VAR}", "{core.SUBSCRIBERS}")) {{',
-    "AUTH_PROXY": f'if (!proxy_authorize("{host.REALM_VAR}", "{core.SUBSCRIBERS}")) {{',
-    "STAT_WEB_TO_WEB": 'update_stat("calls_web_to_web", 1);',
-    "STAT_WEB_TO_SIP": 'update_stat("calls_web_to_sip", 1);',
-    "STAT_SIP_TO_WEB": 'update_stat("calls_sip_to_web", 1);',
-    "STAT_SIP_TO_SIP": 'update_stat("calls_sip_to_sip", 1);',
-    "STAT_MEDIA_PROXY": 'update_stat("media_proxy_calls", 1);',
-    "QUIET_ACK": f"if ([$var(gw_do) & {Do.QUIET_BYE}])",  # $dlg_val(gw_quiet) = "bye", else "ack"
-    "QUIET_BYE": '$dlg_val(gw_quiet) = "bye";',
-}
-#: Bits read by one route only, shared with a bit another route reads (every bit is taken).
-SHARED = {"QUIET_BYE": ("QUIET_REPLIES", "route[gw_python_reply]", "branch_route[gw_branch]")}
+def cases(route: str) -> Set[str]:
+    """The actions a switch of the cfg does: the labels of its cases."""
+    found = {c.label for n in walk(SCRIPT.route("route", route).body) if isinstance(n, cfgscript.Switch)
+             for c in n.cases if not c.default}  # fmt: skip
+    return {str(label) for label in found}
 
 
-def bits_of_do() -> Dict[str, int]:
-    return {k: v for k, v in vars(Do).items() if k.isupper() and k != "VERDICT_MASK"}
+@pytest.mark.parametrize(
+    ("route", "actions"),
+    [
+        ("request_actions", host.REQUEST_ACTIONS),
+        ("branch_actions", host.BRANCH_ACTIONS),
+        ("reply_actions", host.REPLY_ACTIONS),
+        ("failure_actions", host.FAILURE_ACTIONS),
+    ],
+)
+def test_each_kind_of_route_does_every_action_the_router_may_answer_there_and_no_other(
+    route: str, actions: Set[str]
+) -> None:
+    """The instruction set: gateway.host.Act on one side, a switch of the cfg for each kind of route on the other."""
+    assert cases(route) == set(actions)
 
 
-def test_every_bit_the_router_returns_is_acted_on_by_the_cfg() -> None:
-    bits = bits_of_do()
-    assert set(bits) == set(ACTIONS)
-    own = {name: value for name, value in bits.items() if name not in SHARED}
-    assert len(set(own.values())) == len(own) and all(v > Do.VERDICT_MASK for v in bits.values())
-    assert all(bits[name] == bits[other] for name, (other, _, _) in SHARED.items())
-    assert sum(own.values()) + Do.VERDICT_MASK < 2**31  # python_exec returns a C int; negative means failed
-    # $var(gw_call): the initial INVITE's code, kept for its branch routes
-    tests = re.findall(r"if \(\[\$var\(gw_(?:do|call)\) & (\d+)\]\)(?: \{)?(?=\n\s*(.+))", CFG)
-    acted: Dict[int, Set[str]] = {}
-    for value, line in tests:
-        acted.setdefault(int(value), set()).add(line.split("  #")[0].strip())
-    for name, value in bits.items():
-        assert ACTIONS[name] in acted.get(value, set()), f"Do.{name} ({value}): the cfg does {acted.get(value)}"
+def test_every_action_is_done_somewhere() -> None:
+    assert host.REQUEST_ACTIONS | host.BRANCH_ACTIONS | host.REPLY_ACTIONS | host.FAILURE_ACTIONS == host.ACTIONS
 
 
-def cfg_blocks() -> Dict[str, str]:
-    """Each route of the cfg by its head (``route[gw_act]``, ``branch_route[gw_branch]``; ``route`` the main one)."""
-    heads = list(re.finditer(r"^(\w*route(?:\[\w+\])?) \{$", CFG, re.M))
-    ends = [h.start() for h in heads[1:]] + [len(CFG)]
-    return {h.group(1): CFG[h.end() : end] for h, end in zip(heads, ends)}
+def walk(node: object) -> Iterator[object]:
+    """Every node of a parsed route, statements and expressions."""
+    yield node
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            yield from walk(item)
+    elif hasattr(node, "__dataclass_fields__"):
+        for name in node.__dataclass_fields__:
+            yield from walk(getattr(node, name))
 
 
-def test_a_shared_bit_is_read_where_each_of_its_meanings_applies_only() -> None:
-    blocks = cfg_blocks()
-    for name, (other, route, other_route) in SHARED.items():
-        test = f"[$var(gw_do) & {getattr(Do, name)}]"
-        assert {head for head, text in blocks.items() if test in text} == {route, other_route}, name
-        assert ACTIONS[name] in blocks[route] and ACTIONS[other] in blocks[other_route]
+def test_the_cfg_has_no_bit_tests() -> None:
+    """What the router asks for is named: no numeric masks anywhere in the routes."""
+    for route in SCRIPT.routes.values():
+        ops = {n.op for n in walk(route.body) if isinstance(n, cfgscript.Binary)}
+        assert not ops & {"&", "|"}, route.name
 
 
-def test_the_cfgs_group_tests_cover_their_bits() -> None:
-    bits = bits_of_do()
-    groups = {
-        248: ("SRC_WS", "SRC_NAT", "FORCE_RPORT", "FIX_CONTACT", "FIX_REGISTER"),
-        3840: ("BFLAG_WEBRTC", "BFLAG_NATED", "SAVE", "LOOKUP"),
-        61440: ("CREATE_DIALOG", "RECORD_ROUTE", "TOPOLOGY_HIDING", "STORE_RECORD"),
-        917504: ("RTP_OFFER", "RTP_ANSWER", "RTP_DELETE"),
-        25165824: ("AUTH_WWW", "AUTH_PROXY"),
-        1040187392: ("STAT_WEB_TO_WEB", "STAT_WEB_TO_SIP", "STAT_SIP_TO_WEB", "STAT_SIP_TO_SIP", "STAT_MEDIA_PROXY"),
-    }
-    for mask, names in groups.items():
-        assert f"[$var(gw_do) & {mask}]" in CFG
-        assert mask == sum(bits[n] for n in names)
+def test_every_function_the_cfg_calls_is_one_the_fake_knows() -> None:
+    called = {n.name for route in SCRIPT.routes.values() for n in walk(route.body) if isinstance(n, cfgscript.Call)}
+    known = set(SIGNATURES) | set(STATEMENTS)
+    assert {"python_exec", "t_relay", "lookup", "rtpengine_offer"} <= called
+    assert called - known == set()
 
 
 def test_the_cfg_counts_what_the_router_names() -> None:
-    assert set(host.STAT_BITS) == set(core.STATISTICS) <= declared_statistics()
+    assert set(core.STATISTICS) <= declared_statistics()
+    assert {f"count_{name.split('_', 1)[1]}" for name in core.STATISTICS if name.startswith("calls_")} <= host.ACTIONS
 
 
 def test_the_cfg_passes_the_facts_each_route_reads() -> None:
-    passed = exec_arguments()
-    assert passed == {
+    assert exec_arguments() == {
         "on_request": host.REQUEST_FACTS,
         "on_in_dialog": host.IN_DIALOG_FACTS,
         "on_lookup_failure": host.LOOKUP_FAILURE_FACTS,
-        "on_branch": host.BRANCH_FACTS,
         "on_reply": host.REPLY_FACTS,
         "on_failure": host.FAILURE_FACTS,
         "is_trusted": host.TRUSTED_FACTS,
     }
+    assert 'python_exec("on_authorized")' in CFG  # the request's facts are the router's from on_request
 
 
 #: Variables whose printed value a sender cannot fill with other bytes than UTF-8: numbers, names
 #: the parser checked as tokens, values the gateway wrote itself.
 SAFE_FACTS = {
-    "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, host.PRIVATE_VAR, host.BODY_VAR, "$hdrcnt(Contact)", "$sp", "$rs",
-    "$T_branch_idx",
-    "$bf", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$var(gw_found)",
+    "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, host.PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$sp", "$rs",
+    "$T_branch_idx", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$rc",
 }  # fmt: skip
 
 
 def test_no_fact_carries_the_senders_bytes_as_they_are() -> None:
     # PyUnicode_FromString(arg) fails on bytes that are not UTF-8 and leaves the error pending in
-    # the worker (python_exec.c): what a sender wrote goes in as a length or hex-encoded.
+    # the worker (python_exec.c): what a sender wrote goes in hex-encoded.
     for facts in exec_arguments().values():
         for fact in facts.split(host.SEP):
-            assert fact in SAFE_FACTS or fact.endswith(("{s.len})", "{s.encode.hexa})")), fact
-
-
-def test_the_cfg_runs_the_routers_nat_tests() -> None:
-    assert f'if (nat_uac_test("{core.NAT_TESTS}"))\n\t\t{host.NAT_VAR} = 1;' in CFG
+            assert fact in SAFE_FACTS or fact.endswith("{s.encode.hexa})"), fact
 
 
 def test_the_cfg_tests_the_sdp_with_the_routers_expression() -> None:
@@ -188,24 +142,25 @@ def test_the_cfg_tests_the_sdp_with_the_routers_expression() -> None:
     test = runtime.private_sdp_test()
     assert test is not None and test.pattern == sdp.PRIVATE_SDP
     assert CFG.count("$rb =~") == 1
-    assert f"\t\t{host.PRIVATE_VAR} = 1;" in CFG
-    assert f"\t\t{host.BODY_VAR} = 1;" in CFG and CFG.count("if ($cl > 0)") == 2  # request and reply routes
 
 
 def test_every_python_exec_names_a_router_method() -> None:
     methods = set(re.findall(r'python_exec\("(\w+)"', CFG))
-    assert methods == set(exec_arguments())
+    assert methods == set(exec_arguments()) | {"on_authorized"}
     assert all(callable(getattr(host.Router, m)) for m in methods)
 
 
 def test_the_routes_the_cfg_arms_exist() -> None:
     for kind, name in re.findall(r't_on_(branch|reply|failure)\("(\w+)"\)', CFG):
         prefix = {"branch": "branch_route", "reply": "onreply_route", "failure": "failure_route"}[kind]
-        assert f"{prefix}[{name}]" in CFG
+        assert (prefix, name) in SCRIPT.routes
 
 
-def test_the_fail_safe_knows_when_the_cfg_already_loose_routed() -> None:
-    assert "$var(gw_lr) = 1;" in CFG and "$var(gw_lr) == 1 ||" in CFG
+def test_the_branch_route_picks_a_plan_for_every_kind_of_contact() -> None:
+    branch = SCRIPT.route("branch_route", "gw_branch")
+    text = CFG[CFG.index("branch_route[gw_branch]") :]
+    text = text[: text.index("\n}")]
+    assert all(var in text for var in host.BRANCH_VARS.values()) and branch.body
 
 
 def call_function_calls(path: pathlib.Path, text: str) -> Iterator[Tuple[str, int, ast.Call]]:

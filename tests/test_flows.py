@@ -224,16 +224,16 @@ def python_entries(gateway: Gateway, since: int) -> List[str]:
 @pytest.mark.parametrize(
     ("caller_kind", "callee_kind", "expected"),
     [
-        # plain phones: the INVITE only (Do.PLAIN_CONTACT: no branch route, the cfg counts the answer)
-        ("plain", "plain", ["on_request"]),
-        # a NATed caller takes rtpengine; the callee is not behind NAT: its branch was planned with the
-        # request (Do.PLAIN_CONTACT), its 100/180 stay in the cfg (Do.QUIET_REPLIES), and so do the ACK
-        # and the BYE of a dialog without browsers (Do.QUIET_ACK, Do.QUIET_BYE: the cfg deletes the media)
-        ("nat", "plain", ["on_request", "on_reply"]),
-        # a NATed callee (branch flag NATED): its branch asks; its 180 has a Contact to fix, its 100 not
-        ("nat", "nat", ["on_request", "on_branch", "on_reply", "on_reply"]),
+        # plain phones: the INVITE only (its branches are planned with it, the cfg counts the answer)
+        ("plain", "plain", ["on_request", "on_authorized"]),
+        # a NATed caller takes rtpengine; the callee is not behind NAT: its 100/180 stay in the cfg
+        # (on_reply_quiet), and so do the ACK and the BYE of a dialog without browsers (quiet_bye: the
+        # cfg deletes the media)
+        ("nat", "plain", ["on_request", "on_authorized", "on_reply"]),
+        # a NATed callee (branch flag NATED): its 180 has a Contact to fix, its 100 not
+        ("nat", "nat", ["on_request", "on_authorized", "on_reply", "on_reply"]),
         # a browser: its ACK may need the flow of the connection it goes over, so it asks
-        ("browser", "plain", ["on_request", "on_reply", "on_in_dialog", "on_in_dialog"]),
+        ("browser", "plain", ["on_request", "on_authorized", "on_reply", "on_in_dialog", "on_in_dialog"]),
     ],
 )
 def test_a_call_asks_the_router_only_where_it_has_something_to_decide(
@@ -249,6 +249,7 @@ def test_a_call_asks_the_router_only_where_it_has_something_to_decide(
     for code in (100, 180, 200):
         net.reply(call, callee, code)
     net.bye(call, "caller")
-    # our own caller's first INVITE is challenged (407; its ACK absorbed by tm), then sent with credentials
+    # our own caller's first INVITE is challenged (407; its ACK absorbed by tm), then sent with credentials,
+    # and the rules answer after the digest check (on_authorized)
     assert python_entries(gateway, start) == ["on_request", *expected]
     assert_clean(gateway, net)

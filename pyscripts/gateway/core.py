@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .model import Branch, CallRecord, Exchange, Leg, Media, MediaAction, Party, Registration, Source, Step
-from .profiles import UNTRUSTED_SIP_SOURCE, Profiles
+from .policy import Callee, Decision, Kind, MediaProxy
+from .profiles import UNTRUSTED_SIP_SOURCE, Profiles, format_key, problems
 from .settings import Settings
 
 #: nathelper tests for SIP peers (named tests, OpenSIPS 3.4+): a private Contact,
@@ -106,17 +107,63 @@ def sdp_privacy_matters(source: Source, behind_nat: bool) -> bool:
     return source is Source.SIP and not behind_nat
 
 
-def plain_contact_needs_nothing(caller: Party, private_sdp: bool) -> bool:
-    """Whether a branch to a plain SIP contact (no WEBRTC, no NATED branch flag) of this call takes no
-    media proxy: then the cfg forks it without asking (Do.PLAIN_CONTACT) and counts its answer, and the
-    branch stays off the call record (plan_initial_reply knows a branch it has no record of)."""
-    return not needs_media_proxy(caller, party_registered(Registration.PLAIN_SIP), private_sdp)
-
-
-def needs_media_proxy(caller: Party, callee: Party, private_sdp: bool) -> bool:
-    if caller.leg is Leg.WEB or callee.leg is Leg.WEB:
+def needs_media_proxy(caller: Party, callee: Party, private_sdp: bool, media: MediaProxy = MediaProxy.AUTO) -> bool:
+    """Whether a branch takes rtpengine: always with a browser on either end (only rtpengine bridges
+    DTLS-SRTP/ICE and plain RTP); else as the operator's rules say, by default when a party is behind
+    NAT or the caller's SDP names private addresses."""
+    if caller.leg is Leg.WEB or callee.leg is Leg.WEB or media is MediaProxy.ALWAYS:
         return True
+    if media is MediaProxy.NEVER:
+        return False
     return private_sdp or caller.behind_nat or callee.behind_nat
+
+
+#: The policy's kinds of party as the core's legs, and back.
+LEG_OF = {Kind.BROWSER: Leg.WEB, Kind.SIP: Leg.SIP}
+KIND_OF = {Leg.WEB: Kind.BROWSER, Leg.SIP: Kind.SIP}
+
+
+def callee_of(registration: Registration) -> Callee:
+    return Callee(KIND_OF[registration.leg], registration.behind_nat)
+
+
+def registration_of_callee(callee: Callee) -> Registration:
+    if callee.kind is Kind.BROWSER:
+        return Registration.WEBRTC
+    return Registration.NATED_SIP if callee.behind_nat else Registration.PLAIN_SIP
+
+
+def _flag_problems(profiles: Profiles, leg: Leg, extra: str) -> Tuple[str, ...]:
+    """What is wrong with offers toward ``leg`` carrying ``extra``: a pure function of the (immutable)
+    table and its other arguments, so kept with the table by those arguments."""
+    found = profiles.checked.get((leg, extra))
+    if found is None:
+        found = tuple(
+            f"{format_key(key)} + {extra!r}: {p}"
+            for key in ((sender, leg, step) for sender in Leg for step in (Step.OFFER, Step.REOFFER))
+            for p in problems(key, f"{profiles[key]} {extra}")
+        )
+        if len(profiles.checked) < 4096:
+            profiles.checked[(leg, extra)] = found
+    return found
+
+
+def check_decision(decision: Decision, settings: Settings, callee: Optional[Callee] = None) -> None:
+    """ValueError when the gateway cannot do what a rule decided: an unknown trunk, rtpengine flags that
+    would break a leg (the profile rules: a browser-bound offer keeps DTLS, ICE and SAVPF), a target
+    given where only media may change (``callee``)."""
+    if not isinstance(decision, Decision):
+        raise ValueError(f"a rule answered {decision!r}, not a Decision")
+    if callee is not None and (decision.add_headers or decision.remove_headers):
+        raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
+    if decision.target == "trunk" and decision.trunk is not None:
+        settings.trunk_uri(decision.trunk)
+    for kind in Kind:
+        extra = decision.extra_flags(kind)
+        if extra:
+            found = _flag_problems(settings.profiles, LEG_OF[kind], extra)
+            if found:
+                raise ValueError("rtpengine flags refused: " + "; ".join(found))
 
 
 class Target(enum.Enum):
@@ -246,13 +293,19 @@ def media_action(
     receiver: Leg,
     private_sdp: bool = False,
     branch: Optional[int] = None,
+    added: str = "",
 ) -> MediaAction:
-    """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg."""
+    """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg; ``added``: the operator's
+    flags for this call's offers (check_decision checked them against the table)."""
     untrusted = step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp)
-    key = (sender.leg, receiver, step, untrusted, branch)
-    action = profiles.actions.get(key)  # a handful of distinct actions: each is made once
+    if step not in (Step.OFFER, Step.REOFFER):
+        added = ""
+    key = (sender.leg, receiver, step, untrusted, branch, added)
+    action = profiles.actions.get(key)  # made once for each of its complete inputs
     if action is None:
         extra = [UNTRUSTED_SIP_SOURCE] if untrusted else []
+        if added:
+            extra.append(added)
         if branch is not None:
             # One rtpengine session per branch, so a browser and a phone of one user
             # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
@@ -282,14 +335,21 @@ class BranchPlan:
         fields["action"] = action
 
 
-def plan_branch(record: CallRecord, index: int, registration: Registration, profiles: Profiles) -> BranchPlan:
+def plan_branch(
+    record: CallRecord,
+    index: int,
+    registration: Registration,
+    profiles: Profiles,
+    media: MediaProxy = MediaProxy.AUTO,
+) -> BranchPlan:
     """Decide the media proxy for one branch of an initial INVITE and, with an early offer, the offer."""
     callee = party_registered(registration)
-    if not needs_media_proxy(record.caller, callee, record.private_sdp):
+    if not needs_media_proxy(record.caller, callee, record.private_sdp, media):
         return BranchPlan(record.with_branch(index, Branch(callee, Media.NONE)), None)
     if not record.early_offer:
         return BranchPlan(record.with_branch(index, Branch(callee, Media.PENDING)), None)
-    action = media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, branch=index)
+    added = record.extra_toward(callee.leg)
+    action = media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, index, added)
     return BranchPlan(record.with_branch(index, Branch(callee, Media.OPEN)), action)
 
 
@@ -309,8 +369,9 @@ def plan_initial_reply(
     """Reply to an initial INVITE on branch ``index``, received over ``flow``."""
     branch = record.branch(index)
     if branch is None:
-        # A branch the cfg forked without asking: a plain SIP contact (plain_contact_needs_nothing).
-        # Its 2xx comes here only when another branch took the media proxy: that session goes.
+        # A branch off the record: one to a plain SIP contact without the media proxy, which the cfg
+        # forks and counts without asking.  Its 2xx comes here only when another branch took the
+        # media proxy: that session goes.
         if 200 <= status < 300 and record.answered is None and record.media_open:
             counted = _ANSWERED_STATS[(record.caller.leg, Leg.SIP, False)]
             return ReplyPlan(MediaAction(Step.DELETE, ""), False, record.with_answer(index), counted)
@@ -336,7 +397,9 @@ def plan_initial_reply(
     else:
         # Late offer: the callee's SDP is the offer (answered in the ACK, or PRACK); the reply's
         # To-tag already tells rtpengine which branch it is.
-        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg)
+        action = media_action(
+            profiles, Step.OFFER, branch.callee, record.caller.leg, added=record.extra_toward(record.caller.leg)
+        )
         record = record.with_branch(index, branch.with_media(Media.OPEN))
     return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record, stats)
 
@@ -409,10 +472,11 @@ def plan_sequential(
     if method == "BYE":
         return SequentialPlan(media_action(profiles, Step.DELETE, record.caller, callee.callee.leg), None, dst_uri)
     if method in ("INVITE", "UPDATE"):
-        exchange = Exchange(sender, receiver, has_sdp)
+        exchange = Exchange(sender, receiver, has_sdp, record.extra_toward(sender.leg))
         if not has_sdp:
             return SequentialPlan(None, exchange, dst_uri)
-        return SequentialPlan(media_action(profiles, Step.REOFFER, sender, receiver.leg), exchange, dst_uri)
+        action = media_action(profiles, Step.REOFFER, sender, receiver.leg, added=record.extra_toward(receiver.leg))
+        return SequentialPlan(action, exchange, dst_uri)
     if method in ("ACK", "PRACK") and has_sdp:
         # An ACK (or PRACK) with SDP answers an offer made in the 2xx (late offer).
         return SequentialPlan(media_action(profiles, Step.ANSWER, sender, receiver.leg), None, dst_uri)
@@ -424,4 +488,4 @@ def plan_sequential_reply(exchange: Exchange, status: int, has_sdp: bool, profil
     if not has_sdp or not (180 <= status < 300):
         return None
     step = Step.ANSWER if exchange.offer_in_request else Step.REOFFER
-    return media_action(profiles, step, exchange.receiver, exchange.sender.leg)
+    return media_action(profiles, step, exchange.receiver, exchange.sender.leg, added=exchange.extra)

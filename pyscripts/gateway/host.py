@@ -1,160 +1,234 @@
-"""The thin adapter between OpenSIPS's python module and the decision core.
+"""The thin adapter between OpenSIPS's python module and the decisions.
 
-Each ``on_*`` method is one OpenSIPS route.  The cfg formats the facts a route
-needs into python_exec's argument (``python_exec("on_request", REQUEST_FACTS)``:
-one string, one fact a line), so reading them costs no host call; the router
-asks ``core`` what to do and answers with one int: the verdict in the low three
-bits (``model.Verdict``) and the actions for the cfg to take above them
-(``model.Do``: setflag, force_rport, fix_nated_*, digest auth, save, lookup,
-create_dialog, record_route, rtpengine_*, t_on_reply, update_stat).  Values the
-cfg needs for those actions (the rtpengine flags, the call record, a reply's
-code, the auth realm) go in ``$var``s with set_pseudoVar, written only when
-they change: a worker's ``$var`` keeps its value from one message to the next
-(``HELD_VARS``).  Host calls from Python are dear (FACTS.md: call_function
-about 4.2 us, get_pseudoVar about 1.8 us) and the cfg's own calls are not, so
-the router makes no call_function and no get_pseudoVar: the cfg even tests the
-SDP for private addresses itself (sdp.PRIVATE_SDP).  Reading nothing but the facts, each route's answer is a
-pure function of them, kept and replayed (``Router._answer``).
+Each ``on_*`` method answers one place of opensips.cfg.  The cfg passes the facts a
+route needs as python_exec's argument, one per line (``REQUEST_FACTS`` and the others
+below), so reading them costs no host call.  The router decides (``core`` for the
+gateway's own rules, the operator's rules through ``loader``) and answers with
+*actions*: names of what the cfg should do, in order, separated by commas, left in a
+``$var`` of that route (``REQUEST_VAR`` and the others).  The cfg runs them one by one,
+each a route of its own, ``route[do_<name>]`` (``Act`` lists them all, with what each
+does): the cfg's instruction set is fixed, and no rule an operator writes changes it.
+Values an action needs wait in ``$var``s too (the rtpengine flags, a reply's code, the
+call record, the headers to add).  A route method returns 1, or -2 when the Python
+side failed (the cfg's fail-safe answers then): never 0, which would end the script
+like ``exit``.
 
-The facts hold nothing a sender can fill with bytes that are not UTF-8: the
-python module turns the argument into a str with PyUnicode_FromString, and
-when that fails it returns -1 and leaves the UnicodeDecodeError pending in the
-worker, where it breaks the next python_exec (python_exec.c, 3.6.8 and 4.0.1).
-So the cfg passes lengths instead of the To-tag and R-URI user, and the
-domains and Content-Type hex-encoded (``{s.encode.hexa}``); the rest are
-numbers, tokens the parser checked ($rm) or values we wrote ourselves.
+Every ``$var`` the router writes is one the cfg only reads, and a worker's ``$var``
+keeps its value from one message to the next (each worker has its own router after
+fork as it has its own ``$var``s): a value already there is not written again
+(``Router.held``).  Nothing else is kept between messages: every decision is taken
+afresh from the facts, with the rules as they are now on disk (``loader.Watcher``).
 
-Host rules this file keeps (FACTS.md):
-- every route returns a non-zero int (0 would end the script like ``exit``) and
-  never lets an exception escape or stay pending;
+The facts hold nothing a sender wrote as it is: the python module turns the argument
+into a str with PyUnicode_FromString, and when that fails it returns -1 and leaves the
+UnicodeDecodeError pending in the worker, where it breaks the next python_exec
+(docs/host-facts.md).  So the cfg hex-encodes users, domains and Content-Type
+(``{s.encode.hexa}``), and the router decodes them: users as UTF-8 with U+FFFD for
+bytes that are not (what a rule sees), domains strictly (a request whose domains are
+not UTF-8 gets 400).  The rest are numbers, tokens the parser checked ($rm) or values
+we wrote ourselves.
+
+Host rules this file keeps (docs/host-facts.md):
+- every route returns a non-zero int and never lets an exception escape or stay pending;
 - no ``msg`` (and never ``msg.copy()``) is kept past the call;
-- ``call_function`` gets only str or None, integers as decimal strings, and
-  every optional parameter of integer or variable type explicitly as None:
-  leaving one out segfaults the worker.
+- the router makes no ``call_function``: the cfg makes every script function call.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Protocol, Tuple, TypeVar, cast
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple
 
 from . import core
-from .model import CallRecord, Do, Exchange, MediaAction, Registration, Source, Step, Verdict, flow_of
-from .profiles import Profiles
+from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
+from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
+from .policy import Decision, Kind, MediaProxy, Request, to_trunk, to_user
 from .sdp import is_sdp
 from .settings import Settings
 
 
 class Msg(Protocol):
-    """The ``msg`` object OpenSIPS's python module passes (python_msgobj.c; not importable).
-
-    Typed so that mypy refuses what the host refuses: ``call_function`` takes str or None only.
-    """
+    """The ``msg`` object OpenSIPS's python module passes (python_msgobj.c; not importable)."""
 
     @property
     def Type(self) -> str: ...  # noqa: N802
-    @property
-    def src_address(self) -> Tuple[str, int]: ...
     def getHeader(self, name: str) -> Optional[str]: ...  # noqa: N802
-    def call_function(self, name: str, *args: Optional[str]) -> int: ...
     def get_pseudoVar(self, fmt: str) -> Optional[str]: ...  # noqa: N802
     def set_pseudoVar(self, name: str, value: str) -> None: ...  # noqa: N802
     def set_dst_uri(self, uri: str) -> None: ...
+    def rewrite_ruri(self, uri: str) -> None: ...
 
+
+class Act:
+    """The actions the cfg can do: each a case of the switch of its kind of route in opensips.cfg
+    (route[request_actions], branch_actions, reply_actions, failure_actions; tests/test_cfg.py holds
+    the two to each other).  A list of them answers each python_exec."""
+
+    # where the request came from (every route that reads a request)
+    WS = "ws"  # setflag("SRC_WS")
+    NAT = "nat"  # setflag("SRC_NAT")
+    RPORT = "rport"  # force_rport(): replies go to the NAT binding
+    FIX_CONTACT = "fix_contact"  # fix_nated_contact()
+    FIX_REGISTER = "fix_register"  # fix_nated_register(): the source is kept with the contact
+    # digest authentication in $var(gw_realm); the digest user must own the address; then on_authorized
+    WWW_AUTH = "www_auth"  # 401; the To user (REGISTER)
+    PROXY_AUTH = "proxy_auth"  # 407; the From user
+    # registrations
+    WEBRTC_CONTACT = "webrtc_contact"  # setbflag("WEBRTC")
+    NATED_CONTACT = "nated_contact"  # setbflag("NATED")
+    SAVE = "save"  # save("location"): replies and ends
+    LOOKUP = "lookup"  # lookup("location"); on failure on_lookup_failure answers
+    # calls
+    DIALOG = "dialog"  # create_dialog()
+    RECORD_ROUTE = "record_route"
+    HIDE_TOPOLOGY = "hide_topology"  # topology_hiding()
+    KEEP_RECORD = "keep_record"  # $dlg_val(gw) = $var(gw_record)
+    ADD_HEADERS = "add_headers"  # append_hf("$var(gw_add_headers)")
+    REMOVE_HEADERS = "remove_headers"  # remove_hf_re($var(gw_remove_headers))
+    OFFER = "offer"  # rtpengine_offer("$var(gw_rtp_offer)")
+    ANSWER = "answer"  # rtpengine_answer("$var(gw_rtp_answer)")
+    DELETE = "delete"  # rtpengine_delete("$var(gw_rtp_delete)")
+    # the end of a request's list
+    RELAY = "relay"  # t_relay() (503 when no branch could be sent); ends
+    RELAY_CALL = "relay_call"  # t_on_branch("gw_branch"), t_on_failure("gw_failure"), relay
+    RELAY_TRACKED = "relay_tracked"  # t_on_reply("gw_reply"), relay (a re-INVITE or UPDATE)
+    RELAY_KNOWN = "relay_known"  # relay only for a transaction tm knows (CANCEL, a stray ACK); ends
+    REPLY = "reply"  # sl_send_reply($var(gw_code), $var(gw_reason)); ends
+    # a branch (branch_route[gw_branch] runs the plan of its contact's kind)
+    TRACK = "track"  # $dlg_val(gw_track) = 1: its in-dialog requests come to on_in_dialog
+    ON_REPLY = "on_reply"  # t_on_reply("gw_reply") for this branch
+    ON_REPLY_QUIET = "on_reply_quiet"  # t_on_reply("gw_reply_quiet"): only its 2xx and replies with a body
+    ON_ANSWER = "on_answer"  # t_on_reply("gw_answered_sip_to_sip"): only its answer is counted
+    RECORD_BRANCH = "record_branch"  # the branch's part of the call record, under its index
+    OFFER_BRANCH = "offer_branch"  # rtpengine_offer with the plan's flags and the branch index; failing drops
+    DROP = "drop"  # no branch to this contact
+    # a reply
+    COUNT_WEB_TO_WEB = "count_web_to_web"  # update_stat("calls_web_to_web", 1)
+    COUNT_WEB_TO_SIP = "count_web_to_sip"
+    COUNT_SIP_TO_WEB = "count_sip_to_web"
+    COUNT_SIP_TO_SIP = "count_sip_to_sip"
+    COUNT_MEDIA_PROXY = "count_media_proxy"
+    QUIET_ACK = "quiet_ack"  # $dlg_val(gw_quiet) = "ack": the cfg relays the dialog's ACKs without a body
+    QUIET_BYE = "quiet_bye"  # $dlg_val(gw_quiet) = "bye": and serves a SIP peer's BYE with rtpengine_delete
+    NONE = "none"  # nothing to do
+
+
+ACTIONS: FrozenSet[str] = frozenset(v for k, v in vars(Act).items() if k.isupper())
+MEDIA_ACTS = frozenset({Act.OFFER, Act.ANSWER, Act.DELETE})
+#: The actions each kind of route of the cfg does: OpenSIPS allows some functions in some routes only.
+BRANCH_ACTIONS = frozenset(
+    {Act.TRACK, Act.ON_REPLY, Act.ON_REPLY_QUIET, Act.ON_ANSWER, Act.RECORD_BRANCH, Act.OFFER_BRANCH, Act.DROP}
+)
+REPLY_ACTIONS = frozenset(
+    {Act.FIX_CONTACT, Act.COUNT_WEB_TO_WEB, Act.COUNT_WEB_TO_SIP, Act.COUNT_SIP_TO_WEB, Act.COUNT_SIP_TO_SIP,
+     Act.COUNT_MEDIA_PROXY, Act.QUIET_ACK, Act.QUIET_BYE, Act.NONE} | MEDIA_ACTS
+)  # fmt: skip
+FAILURE_ACTIONS = frozenset({Act.DELETE, Act.NONE})
+REQUEST_ACTIONS = ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT})
+_COUNT = {f"calls_{a.value}_to_{b.value}": f"count_{a.value}_to_{b.value}" for a in Leg for b in Leg}
+_COUNT["media_proxy_calls"] = Act.COUNT_MEDIA_PROXY
+_MEDIA_ACTS = {Step.OFFER: Act.OFFER, Step.REOFFER: Act.OFFER, Step.ANSWER: Act.ANSWER, Step.DELETE: Act.DELETE}
 
 NULL = "<null>"  # what OpenSIPS prints for an unset variable
-# Between the facts: a line break, which none of them can hold (see the module's docstring).
-SEP = "\n"
+SEP = "\n"  # between the facts: none of them can hold a line break (see the module's docstring)
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
+NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
+PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
+CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
+
+# The actions of each route, one $var each (so a worker's next message of a kind finds them there).
+REQUEST_VAR = "$var(gw_do)"
+AUTHORIZED_VAR = "$var(gw_authorized)"
+LOOKUP_FAILURE_VAR = "$var(gw_not_found)"
+IN_DIALOG_VAR = "$var(gw_in_dialog)"
+REPLY_VAR = "$var(gw_reply)"
+FAILURE_VAR = "$var(gw_failure)"
+#: Which actions each $var may hold (the route that reads it).
+ACTIONS_OF = {
+    REQUEST_VAR: REQUEST_ACTIONS,
+    AUTHORIZED_VAR: REQUEST_ACTIONS,
+    LOOKUP_FAILURE_VAR: REQUEST_ACTIONS,
+    IN_DIALOG_VAR: REQUEST_ACTIONS,
+    REPLY_VAR: REPLY_ACTIONS,
+    FAILURE_VAR: FAILURE_ACTIONS,
+}
+#: A branch's plan by its contact's kind: "actions|its part of the call record|its offer's flags but the index".
+BRANCH_VARS = {
+    Registration.WEBRTC: "$var(gw_to_webrtc)",
+    Registration.NATED_SIP: "$var(gw_to_nated)",
+    Registration.PLAIN_SIP: "$var(gw_to_plain)",
+}
+# What actions need.
 RECORD_VAR = "$var(gw_record)"
-#: The rtpengine flags of each step, one $var a step (HELD_VARS: each keeps its last flags).
+REALM_VAR = "$var(gw_realm)"
+REPLY_CODE_VAR = "$var(gw_code)"
+REPLY_REASON_VAR = "$var(gw_reason)"
+ADD_HEADERS_VAR = "$var(gw_add_headers)"
+REMOVE_HEADERS_VAR = "$var(gw_remove_headers)"
 MEDIA_FLAGS_VARS = {
     Step.OFFER: "$var(gw_rtp_offer)",
     Step.REOFFER: "$var(gw_rtp_offer)",
     Step.ANSWER: "$var(gw_rtp_answer)",
     Step.DELETE: "$var(gw_rtp_delete)",
 }
-REPLY_CODE_VAR = "$var(gw_code)"
-REPLY_REASON_VAR = "$var(gw_reason)"
-REALM_VAR = "$var(gw_realm)"
-NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
-PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
-BODY_VAR = "$var(gw_body)"  # 1 when $cl > 0 (not $cl itself: the facts of two calls differ less)
-CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
+TRUSTED_VAR = "$var(gw_trusted)"
+PIKE_SOURCE_VAR = "$var(gw_pike_source)"  # the cfg keeps its last answer here; cleared when the rules change
+
+#: The $vars the router writes and the cfg only reads: each is written only when its value changes.
+HELD_VARS = frozenset(
+    (REQUEST_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR, FAILURE_VAR, RECORD_VAR, REALM_VAR,
+     REPLY_CODE_VAR, REPLY_REASON_VAR, ADD_HEADERS_VAR, REMOVE_HEADERS_VAR, TRUSTED_VAR, *BRANCH_VARS.values(),
+     *MEDIA_FLAGS_VARS.values())
+)  # fmt: skip
 
 # What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
 REQUEST_FACTS = SEP.join(
-    ("$rm", "$socket_in(proto)", NAT_VAR, PRIVATE_VAR, BODY_VAR, "$hdrcnt(Contact)", "$si", "$sp", "$(rU{s.len})",
-     "$(rd{s.encode.hexa})", "$(td{s.encode.hexa})", "$(fd{s.encode.hexa})", CONTENT_TYPE)
+    ("$rm", "$socket_in(proto)", NAT_VAR, PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp",
+     "$(rU{s.encode.hexa})", "$(rd{s.encode.hexa})", "$(fU{s.encode.hexa})", "$(fd{s.encode.hexa})",
+     "$(tU{s.encode.hexa})", "$(td{s.encode.hexa})", CONTENT_TYPE)
 )  # fmt: skip
 IN_DIALOG_FACTS = SEP.join(
-    ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", BODY_VAR, "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
+    ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
 )
-TRUSTED_VAR = "$var(gw_trusted)"
-# A plain SIP contact's branch, planned with the initial INVITE (Do.PLAIN_CONTACT, Router._plain_plan):
-PLAIN_DO_VAR = "$var(gw_plain_do)"  # the branch route's code
-PLAIN_BRANCH_VAR = "$var(gw_plain_branch)"  # the branch's part of the call record, b<index>=<this>
-PLAIN_OFFER_VAR = "$var(gw_plain_offer)"  # the offer's flags but the index, which the cfg adds
-#: The $vars the router writes and the cfg only reads.  A worker's $var keeps its value from one message to
-#: the next (opensips.cfg), and each worker has its own router (forked after mod_init) as it has its own
-#: $vars: so a value the router wrote there last is not written again (Router._answer).
-HELD_VARS = frozenset(
-    (RECORD_VAR, REALM_VAR, REPLY_REASON_VAR, PLAIN_DO_VAR, PLAIN_BRANCH_VAR, PLAIN_OFFER_VAR)
-) | frozenset(MEDIA_FLAGS_VARS.values())
-BRANCH_FACTS = SEP.join(("$T_branch_idx", "$bf", DIALOG_RECORD))
 REPLY_FACTS = SEP.join(
-    ("$rs", "$socket_in(proto)", "$T_branch_idx", BODY_VAR, "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
+    ("$rs", "$socket_in(proto)", "$T_branch_idx", "$cl", "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
      DIALOG_RECORD, CONTENT_TYPE)
 )  # fmt: skip
 FAILURE_FACTS = DIALOG_RECORD
-LOOKUP_FAILURE_FACTS = "$var(gw_found)"
+LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
-#: The cfg's bit for each flag name core uses (SOURCE_FLAGS, NAT_FLAG, REGISTRATION_BFLAGS).
-FLAG_BITS = {"SRC_WS": Do.SRC_WS, "SRC_NAT": Do.SRC_NAT, "WEBRTC": Do.BFLAG_WEBRTC, "NATED": Do.BFLAG_NATED}
-#: The cfg's bit for each statistic core names (core.STATISTICS).
-STAT_BITS = {
-    "calls_web_to_web": Do.STAT_WEB_TO_WEB,
-    "calls_web_to_sip": Do.STAT_WEB_TO_SIP,
-    "calls_sip_to_web": Do.STAT_SIP_TO_WEB,
-    "calls_sip_to_sip": Do.STAT_SIP_TO_SIP,
-    "media_proxy_calls": Do.STAT_MEDIA_PROXY,
-}
-AUTH_BITS = {core.Challenge.WWW: Do.AUTH_WWW, core.Challenge.PROXY: Do.AUTH_PROXY}
-
-_MEDIA_BITS = {
-    Step.OFFER: Do.RTP_OFFER,
-    Step.REOFFER: Do.RTP_OFFER,
-    Step.ANSWER: Do.RTP_ANSWER,
-    Step.DELETE: Do.RTP_DELETE,
-}
-
-DECISIONS_KEPT = 4096
-_UNDECIDED = object()
-T = TypeVar("T")
+FAILED = -2  # python_exec's result when the Python side failed: the cfg's fail-safe answers
+Sets = Tuple[Tuple[str, str], ...]
 
 
-class Effects(NamedTuple):
-    """What a route does for a decision: the code it returns, the variables it sets for the cfg,
-    the destination it sets; for an initial INVITE, whether the call record is still to store."""
+class Answer(NamedTuple):
+    """What a route leaves for the cfg: its actions, the $vars to write, the destination to set."""
 
-    code: int
-    sets: Tuple[Tuple[str, str], ...] = ()
+    actions: Tuple[str, ...]
+    sets: Sets = ()
     dst_uri: Optional[str] = None
-    needs_record: bool = False
 
 
-def _bits(table: Dict[str, int], names: Tuple[str, ...]) -> int:
-    bits = 0
-    for name in names:
-        bits |= table[name]
-    return bits
+class Incoming(NamedTuple):
+    """A new request between on_request and on_authorized: as the rules will see it, and what else the
+    router decided of it before the digest check."""
+
+    request: Request
+    private: bool
+    """The cfg's test of the SDP found a private address (where it matters)."""
+    target: core.Target
+    may_relay: bool
+    """Our user or a trusted source: may reach other domains and the dial plan's trunks."""
 
 
-def split_facts(text: Optional[str], count: int) -> list[str]:
-    """Split the cfg's facts into ``count`` fields; the last one keeps any separators."""
+def split_facts(text: Optional[str], count: int) -> List[str]:
+    """Split the cfg's facts into ``count`` fields; ValueError when there are fewer."""
     fields = (text or "").split(SEP, count - 1)
-    return fields + [NULL] * (count - len(fields))
+    if len(fields) != count:
+        raise ValueError(f"{len(fields)} facts where the cfg passes {count}: is python_exec's argument the one "
+                         "gateway.host lists?")  # fmt: skip
+    return fields
 
 
 def as_int(text: str, default: int = 0) -> int:
@@ -170,35 +244,58 @@ def trusted_list(sources: FrozenSet[str]) -> str:
     return " " + " ".join(sorted(sources)) + " "
 
 
-def unhex(text: str) -> str:
-    """A fact the cfg hex-encoded, as text; UnicodeDecodeError when the sender's bytes are not UTF-8."""
+def unhex(text: str, strict: bool = True) -> str:
+    """A fact the cfg hex-encoded, as text: strict UTF-8 (UnicodeDecodeError), or U+FFFD for bytes that are not."""
     if text == NULL:
         return ""
-    return bytes.fromhex(text).decode("utf-8")
+    return bytes.fromhex(text).decode("utf-8", "strict" if strict else "replace")
 
 
 def sdp_type(text: str) -> bool:
     """Whether the hex-encoded Content-Type names SDP (bytes that are not UTF-8 name nothing we know)."""
-    return text != NULL and is_sdp(bytes.fromhex(text).decode("utf-8", "replace"))
+    return text != NULL and is_sdp(unhex(text, strict=False))
+
+
+def header_format(names: Tuple[str, ...]) -> str:
+    """One get_pseudoVar format for the headers the rules read, each hex-encoded (the sender's bytes)."""
+    return SEP.join(f"$(hdr({name}){{s.encode.hexa}})" for name in names)
 
 
 class Router:
-    """The handler object ``mod_init`` returns: one method per OpenSIPS route."""
+    """The handler object ``mod_init`` returns: one method per place of the cfg that asks."""
 
-    def __init__(self, settings: Settings, log: Callable[[str], Any]) -> None:
-        self.settings = settings
-        self.profiles: Profiles = settings.profiles
+    def __init__(self, rules: Rules, log: Callable[[str], Any], watcher: Optional[Watcher] = None) -> None:
+        """``rules`` as loaded from the files (``from_files``), watched for changes; a ``watcher`` of one's
+        own for rules given as values (``fixed``) or files of one's choice."""
+        self.watcher = watcher or Watcher(rules, log)
         self.log = log
-        self._decisions: Dict[Tuple[object, ...], object] = {}
-        # Each route's answers by the very facts string (_answer).
-        self._requests: Dict[str, Effects] = {}
-        self._in_dialogs: Dict[str, Effects] = {}
-        self._lookup_failures: Dict[str, Effects] = {}
-        self._branches: Dict[str, Effects] = {}
-        self._replies: Dict[str, Effects] = {}
-        self._failures: Dict[str, Effects] = {}
-        # What this worker's HELD_VARS hold, as the router last wrote them (it is their only writer).
         self.held: Dict[str, str] = {}
+        """What this worker's HELD_VARS hold, as the router last wrote them (it is their only writer)."""
+        self._pending: Optional[Incoming] = None
+        self._generation = -1  # the rules' generation whose trusted sources this worker's $var holds
+        self._plans: Dict[Tuple[object, ...], str] = {}
+        self._plans_generation = 0
+
+    @classmethod
+    def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
+                   policy_file: Optional[str] = None) -> Router:  # fmt: skip
+        rules = load_rules(settings_file, policy_file)
+        return cls(rules, log, Watcher(rules, log, settings_file, policy_file))
+
+    @classmethod
+    def fixed(cls, settings: Settings, log: Callable[[str], Any], route: Optional[RouteRule] = None,
+              callee: Optional[CalleeRule] = None) -> Router:  # fmt: skip
+        """A router with rules given as values (tests, tools): nothing is read from disk."""
+        rules = fixed_rules(settings, route or keep_default, callee)
+        return cls(rules, log, Watcher(rules, log, watch=False))
+
+    @property
+    def rules(self) -> Rules:
+        return self.watcher.rules
+
+    @property
+    def settings(self) -> Any:
+        return self.watcher.rules.settings
 
     # -- entry points -----------------------------------------------------------------
 
@@ -206,65 +303,67 @@ class Router:
         return 0  # unlike routes, child_init reports success with 0
 
     def on_request(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(self._requests, "request", self._request, msg, facts)
+        return self._answer(msg, REQUEST_VAR, "request", lambda rules: self._request(rules, msg, facts))
 
-    def on_in_dialog(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(self._in_dialogs, "in-dialog", self._in_dialog, msg, facts)
+    def on_authorized(self, msg: Msg) -> int:
+        return self._answer(msg, AUTHORIZED_VAR, "authorized", lambda rules: self._authorized(rules, msg))
 
     def on_lookup_failure(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(self._lookup_failures, "lookup-failure", self._lookup_failure, msg, facts)
+        return self._answer(
+            msg, LOOKUP_FAILURE_VAR, "lookup-failure", lambda rules: reply_answer(*core.lookup_failure(int(facts)))
+        )
 
-    def on_branch(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(self._branches, "branch", self._plan_branch, msg, facts)
+    def on_in_dialog(self, msg: Msg, facts: str = "") -> int:
+        return self._answer(msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._in_dialog(rules, facts))
 
     def on_reply(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(self._replies, "reply", self._reply, msg, facts)
+        return self._answer(msg, REPLY_VAR, "reply", lambda rules: self._reply(rules, facts))
 
     def on_failure(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(self._failures, "failure", self._plan_failure, msg, facts)
+        return self._answer(msg, FAILURE_VAR, "failure", lambda rules: self._failure(rules, facts))
 
     def is_trusted(self, msg: Msg, facts: str = "") -> int:
         """pike's check route, the first time a worker runs it: the trusted sources (gateway.ini) go into
         this worker's $var(gw_trusted), " a b c ", which the cfg searches for " $si " natively from then
-        on ($var values outlive the message).  1 when this source is one of them, -1 else."""
+        on.  1 when this source is one of them, -1 else."""
         try:
-            msg.set_pseudoVar(TRUSTED_VAR, trusted_list(self.settings.trusted_sources))
+            rules = self.watcher.current()
+            self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
+            self._generation = self.watcher.generation
+            return 1 if facts in rules.settings.trusted_sources else -1
         except Exception as exc:  # noqa: BLE001 - the cfg asks again next time
             self._log_failure("pike check", msg, exc)
-        return 1 if facts in self.settings.trusted_sources else -1
+            return -1
 
-    def _answer(
-        self, answers: Dict[str, Effects], route: str, plan: Callable[[str], Effects], msg: Msg, facts: str
-    ) -> int:
-        """What the route does for these facts.  The router reads nothing but them (the cfg passes
-        every fact a decision needs, the SDP's private addresses included), so a decision is a pure
-        function of the facts string: taken once, kept (bounded; cleared when full) and replayed,
-        which for a repeated kind of message is one dict lookup and the writes of what changed."""
-        held = self.held
+    def _answer(self, msg: Msg, var: str, route: str, decide: Callable[[Rules], Answer]) -> int:
+        """Decide with the rules as they are now, then leave the actions and their values for the cfg."""
         try:
-            effects = answers.get(facts)
-            if effects is None:
-                if not facts:
-                    raise ValueError("no facts: the cfg must pass them as python_exec's second argument")
-                effects = plan(facts)
-                if not effects.code:
-                    raise ValueError("no verdict: 0 would end the script like exit")
-                if len(answers) >= DECISIONS_KEPT:
-                    answers.clear()
-                answers[facts] = effects = effects._replace(code=int(effects.code))
-            for name, value in effects.sets:
-                if name not in HELD_VARS:
-                    msg.set_pseudoVar(name, value)
-                elif held.get(name) != value:
-                    held.pop(name, None)  # unknown until the write is done
-                    msg.set_pseudoVar(name, value)
-                    held[name] = value
-            if effects.dst_uri is not None:
-                msg.set_dst_uri(effects.dst_uri)
-            return effects.code
+            rules = self.watcher.current()
+            answer = decide(rules)
+            if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
+                raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
+            if self._generation != self.watcher.generation and self._generation >= 0:
+                # new rules: the cfg's copy of the trusted sources, and its kept answer, are stale
+                self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
+                msg.set_pseudoVar(PIKE_SOURCE_VAR, "")
+                self._generation = self.watcher.generation
+            for name, value in answer.sets:
+                self._write(msg, name, value)
+            if answer.dst_uri is not None:
+                msg.set_dst_uri(answer.dst_uri)
+            self._write(msg, var, ",".join(answer.actions))
+            return 1
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
-            return int(Verdict.FAILED)
+            return FAILED
+
+    def _write(self, msg: Msg, name: str, value: str) -> None:
+        if name not in HELD_VARS:
+            msg.set_pseudoVar(name, value)
+        elif self.held.get(name) != value:
+            self.held.pop(name, None)  # unknown until the write is done
+            msg.set_pseudoVar(name, value)
+            self.held[name] = value
 
     def _log_failure(self, route: str, msg: Msg, exc: BaseException) -> None:
         try:
@@ -276,224 +375,200 @@ class Router:
         except Exception:  # noqa: BLE001
             pass
 
-    # -- requests ---------------------------------------------------------------------
+    # -- out-of-dialog requests -------------------------------------------------------
 
-    def _request(self, facts: str) -> Effects:
-        """An out-of-dialog request (the cfg matches in-dialog ones itself, then asks on_in_dialog)."""
-        (method, proto, nat, private, body, contacts, src_ip, src_port, ruri_user, ruri_domain, to_domain,
-         from_domain, content_type) = split_facts(facts, 13)  # fmt: skip
-        has_contact = contacts not in ("0", NULL)
-        # route_initial and challenge_for look at the source address only to trust it or not, and
-        # at the user only for whether there is one: the decision is keyed on those, not on them.
-        trusted = src_ip if src_ip in self.settings.trusted_sources else ""
-        no_user = ruri_user in ("0", NULL, "")
-        key: Tuple[object, ...] = (
-            "initial", method, proto, nat, has_contact, no_user, ruri_domain, to_domain, from_domain, trusted
-        )  # fmt: skip
-        plan = self._decided(key, lambda: self._plan_initial(method, proto, nat, has_contact, no_user, ruri_domain,
-                                                             to_domain, from_domain, trusted))  # fmt: skip
-        if not plan.needs_record:
-            return plan
-        has_sdp = body == "1" and sdp_type(content_type)
-        source = core.source_of(proto)
-        # The cfg tests the SDP only where it matters (core.sdp_privacy_matters), natively.
-        private_sdp = has_sdp and private == "1" and core.sdp_privacy_matters(source, nat == "1")
-        flow = flow_of(proto, src_ip, as_int(src_port)) if source is Source.WEBSOCKET else None
-        caller = core.party_of(source, nat == "1", flow)
-        record = CallRecord(caller, has_sdp, private_sdp)
-        key = ("plain", caller.leg, caller.behind_nat, has_sdp, private_sdp)  # not a browser's flow
-        plain = self._decided(key, lambda: self._plain_plan(record))
-        return Effects(plan.code | Do.PLAIN_CONTACT, ((RECORD_VAR, str(record)), *plain, *plan.sets), plan.dst_uri)
-
-    def _plain_plan(self, record: CallRecord) -> Tuple[Tuple[str, str], ...]:
-        """What a branch of this call to a plain SIP contact gets, for the cfg's branch route to do
-        without asking (Do.PLAIN_CONTACT): the code, the branch's part of the record and the offer's
-        flags but the index.  A branch without the media proxy stays off the record: only the count
-        of its answer (plan_initial_reply knows a branch it has no record of)."""
-        index = 0  # any index: the cfg puts the branch's own where the plan has this one
-        plan = core.plan_branch(record, index, Registration.PLAIN_SIP, self.profiles)
-        code = (PLAIN_DO_VAR, str(self._branch_effects(plan, index).code))
-        branch = plan.record.branch(index)
-        if branch is None or not branch.media_proxy:
-            return (code,)  # Do.STAT_SIP_TO_SIP: the cfg counts its answer, nothing more
-        if plan.action is None:  # a late offer: the callee's answer brings it
-            return code, (PLAIN_BRANCH_VAR, branch.code)
-        return code, (PLAIN_BRANCH_VAR, branch.code), (PLAIN_OFFER_VAR, core.unindexed(plan.action.flags, index))
-
-    def _source_bits(self, method: str, proto: str, nat: str, has_contact: bool) -> Tuple[Source, bool, int]:
-        """(source, behind NAT, the flags and NAT fixes to do) of any request."""
+    def _request(self, rules: Rules, msg: Msg, facts: str) -> Answer:
+        """What every new request gets from where it came (flags, NAT fixes), then either a refusal,
+        a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now."""
+        (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
+         tdomain, content_type) = split_facts(facts, 15)  # fmt: skip
+        settings = rules.settings
         source = core.source_of(proto)
         behind_nat = source is Source.WEBSOCKET or nat == "1"
-        do = _bits(FLAG_BITS, core.SOURCE_FLAGS.get(source, (core.NAT_FLAG,) if behind_nat else ()))
-        if behind_nat and source is Source.SIP:
-            do |= Do.FORCE_RPORT
-        fix = core.contact_fix(method, behind_nat) if has_contact else None
-        if fix is not None:
-            do |= Do.FIX_REGISTER if fix == "fix_nated_register" else Do.FIX_CONTACT
-        return source, behind_nat, do
-
-    def _plan_initial(
-        self,
-        method: str,
-        proto: str,
-        nat: str,
-        has_contact: bool,
-        no_user: bool,
-        ruri_hex: str,
-        to_hex: str,
-        from_hex: str,
-        trusted: str,
-    ) -> Effects:
-        """An out-of-dialog request, all but its call record (which needs the SDP and the flow)."""
-        source, behind_nat, do = self._source_bits(method, proto, nat, has_contact)
-        if method == "CANCEL" or method == "ACK":
-            # Only for a transaction we know; anything else is absorbed.
-            return Effects(Verdict.RELAY_IF_TRANSACTION | do)
+        has_contact = contacts not in ("0", NULL)
+        acts = source_actions(method, source, behind_nat, has_contact)
+        if method in ("CANCEL", "ACK"):
+            return Answer((*acts, Act.RELAY_KNOWN))  # only for a transaction we know; the rest is absorbed
         try:
-            ruri_domain, to_domain, from_domain = unhex(ruri_hex), unhex(to_hex), unhex(from_hex)
+            ruri_domain, from_domain, to_domain = unhex(rdomain).lower(), unhex(fdomain).lower(), unhex(tdomain).lower()
         except UnicodeDecodeError:
             # The python module decodes every str as strict UTF-8: such a message is the sender's fault.
-            return self._local_reply(400, "Bad Request - Not UTF-8", do=do)
+            return reply_answer(400, "Bad Request - Not UTF-8", acts)
+        trusted = src_ip if src_ip in settings.trusted_sources else ""
+        ruri_user = unhex(ruser, strict=False)
         domain = to_domain if method == "REGISTER" else ruri_domain
-        user = "" if no_user else "user"  # route_initial asks only whether there is one
-        routing = core.route_initial(method, user, domain.lower(), from_domain.lower(), trusted, self.settings)
+        routing = core.route_initial(method, ruri_user, domain, from_domain, trusted, settings)
         if routing.reply is not None:
-            return self._local_reply(*routing.reply, do=do)
-        sets: Tuple[Tuple[str, str], ...] = ()
-        challenge = core.challenge_for(method, from_domain.lower(), trusted, self.settings)
-        if challenge is not None and self.settings.auth_realm is not None:
-            do |= AUTH_BITS[challenge]
-            sets = ((REALM_VAR, self.settings.auth_realm),)
-        if method == "REGISTER":
-            do |= _bits(FLAG_BITS, core.REGISTRATION_BFLAGS[core.registration_of(source, behind_nat)])
-            return Effects(Verdict.HANDLED | do | Do.SAVE, sets)  # save() replies to the REGISTER itself
+            return reply_answer(*routing.reply, acts)
+        caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+        request = Request(
+            method, ruri_user, ruri_domain, unhex(fuser, strict=False), from_domain, unhex(tuser, strict=False),
+            to_domain, src_ip, as_int(src_port), proto.lower(), caller, behind_nat, has_sdp,
+        )  # fmt: skip
+        incoming = Incoming(request, private == "1", routing.target, settings.is_local(from_domain) or bool(trusted))
+        challenge = core.challenge_for(method, from_domain, trusted, settings)
+        if challenge is not None and settings.auth_realm is not None:
+            self._pending = incoming
+            auth = Act.WWW_AUTH if challenge is core.Challenge.WWW else Act.PROXY_AUTH
+            return Answer((*acts, auth), ((REALM_VAR, settings.auth_realm),))
+        answer = self._route(rules, msg, incoming)
+        return answer._replace(actions=(*acts, *answer.actions))
+
+    def _authorized(self, rules: Rules, msg: Msg) -> Answer:
+        incoming, self._pending = self._pending, None
+        if incoming is None:
+            raise ValueError("on_authorized without a request: the cfg asks it after on_request's www/proxy_auth")
+        return self._route(rules, msg, incoming)
+
+    def _route(self, rules: Rules, msg: Msg, incoming: Incoming) -> Answer:
+        """An authenticated (or exempt) new request: a REGISTER is saved; anything else goes where the
+        gateway.ini tables and the operator's rules send it."""
+        request = incoming.request
+        if request.method == "REGISTER":
+            kind = core.registration_of(core.source_of(request.transport), request.caller_behind_nat)
+            flag = {Registration.WEBRTC: (Act.WEBRTC_CONTACT,), Registration.NATED_SIP: (Act.NATED_CONTACT,)}
+            return Answer((*flag.get(kind, ()), Act.SAVE))  # save() replies to the REGISTER itself
+        settings = rules.settings
+        names = settings.tables.headers
+        if names:
+            values = split_facts(msg.get_pseudoVar(header_format(names)), len(names))
+            request = request._replace(
+                headers=tuple((n, None if v == NULL else unhex(v, strict=False)) for n, v in zip(names, values))
+            )
+        default = to_user() if incoming.target is core.Target.LOCATION else to_trunk("default")
+        default = settings.tables.apply(request, default, incoming.may_relay)
+        decision = rules.route(request, default)
+        core.check_decision(decision, settings)
+        return self._carry_out(rules, msg, request, incoming, decision)
+
+    def _carry_out(self, rules: Rules, msg: Msg, request: Request, incoming: Incoming, decision: Decision) -> Answer:
+        """The actions and values for a decision: headers, where the request goes, and for an INVITE the
+        dialog, the call record and the plan of each kind of branch."""
+        if decision.target == "reply":
+            return reply_answer(decision.code, decision.reason)
+        acts: List[str] = []
+        sets: List[Tuple[str, str]] = []
+        if decision.remove_headers:
+            names = "|".join(sorted({h.lower() for h in decision.remove_headers}))
+            sets.append((REMOVE_HEADERS_VAR, f"^({names})$"))
+            acts.append(Act.REMOVE_HEADERS)
+        if decision.add_headers:
+            sets.append((ADD_HEADERS_VAR, "".join(f"{name}: {value}\r\n" for name, value in decision.add_headers)))
+            acts.append(Act.ADD_HEADERS)
         dst_uri = None
-        if routing.target is core.Target.LOCATION:
-            do |= Do.LOOKUP
+        if decision.target == "user":
+            if decision.user is not None and decision.user != request.ruri_user:
+                msg.set_pseudoVar("$rU", decision.user)
+            acts.append(Act.LOOKUP)
+        elif decision.target == "trunk":
+            dst_uri = rules.settings.trunk_uri(decision.trunk or "default")
         else:
-            dst_uri = self.settings.sip_destination
-        if method != "INVITE":
-            return Effects(Verdict.RELAY | do, sets, dst_uri)
-        do |= Do.CREATE_DIALOG | Do.STORE_RECORD
-        do |= Do.TOPOLOGY_HIDING if self.settings.topology_hiding else Do.RECORD_ROUTE
-        return Effects(Verdict.RELAY_INITIAL | do, sets, dst_uri, needs_record=True)
+            msg.rewrite_ruri(decision.uri or "")
+        if request.method != "INVITE":
+            return Answer((*acts, Act.RELAY), tuple(sets), dst_uri)
+        settings = rules.settings
+        source = core.source_of(request.transport)
+        # The cfg tests the SDP itself, only where it matters (core.sdp_privacy_matters).
+        nat = request.caller_behind_nat
+        private_sdp = request.has_sdp and incoming.private and core.sdp_privacy_matters(source, nat)
+        flow = None
+        if source is Source.WEBSOCKET:  # in-dialog requests go back over the browser's own connection
+            flow = flow_of(request.transport, request.source_ip, request.source_port)
+        caller = core.party_of(source, nat, flow)
+        extra = (decision.extra_flags(Kind.BROWSER), decision.extra_flags(Kind.SIP))
+        record = CallRecord(caller, request.has_sdp, private_sdp, extra=extra)
+        sets.append((RECORD_VAR, str(record)))
+        for registration, var in BRANCH_VARS.items():
+            sets.append((var, self._branch_plan(rules, request, decision, record, registration)))
+        acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
+        return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri)
 
-    def _lookup_failure(self, facts: str) -> Effects:
-        return self._local_reply(*core.lookup_failure(int(facts)))
+    def _branch_plan(
+        self, rules: Rules, request: Request, decision: Decision, record: CallRecord, registration: Registration
+    ) -> str:
+        """What a branch of this call to a contact of this kind does: "actions|part|offer flags" (BRANCH_VARS).
+        The operator's callee() rule is asked each time; the plan then is a function of the record, the
+        kind and the media decision, made once for each of those inputs."""
+        media, dropped = decision.media, False
+        if rules.callee is not None:
+            callee = core.callee_of(registration)
+            chosen = rules.callee(request, callee, decision)
+            core.check_decision(chosen, rules.settings, callee)
+            if chosen._replace(media=decision.media, dropped=False) != decision:
+                raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
+            media, dropped = chosen.media, chosen.dropped
+        if dropped:
+            return f"{Act.DROP}||"
+        if self._plans_generation != self.watcher.generation:
+            self._plans.clear()  # plans of other rules' flag table
+            self._plans_generation = self.watcher.generation
+        # A plan reads of the record what this one holds (no browser's connection): made once for each of them.
+        plain = CallRecord(Party(record.caller.leg, record.caller.behind_nat), record.early_offer,
+                           record.private_sdp, extra=record.extra)  # fmt: skip
+        key = (str(plain), registration, media)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            plan = self._plans[key] = branch_plan(plain, registration, media, rules)
+        return plan
 
-    def _in_dialog(self, facts: str) -> Effects:
+    # -- in-dialog requests, replies, failures ----------------------------------------
+
+    def _in_dialog(self, rules: Rules, facts: str) -> Answer:
         """An in-dialog request of one of our dialogs, which the cfg matched (loose_route or
-        topology_hiding_match, and $DLG_status).  The cfg relays without asking when the dialog has
-        no branch through the media proxy (no $dlg_val(gw_track): see _plan_branch) and the sender is
-        a SIP peer not behind NAT: for such a request there is nothing to do (tests/test_router.py)."""
-        method, proto, nat, contacts, body, direction, text, content_type = split_facts(facts, 8)
-        has_sdp = body == "1" and sdp_type(content_type)
-        _source, _nat, flags = self._source_bits(method, proto, nat, contacts not in ("0", NULL))
+        topology_hiding_match, and $DLG_status).  The cfg relays without asking when the dialog has no
+        branch through the media proxy (no $dlg_val(gw_track)) and the sender is a SIP peer not behind
+        NAT: for such a request there is nothing to do (tests/test_router.py)."""
+        method, proto, nat, contacts, length, direction, text, content_type = split_facts(facts, 8)
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+        source = core.source_of(proto)
+        behind_nat = source is Source.WEBSOCKET or nat == "1"
+        acts = source_actions(method, source, behind_nat, contacts not in ("0", NULL))
         if core.ack_is_quiet(method, has_sdp):
-            flags = 0
-        plan = core.plan_sequential(self._record(text), direction != "upstream", method, has_sdp, self.profiles)
-        sets, do = self._media(plan.action)
-        do |= flags
+            acts = ()
+        plan = core.plan_sequential(
+            self._record(text), direction != "upstream", method, has_sdp, rules.settings.profiles
+        )
+        sets, media = media_sets(plan.action)
         if plan.exchange is not None:
             sets += ((EXCHANGE_AVP, str(plan.exchange)),)
-            return Effects(Verdict.RELAY_TRACKED | do, sets, plan.dst_uri)
-        return Effects(Verdict.RELAY | do, sets, plan.dst_uri)
+            return Answer((*acts, *media, Act.RELAY_TRACKED), sets, plan.dst_uri)
+        return Answer((*acts, *media, Act.RELAY), sets, plan.dst_uri)
 
-    # -- branches, replies, failures --------------------------------------------------
-
-    def _plan_branch(self, facts: str) -> Effects:
-        index, bflags, text = split_facts(facts, 3)
-        record = self._record(text)
-        if record is None:
-            return Effects(1)
-        plan = core.plan_branch(record, as_int(index), core.registration_from_bflags(bflags), self.profiles)
-        return self._branch_effects(plan, as_int(index))
-
-    def _branch_effects(self, plan: core.BranchPlan, index: int) -> Effects:
-        """What branch ``index`` does for its plan: the code, the record with the branch, the offer's flags."""
-        branch = plan.record.branch(index)
-        # Replies and in-dialog requests of a branch without the media proxy need nothing from us
-        # but the count of its answered call: only a branch with rtpengine, a NATed callee or a
-        # browser on either side (all of which need the media proxy) has its replies brought to
-        # on_reply and its dialog tracked.  The cfg's own reply route counts the others.
-        if branch is not None and branch.media_proxy:
-            do = Do.ARM_REPLY | Do.TRACK_DIALOG
-            if not branch.callee.behind_nat:
-                do |= Do.QUIET_REPLIES  # core.plan_initial_reply: nothing to fix, media only with an SDP
-        else:
-            do = _bits(STAT_BITS, core.answered_call_stats(plan.record, index))
-        sets, media = self._media(plan.action)  # a failed offer drops the branch: the leg cannot work
-        return Effects(1 | do | media, ((DIALOG_RECORD, str(plan.record)), *sets))
-
-    def _reply(self, facts: str) -> Effects:
-        (status_text, proto, index, body, method, contacts, src_ip, src_port, exchange_text, record_text,
+    def _reply(self, rules: Rules, facts: str) -> Answer:
+        (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,
          content_type) = split_facts(facts, 11)  # fmt: skip
-        has_sdp = body == "1" and sdp_type(content_type)
-        flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
+        profiles = rules.settings.profiles
+        status = as_int(status_text)
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
         has_contact = contacts not in ("0", NULL)
-        key = ("reply", status_text, index, has_sdp, method, has_contact, flow, exchange_text, record_text)
-        return self._decided(key, lambda: self._plan_reply(as_int(status_text), index, has_sdp, method, has_contact,
-                                                           flow, exchange_text, record_text))  # fmt: skip
-
-    def _plan_reply(
-        self,
-        status: int,
-        index: str,
-        has_sdp: bool,
-        method: str,
-        has_contact: bool,
-        flow: Optional[str],
-        exchange_text: str,
-        record_text: str,
-    ) -> Effects:
         exchange = optional(exchange_text)
         if exchange is not None:
             sequential = Exchange.parse(exchange)
-            action = core.plan_sequential_reply(sequential, status, has_sdp, self.profiles)
-            do = Do.FIX_CONTACT if sequential.receiver.behind_nat and 100 < status < 300 and has_contact else 0
-            sets, media = self._media(action)
-            return Effects(1 | do | media, sets)
+            action = core.plan_sequential_reply(sequential, status, has_sdp, profiles)
+            fix = sequential.receiver.behind_nat and 100 < status < 300 and has_contact
+            sets, media = media_sets(action)
+            return Answer(((Act.FIX_CONTACT,) if fix else ()) + media or (Act.NONE,), sets)
         record = self._record(record_text)
         if method != "INVITE" or record is None:
-            return Effects(1)
-        plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, self.profiles, flow)
-        do = Do.FIX_CONTACT if plan.fix_contact and has_contact else 0
-        do |= _bits(STAT_BITS, plan.stats)
+            return Answer((Act.NONE,))
+        flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
+        plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, profiles, flow)
+        acts: List[str] = [Act.FIX_CONTACT] if plan.fix_contact and has_contact else []
+        acts += [_COUNT[name] for name in plan.stats]
         if plan.stats and plan.record is not None and core.acks_are_quiet(plan.record):
-            do |= Do.QUIET_ACK  # the cfg relays this dialog's ACKs without a body itself
-            if core.byes_are_quiet(plan.record, self.profiles):
-                do |= Do.QUIET_BYE  # and its SIP peers' BYEs, with rtpengine's delete
-        sets, media = self._media(plan.action)
+            # the cfg relays this dialog's ACKs without a body itself; and its SIP peers' BYEs, with the delete
+            acts.append(Act.QUIET_BYE if core.byes_are_quiet(plan.record, profiles) else Act.QUIET_ACK)
+        sets, media = media_sets(plan.action)
         if plan.record is not None:
             sets = ((DIALOG_RECORD, str(plan.record)), *sets)
-        return Effects(1 | do | media, sets)
+        return Answer(tuple(acts) + media or (Act.NONE,), sets)
 
-    def _plan_failure(self, text: str) -> Effects:
-        sets, media = self._media(core.plan_failure(self._record(text), self.profiles))
-        return Effects(1 | media, sets)
-
-    # -- decisions and what the cfg needs for them -------------------------------------
-
-    def _decided(self, key: Tuple[object, ...], decide: Callable[[], T]) -> T:
-        """The decision for the facts it depends on, taken once: below _answer's keeping by the whole
-        facts string, for facts that differ where the decision does not look (the source address and
-        port of a request or a reply, the R-URI user's length).  Bounded; cleared when full."""
-        found = self._decisions.get(key, _UNDECIDED)
-        if found is _UNDECIDED:
-            if len(self._decisions) >= DECISIONS_KEPT:
-                self._decisions.clear()
-            found = self._decisions[key] = decide()
-        return cast(T, found)
-
-    def _media(self, action: Optional[MediaAction]) -> Tuple[Tuple[Tuple[str, str], ...], int]:
-        """The rtpengine call's bit, its flags to leave in the step's $var for the cfg (MEDIA_FLAGS_VARS)."""
-        if action is None:
-            return (), 0
-        return ((MEDIA_FLAGS_VARS[action.step], action.flags),), _MEDIA_BITS[action.step]
-
-    def _local_reply(self, code: int, reason: str, do: int = 0) -> Effects:
-        """The cfg sends it, after the flags (force_rport decides where a reply to a NATed sender goes)."""
-        return Effects(Verdict.REPLY | do, ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason)))
+    def _failure(self, rules: Rules, text: str) -> Answer:
+        sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
+        return Answer(media or (Act.NONE,), sets)
 
     def _record(self, text: Optional[str]) -> Optional[CallRecord]:
         if text is None or optional(text) is None:
@@ -503,3 +578,48 @@ class Router:
         except ValueError as exc:
             self.log(f"gateway: ignoring unreadable dialog record: {exc}\n")
             return None
+
+
+def source_actions(method: str, source: Source, behind_nat: bool, has_contact: bool) -> Tuple[str, ...]:
+    """The flags and NAT fixes any request gets from where it came."""
+    acts: Tuple[str, ...] = ()
+    if source is Source.WEBSOCKET:
+        acts = (Act.WS, Act.NAT)
+    elif behind_nat:
+        acts = (Act.NAT, Act.RPORT)
+    fix = core.contact_fix(method, behind_nat) if has_contact else None
+    if fix is not None:
+        acts += (Act.FIX_REGISTER if fix == "fix_nated_register" else Act.FIX_CONTACT,)
+    return acts
+
+
+def media_sets(action: Optional[MediaAction]) -> Tuple[Sets, Tuple[str, ...]]:
+    """The rtpengine action and its flags, left in the step's $var (MEDIA_FLAGS_VARS)."""
+    if action is None:
+        return (), ()
+    return ((MEDIA_FLAGS_VARS[action.step], action.flags),), (_MEDIA_ACTS[action.step],)
+
+
+def reply_answer(code: int, reason: str, before: Tuple[str, ...] = ()) -> Answer:
+    """The cfg sends it after the flags (force_rport decides where a reply to a NATed sender goes)."""
+    return Answer((*before, Act.REPLY), ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason)))
+
+
+def branch_plan(record: CallRecord, registration: Registration, media: MediaProxy, rules: Rules) -> str:
+    """A branch's plan (BRANCH_VARS), for any index: the cfg adds the branch's own to the record part's key
+    and to the offer's flags.  A branch without the media proxy to a callee not behind NAT needs nothing
+    from us but the count of its answer, and stays off the call record (core.plan_initial_reply)."""
+    plan = core.plan_branch(record, 0, registration, rules.settings.profiles, media)
+    branch = plan.record.branch(0)
+    assert branch is not None
+    if not branch.media_proxy and not branch.callee.behind_nat:
+        return f"{Act.ON_ANSWER}||"
+    acts = [Act.TRACK] if branch.media_proxy else []
+    # a callee not behind NAT: nothing to fix in its replies, media only in those with a body
+    acts.append(Act.ON_REPLY if branch.callee.behind_nat else Act.ON_REPLY_QUIET)
+    acts.append(Act.RECORD_BRANCH)
+    offer = ""
+    if plan.action is not None:
+        acts.append(Act.OFFER_BRANCH)
+        offer = core.unindexed(plan.action.flags, 0)
+    return ",".join(acts) + "|" + branch.code + "|" + offer

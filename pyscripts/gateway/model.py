@@ -75,69 +75,6 @@ class Step(enum.Enum):
     DELETE = "delete"
 
 
-class Verdict(enum.IntEnum):
-    """What the native script does after a route returns: the low three bits of the code (see opensips.cfg).
-
-    Never 0: python_exec returning 0 ends the whole script like ``exit`` (FACTS.md).
-    """
-
-    RELAY = 1  # t_relay() the request
-    HANDLED = 2  # the request was answered (save() replies) or absorbed: exit
-    RELAY_INITIAL = 3  # arm the branch and failure routes, then t_relay()
-    REPLY = 4  # (request route) sl_send_reply($var(gw_code), $var(gw_reason)); (branch route) drop this branch
-    DROP = 4
-    RELAY_TRACKED = 5  # arm the reply route, then t_relay() (re-INVITE/UPDATE with media)
-    RELAY_IF_TRANSACTION = 7  # CANCEL, or ACK without a dialog: t_relay() only for a transaction we know
-    FAILED = -2  # the Python side failed: the cfg's fail-safe answers
-
-
-class Do:
-    """What the native script does for the router beside the verdict: bits of the code above the low three.
-
-    Host calls from Python are dear (FACTS.md: call_function about 4.2 us, because every call
-    re-finds the function and re-runs its fix-ups), while a bit the cfg tests costs next to
-    nothing and the cfg's own calls are fixed up once at start-up.  So the router decides and
-    returns these bits; opensips.cfg (route[gw_act], route[gw_media]) does them in this order.
-    Plain ints, not an enum.Flag: or-ing flags of an enum costs microseconds.  The highest bit
-    is 30: python_exec's result becomes a C int, and a negative one means "failed".
-    """
-
-    SRC_WS = 1 << 3  # setflag("SRC_WS")
-    SRC_NAT = 1 << 4  # setflag("SRC_NAT")
-    FORCE_RPORT = 1 << 5  # force_rport()
-    FIX_CONTACT = 1 << 6  # fix_nated_contact()
-    FIX_REGISTER = 1 << 7  # fix_nated_register()
-    BFLAG_WEBRTC = 1 << 8  # setbflag("WEBRTC")
-    BFLAG_NATED = 1 << 9  # setbflag("NATED")
-    SAVE = 1 << 10  # save("location") (it replies to the REGISTER)
-    LOOKUP = 1 << 11  # lookup("location"); on failure the cfg asks on_lookup_failure
-    CREATE_DIALOG = 1 << 12  # create_dialog()
-    RECORD_ROUTE = 1 << 13  # record_route()
-    TOPOLOGY_HIDING = 1 << 14  # topology_hiding()
-    STORE_RECORD = 1 << 15  # $dlg_val(gw) = $var(gw_record) (the dialog exists only after create_dialog)
-    PLAIN_CONTACT = 1 << 16  # (RELAY_INITIAL) a branch to a plain SIP contact follows the plan in $var(gw_plain_*)
-    RTP_OFFER = 1 << 17  # rtpengine_offer("$var(gw_rtp_offer)"); in the branch route, failing drops the branch
-    RTP_ANSWER = 1 << 18  # rtpengine_answer("$var(gw_rtp_answer)")
-    RTP_DELETE = 1 << 19  # rtpengine_delete("$var(gw_rtp_delete)")
-    ARM_REPLY = 1 << 20  # (branch route) t_on_reply("gw_reply") for this branch
-    TRACK_DIALOG = 1 << 21  # (branch route) $dlg_val(gw_track) = 1: its in-dialog requests need on_in_dialog
-    QUIET_REPLIES = 1 << 22  # (branch route, with ARM_REPLY) t_on_reply("gw_reply_quiet"): only its 2xx and
-    # replies with a body need on_reply (a callee not behind NAT: nothing to fix in the others)
-    AUTH_WWW = 1 << 23  # www_authorize($var(gw_realm)) or 401; the digest user must be the To user; consume
-    AUTH_PROXY = 1 << 24  # proxy_authorize($var(gw_realm)) or 407; the digest user must be the From user; consume
-    STAT_WEB_TO_WEB = 1 << 25  # update_stat("calls_web_to_web", 1)
-    STAT_WEB_TO_SIP = 1 << 26  # update_stat("calls_web_to_sip", 1)
-    STAT_SIP_TO_WEB = 1 << 27  # update_stat("calls_sip_to_web", 1)
-    STAT_SIP_TO_SIP = 1 << 28  # update_stat("calls_sip_to_sip", 1)
-    STAT_MEDIA_PROXY = 1 << 29  # update_stat("media_proxy_calls", 1)
-    QUIET_ACK = 1 << 30  # (reply route, a 2xx) $dlg_val(gw_quiet) = "ack": an ACK without a body needs nothing
-    QUIET_BYE = QUIET_REPLIES  # (reply route, with QUIET_ACK) $dlg_val(gw_quiet) = "bye": a SIP peer's BYE
-    # needs rtpengine_delete() and, behind NAT, SRC_NAT and force_rport (core.byes_are_quiet).  Its bit is
-    # QUIET_REPLIES's, which only the branch route reads: every other bit is taken
-
-    VERDICT_MASK = 7
-
-
 @dataclass(frozen=True)
 class Party:
     """One end of a call as the gateway sees it."""
@@ -251,6 +188,8 @@ class CallRecord:
     """Each forked branch by its index, in the order they were created."""
     answered: Optional[int] = None
     """Index of the branch whose 2xx established the dialog."""
+    extra: Tuple[str, str] = ("", "")
+    """rtpengine flags the operator's rules added to this call's offers: (toward a browser, toward SIP)."""
 
     def __init__(
         self,
@@ -259,6 +198,7 @@ class CallRecord:
         private_sdp: bool,
         branches: Tuple[Tuple[int, Branch], ...] = (),
         answered: Optional[int] = None,
+        extra: Tuple[str, str] = ("", ""),
     ) -> None:
         # Made for every initial INVITE, branch and answer: as Branch's.
         fields = self.__dict__
@@ -267,12 +207,21 @@ class CallRecord:
         fields["private_sdp"] = private_sdp
         fields["branches"] = branches
         fields["answered"] = answered
+        fields["extra"] = extra
+
+    def extra_toward(self, leg: Leg) -> str:
+        return self.extra[0] if leg is Leg.WEB else self.extra[1]
 
     def with_branch(self, index: int, branch: Branch) -> CallRecord:
         if not self.branches or all(i < index for i, _ in self.branches):
             # A new branch (the usual case) goes last: so does its part of the text.
             record = CallRecord(
-                self.caller, self.early_offer, self.private_sdp, (*self.branches, (index, branch)), self.answered
+                self.caller,
+                self.early_offer,
+                self.private_sdp,
+                (*self.branches, (index, branch)),
+                self.answered,
+                self.extra,
             )
             text: Optional[str] = self.__dict__.get("_text")
             if text is not None and self.answered is None:
@@ -280,11 +229,13 @@ class CallRecord:
             return record
         branches = dict(self.branches)
         branches[index] = branch
-        return CallRecord(self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered)
+        return CallRecord(
+            self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered, self.extra
+        )
 
     def with_answer(self, index: int, flow: Optional[str] = None) -> CallRecord:
         """The record once branch ``index`` answered, from ``flow`` when the callee is a browser."""
-        record = CallRecord(self.caller, self.early_offer, self.private_sdp, self.branches, index)
+        record = CallRecord(self.caller, self.early_offer, self.private_sdp, self.branches, index, self.extra)
         branch = self.branch(index)
         if branch is not None and flow and branch.callee.leg is Leg.WEB:
             callee = Party(branch.callee.leg, branch.callee.behind_nat, flow)
@@ -314,6 +265,9 @@ class CallRecord:
 
     def _render(self) -> str:
         text = f"c={self.caller.code};o={'e' if self.early_offer else 'l'};p={'1' if self.private_sdp else '0'}"
+        for key, flags in zip(("xw", "xs"), self.extra):
+            if flags:
+                text += f";{key}={flags.replace(' ', '+')}"  # policy.Decision.with_rtpengine refuses "+"
         for index, branch in self.branches:
             text += f";b{index}={branch.code}"
         if self.answered is not None:
@@ -347,7 +301,8 @@ class CallRecord:
         answered = fields.get("a")
         if answered is not None and not answered.isdigit():
             raise ValueError(f"bad answered branch {answered!r}")
-        return cls(caller, early, private, tuple(branches), None if answered is None else int(answered))
+        extra = (fields.get("xw", "").replace("+", " "), fields.get("xs", "").replace("+", " "))
+        return cls(caller, early, private, tuple(branches), None if answered is None else int(answered), extra)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -368,9 +323,12 @@ class Exchange:
     """The other party, who replies."""
     offer_in_request: bool
     """True when the request carried an SDP offer (its 2xx then carries the answer)."""
+    extra: str = ""
+    """The operator's rtpengine flags for an offer toward the sender (a late re-offer comes in the reply)."""
 
     def __str__(self) -> str:
-        return f"s={self.sender.code};r={self.receiver.code};o={int(self.offer_in_request)}"
+        text = f"s={self.sender.code};r={self.receiver.code};o={int(self.offer_in_request)}"
+        return text + f";x={self.extra.replace(' ', '+')}" if self.extra else text
 
     @classmethod
     def parse(cls, text: str) -> Exchange:
@@ -381,7 +339,7 @@ class Exchange:
             raise ValueError(f"exchange {text!r} lacks {exc}") from None
         if offer not in ("0", "1"):
             raise ValueError(f"bad exchange {text!r}")
-        return cls(sender, receiver, offer == "1")
+        return cls(sender, receiver, offer == "1", fields.get("x", "").replace("+", " "))
 
 
 @dataclass(frozen=True)

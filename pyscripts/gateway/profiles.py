@@ -116,7 +116,9 @@ class Profiles(Mapping[ProfileKey, str]):
             raise ValueError("bad rtpengine profile: " + "; ".join(errors))
         self._table = {k: " ".join(tokens(v)) for k, v in table.items()}
         self.actions: Dict[Tuple[object, ...], MediaAction] = {}
-        """core.media_action's results for this table, made once each."""
+        """core.media_action's results for this table, by their complete inputs, made once each."""
+        self.checked: Dict[Tuple[object, ...], Tuple[str, ...]] = {}
+        """core.check_decision's findings for added flags, by their complete inputs."""
 
     def __getitem__(self, key: ProfileKey) -> str:
         return self._table[key]

@@ -1,8 +1,10 @@
-"""Site settings for the Python side, read once from an INI file (opensips/gateway.ini).
+"""Site settings for the Python side, read from an INI file (opensips/gateway.ini).
 
 Everything a site changes lives in the opensips/ folder: site.cfg for OpenSIPS
-(listeners, certificates, rtpengine sockets) and gateway.ini for the router
-(domains, SIP destination, topology hiding, flag-profile overrides).
+(listeners, certificates, rtpengine sockets), gateway.ini for the router (domains,
+trunks and the dial plan, blocked numbers, media rules, flag-profile overrides), and
+the operator's rules in pyscripts/policy.py.  The router reads gateway.ini again when
+it changes (loader.py); a file with a mistake is refused with the reason.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import configparser
 import os
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
+from .policy import Pattern, Tables
 from .profiles import ProfileKey, Profiles, parse_key
 
 ENV_VAR = "GATEWAY_SETTINGS"
+
+SECTIONS = {"gateway", "profiles", "trunks", "dialplan", "blocked", "media", "policy"}
 
 
 @dataclass(frozen=True)
@@ -30,49 +35,113 @@ class Settings:
     auth_realm: Optional[str] = None
     """Digest realm for REGISTER and for our users' initial requests (subscriber table); None: no auth."""
     profiles: Profiles = field(default_factory=Profiles)
+    tables: Tables = field(default_factory=lambda: Tables({}))
+    """Trunks, dial plan, blocked prefixes, always-proxied users, headers the rules read."""
 
     def is_local(self, domain: str) -> bool:
         return domain.lower() in self.domains
+
+    def trunk_uri(self, name: str) -> str:
+        """A trunk's URI by its gateway.ini name; ``sip_destination`` is the trunk named ``default``."""
+        uri = self.tables.trunks.get(name)
+        if uri is None and name == "default" and self.sip_destination is not None:
+            uri = self.sip_destination
+        if uri is None:
+            raise ValueError(f"no trunk named {name!r} in gateway.ini [trunks]")
+        return uri
 
 
 def _words(value: str) -> FrozenSet[str]:
     return frozenset(w.lower() for w in value.replace(",", " ").split())
 
 
+def _uri(value: str, what: str, origin: str) -> str:
+    if not value.startswith(("sip:", "sips:")) or " " in value:
+        raise ValueError(f"{origin}: {what} must be a sip: URI, not {value!r}")
+    return value
+
+
+def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> None:
+    extra = set(section) - names
+    if extra:
+        raise ValueError(f"{origin}: unknown setting(s) {sorted(extra)} in [{section.name}]")
+
+
+def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
+    trunks: Dict[str, str] = {}
+    if parser.has_section("trunks"):
+        for name, uri in parser["trunks"].items():
+            trunks[name] = _uri(uri.strip(), f"trunk {name}", origin)
+    dialplan: List[Tuple[Pattern, str]] = []
+    if parser.has_section("dialplan"):
+        for pattern, trunk in parser["dialplan"].items():
+            trunk = trunk.strip()
+            if trunk not in trunks and trunk != "default":
+                raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
+            try:
+                dialplan.append((Pattern.parse(pattern.strip()), trunk))
+            except ValueError as exc:
+                raise ValueError(f"{origin}: [dialplan] {exc}") from None
+    blocked: List[Pattern] = []
+    if parser.has_section("blocked"):
+        _known(parser["blocked"], {"prefixes"}, origin)
+        for text in parser["blocked"].get("prefixes", "").split():
+            try:
+                blocked.append(Pattern.parse(text))
+            except ValueError as exc:
+                raise ValueError(f"{origin}: [blocked] {exc}") from None
+    proxied: FrozenSet[str] = frozenset()
+    if parser.has_section("media"):
+        _known(parser["media"], {"always_proxy"}, origin)
+        proxied = frozenset(parser["media"].get("always_proxy", "").replace(",", " ").split())
+    headers: Tuple[str, ...] = ()
+    if parser.has_section("policy"):
+        _known(parser["policy"], {"headers"}, origin)
+        headers = tuple(parser["policy"].get("headers", "").replace(",", " ").split())
+        bad = [h for h in headers if not h.replace("-", "").replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"{origin}: [policy] headers: not header names: {bad}")
+    return Tables(trunks, tuple(dialplan), tuple(blocked), proxied, headers)
+
+
 def parse(text: str, origin: str = "<settings>") -> Settings:
     """Settings from INI text; ValueError with the reason on anything wrong."""
-    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None)
+    # "=" only: dial-plan patterns (regular expressions) may hold ":"
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None, delimiters=("=",))
     parser.optionxform = str  # type: ignore[assignment, method-assign]
     try:
         parser.read_string(text, source=origin)
     except configparser.Error as exc:
         raise ValueError(f"{origin}: {exc}") from None
-    unknown = set(parser.sections()) - {"gateway", "profiles"}
+    unknown = set(parser.sections()) - SECTIONS
     if unknown:
         raise ValueError(f"{origin}: unknown section(s) {sorted(unknown)}")
-    gw = parser["gateway"] if parser.has_section("gateway") else {}
-    known = {"domains", "sip_destination", "topology_hiding", "trusted_sources", "auth_realm"}
-    extra = set(gw) - known
-    if extra:
-        raise ValueError(f"{origin}: unknown setting(s) {sorted(extra)} in [gateway]")
+    gw = parser["gateway"] if parser.has_section("gateway") else None
+    values = dict(gw) if gw is not None else {}
+    if gw is not None:
+        _known(gw, {"domains", "sip_destination", "topology_hiding", "trusted_sources", "auth_realm"}, origin)
     overrides: Dict[ProfileKey, str] = {}
     if parser.has_section("profiles"):
         for name, flags in parser["profiles"].items():
             overrides[parse_key(name)] = flags
-    destination = gw.get("sip_destination", "").strip() or None
+    destination = values.get("sip_destination", "").strip() or None
+    tables = _tables(parser, origin)
     if destination is not None and not destination.startswith(("sip:", "sips:")):
-        raise ValueError(f"{origin}: sip_destination must be a sip: URI, not {destination!r}")
-    hiding = gw.get("topology_hiding", "no").strip().lower()
+        if destination not in tables.trunks:
+            raise ValueError(f"{origin}: sip_destination must be a sip: URI or a trunk name, not {destination!r}")
+        destination = tables.trunks[destination]
+    hiding = values.get("topology_hiding", "no").strip().lower()
     if hiding not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
         raise ValueError(f"{origin}: topology_hiding must be yes or no, not {hiding!r}")
-    domains = _words(gw.get("domains", "")) or Settings.domains
+    domains = _words(values.get("domains", "")) or Settings.domains
     return Settings(
         domains=domains,
         sip_destination=destination,
         topology_hiding=hiding in ("yes", "true", "on", "1"),
-        trusted_sources=_words(gw.get("trusted_sources", "")),
-        auth_realm=gw.get("auth_realm", "").strip() or None,
+        trusted_sources=_words(values.get("trusted_sources", "")),
+        auth_realm=values.get("auth_realm", "").strip() or None,
         profiles=Profiles(overrides),
+        tables=tables,
     )
 
 
@@ -81,9 +150,14 @@ def default_path() -> str:
     return os.path.join(here, os.pardir, os.pardir, "opensips", "gateway.ini")
 
 
+def settings_path(path: Optional[str] = None) -> str:
+    """The settings file: ``path``, else GATEWAY_SETTINGS, else opensips/gateway.ini beside pyscripts/."""
+    return path or os.environ.get(ENV_VAR) or default_path()
+
+
 def load(path: Optional[str] = None) -> Settings:
-    """Read the settings file (GATEWAY_SETTINGS, else opensips/gateway.ini); defaults when there is none."""
-    path = path or os.environ.get(ENV_VAR) or default_path()
+    """Read the settings file; defaults when there is none (and none was named)."""
+    path = settings_path(path)
     try:
         with open(path, encoding="utf-8") as handle:
             return parse(handle.read(), path)

@@ -70,7 +70,7 @@ class FaultyRouter:
         return int(route(msg, *facts))
 
     def __getattr__(self, name: str) -> Any:
-        """Every other route (on_branch, on_reply, on_in_dialog, ..., is_trusted) as the router has it."""
+        """Every other route (on_reply, on_in_dialog, ..., is_trusted) as the router has it."""
         return getattr(self.router, name)
 
 

@@ -22,27 +22,29 @@ LOG = os.environ.get("GATEWAY_PROBE_LOG", "")
 
 BEFORE = {
     "request": ("$socket_in(proto)", "$rm", "$ci", "$tt", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
-    "branch": ("$T_branch_idx", "$bf", "$ru", "$du", "$rm", "$ci", "$dlg_val(gw)", "$avp(gw_tx)"),
     "reply": (
         "$socket_in(proto)", "$rs", "$rm", "$ci", "$T_branch_idx", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)",
     ),
     "failure": ("$T_branch_idx", "$rm", "$ci", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
     "in-dialog": ("$rm", "$ci", "$tt", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)", "$var(gw_lr)"),
-    "lookup-failure": ("$rm", "$ci", "$var(gw_found)"),
+    "lookup-failure": ("$rm", "$ci", "$rc"),
+    "authorized": ("$rm", "$ci", "$au", "$fU", "$tU", "$ru", "$du"),
 }  # fmt: skip
 AFTER = {
-    "request": ("$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf", "$var(gw_lr)"),
-    "branch": ("$dlg_val(gw)", "$bf", "$du"),
-    "reply": ("$dlg_val(gw)", "$avp(gw_tx)"),
-    "failure": ("$dlg_val(gw)",),
-    "in-dialog": ("$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp_offer)", "$var(gw_rtp_delete)"),
-    "lookup-failure": ("$var(gw_code)", "$var(gw_reason)"),
-}
+    "request": ("$var(gw_do)", "$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf", "$var(gw_lr)"),
+    "reply": ("$var(gw_reply)", "$dlg_val(gw)", "$avp(gw_tx)"),
+    "failure": ("$var(gw_failure)", "$dlg_val(gw)"),
+    "in-dialog": ("$var(gw_in_dialog)", "$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp_offer)",
+                  "$var(gw_rtp_delete)"),
+    "lookup-failure": ("$var(gw_not_found)", "$var(gw_code)", "$var(gw_reason)"),
+    "authorized": ("$var(gw_authorized)", "$ru", "$du", "$var(gw_to_webrtc)", "$var(gw_to_nated)",
+                   "$var(gw_to_plain)"),
+}  # fmt: skip
 ROUTES = {
     "on_request": "request",
+    "on_authorized": "authorized",
     "on_in_dialog": "in-dialog",
     "on_lookup_failure": "lookup-failure",
-    "on_branch": "branch",
     "on_reply": "reply",
     "on_failure": "failure",
 }
@@ -93,7 +95,8 @@ class Probe:
         return result
 
     def __getattr__(self, name: str) -> Any:
-        """Each route of the router, watched; is_trusted (pike's check route, per packet) is not recorded."""
+        """Each route of the router, watched; is_trusted (pike's check route, per packet) is not recorded.
+        The branch route asks nothing: it runs the plan on_request (or on_authorized) left for its kind."""
         method = getattr(self.router, name)
         route = ROUTES.get(name)
         if route is None:

@@ -125,10 +125,10 @@ Content-Length: 0
 
 
 def test_a_nated_phone_calls_a_plain_one_through_rtpengine_in_two_python_execs(gateway: Rig, work: Path) -> None:
-    """The plain callee's branch is the one the router planned with the INVITE (Do.PLAIN_CONTACT): the
+    """The plain callee's branch runs the plan the router made with the INVITE ($var(gw_to_plain)): the
     cfg offers with the plan's flags and the branch's index, and adds the branch to the call record;
-    the ACK and the BYE are the cfg's too (Do.QUIET_ACK, Do.QUIET_BYE).  Python runs for the INVITE and
-    the 200 only, and the media flows both ways."""
+    the ACK and the BYE are the cfg's too (do_quiet_bye).  Python runs for the INVITE and the 200
+    only, and the media flows both ways."""
     caller = registered(gateway, work, "planalice")  # a 127.x Contact: behind NAT for nathelper
     callee = registered(gateway, work, "planbob", contact_host="localhost")  # a plain SIP phone
     outcome = call(gateway, work, caller, callee, sipp.Call((("pause", 1000), ("bye",))), sipp.Call((("expect_bye",),)))

@@ -1,0 +1,167 @@
+"""The router's rules as they are on disk now: gateway.ini and the operator's pyscripts/policy.py.
+
+Restarting OpenSIPS drops every browser's WebSocket, so the files are read again while it runs:
+each worker (each has its own interpreter after fork) looks at both files' modification times at
+most once a second, on the first message after the second is up, and loads them again when either
+changed.  A file that fails to read, import or check is refused: the reason is logged once (per
+change of the file), and the rules loaded before keep routing.  Nothing is cached across a load:
+a rule is called afresh for every request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import time
+from typing import Any, Callable, NamedTuple, Optional, Tuple
+
+from . import core
+from .policy import CALLEES, Callee, Decision, Kind, Request, to_user
+from .settings import Settings, load, settings_path
+
+POLICY_ENV = "GATEWAY_POLICY"
+CHECK_EVERY = 1.0  # seconds
+
+RouteRule = Callable[[Request, Decision], Decision]
+CalleeRule = Callable[[Request, Callee, Decision], Decision]
+
+
+def default_policy_path() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, os.pardir, "policy.py")
+
+
+def policy_path(path: Optional[str] = None) -> str:
+    return path or os.environ.get(POLICY_ENV) or default_policy_path()
+
+
+class Rules(NamedTuple):
+    settings: Settings
+    route: RouteRule
+    callee: Optional[CalleeRule]
+    origin: str
+    """Where the rules came from, for logs."""
+
+
+def keep_default(request: Request, default: Decision) -> Decision:
+    return default
+
+
+def fixed_rules(settings: Settings, route: RouteRule = keep_default, callee: Optional[CalleeRule] = None) -> Rules:
+    """Rules given as values (tests, tools): checked as loaded ones are; a Watcher of them reads no file."""
+    rules = Rules(settings, route, callee, "<given rules>")
+    check(rules)
+    return rules
+
+
+_loads = 0
+
+
+def import_policy(path: str) -> Tuple[RouteRule, Optional[CalleeRule]]:
+    """The operator's functions from ``path``, imported afresh (a new module object each time)."""
+    global _loads
+    _loads += 1
+    spec = importlib.util.spec_from_file_location(f"gateway_policy_{_loads}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    route = getattr(module, "route", None)
+    callee = getattr(module, "callee", None)
+    if not callable(route) or len(inspect.signature(route).parameters) != 2:
+        raise ValueError(f"{path}: needs a function route(request, default)")
+    if callee is not None and (not callable(callee) or len(inspect.signature(callee).parameters) != 3):
+        raise ValueError(f"{path}: callee must be a function callee(request, callee, decision)")
+    return route, callee
+
+
+def sample_request(settings: Settings) -> Request:
+    """A browser user's call to another user of ours: what a policy is tried on before it is taken."""
+    domain = sorted(settings.domains)[0]
+    return Request("INVITE", "bob", domain, "alice", domain, "bob", domain, "127.0.0.1", 5060, "wss",
+                   Kind.BROWSER, True, True, tuple((h, None) for h in settings.tables.headers))  # fmt: skip
+
+
+def check(rules: Rules) -> None:
+    """Try the rules on a sample call; ValueError when they raise or answer something the gateway cannot do."""
+    request = sample_request(rules.settings)
+    try:
+        decision = rules.route(request, to_user())
+        core.check_decision(decision, rules.settings)
+        if rules.callee is not None:
+            for callee in CALLEES:
+                core.check_decision(rules.callee(request, callee, decision), rules.settings, callee)
+    except Exception as exc:  # noqa: BLE001 - any failure refuses the file, with its reason
+        raise ValueError(f"{rules.origin}: rules fail on a sample call: {type(exc).__name__}: {exc}") from None
+
+
+def load_rules(settings_file: Optional[str] = None, policy_file: Optional[str] = None) -> Rules:
+    """gateway.ini and policy.py, checked; ValueError (with the file and the reason) when they cannot route."""
+    settings = load(settings_file)
+    path = policy_path(policy_file)
+    if os.path.exists(path):
+        route, callee = import_policy(path)
+    elif policy_file or os.environ.get(POLICY_ENV):
+        raise ValueError(f"{path} does not exist")
+    else:
+        route, callee = keep_default, None
+    rules = Rules(settings, route, callee, f"{path} with {settings_path(settings_file)}")
+    check(rules)
+    return rules
+
+
+def _stamp(path: str) -> Tuple[float, int]:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return (0.0, -1)
+    return (found.st_mtime, found.st_size)
+
+
+class Watcher:
+    """The current rules of this worker, loaded again when a file changes (checked at most once a second)."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        log: Callable[[str], Any],
+        settings_file: Optional[str] = None,
+        policy_file: Optional[str] = None,
+        clock: Callable[[], float] = time.monotonic,
+        watch: bool = True,
+    ) -> None:
+        self.rules = rules
+        self.watch = watch
+        self.log = log
+        self.clock = clock
+        self.settings_file = settings_path(settings_file)
+        self.policy_file = policy_path(policy_file)
+        self._stamps = self._both()
+        self._next = clock() + CHECK_EVERY
+        self._refused: Optional[Tuple[Tuple[float, int], ...]] = None
+        self.generation = 0
+        """Counts the loads taken: what the router wrote into $vars for older rules is written again."""
+
+    def _both(self) -> Tuple[Tuple[float, int], ...]:
+        return (_stamp(self.settings_file), _stamp(self.policy_file))
+
+    def current(self) -> Rules:
+        now = self.clock()
+        if now < self._next or not self.watch:
+            return self.rules
+        self._next = now + CHECK_EVERY
+        stamps = self._both()
+        if stamps == self._stamps or stamps == self._refused:
+            return self.rules
+        try:
+            rules = load_rules(self.settings_file, self.policy_file)
+        except Exception as exc:  # noqa: BLE001 - a bad file must never stop the routing
+            self._refused = stamps
+            self.log(f"gateway: new rules refused, the previous ones keep routing: {type(exc).__name__}: {exc}\n")
+            return self.rules
+        self._stamps, self._refused = stamps, None
+        self.rules = rules
+        self.generation += 1
+        self.log(f"gateway: rules loaded again from {rules.origin}\n")
+        return rules

@@ -1,0 +1,246 @@
+"""What an operator's routing rules see and answer: small immutable values, decisions as data.
+
+The operator's file (``pyscripts/policy.py``) holds two functions the gateway calls for every
+new request (not REGISTER) from a caller who passed digest authentication:
+
+- ``route(request, default) -> Decision``: where the request goes.  ``default`` is what the
+  gateway would do: its built-in routing (our domains -> the registered users, other domains
+  -> ``sip_destination``) with gateway.ini's tables applied (``[blocked]`` prefixes, the
+  ``[dialplan]``, ``[media] always_proxy``).  A rule returns ``default``, a change of it
+  (``default.with_header(...)``) or a new decision (``to_trunk("intl")``, ``reply(403, ...)``).
+- ``callee(request, callee, decision) -> Decision`` (optional): for a call to registered users,
+  once for each kind of contact the call may reach (a browser, a SIP phone behind NAT, a SIP
+  phone): the media proxy and rtpengine flags for branches to such a contact, or ``.dropped()``.
+
+Nothing here calls OpenSIPS: a rule is a function of these values, testable as it is, and the
+gateway (``host.py`` and opensips.cfg) carries out what it returns.  Requests the gateway refuses
+before any rule (another domain's caller relaying to another domain, a REGISTER for a foreign
+domain, failed authentication) never reach a rule: no rule can open a relay.
+
+Text a sender wrote (users, domains, headers) reaches a rule decoded from UTF-8; bytes that are
+not UTF-8 become U+FFFD (the replacement character), so such text never matches a dial-plan
+digit pattern or a user name by accident.  Domains that are not UTF-8 get 400 before any rule.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Mapping, NamedTuple, Optional, Tuple
+
+
+class Kind(enum.Enum):
+    """What a party of a call is: a browser (SIP over WebSocket, DTLS-SRTP and ICE) or a SIP device."""
+
+    BROWSER = "browser"
+    SIP = "sip"
+
+
+class MediaProxy(enum.Enum):
+    """Whether a call takes rtpengine."""
+
+    AUTO = "auto"
+    """As the gateway decides: always with a browser on either end, else when a party is behind NAT
+    or the caller's SDP names private addresses."""
+    ALWAYS = "always"
+    """Every branch of the call (e.g. to record it, or to keep the phones' addresses to ourselves)."""
+    NEVER = "never"
+    """No media proxy between SIP devices, NAT or not; a branch with a browser still takes it (a
+    browser speaks only DTLS-SRTP with ICE, a SIP phone plain RTP: only rtpengine bridges them)."""
+
+
+class Request(NamedTuple):
+    """A new request as a rule sees it.  Users and domains are as the sender wrote them (domains lower-cased)."""
+
+    method: str
+    ruri_user: str
+    ruri_domain: str
+    from_user: str
+    from_domain: str
+    to_user: str
+    to_domain: str
+    source_ip: str
+    source_port: int
+    transport: str
+    """``udp``, ``tcp``, ``tls``, ``ws`` or ``wss``."""
+    caller: Kind
+    caller_behind_nat: bool
+    """Every browser; a SIP device when nathelper's tests say so."""
+    has_sdp: bool
+    """The request carries an SDP offer (an INVITE without one is a late offer)."""
+    headers: Tuple[Tuple[str, Optional[str]], ...] = ()
+    """The headers gateway.ini's ``[policy] headers`` names, in that order: (name, first value or None)."""
+
+    def header(self, name: str) -> Optional[str]:
+        """The value of a header named in gateway.ini ``[policy] headers`` (None when the request has none)."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        raise KeyError(f"{name} is not in gateway.ini [policy] headers, so the gateway does not read it")
+
+    @property
+    def from_browser(self) -> bool:
+        return self.caller is Kind.BROWSER
+
+
+class Callee(NamedTuple):
+    """A kind of contact a call to registered users may reach (the branch flags of its registration)."""
+
+    kind: Kind
+    behind_nat: bool
+
+
+#: The kinds of contact, in the order the gateway asks about them.
+CALLEES = (Callee(Kind.BROWSER, True), Callee(Kind.SIP, True), Callee(Kind.SIP, False))
+
+_TOKEN = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")  # RFC 3261 token: a header name
+_BAD_VALUE = re.compile(r"[\r\n\0]")
+
+
+class Decision(NamedTuple):
+    """What to do with a request.  Make one with ``to_user``, ``to_trunk``, ``to_uri`` or ``reply``; change
+    one with its ``with_...`` methods (each returns a new decision)."""
+
+    target: str
+    """``user`` (the registered contacts of ``user``), ``trunk``, ``uri`` or ``reply``."""
+    user: Optional[str] = None
+    """For ``user``: whose contacts; None keeps the request's own (the R-URI's user)."""
+    trunk: Optional[str] = None
+    """For ``trunk``: a name from gateway.ini ``[trunks]`` (or ``sip_destination``)."""
+    uri: Optional[str] = None
+    """For ``uri``: the new request URI."""
+    code: int = 0
+    reason: str = ""
+    add_headers: Tuple[Tuple[str, str], ...] = ()
+    remove_headers: Tuple[str, ...] = ()
+    media: MediaProxy = MediaProxy.AUTO
+    rtpengine: Tuple[Tuple[Optional[Kind], str], ...] = ()
+    """Extra rtpengine flags for this call's offers and re-offers: (toward which kind of party, None for
+    both; flags).  Checked like gateway.ini's profile rows: a browser-bound offer never loses DTLS/ICE."""
+    dropped: bool = False
+    """(``callee`` only) no branch to this kind of contact."""
+
+    # -- changes -----------------------------------------------------------------------
+
+    def with_header(self, name: str, value: str) -> Decision:
+        """Add ``name: value`` to the relayed request."""
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            raise ValueError(f"not a header one may add: {name!r}: {value!r}")
+        return self._replace(add_headers=(*self.add_headers, (name, value)))
+
+    def without_header(self, name: str) -> Decision:
+        """Remove every ``name`` header (any case) from the relayed request."""
+        if not _TOKEN.match(name):
+            raise ValueError(f"not a header name: {name!r}")
+        return self._replace(remove_headers=(*self.remove_headers, name))
+
+    def with_media(self, media: MediaProxy) -> Decision:
+        return self._replace(media=media)
+
+    def with_rtpengine(self, flags: str, toward: Optional[Kind] = None) -> Decision:
+        """Add rtpengine flags to the call's offers (toward a browser, a SIP device, or both when None)."""
+        words = flags.split()
+        if any(ch in word for word in words for ch in ",|;+"):
+            raise ValueError(f"rtpengine flags may not hold , | ; or +: {flags!r}")
+        if "via-branch" in flags:
+            raise ValueError("via-branch is the gateway's own: one rtpengine session per branch")
+        return self._replace(rtpengine=(*self.rtpengine, (toward, " ".join(words)))) if words else self
+
+    def drop(self) -> Decision:
+        """(``callee`` only) no branch to this kind of contact."""
+        return self._replace(dropped=True)
+
+    def extra_flags(self, toward: Kind) -> str:
+        return " ".join(flags for kind, flags in self.rtpengine if kind is None or kind is toward)
+
+    def __str__(self) -> str:
+        if self.target == "reply":
+            text = f"reply {self.code} {self.reason}"
+        elif self.target == "trunk":
+            text = f"to trunk {self.trunk}"
+        elif self.target == "uri":
+            text = f"to {self.uri}"
+        else:
+            text = "to the registered contacts" + (f" of {self.user}" if self.user else "")
+        extras = [f"+{n}: {v}" for n, v in self.add_headers] + [f"-{n}" for n in self.remove_headers]
+        if self.media is not MediaProxy.AUTO:
+            extras.append(f"media proxy {self.media.value}")
+        extras += [f"rtpengine {f}" + (f" toward {k.value}" if k else "") for k, f in self.rtpengine]
+        return text + (" (" + ", ".join(extras) + ")" if extras else "")
+
+
+def to_user(user: Optional[str] = None) -> Decision:
+    """To the registered contacts of ``user`` (of the called user when None)."""
+    if user is not None and (not user or _BAD_VALUE.search(user) or "@" in user):
+        raise ValueError(f"not a user name: {user!r}")
+    return Decision("user", user=user)
+
+
+def to_trunk(name: str) -> Decision:
+    """To a trunk named in gateway.ini ``[trunks]``; the request URI stays as dialled."""
+    return Decision("trunk", trunk=name)
+
+
+def to_uri(uri: str) -> Decision:
+    """To any SIP URI: it becomes the request URI."""
+    if not uri.startswith(("sip:", "sips:")) or _BAD_VALUE.search(uri) or " " in uri:
+        raise ValueError(f"not a SIP URI: {uri!r}")
+    return Decision("uri", uri=uri)
+
+
+def reply(code: int, reason: str) -> Decision:
+    """Answer the request with this final reply (300-699)."""
+    if not 300 <= code <= 699 or _BAD_VALUE.search(reason) or not reason:
+        raise ValueError(f"not a final reply one may send: {code} {reason!r}")
+    return Decision("reply", code=code, reason=reason)
+
+
+class Pattern(NamedTuple):
+    """A dial-plan or blocking pattern of gateway.ini: a prefix of the called user, or ``/regex/``."""
+
+    text: str
+    regex: Optional[re.Pattern[str]]
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        if len(text) > 2 and text.startswith("/") and text.endswith("/"):
+            try:
+                return cls(text, re.compile(text[1:-1]))
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {text}: {exc}") from None
+        if not text or _BAD_VALUE.search(text) or " " in text:
+            raise ValueError(f"bad prefix {text!r}")
+        return cls(text, None)
+
+    def matches(self, user: str) -> bool:
+        if self.regex is not None:
+            return self.regex.search(user) is not None
+        return user.startswith(self.text)
+
+
+class Tables(NamedTuple):
+    """gateway.ini's routing tables, evaluated before the operator's rules (``apply``)."""
+
+    trunks: Mapping[str, str]
+    dialplan: Tuple[Tuple[Pattern, str], ...] = ()
+    """(pattern, trunk name), first match wins."""
+    blocked: Tuple[Pattern, ...] = ()
+    always_proxy: frozenset[str] = frozenset()
+    headers: Tuple[str, ...] = ()
+
+    def apply(self, request: Request, decision: Decision, may_relay: bool) -> Decision:
+        """``decision`` (the built-in routing) with the tables applied: a blocked called number gets 403;
+        a dial-plan match sends callers who may relay (our users, trusted sources) to its trunk; calls
+        from or to an always-proxied user take the media proxy."""
+        number = request.ruri_user
+        if any(p.matches(number) for p in self.blocked):
+            return reply(403, "Forbidden - Blocked Number")
+        if may_relay:
+            for pattern, trunk in self.dialplan:
+                if pattern.matches(number):
+                    decision = to_trunk(trunk)
+                    break
+        if self.always_proxy and (request.from_user in self.always_proxy or number in self.always_proxy):
+            decision = decision.with_media(MediaProxy.ALWAYS)
+        return decision

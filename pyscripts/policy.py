@@ -1,0 +1,51 @@
+"""Your routing rules.  This file and opensips/gateway.ini are the only places to change routing.
+
+How it works
+------------
+Every new request (INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...; not REGISTER) from a caller
+who passed digest authentication comes to ``route(request, default)``.  ``default`` is what
+the gateway would do: registered users for our domains, ``sip_destination`` for others, with
+gateway.ini's tables applied ([blocked] prefixes get 403, the [dialplan] sends numbers to
+[trunks], [media] always_proxy users take rtpengine).  Return ``default`` to keep it, a
+change of it, or another decision:
+
+    to_user()                         the registered contacts of the called user
+    to_user("alice")                  ... of another user (e.g. a number that rings alice)
+    to_trunk("intl")                  a trunk named in gateway.ini [trunks]
+    to_uri("sip:ivr@10.0.0.5")        any SIP URI (it becomes the request URI)
+    reply(403, "Forbidden")           answer the request yourself (300-699)
+
+and change any decision with
+
+    .with_header("X-Tenant", "acme")          add a header to the relayed request
+    .without_header("P-Preferred-Identity")   remove every such header
+    .with_media(MediaProxy.ALWAYS)            AUTO (the gateway decides), ALWAYS, NEVER
+    .with_rtpengine("record-call=yes")        rtpengine flags for this call's offers,
+    .with_rtpengine("transcode-PCMA", toward=Kind.SIP)   ... or only those toward SIP phones
+
+``request`` holds method, ruri_user, ruri_domain, from_user, from_domain, to_user, to_domain,
+source_ip, source_port, transport (udp tcp tls ws wss), caller (Kind.BROWSER or Kind.SIP),
+caller_behind_nat, has_sdp, and request.header("X-Name") for the headers gateway.ini
+[policy] headers names.  Text a sender wrote reaches you as UTF-8; bytes that are not become
+U+FFFD.
+
+``callee(request, callee, decision)`` (optional) is asked, for a call to registered users,
+once for each kind of contact the call may reach: ``callee.kind`` (Kind.BROWSER or Kind.SIP)
+and ``callee.behind_nat``.  It may change the media proxy of such branches, or ``.drop()`` them.
+
+A rule that raises costs the caller a 500 (counted as python_failures, logged with the
+Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, without a
+restart; a file that fails to import or fails on a sample call is refused (the reason is
+logged once) and the rules before it keep routing.
+
+Try a change offline before it goes live: ``python3 -m fakes.trace call alice 0044201234``
+shows where a call goes, and README.md "Changing the routing" has recipes with their tests.
+"""
+
+from gateway.policy import Callee, Decision, Kind, MediaProxy, Request, reply, to_trunk, to_uri, to_user
+
+__all__ = ["Callee", "Decision", "Kind", "MediaProxy", "Request", "reply", "route", "to_trunk", "to_uri", "to_user"]
+
+
+def route(request: Request, default: Decision) -> Decision:
+    return default
