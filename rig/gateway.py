@@ -48,19 +48,60 @@ topology_hiding = no
 """
 
 
-def opensips_binaries(env: Optional[Dict[str, str]] = None) -> List[str]:
-    """OpenSIPS binaries named by OPENSIPS_BIN (several, separated by ':' or os.pathsep), else `opensips` on PATH."""
+@dataclass
+class Binaries:
+    """What OPENSIPS_BIN (or PATH) gave: the executables found, and each named path that is not one."""
+
+    found: List[str]
+    problems: List[str]
+    """``"<path>: <why>"`` for each part of OPENSIPS_BIN that names no executable file."""
+    named: str
+    """OPENSIPS_BIN as it was ("" when unset or empty: then PATH was searched)."""
+
+
+def find_opensips(env: Optional[Dict[str, str]] = None) -> Binaries:
+    """OpenSIPS binaries named by OPENSIPS_BIN (several, separated by ':' or os.pathsep), else `opensips` on PATH.
+
+    A named path that is not an executable file is a problem, not something to pass over: a typo
+    in OPENSIPS_BIN must not turn a test run against that build into a run against nothing."""
     env = dict(os.environ) if env is None else env
     named = env.get("OPENSIPS_BIN", "")
-    found = []
-    for part in named.replace(os.pathsep, ":").split(":"):
-        if part and os.access(part, os.X_OK):
-            found.append(part)
     if not named:
-        on_path = shutil.which("opensips")
-        if on_path:
-            found.append(on_path)
-    return found
+        on_path = shutil.which("opensips", path=env.get("PATH", os.defpath))
+        return Binaries([on_path] if on_path else [], [], named="")
+    found: List[str] = []
+    problems: List[str] = []
+    for part in named.replace(os.pathsep, ":").split(":"):
+        if not part:
+            continue
+        why = _not_an_executable(part)
+        if why:
+            problems.append(f"{part}: {why}")
+        else:
+            found.append(part)
+    if not found and not problems:
+        problems.append(f"{named!r}: names no path")
+    return Binaries(found, problems, named)
+
+
+def _not_an_executable(path: str) -> str:
+    """Why ``path`` is not an executable file, or "" when it is one."""
+    if not os.path.lexists(path):
+        return "no such file"
+    if not os.path.exists(path):
+        return "a broken symbolic link"
+    if os.path.isdir(path):
+        return "a directory, not a file"
+    if not os.path.isfile(path):
+        return "not a regular file"
+    if not os.access(path, os.X_OK):
+        return "not executable (no x permission for this user)"
+    return ""
+
+
+def opensips_binaries(env: Optional[Dict[str, str]] = None) -> List[str]:
+    """The executables of ``find_opensips`` only (a named path that is none is left out: see its problems)."""
+    return find_opensips(env).found
 
 
 def version_of(binary: str) -> str:

@@ -1,10 +1,13 @@
 """Fixtures for the end-to-end suite: a real OpenSIPS (each one named by OPENSIPS_BIN) with our cfg and Python.
 
-Every test here is marked ``opensips``.  Without an OpenSIPS binary the whole
-suite is skipped with one reason; without rtpengine or SIPp or Chromium, the
-tests that need them are skipped with theirs.  Each OpenSIPS binary gets one
-rig for the session (``gateway``); the router runs behind the probe
-(rig/probe/opensips_probe.py) so tests can read what the host showed it.
+Every test here is marked ``opensips``.  Without an OpenSIPS binary (OPENSIPS_BIN
+unset, none on PATH) the whole suite is skipped with one reason; a path in
+OPENSIPS_BIN that is no executable file is an error in every test of that
+"binary", with the path and why (a typo must not look like a skipped suite).
+Without rtpengine or SIPp or Chromium, the tests that need them are skipped
+with theirs.  Each OpenSIPS binary gets one rig for the session (``gateway``);
+the router runs behind the probe (rig/probe/opensips_probe.py) so tests can
+read what the host showed it.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytest
 
 from rig import mi, ng, web
-from rig.gateway import REPO, Gateway, opensips_binaries, version_of
+from rig.gateway import REPO, Gateway, find_opensips, version_of
 
 PROBE = REPO / "rig" / "probe" / "opensips_probe.py"
-BINARIES = opensips_binaries()
+OPENSIPS = find_opensips()
+BINARIES = OPENSIPS.found
 NO_OPENSIPS = (
     "no OpenSIPS to test against: set OPENSIPS_BIN=/path/to/sbin/opensips (several separated by ':') "
     "or put opensips on PATH"
@@ -35,19 +40,29 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
             item.add_marker(pytest.mark.opensips)
 
 
-PARAMS: List[Optional[str]] = list(BINARIES) or [None]
+@dataclass(frozen=True)
+class NotExecutable:
+    """A part of OPENSIPS_BIN that names no executable file (its path and why)."""
+
+    problem: str
 
 
-@pytest.fixture(
-    scope="session",
-    params=PARAMS,
-    ids=[f"opensips-{version_of(b)}" for b in BINARIES] or ["no-opensips"],
-)
+# The bad paths first: with -x the run stops on them at once, not after the good binaries' minutes.
+PARAMS: List[Union[str, NotExecutable, None]] = [NotExecutable(p) for p in OPENSIPS.problems]
+PARAMS += list(BINARIES)
+IDS = [f"OPENSIPS_BIN-not-executable-{n + 1}" for n in range(len(OPENSIPS.problems))]
+IDS += [f"opensips-{version_of(b)}" for b in BINARIES]
+
+
+@pytest.fixture(scope="session", params=PARAMS or [None], ids=IDS or ["no-opensips"])
 def opensips_bin(request: pytest.FixtureRequest) -> Optional[str]:
     """Each binary in turn.  A real session fixture, not metafunc.parametrize: that makes a
-    pseudo-fixture per test module, and every rig depending on it was started again per module."""
-    binary: Optional[str] = request.param
-    return binary
+    pseudo-fixture per test module, and every rig depending on it was started again per module.
+    A path in OPENSIPS_BIN that is no executable fails every test that needs it, with the path."""
+    param: Union[str, NotExecutable, None] = request.param
+    if isinstance(param, NotExecutable):
+        pytest.fail(f"OPENSIPS_BIN names no executable: {param.problem} (OPENSIPS_BIN={OPENSIPS.named!r})", False)
+    return param
 
 
 def need(program: str) -> None:
