@@ -210,6 +210,7 @@ class Gateway:
         self.opensips: Optional[subprocess.Popen[bytes]] = None
         self.engines: List[Engine] = []
         self.workers: List[int] = []
+        self.rtpengine_options: Tuple[str, ...] = ()
 
     @property
     def rtpengine(self) -> Optional[subprocess.Popen[bytes]]:
@@ -266,8 +267,11 @@ class Gateway:
         certificate: Optional[Tuple[Path, Path]] = None,
         engines: int = 1,
         extra_params: str = "",
+        rtpengine_options: Sequence[str] = (),
     ) -> Gateway:
-        """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock."""
+        """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock.
+
+        ``rtpengine_options``: more rtpengine arguments (e.g. its timeouts), for every engine and restart."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
         ports = Ports(
@@ -280,6 +284,7 @@ class Gateway:
             media=media_range(),
         )
         gateway = cls(binary, folder, ports, host)
+        gateway.rtpengine_options = tuple(rtpengine_options)
         try:
             gateway._write(settings, entry, names, certificate, extra_params)
             for index in range(engines):
@@ -369,7 +374,7 @@ class Gateway:
                 [
                     "rtpengine", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
                     f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
-                    "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6",
+                    "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6", *self.rtpengine_options,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -395,11 +400,16 @@ class Gateway:
             engine.process.wait(timeout=5)
 
     def start_engine(self, index: int = 0) -> None:
-        """Start rtpengine ``index`` again, on the same ng port (it knows no call from before)."""
+        """Start rtpengine ``index`` again (it knows no call from before), behind the same relay port.
+
+        The engine itself gets a new ng port, the relay's target: while it was stopped, its old port
+        was free for any process on the machine to take (seen: "Address already in use")."""
         engine = self.engines[index]
         if engine.process.poll() is None:
             return
+        engine.port = free_port(tcp=False)
         engine.process = self._run_rtpengine(index, engine.port)
+        engine.relay.engine = ("127.0.0.1", engine.port)
         engine.relay.resume()
 
     def _start_opensips(self, env: Dict[str, str]) -> None:
