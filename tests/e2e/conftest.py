@@ -7,7 +7,9 @@ OPENSIPS_BIN that is no executable file is an error in every test of that
 Without rtpengine or SIPp or Chromium, the tests that need them are skipped
 with theirs.  Each OpenSIPS binary gets one rig for the session (``gateway``);
 the router runs behind the probe (rig/probe/opensips_probe.py) so tests can
-read what the host showed it.
+read what the host showed it.  After every test, each rig it used must show no
+Python failure that the test made (``python_quiet``), unless the test asks for
+``python_failures_expected``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,20 @@ class Rig:
         assert self.gw.relay is not None
         return self.gw.relay
 
+    def log_size(self) -> int:
+        """Bytes OpenSIPS has logged so far (for ``log_since``)."""
+        path = self.gw.log_path
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        """What OpenSIPS logged after ``offset`` bytes."""
+        path = self.gw.log_path
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+
     def errors_in_log(self) -> List[str]:
         return [line for line in self.gw.log().splitlines() if "ERROR" in line or "CRITICAL" in line]
 
@@ -150,6 +166,52 @@ def own_rig(opensips_bin: Optional[str], folder: Path, **options: Any) -> Iterat
         yield Rig(gw, folder / "probe.jsonl")
     finally:
         gw.stop()
+
+
+#: What OpenSIPS logs when the Python side failed: the cfg's fail-safe (route[python_failed]), a
+#: traceback from the python module, an exception left pending in a worker (python_exec.c).
+PYTHON_FAILURE_MARKS = ("python routing failed", "Traceback", "exception set")
+
+
+@contextlib.contextmanager
+def python_quiet(rig: Rig) -> Iterator[None]:
+    """Assert that nothing done inside made the Python side fail: python_failures (MI) unchanged,
+    and none of PYTHON_FAILURE_MARKS in what OpenSIPS logged meanwhile."""
+    before = rig.statistics("python_failures")["python_failures"]
+    offset = rig.log_size()
+    yield
+    after = rig.statistics("python_failures")["python_failures"]
+    marked = [line for line in rig.log_since(offset).splitlines() if any(m in line for m in PYTHON_FAILURE_MARKS)]
+    assert after == before and not marked, (
+        f"the Python side failed on OpenSIPS {rig.gw.version} ({rig.gw.folder}): python_failures {before} -> {after}"
+        + "".join(f"\n  {line}" for line in marked[:20])
+    )
+
+
+#: The fixtures that are rigs (``trunk_rig`` is a rig and a folder).
+RIG_FIXTURES = ("gateway", "faulty", "guarded", "rsa_rig", "trunk_rig")
+
+
+@pytest.fixture
+def python_failures_expected() -> None:
+    """Asked for by a test that makes the Python side fail on purpose (and counts the failures itself)."""
+
+
+@pytest.fixture(autouse=True)
+def no_python_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test, on every rig it uses: the Python side failed nowhere during the test."""
+    if "python_failures_expected" in request.fixturenames:
+        yield
+        return
+    rigs = []
+    for name in RIG_FIXTURES:
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            rigs.append(value[0] if isinstance(value, tuple) else value)
+    with contextlib.ExitStack() as stack:
+        for rig in rigs:
+            stack.enter_context(python_quiet(rig))
+        yield
 
 
 @pytest.fixture

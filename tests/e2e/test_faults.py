@@ -123,7 +123,9 @@ def test_rtpengine_stopped_the_survivor_carries_calls_then_none_gives_503(faulty
     RESTARTED[faulty.gw.version] = time.monotonic()
 
 
-def test_python_failure_on_an_initial_request_gets_500_counted_and_logged(faulty: Rig, work: Path) -> None:
+def test_python_failure_on_an_initial_request_gets_500_counted_and_logged(
+    faulty: Rig, work: Path, python_failures_expected: None
+) -> None:
     callee = registered(faulty, work, "pyfail")
     requests = (("OPTIONS", "sip:127.0.0.1", ""), ("INVITE", f"sip:{callee.user}@127.0.0.1", SDP))
     for fault in ("raise", "inside"):  # not parametrized: the module's tests share one rig, in this order
@@ -195,7 +197,7 @@ def test_rtpengine_restarted_mid_call_the_call_goes_on_and_ends_clean(faulty: Ri
     assert after == {name: value + 1 for name, value in before.items()}, (before, after)
 
 
-def test_python_failure_in_dialog_still_routes_the_bye(faulty: Rig, work: Path) -> None:
+def test_python_failure_in_dialog_still_routes_the_bye(faulty: Rig, work: Path, python_failures_expected: None) -> None:
     all_enabled_within(faulty, 20)
     caller, callee = registered(faulty, work, "pybye"), registered(faulty, work, "pybyee")
     before = faulty.statistics("python_failures")["python_failures"]
