@@ -132,6 +132,20 @@ def settle(rig: Rig, call_id: str, seconds: float = 5.0) -> None:
     assert not rig.live_dialogs(call_id), f"OpenSIPS still holds a dialog for {call_id}"
 
 
+def settle_all(rig: Rig, seconds: float = 10.0) -> None:
+    """Wait (bounded) until rtpengine holds no session and OpenSIPS no live dialog at all, then assert it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not rig.sessions() and not rig.live_dialogs():
+            break
+        time.sleep(0.2)
+    sessions, dialogs = rig.sessions(), rig.live_dialogs()
+    assert not sessions and not dialogs, (
+        f"{seconds:.0f}s on, rtpengine still holds {sessions} and OpenSIPS live dialogs "
+        f"{[(d.get('callid'), d.get('state')) for d in dialogs]}"
+    )
+
+
 #: A short call: the caller hangs up after 300 ms (caller's script, callee's script).
 SHORT_CALL_STEPS = (sipp.Call((("pause", 300), ("bye",))), sipp.Call((("expect_bye",),)))
 

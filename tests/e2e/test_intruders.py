@@ -2,7 +2,8 @@
 
 This module's rig turns digest auth on (gateway.ini auth_realm) against the SQLite subscriber table
 the rig creates, filled here with opensips/subscribers.py; 127.0.0.3 is a trusted source (exempt from
-auth and from pike).  Everything else comes from 127.0.0.1, or 127.0.0.2 for the flood.
+auth and from pike).  Everything else comes from 127.0.0.1, or 127.0.0.2 for the flood.  After each
+test the rig settles: within 10 s rtpengine holds no session and OpenSIPS no live dialog.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rig.subscribers import subscribers
 
 from .conftest import Rig, need, own_rig
 from .rawsip import SDP, SipSocket
-from .sipcalls import user
+from .sipcalls import settle_all, user
 from .webphones import WebPhone
 
 REALM = "gateway.local"
@@ -41,6 +42,13 @@ def guarded(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactor
     need("sipp")
     with own_rig(opensips_bin, tmp_path_factory.mktemp("intruders"), settings=SETTINGS) as rig:
         yield rig
+
+
+@pytest.fixture(autouse=True)
+def settled(guarded: Rig) -> Iterator[None]:
+    """Whatever a test did (or failed to do), the rig must settle after it: no session, no live dialog."""
+    yield
+    settle_all(guarded, seconds=10)
 
 
 def subscriber(rig: Rig, prefix: str) -> str:
