@@ -109,12 +109,18 @@ def test_a_wrong_password_never_registers(guarded: Rig, work: Path) -> None:
     phone = sipp.Phone(subscriber(guarded, "wrongpw"))
     register(guarded, work, phone, "not-" + PASSWORDS[phone.user], expect="401")
     assert contacts(guarded, phone.user) == []
+    # the same phone with its password is in the table read the same way: the empty list above meant something
+    register(guarded, work, phone, PASSWORDS[phone.user])
+    assert [c["Contact"] for c in contacts(guarded, phone.user)] == [phone.contact]
 
 
 def test_a_register_for_someone_elses_address_is_refused(guarded: Rig, work: Path) -> None:
     victim, mallory = subscriber(guarded, "victim"), sipp.Phone(subscriber(guarded, "mallory"))
     register(guarded, work, mallory, PASSWORDS[mallory.user], aor_user=victim, expect="403")
     assert contacts(guarded, victim) == [] and contacts(guarded, mallory.user) == []
+    register(guarded, work, mallory, PASSWORDS[mallory.user])  # her own address she may register
+    assert [c["Contact"] for c in contacts(guarded, mallory.user)] == [mallory.contact]
+    assert contacts(guarded, victim) == []
 
 
 def test_our_users_initial_invite_is_challenged_then_goes_through(guarded: Rig, work: Path) -> None:
