@@ -48,19 +48,60 @@ topology_hiding = no
 """
 
 
-def opensips_binaries(env: Optional[Dict[str, str]] = None) -> List[str]:
-    """OpenSIPS binaries named by OPENSIPS_BIN (several, separated by ':' or os.pathsep), else `opensips` on PATH."""
+@dataclass
+class Binaries:
+    """What OPENSIPS_BIN (or PATH) gave: the executables found, and each named path that is not one."""
+
+    found: List[str]
+    problems: List[str]
+    """``"<path>: <why>"`` for each part of OPENSIPS_BIN that names no executable file."""
+    named: str
+    """OPENSIPS_BIN as it was ("" when unset or empty: then PATH was searched)."""
+
+
+def find_opensips(env: Optional[Dict[str, str]] = None) -> Binaries:
+    """OpenSIPS binaries named by OPENSIPS_BIN (several, separated by ':' or os.pathsep), else `opensips` on PATH.
+
+    A named path that is not an executable file is a problem, not something to pass over: a typo
+    in OPENSIPS_BIN must not turn a test run against that build into a run against nothing."""
     env = dict(os.environ) if env is None else env
     named = env.get("OPENSIPS_BIN", "")
-    found = []
-    for part in named.replace(os.pathsep, ":").split(":"):
-        if part and os.access(part, os.X_OK):
-            found.append(part)
     if not named:
-        on_path = shutil.which("opensips")
-        if on_path:
-            found.append(on_path)
-    return found
+        on_path = shutil.which("opensips", path=env.get("PATH", os.defpath))
+        return Binaries([on_path] if on_path else [], [], named="")
+    found: List[str] = []
+    problems: List[str] = []
+    for part in named.replace(os.pathsep, ":").split(":"):
+        if not part:
+            continue
+        why = _not_an_executable(part)
+        if why:
+            problems.append(f"{part}: {why}")
+        else:
+            found.append(part)
+    if not found and not problems:
+        problems.append(f"{named!r}: names no path")
+    return Binaries(found, problems, named)
+
+
+def _not_an_executable(path: str) -> str:
+    """Why ``path`` is not an executable file, or "" when it is one."""
+    if not os.path.lexists(path):
+        return "no such file"
+    if not os.path.exists(path):
+        return "a broken symbolic link"
+    if os.path.isdir(path):
+        return "a directory, not a file"
+    if not os.path.isfile(path):
+        return "not a regular file"
+    if not os.access(path, os.X_OK):
+        return "not executable (no x permission for this user)"
+    return ""
+
+
+def opensips_binaries(env: Optional[Dict[str, str]] = None) -> List[str]:
+    """The executables of ``find_opensips`` only (a named path that is none is left out: see its problems)."""
+    return find_opensips(env).found
 
 
 def version_of(binary: str) -> str:
@@ -169,6 +210,7 @@ class Gateway:
         self.opensips: Optional[subprocess.Popen[bytes]] = None
         self.engines: List[Engine] = []
         self.workers: List[int] = []
+        self.rtpengine_options: Tuple[str, ...] = ()
 
     @property
     def rtpengine(self) -> Optional[subprocess.Popen[bytes]]:
@@ -225,8 +267,11 @@ class Gateway:
         certificate: Optional[Tuple[Path, Path]] = None,
         engines: int = 1,
         extra_params: str = "",
+        rtpengine_options: Sequence[str] = (),
     ) -> Gateway:
-        """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock."""
+        """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock.
+
+        ``rtpengine_options``: more rtpengine arguments (e.g. its timeouts), for every engine and restart."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
         ports = Ports(
@@ -239,6 +284,7 @@ class Gateway:
             media=media_range(),
         )
         gateway = cls(binary, folder, ports, host)
+        gateway.rtpengine_options = tuple(rtpengine_options)
         try:
             gateway._write(settings, entry, names, certificate, extra_params)
             for index in range(engines):
@@ -328,7 +374,7 @@ class Gateway:
                 [
                     "rtpengine", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
                     f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
-                    "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6",
+                    "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6", *self.rtpengine_options,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -354,11 +400,16 @@ class Gateway:
             engine.process.wait(timeout=5)
 
     def start_engine(self, index: int = 0) -> None:
-        """Start rtpengine ``index`` again, on the same ng port (it knows no call from before)."""
+        """Start rtpengine ``index`` again (it knows no call from before), behind the same relay port.
+
+        The engine itself gets a new ng port, the relay's target: while it was stopped, its old port
+        was free for any process on the machine to take (seen: "Address already in use")."""
         engine = self.engines[index]
         if engine.process.poll() is None:
             return
+        engine.port = free_port(tcp=False)
         engine.process = self._run_rtpengine(index, engine.port)
+        engine.relay.engine = ("127.0.0.1", engine.port)
         engine.relay.resume()
 
     def _start_opensips(self, env: Dict[str, str]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import web
-from .gateway import DEFAULT_SETTINGS, Gateway, opensips_binaries
+from .gateway import DEFAULT_SETTINGS, Gateway, find_opensips
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -34,7 +34,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.cert) != bool(args.key):
         parser.error("--cert and --key go together")
-    binaries = opensips_binaries()
+    opensips = find_opensips()
+    if opensips.problems:
+        print("OPENSIPS_BIN names no executable: " + "; ".join(opensips.problems), file=sys.stderr)
+        return 2
+    binaries = opensips.found
     if not binaries:
         print("no OpenSIPS: set OPENSIPS_BIN=/path/to/sbin/opensips or put opensips on PATH", file=sys.stderr)
         return 2

@@ -78,7 +78,8 @@
     hold() { return state.session.hold(); },
     unhold() { return state.session.unhold(); },
     hangup() { state.session.terminate(); },
-    callId() { return state.session ? state.session._request.call_id || state.session.id : null; },
+    // the Call-ID of the current call's INVITE (sent or received): what rtpengine knows the call by
+    callId() { return state.session && state.session._request ? state.session._request.call_id : null; },
     status() { return state.session ? state.session.status : -1; },
     async stats() {
       const pc = state.session && state.session.connection;

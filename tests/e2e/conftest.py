@@ -1,10 +1,15 @@
 """Fixtures for the end-to-end suite: a real OpenSIPS (each one named by OPENSIPS_BIN) with our cfg and Python.
 
-Every test here is marked ``opensips``.  Without an OpenSIPS binary the whole
-suite is skipped with one reason; without rtpengine or SIPp or Chromium, the
-tests that need them are skipped with theirs.  Each OpenSIPS binary gets one
-rig for the session (``gateway``); the router runs behind the probe
-(rig/probe/opensips_probe.py) so tests can read what the host showed it.
+Every test here is marked ``opensips``.  Without an OpenSIPS binary (OPENSIPS_BIN
+unset, none on PATH) the whole suite is skipped with one reason; a path in
+OPENSIPS_BIN that is no executable file is an error in every test of that
+"binary", with the path and why (a typo must not look like a skipped suite).
+Without rtpengine or SIPp or Chromium, the tests that need them are skipped
+with theirs.  Each OpenSIPS binary gets one rig for the session (``gateway``);
+the router runs behind the probe (rig/probe/opensips_probe.py) so tests can
+read what the host showed it.  After every test, each rig it used must show no
+Python failure that the test made (``python_quiet``), unless the test asks for
+``python_failures_expected``.
 """
 
 from __future__ import annotations
@@ -12,16 +17,18 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import pytest
 
 from rig import mi, ng, web
-from rig.gateway import REPO, Gateway, opensips_binaries, version_of
+from rig.gateway import REPO, Gateway, find_opensips, version_of
 
 PROBE = REPO / "rig" / "probe" / "opensips_probe.py"
-BINARIES = opensips_binaries()
+OPENSIPS = find_opensips()
+BINARIES = OPENSIPS.found
 NO_OPENSIPS = (
     "no OpenSIPS to test against: set OPENSIPS_BIN=/path/to/sbin/opensips (several separated by ':') "
     "or put opensips on PATH"
@@ -35,19 +42,29 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
             item.add_marker(pytest.mark.opensips)
 
 
-PARAMS: List[Optional[str]] = list(BINARIES) or [None]
+@dataclass(frozen=True)
+class NotExecutable:
+    """A part of OPENSIPS_BIN that names no executable file (its path and why)."""
+
+    problem: str
 
 
-@pytest.fixture(
-    scope="session",
-    params=PARAMS,
-    ids=[f"opensips-{version_of(b)}" for b in BINARIES] or ["no-opensips"],
-)
+# The bad paths first: with -x the run stops on them at once, not after the good binaries' minutes.
+PARAMS: List[Union[str, NotExecutable, None]] = [NotExecutable(p) for p in OPENSIPS.problems]
+PARAMS += list(BINARIES)
+IDS = [f"OPENSIPS_BIN-not-executable-{n + 1}" for n in range(len(OPENSIPS.problems))]
+IDS += [f"opensips-{version_of(b)}" for b in BINARIES]
+
+
+@pytest.fixture(scope="session", params=PARAMS or [None], ids=IDS or ["no-opensips"])
 def opensips_bin(request: pytest.FixtureRequest) -> Optional[str]:
     """Each binary in turn.  A real session fixture, not metafunc.parametrize: that makes a
-    pseudo-fixture per test module, and every rig depending on it was started again per module."""
-    binary: Optional[str] = request.param
-    return binary
+    pseudo-fixture per test module, and every rig depending on it was started again per module.
+    A path in OPENSIPS_BIN that is no executable fails every test that needs it, with the path."""
+    param: Union[str, NotExecutable, None] = request.param
+    if isinstance(param, NotExecutable):
+        pytest.fail(f"OPENSIPS_BIN names no executable: {param.problem} (OPENSIPS_BIN={OPENSIPS.named!r})", False)
+    return param
 
 
 def need(program: str) -> None:
@@ -88,6 +105,20 @@ class Rig:
     def relay(self) -> ng.Relay:
         assert self.gw.relay is not None
         return self.gw.relay
+
+    def log_size(self) -> int:
+        """Bytes OpenSIPS has logged so far (for ``log_since``)."""
+        path = self.gw.log_path
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        """What OpenSIPS logged after ``offset`` bytes."""
+        path = self.gw.log_path
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
 
     def errors_in_log(self) -> List[str]:
         return [line for line in self.gw.log().splitlines() if "ERROR" in line or "CRITICAL" in line]
@@ -135,6 +166,52 @@ def own_rig(opensips_bin: Optional[str], folder: Path, **options: Any) -> Iterat
         yield Rig(gw, folder / "probe.jsonl")
     finally:
         gw.stop()
+
+
+#: What OpenSIPS logs when the Python side failed: the cfg's fail-safe (route[python_failed]), a
+#: traceback from the python module, an exception left pending in a worker (python_exec.c).
+PYTHON_FAILURE_MARKS = ("python routing failed", "Traceback", "exception set")
+
+
+@contextlib.contextmanager
+def python_quiet(rig: Rig) -> Iterator[None]:
+    """Assert that nothing done inside made the Python side fail: python_failures (MI) unchanged,
+    and none of PYTHON_FAILURE_MARKS in what OpenSIPS logged meanwhile."""
+    before = rig.statistics("python_failures")["python_failures"]
+    offset = rig.log_size()
+    yield
+    after = rig.statistics("python_failures")["python_failures"]
+    marked = [line for line in rig.log_since(offset).splitlines() if any(m in line for m in PYTHON_FAILURE_MARKS)]
+    assert after == before and not marked, (
+        f"the Python side failed on OpenSIPS {rig.gw.version} ({rig.gw.folder}): python_failures {before} -> {after}"
+        + "".join(f"\n  {line}" for line in marked[:20])
+    )
+
+
+#: The fixtures that are rigs (``trunk_rig`` is a rig and a folder).
+RIG_FIXTURES = ("gateway", "faulty", "guarded", "rsa_rig", "trunk_rig")
+
+
+@pytest.fixture
+def python_failures_expected() -> None:
+    """Asked for by a test that makes the Python side fail on purpose (and counts the failures itself)."""
+
+
+@pytest.fixture(autouse=True)
+def no_python_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test, on every rig it uses: the Python side failed nowhere during the test."""
+    if "python_failures_expected" in request.fixturenames:
+        yield
+        return
+    rigs = []
+    for name in RIG_FIXTURES:
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            rigs.append(value[0] if isinstance(value, tuple) else value)
+    with contextlib.ExitStack() as stack:
+        for rig in rigs:
+            stack.enter_context(python_quiet(rig))
+        yield
 
 
 @pytest.fixture

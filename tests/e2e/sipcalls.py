@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -41,9 +42,35 @@ class Outcome:
     def ops(self) -> List[str]:
         return [str(e.sent.get("command")) for e in self.commands]
 
-    def packets(self) -> Dict[str, int]:
-        deletes = [e for e in self.commands if e.sent.get("command") == "delete" and e.final_query]
-        return ng.packet_counts(deletes[-1].final_query) if deletes else {}
+
+def packets_of(commands: Sequence[ng.Exchange], call_id: str) -> Dict[str, int]:
+    """Packets rtpengine got from each tag of ``call_id``, from the relay's query just before the delete;
+    fails when there was no delete or the query got no answer (no counters is no evidence of media)."""
+    deletes = [e for e in commands if e.sent.get("call-id") == call_id and e.sent.get("command") == "delete"]
+    assert deletes, f"no delete for {call_id}: {[e.sent.get('command') for e in commands]}"
+    assert deletes[-1].final_query is not None, f"rtpengine did not answer the query before the delete of {call_id}"
+    return ng.packet_counts(deletes[-1].final_query)
+
+
+def media_both_ways(commands: Sequence[ng.Exchange], call_id: str, minimum: int = 20) -> Dict[str, int]:
+    """Assert that rtpengine got more than ``minimum`` packets from each leg of ``call_id``: the caller
+    (From tag of the first offer) and the callee that answered (To tag of the first answer), by name."""
+    own = [e for e in commands if e.sent.get("call-id") == call_id]
+    offer = first(own, "offer")
+    answer = first(own, "answer")
+    assert offer is not None and answer is not None, f"no offer and answer for {call_id}: {[e.sent for e in own]}"
+    legs = {"caller": str(offer.sent.get("from-tag")), "callee": str(answer.sent.get("to-tag"))}
+    assert legs["caller"] != legs["callee"], legs
+    packets = packets_of(own, call_id)
+    for leg, tag in legs.items():
+        assert tag in packets, f"{call_id}: no counters for the {leg} leg (tag {tag}) in {packets}"
+        assert packets[tag] > minimum, f"{call_id}: {packets[tag]} packets from the {leg} leg (tag {tag}): {packets}"
+    return packets
+
+
+def new_call_id(name: str) -> str:
+    """A Call-ID of our own for a call the test places (the one rtpengine then knows the call by)."""
+    return f"{name}-{uuid.uuid4().hex}@127.0.0.1"
 
 
 def call(
@@ -56,34 +83,42 @@ def call(
     name: str = "call",
     call_id: str = "",
 ) -> Outcome:
-    """Run one call: the callee's SIPp UAS first (echoing RTP), then the caller's UAC; both bounded in time."""
-    before = {e.sent.get("call-id") for e in rig.relay.commands()}
+    """Run one call: the callee's SIPp UAS first (echoing RTP), then the caller's UAC; both bounded in time.
+
+    The caller's INVITE carries ``call_id`` (a new one when empty): that is the call rtpengine is
+    asked about, and the callee must have got the INVITE under it (no topology hiding on the rig)."""
+    call_id = call_id or new_call_id(name)
     uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, echo=True)
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called
         uac = sipp.run(
             sipp.uac_scenario(caller_script), work, f"{name}-uac", caller, rig.sip, service=callee.user, call_id=call_id
         )
-        caller_code = uac.wait()
+        try:
+            caller_code = uac.wait()
+        finally:
+            uac.stop()
         callee_code = uas.wait()
     finally:
         uas.stop()
-    new = [e for e in rig.relay.commands() if e.sent.get("call-id") not in before]
-    call_ids = {str(e.sent.get("call-id")) for e in new}
-    call_id = call_ids.pop() if len(call_ids) == 1 else _call_id_from(work, f"{name}-uac")
     assert caller_code == 0 and callee_code == 0, (
         f"caller {caller_code}, callee {callee_code}\n{uac.errors()}\n{uas.errors()}\n"
         + "\n".join(rig.errors_in_log()[-20:])
     )
+    received = call_id_received(work, f"{name}-uas")
+    assert received == call_id, f"the callee got Call-ID {received!r}, the caller sent {call_id!r}"
     return Outcome(caller_code, callee_code, call_id, rig.relay.commands(call_id))
 
 
-def _call_id_from(work: Path, name: str) -> str:
-    for path in work.glob(f"{name}.messages.log"):
-        for line in path.read_text(errors="replace").splitlines():
-            if line.lower().startswith("call-id:"):
-                return line.split(":", 1)[1].strip()
-    return ""
+def call_id_received(work: Path, name: str) -> str:
+    """The Call-ID of the first message in SIPp run ``name``'s message log (a UAS: the INVITE it got)."""
+    path = work / f"{name}.messages.log"
+    assert path.exists(), f"no message log {path}"
+    for line in path.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("call-id", "i"):
+            return value.strip()
+    raise AssertionError(f"no Call-ID in {path}")
 
 
 def settle(rig: Rig, call_id: str, seconds: float = 5.0) -> None:
@@ -95,6 +130,20 @@ def settle(rig: Rig, call_id: str, seconds: float = 5.0) -> None:
         time.sleep(0.1)
     assert call_id not in rig.sessions(), f"rtpengine still holds {call_id}"
     assert not rig.live_dialogs(call_id), f"OpenSIPS still holds a dialog for {call_id}"
+
+
+def settle_all(rig: Rig, seconds: float = 10.0) -> None:
+    """Wait (bounded) until rtpengine holds no session and OpenSIPS no live dialog at all, then assert it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not rig.sessions() and not rig.live_dialogs():
+            break
+        time.sleep(0.2)
+    sessions, dialogs = rig.sessions(), rig.live_dialogs()
+    assert not sessions and not dialogs, (
+        f"{seconds:.0f}s on, rtpengine still holds {sessions} and OpenSIPS live dialogs "
+        f"{[(d.get('callid'), d.get('state')) for d in dialogs]}"
+    )
 
 
 #: A short call: the caller hangs up after 300 ms (caller's script, callee's script).

@@ -16,7 +16,7 @@ import pytest
 from rig import mi, sipp, web
 
 from .conftest import Rig, need
-from .sipcalls import registered, settle, user
+from .sipcalls import call_id_received, media_both_ways, new_call_id, registered, settle, user
 from .webphones import WebPhone
 
 
@@ -57,6 +57,7 @@ def test_web_to_sip_call_audio_both_ways(gateway: Rig, work: Path, browser_phone
     try:
         alice.call(f"sip:{bob.user}@127.0.0.1")
         alice.wait_event("session confirmed")
+        call_id = alice.call_id()
         alice.media_grows()
         alice.hold()
         alice.wait_event("session hold")
@@ -68,25 +69,10 @@ def test_web_to_sip_call_audio_both_ways(gateway: Rig, work: Path, browser_phone
         assert uas.wait() == 0, uas.errors()
     finally:
         uas.stop()
-    call_id = sip_leg_call_id(gateway, bob)
-    packets = packets_of(gateway, call_id)
-    assert len(packets) == 2 and all(n > 20 for n in packets.values()), packets
+    assert call_id_received(work, "uas") == call_id  # the phone got the browser's call
+    packets = media_both_ways(gateway.relay.commands(call_id), call_id)
+    assert len(packets) == 2, packets
     settle(gateway, call_id)
-
-
-def sip_leg_call_id(rig: Rig, phone: sipp.Phone) -> str:
-    """The Call-ID of the newest call rtpengine saw (the relay keeps every command)."""
-    commands = rig.relay.commands()
-    assert commands, "no rtpengine command at all"
-    return str(commands[-1].sent["call-id"])
-
-
-def packets_of(rig: Rig, call_id: str) -> dict[str, int]:
-    from rig import ng
-
-    deletes = [e for e in rig.relay.commands(call_id) if e.sent.get("command") == "delete" and e.final_query]
-    assert deletes, f"no delete for {call_id}"
-    return ng.packet_counts(deletes[-1].final_query)
 
 
 def test_sip_to_web_call_callee_holds_and_sip_hangs_up(
@@ -95,12 +81,14 @@ def test_sip_to_web_call_callee_holds_and_sip_hangs_up(
     need("sipp")
     carol = registered(gateway, work, "sipcarol")
     web = browser_phone("webdan")
+    call_id = new_call_id("sip-to-web")
     uac = sipp.run(
         sipp.uac_scenario(sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 4000), ("bye",)))),
-        work, "uac", carol, gateway.sip, service=web.user,
+        work, "uac", carol, gateway.sip, service=web.user, call_id=call_id,
     )  # fmt: skip
     try:
         web.wait_event("incoming")
+        assert web.call_id() == call_id  # the browser got the phone's call
         web.answer()
         web.wait_event("session confirmed")
         web.media_grows()
@@ -113,11 +101,10 @@ def test_sip_to_web_call_callee_holds_and_sip_hangs_up(
         assert uac.wait() == 0, uac.errors()
     finally:
         uac.stop()
-    call_id = sip_leg_call_id(gateway, carol)
     ops = [e.sent["command"] for e in gateway.relay.commands(call_id)]
     assert ops == ["offer", "answer", "offer", "answer", "offer", "answer", "delete"], ops
-    packets = packets_of(gateway, call_id)
-    assert len(packets) == 2 and all(n > 20 for n in packets.values()), packets
+    packets = media_both_ways(gateway.relay.commands(call_id), call_id)
+    assert len(packets) == 2, packets
     settle(gateway, call_id)
 
 
@@ -128,6 +115,8 @@ def test_web_to_web_hold_from_each_side_and_callee_hangs_up(
     bob = browser_phone("webbob")
     alice.call(f"sip:{bob.user}@127.0.0.1")
     bob.wait_event("incoming")
+    call_id = alice.call_id()
+    assert bob.call_id() == call_id
     bob.answer()
     alice.wait_event("session confirmed")
     bob.wait_event("session confirmed")
@@ -147,13 +136,14 @@ def test_web_to_web_hold_from_each_side_and_callee_hangs_up(
     bob.media_grows()
     bob.hangup()
     alice.wait_event("session ended")
-    call_id = sip_leg_call_id(gateway, None)  # type: ignore[arg-type]
     commands = gateway.relay.commands(call_id)
-    # every SDP toward a browser was DTLS-SRTP with ICE
-    for exchange in commands:
-        if exchange.sent["command"] in ("offer", "answer"):
-            assert exchange.sent.get("transport-protocol") == "UDP/TLS/RTP/SAVPF"
-            assert exchange.sent.get("ICE") == "force"
+    # every SDP toward a browser was DTLS-SRTP with ICE: two holds and two resumes after the first exchange
+    media = [e for e in commands if e.sent["command"] in ("offer", "answer")]
+    assert len(media) == 10, [e.sent["command"] for e in commands]
+    for exchange in media:
+        assert exchange.sent.get("transport-protocol") == "UDP/TLS/RTP/SAVPF"
+        assert exchange.sent.get("ICE") == "force"
+    media_both_ways(commands, call_id)
     settle(gateway, call_id)
 
 
@@ -162,20 +152,23 @@ def test_browser_busy_and_cancel(gateway: Rig, browser_phone: Callable[..., WebP
     bob = browser_phone("webbob")
     alice.call(f"sip:{bob.user}@127.0.0.1")
     bob.wait_event("incoming")
+    busy_call = alice.call_id()
     bob.reject(486)
     alice.wait_event("session failed")
     assert "session failed Busy" in alice.events()
-    busy_call = sip_leg_call_id(gateway, None)  # type: ignore[arg-type]
+    assert [e.sent["command"] for e in gateway.relay.commands(busy_call)] == ["offer", "delete"]
     settle(gateway, busy_call)
     alice.call(f"sip:{bob.user}@127.0.0.1")
     bob.wait_event("incoming", count=2)
+    cancelled = alice.call_id()
+    assert cancelled != busy_call
     alice.wait_event("session progress", count=1)
     alice.hangup()  # before answer: CANCEL
     alice.wait_event("session failed", count=2)
     bob.wait_event("session failed", count=2)
     assert [e for e in alice.events() if e.startswith("session failed")][-1] == "session failed Canceled"
-    cancelled = sip_leg_call_id(gateway, None)  # type: ignore[arg-type]
-    assert cancelled != busy_call
+    ops = [e.sent["command"] for e in gateway.relay.commands(cancelled)]
+    assert ops[0] == "offer" and ops[-1] == "delete", ops
     settle(gateway, cancelled)
 
 
@@ -194,6 +187,7 @@ def test_fork_to_browser_and_phone_of_one_user_phone_answers(
     try:
         caller.call(f"sip:{name}@127.0.0.1")
         web.wait_event("incoming")
+        call_id = caller.call_id()
         caller.wait_event("session confirmed")
         caller.media_grows()
         web.wait_event("session failed")  # the browser branch was cancelled when the phone answered
@@ -201,12 +195,13 @@ def test_fork_to_browser_and_phone_of_one_user_phone_answers(
         assert uas.wait() == 0, uas.errors()
     finally:
         uas.stop()
-    call_id = sip_leg_call_id(gateway, phone)
+    assert call_id_received(work, "uas") == call_id
     offers = [e.sent for e in gateway.relay.commands(call_id) if e.sent["command"] == "offer"]
     assert sorted(str(o.get("via-branch")) for o in offers[:2]) == ["br0", "br1"]
     assert [e.sent["command"] for e in gateway.relay.commands(call_id)].count("delete") == 1  # at the BYE only
     kinds = {o["via-branch"]: o.get("transport-protocol") for o in offers[:2]}
     assert set(kinds.values()) == {"UDP/TLS/RTP/SAVPF", "RTP/AVP"}, kinds
+    media_both_ways(gateway.relay.commands(call_id), call_id)  # the caller and the phone that answered
     settle(gateway, call_id)
 
 
@@ -218,6 +213,7 @@ def test_requests_toward_a_browser_use_its_websocket(gateway: Rig, browser_phone
     assert before >= 2  # at least the two browsers' WebSockets
     alice.call(f"sip:{bob.user}@127.0.0.1")
     bob.wait_event("incoming")
+    call_id = alice.call_id()
     bob.answer()
     alice.wait_event("session confirmed")
     alice.hold()  # re-INVITE toward bob over ws
@@ -235,8 +231,8 @@ def test_requests_toward_a_browser_use_its_websocket(gateway: Rig, browser_phone
     alice.hangup()  # BYE toward bob over ws
     bob.wait_event("session ended")
     after = tcp_connections(gateway)
-    assert after <= before + 0, (before, after)
-    settle(gateway, sip_leg_call_id(gateway, None))  # type: ignore[arg-type]
+    assert after <= before, (before, after)
+    settle(gateway, call_id)
 
 
 def tcp_connections(rig: Rig) -> int:
@@ -276,6 +272,7 @@ def test_sipjs_browser_registers_and_calls_a_phone_with_audio(
             uas.stop()
     finally:
         context.close()
-    call_id = sip_leg_call_id(gateway, bob)
-    assert all(n > 20 for n in packets_of(gateway, call_id).values())
+    call_id = call_id_received(work, "uas")  # the INVITE SIP.js sent, as the phone got it
+    packets = media_both_ways(gateway.relay.commands(call_id), call_id)
+    assert len(packets) == 2, packets
     settle(gateway, call_id)

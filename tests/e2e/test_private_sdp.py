@@ -18,6 +18,7 @@ import pytest
 
 from .conftest import Rig
 from .rawsip import SipSocket, ack_for
+from .sipcalls import settle
 
 PUBLIC = "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n"
 MEDIA = "m=audio 49170 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
@@ -99,4 +100,5 @@ def test_a_private_address_in_a_plain_callers_sdp_takes_the_media_proxy(gateway:
             assert len(offered) == 1, gateway.relay.commands(call_id)
             assert not any(a in relayed_body.lower() for a in (b"192.168.1.5", b"10.1.2.3", b"fd00::5")), relayed_body
             gateway.relay.wait_for(call_id, "delete")  # the failure route released it
+        settle(gateway, call_id)
         print(f"FIGURE opensips-{gateway.gw.version}: {case} SDP from a plain caller: {len(offered)} offer(s)")

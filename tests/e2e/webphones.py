@@ -38,6 +38,12 @@ class WebPhone:
     def call(self, target: str) -> None:
         self.page.evaluate("t => phone.call(t)", target)
 
+    def call_id(self) -> str:
+        """The Call-ID of this phone's current call (its INVITE, sent or received)."""
+        found = self.page.evaluate("phone.callId()")
+        assert isinstance(found, str) and found, f"{self.user}: no current call ({found!r}); events: {self.events()}"
+        return found
+
     def answer(self) -> None:
         self.page.evaluate("phone.answer()")
 
