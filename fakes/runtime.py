@@ -191,8 +191,8 @@ _SIMPLE_PVS: Dict[str, Any] = {
     "tt": lambda c: c.msg.to_tag,
     "ft": lambda c: c.msg.from_tag,
     "au": lambda c: c.vars.get("auth_user"),
-    "tU": lambda c: _uri_user(c.msg.address_uri("to")),
-    "fU": lambda c: _uri_user(c.msg.address_uri("from")),
+    "tU": lambda c: _uri_user(_raw_address(c.msg, "to")),
+    "fU": lambda c: _uri_user(_raw_address(c.msg, "from")),
     "rm": lambda c: c.msg.method,
     "rb": lambda c: c.msg.body.decode("utf-8", errors="surrogateescape") if c.msg.body else None,
     "T_branch_idx": lambda c: c.branch_index,
@@ -260,11 +260,9 @@ class Context:
             user, _, host = uri.rpartition("@")
             return (user or None) if name == "rU" else host.split(":")[0]
         if name in ("td", "fd"):
-            # parse_to/parse_from keep the URI's bytes as they came: read the raw header, not sipmessage's URI
-            value = m.header("to" if name == "td" else "from")
-            if not value:
+            address = _raw_address(m, "to" if name == "td" else "from")
+            if address is None:
                 return None
-            address = _address_uri(value.split(",")[0])
             return address.split(":", 1)[-1].split(";", 1)[0].split("?", 1)[0].rpartition("@")[2].split(":", 1)[0]
         if name == "hdrcnt" and arg:
             return len(m.header_values(arg))
@@ -676,6 +674,8 @@ class Gateway:
                 )
         endpoint = uri_endpoint(bctx.dst_uri or message.ruri)
         tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags, reply_route=reply_route))
+        where = f"branch {index}: request URI {message.ruri}, destination URI {bctx.dst_uri or '(none)'}"
+        self.events.append(Event("branch", where, (index, message.ruri, bctx.dst_uri)))
         self._send(endpoint, message, out)
 
     def _forward(self, ctx: Context, message: SipMessage, out: List[Tuple[Endpoint, SipMessage]]) -> None:
@@ -1226,6 +1226,15 @@ def reply_address(ctx: Context) -> Endpoint:
         return source
     _host, port = _via_hostport(via)
     return Endpoint(source.proto, source.host, port)
+
+
+def _raw_address(msg: SipMessage, header: str) -> Optional[str]:
+    """The URI of a To or From header as its bytes came: parse_to/parse_from keep escapes (%2A) and
+    bytes that are not UTF-8 as they are, where sipmessage's URI would decode them."""
+    value = msg.header(header)
+    if not value:
+        return None
+    return _address_uri(value.split(",")[0])
 
 
 def _uri_user(uri: Optional[str]) -> Optional[str]:

@@ -1,15 +1,24 @@
-"""Trace call scenarios through the real pyscripts on the fake OpenSIPS host.
+"""Trace calls through the real cfg and pyscripts on the fake OpenSIPS host.
 
+    python3 -m fakes.trace call browser:alice 0044201234   # your own call: a browser user dials a number
+    python3 -m fakes.trace call phone:carol browser:bob    # a SIP phone calls a browser user
+    python3 -m fakes.trace --settings my.ini --policy my_policy.py call nat-phone:dave 0900123
     python3 -m fakes.trace                      # every scenario
     python3 -m fakes.trace web-to-sip forking   # some of them
     python3 -m fakes.trace --table              # the effective rtpengine flag table
     python3 -m fakes.trace --list               # scenario names
     python3 -m fakes.trace --rtpengine 127.0.0.1:2223 web-to-sip   # through a real rtpengine
-    GATEWAY_SETTINGS=site.ini python3 -m fakes.trace   # with a site's settings
 
-Message by message it prints what OpenSIPS would do: the routes run, the
-functions called with their arguments and results, the flags and branch
-flags, the ng command sent to rtpengine, and where each message goes.
+The rules are the files OpenSIPS would load: opensips/gateway.ini (or
+GATEWAY_SETTINGS, or --settings) and pyscripts/policy.py (or GATEWAY_POLICY, or
+--policy).  Message by message it prints what OpenSIPS would do: the routes run,
+the router's actions, the functions called with their arguments and results, the
+ng command sent to rtpengine, and where each message goes; a call ends with
+where its INVITE went (request URI and destination) and what the rules decided.
+
+A party of a call is KIND:USER[@DOMAIN], KIND one of browser, phone (a SIP phone
+not behind NAT), nat-phone; a callee without a kind is a number or user nobody
+registered (the rules send it to a trunk, or the gateway answers 404).
 """
 
 from __future__ import annotations
@@ -17,13 +26,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .rtpengine import Backend
 from .rtpengine_ng import RealEngine
 from .runtime import Endpoint, Event, Gateway
 from .scenarios import SCENARIOS
-from .ua import Network
+from .ua import UA, Network
 
 
 def sdp_summary(body: bytes) -> str:
@@ -57,6 +66,8 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
                 lines[-1] += f" = {event.data}{failed}"
             else:
                 lines.append("      " + event.text.split("] ", 1)[-1].replace(", facts", ", <facts>"))
+        elif event.kind == "branch":
+            lines.append(f"    {event.text}")
         elif event.kind == "actions":
             lines.append(f"    actions: {event.text.replace(',', ', ')}")
         elif event.kind == "route":
@@ -92,7 +103,70 @@ def run(name: str, settings: Optional[object] = None, rtpengine: Optional[Backen
     return lines
 
 
+KINDS = ("browser", "phone", "nat-phone")
+
+
+def party(net: Network, text: str, domain: str) -> Tuple[Optional[UA], str, str]:
+    """(the UA, its user, its domain) for KIND:USER[@DOMAIN]; no UA for a bare user (a number)."""
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        kind, rest = "", text
+    elif kind not in KINDS:
+        raise ValueError(f"{text}: the kind is one of {', '.join(KINDS)}")
+    user, _, at = rest.partition("@")
+    if not user:
+        raise ValueError(f"{text}: no user")
+    if not kind:
+        return None, user, at or domain
+    ua = net.browser(user) if kind == "browser" else net.phone(user, nat=kind == "nat-phone")
+    ua.domain = at or domain
+    return ua, user, ua.domain
+
+
+def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[str], Optional[str]] = (None, None),
+         rtpengine: Optional[Backend] = None) -> List[str]:  # fmt: skip
+    """One ad-hoc call: the caller (and a callee of a kind) register, the caller calls, the callee answers
+    and hangs up (or nobody answers: the call times out); where the INVITE went, and what is left."""
+    gateway = Gateway(files=files, rtpengine=rtpengine)
+    net = Network(gateway)
+    domain = sorted(gateway.router.settings.domains)[0]
+    ua, _user, _ = party(net, caller, domain)
+    if ua is None:
+        raise ValueError(f"{caller}: the caller needs a kind (browser:, phone:, nat-phone:)")
+    target, user, target_domain = party(net, callee, domain)
+    net.registered(*(u for u in (ua, target) if u is not None))
+    start = len(gateway.events)
+    placed = net.invite(ua, user, domain=target_domain)
+    invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
+               and e.data[1].method == "INVITE" and e.data[1].call_id == placed.call_id]  # fmt: skip
+    branches = [e.text for e in gateway.events[start:] if e.kind == "branch"]
+    finals = [m.status for m in ua.inbox if not m.is_request and m.call_id == placed.call_id and m.status >= 200]
+    finals = [status for status in finals if status not in (401, 407)]  # the caller answers a challenge itself
+    if target is not None and placed.call_id in target.pending_invites and answer:
+        net.reply(placed, target, 180)
+        net.reply(placed, target, 200)
+        net.bye(placed, "caller")
+    elif not finals:
+        gateway.timeout()
+    names = {endpoint: f"{u.name}({'browser' if u.is_browser else 'phone'})" for endpoint, u in net.uas.items()}
+    lines = [f"=== call {caller} -> {callee}", *render(gateway.events, names)]
+    lines.append("")
+    for (endpoint, message), branch in zip(invites, branches):
+        added = [f"{k}: {v}" for k, v in message.headers if k.lower().startswith("x-")]
+        lines.append(f"  the INVITE went to {names.get(endpoint, str(endpoint))} ({branch})"
+                     + (f", headers {'; '.join(added)}" if added else ""))  # fmt: skip
+    if finals:
+        lines.append(f"  the caller got {finals[0]}")
+    elif not invites:
+        lines.append("  the INVITE went nowhere")
+    lines.append(f"  rtpengine sessions left: {len(gateway.sessions())}; dialogs left: {len(gateway.dialogs)}")
+    return lines
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "call" in argv:
+        return call_main(argv)
     parser = argparse.ArgumentParser(prog="python3 -m fakes.trace", description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
     parser.add_argument("--table", action="store_true", help="print the effective rtpengine flag table")
@@ -123,6 +197,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in args.scenarios or SCENARIOS:
             print("\n".join(run(name, rtpengine=engine)))
             print()
+    finally:
+        if engine is not None:
+            engine.close()
+    return 0
+
+
+def call_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m fakes.trace ... call", description="trace one call of your own")
+    parser.add_argument("--settings", metavar="INI", help="gateway.ini to use (default: GATEWAY_SETTINGS or opensips/)")
+    parser.add_argument("--policy", metavar="PY", help="policy.py to use (default: GATEWAY_POLICY or pyscripts/)")
+    parser.add_argument("--no-answer", action="store_true", help="the callee does not answer")
+    parser.add_argument(
+        "--rtpengine", metavar="HOST:PORT", help="send the ng commands to this real rtpengine instead of the fake one"
+    )
+    parser.add_argument("call", choices=["call"])
+    parser.add_argument("caller", help="KIND:USER[@DOMAIN], KIND one of " + ", ".join(KINDS))
+    parser.add_argument("callee", help="KIND:USER[@DOMAIN], or a number or user nobody registered")
+    args = parser.parse_args(argv)
+    engine = None
+    if args.rtpengine:
+        host, _, port = args.rtpengine.rpartition(":")
+        engine = RealEngine((host, int(port)))
+    try:
+        print("\n".join(call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine)))
+    except ValueError as exc:
+        print(f"fakes.trace: {exc}", file=sys.stderr)
+        return 2
     finally:
         if engine is not None:
             engine.close()

@@ -1,0 +1,360 @@
+"""The operator's rules: their values, gateway.ini's tables, and every fact a rule reads, through the fake host.
+
+A rule that reads one fact of a request must see that fact, afresh, on every request: the
+hypothesis test below builds, for each fact a rule can read, a rule that refuses requests with
+one value of it, and sends requests that differ in that fact alone, in an order that would
+expose an answer kept from an earlier request.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fakes.runtime import Endpoint, Gateway
+from fakes.sipmsg import SipMessage
+from fakes.ua import Network
+from gateway import core
+from gateway.policy import (
+    Callee,
+    Decision,
+    Kind,
+    MediaProxy,
+    Pattern,
+    Request,
+    Tables,
+    reply,
+    to_trunk,
+    to_uri,
+    to_user,
+)
+from gateway.settings import Settings, parse
+from tests.flowcheck import assert_clean
+
+DOMAINS = frozenset({"127.0.0.1", "gw.example", "other.example"})
+
+
+# -- the values ---------------------------------------------------------------------------
+
+
+def test_a_header_that_would_inject_lines_is_refused() -> None:
+    with pytest.raises(ValueError):
+        to_user().with_header("X-Tenant", "acme\r\nVia: SIP/2.0/UDP evil")
+    with pytest.raises(ValueError):
+        to_user().with_header("X Tenant", "acme")
+    with pytest.raises(ValueError):
+        to_user().without_header("X:Y")
+    assert to_user().with_header("X-Tenant", "acme").add_headers == (("X-Tenant", "acme"),)
+
+
+@pytest.mark.parametrize("bad", ["http://x", "sip:a b", "sip:a\r\nb", "tel:+4930"])
+def test_a_uri_a_rule_sends_to_is_a_sip_uri(bad: str) -> None:
+    with pytest.raises(ValueError):
+        to_uri(bad)
+
+
+@pytest.mark.parametrize(("code", "reason"), [(200, "OK"), (100, "Trying"), (700, "x"), (403, ""), (403, "a\nb")])
+def test_a_rule_replies_with_a_final_reply_only(code: int, reason: str) -> None:
+    with pytest.raises(ValueError):
+        reply(code, reason)
+
+
+def test_flags_a_rule_adds_keep_what_the_record_can_carry() -> None:
+    for bad in ("a,b", "x|y", "via-branch-param=br9", "a+b"):
+        with pytest.raises(ValueError):
+            to_user().with_rtpengine(bad)
+    decision = to_user().with_rtpengine("record-call=yes").with_rtpengine("transcode-PCMA", toward=Kind.SIP)
+    assert decision.extra_flags(Kind.SIP) == "record-call=yes transcode-PCMA"
+    assert decision.extra_flags(Kind.BROWSER) == "record-call=yes"
+
+
+def test_flags_that_would_break_a_browser_leg_are_refused() -> None:
+    settings = Settings()
+    core.check_decision(to_user().with_rtpengine("transcode-PCMA", toward=Kind.SIP), settings)
+    with pytest.raises(ValueError, match="web-bound SDP must not have ICE=remove"):
+        core.check_decision(to_user().with_rtpengine("ICE=remove"), settings)
+    with pytest.raises(ValueError, match="DTLS"):
+        core.check_decision(to_user().with_rtpengine("DTLS=off", toward=Kind.BROWSER), settings)
+    with pytest.raises(ValueError, match="no trunk named"):
+        core.check_decision(to_trunk("nowhere"), settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "hit"),
+    [("00", "0044123", True), ("00", "044", False), ("/^\\+1(900|976)/", "+1900555", True), ("+", "+49", True)],
+)
+def test_patterns_are_prefixes_or_regular_expressions(text: str, user: str, hit: bool) -> None:
+    assert Pattern.parse(text).matches(user) is hit
+
+
+def request(**changes: Any) -> Request:
+    base = Request("INVITE", "bob", "127.0.0.1", "alice", "127.0.0.1", "bob", "127.0.0.1", "198.51.100.9", 5060,
+                   "udp", Kind.SIP, False, True)  # fmt: skip
+    return base._replace(**changes)
+
+
+def test_the_tables_block_route_and_proxy_in_that_order() -> None:
+    tables = Tables(
+        {"intl": "sip:198.51.100.20"},
+        ((Pattern.parse("00"), "intl"),),
+        (Pattern.parse("0900"),),
+        frozenset({"carol"}),
+    )
+    assert tables.apply(request(ruri_user="0900123"), to_user(), may_relay=True) == reply(
+        403, "Forbidden - Blocked Number"
+    )
+    assert tables.apply(request(ruri_user="0044123"), to_user(), may_relay=True) == to_trunk("intl")
+    # a caller who may not relay (another domain's, not trusted) never reaches a trunk through the dial plan
+    assert tables.apply(request(ruri_user="0044123"), to_user(), may_relay=False) == to_user()
+    assert tables.apply(request(from_user="carol"), to_user(), may_relay=True).media is MediaProxy.ALWAYS
+    assert tables.apply(request(ruri_user="carol"), to_user(), may_relay=True).media is MediaProxy.ALWAYS
+
+
+INI = """
+[gateway]
+domains = 127.0.0.1 gw.example
+auth_realm = gw.example
+[trunks]
+main = sip:198.51.100.10:5060
+intl = sip:198.51.100.20:5060;transport=tcp
+[dialplan]
+00 = intl
+/^0[1-9][0-9]{5,}$/ = main
+[blocked]
+prefixes = 0900 /^\\+1(900|976)/
+[media]
+always_proxy = carol
+[policy]
+headers = X-Account, P-Asserted-Identity
+"""
+
+
+def test_gateway_ini_holds_the_tables() -> None:
+    found = parse(INI)
+    assert found.trunk_uri("intl") == "sip:198.51.100.20:5060;transport=tcp"
+    assert [(p.text, t) for p, t in found.tables.dialplan] == [("00", "intl"), ("/^0[1-9][0-9]{5,}$/", "main")]
+    assert [p.text for p in found.tables.blocked] == ["0900", "/^\\+1(900|976)/"]
+    assert found.tables.always_proxy == {"carol"} and found.tables.headers == ("X-Account", "P-Asserted-Identity")
+
+
+@pytest.mark.parametrize(
+    ("bad", "complaint"),
+    [
+        ("[dialplan]\n00 = nowhere\n", r"not in \[trunks\]"),
+        ("[trunks]\nmain = http://x\n", "must be a sip: URI"),
+        ("[blocked]\nprefixes = /(/\n", "bad regular expression"),
+        ("[media]\nsometimes = x\n", "unknown setting"),
+        ("[policy]\nheaders = X(Y)\n", "not header names"),
+        ("[gateway]\nsip_destination = nowhere\n", "sip: URI or a trunk name"),
+    ],
+)
+def test_a_wrong_table_is_refused_with_the_reason(bad: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        parse(bad)
+
+
+# -- through the fake host: every fact a rule reads -----------------------------------------
+
+Source = Endpoint
+
+
+def invite(
+    method: str = "INVITE",
+    ruri: str = "sip:bob@127.0.0.1",
+    from_uri: str = "sip:alice@127.0.0.1",
+    to_uri_: str = "sip:bob@127.0.0.1",
+    contact: str = "sip:alice@198.51.100.9:5060",
+    via: str = "198.51.100.9:5060",
+    sdp: bool = True,
+    headers: Tuple[Tuple[str, str], ...] = (),
+    call_id: str = "c1",
+) -> SipMessage:
+    body = b"v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    lines = [
+        ("Via", f"SIP/2.0/UDP {via};branch=z9hG4bK{call_id};rport"),
+        ("Max-Forwards", "70"),
+        ("From", f"<{from_uri}>;tag=f{call_id}"),
+        ("To", f"<{to_uri_}>"),
+        ("Call-ID", call_id),
+        ("CSeq", f"1 {method}"),
+        ("Contact", f"<{contact}>"),
+        *headers,
+    ]
+    if sdp:
+        lines.append(("Content-Type", "application/sdp"))
+    lines.append(("Content-Length", str(len(body) if sdp else 0)))
+    return SipMessage(f"{method} {ruri} SIP/2.0", lines, body if sdp else b"")
+
+
+#: fact -> (how a request differs in it, a rule's test of it).  Each pair of values gives two requests
+#: that differ in this fact alone.
+FACTS: Dict[str, Tuple[Callable[[Any], Tuple[SipMessage, Source]], Callable[[Request], Any]]] = {}
+SOURCE = Endpoint("udp", "198.51.100.9", 5060)
+users = st.one_of(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789+*.-", min_size=1, max_size=12),
+    st.sampled_from(["%23", "+4930%2A1"]),  # escapes reach a rule as written (OpenSIPS does not decode them)
+)
+domains = st.sampled_from(sorted(DOMAINS))
+
+
+def fact(name: str, values: Any, read: Callable[[Request], Any]) -> Callable[[Callable[[Any], Any]], Any]:
+    def register(make: Callable[[Any], Tuple[SipMessage, Source]]) -> Any:
+        FACTS[name] = (make, read)
+        STRATEGIES[name] = values
+        return make
+
+    return register
+
+
+STRATEGIES: Dict[str, Any] = {}
+
+
+@fact("method", st.sampled_from(["INVITE", "MESSAGE", "OPTIONS", "SUBSCRIBE"]), lambda r: r.method)
+def _method(value: str) -> Tuple[SipMessage, Source]:
+    return invite(method=value, sdp=value == "INVITE"), SOURCE
+
+
+@fact("ruri_user", users, lambda r: r.ruri_user)
+def _ruri_user(value: str) -> Tuple[SipMessage, Source]:
+    return invite(ruri=f"sip:{value}@127.0.0.1"), SOURCE
+
+
+@fact("ruri_domain", domains, lambda r: r.ruri_domain)
+def _ruri_domain(value: str) -> Tuple[SipMessage, Source]:
+    return invite(ruri=f"sip:bob@{value}"), SOURCE
+
+
+@fact("from_user", users, lambda r: r.from_user)
+def _from_user(value: str) -> Tuple[SipMessage, Source]:
+    return invite(from_uri=f"sip:{value}@127.0.0.1"), SOURCE
+
+
+@fact("from_domain", domains, lambda r: r.from_domain)
+def _from_domain(value: str) -> Tuple[SipMessage, Source]:
+    return invite(from_uri=f"sip:alice@{value}"), SOURCE
+
+
+@fact("to_user", users, lambda r: r.to_user)
+def _to_user(value: str) -> Tuple[SipMessage, Source]:
+    return invite(to_uri_=f"sip:{value}@127.0.0.1"), SOURCE
+
+
+@fact("to_domain", domains, lambda r: r.to_domain)
+def _to_domain(value: str) -> Tuple[SipMessage, Source]:
+    return invite(to_uri_=f"sip:bob@{value}"), SOURCE
+
+
+@fact("source_ip", st.sampled_from(["198.51.100.9", "198.51.100.10", "203.0.113.5"]), lambda r: r.source_ip)
+def _source_ip(value: str) -> Tuple[SipMessage, Source]:
+    return invite(via=f"{value}:5060", contact=f"sip:alice@{value}:5060"), Endpoint("udp", value, 5060)
+
+
+@fact("source_port", st.integers(1024, 65535), lambda r: r.source_port)
+def _source_port(value: int) -> Tuple[SipMessage, Source]:
+    return invite(via=f"198.51.100.9:{value}", contact=f"sip:alice@198.51.100.9:{value}"), Endpoint(
+        "udp", "198.51.100.9", value
+    )
+
+
+@fact("transport", st.sampled_from(["udp", "tcp", "tls", "ws", "wss"]), lambda r: r.transport)
+def _transport(value: str) -> Tuple[SipMessage, Source]:
+    return invite(), Endpoint(value, "198.51.100.9", 5060)
+
+
+@fact("caller", st.sampled_from(list(Kind)), lambda r: r.caller)
+def _caller(value: Kind) -> Tuple[SipMessage, Source]:
+    return invite(), Endpoint("wss" if value is Kind.BROWSER else "udp", "198.51.100.9", 5060)
+
+
+@fact("caller_behind_nat", st.booleans(), lambda r: r.caller_behind_nat)
+def _behind_nat(value: bool) -> Tuple[SipMessage, Source]:
+    return invite(contact="sip:alice@192.168.1.7:5060" if value else "sip:alice@198.51.100.9:5060"), SOURCE
+
+
+@fact("has_sdp", st.booleans(), lambda r: r.has_sdp)
+def _has_sdp(value: bool) -> Tuple[SipMessage, Source]:
+    return invite(sdp=value), SOURCE
+
+
+@fact("header", st.one_of(st.none(), st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", max_size=10)),
+      lambda r: r.header("X-Account"))  # fmt: skip
+def _header(value: Optional[str]) -> Tuple[SipMessage, Source]:
+    return invite(headers=() if value is None else (("X-Account", value),)), SOURCE
+
+
+_calls = itertools.count()
+
+
+def outcome(gateway: Gateway, message: SipMessage, source: Source) -> List[int]:
+    """The status codes the gateway answered this request with (a fresh Call-ID each time)."""
+    call_id = f"p{next(_calls)}"
+    message = SipMessage.parse(message.to_bytes().replace(b"c1", call_id.encode()))
+    sent = gateway.receive(message.to_bytes(), source)
+    return [m.status for _, m in sent if not m.is_request and m.call_id == call_id]
+
+
+@pytest.mark.parametrize("name", sorted(FACTS))
+def test_a_rule_that_reads_one_fact_answers_by_that_fact_on_every_request(name: str) -> None:
+    make, read = FACTS[name]
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(pair=st.lists(STRATEGIES[name], min_size=2, max_size=2, unique=True), order=st.permutations(range(4)))
+    def check(pair: List[Any], order: List[int]) -> None:
+        chosen, other = pair
+
+        def route(request: Request, default: Decision) -> Decision:
+            return reply(403, "Refused By Rule") if read(request) == chosen else reply(480, "Not Chosen")
+
+        gateway = Gateway(Settings(domains=DOMAINS, tables=Tables({}, headers=("X-Account",))), rules=(route, None))
+        requests = [(chosen, 403), (other, 480), (chosen, 403), (other, 480)]
+        for index in order:
+            value, expected = requests[index]
+            message, source = make(value)
+            assert outcome(gateway, message, source) == [expected], (name, value)
+
+    check()
+
+
+def test_a_rule_sees_the_callees_kind_and_may_drop_branches_to_it() -> None:
+    def callee(request: Request, who: Callee, decision: Decision) -> Decision:
+        return decision.drop() if who.kind is Kind.BROWSER else decision
+
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})), rules=(None, callee))
+    net = Network(gateway)
+    carol, web, desk = net.phone("carol"), net.browser("gina"), net.phone("gina")
+    net.registered(carol, web, desk)
+    call = net.invite(carol, "gina")
+    assert call.call_id in desk.pending_invites and call.call_id not in web.pending_invites
+    net.reply(call, desk, 200)
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+
+
+def test_a_rule_that_raises_costs_that_request_a_500_and_nothing_else() -> None:
+    def route(request: Request, default: Decision) -> Decision:
+        if request.ruri_user == "boom":
+            raise RuntimeError("a bug in a rule")
+        return default
+
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})), rules=(route, None), strict=False)
+    net = Network(gateway)
+    alice, bob = net.phone("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    net.invite(alice, "boom")
+    assert [m.status for m in alice.inbox if not m.is_request and m.cseq_method == "INVITE"] == [500]
+    assert gateway.python_failures == 1
+    assert any("RuntimeError: a bug in a rule" in e and "Call-ID call" in e for e in gateway.errors)
+    call = net.invite(alice, "bob")  # the next call is routed as ever
+    assert call.call_id in bob.pending_invites
+
+
+def test_rules_that_fail_on_a_sample_call_are_not_taken() -> None:
+    def route(request: Request, default: Decision) -> Decision:
+        return request.header("X-Not-Configured")  # type: ignore[return-value]
+
+    with pytest.raises(ValueError, match=r"not in gateway\.ini"):
+        Gateway(Settings(), rules=(route, None))

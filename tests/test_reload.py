@@ -1,0 +1,179 @@
+"""The rules are read again while OpenSIPS runs: gateway.ini and policy.py, through the fake host.
+
+Each worker looks at the two files at most once a second (loader.Watcher); these tests move its
+clock by hand.  A good change routes the next call; a bad one is refused with its reason, logged
+once, and the rules before it keep routing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from fakes.runtime import Context, Endpoint, Gateway
+from fakes.sipmsg import SipMessage
+from fakes.ua import UA, Network
+from tests.flowcheck import assert_clean
+
+INI = """[gateway]
+domains = 127.0.0.1
+sip_destination = sip:198.51.100.99:5060
+[trunks]
+first = sip:198.51.100.10:5060
+second = sip:198.51.100.20:5060
+[dialplan]
+00 = first
+"""
+
+POLICY = """from gateway.policy import reply
+
+def route(request, default):
+    if request.ruri_user.startswith("0900"):
+        return reply(403, "{reason}")
+    return default
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rig(tmp_path: Path) -> Tuple[Gateway, Network, Clock, Path, Path, UA]:
+    ini, policy = tmp_path / "gateway.ini", tmp_path / "policy.py"
+    ini.write_text(INI)
+    policy.write_text(POLICY.format(reason="Blocked First"))
+    gateway = Gateway(files=(str(ini), str(policy)), strict=False)
+    clock = Clock()
+    gateway.router.watcher.clock = clock
+    gateway.router.watcher._next = clock.now + 1.0
+    net = Network(gateway)
+    alice = net.phone("alice")
+    net.register(alice)
+    return gateway, net, clock, ini, policy, alice
+
+
+def write(path: Path, text: str) -> None:
+    """A change the watcher sees: new content and a new modification time."""
+    stamp = path.stat().st_mtime
+    path.write_text(text)
+    os.utime(path, (stamp + 5, stamp + 5))
+
+
+def destination(gateway: Gateway, net: Network, alice: UA, user: str) -> Tuple[str, int]:
+    """Where a call from alice to ``user`` went: a trunk's (host, port), or ("reply", code)."""
+    start = len(gateway.events)
+    call = net.invite(alice, user)
+    finals = [m.status for m in alice.inbox if not m.is_request and m.call_id == call.call_id and m.status >= 300]
+    if finals:
+        return ("reply", finals[-1])
+    sent = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request]
+    endpoint = sent[-1][0]
+    gateway.timeout()  # the trunk never answers: the call ends (408) and leaves nothing
+    return (endpoint.host, endpoint.port)
+
+
+def test_a_changed_dial_plan_routes_the_next_call_within_a_second(tmp_path: Path) -> None:
+    gateway, net, clock, ini, _policy, alice = rig(tmp_path)
+    assert destination(gateway, net, alice, "0044123") == ("198.51.100.10", 5060)
+    write(ini, INI.replace("00 = first", "00 = second"))
+    assert destination(gateway, net, alice, "0044123") == ("198.51.100.10", 5060)  # not a second yet
+    clock.now += 1.0
+    assert destination(gateway, net, alice, "0044123") == ("198.51.100.20", 5060)
+    assert any("rules loaded again" in e for e in gateway.errors)
+
+
+def test_a_changed_policy_routes_the_next_call(tmp_path: Path) -> None:
+    gateway, net, clock, _ini, policy, alice = rig(tmp_path)
+    assert destination(gateway, net, alice, "0900123") == ("reply", 403)
+    write(policy, POLICY.replace('"0900"', '"0901"').format(reason="Blocked Now"))
+    clock.now += 1.5
+    assert destination(gateway, net, alice, "0901999") == ("reply", 403)
+    assert destination(gateway, net, alice, "0900123") == ("reply", 404)  # the built-in: nobody registered
+
+
+@pytest.mark.parametrize(
+    ("which", "broken", "reason"),
+    [
+        ("policy", "def route(request, default)\n    return default\n", "SyntaxError"),
+        ("policy", "def route(request):\n    return None\n", "needs a function route(request, default)"),
+        ("policy", "def route(request, default):\n    return request.header('X-Nope')\n", "fail on a sample call"),
+        ("ini", "[gateway]\ndomains = 127.0.0.1\n[dialplan]\n00 = nowhere\n", "not in [trunks]"),
+        ("ini", "[gateway\n", "no section headers"),
+    ],
+)
+def test_a_broken_file_is_refused_once_and_the_old_rules_keep_routing(
+    tmp_path: Path, which: str, broken: str, reason: str
+) -> None:
+    gateway, net, clock, ini, policy, alice = rig(tmp_path)
+    write(policy if which == "policy" else ini, broken)
+    for _ in range(3):
+        clock.now += 1.5
+        assert destination(gateway, net, alice, "0044123") == ("198.51.100.10", 5060)
+        assert destination(gateway, net, alice, "0900123") == ("reply", 403)
+    refused = [e for e in gateway.errors if "refused" in e]
+    assert len(refused) == 1 and reason in refused[0], refused  # logged once, with the reason
+    assert gateway.python_failures == 0
+    # mended: taken at the next look
+    write(policy if which == "policy" else ini, POLICY.format(reason="Mended") if which == "policy" else INI)
+    clock.now += 1.5
+    assert destination(gateway, net, alice, "0900123") == ("reply", 403)
+    assert sum("rules loaded again" in e for e in gateway.errors) == 1
+
+
+def test_new_trusted_sources_reach_the_cfgs_copy(tmp_path: Path) -> None:
+    """pike's check route searches the trusted sources in a $var the router wrote, and keeps its last
+    answer: both are written again when gateway.ini changes."""
+    gateway, _net, clock, ini, _policy, _alice = rig(tmp_path)
+    trunk = Endpoint("udp", "198.51.100.77", 5060)
+
+    def exempt() -> bool:
+        options = SipMessage("OPTIONS sip:127.0.0.1 SIP/2.0", [("Via", "SIP/2.0/UDP 198.51.100.77;branch=z9hG4bKp")])
+        return gateway.pike_exempt(Context(gateway, "request", options, trunk))
+
+    assert not exempt()  # and kept as the answer for the trunk, the last source
+    write(ini, INI.replace("domains = 127.0.0.1", "domains = 127.0.0.1\ntrusted_sources = 198.51.100.77"))
+    clock.now += 1.5
+    gateway.receive(SipMessage("OPTIONS sip:127.0.0.1 SIP/2.0", [
+        ("Via", "SIP/2.0/UDP 198.51.100.77;branch=z9hG4bKq"), ("From", "<sip:t@198.51.100.77>;tag=1"),
+        ("To", "<sip:127.0.0.1>"), ("Call-ID", "q"), ("CSeq", "1 OPTIONS"), ("Content-Length", "0"),
+    ]), trunk)  # fmt: skip
+    assert gateway.script_vars.get("gw_trusted") == " 198.51.100.77 "
+    assert exempt()
+
+
+def test_without_changes_the_files_are_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway, net, clock, _ini, _policy, alice = rig(tmp_path)
+    loads: List[str] = []
+    from gateway import loader
+
+    monkeypatch.setattr(loader, "load_rules", lambda *a: loads.append("load") or None)
+    for _ in range(5):
+        clock.now += 2.0
+        destination(gateway, net, alice, "0044123")
+    assert loads == []
+    calls_left = gateway.sessions(), gateway.dialogs
+    assert calls_left == ([], {})
+    assert_clean_enough(gateway)
+
+
+def assert_clean_enough(gateway: Gateway) -> None:
+    assert gateway.python_failures == 0 and gateway.transactions == {}
+
+
+def test_the_shipped_files_load() -> None:
+    """What a site starts from: opensips/gateway.ini and pyscripts/policy.py, as mod_init loads them."""
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.phone("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    call = net.invite(alice, "bob")
+    net.reply(call, bob, 200)
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
