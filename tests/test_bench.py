@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
+from bench.mix import ADDRESSES, CALLEE_HOST, Mix
 from bench.procs import Cpu
 from bench.run import SippStats, report
 from bench.run import Step as BenchStep
@@ -152,10 +153,11 @@ def bench_settings() -> Settings:
 
 def test_the_benchmark_trusts_sipp_and_keeps_auth_on() -> None:
     settings = bench_settings()
-    assert settings.trusted_sources == {"127.0.0.1"}  # SIPp's -i
+    assert settings.trusted_sources == set(ADDRESSES)  # the callers' -i
+    assert all(core.challenge_for("INVITE", "127.0.0.1", address, settings) is None for address in ADDRESSES)
     assert settings.auth_realm is not None and not settings.topology_hiding
     assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.1", settings) is None
-    assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.2", settings) is core.Challenge.PROXY
+    assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.5", settings) is core.Challenge.PROXY
 
 
 def test_native_settings_say_what_gateway_ini_says() -> None:
@@ -271,6 +273,114 @@ def test_the_cpu_target_compares_the_rates_both_held(capsys: pytest.CaptureFixtu
     assert "with rtpengine: worst rate held by both 1.100, NOT met\n" in capsys.readouterr().out
 
 
+# -- the source/contact mix ------------------------------------------------------------------------
+
+
+def sequential_calls(mix: Mix, total: int) -> List[Tuple[str, str, str]]:
+    """(source address, caller, callee) of every call of a step, as the SIPp callers take their lines."""
+    calls = []
+    for k, share in enumerate(mix.shares(total)):
+        lines = mix.caller_lines(k)
+        calls += [(mix.addresses[k], *lines[i % len(lines)]) for i in range(share)]
+    return calls
+
+
+@pytest.mark.parametrize("total", [3000, 1501, 7, 0])
+def test_the_mix_spreads_the_calls_over_sources_callers_and_callee_phones(total: int) -> None:
+    mix = Mix()
+    calls = sequential_calls(mix, total)
+    assert len(calls) == total and sum(mix.shares(total)) == total
+    assert max(mix.shares(total)) - min(mix.shares(total)) <= 1
+    phone_of = dict(mix.callee_users())
+    load = [0] * mix.callee_phones
+    for _source, _caller, callee in calls:
+        load[phone_of[callee]] += 1
+    assert mix.callee_load(total) == load  # each callee phone's SIPp ends after exactly its calls
+    if total >= 1000:
+        assert {source for source, _c, _e in calls} == set(ADDRESSES)
+        assert len({caller for _s, caller, _e in calls}) == mix.caller_users
+        assert len({callee for _s, _c, callee in calls}) == mix.callee_phones * mix.users_per_phone
+        assert min(load) > 0.2 * total / mix.callee_phones
+    sources_of: Dict[str, set[str]] = {}
+    for source, caller, _callee in calls:
+        sources_of.setdefault(caller, set()).add(source)
+    assert all(len(sources) == 1 for sources in sources_of.values())  # a phone keeps its address
+
+
+def test_the_mix_registers_each_user_from_one_address_with_its_own_contact() -> None:
+    mix = Mix()
+    lines = [line for k in range(len(mix.addresses)) for line in mix.register_lines(k)]
+    assert len(lines) == len({user for user, _h, _p in lines}) == mix.register_users
+    assert len({(host, port) for _u, host, port in lines}) == mix.register_users
+    assert {host for _u, host, _p in lines} == {CALLEE_HOST}  # a name: not NATed by private-contact
+
+
+def test_the_mix_says_what_it_is() -> None:
+    assert "-t un" in Mix().describe() and "4 source addresses (127.0.0.1..127.0.0.4)" in Mix().describe()
+    flattering = Mix(ADDRESSES[:1], socket_per_call=False, callee_phones=1)
+    assert flattering.transport == "u1" and "-t u1" in flattering.describe()
+    assert flattering.callee_load(10) == [10]
+
+
+def test_the_run_builds_the_mix_from_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import run
+
+    seen: List[argparse.Namespace] = []
+    monkeypatch.setattr(run, "find_tools", lambda: (None, "stop here"))
+    real = argparse.ArgumentParser.parse_args
+
+    def parse(self: argparse.ArgumentParser, *a: Any, **k: Any) -> Any:
+        args = real(self, *a, **k)
+        seen.append(args)
+        return args
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse)
+    assert run.main(["--quick"]) == 0
+    assert seen[-1].mix == Mix() and seen[-1].rates == [500]
+    assert run.main(["--sources", "1", "--callees", "2", "--one-socket"]) == 0
+    assert seen[-1].mix == Mix(("127.0.0.1",), socket_per_call=False, callee_phones=2)
+    assert seen[-1].rates == [500, 1000, 1500] and seen[-1].register_rate == 1000
+
+
+# -- CPU windows -----------------------------------------------------------------------------------
+
+
+def test_every_step_is_charged_the_same_window_less_the_idle_rate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """A step's CPU: from just before its load to the settle time after it, whatever ran before; less each
+    process's idle CPU per second times that window."""
+    from bench import procs, run
+
+    tools = run.Tools("/bin/true", "3.6.8", "/x/", "sipp", "rtpengine")
+    args = argparse.Namespace(settle=0.05, perf=False, max_load=99.0, max_wait=0.0)
+    bench = run.Bench(tools, args)
+    try:
+        inst = run.Instance("python", tmp_path, LISTEN, uas=[1], uac=[2], pids=[11, 12], kinds={11: "main", 12: "udp"})
+        clock = {11: Cpu(100, 1_000_000_000), 12: Cpu(50, 500_000_000)}
+        monkeypatch.setattr(procs, "cpu_by_pid", lambda pids: {pid: clock[pid] for pid in pids})
+        monkeypatch.setattr(procs, "machine_busy_ticks", lambda: (0, 0))
+        monkeypatch.setattr(bench, "ours", lambda: 0)
+        bench.idle_rate["python"] = {11: (0.0, 1e6), 12: (0.0, 0.0)}  # 1 ms of CPU per second, idle
+
+        def load() -> None:  # the load costs process 12 one second and 10 ticks
+            clock[12] = Cpu(60, 1_500_000_000)
+
+        step = run.Step("calls", False, 500, "python", 1000)
+        bench.measured(inst, step, tmp_path / "s", False, 0.05, load)
+        assert step.settle == 0.05 and step.window >= 0.05
+        assert step.cpu is not None and step.cpu.ticks == 10
+        assert step.cpu.ns == 1_000_000_000 - round(1e6 * step.window)
+        assert step.ns_by_kind == {"main": -round(1e6 * step.window), "udp": 1_000_000_000}
+        assert bench.steps == [step]
+        step2 = run.Step("calls", False, 500, "python", 1000)
+        bench.measured(inst, step2, tmp_path / "s2", False, 0.05, lambda: None)  # nothing more: idle only
+        assert step2.cpu == Cpu(0, 0)
+    finally:
+        bench.close()
+        shutil.rmtree(bench.folder, ignore_errors=True)
+
+
 def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> None:
     stat = tmp_path / "s.csv"
     stat.write_text(
@@ -280,6 +390,8 @@ def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> 
     )
     assert SippStats.read(stat) == SippStats(10, 9, 1, 3, 5.0)
     assert SippStats.read(tmp_path / "missing.csv") == SippStats(0, 0, 0, 0, 0.0)
+    both = SippStats.combined([SippStats(10, 9, 1, 3, 5.0), SippStats(5, 5, 0, 1, 2.5)])
+    assert both == SippStats(15, 14, 1, 4, 7.5)
 
 
 # -- the router's records and flags through the fake are those native.cfg writes -------------------
