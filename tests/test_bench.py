@@ -18,8 +18,9 @@ from bench.run import SippStats, report
 from bench.run import Step as BenchStep
 from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
 from gateway import core, sdp
-from gateway.model import Leg, Step
-from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE
+from gateway.host import Router
+from gateway.model import Branch, CallRecord, Do, Leg, Media, Party, Registration, Step
+from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE, Profiles
 from gateway.settings import Settings
 from gateway.settings import parse as parse_settings
 
@@ -29,6 +30,7 @@ PYTHON = (ROOT / "opensips" / "opensips.cfg").read_text()
 # The router decides; the cfg also answers a few requests itself (an in-dialog request of none of our dialogs).
 ROUTER = "".join((ROOT / "pyscripts" / "gateway" / name).read_text() for name in ("core.py", "host.py")) + PYTHON
 STEP_CODES = {"o": Step.OFFER, "a": Step.ANSWER, "r": Step.REOFFER}
+DEFAULT = Profiles()
 
 
 def native_profiles() -> Dict[Tuple[Leg, Leg, Step], str]:
@@ -118,6 +120,86 @@ def test_native_lays_out_private_memory_as_opensips_cfg_does() -> None:
     lengths = [int(n) for n in re.findall(r"\{s\.fill\.left,x,(\d+)\}", body)]
     assert len(lengths) > 8 and lengths == sorted(set(lengths))
     assert body.rstrip().endswith("$var(gw_heap) = 1;")
+
+
+def route_body(text: str, head: str) -> str:
+    """The body of the route that starts with ``head`` (e.g. "onreply_route[gw_reply_quiet]")."""
+    found = re.search(r"\n" + re.escape(head) + r" \{\n(.*?)\n\}\n", text, re.S)
+    assert found is not None, head
+    return found.group(1)
+
+
+def test_native_runs_the_reply_routes_only_for_the_replies_opensips_cfg_does() -> None:
+    """Do.QUIET_REPLIES: a branch to a callee not behind NAT brings only its 2xx and replies with a body to
+    its reply route; no reply route takes a 100 without a body."""
+    quiet = "if (($rs >= 200 && $rs < 300) || $cl > 0)"
+    assert quiet in route_body(PYTHON, "onreply_route[gw_reply_quiet]")
+    assert quiet in route_body(NATIVE, "onreply_route[gw_reply_quiet]")
+    skip = "if ($rs == 100 && !($cl > 0))\n\t\treturn;"
+    assert skip in route_body(PYTHON, "onreply_route[gw_reply]") and skip in route_body(
+        NATIVE, "onreply_route[gw_reply]"
+    )
+    branch = route_body(NATIVE, "branch_route[gw_branch]")
+    assert 'if ($var(callee) == "S0")\n\t\tt_on_reply("gw_reply_quiet");\n\telse\n\t\tt_on_reply("gw_reply");' in branch
+    # The router's rule: every branch through the media proxy to a callee not behind NAT ("S0"), and no other.
+    for registration in Registration:
+        callee = core.party_registered(registration)
+        for caller in (Party(Leg.SIP, False), Party(Leg.SIP, True), Party(Leg.WEB, True, "wss:203.0.113.5:443")):
+            for early in (True, False):
+                plan = core.plan_branch(CallRecord(caller, early, False), 0, registration, DEFAULT)
+                planned = plan.record.branch(0)
+                if planned is None or not planned.media_proxy:
+                    continue
+                effects = Router(bench_settings(), print)._branch_effects(plan, 0)
+                assert bool(effects.code & Do.QUIET_REPLIES) == (callee.code == "S0"), (registration, caller)
+
+
+def test_native_decides_a_dialogs_acks_and_byes_at_its_answer_as_the_router_does() -> None:
+    """Do.QUIET_ACK / Do.QUIET_BYE: the first 2xx leaves $dlg_val(gw_quiet) "ack" when neither party is a
+    browser, "bye" when rtpengine also holds the answered branch's media; the in-dialog route then relays
+    an ACK without SDP as it is, and answers a SIP peer's BYE with rtpengine_delete()."""
+    for cfg in (PYTHON, NATIVE):
+        assert set(re.findall(r'\$dlg_val\(gw_quiet\) = "(\w+)"', cfg)) == {"ack", "bye"}
+    answered = route_body(NATIVE, "route[answered]")
+    assert 'if ($var(first) == 1 && $(var(caller){s.substr,0,1}) != "W" && $(var(callee){s.substr,0,1}) != "W")' in (
+        answered
+    )
+    assert (
+        'if ($var(media) == "m")\n\t\t\t$dlg_val(gw_quiet) = "bye";\n\t\telse\n\t\t\t$dlg_val(gw_quiet) = "ack";'
+        in (answered)
+    )
+    # native.cfg's rule, for every answered branch the router can record, is the router's.
+    profiles = DEFAULT
+    callers = (Party(Leg.SIP, False), Party(Leg.SIP, True), Party(Leg.WEB, True, "wss:203.0.113.5:443"))
+    callees = (Party(Leg.SIP, False), Party(Leg.SIP, True), Party(Leg.WEB, True, "ws:203.0.113.6:80"))
+    for caller in callers:
+        for callee in callees:
+            for media in (Media.OPEN, Media.PENDING):
+                record = CallRecord(caller, True, False).with_branch(0, Branch(callee, media)).with_answer(0)
+                no_browser = Leg.WEB not in (caller.leg, callee.leg)
+                assert core.acks_are_quiet(record) == no_browser
+                assert core.byes_are_quiet(record, profiles) == (no_browser and media is Media.OPEN)
+    sequential = route_body(NATIVE, "route[sequential]")
+    ack = 'if (is_method("ACK") && !($cl > 0 && has_body("application/sdp"))) {'
+    ack += "\n\t\tif ($dlg_val(gw_track) == NULL || $dlg_val(gw_quiet) != NULL)\n\t\t\troute(relay);"
+    bye = 'if (is_method("BYE") && $dlg_val(gw_quiet) == "bye" && !isflagset("SRC_WS")) {'
+    bye += "\n\t\trtpengine_delete();\n\t\troute(relay);"
+    assert ack in sequential and bye in sequential
+    # core.ack_is_quiet: such an ACK gets no flags and no NAT fix (they come after it); a BYE's flags come first.
+    assert sequential.index(ack) < sequential.index("route(sender);") < sequential.index(bye)
+
+
+def test_native_tests_only_what_it_needs_where_it_needs_it() -> None:
+    """No body test on every message: the request route reads no body and runs no NAT test before the
+    in-dialog branch; has_body() only with the SDP's type, where the type decides; the NAT test once."""
+    main = route_body(NATIVE, "route")
+    assert "has_body" not in main and "$rb" not in main and "nat_uac_test" not in main
+    assert main.index("if (has_totag())") < main.index("route(sender);")
+    code = re.sub(r"(?m)^\s*#.*\n|;\s+#.*$", ";", NATIVE)  # comments out
+    tests = re.findall(r"has_body\(([^)]*)\)", code)
+    assert tests and set(tests) == {'"application/sdp"'}
+    assert code.count("nat_uac_test(") == 1 and "nat_uac_test(" in route_body(NATIVE, "route[sender]")
+    assert "$rb =~" in route_body(NATIVE, "route[new_call]")
 
 
 def test_native_loads_the_same_modules_minus_python() -> None:
