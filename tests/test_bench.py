@@ -586,6 +586,62 @@ def test_micro_records_every_entry_point_and_replays_each_tape() -> None:
     assert initial_invite_core(tapes, ", plain SIP") and initial_invite_core(tapes, ", rtpengine")
 
 
+def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
+    """Each varied facts string comes from another source address (as trusted as the recorded one) and port,
+    a request to a user for one of several users, nothing else changed; the router answers each as it
+    answered the recorded facts, with the same host calls."""
+    from bench.micro import TRUSTED, UNTRUSTED, USER_LENGTH, record_calls, unique, varied_facts, varies_faithfully
+    from fakes.runtime import exec_arguments
+    from gateway.host import split_facts
+
+    router, tapes = record_calls()
+    formats = exec_arguments()
+    varied = set()
+    for tape in unique(tapes):
+        facts = varied_facts(tape, 200, frozenset(TRUSTED))
+        names = formats.get(tape.route, "").split("\n")
+        if "$sp" not in names or tape.raised:
+            assert facts == [] or tape.raised
+            continue
+        varied.add(tape.route)
+        at = {name: i for i, name in enumerate(names)}
+        original = split_facts(tape.args[0], len(names))
+        rows = [split_facts(text, len(names)) for text in facts]
+        assert len({(row[at["$si"]], row[at["$sp"]]) for row in rows}) == 200  # a new source every call
+        pool = TRUSTED if original[at["$si"]] in TRUSTED else UNTRUSTED
+        assert {row[at["$si"]] for row in rows} == set(pool)
+        kept = [i for name, i in at.items() if name not in ("$si", "$sp", USER_LENGTH)]
+        assert all([row[i] for i in kept] == [original[i] for i in kept] for row in rows)
+        if USER_LENGTH in at and original[at[USER_LENGTH]] not in ("0", "", "<null>"):
+            assert len({row[at[USER_LENGTH]] for row in rows}) > 1
+        assert varies_faithfully(router, tape, facts) is None, tape.label
+    assert varied == {"on_request", "on_reply"}
+
+
+def test_micro_prices_host_calls_at_what_bench_probe_measured() -> None:
+    from bench.micro import PROBE_US, read_probe
+
+    saved = """  best per REGISTER (CPU, private memory growth), and one operation: (variant - its base) / times
+  native (no python)                                          101.2 us  RssAnon    +0.0 B
+  python_exec, empty method                                   139.3 us  one:   +3.81 us    +0.0 B  (base: native)
+  python_exec with an argument (13 variables)                 138.2 us  one:   +3.70 us    +0.0 B  (base: native)
+  the router's on_request for the REGISTER (the cfg saves on Do.SAVE)  122.2 us  one:  +21.00 us  +0.0 B  (base: x)
+  attribute read (msg.Method)                                 110.4 us  one:   +0.92 us    +0.0 B  (base: y)
+  get_pseudoVar (13 variables)                                230.0 us  one:  +12.10 us    +0.0 B  (base: y)
+  call_function (setflag)                                     175.0 us  one:   +6.50 us    +0.0 B  (base: y)
+"""
+    found = read_probe(saved)
+    assert found == {
+        "python_exec": 3.81,
+        "python_exec_arg": 3.7,
+        "attribute": 0.92,
+        "get_pseudoVar": 12.1,
+        "call_function": 6.5,
+    }
+    assert set(found) <= set(PROBE_US)
+    assert PROBE_US["python_exec"] >= 3.0  # what the probe measured in a worker, not an in-process figure
+
+
 def test_perf_samples_are_read_by_shared_object_and_the_python_side_is_told_apart() -> None:
     from bench import perf
 
