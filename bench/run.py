@@ -11,12 +11,15 @@ and shared memory: opensips/opensips.cfg (routing in Python) and
 bench/native.cfg (the same decisions in native script).  SIPp drives them in
 turn (the order alternates from rate to rate, so slow drift in the machine's
 load hits both alike) with INVITE/180/200/ACK/BYE calls at fixed rates,
-without and with rtpengine in the path, and with REGISTERs.  For each step it
+without and with rtpengine in the path, and with REGISTERs, from many sources
+as real phones send them (bench/mix.py: several source addresses, a socket of
+its own for each call, many users, several callee phones).  For each step it
 prints the OpenSIPS CPU time per call (utime+stime of every OpenSIPS process,
-/proc/<pid>/stat; the exact schedstat time beside it), the failed calls and
-the machine's load, then the Python/native ratios, the highest rate each held
-with zero failed calls, the decision core's time per initial INVITE
-(bench/micro.py) and a soak of the Python gateway: 100,000 calls with the RSS
+/proc/<pid>/stat; the exact schedstat time beside it; from the start of the
+step's load to a fixed settle time after it, less the idle CPU of as long),
+the failed calls and the machine's load, then the Python/native ratios, the
+highest rate each held with zero failed calls, the decision core's time per
+initial INVITE (bench/micro.py) and a soak of the Python gateway: 100,000 calls with the RSS
 of every OpenSIPS process and OpenSIPS's shared memory (MI get_statistics
 shmem: over mi_http on 127.0.0.1) before and after.
 
@@ -665,7 +668,8 @@ class Bench:
                         step = self.calls(self.instances[name], media, rate, count)
                         step.rep = rep
                         say(f"  {describe(step)}")
-            say(f"\n== REGISTER (1,000 users, refreshed){more}")
+            users, where = self.mix.register_users, len(self.mix.addresses)
+            say(f"\n== REGISTER ({users:,} users from {where} address{'es' if where > 1 else ''}, refreshed){more}")
             names = list(self.instances)
             for name in names if rep % 2 == 0 else names[::-1]:
                 step = self.registers(self.instances[name], args.register_rate, int(args.register_rate * args.seconds))
