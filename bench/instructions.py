@@ -223,7 +223,9 @@ def one_run(tools: run.Tools, args: argparse.Namespace, valgrind: str, drive: Op
 
 def run_args(args: argparse.Namespace) -> argparse.Namespace:
     """What bench.run's Bench reads of its arguments: no perf, no waiting for the load average."""
-    return argparse.Namespace(shm=args.shm, perf=False, max_load=99.0, max_wait=0.0, compare=None)
+    return argparse.Namespace(
+        shm=args.shm, perf=False, max_load=99.0, max_wait=0.0, compare=None, settle=0.0, mix=getattr(args, "mix", None)
+    )
 
 
 def per_call(with_traffic: Costs, without: Costs, calls: int, pick: Callable[[Costs], int]) -> float:

@@ -15,13 +15,20 @@ not call (pike's ``is_trusted`` check) are called once over the context of an
 initial INVITE.
 
 1. The decision core per initial INVITE (request route + branch route): the
-   recorded core calls replayed with their arguments (target: under 10 us).
+   recorded core calls replayed with their arguments, every decision taken
+   afresh (target: under 10 us); and the router's entry points for it, with
+   the same facts each time (the answer the router keeps for a facts string,
+   replayed) and with facts that vary from call to call as bench.run's mix
+   sends them (another source address and port each call, several users: the
+   router's memo of whole facts strings misses, the decisions below it are kept).
 2. Each entry point per message kind: the tape replayed through a stub ``msg``
-   that hands back the recorded answers (checked once against the tape first);
-   the stub's own cost per host call is measured and subtracted, what is left
-   is the router's Python.
-3. The host calls per message kind, with what they would cost inside OpenSIPS
-   3.6.8 (FACTS.md), and why each host call of an initial INVITE is there.
+   that hands back the recorded answers (checked once against the tape first),
+   with the same facts and with varying facts (checked too: the same answer and
+   host calls); the stub's own cost per host call is measured and subtracted,
+   what is left is the router's Python.
+3. The host calls per message kind, with what each costs inside OpenSIPS as
+   ``bench.probe`` measured it (``--probe FILE``: a saved bench.probe output),
+   and why each host call of an initial INVITE is there.
 
 Two sets of calls: from a trusted source (as in ``bench.run``, whose SIPp is a
 trusted source in bench/gateway.ini) and from our own users at untrusted
@@ -33,15 +40,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import itertools
+import re
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from fakes.msgobj import FakeMsg
-from fakes.runtime import Context, Gateway
+from fakes.runtime import Context, Gateway, exec_arguments
 from fakes.ua import Network
 from gateway import core, host, model, sdp
 from gateway.settings import Settings
@@ -49,22 +59,57 @@ from gateway.settings import parse as parse_settings
 
 from .site import SETTINGS
 
-#: Cost of each host call inside a real OpenSIPS 3.6.8 on a 2-vCPU machine, microseconds (FACTS.md).
-HOST_COST_US = {
-    "python_exec": 0.26,
-    "call_function": 4.2,
-    "get_pseudoVar": 1.8,
-    "set_pseudoVar": 0.55,
-    "getHeader": 0.32,
-    "attribute": 0.28,
+#: What one python_exec and each host call add inside a real OpenSIPS 3.6.8, microseconds of CPU:
+#: ``bench.probe``'s figures, the latest the repository holds (bench/README.md, "after: the router
+#: decides": one operation per REGISTER, all processes, best of 2, on a quiet 2-vCPU machine).  Not
+#: in-process figures: a worker finds the interpreter cold, and the python module finds the method
+#: by name and parses each variable's name on every call.  ``--probe FILE`` reads a newer run's.
+PROBE_US = {
+    "python_exec": 3.8,  # of an empty method, without an argument
+    "python_exec_arg": 3.7,  # the whole python_exec with the 12 facts of REQUEST_FACTS as its argument
+    "call_function": 6.5,  # call_function("setflag", ...)
+    "get_pseudoVar": 12.1,  # of the 12 facts at once
+    "set_pseudoVar": 2.1,
+    "getHeader": 1.7,
+    "attribute": 0.9,  # msg.Method
 }
-#: Added per python_exec when the cfg passes an argument (a string of 13 variables formatted natively;
-#: ``python3 -m bench.probe``).
-ARGUMENT_COST_US = 5.3
+#: bench.probe's variant names (the start of each) -> PROBE_US's keys.
+PROBE_VARIANTS = {
+    "python_exec, empty method": "python_exec",
+    "python_exec with an argument": "python_exec_arg",
+    "attribute read": "attribute",
+    "getHeader": "getHeader",
+    "set_pseudoVar": "set_pseudoVar",
+    "get_pseudoVar": "get_pseudoVar",
+    "call_function": "call_function",
+}
 COLUMNS = ("call_function", "get_pseudoVar", "set_pseudoVar", "getHeader", "attribute")
-#: The address the trusted phones send from (a TEST-NET-2 address: with the fake's in-memory
-#: rtpengine, a phone there is not behind NAT).
-TRUNK = "198.51.100.10"
+#: The addresses the trusted phones send from (TEST-NET-2: with the fake's in-memory rtpengine, a
+#: phone there is not behind NAT); the first is where the recorded calls come from.
+TRUSTED = ("198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.13")
+TRUNK = TRUSTED[0]
+#: Where untrusted senders' varied facts come from (TEST-NET-3: trusted nowhere).
+UNTRUSTED = ("203.0.113.7", "203.0.113.8", "203.0.113.9", "203.0.113.10")
+#: The facts that differ from one call to the next on a real gateway (bench.run's mix sends them so):
+#: the source address and port (each phone its own, each call from a new socket), the called user.
+SOURCE_ADDRESS, SOURCE_PORT, CALLED_USER = "$si", "$sp", "$(rU{s.encode.hexa})"
+CALLED_USERS = tuple(user.encode().hex() for user in ("erin", "frank", "gina", "0049301234"))
+#: How many distinct facts strings a varying-facts timing cycles through: more than the router keeps
+#: (gateway.host.DECISIONS_KEPT), so none is still kept when it comes round again.
+VARYING = 20000
+
+
+def read_probe(text: str) -> Dict[str, float]:
+    """The per-operation figures of a saved ``bench.probe`` output ("one: +3.80 us" of each variant)."""
+    found: Dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"\s+(.+?)\s+[\d.]+ us\s+one:\s+([+-]?[\d.]+) us", line)
+        if match is None:
+            continue
+        for prefix, key in PROBE_VARIANTS.items():
+            if match.group(1).startswith(prefix):
+                found[key] = float(match.group(2))
+    return found
 
 
 #: The decision core's totals: the best of this many rounds, one every SPREAD_S seconds.  This
@@ -129,9 +174,11 @@ class Tape:
             counted[name if is_method else "attribute"] += 1
         return counted
 
-    def host_cost_us(self) -> float:
-        cost = HOST_COST_US["python_exec"] + (ARGUMENT_COST_US if self.args else 0.0)
-        return cost + sum(HOST_COST_US.get(k, HOST_COST_US["set_pseudoVar"]) * n for k, n in self.counts().items())
+    def host_cost_us(self, costs: Mapping[str, float] = PROBE_US) -> float:
+        """python_exec and the host calls at ``costs`` (bench.probe's); a host call the probe does not
+        measure (set_dst_uri) at set_pseudoVar's cost, a write into the message too."""
+        cost = costs["python_exec_arg"] if self.args else costs["python_exec"]
+        return cost + sum(costs.get(k, costs["set_pseudoVar"]) * n for k, n in self.counts().items())
 
 
 class CoreRecorder:
@@ -292,7 +339,7 @@ def record_calls() -> Tuple[Any, List[Tape]]:
     recorder.install([core, sdp, model], [host])
     try:
         settings = bench_settings()
-        trusted = dataclasses.replace(settings, trusted_sources=frozenset({TRUNK}))
+        trusted = dataclasses.replace(settings, trusted_sources=frozenset(TRUSTED))
         gateway = Gateway(trusted)
         router = gateway.router
         taping = TapingRouter(router, tapes, recorder)
@@ -450,6 +497,87 @@ def time_tape(router: Any, stub: type, tape: Tape, repeat: int) -> float:
     return max(best_of(once, repeat) - best_of(construct, repeat), 0.0)
 
 
+def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
+    """``count`` facts strings for the tape's route, as calls from many phones bring them: each from
+    another source address (as trusted as the tape's: ``trusted`` are the recording's trusted sources)
+    and port, and a request to a user for one of several users; [] when the route's facts name no
+    source (in-dialog requests, branches, failures: the same from any phone).  The cfg's format of
+    each route's facts (opensips.cfg, its python_exec calls) says where each fact is."""
+    formats = exec_arguments()
+    names = formats.get(tape.route, "").split(host.SEP)
+    if not tape.args or not isinstance(tape.args[0], str) or SOURCE_PORT not in names:
+        return []
+    parts = host.split_facts(tape.args[0], len(names))
+    at = {name: i for i, name in enumerate(names)}
+    pool = TRUSTED if SOURCE_ADDRESS in at and parts[at[SOURCE_ADDRESS]] in trusted else UNTRUSTED
+    has_user = CALLED_USER in at and parts[at[CALLED_USER]] not in ("0", "", host.NULL)
+    found = []
+    for i in range(count):
+        fields = list(parts)
+        fields[at[SOURCE_PORT]] = str(10000 + i % 50000)
+        if SOURCE_ADDRESS in at:
+            fields[at[SOURCE_ADDRESS]] = pool[i % len(pool)]
+        if has_user:
+            fields[at[CALLED_USER]] = CALLED_USERS[i % len(CALLED_USERS)]
+        found.append(host.SEP.join(fields))
+    return found
+
+
+class NamingMsg:
+    """Hands back a tape's answers in order (the same as the stub) and notes which host calls were made."""
+
+    def __init__(self, tape: Tape) -> None:
+        self._answers = iter([answer for _name, _is_method, _args, answer in tape.host_calls])
+        self._methods = {name for name, is_method, _args, _answer in tape.host_calls if is_method}
+        self.names: List[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._methods:
+
+            def call(*args: Any) -> Any:
+                self.names.append(name)
+                return next(self._answers, None)
+
+            return call
+        self.names.append(name)
+        return next(self._answers, None)
+
+
+def varies_faithfully(router: Any, tape: Tape, facts: Sequence[str]) -> Optional[str]:
+    """None when the router answers each of ``facts`` (the first few) as it answered the tape's, with host
+    calls of the same names (their values may differ: a browser's flow); else why not."""
+    expected = [name for name, _is_method, _args, _answer in tape.host_calls]
+    for text in facts[:8]:
+        msg = NamingMsg(tape)
+        router.held.clear()
+        result = getattr(router, tape.route)(msg, text)
+        if result != tape.result:
+            return f"returned {result!r} for varied facts, the tape {tape.result!r}"
+        if msg.names != expected:
+            return f"host calls {msg.names} for varied facts, the tape's {expected}"
+    return None
+
+
+def time_tape_varying(router: Any, stub: type, tape: Tape, facts: Sequence[str], repeat: int) -> float:
+    """time_tape with each run's facts the next of ``facts`` (cycled): the router meets them as new."""
+    answers = [answer for _name, _is_method, _args, answer in tape.host_calls]
+    handler = getattr(router, tape.route)
+    held = router.held
+    texts = itertools.cycle(facts)
+
+    def once() -> object:
+        held.clear()
+        return handler(stub(iter(answers)), next(texts))
+
+    def construct() -> object:
+        held.clear()
+        return (stub(iter(answers)), next(texts))
+
+    return max(best_of(once, repeat) - best_of(construct, repeat), 0.0)
+
+
 def time_core(calls: Sequence[CoreCall], repeat: int, spread: bool = False) -> float:
     """Microseconds for the recorded core calls, replayed with their arguments (loop cost subtracted);
     ``spread``: the rounds spread over seconds (spread_best_of)."""
@@ -484,12 +612,51 @@ def initial_invite_core(tapes: Sequence[Tape], tag: str) -> List[CoreCall]:
     return calls
 
 
-def core_per_initial_invite(repeat: int = 20000) -> Dict[str, float]:
-    """Microseconds the decision core spends on one initial INVITE (request + branch route), by kind of call."""
-    _router, tapes = record_calls()
+AFRESH, SAME, VARYING_FACTS = "every decision afresh", "same facts", "varying facts"
+
+
+def initial_invite_tapes(tapes: Sequence[Tape], tag: str) -> List[Tape]:
+    """The router's tapes of the first initial INVITE with ``tag``: its request route, and its branch route
+    when the cfg asks the router about the branch (not for a plain SIP contact: Do.PLAIN_CONTACT)."""
+    found = []
+    for label in (f"INVITE{tag}", f"branch of INVITE{tag}"):
+        tape = next((t for t in tapes if t.label == label), None)
+        if tape is not None:
+            found.append(tape)
+    return found
+
+
+def initial_invite_figures(router: Any, tapes: Sequence[Tape], tag: str, repeat: int) -> Dict[str, Optional[float]]:
+    """Microseconds of one initial INVITE with ``tag`` (request + branch route): the decision core with
+    every decision taken afresh (its recorded calls replayed); the router's entry points with the same
+    facts each time; and with facts varying from call to call (None: a tape that cannot be replayed)."""
+    figures: Dict[str, Optional[float]] = {AFRESH: time_core(initial_invite_core(tapes, tag), repeat, spread=True)}
+    chosen = initial_invite_tapes(tapes, tag)
+    stub = stub_class(tapes)
+    trusted = frozenset(TRUSTED)
+    same = varying = 0.0
+    for tape in chosen:
+        facts = varied_facts(tape, VARYING, trusted)
+        if tape.raised or replays_faithfully(router, tape) is not None:
+            return {**figures, SAME: None, VARYING_FACTS: None}
+        one = time_tape(router, stub, tape, max(repeat // 4, 1000))
+        same += one
+        if not facts:
+            varying += one  # its facts name no source: the same from any phone
+        elif varies_faithfully(router, tape, facts) is None:
+            varying += time_tape_varying(router, stub, tape, facts, max(repeat // 4, 1000))
+        else:
+            return {**figures, SAME: same, VARYING_FACTS: None}
+    figures[SAME], figures[VARYING_FACTS] = same, varying
+    return figures
+
+
+def core_per_initial_invite(repeat: int = 20000) -> Dict[str, Dict[str, Optional[float]]]:
+    """Microseconds of one initial INVITE (request + branch route) by kind of call: the decision core
+    afresh, and the router's entry points with the same and with varying facts (initial_invite_figures)."""
+    router, tapes = record_calls()
     return {
-        tag.lstrip(", "): time_core(initial_invite_core(tapes, tag), repeat, spread=True)
-        for tag in (", plain SIP", ", rtpengine")
+        tag.lstrip(", "): initial_invite_figures(router, tapes, tag, repeat) for tag in (", plain SIP", ", rtpengine")
     }
 
 
@@ -534,51 +701,87 @@ def reason_of(name: str, is_method: bool, args: Tuple[Any, ...]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.micro", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=20000)
+    parser.add_argument(
+        "--probe", type=Path, help="a saved output of python3 -m bench.probe: its host call costs, not PROBE_US"
+    )
     args = parser.parse_args(argv)
+    costs = dict(PROBE_US)
+    source = "bench.probe's figures in bench/README.md (PROBE_US)"
+    if args.probe is not None:
+        costs.update(read_probe(args.probe.read_text()))
+        source = f"bench.probe's output in {args.probe}"
 
     router, tapes = record_calls()
     kinds = unique(tapes)
 
-    print("== decision core per initial INVITE (request + branch route), recorded calls replayed, us")
+    print("== decision core per initial INVITE (request + branch route), us")
     for tag in (", plain SIP", ", rtpengine"):
         calls = initial_invite_core(tapes, tag)
+        print(f"  every decision afresh: the recorded core calls replayed{tag}")
         for call in calls:
-            print(f"  {call.name:<40} {time_core([call], args.repeat):7.2f}")
-        total = time_core(calls, args.repeat, spread=True)
-        verdict = "met" if total < 10 else "NOT met"
-        print(f"  {'initial INVITE' + tag + ', all of it':<40} {total:7.2f}   (target < 10 us: {verdict})")
-        print(f"  (the best of {ROUNDS} rounds over {ROUNDS * SPREAD_S:.0f} s; each call above: of 5 back to back)\n")
+            print(f"    {call.name:<38} {time_core([call], args.repeat):7.2f}")
+        figures = initial_invite_figures(router, tapes, tag, args.repeat)
+        timed = [v for v in figures.values() if v is not None]
+        verdict = "met" if timed and max(timed) < 10 else "NOT met"
+        routes = " + ".join(t.route for t in initial_invite_tapes(tapes, tag))
+        for name, value in figures.items():
+            what = "the core, all of it" if name == AFRESH else f"{routes}, {name}"
+            text = f"{value:7.2f}" if value is not None else "not timed"
+            print(f"  {'initial INVITE' + tag + ': ' + what:<66} {text}")
+        print(f"  (target < 10 us, the worst of the three: {verdict}.  The core: the best of {ROUNDS} rounds")
+        print(f"   over {ROUNDS * SPREAD_S:.0f} s, each call above of 5 back to back.  Same facts: the answer the")
+        print("   router keeps for a facts string, replayed.  Varying facts: another source address and port")
+        print(f"   each call, several users, {VARYING:,} distinct facts strings, more than the router keeps.)\n")
 
     stub = stub_class(tapes)
     method_us, prop_us = stub_cost_us(stub, args.repeat * 5)
     print(f"== entry points on a replayed tape (stub msg: {method_us:.3f} us per method call, {prop_us:.3f} us per")
-    print("   attribute read, subtracted), and host calls per message; 'in OpenSIPS' adds FACTS.md's cost of")
-    print("   python_exec and of each host call to the router's Python time")
-    header = f"  {'message':<46} {'route':<11} {'python us':>9} {'cf':>3} {'gpv':>3} {'spv':>3} {'hdr':>3} {'attr':>4}"
-    print(header + f" {'other':>5} {'host us':>8} {'in OpenSIPS':>11}")
+    print("   attribute read, subtracted): the router's Python with the same facts each time and with varying")
+    print("   facts (another source address and port, several users; '-': its facts name no source); host calls")
+    print(f"   per message at {source}:")
+    priced = [f"{name} {us:.1f} us" for name, us in costs.items()]
+    print("   " + ", ".join(priced[:4]) + ",")
+    print("   " + ", ".join(priced[4:]) + ";")
+    print("   'in OpenSIPS' = vary (or same) + host, still low: here the Python runs warm, in a worker each")
+    print("   message finds it cold (bench/README.md)")
+    width = max(len(t.route) for t in kinds)
+    header = (
+        f"  {'message':<44} {'route':<{width}} {'same us':>7} {'vary us':>7} {'cf':>3} {'gpv':>3} {'spv':>3} {'hdr':>3}"
+    )
+    print(header + f" {'attr':>4} {'other':>5} {'host us':>7} {'in OpenSIPS':>11}")
     for tape in kinds:
         counts = tape.counts()
         columns = [counts[k] for k in COLUMNS]
         other = sum(counts.values()) - sum(columns)
         why = None if tape.raised else replays_faithfully(router, tape)
+        facts = varied_facts(tape, VARYING, frozenset(TRUSTED))
+        python = varying = 0.0
+        shown = vary_shown = f"{'-':>7}"
         if tape.raised or why is not None:
-            shown = f"{'not timed':>9}"
-            python = 0.0
+            shown = f"{'no':>7}"
         else:
             stub_us = prop_us * counts["attribute"] + method_us * (sum(counts.values()) - counts["attribute"])
-            python = max(time_tape(router, stub, tape, max(args.repeat // 4, 1000)) - stub_us, 0.0)
-            shown = f"{python:>9.2f}"
-        host_us = tape.host_cost_us()
+            repeat = max(args.repeat // 4, 1000)
+            python = varying = max(time_tape(router, stub, tape, repeat) - stub_us, 0.0)
+            shown = f"{python:>7.2f}"
+            if facts:
+                why = varies_faithfully(router, tape, facts)
+                if why is None:
+                    varying = max(time_tape_varying(router, stub, tape, facts, repeat) - stub_us, 0.0)
+                    vary_shown = f"{varying:>7.2f}"
+                else:
+                    vary_shown = f"{'no':>7}"
+        host_us = tape.host_cost_us(costs)
         print(
-            f"  {tape.label:<46.46} {tape.route:<11} {shown} "
+            f"  {tape.label:<44.44} {tape.route:<{width}} {shown} {vary_shown} "
             + " ".join(f"{n:>3}" for n in columns[:4])
-            + f" {columns[4]:>4} {other:>5} {host_us:>8.2f} {python + host_us:>11.2f}"
+            + f" {columns[4]:>4} {other:>5} {host_us:>7.2f} {varying + host_us:>11.2f}"
         )
         if why is not None or tape.raised:
-            print(f"      (not replayable: {why or 'a host call raised'})")
+            print(f"      (not timed: {why or 'a host call raised'})")
     print("  (cf call_function, gpv get_pseudoVar, spv set_pseudoVar, hdr getHeader, attr msg attributes,")
-    print("   other set_dst_uri and the like; spv of a worker's first message of its kind: a $var the worker")
-    print("   holds already is not written again, gateway.host.HELD_VARS)")
+    print("   other set_dst_uri and the like, at set_pseudoVar's cost; spv of a worker's first message of its")
+    print("   kind: a $var the worker holds already is not written again, gateway.host.HELD_VARS)")
 
     initial = next((t for t in kinds if t.label == "INVITE, plain SIP"), None)
     if initial is not None:

@@ -38,23 +38,36 @@ class Cpu:
     def __sub__(self, other: Cpu) -> Cpu:
         return Cpu(self.ticks - other.ticks, self.ns - other.ns)
 
+    def __add__(self, other: Cpu) -> Cpu:
+        return Cpu(self.ticks + other.ticks, self.ns + other.ns)
+
     @property
     def seconds(self) -> float:
         return self.ticks / CLK_TCK
 
 
 def cpu_of(pids: Iterable[int]) -> Cpu:
-    ticks = ns = 0
+    total = Cpu(0, 0)
+    for cpu in cpu_by_pid(pids).values():
+        total += cpu
+    return total
+
+
+def cpu_by_pid(pids: Iterable[int]) -> Dict[int, Cpu]:
+    """CPU of each process so far (its threads included); a process that is gone is left out."""
+    found = {}
     for pid in pids:
         try:
             fields = _stat_fields(pid)
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+            ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+            ns = 0
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as handle:
                     ns += int(handle.read().split()[0])
         except (OSError, IndexError, ValueError):
             continue  # gone
-    return Cpu(ticks, ns)
+        found[pid] = Cpu(ticks, ns)
+    return found
 
 
 def memory_of(pid: int) -> Dict[str, int]:

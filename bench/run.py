@@ -11,12 +11,15 @@ and shared memory: opensips/opensips.cfg (routing in Python) and
 bench/native.cfg (the same decisions in native script).  SIPp drives them in
 turn (the order alternates from rate to rate, so slow drift in the machine's
 load hits both alike) with INVITE/180/200/ACK/BYE calls at fixed rates,
-without and with rtpengine in the path, and with REGISTERs.  For each step it
+without and with rtpengine in the path, and with REGISTERs, from many sources
+as real phones send them (bench/mix.py: several source addresses, a socket of
+its own for each call, many users, several callee phones).  For each step it
 prints the OpenSIPS CPU time per call (utime+stime of every OpenSIPS process,
-/proc/<pid>/stat; the exact schedstat time beside it), the failed calls and
-the machine's load, then the Python/native ratios, the highest rate each held
-with zero failed calls, the decision core's time per initial INVITE
-(bench/micro.py) and a soak of the Python gateway: 100,000 calls with the RSS
+/proc/<pid>/stat; the exact schedstat time beside it; from the start of the
+step's load to a fixed settle time after it, less the idle CPU of as long),
+the failed calls and the machine's load, then the Python/native ratios, the
+highest rate each held with zero failed calls, the decision core's time per
+initial INVITE (bench/micro.py) and a soak of the Python gateway: 100,000 calls with the RSS
 of every OpenSIPS process and OpenSIPS's shared memory (MI get_statistics
 shmem: over mi_http on 127.0.0.1) before and after.
 
@@ -43,7 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gateway.settings import parse as parse_settings
 from rig import mi
@@ -52,6 +55,7 @@ from rig.ports import free_port
 from rig.subscribers import subscribers
 
 from . import perf, procs, site
+from .mix import ADDRESSES, CALLEE_HOST, Mix
 from .procs import Cpu, Processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,13 +66,18 @@ ENTRY = REPO / "pyscripts" / "opensips_entry.py"
 
 #: rtpengine's media ports: rig/ports.py never hands these out (the tests' rtpengines use 30000-39999).
 MEDIA_PORTS = (40000, 44999)
-CALLEE = "uas"
 #: The sum of every process's pkg memory in use (MI pkmem:<n>-used_size).
 PKG_USED = "pkmem:used_size (all processes)"
-#: Contact host of the caller: nathelper counts 127.0.0.0/8 as private (ip_addr_is_1918),
-#: so "127.0.0.1" makes the caller a NATed phone whose call needs rtpengine; "localhost"
-#: is a name, not a private address: a plain SIP phone, no media proxy.
-CONTACT_HOST = {False: "localhost", True: "127.0.0.1"}
+#: Seconds a step's CPU window runs on after its load ends, the same for every step and instance:
+#: tm frees a transaction 5 s after it ends (its wait timer), and the dialogs go with their BYEs'.
+SETTLE_S = 7.0
+
+
+def contact_host(media: bool, address: str) -> str:
+    """The Contact host of a caller at ``address``: nathelper counts 127.0.0.0/8 as private
+    (ip_addr_is_1918), so its own address makes the caller a NATed phone whose call needs
+    rtpengine; "localhost" is a name, not a private address: a plain SIP phone, no media proxy."""
+    return address if media else CALLEE_HOST
 
 
 def say(text: str = "") -> None:
@@ -114,8 +123,10 @@ class Instance:
     name: str
     folder: Path
     listen: site.Listen
-    uas: int
-    uac: int
+    uas: List[int]
+    """Each callee phone's port (on 127.0.0.1)."""
+    uac: List[int]
+    """Each caller's port, at its own source address (Mix.addresses)."""
     proc: Optional[subprocess.Popen[bytes]] = None
     pids: List[int] = field(default_factory=list)
     kinds: Dict[int, str] = field(default_factory=dict)
@@ -128,8 +139,8 @@ class Instance:
     def cpu(self) -> Cpu:
         return procs.cpu_of(self.pids)
 
-    def cpu_by_pid(self) -> Dict[int, int]:
-        return {pid: procs.cpu_of([pid]).ns for pid in self.pids}
+    def cpu_by_pid(self) -> Dict[int, Cpu]:
+        return procs.cpu_by_pid(self.pids)
 
     def mi(self, method: str, params: Optional[Dict[str, Any]] = None) -> Any:
         return mi.call(f"http://127.0.0.1:{self.listen.http}/mi", method, params)
@@ -196,16 +207,38 @@ class SippStats:
             number("CallRate(C)"),
         )
 
+    @classmethod
+    def combined(cls, parts: Sequence[SippStats]) -> SippStats:
+        """Several SIPp's statistics as one (rates add up: they ran side by side)."""
+        return cls(
+            sum(p.created for p in parts),
+            sum(p.successful for p in parts),
+            sum(p.failed for p in parts),
+            sum(p.retransmissions for p in parts),
+            sum(p.rate for p in parts),
+        )
 
-def sipp_argv(tools: Tools, scenario: str, port: int, stat: Path, extra: Sequence[str]) -> List[str]:
+
+def sipp_argv(
+    tools: Tools,
+    scenario: str,
+    port: int,
+    stat: Path,
+    extra: Sequence[str],
+    address: str = "127.0.0.1",
+    socket_per_call: bool = False,
+) -> List[str]:
+    """SIPp on ``address``:``port``; ``socket_per_call``: -t un, a socket (a source port) of its own for each call."""
+    sockets = ["-t", "un", "-max_socket", "4000"] if socket_per_call else []
     return [
         tools.sipp,
         "-sf",
         str(SIPP / scenario),
         "-i",
-        "127.0.0.1",
+        address,
         "-p",
         str(port),
+        *sockets,
         "-nostdin",
         "-trace_stat",
         "-stf",
@@ -244,14 +277,14 @@ class Step:
     callee_failed: int = 0
     load: float = 0.0
     other_cores: float = 0.0
-    started: float = 0.0
     load_end: float = 0.0
-    cpu_start: Cpu = field(default_factory=lambda: Cpu(0, 0))
-    ns_start: Dict[int, int] = field(default_factory=dict)
-    """On-CPU ns of each of the instance's processes at the start."""
     ns_by_kind: Dict[str, int] = field(default_factory=dict)
-    """On-CPU ns the step took, by kind of process (SIP receiver, timer, ...)."""
+    """On-CPU ns the step took, by kind of process (SIP receiver, timer, ...), idle subtracted."""
     cpu: Optional[Cpu] = None
+    """CPU of all the instance's processes over the step's window, less what they burn idle in as long."""
+    window: float = 0.0
+    """Seconds of the CPU window: from the start of the load to ``settle`` seconds after its end."""
+    settle: float = 0.0
     took: float = 0.0
     """Seconds the caller (SIPp) needed for all its calls."""
     rep: int = 0
@@ -289,9 +322,9 @@ class Bench:
         self.settings_text = site.SETTINGS.read_text()
         self.instances: Dict[str, Instance] = {}
         self.rtpengine: Optional[subprocess.Popen[bytes]] = None
-        self.idle_rate: Dict[str, float] = {}  # CPU seconds per second of an idle instance
-        self.open_steps: Dict[str, Tuple[Step, float]] = {}
-        self.last_by_pid: Dict[str, Dict[int, int]] = {}
+        self.mix: Mix = getattr(args, "mix", None) or Mix()
+        # pid -> (clock ticks, ns) per second its process burns idle, by instance (measure_idle)
+        self.idle_rate: Dict[str, Dict[int, Tuple[float, float]]] = {}
         self.steps: List[Step] = []
         self.logs: List[IO[bytes]] = []
         self.perf: Optional[str] = None
@@ -359,7 +392,13 @@ class Bench:
             http=free_port(udp=False),
             rtpengine_ng=ng,
         )
-        inst = Instance(name, folder, listen, uas=free_port(), uac=free_port())
+        inst = Instance(
+            name,
+            folder,
+            listen,
+            uas=[free_port() for _ in range(self.mix.callee_phones)],
+            uac=[free_port() for _ in self.mix.addresses],
+        )
         text = cfg.read_text()
         database = folder / "gateway.sqlite"
         subscribers.connect(str(database)).close()  # auth_db opens it at start-up; nobody is in it
@@ -393,54 +432,94 @@ class Bench:
         inst.kinds = {
             pid: " ".join(w for w in role.split() if "127.0.0.1" not in w) for pid, role in inst.roles().items()
         }
-        self.register(inst, [(CALLEE, "localhost", inst.uas)], 1, 1)
+        users = [(user, CALLEE_HOST, inst.uas[phone]) for user, phone in self.mix.callee_users()]
+        stats = self.register(inst, [users], len(users), 100)
+        if stats.successful != len(users):
+            raise RuntimeError(f"the callees could not register at OpenSIPS ({inst.name}): see {inst.folder}")
         self.instances[name] = inst
         return inst
 
-    def register(self, inst: Instance, users: Sequence[Tuple[str, str, int]], count: int, rate: int) -> SippStats:
+    def register(
+        self, inst: Instance, users: Sequence[Sequence[Tuple[str, str, int]]], count: int, rate: int
+    ) -> SippStats:
+        """``count`` REGISTERs at ``rate`` in all: from each source address (Mix.addresses, in order) its
+        share, of its own ``users`` (user, Contact host, Contact port), taken in turn."""
         stem = inst.folder / f"reg-{time.monotonic_ns()}"
-        inf = stem.with_suffix(".csv")
-        inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{h};{p}\n" for u, h, p in users))
-        stat = stem.with_suffix(".stat")
         seconds = count / rate + 10
-        argv = sipp_argv(self.tools, "reg.xml", inst.uac, stat, [f"127.0.0.1:{inst.sip}"])
-        argv += ["-inf", str(inf), "-m", str(count), "-r", str(rate), "-l", str(max(rate * 10, 10))]
-        argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
-        proc = self.processes.start("sipp-reg", argv)
-        wait_bounded(proc, seconds + 5, self.processes)
-        stats = SippStats.read(stat)
-        if count == 1 and stats.successful != 1:
-            raise RuntimeError(f"the callee could not register at OpenSIPS ({inst.name}): see {inst.folder}")
-        return stats
+        started: List[Tuple[subprocess.Popen[bytes], Path]] = []
+        shares = self.mix.shares(count) if len(users) > 1 else [count]
+        for k, (pool, share) in enumerate(zip(users, shares)):
+            if not share:
+                continue
+            inf = stem.with_suffix(f".{k}.csv")
+            inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{h};{p}\n" for u, h, p in pool))
+            stat = stem.with_suffix(f".{k}.stat")
+            argv = sipp_argv(
+                self.tools,
+                "reg.xml",
+                inst.uac[k],
+                stat,
+                [f"127.0.0.1:{inst.sip}"],
+                self.mix.addresses[k],
+                self.mix.socket_per_call,
+            )
+            argv += ["-inf", str(inf), "-m", str(share), "-r", f"{rate * share / count:g}"]
+            argv += ["-l", str(max(rate * 10 * share // count, 10)), "-timeout", f"{seconds:.0f}s"]
+            argv += ["-recv_timeout", "5000"]
+            started.append((self.processes.start("sipp-reg", argv), stat))
+        deadline = time.monotonic() + seconds + 5
+        for proc, _stat in started:
+            wait_bounded(proc, deadline - time.monotonic(), self.processes)
+        return SippStats.combined([SippStats.read(stat) for _proc, stat in started])
 
     def measure_idle(self, seconds: float) -> None:
-        before = {n: i.cpu() for n, i in self.instances.items()}
+        """What each process of each instance burns idle per second (its timers): schedstat over ``seconds``."""
+        before = {n: i.cpu_by_pid() for n, i in self.instances.items()}
+        start = time.monotonic()
         time.sleep(seconds)
         for name, inst in self.instances.items():
-            self.idle_rate[name] = (inst.cpu() - before[name]).seconds / seconds
+            after, took = inst.cpu_by_pid(), time.monotonic() - start
+            self.idle_rate[name] = {
+                pid: ((cpu - before[name][pid]).ticks / took, (cpu - before[name][pid]).ns / took)
+                for pid, cpu in after.items()
+                if pid in before[name]
+            }
 
-    # -- CPU accounting: a step's CPU runs from its start to the instance's next snapshot ----
+    # -- CPU accounting: every step's window as long after its load, the idle rate subtracted ----
 
-    def snapshot(self, inst: Instance) -> Cpu:
-        now, cpu, by_pid = time.monotonic(), inst.cpu(), inst.cpu_by_pid()
-        self.last_by_pid[inst.name] = by_pid
-        pending = self.open_steps.pop(inst.name, None)
-        if pending is not None:
-            step, load_end = pending
-            for pid, ns in by_pid.items():
-                kind = inst.kinds.get(pid, "?")
-                step.ns_by_kind[kind] = step.ns_by_kind.get(kind, 0) + ns - step.ns_start.get(pid, ns)
-            idle = self.idle_rate.get(inst.name, 0.0) * max(now - load_end, 0.0)
-            used = cpu - step.cpu_start
-            # The deferred work (tm's wait timer, dialog clean-up) lands after the load ends;
-            # what an idle instance burns in that gap is not the calls' doing.
-            step.cpu = Cpu(max(used.ticks - round(idle * procs.CLK_TCK), 0), max(used.ns - int(idle * 1e9), 0))
-        return cpu
-
-    def settle(self, seconds: float) -> None:
-        time.sleep(seconds)
-        for inst in self.instances.values():
-            self.snapshot(inst)
+    def measured(
+        self, inst: Instance, step: Step, stem: Path, sample: bool, settle: float, load: Callable[[], None]
+    ) -> Step:
+        """Runs ``load`` (the step's SIPp) and charges the step with the CPU of every process of ``inst`` from
+        just before it to ``settle`` seconds after it ends (the deferred clean-up: tm's wait timer, the
+        dialogs), less what the process burns idle in as long (measure_idle): the same window for every
+        step and instance, whichever ran before or runs next."""
+        sampler = self.sampler(inst, stem, sample)
+        busy0, _ = procs.machine_busy_ticks()
+        ours0, kids0 = self.ours(), children_ticks()
+        start = time.monotonic()
+        before = inst.cpu_by_pid()
+        load()
+        step.load_end = procs.loadavg()
+        time.sleep(max(settle, 0.0))
+        after = inst.cpu_by_pid()
+        end = time.monotonic()
+        step.samples = sampler.stop() if sampler is not None else {}
+        step.window, step.settle = end - start, settle
+        idle = self.idle_rate.get(inst.name, {})
+        used = Cpu(0, 0)
+        for pid, cpu in after.items():
+            ticks_rate, ns_rate = idle.get(pid, (0.0, 0.0))
+            spent = cpu - before.get(pid, cpu)
+            used += Cpu(round(spent.ticks - ticks_rate * step.window), round(spent.ns - ns_rate * step.window))
+            kind = inst.kinds.get(pid, "?")
+            step.ns_by_kind[kind] = step.ns_by_kind.get(kind, 0) + round(spent.ns - ns_rate * step.window)
+        step.cpu = Cpu(max(used.ticks, 0), max(used.ns, 0))
+        busy1, _ = procs.machine_busy_ticks()
+        mine = self.ours() - ours0 + children_ticks() - kids0
+        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
+        self.steps.append(step)
+        return step
 
     # -- load ------------------------------------------------------------------------
 
@@ -466,63 +545,78 @@ class Bench:
             return None
         return perf.Sampler(self.perf, self.processes, inst.pids, stem.with_suffix(".perf"))
 
-    def calls(self, inst: Instance, media: bool, rate: int, count: int, sample: bool = True) -> Step:
+    def calls(
+        self,
+        inst: Instance,
+        media: bool,
+        rate: int,
+        count: int,
+        sample: bool = True,
+        settle: Optional[float] = None,
+    ) -> Step:
+        """``count`` calls at ``rate`` in all, from every source address of the mix (each its share, at its
+        share of the rate), to every callee phone; ``settle``: the CPU window's seconds after the load
+        (None: the run's --settle)."""
         step = Step("calls", media, rate, inst.name, count)
         step.load = self.quiet(inst)
+        mix = self.mix
         seconds = count / rate + 15
         stem = inst.folder / f"calls-{'media' if media else 'plain'}-{rate}-{time.monotonic_ns()}"
-        uas_argv = sipp_argv(self.tools, "uas.xml", inst.uas, stem.with_suffix(".uas.stat"), [])
-        uas_argv += ["-m", str(count), "-timeout", f"{seconds + 5:.0f}s", "-fd", "1"]
-        uac_argv = sipp_argv(self.tools, "uac.xml", inst.uac, stem.with_suffix(".uac.stat"), [f"127.0.0.1:{inst.sip}"])
-        uac_argv += ["-key", "callee", CALLEE, "-key", "contact_host", CONTACT_HOST[media]]
-        uac_argv += ["-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(rate * 10)]
-        uac_argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
-        busy0, _ = procs.machine_busy_ticks()
-        ours0, kids0 = self.ours(), children_ticks()
-        sampler = self.sampler(inst, stem, sample)
-        step.cpu_start = self.snapshot(inst)
-        step.ns_start = self.last_by_pid[inst.name]
-        start = time.monotonic()
-        uas = self.processes.start("sipp-uas", uas_argv)
-        time.sleep(0.3)
-        uac_start = time.monotonic()
-        uac = self.processes.start("sipp-uac", uac_argv)
-        wait_bounded(uac, seconds + 5, self.processes)
-        step.took = time.monotonic() - uac_start
-        wait_bounded(uas, 5, self.processes)
-        end = time.monotonic()
-        step.samples = sampler.stop() if sampler is not None else {}
-        self.open_steps[inst.name] = (step, end)
-        busy1, _ = procs.machine_busy_ticks()
-        mine = self.ours() - ours0 + children_ticks() - kids0
-        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
-        step.load_end = procs.loadavg()
-        step.stats = SippStats.read(stem.with_suffix(".uac.stat"))
-        step.callee_failed = SippStats.read(stem.with_suffix(".uas.stat")).failed
-        self.steps.append(step)
+        uas_argvs: List[Tuple[List[str], Path]] = []
+        for phone, answers in enumerate(mix.callee_load(count)):
+            if not answers:
+                continue
+            stat = stem.with_suffix(f".uas{phone}.stat")
+            argv = sipp_argv(self.tools, "uas.xml", inst.uas[phone], stat, [])
+            argv += ["-m", str(answers), "-timeout", f"{seconds + 5:.0f}s", "-fd", "1"]
+            uas_argvs.append((argv, stat))
+        uac_argvs: List[Tuple[List[str], Path]] = []
+        for k, share in enumerate(mix.shares(count)):
+            if not share:
+                continue
+            address = mix.addresses[k]
+            inf = stem.with_suffix(f".uac{k}.csv")
+            inf.write_text("SEQUENTIAL\n" + "".join(f"{caller};{callee};\n" for caller, callee in mix.caller_lines(k)))
+            stat = stem.with_suffix(f".uac{k}.stat")
+            target = [f"127.0.0.1:{inst.sip}"]
+            argv = sipp_argv(self.tools, "uac.xml", inst.uac[k], stat, target, address, mix.socket_per_call)
+            argv += ["-inf", str(inf), "-key", "contact_host", contact_host(media, address)]
+            argv += ["-m", str(share), "-r", f"{rate * share / count:g}", "-rp", "1000"]
+            argv += ["-l", str(max(rate * 10 * share // count, 10))]
+            argv += ["-timeout", f"{seconds:.0f}s", "-recv_timeout", "5000"]
+            uac_argvs.append((argv, stat))
+
+        def load() -> None:
+            callees = [self.processes.start("sipp-uas", argv) for argv, _stat in uas_argvs]
+            time.sleep(0.3)
+            uac_start = time.monotonic()
+            callers = [self.processes.start("sipp-uac", argv) for argv, _stat in uac_argvs]
+            deadline = uac_start + seconds + 5
+            for proc in callers:
+                wait_bounded(proc, deadline - time.monotonic(), self.processes)
+            step.took = time.monotonic() - uac_start
+            deadline = time.monotonic() + 5
+            for proc in callees:
+                wait_bounded(proc, deadline - time.monotonic(), self.processes)
+
+        self.measured(inst, step, stem, sample, self.args.settle if settle is None else settle, load)
+        step.stats = SippStats.combined([SippStats.read(stat) for _argv, stat in uac_argvs])
+        step.callee_failed = SippStats.combined([SippStats.read(stat) for _argv, stat in uas_argvs]).failed
         return step
 
-    def registers(self, inst: Instance, rate: int, count: int) -> Step:
+    def registers(self, inst: Instance, rate: int, count: int, settle: Optional[float] = None) -> Step:
+        """``count`` REGISTERs at ``rate`` in all, each source address its own users (Mix.register_lines)."""
         step = Step("register", False, rate, inst.name, count)
         step.load = self.quiet(inst)
-        users = [(f"r{i}", "localhost", 9) for i in range(1000)]
-        sampler = self.sampler(inst, inst.folder / f"reg-steps-{time.monotonic_ns()}", True)
-        step.cpu_start = self.snapshot(inst)
-        step.ns_start = self.last_by_pid[inst.name]
-        start = time.monotonic()
-        busy0, _ = procs.machine_busy_ticks()
-        ours0, kids0 = self.ours(), children_ticks()
-        step.stats = self.register(inst, users, count, rate)
-        end = time.monotonic()
-        step.samples = sampler.stop() if sampler is not None else {}
-        step.took = end - start
-        self.open_steps[inst.name] = (step, end)
-        busy1, _ = procs.machine_busy_ticks()
-        mine = self.ours() - ours0 + children_ticks() - kids0
-        step.other_cores = max(busy1 - busy0 - mine, 0) / procs.CLK_TCK / max(end - start, 1e-3)
-        step.load_end = procs.loadavg()
-        self.steps.append(step)
-        return step
+        users = [self.mix.register_lines(k) for k in range(len(self.mix.addresses))]
+        stem = inst.folder / f"reg-steps-{time.monotonic_ns()}"
+
+        def load() -> None:
+            start = time.monotonic()
+            step.stats = self.register(inst, users, count, rate)
+            step.took = time.monotonic() - start
+
+        return self.measured(inst, step, stem, True, self.args.settle if settle is None else settle, load)
 
     # -- the run ---------------------------------------------------------------------
 
@@ -531,6 +625,7 @@ class Bench:
         tools = self.tools
         say(f"OpenSIPS {tools.version} ({tools.opensips}); SIPp {tools.sipp}; rtpengine {tools.rtpengine}")
         say(f"work folder {self.folder} (logs, SIPp statistics)")
+        say(f"source/contact mix: {self.mix.describe()}")
         if args.perf:
             self.perf, why = perf.usable()
             say(f"perf {self.perf}: CPU sampled by shared object" if self.perf else f"no perf figures: {why}")
@@ -551,9 +646,15 @@ class Bench:
             say(f"  before = opensips.cfg and pyscripts/ at {args.compare}")
         for inst in self.instances.values():
             say(f"  {inst.name}: OpenSIPS pid {inst.pids[0]} + {len(inst.pids) - 1} processes, 127.0.0.1:{inst.sip}")
-        self.measure_idle(3.0)
-        say("  idle CPU: " + ", ".join(f"{n} {r * 100:.2f} % of a core" for n, r in self.idle_rate.items()))
         self.warm_up()
+        self.measure_idle(args.idle_seconds)
+        say(
+            f"  idle CPU (schedstat, {args.idle_seconds:.0f} s after the warm-up; subtracted per second of each"
+            " step's window): "
+            + ", ".join(
+                f"{n} {sum(ns for _t, ns in r.values()) / 1e7:.2f} % of a core" for n, r in self.idle_rate.items()
+            )
+        )
 
         for rep in range(args.repeat):
             more = f" (repetition {rep + 1} of {args.repeat})" if args.repeat > 1 else ""
@@ -567,15 +668,15 @@ class Bench:
                         step = self.calls(self.instances[name], media, rate, count)
                         step.rep = rep
                         say(f"  {describe(step)}")
-            say(f"\n== REGISTER (1,000 users, refreshed){more}")
+            users, where = self.mix.register_users, len(self.mix.addresses)
+            say(f"\n== REGISTER ({users:,} users from {where} address{'es' if where > 1 else ''}, refreshed){more}")
             names = list(self.instances)
             for name in names if rep % 2 == 0 else names[::-1]:
                 step = self.registers(self.instances[name], args.register_rate, int(args.register_rate * args.seconds))
                 step.rep = rep
                 say(f"  {describe(step)}")
-        self.settle(6.0)
 
-        report(self.steps, args)
+        report(self.steps, args, self.mix)
         self.health()
         if args.soak_calls:
             self.soak(self.instances["python"], args.soak_calls, args.soak_rate)
@@ -595,12 +696,15 @@ class Bench:
         instructions.measure(self.tools, self.args, valgrind, self.folder / "instructions")
 
     def warm_up(self) -> None:
-        """A few hundred calls each, unmeasured: imports, caches and memory pools are warm before the figures."""
+        """A few hundred calls each, unmeasured: imports, caches and memory pools are warm before the figures;
+        then the warm-up's transactions and dialogs are let go (the same settle as a step's)."""
         for inst in self.instances.values():
             for media in (False, True):
-                self.calls(inst, media, 200, 400, sample=False)
+                self.calls(inst, media, 200, 400, sample=False, settle=0.0)
         self.steps.clear()
-        self.settle(6.0)
+        for inst in self.instances.values():
+            inst.drain()
+        time.sleep(self.args.settle)
 
     def health(self) -> None:
         """ERROR lines in each log, and the counters both cfgs keep: Python failures, answered calls."""
@@ -637,7 +741,7 @@ class Bench:
             goal = total // 2 if half == 1 else total
             while done < goal and time.monotonic() < deadline:
                 count = min(chunk, goal - done)
-                step = self.calls(inst, media, rate, count, sample=False)
+                step = self.calls(inst, media, rate, count, sample=False, settle=0.0)
                 say(f"  {describe(step)}")
                 done += count
                 failed += step.failed
@@ -739,7 +843,8 @@ def describe(step: Step) -> str:
     unit = "regs" if step.kind == "register" else "calls"
     return (
         f"{step.cfg:<6} {what:<15} {step.rate:>5}/s {step.requested:>6} {unit}"
-        f"  failed {step.failed:>4} (callee {step.callee_failed})  took {step.took:5.1f} s (ideal {step.ideal:4.1f})"
+        f"  failed {step.failed:>4} (callee {step.callee_failed})  took {step.took:5.1f} s (ideal {step.ideal:4.1f},"
+        f" window {step.window:4.1f})"
         f"  retrans {s.retransmissions:>4}  load {step.load:.2f}->{step.load_end:.2f} others {step.other_cores:.2f}"
     )
 
@@ -794,12 +899,21 @@ def python_side(by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]], cfgs
     return worst
 
 
-def report(steps: Sequence[Step], args: argparse.Namespace) -> None:
+def report(steps: Sequence[Step], args: argparse.Namespace, mix: Optional[Mix] = None) -> None:
     cfgs = [c for c in ("python", "native", "before") if any(s.cfg == c for s in steps)]
     others = [c for c in cfgs if c != "native"]
     reps = max((s.rep for s in steps), default=0) + 1
     best = f", the least of {reps} repetitions (contention only adds)" if reps > 1 else ""
     say(f"\n== OpenSIPS CPU per call, us: all OpenSIPS processes, utime+stime (/proc/<pid>/stat) [schedstat]{best}")
+    if mix is not None:
+        say(f"  source/contact mix: {mix.describe()}")
+    settles = sorted({s.settle for s in steps})
+    if settles:
+        shown = "/".join(f"{s:g}" for s in settles)
+        say(
+            f"  each step's window: from the start of its load to {shown} s after its end, the same for every"
+            " instance; less each process's idle CPU per second (schedstat after the warm-up) over that window"
+        )
     head = "".join(f" {c + ' us':>18}" for c in cfgs) + "".join(f" {c + '/native':>14}" for c in others)
     say(f"  {'traffic':<15} {'rate':>6}{head}  failed {'/'.join(cfgs)}")
     by_key: Dict[Tuple[str, bool, int], Dict[str, List[Step]]] = {}
@@ -875,9 +989,15 @@ def core_figure() -> None:
     except Exception as exc:  # noqa: BLE001 - the figures above are printed already: say why this one is not
         say(f"\n== decision core: not measured ({type(exc).__name__}: {exc}); try python3 -m bench.micro")
         return
-    shown = ", ".join(f"{kind} {us:.2f} us" for kind, us in figures.items())
-    verdict = "met" if max(figures.values()) < 10 else "NOT met"
-    say(f"\n== decision core per initial INVITE: {shown} (target < 10 us, {verdict}); more: python3 -m bench.micro")
+    say("\n== decision core per initial INVITE, us (bench.micro): every decision afresh / the router's entry points")
+    say("   with the same facts each time / with facts varying as the mix sends them (source address, port, user)")
+    worst = 0.0
+    for kind, values in figures.items():
+        shown = " / ".join("-" if us is None else f"{us:.2f}" for us in values.values())
+        worst = max([worst, *(us for us in values.values() if us is not None)])
+        say(f"  {kind:<12} {shown}")
+    verdict = "met" if worst < 10 else "NOT met"
+    say(f"  target < 10 us, the worst of them: {worst:.2f}, {verdict}; more: python3 -m bench.micro")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -898,6 +1018,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load average to go below")
     parser.add_argument("--max-wait", type=float, default=10.0, help="... but at most this many seconds per step")
     parser.add_argument("--compare", metavar="REV", help="also measure opensips.cfg + pyscripts/ at this git revision")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_S,
+        help="seconds each step's CPU window runs on after its load, the same for every step",
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=15.0, help="seconds the idle CPU is measured for, after the warm-up"
+    )
+    parser.add_argument(
+        "--sources",
+        type=int,
+        choices=range(1, len(ADDRESSES) + 1),
+        default=len(ADDRESSES),
+        help=f"callers' source addresses, {ADDRESSES[0]} onward (each trusted in bench/gateway.ini)",
+    )
+    parser.add_argument("--callees", type=int, default=4, help="callee phones (a SIPp each, 4 users at each)")
+    parser.add_argument(
+        "--one-socket",
+        action="store_true",
+        help="every call of a source from one socket (SIPp -t u1), as real phones do not: a flattering mix",
+    )
     parser.add_argument("--quick", action="store_true", help="one rate (500/s), 3 s steps, 5,000-call soak")
     parser.add_argument("--no-perf", dest="perf", action="store_false", help="no perf sampling by shared object")
     parser.add_argument(
@@ -909,7 +1051,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rates, args.seconds, args.soak_calls, args.register_rate, args.max_wait = [500], 3.0, 5000, 500, 5.0
-        args.vg_seconds, args.vg_span = 10.0, 25.0
+        args.vg_seconds, args.vg_span, args.idle_seconds = 10.0, 25.0, 10.0
+    if args.callees < 1:
+        parser.error("--callees must be at least 1")
+    args.mix = Mix(ADDRESSES[: args.sources], not args.one_socket, callee_phones=args.callees)
     tools, reason = find_tools()
     if tools is None:
         say(f"SKIPPED: {reason}")

@@ -94,6 +94,16 @@ def load_script(cfg_path: str = CFG) -> cfgscript.Script:
         return cfgscript.parse(handle.read())
 
 
+def exec_arguments(cfg_path: str = CFG) -> Dict[str, str]:
+    """The argument each python_exec of the cfg passes, by method, its escapes read as OpenSIPS reads them."""
+    found: Dict[str, str] = {}
+    for route in load_script(cfg_path).routes.values():
+        for action in route.actions:
+            for name, fmt in re.findall(r'python_exec\("(\w+)", "((?:[^"\\]|\\.)*)"\)', action.text):
+                found[name] = cfgscript.unescape(fmt)
+    return found
+
+
 def private_sdp_test(cfg_path: str = CFG) -> Optional[re.Pattern[str]]:
     """The cfg's ``$rb =~ "..."`` test of the SDP, compiled as OpenSIPS compiles it; None without one."""
     with open(cfg_path, encoding="utf-8") as handle:

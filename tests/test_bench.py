@@ -12,13 +12,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
+from bench.mix import ADDRESSES, CALLEE_HOST, Mix
 from bench.procs import Cpu
 from bench.run import SippStats, report
 from bench.run import Step as BenchStep
 from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
 from gateway import core, sdp
-from gateway.model import Leg, Step
-from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE
+from gateway.host import Router, branch_plan
+from gateway.model import Branch, CallRecord, Leg, Media, Party, Registration, Step
+from gateway.policy import MediaProxy
+from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE, Profiles
 from gateway.settings import Settings
 from gateway.settings import parse as parse_settings
 
@@ -28,6 +31,7 @@ PYTHON = (ROOT / "opensips" / "opensips.cfg").read_text()
 # The router decides; the cfg also answers a few requests itself (an in-dialog request of none of our dialogs).
 ROUTER = "".join((ROOT / "pyscripts" / "gateway" / name).read_text() for name in ("core.py", "host.py")) + PYTHON
 STEP_CODES = {"o": Step.OFFER, "a": Step.ANSWER, "r": Step.REOFFER}
+DEFAULT = Profiles()
 
 
 def native_profiles() -> Dict[Tuple[Leg, Leg, Step], str]:
@@ -119,6 +123,87 @@ def test_native_lays_out_private_memory_as_opensips_cfg_does() -> None:
     assert body.rstrip().endswith("$var(gw_heap) = 1;")
 
 
+def route_body(text: str, head: str) -> str:
+    """The body of the route that starts with ``head`` (e.g. "onreply_route[gw_reply_quiet]")."""
+    found = re.search(r"\n" + re.escape(head) + r" \{\n(.*?)\n\}\n", text, re.S)
+    assert found is not None, head
+    return found.group(1)
+
+
+def test_native_runs_the_reply_routes_only_for_the_replies_opensips_cfg_does() -> None:
+    """on_reply_quiet: a branch to a callee not behind NAT brings only its 2xx and replies with a body to
+    its reply route; no reply route takes a 100 without a body."""
+    quiet = "if (($rs >= 200 && $rs < 300) || $cl > 0)"
+    assert quiet in route_body(PYTHON, "onreply_route[gw_reply_quiet]")
+    assert quiet in route_body(NATIVE, "onreply_route[gw_reply_quiet]")
+    skip = "if ($rs == 100 && !($cl > 0))\n\t\treturn;"
+    assert skip in route_body(PYTHON, "onreply_route[gw_reply]") and skip in route_body(
+        NATIVE, "onreply_route[gw_reply]"
+    )
+    branch = route_body(NATIVE, "branch_route[gw_branch]")
+    assert 'if ($var(callee) == "S0")\n\t\tt_on_reply("gw_reply_quiet");\n\telse\n\t\tt_on_reply("gw_reply");' in branch
+    # The router's rule: every branch through the media proxy to a callee not behind NAT ("S0"), and no other.
+    for registration in Registration:
+        callee = core.party_registered(registration)
+        for caller in (Party(Leg.SIP, False), Party(Leg.SIP, True), Party(Leg.WEB, True, "wss:203.0.113.5:443")):
+            for early in (True, False):
+                plan = core.plan_branch(CallRecord(caller, early, False), 0, registration, DEFAULT)
+                planned = plan.record.branch(0)
+                if planned is None or not planned.media_proxy:
+                    continue
+                rules = Router.fixed(bench_settings(), print).rules
+                actions = branch_plan(CallRecord(caller, early, False), registration, MediaProxy.AUTO, rules)
+                assert ("on_reply_quiet" in actions.split("|")[0]) == (callee.code == "S0"), (registration, caller)
+
+
+def test_native_decides_a_dialogs_acks_and_byes_at_its_answer_as_the_router_does() -> None:
+    """quiet_ack / quiet_bye: the first 2xx leaves $dlg_val(gw_quiet) "ack" when neither party is a
+    browser, "bye" when rtpengine also holds the answered branch's media; the in-dialog route then relays
+    an ACK without SDP as it is, and answers a SIP peer's BYE with rtpengine_delete()."""
+    for cfg in (PYTHON, NATIVE):
+        assert set(re.findall(r'\$dlg_val\(gw_quiet\) = "(\w+)"', cfg)) == {"ack", "bye"}
+    answered = route_body(NATIVE, "route[answered]")
+    assert 'if ($var(first) == 1 && $(var(caller){s.substr,0,1}) != "W" && $(var(callee){s.substr,0,1}) != "W")' in (
+        answered
+    )
+    assert (
+        'if ($var(media) == "m")\n\t\t\t$dlg_val(gw_quiet) = "bye";\n\t\telse\n\t\t\t$dlg_val(gw_quiet) = "ack";'
+        in (answered)
+    )
+    # native.cfg's rule, for every answered branch the router can record, is the router's.
+    profiles = DEFAULT
+    callers = (Party(Leg.SIP, False), Party(Leg.SIP, True), Party(Leg.WEB, True, "wss:203.0.113.5:443"))
+    callees = (Party(Leg.SIP, False), Party(Leg.SIP, True), Party(Leg.WEB, True, "ws:203.0.113.6:80"))
+    for caller in callers:
+        for callee in callees:
+            for media in (Media.OPEN, Media.PENDING):
+                record = CallRecord(caller, True, False).with_branch(0, Branch(callee, media)).with_answer(0)
+                no_browser = Leg.WEB not in (caller.leg, callee.leg)
+                assert core.acks_are_quiet(record) == no_browser
+                assert core.byes_are_quiet(record, profiles) == (no_browser and media is Media.OPEN)
+    sequential = route_body(NATIVE, "route[sequential]")
+    ack = 'if (is_method("ACK") && !($cl > 0 && has_body("application/sdp"))) {'
+    ack += "\n\t\tif ($dlg_val(gw_track) == NULL || $dlg_val(gw_quiet) != NULL)\n\t\t\troute(relay);"
+    bye = 'if (is_method("BYE") && $dlg_val(gw_quiet) == "bye" && !isflagset("SRC_WS")) {'
+    bye += "\n\t\trtpengine_delete();\n\t\troute(relay);"
+    assert ack in sequential and bye in sequential
+    # core.ack_is_quiet: such an ACK gets no flags and no NAT fix (they come after it); a BYE's flags come first.
+    assert sequential.index(ack) < sequential.index("route(sender);") < sequential.index(bye)
+
+
+def test_native_tests_only_what_it_needs_where_it_needs_it() -> None:
+    """No body test on every message: the request route reads no body and runs no NAT test before the
+    in-dialog branch; has_body() only with the SDP's type, where the type decides; the NAT test once."""
+    main = route_body(NATIVE, "route")
+    assert "has_body" not in main and "$rb" not in main and "nat_uac_test" not in main
+    assert main.index("if (has_totag())") < main.index("route(sender);")
+    code = re.sub(r"(?m)^\s*#.*\n|;\s+#.*$", ";", NATIVE)  # comments out
+    tests = re.findall(r"has_body\(([^)]*)\)", code)
+    assert tests and set(tests) == {'"application/sdp"'}
+    assert code.count("nat_uac_test(") == 1 and "nat_uac_test(" in route_body(NATIVE, "route[sender]")
+    assert "$rb =~" in route_body(NATIVE, "route[new_call]")
+
+
 def test_native_loads_the_same_modules_minus_python() -> None:
     modules = re.findall(r'^loadmodule "(\w+)\.so"', PYTHON, re.M)
     assert re.findall(r'^loadmodule "(\w+)\.so"', NATIVE, re.M) == [m for m in modules if m != "python"]
@@ -152,10 +237,11 @@ def bench_settings() -> Settings:
 
 def test_the_benchmark_trusts_sipp_and_keeps_auth_on() -> None:
     settings = bench_settings()
-    assert settings.trusted_sources == {"127.0.0.1"}  # SIPp's -i
+    assert settings.trusted_sources == set(ADDRESSES)  # the callers' -i
+    assert all(core.challenge_for("INVITE", "127.0.0.1", address, settings) is None for address in ADDRESSES)
     assert settings.auth_realm is not None and not settings.topology_hiding
     assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.1", settings) is None
-    assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.2", settings) is core.Challenge.PROXY
+    assert core.challenge_for("INVITE", "127.0.0.1", "127.0.0.5", settings) is core.Challenge.PROXY
 
 
 def test_native_settings_say_what_gateway_ini_says() -> None:
@@ -271,6 +357,114 @@ def test_the_cpu_target_compares_the_rates_both_held(capsys: pytest.CaptureFixtu
     assert "with rtpengine: worst rate held by both 1.100, NOT met\n" in capsys.readouterr().out
 
 
+# -- the source/contact mix ------------------------------------------------------------------------
+
+
+def sequential_calls(mix: Mix, total: int) -> List[Tuple[str, str, str]]:
+    """(source address, caller, callee) of every call of a step, as the SIPp callers take their lines."""
+    calls = []
+    for k, share in enumerate(mix.shares(total)):
+        lines = mix.caller_lines(k)
+        calls += [(mix.addresses[k], *lines[i % len(lines)]) for i in range(share)]
+    return calls
+
+
+@pytest.mark.parametrize("total", [3000, 1501, 7, 0])
+def test_the_mix_spreads_the_calls_over_sources_callers_and_callee_phones(total: int) -> None:
+    mix = Mix()
+    calls = sequential_calls(mix, total)
+    assert len(calls) == total and sum(mix.shares(total)) == total
+    assert max(mix.shares(total)) - min(mix.shares(total)) <= 1
+    phone_of = dict(mix.callee_users())
+    load = [0] * mix.callee_phones
+    for _source, _caller, callee in calls:
+        load[phone_of[callee]] += 1
+    assert mix.callee_load(total) == load  # each callee phone's SIPp ends after exactly its calls
+    if total >= 1000:
+        assert {source for source, _c, _e in calls} == set(ADDRESSES)
+        assert len({caller for _s, caller, _e in calls}) == mix.caller_users
+        assert len({callee for _s, _c, callee in calls}) == mix.callee_phones * mix.users_per_phone
+        assert min(load) > 0.2 * total / mix.callee_phones
+    sources_of: Dict[str, set[str]] = {}
+    for source, caller, _callee in calls:
+        sources_of.setdefault(caller, set()).add(source)
+    assert all(len(sources) == 1 for sources in sources_of.values())  # a phone keeps its address
+
+
+def test_the_mix_registers_each_user_from_one_address_with_its_own_contact() -> None:
+    mix = Mix()
+    lines = [line for k in range(len(mix.addresses)) for line in mix.register_lines(k)]
+    assert len(lines) == len({user for user, _h, _p in lines}) == mix.register_users
+    assert len({(host, port) for _u, host, port in lines}) == mix.register_users
+    assert {host for _u, host, _p in lines} == {CALLEE_HOST}  # a name: not NATed by private-contact
+
+
+def test_the_mix_says_what_it_is() -> None:
+    assert "-t un" in Mix().describe() and "4 source addresses (127.0.0.1..127.0.0.4)" in Mix().describe()
+    flattering = Mix(ADDRESSES[:1], socket_per_call=False, callee_phones=1)
+    assert flattering.transport == "u1" and "-t u1" in flattering.describe()
+    assert flattering.callee_load(10) == [10]
+
+
+def test_the_run_builds_the_mix_from_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import run
+
+    seen: List[argparse.Namespace] = []
+    monkeypatch.setattr(run, "find_tools", lambda: (None, "stop here"))
+    real = argparse.ArgumentParser.parse_args
+
+    def parse(self: argparse.ArgumentParser, *a: Any, **k: Any) -> Any:
+        args = real(self, *a, **k)
+        seen.append(args)
+        return args
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse)
+    assert run.main(["--quick"]) == 0
+    assert seen[-1].mix == Mix() and seen[-1].rates == [500]
+    assert run.main(["--sources", "1", "--callees", "2", "--one-socket"]) == 0
+    assert seen[-1].mix == Mix(("127.0.0.1",), socket_per_call=False, callee_phones=2)
+    assert seen[-1].rates == [500, 1000, 1500] and seen[-1].register_rate == 1000
+
+
+# -- CPU windows -----------------------------------------------------------------------------------
+
+
+def test_every_step_is_charged_the_same_window_less_the_idle_rate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """A step's CPU: from just before its load to the settle time after it, whatever ran before; less each
+    process's idle CPU per second times that window."""
+    from bench import procs, run
+
+    tools = run.Tools("/bin/true", "3.6.8", "/x/", "sipp", "rtpengine")
+    args = argparse.Namespace(settle=0.05, perf=False, max_load=99.0, max_wait=0.0)
+    bench = run.Bench(tools, args)
+    try:
+        inst = run.Instance("python", tmp_path, LISTEN, uas=[1], uac=[2], pids=[11, 12], kinds={11: "main", 12: "udp"})
+        clock = {11: Cpu(100, 1_000_000_000), 12: Cpu(50, 500_000_000)}
+        monkeypatch.setattr(procs, "cpu_by_pid", lambda pids: {pid: clock[pid] for pid in pids})
+        monkeypatch.setattr(procs, "machine_busy_ticks", lambda: (0, 0))
+        monkeypatch.setattr(bench, "ours", lambda: 0)
+        bench.idle_rate["python"] = {11: (0.0, 1e6), 12: (0.0, 0.0)}  # 1 ms of CPU per second, idle
+
+        def load() -> None:  # the load costs process 12 one second and 10 ticks
+            clock[12] = Cpu(60, 1_500_000_000)
+
+        step = run.Step("calls", False, 500, "python", 1000)
+        bench.measured(inst, step, tmp_path / "s", False, 0.05, load)
+        assert step.settle == 0.05 and step.window >= 0.05
+        assert step.cpu is not None and step.cpu.ticks == 10
+        assert step.cpu.ns == 1_000_000_000 - round(1e6 * step.window)
+        assert step.ns_by_kind == {"main": -round(1e6 * step.window), "udp": 1_000_000_000}
+        assert bench.steps == [step]
+        step2 = run.Step("calls", False, 500, "python", 1000)
+        bench.measured(inst, step2, tmp_path / "s2", False, 0.05, lambda: None)  # nothing more: idle only
+        assert step2.cpu == Cpu(0, 0)
+    finally:
+        bench.close()
+        shutil.rmtree(bench.folder, ignore_errors=True)
+
+
 def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> None:
     stat = tmp_path / "s.csv"
     stat.write_text(
@@ -280,6 +474,8 @@ def test_sipp_statistics_are_read_from_the_last_line(tmp_path: pathlib.Path) -> 
     )
     assert SippStats.read(stat) == SippStats(10, 9, 1, 3, 5.0)
     assert SippStats.read(tmp_path / "missing.csv") == SippStats(0, 0, 0, 0, 0.0)
+    both = SippStats.combined([SippStats(10, 9, 1, 3, 5.0), SippStats(5, 5, 0, 1, 2.5)])
+    assert both == SippStats(15, 14, 1, 4, 7.5)
 
 
 # -- the router's records and flags through the fake are those native.cfg writes -------------------
@@ -390,6 +586,62 @@ def test_micro_records_every_entry_point_and_replays_each_tape() -> None:
         (t.label, None) for t in kinds if not t.raised
     ]
     assert initial_invite_core(tapes, ", plain SIP") and initial_invite_core(tapes, ", rtpengine")
+
+
+def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
+    """Each varied facts string comes from another source address (as trusted as the recorded one) and port,
+    a request to a user for one of several users, nothing else changed; the router answers each as it
+    answered the recorded facts, with the same host calls."""
+    from bench.micro import CALLED_USER, TRUSTED, UNTRUSTED, record_calls, unique, varied_facts, varies_faithfully
+    from fakes.runtime import exec_arguments
+    from gateway.host import split_facts
+
+    router, tapes = record_calls()
+    formats = exec_arguments()
+    varied = set()
+    for tape in unique(tapes):
+        facts = varied_facts(tape, 200, frozenset(TRUSTED))
+        names = formats.get(tape.route, "").split("\n")
+        if "$sp" not in names or tape.raised:
+            assert facts == [] or tape.raised
+            continue
+        varied.add(tape.route)
+        at = {name: i for i, name in enumerate(names)}
+        original = split_facts(tape.args[0], len(names))
+        rows = [split_facts(text, len(names)) for text in facts]
+        assert len({(row[at["$si"]], row[at["$sp"]]) for row in rows}) == 200  # a new source every call
+        pool = TRUSTED if original[at["$si"]] in TRUSTED else UNTRUSTED
+        assert {row[at["$si"]] for row in rows} == set(pool)
+        kept = [i for name, i in at.items() if name not in ("$si", "$sp", CALLED_USER)]
+        assert all([row[i] for i in kept] == [original[i] for i in kept] for row in rows)
+        if CALLED_USER in at and original[at[CALLED_USER]] not in ("0", "", "<null>"):
+            assert len({row[at[CALLED_USER]] for row in rows}) > 1
+        assert varies_faithfully(router, tape, facts) is None, tape.label
+    assert varied == {"on_request", "on_reply"}
+
+
+def test_micro_prices_host_calls_at_what_bench_probe_measured() -> None:
+    from bench.micro import PROBE_US, read_probe
+
+    saved = """  best per REGISTER (CPU, private memory growth), and one operation: (variant - its base) / times
+  native (no python)                                          101.2 us  RssAnon    +0.0 B
+  python_exec, empty method                                   139.3 us  one:   +3.81 us    +0.0 B  (base: native)
+  python_exec with an argument (13 variables)                 138.2 us  one:   +3.70 us    +0.0 B  (base: native)
+  the router's on_request for the REGISTER (the cfg saves on Do.SAVE)  122.2 us  one:  +21.00 us  +0.0 B  (base: x)
+  attribute read (msg.Method)                                 110.4 us  one:   +0.92 us    +0.0 B  (base: y)
+  get_pseudoVar (13 variables)                                230.0 us  one:  +12.10 us    +0.0 B  (base: y)
+  call_function (setflag)                                     175.0 us  one:   +6.50 us    +0.0 B  (base: y)
+"""
+    found = read_probe(saved)
+    assert found == {
+        "python_exec": 3.81,
+        "python_exec_arg": 3.7,
+        "attribute": 0.92,
+        "get_pseudoVar": 12.1,
+        "call_function": 6.5,
+    }
+    assert set(found) <= set(PROBE_US)
+    assert PROBE_US["python_exec"] >= 3.0  # what the probe measured in a worker, not an in-process figure
 
 
 def test_perf_samples_are_read_by_shared_object_and_the_python_side_is_told_apart() -> None:
