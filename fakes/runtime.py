@@ -314,6 +314,10 @@ class Context:
                 self.dialog.vals[arg] = str(value)  # dialog values are strings
         elif name == "ru" and self.msg.is_request and value is not None:
             self.set_ruri(str(value))
+        elif name == "rU" and self.msg.is_request and value is not None:
+            scheme, _, rest = self.msg.ruri.partition(":")
+            host = rest.rpartition("@")[2]
+            self.set_ruri(f"{scheme}:{value}@{host}" if value else f"{scheme}:{host}")
         elif name == "du" and self.msg.is_request:
             self.dst_uri = None if value is None else str(value)
         # anything else is read-only or unknown: ignored silently, as OpenSIPS does

@@ -553,11 +553,20 @@ class Network:
             self.register(ua)
         return uas
 
-    def invite(self, caller: UA, user: str, sdp: bool = True, domain: Optional[str] = None) -> Call:
+    def invite(
+        self,
+        caller: UA,
+        user: str,
+        sdp: bool = True,
+        domain: Optional[str] = None,
+        extra_headers: Sequence[Tuple[str, str]] = (),
+    ) -> Call:
         call_id, tag = _token("call"), _token("f")
         target = f"sip:{user}@{domain or caller.domain}"
         body = caller.make_offer(call_id) if sdp else ""
         request = caller.request("INVITE", target, f"<{target}>", call_id, tag, 1, body)
+        for name, value in extra_headers:
+            request.headers.insert(-1, (name, value))  # before Content-Length
         caller.dialogs[call_id] = Dialog(call_id, tag, None, caller.aor, target, target, [], 1, True)
         self.send(caller, request)
         return Call(self, caller, call_id)
