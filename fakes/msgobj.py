@@ -1,6 +1,6 @@
 """The ``msg`` object OpenSIPS's python module hands to a route method, quirks included.
 
-From ``modules/python/python_msgobj.c`` (identical in 3.6.8 and 4.0.1) and FACTS.md:
+From ``modules/python/python_msgobj.c`` (identical in 3.6.8 and 4.0.1) and docs/host-facts.md:
 - ``Type`` is ``"SIP_REQUEST"``/``"SIP_REPLY"``; ``Status`` is a str; reading
   ``Status`` on a request, or ``Method``/``RURI`` on a reply, returns None and
   leaves an exception pending (the fake records it: the next host call raises

@@ -409,7 +409,7 @@ def run(
         "-i", "127.0.0.1", "-p", str(phone.port), "-mi", "127.0.0.1", "-mp", str(phone.media_port),
         "-m", "1", "-l", "1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
         "-recv_timeout", "20000", "-max_recv_loops", "100",
-        # With several UDP workers OpenSIPS can relay a 180 after the 200 it raced (FACTS.md): a
+        # With several UDP workers OpenSIPS can relay a 180 after the 200 it raced (docs/host-facts.md): a
         # scenario past its 200 would abort the call on that stray 180.  An unexpected message is
         # ignored instead; a real failure still fails the scenario (the message it waits for never comes).
         "-default_behaviors", "all,-abortunexp",

@@ -12,7 +12,7 @@ fixtures are registered for this folder by ``tests/conftest.py``.
   spill into the next test); the test itself asserts that nothing was left.
 
 rtpengine answers success to flags it does not know and only says so in its
-log (FACTS.md); ``RtpengineDaemon.complaints`` reads those lines.
+log (docs/host-facts.md); ``RtpengineDaemon.complaints`` reads those lines.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What each kind of leg must receive, as lists of problems (empty: fine).
 
-A browser-bound SDP (FACTS.md, rtpengine flags toward a browser): every live
+A browser-bound SDP (docs/host-facts.md, rtpengine flags toward a browser): every live
 media section is UDP/TLS/RTP/SAVPF with a DTLS fingerprint, ICE credentials
 and candidates, rtcp-mux, and no SDES crypto lines (Chrome rejects them next
 to DTLS).  A SIP-bound SDP: RTP/AVP, no ICE, no DTLS, no rtcp-mux, and one

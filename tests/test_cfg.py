@@ -208,7 +208,7 @@ def call_problems(path: pathlib.Path, text: str) -> Tuple[int, List[str]]:
 
 
 def test_no_code_path_leaves_out_an_optional_int_or_var_parameter() -> None:
-    """FACTS.md: such a call segfaults the worker; every one must pass None explicitly."""
+    """docs/host-facts.md: such a call segfaults the worker; every one must pass None explicitly."""
     seen, problems = 0, list[str]()
     for path in PYSCRIPTS:
         count, found = call_problems(path.relative_to(ROOT), path.read_text())

@@ -1,4 +1,4 @@
-"""The fake host behaves like OpenSIPS's python module, quirks included (FACTS.md), and fails tests loudly."""
+"""The fake host behaves like OpenSIPS's python module, quirks included (docs/host-facts.md), and fails tests loudly."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def test_every_cell_gives_the_receiving_leg_what_it_needs(key, behind_nat, priva
         assert [w for w in words if not w.startswith("via-branch-param=")] == []
         return
     if target is Leg.WEB:
-        # Browser-bound: DTLS-SRTP with ICE and rtcp-mux, never SDES crypto (FACTS.md).
+        # Browser-bound: DTLS-SRTP with ICE and rtcp-mux, never SDES crypto (docs/host-facts.md).
         assert {"UDP/TLS/RTP/SAVPF", "ICE=force", "rtcp-mux-require", "SDES-off"} <= set(words)
         assert not {"RTP/AVP", "ICE=remove", "DTLS=off", "rtcp-mux-demux"} & set(words)
     else:

@@ -6,7 +6,7 @@ browser->phone call the offer uses ``web->sip offer`` and the phone's answer
 ``sip->web answer``.  Re-INVITEs and UPDATEs use the ``reoffer`` row of the
 way their SDP travels, and their answers the ``answer`` row back.
 
-Why the flags (FACTS.md, rtpengine 10.5 as Debian ships it):
+Why the flags (docs/host-facts.md, rtpengine 10.5 as Debian ships it):
 - Browser-bound SDP is always ``UDP/TLS/RTP/SAVPF`` with ``ICE=force``,
   ``rtcp-mux-require`` (browsers insist on mux) and ``SDES-off`` (Chrome
   rejects crypto lines next to DTLS).  Answers to a browser carry no

@@ -3,7 +3,7 @@
 A request carrying ``X-Gateway-Fault`` makes the Python side fail there:
 
     X-Gateway-Fault: raise    on_request raises out of the handler: OpenSIPS's python module logs
-                              the traceback and python_exec returns -1 (FACTS.md)
+                              the traceback and python_exec returns -1 (docs/host-facts.md)
     X-Gateway-Fault: inside   the router's own host calls fail (get_pseudoVar, set_pseudoVar raise):
                               the router's guard catches it, logs it and returns its failure code
 
