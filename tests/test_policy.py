@@ -171,7 +171,7 @@ def invite(
     via: str = "198.51.100.9:5060",
     sdp: bool = True,
     headers: Tuple[Tuple[str, str], ...] = (),
-    call_id: str = "c1",
+    call_id: str = "CALL-ID",
 ) -> SipMessage:
     body = b"v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
     lines = [
@@ -292,7 +292,7 @@ _calls = itertools.count()
 def outcome(gateway: Gateway, message: SipMessage, source: Source) -> List[int]:
     """The status codes the gateway answered this request with (a fresh Call-ID each time)."""
     call_id = f"p{next(_calls)}"
-    message = SipMessage.parse(message.to_bytes().replace(b"c1", call_id.encode()))
+    message = SipMessage.parse(message.to_bytes().replace(b"CALL-ID", call_id.encode()))
     sent = gateway.receive(message.to_bytes(), source)
     return [m.status for _, m in sent if not m.is_request and m.call_id == call_id]
 

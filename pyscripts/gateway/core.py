@@ -158,6 +158,8 @@ def check_decision(decision: Decision, settings: Settings, callee: Optional[Call
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
     if decision.target == "trunk" and decision.trunk is not None:
         settings.trunk_uri(decision.trunk)
+    if not decision.rtpengine:
+        return
     for kind in Kind:
         extra = decision.extra_flags(kind)
         if extra:

@@ -36,6 +36,7 @@ Host rules this file keeps (docs/host-facts.md):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple
 
 from . import core
@@ -244,13 +245,16 @@ def trusted_list(sources: FrozenSet[str]) -> str:
     return " " + " ".join(sorted(sources)) + " "
 
 
+@functools.lru_cache(maxsize=4096)
 def unhex(text: str, strict: bool = True) -> str:
-    """A fact the cfg hex-encoded, as text: strict UTF-8 (UnicodeDecodeError), or U+FFFD for bytes that are not."""
+    """A fact the cfg hex-encoded, as text: strict UTF-8 (UnicodeDecodeError), or U+FFFD for bytes that are not.
+    A pure function of its arguments, so its answers are kept by them (a few users and domains recur)."""
     if text == NULL:
         return ""
     return bytes.fromhex(text).decode("utf-8", "strict" if strict else "replace")
 
 
+@functools.lru_cache(maxsize=64)
 def sdp_type(text: str) -> bool:
     """Whether the hex-encoded Content-Type names SDP (bytes that are not UTF-8 name nothing we know)."""
     return text != NULL and is_sdp(unhex(text, strict=False))
@@ -412,8 +416,7 @@ class Router:
             self._pending = incoming
             auth = Act.WWW_AUTH if challenge is core.Challenge.WWW else Act.PROXY_AUTH
             return Answer((*acts, auth), ((REALM_VAR, settings.auth_realm),))
-        answer = self._route(rules, msg, incoming)
-        return answer._replace(actions=(*acts, *answer.actions))
+        return self._route(rules, msg, incoming, acts)
 
     def _authorized(self, rules: Rules, msg: Msg) -> Answer:
         incoming, self._pending = self._pending, None
@@ -421,14 +424,14 @@ class Router:
             raise ValueError("on_authorized without a request: the cfg asks it after on_request's www/proxy_auth")
         return self._route(rules, msg, incoming)
 
-    def _route(self, rules: Rules, msg: Msg, incoming: Incoming) -> Answer:
+    def _route(self, rules: Rules, msg: Msg, incoming: Incoming, before: Tuple[str, ...] = ()) -> Answer:
         """An authenticated (or exempt) new request: a REGISTER is saved; anything else goes where the
         gateway.ini tables and the operator's rules send it."""
         request = incoming.request
         if request.method == "REGISTER":
             kind = core.registration_of(core.source_of(request.transport), request.caller_behind_nat)
             flag = {Registration.WEBRTC: (Act.WEBRTC_CONTACT,), Registration.NATED_SIP: (Act.NATED_CONTACT,)}
-            return Answer((*flag.get(kind, ()), Act.SAVE))  # save() replies to the REGISTER itself
+            return Answer((*before, *flag.get(kind, ()), Act.SAVE))  # save() replies to the REGISTER itself
         settings = rules.settings
         names = settings.tables.headers
         if names:
@@ -440,14 +443,22 @@ class Router:
         default = settings.tables.apply(request, default, incoming.may_relay)
         decision = rules.route(request, default)
         core.check_decision(decision, settings)
-        return self._carry_out(rules, msg, request, incoming, decision)
+        return self._carry_out(rules, msg, request, incoming, decision, before)
 
-    def _carry_out(self, rules: Rules, msg: Msg, request: Request, incoming: Incoming, decision: Decision) -> Answer:
+    def _carry_out(
+        self,
+        rules: Rules,
+        msg: Msg,
+        request: Request,
+        incoming: Incoming,
+        decision: Decision,
+        before: Tuple[str, ...],
+    ) -> Answer:
         """The actions and values for a decision: headers, where the request goes, and for an INVITE the
         dialog, the call record and the plan of each kind of branch."""
         if decision.target == "reply":
-            return reply_answer(decision.code, decision.reason)
-        acts: List[str] = []
+            return reply_answer(decision.code, decision.reason, before)
+        acts: List[str] = list(before)
         sets: List[Tuple[str, str]] = []
         if decision.remove_headers:
             names = "|".join(sorted({h.lower() for h in decision.remove_headers}))
@@ -479,40 +490,45 @@ class Router:
         extra = (decision.extra_flags(Kind.BROWSER), decision.extra_flags(Kind.SIP))
         record = CallRecord(caller, request.has_sdp, private_sdp, extra=extra)
         sets.append((RECORD_VAR, str(record)))
-        for registration, var in BRANCH_VARS.items():
-            sets.append((var, self._branch_plan(rules, request, decision, record, registration)))
+        sets += self._branch_plans(rules, request, decision, record)
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri)
 
-    def _branch_plan(
-        self, rules: Rules, request: Request, decision: Decision, record: CallRecord, registration: Registration
-    ) -> str:
-        """What a branch of this call to a contact of this kind does: "actions|part|offer flags" (BRANCH_VARS).
-        The operator's callee() rule is asked each time; the plan then is a function of the record, the
-        kind and the media decision, made once for each of those inputs."""
-        media, dropped = decision.media, False
-        if rules.callee is not None:
-            callee = core.callee_of(registration)
-            chosen = rules.callee(request, callee, decision)
-            core.check_decision(chosen, rules.settings, callee)
-            if chosen._replace(media=decision.media, dropped=False) != decision:
-                raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
-            media, dropped = chosen.media, chosen.dropped
-        if dropped:
-            return f"{Act.DROP}||"
+    def _branch_plans(
+        self, rules: Rules, request: Request, decision: Decision, record: CallRecord
+    ) -> List[Tuple[str, str]]:
+        """What a branch of this call to each kind of contact does: "actions|part|offer flags" (BRANCH_VARS).
+        The operator's callee() rule is asked each time; a plan then is a function of what it reads of
+        the record (the caller's kind and NAT, the offer, its privacy, the added flags: not a browser's
+        connection), the kind and the media decision, made once for each of those inputs."""
         if self._plans_generation != self.watcher.generation:
             self._plans.clear()  # plans of other rules' flag table
             self._plans_generation = self.watcher.generation
-        # A plan reads of the record what this one holds (no browser's connection): made once for each of them.
-        plain = CallRecord(Party(record.caller.leg, record.caller.behind_nat), record.early_offer,
-                           record.private_sdp, extra=record.extra)  # fmt: skip
-        key = (str(plain), registration, media)
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= 4096:
-                self._plans.clear()
-            plan = self._plans[key] = branch_plan(plain, registration, media, rules)
-        return plan
+        caller = record.caller
+        inputs = (caller.leg, caller.behind_nat, record.early_offer, record.private_sdp, record.extra)
+        plans = []
+        for registration, var in BRANCH_VARS.items():
+            media, dropped = decision.media, False
+            if rules.callee is not None:
+                callee = core.callee_of(registration)
+                chosen = rules.callee(request, callee, decision)
+                core.check_decision(chosen, rules.settings, callee)
+                if chosen._replace(media=decision.media, dropped=False) != decision:
+                    raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
+                media, dropped = chosen.media, chosen.dropped
+            if dropped:
+                plans.append((var, f"{Act.DROP}||"))
+                continue
+            key = (*inputs, registration, media)
+            plan = self._plans.get(key)
+            if plan is None:
+                if len(self._plans) >= 4096:
+                    self._plans.clear()
+                plain = CallRecord(Party(caller.leg, caller.behind_nat), record.early_offer, record.private_sdp,
+                                   extra=record.extra)  # fmt: skip
+                plan = self._plans[key] = branch_plan(plain, registration, media, rules)
+            plans.append((var, plan))
+        return plans
 
     # -- in-dialog requests, replies, failures ----------------------------------------
 

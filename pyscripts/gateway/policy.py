@@ -32,12 +32,16 @@ from typing import Mapping, NamedTuple, Optional, Tuple
 class Kind(enum.Enum):
     """What a party of a call is: a browser (SIP over WebSocket, DTLS-SRTP and ICE) or a SIP device."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
+
     BROWSER = "browser"
     SIP = "sip"
 
 
 class MediaProxy(enum.Enum):
     """Whether a call takes rtpengine."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash (of the name) is slow
 
     AUTO = "auto"
     """As the gateway decides: always with a browser on either end, else when a party is behind NAT
@@ -152,6 +156,8 @@ class Decision(NamedTuple):
         return self._replace(dropped=True)
 
     def extra_flags(self, toward: Kind) -> str:
+        if not self.rtpengine:
+            return ""
         return " ".join(flags for kind, flags in self.rtpengine if kind is None or kind is toward)
 
     def __str__(self) -> str:

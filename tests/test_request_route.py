@@ -1,0 +1,56 @@
+"""What the cfg's request route does itself, before it asks the router: scanners, Max-Forwards."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pytest
+
+from fakes.runtime import Endpoint, Gateway
+from fakes.sipmsg import SipMessage
+from fakes.ua import Network
+
+SOURCE = Endpoint("udp", "198.51.100.9", 5060)
+
+
+def options(user_agent: Optional[str] = None, max_forwards: Optional[str] = "70", call_id: str = "o1") -> SipMessage:
+    headers = [
+        ("Via", f"SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK{call_id};rport"),
+        ("From", "<sip:probe@198.51.100.9>;tag=p"),
+        ("To", "<sip:127.0.0.1>"),
+        ("Call-ID", call_id),
+        ("CSeq", "1 OPTIONS"),
+        ("Content-Length", "0"),
+    ]
+    if max_forwards is not None:
+        headers.insert(1, ("Max-Forwards", max_forwards))
+    if user_agent is not None:
+        headers.append(("User-Agent", user_agent))
+    return SipMessage("OPTIONS sip:127.0.0.1 SIP/2.0", headers)
+
+
+def answers(gateway: Gateway, message: SipMessage) -> List[int]:
+    return [m.status for _, m in gateway.receive(message.to_bytes(), SOURCE) if not m.is_request]
+
+
+@pytest.mark.parametrize("agent", ["friendly-scanner", "sipvicious 0.3", "VaxSIPUserAgent/3.1", "Test Agent"])
+def test_known_scanners_get_no_answer_at_all(agent: str) -> None:
+    gateway = Gateway()
+    assert answers(gateway, options(agent)) == []
+    assert not any(e.kind == "exec" for e in gateway.events if "on_request" in e.text)  # the router never saw it
+    assert answers(gateway, options("Yealink SIP-T46S", call_id="o2")) == [200]  # a phone's OPTIONS: 200
+
+
+def test_max_forwards_zero_gets_483_and_nothing_else() -> None:
+    gateway = Gateway()
+    assert answers(gateway, options(max_forwards="0")) == [483]
+    assert not any("on_request" in e.text for e in gateway.events if e.kind == "exec")
+
+
+def test_a_relayed_request_carries_one_hop_less() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.phone("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    call = net.invite(alice, "bob")
+    assert bob.pending_invites[call.call_id].header("max-forwards") == "69"  # alice sent 70
