@@ -358,3 +358,22 @@ def test_rules_that_fail_on_a_sample_call_are_not_taken() -> None:
 
     with pytest.raises(ValueError, match=r"not in gateway\.ini"):
         Gateway(Settings(), rules=(route, None))
+
+
+def test_a_rule_sees_bytes_that_are_not_utf8_as_the_replacement_character() -> None:
+    """The cfg hands the users over hex-encoded: such bytes never reach the python module as a str (which
+    would fail and poison the worker); the router decodes them with U+FFFD for each bad sequence."""
+    seen: List[Tuple[str, str]] = []
+
+    def route(request: Request, default: Decision) -> Decision:
+        seen.append((request.from_user, request.to_user))
+        return reply(404, "Not Here")
+
+    gateway = Gateway(Settings(domains=DOMAINS), rules=(route, None))
+    raw = invite(from_uri="sip:joerg@127.0.0.1", to_uri_="sip:cafe@127.0.0.1").to_bytes()
+    raw = raw.replace(b"joerg@", b"j\xf6rg@").replace(b"cafe@", b"caf\xe9@")
+    sent = gateway.receive(raw, SOURCE)
+    assert [m.status for _, m in sent if not m.is_request] == [404]
+    assert seen[-1] == ("j\ufffdrg", "caf\ufffd")
+    assert outcome(gateway, invite(), SOURCE) == [404]  # nothing left pending: the next request is answered
+    assert gateway.python_failures == 0
