@@ -71,19 +71,19 @@ def test_without_no_auto_477_tm_answers_a_call_it_cannot_relay_with_500(tmp_path
     assert statuses_of_a_call_no_branch_can_take(cfg_without(tmp_path, '"no-auto-477"')) == [500]
 
 
-def test_var_outlives_the_message_so_the_cfg_clears_gw_lr() -> None:
-    # On 3.6.8 a BYE whose Python failed before loose_route() met the "1" an earlier in-dialog request
-    # had left in $var(gw_lr) in that worker: the fail-safe skipped loose_route(), the dialog and the
-    # rtpengine session stayed.  $var values live on in the process: the cfg clears gw_lr first, and
-    # now matches in-dialog requests itself before Python, setting it only once it did.
+def test_a_failed_in_dialog_route_still_relays_the_bye_and_releases_its_media() -> None:
+    # On 3.6.8 a BYE whose Python failed was once left in the worker with a stale $var from an
+    # earlier message ($var values live on in the process), and the dialog and the rtpengine session
+    # stayed.  The fail-safe is now reached with a to-tag only from route[gw_in_dialog], after it
+    # matched the dialog itself: it relays and deletes the media.
     gateway = Gateway(strict=False)
     net = Network(gateway)
-    # a browser's call: its BYE asks the router (phones' BYEs the cfg may relay itself, Do.QUIET_BYE)
+    # a browser's call: its BYE asks the router (phones' BYEs the cfg may relay itself, quiet_bye)
     alice, bob = net.browser("alice"), net.phone("bob", nat=True)
     net.registered(alice, bob)
     call = net.invite(alice, "bob")
     net.reply(call, bob, 200)
-    net.reinvite(call, "caller", hold=True)  # matched by the cfg: gw_lr = "1"
+    net.reinvite(call, "caller", hold=True)
 
     def broken(msg: object, facts: str = "") -> int:
         raise RuntimeError("bug in the in-dialog route")

@@ -54,3 +54,27 @@ def test_a_relayed_request_carries_one_hop_less() -> None:
     net.registered(alice, bob)
     call = net.invite(alice, "bob")
     assert bob.pending_invites[call.call_id].header("max-forwards") == "69"  # alice sent 70
+
+
+@pytest.mark.parametrize(("address", "proxied"), [("10.1.2.3", True), ("192.168.7.7", True), ("198.51.100.77", False)])
+def test_a_phone_not_behind_nat_whose_sdp_names_a_private_address_takes_the_media_proxy(
+    address: str, proxied: bool
+) -> None:
+    """The request route tests the SDP itself (where it matters: an INVITE of a SIP caller not behind NAT): a
+    private c= line means the phone's media would not reach the callee, so rtpengine learns where it comes
+    from (SIP-source-address)."""
+    from fakes.ua import SyntheticPhone
+
+    gateway = Gateway()
+    net = Network(gateway)
+    carol, erin = net.phone("carol"), net.phone("erin")
+    carol.media = SyntheticPhone(address)
+    net.registered(carol, erin)
+    call = net.invite(carol, "erin")
+    offers = [e.data[0] for e in gateway.events if e.kind == "rtpengine" and e.data[0]["command"] == "offer"
+              and e.data[0]["call-id"] == call.call_id]  # fmt: skip
+    assert bool(offers) is proxied
+    if proxied:
+        assert "SIP-source-address" in offers[0].get("flags", [])
+    net.reply(call, erin, 200)
+    net.bye(call, "caller")

@@ -153,6 +153,14 @@ ACTIONS_OF = {
     REPLY_VAR: REPLY_ACTIONS,
     FAILURE_VAR: FAILURE_ACTIONS,
 }
+#: What ends a request's actions: the script ends there (relays, replies, saves), or asks the router again.
+_LAST = frozenset({Act.RELAY, Act.RELAY_CALL, Act.RELAY_TRACKED, Act.RELAY_KNOWN, Act.REPLY, Act.SAVE})
+ENDING = {
+    REQUEST_VAR: _LAST | {Act.WWW_AUTH, Act.PROXY_AUTH},
+    AUTHORIZED_VAR: _LAST,
+    LOOKUP_FAILURE_VAR: _LAST,
+    IN_DIALOG_VAR: _LAST,
+}
 #: A branch's plan by its contact's kind: "actions|its part of the call record|its offer's flags but the index".
 BRANCH_VARS = {
     Registration.WEBRTC: "$var(gw_to_webrtc)",
@@ -346,6 +354,8 @@ class Router:
             answer = decide(rules)
             if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
                 raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
+            if var in ENDING and answer.actions[-1] not in ENDING[var]:
+                raise ValueError(f"a request's actions must end it, not with {answer.actions[-1]!r}")
             if self._generation != self.watcher.generation and self._generation >= 0:
                 # new rules: the cfg's copy of the trusted sources, and its kept answer, are stale
                 self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))

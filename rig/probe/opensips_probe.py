@@ -26,12 +26,12 @@ BEFORE = {
         "$socket_in(proto)", "$rs", "$rm", "$ci", "$T_branch_idx", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)",
     ),
     "failure": ("$T_branch_idx", "$rm", "$ci", "$bf", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
-    "in-dialog": ("$rm", "$ci", "$tt", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)", "$var(gw_lr)"),
+    "in-dialog": ("$rm", "$ci", "$tt", "$DLG_dir", "$dlg_val(gw)", "$avp(gw_tx)"),
     "lookup-failure": ("$rm", "$ci", "$rc"),
     "authorized": ("$rm", "$ci", "$au", "$fU", "$tU", "$ru", "$du"),
 }  # fmt: skip
 AFTER = {
-    "request": ("$var(gw_do)", "$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf", "$var(gw_lr)"),
+    "request": ("$var(gw_do)", "$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf"),
     "reply": ("$var(gw_reply)", "$dlg_val(gw)", "$avp(gw_tx)"),
     "failure": ("$var(gw_failure)", "$dlg_val(gw)"),
     "in-dialog": ("$var(gw_in_dialog)", "$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp_offer)",
