@@ -159,7 +159,13 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
         lines.append(f"  the caller got {finals[0]}")
     elif not invites:
         lines.append("  the INVITE went nowhere")
+    offers = placed.rtpengine_offers()
+    lines.append(f"  media proxy: {'yes, ' + str(len(offers)) + ' rtpengine offer(s)' if offers else 'no'}")
     lines.append(f"  rtpengine sessions left: {len(gateway.sessions())}; dialogs left: {len(gateway.dialogs)}")
+    if gateway.python_failures or gateway.errors:
+        lines.append(
+            f"  ! the Python side failed {gateway.python_failures} time(s); errors logged: {len(gateway.errors)}"
+        )
     return lines
 
 
@@ -167,7 +173,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "call" in argv:
         return call_main(argv)
-    parser = argparse.ArgumentParser(prog="python3 -m fakes.trace", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python3 -m fakes.trace",
+        description=__doc__.split("\n\n")[0],
+        epilog="Your own call: python3 -m fakes.trace [--settings INI] [--policy PY] call CALLER CALLEE "
+        "(python3 -m fakes.trace call --help)",
+    )
     parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
     parser.add_argument("--table", action="store_true", help="print the effective rtpengine flag table")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
@@ -220,13 +231,18 @@ def call_main(argv: List[str]) -> int:
         host, _, port = args.rtpengine.rpartition(":")
         engine = RealEngine((host, int(port)))
     try:
-        print("\n".join(call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine)))
+        lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine)
     except ValueError as exc:
         print(f"fakes.trace: {exc}", file=sys.stderr)
         return 2
     finally:
         if engine is not None:
             engine.close()
+    print("\n".join(lines))
+    if lines[-1].startswith("  ! "):
+        print("fakes.trace: the call met errors (lines with !): your rules raised or answered what the gateway "
+              "cannot do", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import sdp as sdpread
 from .rtpengine import MemoryEngine
@@ -346,6 +346,13 @@ class Network:
         self.undelivered: List[Tuple[Endpoint, SipMessage]] = []
         self._hosts = itertools.count(2)
 
+    def nobody_answers(self) -> List[Tuple[Endpoint, SipMessage]]:
+        """tm's timers fire: calls still ringing end (408).  What went where no UA of this network is (a trunk
+        is none), handed back and forgotten, so that tests/flowcheck.assert_clean holds afterwards."""
+        self.gateway.timeout()
+        lost, self.undelivered = self.undelivered, []
+        return lost
+
     # -- UAs --------------------------------------------------------------------------
 
     def browser(self, name: str, secure: bool = True, media: Optional[MediaAgent] = None) -> UA:
@@ -643,3 +650,21 @@ class Call:
     def established(self) -> bool:
         dialog = self.caller.dialogs.get(self.call_id)
         return dialog is not None and dialog.remote_tag is not None
+
+    # -- what happened to the call, for tests of one's rules --------------------------------
+
+    def invites_sent(self) -> List[Tuple[Endpoint, SipMessage]]:
+        """Every INVITE of this call the gateway sent, and where: one per branch (a user's contacts, a trunk)."""
+        events = self.network.gateway.events
+        return [e.data for e in events if e.kind == "send" and e.data[1].is_request
+                and e.data[1].method == "INVITE" and e.data[1].call_id == self.call_id]  # fmt: skip
+
+    def statuses(self) -> List[int]:
+        """The final replies the caller got (a digest challenge, which it answers by itself, left out)."""
+        return [m.status for m in self.caller.inbox if not m.is_request and m.call_id == self.call_id
+                and m.status >= 200 and m.status not in (401, 407)]  # fmt: skip
+
+    def rtpengine_offers(self) -> List[Dict[str, Any]]:
+        """The ng offers sent for this call (none: no media proxy)."""
+        commands = [e.data[0] for e in self.network.gateway.events if e.kind == "rtpengine"]
+        return [c for c in commands if c["command"] == "offer" and c["call-id"] == self.call_id]

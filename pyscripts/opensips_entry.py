@@ -17,7 +17,12 @@ from gateway.host import Router
 
 
 def mod_init() -> Router:
-    router = Router.from_files(LM_ERR)
+    try:
+        router = Router.from_files(LM_ERR)
+    except Exception as exc:
+        # OpenSIPS prints the traceback only to stderr (and then "can't get traceback"): say it in its log too.
+        LM_ERR(f"gateway: the rules cannot route, OpenSIPS stops: {type(exc).__name__}: {exc}\n")
+        raise
     # Py_Initialize set the C library's LC_CTYPE from the environment (LANG=C.UTF-8 and the
     # like); OpenSIPS runs in "C".  In a multibyte locale glibc's regex, which the cfg's =~
     # uses, takes its wide-character path (twice the instructions for the scanner test on

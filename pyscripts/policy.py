@@ -35,10 +35,11 @@ and ``callee.behind_nat``.  It may change the media proxy of such branches, or `
 
 A rule that raises costs the caller a 500 (counted as python_failures, logged with the
 Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, without a
-restart; a file that fails to import or fails on a sample call is refused (the reason is
-logged once) and the rules before it keep routing.
+restart; a file that fails to import or fails on a sample call is refused (each worker logs
+the reason once) and the rules before it keep routing.  The sample call tries one path of
+your rules only: test the others offline (README.md "Changing the routing").
 
-Try a change offline before it goes live: ``python3 -m fakes.trace call alice 0044201234``
+Try a change offline before it goes live: ``python3 -m fakes.trace call browser:alice 0044201234``
 shows where a call goes, and README.md "Changing the routing" has recipes with their tests.
 """
 

@@ -1,6 +1,7 @@
 """Bring the gateway up on this machine: rtpengine + OpenSIPS with our cfg, and a JsSIP softphone page.
 
     python3 -m rig.up                       # loopback, a fresh self-signed certificate
+    python3 -m rig.up --settings my/gateway.ini --policy my/policy.py   # with your rules
     python3 -m rig.up --host gw.example.org --cert fullchain.pem --key privkey.pem
 
 It prints the softphone's address (open it in two browser tabs, register two
@@ -31,6 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--key", type=Path, help="its private key (PEM)")
     parser.add_argument("--folder", type=Path, help="where the cfg, logs and page go (default: a new temp folder)")
     parser.add_argument("--web-port", type=int, default=0, help="port of the softphone page (default: any free one)")
+    parser.add_argument("--settings", type=Path, help="your gateway.ini (default: loopback domains, no trunks)")
+    parser.add_argument("--policy", type=Path, help="your policy.py (default: pyscripts/policy.py)")
     args = parser.parse_args(argv)
     if bool(args.cert) != bool(args.key):
         parser.error("--cert and --key go together")
@@ -45,15 +48,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = args.folder or Path(tempfile.mkdtemp(prefix="gateway-up-"))
     folder.mkdir(parents=True, exist_ok=True)
     settings = DEFAULT_SETTINGS.replace("gateway.local", f"gateway.local {args.host}".strip())
+    if args.settings:
+        settings = args.settings.read_text()  # edit it while it runs: the rig's copy is folder/gateway.ini
+    env = {"GATEWAY_POLICY": str(args.policy.resolve())} if args.policy else {}
     names = (args.host, "localhost", "gateway.local")
     certificate = (args.cert, args.key) if args.cert else None
     gateway = Gateway.start(
-        binaries[0], folder=folder, settings=settings, host=args.host, names=names, certificate=certificate
+        binaries[0], folder=folder, settings=settings, host=args.host, names=names, certificate=certificate, env=env
     )
     server: Optional[web.Server] = None
     try:
         server = web.Server(web.site(folder / "web"), port=args.web_port)
         print(f"OpenSIPS {gateway.version} with opensips/opensips.cfg, logs in {folder}")
+        print(
+            f"  rules: {folder / 'gateway.ini'} and {args.policy or 'pyscripts/policy.py'} (changes taken as it runs)"
+        )
         print(f"  softphone: {server.url}?ws={gateway.wss_url}&domain={args.host}")
         print(f"  (plain ws: {gateway.ws_url})  SIP phones: udp/tcp {args.host}:{gateway.ports.sip}, "
               f"tls {args.host}:{gateway.ports.tls}")  # fmt: skip

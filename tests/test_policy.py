@@ -377,3 +377,10 @@ def test_a_rule_sees_bytes_that_are_not_utf8_as_the_replacement_character() -> N
     assert seen[-1] == ("j\ufffdrg", "caf\ufffd")
     assert outcome(gateway, invite(), SOURCE) == [404]  # nothing left pending: the next request is answered
     assert gateway.python_failures == 0
+
+
+def test_gateway_ini_lists_take_commas_and_always_proxy_takes_user_names() -> None:
+    found = parse("[blocked]\nprefixes = 0900, 0137,/^x/\n")
+    assert [p.text for p in found.tables.blocked] == ["0900", "0137", "/^x/"]
+    with pytest.raises(ValueError, match="user names"):
+        parse("[media]\nalways_proxy = carol@gateway.local\n")

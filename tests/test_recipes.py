@@ -2,7 +2,10 @@
 fake host running the cfg, as an operator would test his own change before it goes live.
 
 These are also what a test of one's own rules looks like: load the files as OpenSIPS would
-(``Gateway(files=(gateway_ini, policy_py))``), place calls, and look at where they went.
+(``Gateway(files=(gateway_ini, policy_py))``), place calls with a ``Network`` of browsers and phones,
+and ask each call where it went (``call.invites_sent()``, ``call.statuses()``,
+``call.rtpengine_offers()``; ``net.nobody_answers()`` ends calls that went to a trunk, which is no
+UA here).  ``tests.flowcheck.assert_clean`` then says nothing was left behind.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from fakes.runtime import Endpoint, Gateway
-from fakes.sipmsg import SipMessage
+from fakes.runtime import Gateway
 from fakes.trace import main as trace_main
-from fakes.ua import UA, Call, Network
+from fakes.ua import Network
 from tests.flowcheck import assert_clean
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,43 +36,24 @@ def recipe(name: str) -> Tuple[Gateway, Network]:
     return gateway, Network(gateway)
 
 
-def sent_invite(gateway: Gateway, call: Call) -> Tuple[Endpoint, SipMessage]:
-    """Where the call's (last) INVITE went, and the INVITE as it went."""
-    found = [e.data for e in gateway.events if e.kind == "send" and e.data[1].is_request
-             and e.data[1].method == "INVITE" and e.data[1].call_id == call.call_id]  # fmt: skip
-    assert found, "the INVITE went nowhere"
-    endpoint, invite = found[-1]
-    return endpoint, invite
-
-
-def final(ua: UA, call: Call) -> List[int]:
-    return [m.status for m in ua.inbox if not m.is_request and m.call_id == call.call_id and m.status >= 200
-            and m.status not in (401, 407)]  # fmt: skip
-
-
-def ng_offers(gateway: Gateway, call: Call) -> List[dict]:  # type: ignore[type-arg]
-    commands = [e.data[0] for e in gateway.events if e.kind == "rtpengine"]
-    return [c for c in commands if c["command"] == "offer" and c["call-id"] == call.call_id]
-
-
 def test_dial_plan_sends_numbers_to_their_trunks() -> None:
-    gateway, net = recipe("dial-plan")
+    _, net = recipe("dial-plan")
     alice = net.browser("alice")
     net.register(alice)
     for number, trunk in (("0044201234", ("198.51.100.20", 5060, "tcp")), ("+4930123", ("198.51.100.20", 5060, "tcp")),
                           ("030123456", ("198.51.100.10", 5060, "udp"))):  # fmt: skip
         call = net.invite(alice, number)
-        endpoint, invite = sent_invite(gateway, call)
+        endpoint, invite = call.invites_sent()[-1]
         assert (endpoint.host, endpoint.port, endpoint.proto) == trunk, number
         assert invite.ruri == f"sip:{number}@127.0.0.1"  # the request URI stays as dialled
-        gateway.timeout()
+        net.nobody_answers()  # no trunk here: the call ends with 408
     # a number the plan does not know is our own user's: nobody registered it
-    assert final(alice, net.invite(alice, "1234")) == [404]
+    assert net.invite(alice, "1234").statuses() == [404]
     # a caller of another domain reaches our users only: never a trunk through the dial plan
     stranger = net.phone("mallory", host="203.0.113.66")
     stranger.domain = "elsewhere.example"
     call = net.invite(stranger, "0044201234", domain="127.0.0.1")
-    assert final(stranger, call) == [404]
+    assert call.statuses() == [404]
 
 
 def test_blocking_refuses_the_range_with_403() -> None:
@@ -78,7 +61,7 @@ def test_blocking_refuses_the_range_with_403() -> None:
     alice, bob = net.browser("alice"), net.phone("bob")
     net.registered(alice, bob)
     for number in ("0900123456", "0137777", "+19005551234", "19765550000"):
-        assert final(alice, net.invite(alice, number)) == [403], number
+        assert net.invite(alice, number).statuses() == [403], number
     call = net.invite(alice, "bob")
     assert call.call_id in bob.pending_invites
     net.reply(call, bob, 200)
@@ -107,7 +90,7 @@ def test_media_per_user_one_user_always_takes_the_media_proxy_and_the_office_nev
     proxied = []
     for caller, callee in ((carol, erin), (erin, carol), (dave, erin), (erin, dave)):
         call = net.invite(caller, callee.name)
-        proxied.append(bool(ng_offers(gateway, call)))
+        proxied.append(bool(call.rtpengine_offers()))
         net.reply(call, callee, 200)
         net.bye(call, "caller")
     # carol's calls, either way: always; the office's (dave is behind NAT): never; as the gateway would otherwise
@@ -120,14 +103,12 @@ def test_rtpengine_flags_per_call() -> None:
     alice, bob = net.browser("alice"), net.browser("bob")
     net.registered(alice, bob)
     call = net.invite(alice, "00442012345")
-    (offer,) = ng_offers(gateway, call)
+    (offer,) = call.rtpengine_offers()
     assert "transcode-PCMA" in offer["flags"] and offer.get("record-call") == "yes"
     assert offer["transport-protocol"] == "RTP/AVP"
-    gateway.timeout()
-    assert {(e.host, e.port) for e, _ in net.undelivered} == {("198.51.100.30", 5060)}  # the carrier: not here
-    net.undelivered.clear()
+    assert {(e.host, e.port) for e, _ in net.nobody_answers()} == {("198.51.100.30", 5060)}  # the carrier
     call = net.invite(alice, "bob")  # a browser: no A-law toward it, still recorded, still DTLS
-    (offer,) = ng_offers(gateway, call)
+    (offer,) = call.rtpengine_offers()
     assert "transcode-PCMA" not in offer["flags"] and offer.get("record-call") == "yes"
     assert offer["transport-protocol"] == "UDP/TLS/RTP/SAVPF"
     net.reply(call, bob, 200)
@@ -136,7 +117,7 @@ def test_rtpengine_flags_per_call() -> None:
 
 
 def test_numbers_to_users_ring_who_owns_them() -> None:
-    gateway, net = recipe("numbers-to-users")
+    _, net = recipe("numbers-to-users")
     alice = net.browser("alice")
     carrier = net.phone("carrier", host="198.51.100.40")
     carrier.domain = "carrier.example"
@@ -146,10 +127,10 @@ def test_numbers_to_users_ring_who_owns_them() -> None:
     net.reply(call, alice, 200)
     net.bye(call, "callee")
     call = net.invite(carrier, "+4930123459", domain="127.0.0.1")
-    endpoint, _ = sent_invite(gateway, call)
+    endpoint, _ = call.invites_sent()[-1]
     assert (endpoint.host, endpoint.port) == ("198.51.100.41", 5060)
-    gateway.timeout()
-    assert final(carrier, net.invite(carrier, "+4930123451", domain="127.0.0.1")) == [404]  # bob: not registered
+    net.nobody_answers()
+    assert net.invite(carrier, "+4930123451", domain="127.0.0.1").statuses() == [404]  # bob: not registered
 
 
 # -- the README shows these very files, and its tracer commands run ---------------------------

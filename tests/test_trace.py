@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,14 @@ def test_the_module_runs_as_documented() -> None:
         [sys.executable, "-m", "fakes.trace", "forking"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert "=== forking:" in out and "rtpengine sessions left: 0" in out
+
+
+def test_a_call_whose_rules_fail_exits_1_and_a_file_that_does_not_import_2(tmp_path: Path) -> None:
+    raising = tmp_path / "raising.py"
+    raising.write_text("def route(request, default):\n    if request.ruri_user == '666':\n        raise KeyError(1)\n"
+                       "    return default\n")  # fmt: skip
+    assert main(["--policy", str(raising), "call", "browser:alice", "666"]) == 1
+    assert main(["--policy", str(raising), "call", "browser:alice", "phone:bob"]) == 0
+    broken = tmp_path / "broken.py"
+    broken.write_text("def route(request, default)\n    return default\n")
+    assert main(["--policy", str(broken), "call", "browser:alice", "0044"]) == 2

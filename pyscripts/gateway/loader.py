@@ -29,7 +29,7 @@ CalleeRule = Callable[[Request, Callee, Decision], Decision]
 
 def default_policy_path() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(here, os.pardir, "policy.py")
+    return os.path.normpath(os.path.join(here, os.pardir, "policy.py"))
 
 
 def policy_path(path: Optional[str] = None) -> str:
@@ -66,7 +66,10 @@ def import_policy(path: str) -> Tuple[RouteRule, Optional[CalleeRule]]:
     if spec is None or spec.loader is None:
         raise ValueError(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a file that does not import is refused with its reason
+        raise ValueError(f"{path} does not import: {type(exc).__name__}: {exc}") from None
     route = getattr(module, "route", None)
     callee = getattr(module, "callee", None)
     if not callable(route) or len(inspect.signature(route).parameters) != 2:

@@ -85,7 +85,7 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
     blocked: List[Pattern] = []
     if parser.has_section("blocked"):
         _known(parser["blocked"], {"prefixes"}, origin)
-        for text in parser["blocked"].get("prefixes", "").split():
+        for text in parser["blocked"].get("prefixes", "").replace(",", " ").split():
             try:
                 blocked.append(Pattern.parse(text))
             except ValueError as exc:
@@ -94,6 +94,9 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
     if parser.has_section("media"):
         _known(parser["media"], {"always_proxy"}, origin)
         proxied = frozenset(parser["media"].get("always_proxy", "").replace(",", " ").split())
+        bad = sorted(user for user in proxied if "@" in user or ":" in user)
+        if bad:
+            raise ValueError(f"{origin}: [media] always_proxy takes user names (alice), not addresses: {bad}")
     headers: Tuple[str, ...] = ()
     if parser.has_section("policy"):
         _known(parser["policy"], {"headers"}, origin)
@@ -147,7 +150,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
 
 def default_path() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(here, os.pardir, os.pardir, "opensips", "gateway.ini")
+    return os.path.normpath(os.path.join(here, os.pardir, os.pardir, "opensips", "gateway.ini"))
 
 
 def settings_path(path: Optional[str] = None) -> str:
