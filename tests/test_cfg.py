@@ -53,10 +53,13 @@ SCRIPT = cfgscript.parse(CFG)
 
 
 def cases(route: str) -> Set[str]:
-    """The actions a switch of the cfg does: the labels of its cases."""
-    found = {c.label for n in walk(SCRIPT.route("route", route).body) if isinstance(n, cfgscript.Switch)
-             for c in n.cases if not c.default}  # fmt: skip
-    return {str(label) for label in found}
+    """The actions a route of the cfg does: the names it compares $var(gw_a) with."""
+    return {
+        str(n.right.value)
+        for n in walk(SCRIPT.route("route", route).body)
+        if isinstance(n, cfgscript.Binary) and n.op in ("==", "!=") and isinstance(n.left, cfgscript.PVRef)
+        and n.left.pv.text == "$var(gw_a)" and isinstance(n.right, cfgscript.Const)
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,9 @@ def test_a_python_failure_gets_500_for_new_calls_and_keeps_calls_up(monkeypatch:
     assert gateway.python_failures == 2
     assert any(second.call_id in e and "RuntimeError" in e for e in gateway.errors)
     assert any(call.call_id in e for e in gateway.errors)
+    # the cfg's own line: which request, from where, which call
+    assert any(f"python routing failed for INVITE from {bob.endpoint.host}, Call-ID {second.call_id}" in e
+               for e in gateway.errors)  # fmt: skip
 
 
 def python_entries(gateway: Gateway, since: int) -> List[str]:
@@ -253,3 +256,70 @@ def test_a_call_asks_the_router_only_where_it_has_something_to_decide(
     # and the rules answer after the digest check (on_authorized)
     assert python_entries(gateway, start) == ["on_request", *expected]
     assert_clean(gateway, net)
+
+
+class NoDeleteEngine(MemoryEngine):
+    def command(self, ng: dict) -> dict:  # type: ignore[type-arg]
+        if ng["command"] == "delete":
+            super().command(ng)
+            return {"result": "error", "error-reason": "unknown call"}
+        return super().command(ng)
+
+
+def test_a_bye_the_cfg_serves_itself_gets_the_senders_nat_flag_and_logs_a_failed_delete() -> None:
+    """A dialog without browsers through rtpengine (quiet_bye): the cfg serves a SIP peer's BYE itself."""
+    gateway = Gateway(strict=False, rtpengine=NoDeleteEngine())
+    net = Network(gateway)
+    carol, erin = net.phone("carol", nat=True), net.phone("erin")
+    net.registered(carol, erin)
+    call = net.invite(carol, "erin")
+    net.reply(call, erin, 200)
+    start = len(gateway.events)
+    net.bye(call, "caller")
+    assert not any(e.kind == "exec" for e in gateway.events[start:])  # no python_exec for it
+    (bye,) = [t for t in gateway.completed.values() if t.method == "BYE"]
+    assert bye.flags == {"SRC_NAT"}
+    assert any(f"rtpengine failed for Call-ID {call.call_id}" in e for e in gateway.errors)
+
+
+def test_a_python_failure_in_a_reply_route_is_counted_and_does_nothing_of_an_earlier_reply() -> None:
+    gateway = Gateway(strict=False)
+    net = Network(gateway)
+    alice, bob = net.browser("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    first = net.invite(alice, "bob")
+    net.reply(first, bob, 200)  # the worker's $var(gw_reply) now holds an answer's actions
+    second = net.invite(alice, "bob")
+    router = gateway.router
+    original = router.on_reply
+
+    def broken(msg: object, facts: str = "") -> int:
+        raise RuntimeError("bug in the reply route")
+
+    router.on_reply = broken
+    before = [e.data[0]["command"] for e in gateway.events if e.kind == "rtpengine"]
+    counted = dict(gateway.statistics)
+    net.reply(second, bob, 200)
+    after = [e.data[0]["command"] for e in gateway.events if e.kind == "rtpengine"]
+    assert after == before  # no rtpengine answer with the earlier call's flags
+    assert gateway.python_failures == counted.get("python_failures", 0) + 1
+    assert {k: v for k, v in gateway.statistics.items() if k != "python_failures"} == {
+        k: v for k, v in counted.items() if k != "python_failures"
+    }  # nothing counted twice
+    router.on_reply = original
+
+
+def test_a_plain_call_answered_on_two_branches_is_counted_once() -> None:
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})))
+    net = Network(gateway)
+    carol = net.phone("carol", host="198.51.100.10")
+    desk, mobile = net.phone("gina", host="198.51.100.11"), net.phone("gina", host="198.51.100.12")
+    net.registered(carol, desk, mobile)
+    call = net.invite(carol, "gina")
+    invite = mobile.pending_invites[call.call_id]
+    late = mobile.reply_to(invite, 200, "OK", "t-mobile", mobile.make_answer(call.call_id))
+    del mobile.pending_invites[call.call_id]  # it has answered: tm's CANCEL finds nothing to end there
+    net.reply(call, desk, 200)
+    net.send(mobile, late)  # the mobile's 2xx crossed tm's CANCEL: relayed too, the call counted once
+    assert gateway.statistics["calls_sip_to_sip"] == 1
+    assert [m.status for m in carol.inbox if m.call_id == call.call_id and not m.is_request].count(200) == 2

@@ -570,9 +570,8 @@ class Router:
         status = as_int(status_text)
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         has_contact = contacts not in ("0", NULL)
-        exchange = optional(exchange_text)
-        if exchange is not None:
-            sequential = Exchange.parse(exchange)
+        sequential = self._exchange(exchange_text)
+        if sequential is not None:
             action = core.plan_sequential_reply(sequential, status, has_sdp, profiles)
             fix = sequential.receiver.behind_nat and 100 < status < 300 and has_contact
             sets, media = media_sets(action)
@@ -595,6 +594,15 @@ class Router:
     def _failure(self, rules: Rules, text: str) -> Answer:
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
         return Answer(media or (Act.NONE,), sets)
+
+    def _exchange(self, text: str) -> Optional[Exchange]:
+        if optional(text) is None:
+            return None
+        try:
+            return Exchange.parse(text)
+        except ValueError as exc:
+            self.log(f"gateway: ignoring unreadable exchange: {exc}\n")
+            return None
 
     def _record(self, text: Optional[str]) -> Optional[CallRecord]:
         if text is None or optional(text) is None:
