@@ -37,7 +37,7 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
@@ -207,6 +207,7 @@ FAILURE_FACTS = DIALOG_RECORD
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
+T = TypeVar("T")
 FAILED = -2  # python_exec's result when the Python side failed: the cfg's fail-safe answers
 Sets = Tuple[Tuple[str, str], ...]
 
@@ -596,21 +597,19 @@ class Router:
         return Answer(media or (Act.NONE,), sets)
 
     def _exchange(self, text: str) -> Optional[Exchange]:
-        if optional(text) is None:
-            return None
-        try:
-            return Exchange.parse(text)
-        except ValueError as exc:
-            self.log(f"gateway: ignoring unreadable exchange: {exc}\n")
-            return None
+        return self._stored(text, Exchange.parse, "exchange")
 
     def _record(self, text: Optional[str]) -> Optional[CallRecord]:
+        return self._stored(text, CallRecord.parse, "dialog record")
+
+    def _stored(self, text: Optional[str], parse: Callable[[str], T], what: str) -> Optional[T]:
+        """A value the gateway stored ($dlg_val, $avp); an unreadable one is ignored with a log line."""
         if text is None or optional(text) is None:
             return None
         try:
-            return CallRecord.parse(text)
+            return parse(text)
         except ValueError as exc:
-            self.log(f"gateway: ignoring unreadable dialog record: {exc}\n")
+            self.log(f"gateway: ignoring unreadable {what}: {exc}\n")
             return None
 
 
