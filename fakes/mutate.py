@@ -36,7 +36,12 @@ from . import cfgscript
 from .runtime import CFG, REPO
 
 #: (route, statement text, mutation) -> why the suite cannot and need not notice it.
-HARMLESS: Dict[Tuple[str, str, str], str] = {}
+HARMLESS: Dict[Tuple[str, str, str], str] = {
+    ("route[gw_heap]", "$var(gw_heap_32) = $(var(gw_heap){s.fill.left,x,2559});", "move"): (
+        "the last string moves after $var(gw_heap) = 1: the same 33 strings in the same order, all on the "
+        "worker's first message (tests/test_heap.py)"
+    ),
+}
 
 TIMEOUT = 600.0
 

@@ -178,6 +178,9 @@ class Transaction:
     serial: str = ""
     reply_to: Optional[Endpoint] = None
     """Where tm sends this transaction's replies upstream (reply_address when it was made)."""
+    sent_final: Optional[SipMessage] = None
+    """The negative final reply tm sent upstream for an INVITE: sent again until its ACK comes (retransmit)."""
+    acked: bool = False
 
     @property
     def method(self) -> str:
@@ -809,7 +812,17 @@ class Gateway:
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)
             tx.dialog.state = "deleted"
+        tx.sent_final = best.copy()
         self._send(tx.reply_to or tx.source, best, out)
+
+    def retransmit(self) -> List[Tuple[Endpoint, SipMessage]]:
+        """tm's timer G: a negative final reply to an INVITE whose ACK tm did not take (t_check_trans or
+        t_relay of the ACK) is sent again, until timer H ends the transaction."""
+        out: List[Tuple[Endpoint, SipMessage]] = []
+        for tx in self.completed.values():
+            if tx.method == "INVITE" and tx.sent_final is not None and not tx.acked:
+                self._send(tx.reply_to or tx.source, tx.sent_final.copy(), out)
+        return out
 
     def _confirm_dialog(self, tx: Transaction, reply: SipMessage, source: Endpoint) -> None:
         dialog = tx.dialog
@@ -1101,8 +1114,14 @@ class Gateway:
         if ctx.msg.method == "CANCEL":
             return 1 if self._find_tx(ctx.msg, "INVITE") is not None else -1
         if ctx.msg.method == "ACK":
+            # tm takes the ACK of a negative reply it sent (hop by hop, the INVITE's Via branch) and
+            # ends the script (0); any other ACK is no transaction of its own
             key = self._tx_key(ctx.msg, "INVITE")
-            return 0 if key in self.transactions or key in self.completed else -1
+            tx = self.transactions.get(key) or self.completed.get(key)
+            if tx is None:
+                return -1
+            tx.acked = True
+            return 0
         return 1 if self._find_tx(ctx.msg, ctx.msg.method) is not None else -1
 
     def fn_sl_send_reply(self, ctx: Context, code: str, reason: str) -> int:

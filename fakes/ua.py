@@ -349,7 +349,12 @@ class Network:
     def nobody_answers(self) -> List[Tuple[Endpoint, SipMessage]]:
         """tm's timers fire: calls still ringing end (408).  What went where no UA of this network is (a trunk
         is none), handed back and forgotten, so that tests/flowcheck.assert_clean holds afterwards."""
-        self.gateway.timeout()
+        for endpoint, message in self.gateway.timeout():  # the callers get their 408, and ACK it
+            target = self.uas.get(endpoint)
+            if target is None:
+                self.undelivered.append((endpoint, message))
+            else:
+                self._arrive(target, message)
         lost, self.undelivered = self.undelivered, []
         return lost
 

@@ -323,3 +323,34 @@ def test_a_plain_call_answered_on_two_branches_is_counted_once() -> None:
     net.send(mobile, late)  # the mobile's 2xx crossed tm's CANCEL: relayed too, the call counted once
     assert gateway.statistics["calls_sip_to_sip"] == 1
     assert [m.status for m in carol.inbox if m.call_id == call.call_id and not m.is_request].count(200) == 2
+
+
+def test_a_plain_call_is_counted_at_its_answer_not_at_its_ringing() -> None:
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})))
+    net = Network(gateway)
+    carol, erin = net.phone("carol", host="198.51.100.10"), net.phone("erin", host="198.51.100.11")
+    net.registered(carol, erin)
+    call = net.invite(carol, "erin")
+    net.reply(call, erin, 180)
+    assert gateway.statistics["calls_sip_to_sip"] == 0
+    net.reply(call, erin, 200)
+    assert gateway.statistics["calls_sip_to_sip"] == 1
+    net.bye(call, "caller")
+
+
+def test_a_python_failure_in_the_failure_route_still_releases_the_media() -> None:
+    gateway = Gateway(strict=False)
+    net = Network(gateway)
+    alice, bob = net.browser("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    call = net.invite(alice, "bob")
+    assert gateway.sessions()
+
+    def broken(msg: object, facts: str = "") -> int:
+        raise RuntimeError("bug in the failure route")
+
+    gateway.router.on_failure = broken
+    net.reply(call, bob, 486)
+    assert gateway.sessions() == [] and gateway.python_failures == 1
+    deletes = [e for e in gateway.events if e.kind == "rtpengine" and e.data[0]["command"] == "delete"]
+    assert len(deletes) == 1  # nothing of an earlier call's failure ran again

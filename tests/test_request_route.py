@@ -78,3 +78,29 @@ def test_a_phone_not_behind_nat_whose_sdp_names_a_private_address_takes_the_medi
         assert "SIP-source-address" in offers[0].get("flags", [])
     net.reply(call, erin, 200)
     net.bye(call, "caller")
+
+
+def test_an_earlier_calls_private_sdp_does_not_stick_to_the_next_call() -> None:
+    """$var values outlive the message in a worker: the SDP's test is cleared for every request."""
+    from fakes.ua import SyntheticPhone
+
+    gateway = Gateway()
+    net = Network(gateway)
+    carol, erin, dave = net.phone("carol"), net.phone("erin"), net.phone("dave")
+    carol.media = SyntheticPhone("10.1.2.3")
+    net.registered(carol, erin, dave)
+    first = net.invite(carol, "erin")
+    assert first.rtpengine_offers()
+    second = net.invite(dave, "erin")  # dave's SDP names his public address
+    assert second.rtpengine_offers() == []
+
+
+def test_the_ack_of_a_refused_call_is_taken_so_the_refusal_is_not_sent_again() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.phone("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    call = net.invite(alice, "bob")
+    net.reply(call, bob, 486)  # alice gets the 486 and ACKs it
+    assert call.statuses() == [486]
+    assert gateway.retransmit() == []
