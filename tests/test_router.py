@@ -346,3 +346,16 @@ def test_branch_plans_are_kept_up_to_a_bound_by_their_complete_inputs() -> None:
                                     b"bob".hex(), b"127.0.0.1".hex(), b"application/sdp".hex())))  # fmt: skip
     # a browser's connection is no input of a plan: one plan a kind, whatever the port
     assert len(r._plans) == len(Registration)
+
+
+def test_a_requests_actions_always_end_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """route[request_actions] ends the script after the last action: a list must end with one that ends it."""
+    r = router()
+    monkeypatch.setattr(r, "_request", lambda rules, msg, facts: host.Answer((Act.NAT, Act.RPORT)))
+    assert r.on_request(Msg(), request_facts("INVITE")) == host.FAILED
+    monkeypatch.setattr(r, "_request", lambda rules, msg, facts: host.Answer((Act.NAT, Act.RELAY)))
+    assert r.on_request(Msg(), request_facts("INVITE")) == 1
+    for facts in (request_facts("INVITE"), request_facts("REGISTER"), request_facts("CANCEL")):
+        msg = Msg()
+        router().on_request(msg, facts)
+        assert msg.sets[host.REQUEST_VAR].split(",")[-1] in host.ENDING[host.REQUEST_VAR]
