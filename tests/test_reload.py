@@ -8,6 +8,7 @@ once, and the rules before it keep routing.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -177,3 +178,26 @@ def test_the_shipped_files_load() -> None:
     net.reply(call, bob, 200)
     net.bye(call, "caller")
     assert_clean(gateway, net)
+
+
+def test_a_policy_saved_twice_within_one_second_at_the_same_length_runs_as_last_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python's import would take __pycache__'s bytecode when the source's whole-second mtime and size match:
+    the loader compiles the file's bytes itself, and writes no bytecode (OpenSIPS's interpreter writes it)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    gateway, net, clock, _ini, policy, alice = rig(tmp_path)
+    stamp = policy.stat().st_mtime
+    first, second = POLICY.format(reason="Blocked Twoa"), POLICY.format(reason="Blocked Twob")
+    assert len(first) == len(second)
+    policy.write_text(first)
+    os.utime(policy, (stamp + 5, stamp + 5))
+    clock.now += 1.5
+    assert destination(gateway, net, alice, "0900123") == ("reply", 403)
+    policy.write_text(second)
+    os.utime(policy, (stamp + 5.4, stamp + 5.4))  # the same second, the same size
+    clock.now += 1.5
+    call = net.invite(alice, "0900123")
+    reasons = [m.first_line for m in alice.inbox if not m.is_request and m.call_id == call.call_id]
+    assert reasons[-1] == "SIP/2.0 403 Blocked Twob"
+    assert not (tmp_path / "__pycache__").exists()
