@@ -6,17 +6,17 @@
 
 For every statement of every route (a call, an assignment, ``route()``, ``exit``/``drop``/``return``,
 and each ``if``/``switch``/``while`` with all it holds) two mutants are made: the statement deleted
-(left as an empty statement, ``;``), and the statement moved to the end of its route (after the
-route's ``exit``, where there is one: where it never runs; else where it runs last).  Each mutant
+(left as an empty statement, ``;``), and the statement moved after the route's exit (its closing
+``exit``/``drop``/``return``, or a ``return`` put at its end): where it is parsed but never runs.  Each mutant
 cfg runs the offline suite on the fake host (``GATEWAY_CFG`` names the mutant; the fake executes
 the cfg itself, see cfgscript.py): the mutant is killed when a test fails.
 
-Only the tests that ran the statement (or, for a move, its route) with the real cfg can notice
-either mutant: a test that never ran it runs the same with or without it.  So a first run of the
+Only the tests that ran the statement with the real cfg can notice either mutant: a test that
+never ran it runs the same with or without it.  So a first run of the
 suite records which cfg lines each test ran (tests/conftest.py, ``GATEWAY_CFG_COVERAGE``), and each
 mutant runs those tests only, quickest first, stopping at the first failure.  A statement no test
-runs is a survivor without a run.  Moving a route's last statement to its end changes nothing: such
-a move is not made.  Survivors the team judged harmless are named in ``HARMLESS`` with the reason.
+runs is a survivor without a run.  Survivors the team judged harmless are named in ``HARMLESS``
+with the reason.
 """
 
 from __future__ import annotations
@@ -37,10 +37,6 @@ from .runtime import CFG, REPO
 
 #: (route, statement text, mutation) -> why the suite cannot and need not notice it.
 HARMLESS: Dict[Tuple[str, str, str], str] = {
-    ("route[gw_heap]", "$var(gw_heap_32) = $(var(gw_heap){s.fill.left,x,2559});", "move"): (
-        "the last string moves after $var(gw_heap) = 1: the same 33 strings in the same order, all on the "
-        "worker's first message (tests/test_heap.py)"
-    ),
     ("route[request_actions]", "exit;", "delete"): (
         "every list of a request's actions ends with one that ends the script (relay, reply, save; "
         "gateway.host.ENDING, tests/test_router.py): the loop never runs out to this exit"
@@ -78,21 +74,19 @@ def mutants(text: str, routes: Optional[Sequence[str]] = None) -> List[Mutant]:
         label = route_label(block)
         if routes and block.name not in routes and label not in routes:
             continue
-        last = block.body[-1].line if block.body else None
+        last = block.body[-1] if block.body else None
+        # After the route's exit: after its last statement when that ends it, else after a return put there.
+        ends = isinstance(last, cfgscript.Keyword) and last.word in ("exit", "drop", "return")
         for action in block.actions:
             deleted = text[: action.start] + ";" + text[action.end :]
             made.append(Mutant(label, action, "delete", deleted))
-            top_level_last = last == action.line and action.end == max(a.end for a in block.actions)
-            if not top_level_last:
-                close = block.close - len(action.text) + 1  # the deletion above shortened the text before it
-                moved = deleted[:close] + "\t" + action.text + "\n" + deleted[close:]
-                made.append(Mutant(label, action, "move", moved))
+            if ends and action.end == max(a.end for a in block.actions):
+                continue  # the exit itself: after itself is where it is
+            close = block.close - len(action.text) + 1  # the deletion above shortened the text before it
+            exit_ = "" if ends else "\treturn;\n"
+            moved = deleted[:close] + exit_ + "\t" + action.text + "\n" + deleted[close:]
+            made.append(Mutant(label, action, "move", moved))
     return made
-
-
-def route_lines(text: str) -> Dict[str, Tuple[int, int]]:
-    script = cfgscript.Parser(text).script(text)
-    return {route_label(b): (b.line, b.end_line) for b in script.routes.values()}
 
 
 def statement_lines(action: cfgscript.Action) -> Set[int]:
@@ -157,17 +151,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     started = time.monotonic()
     coverage, seconds = record_coverage(args.pytest_args)
-    routes = route_lines(text)
     print(f"coverage of {len(coverage)} tests recorded in {time.monotonic() - started:.0f} s; {len(made)} mutants")
     results: Dict[Mutant, Tuple[bool, str]] = {}
     with tempfile.TemporaryDirectory() as folder, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {}
         for mutant in made:
-            if mutant.kind == "delete":
-                wanted = statement_lines(mutant.action)
-            else:
-                first, last = routes[mutant.route]
-                wanted = set(range(first, last + 1))
+            wanted = statement_lines(mutant.action)
             tests = sorted((t for t, lines in coverage.items() if lines & wanted), key=lambda t: seconds[t])
             if not tests:
                 results[mutant] = (False, "no test runs this statement")

@@ -157,18 +157,41 @@ def test_pike_keeps_the_answer_for_the_last_source_once_the_router_gave_it(monke
 def test_answered_calls_are_counted_per_direction_and_media() -> None:
     gateway = Gateway(Settings())
     net = Network(gateway)
-    alice, bob, carol = net.browser("alice"), net.phone("bob"), net.phone("carol")
-    for ua in (alice, bob, carol):
+    alice, bob, carol, dana = net.browser("alice"), net.phone("bob"), net.phone("carol"), net.browser("dana")
+    for ua in (alice, bob, carol, dana):
         net.register(ua)
-    for caller, callee, user in ((alice, bob, "bob"), (bob, carol, "carol"), (bob, alice, "alice")):
+    for caller, callee, user in (
+        (alice, bob, "bob"),
+        (bob, carol, "carol"),
+        (bob, alice, "alice"),
+        (alice, dana, "dana"),
+    ):
         call = net.invite(caller, user)
         net.reply(call, callee, 200)
         net.bye(call, "caller")
     call = net.invite(carol, "bob")
     net.reply(call, bob, 486)
     assert dict(gateway.statistics) == {
+        "calls_web_to_web": 1,
         "calls_web_to_sip": 1,
         "calls_sip_to_sip": 1,
         "calls_sip_to_web": 1,
-        "media_proxy_calls": 2,
+        "media_proxy_calls": 3,
     }
+
+
+def test_a_python_failure_after_the_digest_check_gets_500_and_runs_nothing_stale() -> None:
+    net = network()
+    net.gateway.strict = False
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
+    call = net.invite(alice, "bob")  # the worker now holds an INVITE's actions in $var(gw_authorized)
+    net.reply(call, bob, 200)
+    net.bye(call, "caller")
+
+    def broken(msg: object) -> int:
+        raise RuntimeError("bug after the digest check")
+
+    net.gateway.router.on_authorized = broken
+    second = net.invite(alice, "bob")
+    assert second.statuses() == [500] and second.call_id not in bob.pending_invites
+    assert net.gateway.python_failures == 1

@@ -354,3 +354,63 @@ def test_a_python_failure_in_the_failure_route_still_releases_the_media() -> Non
     assert gateway.sessions() == [] and gateway.python_failures == 1
     deletes = [e for e in gateway.events if e.kind == "rtpengine" and e.data[0]["command"] == "delete"]
     assert len(deletes) == 1  # nothing of an earlier call's failure ran again
+
+
+def test_the_acks_of_a_dialog_without_browsers_nor_media_stay_in_the_cfg() -> None:
+    """quiet_ack: a call between SIP phones behind NAT that the rules keep off the media proxy (their requests
+    come to the router for their NAT fixes): the caller's ACK without a body is the cfg's own."""
+    from gateway.policy import MediaProxy
+
+    def never(request: object, default: Any) -> Any:
+        return default.with_media(MediaProxy.NEVER)
+
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})), rules=(never, None))
+    net = Network(gateway)
+    carol, erin = net.phone("carol", nat=True), net.phone("erin", nat=True)
+    net.registered(carol, erin)
+    call = net.invite(carol, "erin")
+    net.reply(call, erin, 200)  # carol ACKs it
+    assert call.rtpengine_offers() == []
+    assert python_entries(gateway, 0).count("on_in_dialog") == 0
+    net.bye(call, "caller")  # carol is behind NAT: her BYE goes to the router
+    assert python_entries(gateway, 0).count("on_in_dialog") == 1
+    assert_clean(gateway, net)
+
+
+class FailingEngine(MemoryEngine):
+    """Answers every command after the first offer with an error (the session stays where it was)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offers = 0
+
+    def command(self, ng: dict) -> dict:  # type: ignore[type-arg]
+        if ng["command"] == "offer":
+            self.offers += 1
+            if self.offers == 1:
+                return super().command(ng)
+        if ng["command"] == "delete":
+            super().command(ng)  # gone, though rtpengine says it failed
+        return {"result": "error", "error-reason": "broken"}
+
+
+def test_a_failed_rtpengine_command_is_logged_with_the_call() -> None:
+    gateway = Gateway(strict=False, rtpengine=FailingEngine())
+    net = Network(gateway)
+    alice, bob = net.browser("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    call = net.invite(alice, "bob")
+    net.reply(call, bob, 200)  # the answer fails
+    net.reinvite(call, "caller", hold=True)  # the re-offer fails
+    net.bye(call, "caller")  # the delete fails
+    failed = [e for e in gateway.errors if f"rtpengine failed for Call-ID {call.call_id}" in e]
+    assert len(failed) >= 3
+
+
+def test_a_branch_rtpengine_cannot_offer_is_dropped_and_logged() -> None:
+    gateway = Gateway(Settings(), rtpengine=BrokenEngine(), strict=False)
+    net = Network(gateway)
+    alice, _bob = net.registered(net.browser("alice"), net.phone("bob"))
+    call = net.invite(alice, "bob")
+    assert call.statuses() == [503]
+    assert any(f"branch 0 dropped for Call-ID {call.call_id}" in e for e in gateway.errors)

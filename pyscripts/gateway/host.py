@@ -110,7 +110,7 @@ class Act:
     COUNT_MEDIA_PROXY = "count_media_proxy"
     QUIET_ACK = "quiet_ack"  # $dlg_val(gw_quiet) = "ack": the cfg relays the dialog's ACKs without a body
     QUIET_BYE = "quiet_bye"  # $dlg_val(gw_quiet) = "bye": and serves a SIP peer's BYE with rtpengine_delete
-    NONE = "none"  # nothing to do
+    NONE = "none"  # nothing to do (no line of the cfg names it)
 
 
 ACTIONS: FrozenSet[str] = frozenset(v for k, v in vars(Act).items() if k.isupper())
