@@ -38,7 +38,7 @@ from rig import mi, sipp, web
 
 from .conftest import PROBE, Rig, need, own_rig, python_quiet
 from .rawsip import SDP, SipSocket
-from .sipcalls import messages, settle_all, user
+from .sipcalls import media_both_ways, messages, new_call_id, settle, settle_all, user
 from .webphones import WebPhone
 
 TRUNK_HOSTS = {"a": "127.0.0.21", "b": "127.0.0.22"}
@@ -325,24 +325,31 @@ def connect(rig: Rig, site: web.Server, context: Any) -> Connected:
 
 def still_connected_and_callable(state: Reloading, browser: Connected, offset: int) -> None:
     """The browser's WebSocket is the one it had (same ID, same source port), JsSIP neither lost it nor
-    registered again, and a SIPp phone's call reaches it over it: answered, audio both ways, hung up.
+    registered again, and a SIPp phone's call reaches it over it: answered, audio both ways (the browser's
+    counters and rtpengine's), hung up by the browser.
     Its answer came over the WebSocket to a TCP worker, which had loaded the new rules too (since ``offset``)."""
     rig = state.rig
     assert websocket_of(rig, browser.phone) == browser.connection
     events = browser.phone.events()
     assert "disconnected" not in events and events.count("registered") == 1, events
     caller = sipp.Phone(user("webcaller"), host="127.0.0.35", contact_host="127.0.0.35")
-    uac = sipp.run(sipp.uac_scenario(sipp.Call((("pause", 2500), ("bye",)))), state.work, "to-browser", caller,
-                   rig.sip, service=browser.phone.user)  # fmt: skip
+    call_id = new_call_id("to-browser")
+    uac = sipp.run(sipp.uac_scenario(sipp.Call((("expect_bye",),))), state.work, "to-browser", caller, rig.sip,
+                   service=browser.phone.user, call_id=call_id)  # fmt: skip
     try:
         browser.phone.wait_event("incoming")
+        assert browser.phone.call_id() == call_id
         browser.phone.answer()
         browser.phone.wait_event("session confirmed")
-        browser.phone.media_grows(1.0)
-        browser.phone.wait_event("session ended", timeout=15)
+        browser.phone.media_grows()
+        browser.phone.hangup()
+        browser.phone.wait_event("session ended")
         assert uac.wait() == 0, uac.errors()
     finally:
         uac.stop()
+    packets = media_both_ways(rig.relay.commands(call_id), call_id)
+    assert len(packets) == 2, packets
+    settle(rig, call_id)
     assert websocket_of(rig, browser.phone) == browser.connection
     reloaded = set(logged(rig, offset, "gateway: rules loaded again"))
     assert reloaded & workers(rig, "TCP receiver"), f"no TCP worker among those that reloaded: {sorted(reloaded)}"
