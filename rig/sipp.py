@@ -53,6 +53,8 @@ class Phone:
     media_port: int = field(default_factory=lambda: free_port(tcp=False, even=True, span=6))
     contact_host: str = "127.0.0.1"
     """The host in the Contact it registers; a private address makes the gateway see it behind NAT."""
+    host: str = "127.0.0.1"
+    """The loopback address SIPp binds for signalling and media (another 127.x: a source of its own for pike)."""
 
     @property
     def sipp_transport(self) -> str:
@@ -110,21 +112,27 @@ class Scenario:
 VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}"
 
 
-def register_scenario(phone: Phone, domain: str, expires: int) -> str:
+def register_scenario(phone: Phone, domain: str, expires: int, auth: bool = False) -> str:
+    """REGISTER, then 200; with ``auth`` the first gets 401 and the second carries the digest answer
+    (SIPp's ``[authentication]``: run it with ``auth=(user, password)``)."""
     s = Scenario("register")
-    s.send(
-        f"""REGISTER sip:{domain} SIP/2.0
+    for cseq in (1, 2) if auth else (1,):
+        credentials = "[authentication]\n" if cseq == 2 else ""
+        s.send(
+            f"""REGISTER sip:{domain} SIP/2.0
 {VIA.format(branch="[branch]")}
 From: <sip:{phone.user}@{domain}>;tag=[pid]reg[call_number]
 To: <sip:{phone.user}@{domain}>
 Call-ID: [call_id]
-CSeq: 1 REGISTER
+CSeq: {cseq} REGISTER
 Contact: <{phone.contact}>;expires={expires}
 Max-Forwards: 70
 User-Agent: sipp-phone
-Content-Length: 0
+{credentials}Content-Length: 0
 """
-    )
+        )
+        if auth and cseq == 1:
+            s.recv("401", extra=' auth="true"')
     s.recv("200")
     return s.xml()
 
@@ -136,6 +144,8 @@ class Call:
     steps: Sequence[Step] = ()
     outcome: str = "answer"  # answer | busy | noanswer (UAS); for the UAC: answer | busy | cancel | noanswer
     ring_ms: int = 0
+    headers: Sequence[str] = ()
+    """(UAC) extra header lines of its INVITE, e.g. ``"P-Preferred-Identity: <sip:boss@127.0.0.1>"``."""
 
 
 def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None, extra: str = "") -> None:
@@ -191,9 +201,10 @@ Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>
     )
 
 
-def _steps(s: Scenario, steps: Sequence[Step], uas: bool) -> None:
+def _steps(s: Scenario, steps: Sequence[Step], uas: bool, cseq: int = 0) -> None:
+    """``cseq``: the CSeq of this side's first in-dialog request (default: 1 for the UAS, 2 for the UAC)."""
     send = _in_dialog_uas if uas else _in_dialog_uac
-    cseq = 1 if uas else 2
+    cseq = cseq or (1 if uas else 2)
     for step in steps:
         kind = step[0]
         if kind == "pause":
@@ -282,29 +293,39 @@ Content-Length: 0
     return s.xml()
 
 
-def uac_scenario(call: Call) -> str:
+def uac_scenario(call: Call, auth: bool = False) -> str:
+    """The caller's side.  With ``auth`` its first INVITE gets 407 (ACKed) and the second carries the
+    digest answer (SIPp's ``[authentication]``: run it with ``auth=(user, password)``)."""
     s = Scenario("uac")
-    s.invite_at = s.index
-    s.send(
-        f"""INVITE sip:[service]@[domain] SIP/2.0
+    extra = "".join(f"{line}\n" for line in call.headers)
+    for cseq in (1, 2) if auth else (1,):
+        credentials = "[authentication]\n" if cseq == 2 else ""
+        s.invite_at = s.index
+        s.send(
+            f"""INVITE sip:[service]@[domain] SIP/2.0
 {VIA.format(branch="[branch]")}
 From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[domain]>
 Call-ID: [call_id]
-CSeq: 1 INVITE
+CSeq: {cseq} INVITE
 Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
 Max-Forwards: 70
-Content-Type: application/sdp
+{extra}{credentials}Content-Type: application/sdp
 Content-Length: [len]
 
 {_body()}"""
-    )
+        )
+        if auth and cseq == 1:
+            s.recv("100", optional=True)
+            s.recv("407", extra=' auth="true"')
+            _ack_negative(s, cseq)
+    invite_cseq = 2 if auth else 1
     s.recv("100", optional=True)
     if call.outcome == "noanswer":
         # nobody answers: OpenSIPS's fr_inv_timeout ends the call with 408 (and CANCELs the callee)
         s.recv("180")
         s.recv("408")
-        _ack_negative(s)
+        _ack_negative(s, invite_cseq)
         return s.xml()
     if call.outcome == "cancel":
         s.recv("180")
@@ -317,37 +338,37 @@ Content-Length: [len]
 From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[domain]>
 Call-ID: [call_id]
-CSeq: 1 CANCEL
+CSeq: {invite_cseq} CANCEL
 Max-Forwards: 70
 Content-Length: 0
 """
         )
         s.recv("200")
         s.recv("487")
-        _ack_negative(s)
+        _ack_negative(s, invite_cseq)
         return s.xml()
     if call.outcome == "busy":
         s.recv("180", optional=True)
         s.recv("486")
-        _ack_negative(s)
+        _ack_negative(s, invite_cseq)
         return s.xml()
     s.recv("180", optional=True)
     s.recv("183", optional=True)
     s.recv("200", extra=' rrs="true"')
-    _in_dialog_uac(s, "ACK", 1)
+    _in_dialog_uac(s, "ACK", invite_cseq)
     s.play()
-    _steps(s, call.steps, uas=False)
+    _steps(s, call.steps, uas=False, cseq=invite_cseq + 1)
     return s.xml()
 
 
-def _ack_negative(s: Scenario) -> None:
+def _ack_negative(s: Scenario, cseq: int = 1) -> None:
     s.send(
         f"""ACK sip:[service]@[domain] SIP/2.0
 {VIA.format(branch=s.branch_of_invite())}
 From: <sip:[caller]@[domain]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[domain]>[peer_tag_param]
 Call-ID: [call_id]
-CSeq: 1 ACK
+CSeq: {cseq} ACK
 Max-Forwards: 70
 Content-Length: 0
 """,
@@ -401,13 +422,17 @@ def run(
     timeout: float = 40.0,
     call_id: str = "",
     auth: Optional[Tuple[str, str]] = None,
+    calls: int = 1,
+    rate: int = 0,
 ) -> Run:
+    """``calls``: how many calls this run places or answers (at most that many at once); ``rate``: the
+    UAC's new calls per second (SIPp's default, 10, when 0)."""
     scenario = folder / f"{name}.xml"
     scenario.write_text(xml)
     command = [
         "sipp", f"{proxy[0]}:{proxy[1]}", "-sf", str(scenario), "-t", phone.sipp_transport,
-        "-i", "127.0.0.1", "-p", str(phone.port), "-mi", "127.0.0.1", "-mp", str(phone.media_port),
-        "-m", "1", "-l", "1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-i", phone.host, "-p", str(phone.port), "-mi", phone.host, "-mp", str(phone.media_port),
+        "-m", str(calls), "-l", str(calls), "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
         "-recv_timeout", "20000", "-max_recv_loops", "100",
         # With several UDP workers OpenSIPS can relay a 180 after the 200 it raced (docs/host-facts.md): a
         # scenario past its 200 would abort the call on that stray 180.  An unexpected message is
@@ -425,11 +450,23 @@ def run(
         command += ["-cid_str", call_id.replace("%", "%%")]
     if echo:
         command.append("-rtp_echo")
+    if rate:
+        command += ["-r", str(rate)]
     with open(folder / f"{name}.out", "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return Run(process, folder, name, timeout + 10)
 
 
-def register(phone: Phone, folder: Path, proxy: Tuple[str, int], domain: str = "127.0.0.1", expires: int = 600) -> Run:
+def register(
+    phone: Phone,
+    folder: Path,
+    proxy: Tuple[str, int],
+    domain: str = "127.0.0.1",
+    expires: int = 600,
+    password: str = "",
+) -> Run:
+    """Register ``phone``; with a ``password`` it answers the gateway's digest challenge."""
     name = f"register-{phone.user}-{phone.port}-{int(time.monotonic() * 1000)}"
-    return run(register_scenario(phone, domain, expires), folder, name, phone, proxy, domain=domain, timeout=15)
+    xml = register_scenario(phone, domain, expires, auth=bool(password))
+    auth = (phone.user, password) if password else None
+    return run(xml, folder, name, phone, proxy, domain=domain, timeout=15, auth=auth)

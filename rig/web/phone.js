@@ -55,6 +55,8 @@
         user_agent: "jssip-e2e",
       });
       state.ua = ua;
+      ua.on("connected", () => log("connected"));
+      ua.on("disconnected", () => log("disconnected"));
       ua.on("registered", () => { state.registered = true; log("registered"); });
       ua.on("registrationFailed", (e) => log("registrationFailed " + e.cause));
       ua.on("newRTCSession", (e) => {
@@ -66,8 +68,9 @@
       });
       ua.start();
     },
-    call(target) {
-      const session = state.ua.call(target, media);
+    // extraHeaders: header lines the INVITE carries besides JsSIP's own (e.g. "P-Preferred-Identity: <sip:...>")
+    call(target, extraHeaders) {
+      const session = state.ua.call(target, Object.assign({}, media, { extraHeaders: extraHeaders || [] }));
       watch(session);
       log("calling " + target);
       return session.id;
@@ -80,6 +83,11 @@
     hangup() { state.session.terminate(); },
     // the Call-ID of the current call's INVITE (sent or received): what rtpengine knows the call by
     callId() { return state.session && state.session._request ? state.session._request.call_id : null; },
+    // the INVITE of the current call as JsSIP sent it last (after a digest challenge: with the credentials)
+    sentInvite() {
+      const request = state.session && state.session.direction === "outgoing" ? state.session._request : null;
+      return request ? request.toString() : null;
+    },
     status() { return state.session ? state.session.status : -1; },
     async stats() {
       const pc = state.session && state.session.connection;

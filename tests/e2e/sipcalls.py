@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rig import ng, sipp
 
@@ -23,10 +23,18 @@ def user(prefix: str) -> str:
 
 
 def registered(
-    rig: Rig, work: Path, prefix: str, transport: str = "udp", contact_host: str = "127.0.0.1"
+    rig: Rig,
+    work: Path,
+    prefix: str,
+    transport: str = "udp",
+    contact_host: str = "127.0.0.1",
+    password: str = "",
+    name: str = "",
 ) -> sipp.Phone:
-    phone = sipp.Phone(user(prefix), transport=transport, contact_host=contact_host)
-    run = sipp.register(phone, work, rig.sip)
+    """A new SIPp phone registered (``name``, else a new user of ``prefix``; with ``password`` it answers
+    the digest challenge: the subscriber must exist)."""
+    phone = sipp.Phone(name or user(prefix), transport=transport, contact_host=contact_host)
+    run = sipp.register(phone, work, rig.sip, password=password)
     code = run.wait()
     assert code == 0, f"REGISTER of {phone.user} failed ({code}):\n{run.errors()}"
     return phone
@@ -82,18 +90,23 @@ def call(
     callee_script: sipp.Call,
     name: str = "call",
     call_id: str = "",
+    dialled: str = "",
+    auth: Optional[Tuple[str, str]] = None,
 ) -> Outcome:
     """Run one call: the callee's SIPp UAS first (echoing RTP), then the caller's UAC; both bounded in time.
 
     The caller's INVITE carries ``call_id`` (a new one when empty): that is the call rtpengine is
-    asked about, and the callee must have got the INVITE under it (no topology hiding on the rig)."""
+    asked about, and the callee must have got the INVITE under it (no topology hiding on the rig).
+    ``dialled``: the user the caller calls (default: the callee's; a number the gateway routes to the
+    callee, e.g. a trunk); ``auth``: the caller's user and password for the gateway's digest challenge."""
     call_id = call_id or new_call_id(name)
     uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, echo=True)
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called
         uac = sipp.run(
-            sipp.uac_scenario(caller_script), work, f"{name}-uac", caller, rig.sip, service=callee.user, call_id=call_id
-        )
+            sipp.uac_scenario(caller_script, auth=auth is not None), work, f"{name}-uac", caller, rig.sip,
+            service=dialled or callee.user, call_id=call_id, auth=auth,
+        )  # fmt: skip
         try:
             caller_code = uac.wait()
         finally:
@@ -119,6 +132,56 @@ def call_id_received(work: Path, name: str) -> str:
         if sep and key.strip().lower() in ("call-id", "i"):
             return value.strip()
     raise AssertionError(f"no Call-ID in {path}")
+
+
+@dataclass
+class Message:
+    """One SIP message of a SIPp run's message log (``-trace_msg``)."""
+
+    sent: bool
+    transport: str
+    """``UDP``, ``TCP``, ... as SIPp names it."""
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\n", 1)[0].strip()
+
+    @property
+    def is_request(self) -> bool:
+        return not self.first_line.startswith("SIP/2.0 ")
+
+    def headers(self, name: str) -> List[str]:
+        """The values of every ``name`` header (any case; compact forms not expanded)."""
+        head = self.text.split("\n\n", 1)[0].splitlines()[1:]
+        found = []
+        for line in head:
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == name.lower():
+                found.append(value.strip())
+        return found
+
+    @property
+    def call_id(self) -> str:
+        values = self.headers("Call-ID") or self.headers("i")
+        return values[0] if values else ""
+
+
+def messages(work: Path, name: str) -> List[Message]:
+    """Every message SIPp run ``name`` sent or received, in order (none when it logged nothing)."""
+    path = work / f"{name}.messages.log"
+    if not path.exists():
+        return []
+    found = []
+    text = "\n" + path.read_text(errors="replace").replace("\r\n", "\n")
+    for chunk in text.split("\n" + "-" * 47 + " ")[1:]:  # each entry opens with 47 dashes and its time
+        lines = chunk.split("\n")
+        kind = next((line for line in lines[1:4] if " message " in line), "")
+        if not kind:
+            continue
+        start = lines.index(kind) + 1
+        found.append(Message(" message sent" in kind, kind.split()[0], "\n".join(lines[start:]).strip("\n")))
+    return found
 
 
 def settle(rig: Rig, call_id: str, seconds: float = 5.0) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from .conftest import Rig
 
@@ -35,8 +35,15 @@ class WebPhone:
             time.sleep(0.1)
         raise AssertionError(f"{self.user}: no {prefix!r} (x{count}) within {timeout}s; events: {self.events()}")
 
-    def call(self, target: str) -> None:
-        self.page.evaluate("t => phone.call(t)", target)
+    def call(self, target: str, headers: Sequence[str] = ()) -> None:
+        """Call ``target``; ``headers``: extra header lines of the INVITE (JsSIP's extraHeaders)."""
+        self.page.evaluate("([t, h]) => phone.call(t, h)", [target, list(headers)])
+
+    def sent_invite(self) -> str:
+        """The current outgoing call's INVITE as JsSIP sent it (the last one, credentials included)."""
+        text = self.page.evaluate("phone.sentInvite()")
+        assert isinstance(text, str) and text, f"{self.user}: no outgoing INVITE ({text!r}); events: {self.events()}"
+        return text
 
     def call_id(self) -> str:
         """The Call-ID of this phone's current call (its INVITE, sent or received)."""

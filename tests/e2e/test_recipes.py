@@ -1,0 +1,244 @@
+"""README "Changing the routing": recipes of docs/recipes through the real OpenSIPS, as an operator deploys them.
+
+Each rig runs a recipe's own files: its gateway.ini (the dial plan's trunks pointed at SIPp UASs on
+loopback, nothing else changed) and its policy.py (the shipped pyscripts/policy.py for a recipe of
+gateway.ini only), copied into the rig's folder and named by GATEWAY_SETTINGS and GATEWAY_POLICY as a site
+names them.  The recipes set ``auth_realm``: every phone and browser here is a subscriber and answers the
+gateway's digest challenges.  After each test the rig holds nothing: no rtpengine session, no live dialog,
+no Python failure.
+
+- dial-plan: a registered SIPp phone dials 0044201234 and 030123456; each INVITE reaches its trunk
+  (international over TCP, national over UDP), the other trunk gets nothing, the request URI is as
+  dialled, and the media flows both ways through rtpengine (the caller is behind NAT for nathelper).
+- headers: a browser (JsSIP in Chromium, over WSS) calls a SIPp phone with a P-Preferred-Identity of its
+  own: the phone's INVITE carries ``X-Caller-Kind: webrtc`` and no P-Preferred-Identity; audio flows both
+  ways.  A SIPp phone calling another gets ``X-Caller-Kind: sip``, its P-Preferred-Identity removed too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from gateway.settings import parse
+from rig import mi, sipp, web
+from rig.gateway import REPO
+from rig.subscribers import subscribers
+
+from .conftest import PROBE, Rig, need, own_rig, python_quiet
+from .sipcalls import call, media_both_ways, messages, registered, settle, settle_all, user
+from .webphones import WebPhone
+
+RECIPES = REPO / "docs" / "recipes"
+SHIPPED_POLICY = REPO / "pyscripts" / "policy.py"
+
+#: The numbers README's dial-plan recipe shows, and the trunk each must reach.
+DIALLED = (("0044201234", "international"), ("030123456", "national"))
+#: What a caller claims and the headers recipe takes away.
+PPI = "P-Preferred-Identity: <sip:boss@127.0.0.1>"
+
+
+def recipe_rig(
+    opensips_bin: Optional[str], folder: Path, settings: str, policy: Path
+) -> contextlib.AbstractContextManager[Rig]:
+    """A rig running ``settings`` (gateway.ini text) and a copy of ``policy``, both in its folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "policy.py"
+    shutil.copy(policy, target)
+    env = {"GATEWAY_POLICY": str(target), "GATEWAY_PROBE_LOG": str(folder / "probe.jsonl")}
+    return own_rig(opensips_bin, folder, settings=settings, env=env, entry=PROBE)
+
+
+def realm_of(settings: str) -> str:
+    realm = parse(settings).auth_realm
+    assert realm, "the recipes turn digest authentication on"
+    return realm
+
+
+def subscriber(rig: Rig, prefix: str, realm: str) -> Tuple[str, str]:
+    """A new subscriber in the rig's database (auth_db reads it at each request): its name and password."""
+    name = user(prefix)
+    password = f"pw-{name}-{time.monotonic_ns()}"
+    db = subscribers.connect(str(rig.gw.folder / "gateway.sqlite"))
+    try:
+        subscribers.add(db, name, realm, password)
+    finally:
+        db.close()
+    return name, password
+
+
+# -- the dial plan -------------------------------------------------------------------------------
+
+
+def dial_plan_settings(trunks: Dict[str, sipp.Phone]) -> str:
+    """docs/recipes/dial-plan/gateway.ini with each trunk's host and port those of a SIPp UAS on loopback
+    (its URI parameters, ``;transport=tcp``, kept)."""
+    text = (RECIPES / "dial-plan" / "gateway.ini").read_text()
+    replaced = re.sub(
+        r"^(\w+) = sip:[^;\s]+", lambda m: f"{m[1]} = sip:127.0.0.1:{trunks[m[1]].port}", text, flags=re.M
+    )
+    assert set(parse(replaced).tables.trunks) == set(trunks)
+    return replaced
+
+
+def trunk_phones() -> Dict[str, sipp.Phone]:
+    """A SIPp phone (the UAS side) per trunk of the recipe, on the transport its URI names."""
+    uris = parse((RECIPES / "dial-plan" / "gateway.ini").read_text()).tables.trunks
+    return {
+        name: sipp.Phone(name, transport="tcp" if "transport=tcp" in uri.lower() else "udp")
+        for name, uri in uris.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def dial_plan(
+    opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
+    need("sipp")
+    trunks = trunk_phones()
+    assert {trunk for _, trunk in DIALLED} == set(trunks)
+    settings = dial_plan_settings(trunks)
+    folder = tmp_path_factory.mktemp("recipe-dial-plan")
+    # a recipe of gateway.ini only: the rules are the shipped ones
+    with recipe_rig(opensips_bin, folder, settings, SHIPPED_POLICY) as rig:
+        yield rig, trunks, realm_of(settings)
+
+
+# -- the headers recipe ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def headers(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Rig, str]]:
+    need("sipp")
+    settings = (RECIPES / "headers" / "gateway.ini").read_text()
+    folder = tmp_path_factory.mktemp("recipe-headers")
+    with recipe_rig(opensips_bin, folder, settings, RECIPES / "headers" / "policy.py") as rig:
+        yield rig, realm_of(settings)
+
+
+@pytest.fixture(autouse=True)
+def clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around each test, on this module's rig it used: no Python failure, and nothing held afterwards."""
+    rigs: List[Rig] = [request.getfixturevalue(n)[0] for n in ("dial_plan", "headers") if n in request.fixturenames]
+    with contextlib.ExitStack() as stack:
+        for rig in rigs:
+            stack.enter_context(python_quiet(rig))
+        yield
+    for rig in rigs:
+        settle_all(rig, seconds=10)
+
+
+@pytest.fixture
+def browser(chromium: Any, site: web.Server) -> Iterator[Callable[..., WebPhone]]:
+    """Browsers (a context each), closed at the end."""
+    contexts: List[Any] = []
+
+    def make(rig: Rig, name: str, password: str) -> WebPhone:
+        context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(site.url, timeout=15000)
+        return WebPhone(page, name).start(rig, True, password=password)
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def received_invites(work: Path, name: str) -> List[Any]:
+    return [m for m in messages(work, name) if not m.sent and m.first_line.startswith("INVITE ")]
+
+
+def test_dial_plan_sends_each_number_to_its_trunk_as_dialled_with_media(
+    dial_plan: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
+) -> None:
+    rig, trunks, realm = dial_plan
+    name, password = subscriber(rig, "dpcaller", realm)
+    caller = registered(rig, work, "", password=password, name=name)  # a 127.0.0.1 Contact: behind NAT
+    before = rig.statistics("calls_sip_to_sip", "media_proxy_calls")
+    for number, trunk in DIALLED:
+        others = {n: p for n, p in trunks.items() if n != trunk}
+        idle = {
+            n: sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, f"{number}-{n}-idle", p, rig.sip)
+            for n, p in others.items()
+        }  # the other trunk listens too: it must get nothing
+        try:
+            outcome = call(
+                rig, work, caller, trunks[trunk], sipp.Call((("pause", 1000), ("bye",))),
+                sipp.Call((("expect_bye",),)), name=f"{number}-{trunk}", dialled=number, auth=(name, password),
+            )  # fmt: skip
+        finally:
+            for run in idle.values():
+                run.stop()
+        (invite,) = received_invites(work, f"{number}-{trunk}-uas")
+        assert invite.first_line == f"INVITE sip:{number}@127.0.0.1 SIP/2.0", invite.first_line  # as dialled
+        assert invite.transport == trunks[trunk].transport.upper(), (trunk, invite.transport)
+        assert invite.call_id == outcome.call_id
+        for other in others:
+            assert received_invites(work, f"{number}-{other}-idle") == [], f"{number} reached {other} too"
+        assert outcome.ops() == ["offer", "answer", "delete"], outcome.ops()
+        packets = media_both_ways(outcome.commands, outcome.call_id)
+        assert len(packets) == 2, packets
+        settle(rig, outcome.call_id)
+    after = rig.statistics("calls_sip_to_sip", "media_proxy_calls")
+    assert after == {k: v + len(DIALLED) for k, v in before.items()}, (before, after)
+
+
+def test_headers_a_browsers_call_carries_its_kind_and_loses_its_preferred_identity(
+    headers: Tuple[Rig, str], work: Path, browser: Callable[..., WebPhone]
+) -> None:
+    rig, realm = headers
+    alice = browser(rig, *subscriber(rig, "webalice", realm))
+    (contact,) = mi.contacts(rig.gw.mi_url)[alice.user]
+    assert contact["Cflags"] == "WEBRTC"
+    bob_name, bob_password = subscriber(rig, "sipbob", realm)
+    bob = registered(rig, work, "", password=bob_password, name=bob_name)
+    uas = sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, "bob-uas", bob, rig.sip, echo=True)
+    try:
+        time.sleep(0.3)  # SIPp binds its port before it can be called
+        alice.call(f"sip:{bob.user}@127.0.0.1", headers=[PPI])
+        alice.wait_event("session confirmed")
+        call_id = alice.call_id()
+        sent = alice.sent_invite()  # what the browser sent: its claim, and the answer to the 407
+        assert PPI in sent.splitlines() and "Proxy-Authorization:" in sent, sent
+        alice.media_grows()
+        alice.hangup()
+        alice.wait_event("session ended")
+        assert uas.wait() == 0, uas.errors()
+    finally:
+        uas.stop()
+    (invite,) = received_invites(work, "bob-uas")
+    assert invite.call_id == call_id
+    assert invite.headers("X-Caller-Kind") == ["webrtc"], invite.text
+    assert invite.headers("P-Preferred-Identity") == [], invite.text
+    packets = media_both_ways(rig.relay.commands(call_id), call_id)
+    assert len(packets) == 2, packets
+    settle(rig, call_id)
+
+
+def test_headers_a_sip_phones_call_carries_its_kind_and_loses_its_preferred_identity(
+    headers: Tuple[Rig, str], work: Path
+) -> None:
+    rig, realm = headers
+    carol_name, carol_password = subscriber(rig, "sipcarol", realm)
+    carol = registered(rig, work, "", password=carol_password, name=carol_name)
+    dave_name, dave_password = subscriber(rig, "sipdave", realm)
+    dave = registered(rig, work, "", password=dave_password, name=dave_name)
+    outcome = call(
+        rig, work, carol, dave, sipp.Call((("pause", 300), ("bye",)), headers=(PPI,)), sipp.Call((("expect_bye",),)),
+        name="carol-dave", auth=(carol_name, carol_password),
+    )  # fmt: skip
+    sent = [m for m in messages(work, "carol-dave-uac") if m.sent and m.first_line.startswith("INVITE ")]
+    assert sent and all(m.headers("P-Preferred-Identity") == [PPI.split(": ", 1)[1]] for m in sent), sent
+    (invite,) = received_invites(work, "carol-dave-uas")
+    assert invite.headers("X-Caller-Kind") == ["sip"], invite.text
+    assert invite.headers("P-Preferred-Identity") == [], invite.text
+    settle(rig, outcome.call_id)
