@@ -417,3 +417,17 @@ def test_a_branch_rtpengine_cannot_offer_is_dropped_and_logged() -> None:
     call = net.invite(alice, "bob")
     assert call.statuses() == [503]
     assert any(f"branch 0 dropped for Call-ID {call.call_id}" in e for e in gateway.errors)
+
+
+def test_a_python_failure_for_a_user_nobody_registered_gets_500() -> None:
+    gateway = Gateway(strict=False)
+    net = Network(gateway)
+    alice = net.phone("alice")
+    net.register(alice)
+
+    def broken(msg: object, facts: str = "") -> int:
+        raise RuntimeError("bug in the lookup failure route")
+
+    gateway.router.on_lookup_failure = broken
+    assert net.invite(alice, "nobody").statuses() == [500]
+    assert gateway.python_failures == 1
