@@ -25,12 +25,35 @@ from pathlib import Path
 from typing import Collection, Dict, List, Optional
 
 from gateway import core
+from gateway.policy import Pattern
 from gateway.profiles import DEFAULT_PROFILES
 from gateway.settings import Settings
 
 BENCH = Path(__file__).resolve().parent
 #: The router's settings in the benchmark: SIPp's address is a trusted source (README: Benchmark).
 SETTINGS = BENCH / "gateway.ini"
+#: The operator's rules of the default run: pyscripts/policy.py as shipped (route returns default), and
+#: the same natively for bench/native.cfg (route[policy], which changes nothing).
+POLICY = BENCH.parent / "pyscripts" / "policy.py"
+NATIVE_POLICY = BENCH / "native-policy.cfg"
+#: ``--rules recipes``: the README's recipes at once (docs/recipes), as gateway.ini and policy.py for the
+#: gateway and as route[policy] for bench/native.cfg (bench/recipes/README.md).
+RECIPES = BENCH / "recipes"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The operator's files of a run's mode: gateway.ini, policy.py, and the same rules for native.cfg."""
+
+    name: str
+    settings: Path
+    policy: Path
+    native_policy: Path
+
+
+DEFAULT_RULES = Rules("default", SETTINGS, POLICY, NATIVE_POLICY)
+RECIPE_RULES = Rules("recipes", RECIPES / "gateway.ini", RECIPES / "policy.py", RECIPES / "native-policy.cfg")
+RULES = {rules.name: rules for rules in (DEFAULT_RULES, RECIPE_RULES)}
 
 _LOADMODULE = re.compile(r'^\s*loadmodule\s+"(\w+)\.so"', re.M)
 
@@ -149,6 +172,67 @@ def _any_of(variable: str, values: Collection[str]) -> str:
     return " || ".join(f"{variable} == {_literal(v)}" for v in sorted(values))
 
 
+def _regex(text: str) -> str:
+    """A gateway.ini regular expression as a cfg string for ``=~`` (POSIX extended): the cfg keeps a backslash
+    before anything but n r t a \\ " ' as it is; Python's classes (\\d, \\w, ...) are not POSIX."""
+    if any(c in text for c in '"\n') or re.search(r"\\[A-Za-z'\\]", text):
+        raise ValueError(f"/{text}/ cannot be written as a POSIX regular expression in a cfg string")
+    return f'"{text}"'
+
+
+_SPECIAL = re.compile(r"[.+*?()\[\]{}|^$]")
+
+
+def _matches(pattern: Pattern) -> str:
+    """A [dialplan] or [blocked] pattern as a native test of $rU (Pattern.matches): ``=~`` searches as
+    Python's re.search does; a prefix is the expression anchored at the start."""
+    if pattern.regex is not None:
+        return f"$rU =~ {_regex(pattern.regex.pattern)}"
+    prefix = "^" + _SPECIAL.sub(lambda m: "\\" + m.group(0), pattern.text)
+    return f"$rU =~ {_regex(prefix)}"
+
+
+def native_tables(settings: Settings) -> List[str]:
+    """gateway.ini's routing tables as route[tables] (policy.Tables.apply) and route[trunk] (Settings.trunk_uri):
+    what every new request but a REGISTER gets before the operator's rules (route[policy])."""
+    tables = settings.tables
+    out = [
+        "# Tables.apply: [blocked] prefixes get 403; the [dialplan]'s first match names the trunk of callers who",
+        "# may relay (our users, trusted sources) in $var(gw_trunk); calls from or to a [media] always_proxy user",
+        "# take the media proxy ($var(gw_media) = 1).  $var(gw_xs): rtpengine flags the rules add to offers",
+        "# toward SIP ($var values outlive the message: each is set for every request).",
+        "route[tables] {",
+        '	$var(gw_trunk) = "";',
+        "	$var(gw_media) = 0;",
+        '	$var(gw_xs) = "";',
+    ]
+    if tables.blocked:
+        out += [f"	if ({' || '.join(_matches(p) for p in tables.blocked)}) {{"]
+        out += ['		sl_send_reply(403, "Forbidden - Blocked Number");', "		exit;", "	}"]
+    if tables.dialplan:
+        out += ["	if ($var(from_us) == 1 || $var(trusted) == 1) {"]
+        for i, (pattern, trunk) in enumerate(tables.dialplan):
+            out += [
+                f"		{'} else if' if i else 'if'} ({_matches(pattern)}) {{",
+                f"			$var(gw_trunk) = {_literal(trunk)};",
+            ]
+        out += ["		}", "	}"]
+    if tables.always_proxy:
+        # switch compares strings without regard to case; the users here are lower case
+        for pv in ("$fU", "$rU"):
+            out += [f"	switch ({pv}) {{"]
+            out += [f"	case {_literal(user)}:" for user in sorted(tables.always_proxy)]
+            out += ["		$var(gw_media) = 1;", "	}"]
+    out += ["}", "", "# Settings.trunk_uri: $var(gw_trunk) -> $du", "route[trunk] {", "	switch ($var(gw_trunk)) {"]
+    names = dict(tables.trunks)
+    if settings.sip_destination is not None:
+        names.setdefault("default", settings.sip_destination)
+    for name, uri in sorted(names.items()):
+        out += [f"	case {_literal(name)}:", f"		$du = {_literal(uri)};", "		break;"]
+    out += ["	}", "}", ""]
+    return out
+
+
 def native_settings(settings: Settings) -> str:
     """gateway.ini's settings as the routes bench/native.cfg calls (see its head)."""
     if settings.topology_hiding:
@@ -190,4 +274,20 @@ def native_settings(settings: Settings) -> str:
     out += ["}", "", "route[to_destination] {"]
     out += ["\treturn;"] if settings.sip_destination is None else [f"\t$du = {_literal(settings.sip_destination)};"]
     out += ["}", ""]
+    out += native_tables(settings)
     return "\n".join(out)
+
+
+def with_trunks(settings_text: str, uris: Dict[str, str]) -> str:
+    """gateway.ini's text with the [trunks] named in ``uris`` pointing there (each trunk a SIPp of the run)."""
+    section = ""
+    lines = []
+    for line in settings_text.splitlines():
+        head = re.match(r"\s*\[(\w+)\]", line)
+        if head:
+            section = head.group(1)
+        name = re.match(r"\s*([\w-]+)\s*=", line)
+        if section == "trunks" and name and name.group(1) in uris:
+            line = f"{name.group(1)} = {uris[name.group(1)]}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
