@@ -1,6 +1,8 @@
 """Instructions OpenSIPS executes per call, routing in Python against native cfg: figures that do not move.
 
     OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.instructions    # about 5 minutes
+    python3 -m bench.instructions --compare 526af31     # and the gateway as it was at a git revision
+    python3 -m bench.instructions --rules recipes       # with the README's recipes active (bench/recipes)
 
 CPU time per call moves 10-30 % between two steps doing the same thing on a shared
 2-core machine, more than the Python side costs.  Instructions do not: here each
@@ -27,6 +29,13 @@ ratio, split three ways:
   costs depends on the layout of that process's heap (which fragments are
   free), not on the caller;
 - everything else (OpenSIPS, its modules, libc).
+
+With ``--compare REV`` a third instance, "before", runs opensips.cfg and pyscripts/ as they are at
+that git revision (``git archive``), under the same traffic in the same runs: the instructions of a
+change's before and after.  With ``--rules recipes`` the gateway runs bench/recipes/gateway.ini and
+policy.py and native.cfg their native form (bench/recipes/native-policy.cfg), and the calls are
+bench.run's recipes traffic (bench/mix.py ``Mix(rules=True)``; no REGISTER run: no rule sees one;
+no "before": an older router may not know the tables).
 
 Kernel time (sockets, epoll) is not counted: the same messages cross the same
 sockets in both instances; nor are the timer processes' (retransmissions,
@@ -184,18 +193,42 @@ class Run:
     steps: Dict[str, run.Step]
 
 
-def one_run(tools: run.Tools, args: argparse.Namespace, valgrind: str, drive: Optional[str], folder: Path) -> Run:
-    """Both instances under callgrind, the same traffic on each at once, stopped ``args.vg_span`` s after start."""
+def one_run(
+    tools: run.Tools,
+    args: argparse.Namespace,
+    valgrind: str,
+    drive: Optional[str],
+    folder: Path,
+    mode: str = "default",
+    before: Optional[Path] = None,
+) -> Run:
+    """The instances under callgrind (python and native with ``mode``'s rules, and the gateway exported to
+    ``before`` when given), the same traffic on each at once, stopped ``args.vg_span`` s after start."""
     bench = run.Bench(tools, run_args(args))
     steps: Dict[str, run.Step] = {}
     outs: Dict[str, Path] = {}
+    cfgs: List[Tuple[str, Path, Optional[Path], Optional[str]]] = [
+        ("python", run.PYTHON_CFG, run.ENTRY, None),
+        ("native", run.NATIVE_CFG, None, None),
+    ]
+    if before is not None:
+        template = before / "opensips" / "gateway.ini"
+        cfgs.append(
+            (
+                "before",
+                before / "opensips" / "opensips.cfg",
+                before / "pyscripts" / "opensips_entry.py",
+                template.read_text() if template.exists() else None,
+            )
+        )
     try:
         make_certificate(bench.folder)
         ng = bench.start_rtpengine()
-        for name, cfg, entry in (("python", run.PYTHON_CFG, run.ENTRY), ("native", run.NATIVE_CFG, None)):
+        for name, cfg, entry, settings in cfgs:
             outs[name] = folder / name
             outs[name].mkdir(parents=True)
-            bench.start_instance(name, cfg, ng, entry, prefix=valgrind_prefix(valgrind, outs[name]))
+            prefix = valgrind_prefix(valgrind, outs[name])
+            bench.start_instance(name, cfg, ng, entry, settings, prefix, role=name, mode=mode)
         started = time.monotonic()
         if drive is not None:
             count = int(args.vg_rate * args.vg_seconds)
@@ -246,7 +279,7 @@ def report(runs: Dict[str, Run]) -> None:
         if found is None:
             continue
         figures: Dict[str, Tuple[float, float, float]] = {}
-        for cfg in ("native", "python"):
+        for cfg in [c for c in ("native", "python", "before") if c in found.costs]:
             step = found.steps.get(cfg)
             calls = step.requested if step is not None else 0
             now, before = found.costs[cfg], base.costs[cfg]
@@ -262,13 +295,16 @@ def report(runs: Dict[str, Run]) -> None:
                 f"  {label:<15} {cfg:<7} {total:>10,.0f} {python:>8,.0f} {alloc:>10,.0f} {rest:>9,.0f}"
                 f" {mallocs:>14.1f} x {each:>6,.0f} each  {failed}"
             )
-        py, nat = figures["python"], figures["native"]
-        ratio = py[0] / nat[0] if nat[0] else float("nan")
-        without = (py[0] - py[2]) / (nat[0] - nat[2]) if nat[0] - nat[2] else float("nan")
-        run.say(
-            f"  {'':<15} python/native {ratio:.3f}; without the allocator {without:.3f};"
-            f" the Python side {py[1] / nat[0]:.4f} of native's instructions"
-        )
+        nat = figures["native"]
+        for cfg in [c for c in ("python", "before") if c in figures]:
+            py = figures[cfg]
+            ratio = py[0] / nat[0] if nat[0] else float("nan")
+            without = (py[0] - py[2]) / (nat[0] - nat[2]) if nat[0] - nat[2] else float("nan")
+            share = py[1] / nat[0] if nat[0] else float("nan")
+            run.say(
+                f"  {'':<15} {cfg}/native {ratio:.3f}; without the allocator {without:.3f};"
+                f" the Python side {share:.4f} of native's instructions"
+            )
 
 
 def find_valgrind() -> Tuple[Optional[str], str]:
@@ -276,13 +312,22 @@ def find_valgrind() -> Tuple[Optional[str], str]:
     return (path, "") if path else (None, "no valgrind (Debian package valgrind)")
 
 
-def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: Path) -> None:
+def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: Path, mode: str = "default") -> None:
+    """One run per kind of traffic (TRAFFIC; no REGISTER with the recipes: no rule sees one), with ``mode``'s
+    rules; with ``args.compare`` (the default rules only) the gateway at that revision beside them."""
     runs: Dict[str, Run] = {}
+    before = None
+    if getattr(args, "compare", None) and mode == "default":
+        folder.mkdir(parents=True, exist_ok=True)
+        before = run.export_revision(args.compare, folder / "revision")
+        run.say(f"  before = opensips.cfg and pyscripts/ at {args.compare}")
     for label, drive in TRAFFIC:
+        if mode != "default" and drive == "register":
+            continue
         run.say(
             f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s, stopped {args.vg_span:.0f} s after start)"
         )
-        runs[label] = one_run(tools, args, valgrind, drive, folder / label.replace(" ", "-"))
+        runs[label] = one_run(tools, args, valgrind, drive, folder / label.replace(" ", "-"), mode, before)
     report(runs)
 
 
@@ -296,6 +341,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.instructions", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
+    parser.add_argument(
+        "--compare", metavar="REV", help="also the gateway (opensips.cfg + pyscripts/) at this git revision"
+    )
+    parser.add_argument(
+        "--rules", choices=("default", "recipes", "both"), default="default", help="the operator's rules (bench.run)"
+    )
     args = parser.parse_args(argv)
     tools, reason = run.find_tools()
     valgrind, why = find_valgrind()
@@ -305,7 +356,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="gw-instructions-"))
     run.say(f"OpenSIPS {tools.version} ({tools.opensips}) under {valgrind}; files in {folder}")
     try:
-        measure(tools, args, valgrind, folder)
+        for mode in run.modes_of(args):
+            run.say(f"\n== {run.RULES_LABEL[mode]}")
+            measure(tools, args, valgrind, folder / mode, mode)
     except KeyboardInterrupt:
         run.say("interrupted")
         return 130
