@@ -1,26 +1,33 @@
-"""In-process micro-benchmark of the router: the decision core, each entry point, and its host calls.
+"""In-process micro-benchmark of the router: the decision core plus policy, each entry point, its host calls.
 
-    python3 -m bench.micro
+    python3 -m bench.micro                   # the default rules and the README's recipes (bench/recipes)
+    python3 -m bench.micro --rules recipes
 
 Calls run through the fake OpenSIPS (``fakes.runtime.Gateway``, ``fakes.ua.Network``)
 with the router wrapped: every route method the fake host's runtime calls
 (``python_exec``) is recorded on a tape, with each host call the router makes
-(attribute reads, getHeader, get/set_pseudoVar, call_function, ...) and its
-answer, and each call the router makes into the decision core (the public
-functions of ``gateway.core`` and ``gateway.sdp``, ``parse``/``str`` of the
-model's records, ``flow_of``) with its arguments.  Nothing here names a route
-or a host call in advance: whatever entry points the router has and whatever
-it asks of the host is what gets measured.  Router methods the runtime does
-not call (pike's ``is_trusted`` check) are called once over the context of an
-initial INVITE.
+(attribute reads, getHeader, get/set_pseudoVar, set_dst_uri, ...) and its
+answer, and each call the router makes into the decision core and the policy
+(the public functions of ``gateway.core``, ``gateway.sdp`` and
+``gateway.policy``, the methods of policy's ``Decision`` and ``Tables``,
+``parse``/``str`` of the model's records, and the operator's ``route`` and
+``callee``) with its arguments.  Nothing here names a route or a host call in
+advance: whatever entry points the router has and whatever it asks of the host
+is what gets measured.  Router methods the runtime does not call (pike's
+``is_trusted`` check) are called once over the context of an initial INVITE.
 
-1. The decision core per initial INVITE (request route + branch route): the
-   recorded core calls replayed with their arguments, every decision taken
-   afresh (target: under 10 us); and the router's entry points for it, with
-   the same facts each time (the answer the router keeps for a facts string,
-   replayed) and with facts that vary from call to call as bench.run's mix
-   sends them (another source address and port each call, several users: the
-   router's memo of whole facts strings misses, the decisions below it are kept).
+1. Per initial INVITE, as the router runs it: ``on_request``, and
+   ``on_authorized`` after the cfg's digest check (the caller authenticates),
+   which decide where the call goes, its headers and media, the call record and
+   the plan of every kind of branch (the cfg's branch route runs the plans: no
+   Python there).  The router keeps no answer: each request is decided afresh;
+   only the branch plans are kept, by their complete inputs.  Three figures
+   (target: under 10 us): the entry points with the same facts each time, and
+   with facts that vary from call to call as bench.run's mix sends them
+   (another source address and port each call, several called users or
+   numbers: nothing of a request is kept, so both should be close); and the
+   recorded core and policy calls replayed with their arguments, every decision
+   taken afresh (the branch plans of all kinds made each time too).
 2. Each entry point per message kind: the tape replayed through a stub ``msg``
    that hands back the recorded answers (checked once against the tape first),
    with the same facts and with varying facts (checked too: the same answer and
@@ -30,15 +37,19 @@ initial INVITE.
    ``bench.probe`` measured it (``--probe FILE``: a saved bench.probe output),
    and why each host call of an initial INVITE is there.
 
-Two sets of calls: from a trusted source (as in ``bench.run``, whose SIPp is a
-trusted source in bench/gateway.ini) and from our own users at untrusted
-addresses (digest auth: challenged, then with credentials).
+Two sets of rules (``--rules``): the default (bench/gateway.ini, pyscripts/policy.py as shipped)
+and the README's recipes at once (bench/recipes: a dial plan, blocked numbers, headers,
+always_proxy, rtpengine flags; calls to the dial plan's trunk, to a blocked number and from an
+always-proxied caller besides).  Each with calls from a trusted source (as in ``bench.run``,
+whose SIPp is a trusted source) and from our own users at untrusted addresses (digest auth:
+challenged, then with credentials, then ``on_authorized``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import inspect
 import itertools
 import re
@@ -51,13 +62,17 @@ from types import ModuleType
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from fakes.msgobj import FakeMsg
-from fakes.runtime import Context, Gateway, exec_arguments
-from fakes.ua import Network
-from gateway import core, host, model, sdp
+from fakes.runtime import Context, Endpoint, Gateway, exec_arguments
+from fakes.ua import UA, Network, SyntheticPhone
+from gateway import core, host, model, policy, sdp
+from gateway.loader import import_policy
 from gateway.settings import Settings
 from gateway.settings import parse as parse_settings
 
-from .site import SETTINGS
+from .mix import ALWAYS_PROXY
+from .site import RULES
+
+REPO = Path(__file__).resolve().parent.parent
 
 #: What one python_exec and each host call add inside a real OpenSIPS 3.6.8, microseconds of CPU:
 #: ``bench.probe``'s figures, the latest the repository holds (bench/README.md, "after: the router
@@ -93,10 +108,12 @@ UNTRUSTED = ("203.0.113.7", "203.0.113.8", "203.0.113.9", "203.0.113.10")
 #: The facts that differ from one call to the next on a real gateway (bench.run's mix sends them so):
 #: the source address and port (each phone its own, each call from a new socket), the called user.
 SOURCE_ADDRESS, SOURCE_PORT, CALLED_USER = "$si", "$sp", "$(rU{s.encode.hexa})"
-CALLED_USERS = tuple(user.encode().hex() for user in ("erin", "frank", "gina", "0049301234"))
-#: How many distinct facts strings a varying-facts timing cycles through: more than the router keeps
-#: (gateway.host.DECISIONS_KEPT), so none is still kept when it comes round again.
+CALLED_USERS = ("erin", "frank", "gina", "henry")
+#: How many distinct facts strings a varying-facts timing cycles through (the router keeps none: a
+#: memo anywhere below it that keeps whole requests would show as a gap between same and varying).
 VARYING = 20000
+#: Where the recipes' trunks are on the fake network (TEST-NET-2, a SIP peer not behind NAT).
+TRUNK_HOSTS = {"national": "198.51.100.40", "international": "198.51.100.41"}
 
 
 def read_probe(text: str) -> Dict[str, float]:
@@ -167,6 +184,9 @@ class Tape:
     ctx: Optional[Context] = None
     router: Any = None
     """The router that made the tape (calls run on two fake hosts with different settings)."""
+    pending: Any = None
+    """For on_authorized: the request on_request left the router (``Router._pending``) before the digest
+    check; each replay hands it over again."""
 
     def counts(self) -> Counter[str]:
         counted: Counter[str] = Counter()
@@ -206,9 +226,19 @@ class CoreRecorder:
         self.undo.append((owner, attribute, owner.__dict__[attribute]))
         setattr(owner, attribute, wrapper)
 
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` recorded under ``name`` when the router calls it (the operator's rules)."""
+        return self._wrap(name, fn)
+
     def install(self, modules: Sequence[ModuleType], users: Sequence[ModuleType]) -> None:
-        """Wrap the public functions of ``modules`` (also where ``users`` imported them by name), and the
-        records' ``parse``/``__str__``."""
+        """Wrap the public functions of ``modules`` (also where ``users`` imported them by name), the public
+        methods of gateway.policy's values (Decision, Tables, ...), and the records' ``parse``/``__str__``."""
+        for cls in vars(policy).values():
+            if not inspect.isclass(cls) or cls.__module__ != policy.__name__ or issubclass(cls, enum.Enum):
+                continue
+            for name, fn in list(vars(cls).items()):
+                if not name.startswith("_") and inspect.isfunction(fn):
+                    self._patch(cls, name, self._wrap(f"{cls.__name__}.{name}", fn))
         for module in modules:
             for name, fn in list(vars(module).items()):
                 if name.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != module.__name__:
@@ -276,8 +306,8 @@ def label_of(route: str, msg: FakeMsg) -> str:
         kind = "ACK of a negative reply"  # hop by hop: no Route
     if route == "on_request":
         return kind
-    if route in ("on_branch", "on_failure"):
-        return f"{route[3:]} of {sip.method}"
+    if route == "on_failure":
+        return f"failure of {sip.method}"
     return f"{kind}, {route}"
 
 
@@ -306,6 +336,7 @@ class TapingRouter:
 
     def run_on_tape(self, name: str, msg: FakeMsg, rest: Tuple[Any, ...], label: Optional[str] = None) -> Any:
         tape = Tape((label or label_of(name, msg)) + self.tag, name, rest, ctx=msg._ctx, router=self.router)
+        tape.pending = getattr(self.router, "_pending", None) if name == "on_authorized" else None
         self.recorder.tape = tape
         self.router.held.clear()  # each tape a worker's first message of its kind: every $var written
         try:
@@ -328,19 +359,61 @@ def entry_points(router: Any) -> List[str]:
     return found
 
 
-def bench_settings() -> Settings:
-    return parse_settings(SETTINGS.read_text(), str(SETTINGS))
+def bench_settings(rules: str = "default") -> Settings:
+    """The benchmark's gateway.ini of ``rules`` (site.RULES), its trunks where record_calls puts them."""
+    text = RULES[rules].settings.read_text()
+    settings = parse_settings(text, str(RULES[rules].settings))
+    trunks = {name: f"sip:{TRUNK_HOSTS[name]}:5060" for name in settings.tables.trunks if name in TRUNK_HOSTS}
+    tables = settings.tables._replace(trunks={**settings.tables.trunks, **trunks})
+    return dataclasses.replace(settings, tables=tables)
 
 
-def record_calls() -> Tuple[Any, List[Tape]]:
-    """Calls through the fake OpenSIPS, trusted and with digest auth; the router and the tapes."""
+def operator_rules(rules: str, recorder: CoreRecorder) -> Tuple[Any, Any]:
+    """The operator's route and callee of ``rules`` (their policy.py, as loader imports it), recorded."""
+    route, callee = import_policy(str(RULES[rules].policy))
+    wrapped = None if callee is None else recorder.wrap("policy.py callee", callee)
+    return recorder.wrap("policy.py route", route), wrapped
+
+
+def trunk(net: Network, name: str) -> UA:
+    """A SIP peer at the trunk's address of bench_settings (not behind NAT), answering as a phone does."""
+    host_ = TRUNK_HOSTS[name]
+    ua = UA(name, "sip", Endpoint("udp", host_, 5060), f"{host_}:5060", media=SyntheticPhone(host_, 20000, ("PCMU",)))
+    net.uas[ua.endpoint] = ua
+    return ua
+
+
+#: The facts of the entry points no recorded call reaches: lookup("location") found nobody (-1).
+UNCALLED_FACTS = {"on_lookup_failure": ("-1",)}
+#: The kinds of initial INVITE timed per rules (record_calls' tags), and what each is.
+KINDS = {
+    "default": {
+        ", plain SIP": "trusted SIP phone -> plain SIP phone, no media proxy",
+        ", rtpengine": "trusted SIP phone behind NAT -> plain SIP phone, through rtpengine",
+        ", digest auth": "our user, digest auth -> our user (on_request + on_authorized)",
+    },
+    "recipes": {
+        ", plain SIP": "trusted SIP phone -> plain SIP phone: headers",
+        ", rtpengine": "trusted SIP phone behind NAT -> plain SIP phone: headers, rtpengine",
+        ", dial plan": "behind NAT -> the dial plan's international trunk: headers, rtpengine + the rules' flag",
+        ", always_proxy": "an always_proxy caller -> plain SIP phone: headers, rtpengine",
+        ", blocked": "-> a blocked number: 403",
+        ", digest auth": "our user, digest auth -> our user: headers (on_request + on_authorized)",
+    },
+}
+
+
+def record_calls(rules: str = "default") -> Tuple[Any, List[Tape]]:
+    """Calls through the fake OpenSIPS with ``rules``' files, trusted and with digest auth; the (trusted)
+    router and the tapes."""
     tapes: List[Tape] = []
     recorder = CoreRecorder()
-    recorder.install([core, sdp, model], [host])
+    recorder.install([core, sdp, model, policy], [host, core])
+    recipes = rules == "recipes"
     try:
-        settings = bench_settings()
+        settings = bench_settings(rules)
         trusted = dataclasses.replace(settings, trusted_sources=frozenset(TRUSTED))
-        gateway = Gateway(trusted)
+        gateway = Gateway(trusted, rules=operator_rules(rules, recorder))
         router = gateway.router
         taping = TapingRouter(router, tapes, recorder)
         gateway.router = taping
@@ -361,15 +434,31 @@ def record_calls() -> Tuple[Any, List[Tape]]:
         net.bye(call, "caller")
         call = net.invite(dave, "erin")
         net.reply(call, erin, 486)
-        # Methods the runtime does not call (pike's check route), over an initial INVITE's context.
+        if recipes:
+            international = trunk(net, "international")
+            taping.tag = ", dial plan"
+            call = net.invite(dave, "0049301234001")
+            net.reply(call, international, 200)
+            net.bye(call, "caller")
+            taping.tag = ""
+            proxied = net.phone(ALWAYS_PROXY[0], host=TRUNK)
+            net.registered(proxied)
+            taping.tag = ", always_proxy"
+            call = net.invite(proxied, "erin")
+            net.reply(call, erin, 200)
+            net.bye(call, "caller")
+            taping.tag = ", blocked"
+            net.invite(carol, "0900123001")
+        # Methods the runtime does not call (pike's check route), over an initial INVITE's context;
+        # on_authorized only follows on_request's digest challenge (the digest calls below).
         invite = next(t for t in tapes if t.label == "INVITE, plain SIP" and t.ctx is not None)
         assert invite.ctx is not None
         taping.tag = ""
         for name in entry_points(router):
-            if name not in taping.called:
-                taping.run_on_tape(name, FakeMsg(invite.ctx), (), f"INVITE, {name}")
+            if name not in taping.called and name != "on_authorized":
+                taping.run_on_tape(name, FakeMsg(invite.ctx), UNCALLED_FACTS.get(name, ()), f"INVITE, {name}")
         # Our own users from untrusted addresses: digest auth.
-        gateway = Gateway(settings)
+        gateway = Gateway(settings, rules=operator_rules(rules, recorder))
         taping = TapingRouter(gateway.router, tapes, recorder)
         gateway.router = taping
         net = Network(gateway)
@@ -437,13 +526,30 @@ class CheckingMsg:
         return self._take(name, False, ())
 
 
+def handler_of(router: Any, tape: Tape) -> Callable[..., Any]:
+    """The tape's route of the router that made it, as a worker calls it: on_authorized gets the request
+    on_request left before the digest check (Tape.pending) each time."""
+    router = tape.router or router
+    handler: Callable[..., Any] = getattr(router, tape.route)
+    pending = tape.pending
+    if pending is None:
+        return handler
+
+    def authorized(msg: Any, *args: Any) -> Any:
+        router._pending = pending
+        return handler(msg, *args)
+
+    return authorized
+
+
 def replays_faithfully(router: Any, tape: Tape) -> Optional[str]:
     """None when the router, fed the tape's answers, asks the same host calls and returns the same; else why not."""
     msg = CheckingMsg(tape)
+    handler = handler_of(router, tape)
     router = tape.router or router
     router.held.clear()  # the tape's $var writes were a worker's first
     try:
-        result = getattr(router, tape.route)(msg, *tape.args)
+        result = handler(msg, *tape.args)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return msg.mismatch or f"raised {type(exc).__name__}: {exc}"
     if msg.mismatch:
@@ -482,9 +588,9 @@ def stub_cost_us(stub: type, repeat: int) -> Tuple[float, float]:
 def time_tape(router: Any, stub: type, tape: Tape, repeat: int) -> float:
     """Microseconds of one run of the tape's route over the stub (the stub's construction subtracted)."""
     answers = [answer for _name, _is_method, _args, answer in tape.host_calls]
-    handler = getattr(router, tape.route)
+    handler = handler_of(router, tape)
     args = tape.args
-    held = router.held  # emptied each time: the run makes the tape's host calls, each $var write too
+    held = (tape.router or router).held  # emptied each time: the run makes the tape's host calls, each $var write
 
     def once() -> object:
         held.clear()
@@ -511,6 +617,7 @@ def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
     at = {name: i for i, name in enumerate(names)}
     pool = TRUSTED if SOURCE_ADDRESS in at and parts[at[SOURCE_ADDRESS]] in trusted else UNTRUSTED
     has_user = CALLED_USER in at and parts[at[CALLED_USER]] not in ("0", "", host.NULL)
+    users = called_like(host.unhex(parts[at[CALLED_USER]])) if has_user else []
     found = []
     for i in range(count):
         fields = list(parts)
@@ -518,9 +625,17 @@ def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
         if SOURCE_ADDRESS in at:
             fields[at[SOURCE_ADDRESS]] = pool[i % len(pool)]
         if has_user:
-            fields[at[CALLED_USER]] = CALLED_USERS[i % len(CALLED_USERS)]
+            fields[at[CALLED_USER]] = users[i % len(users)].encode().hex()
         found.append(host.SEP.join(fields))
     return found
+
+
+def called_like(user: str) -> List[str]:
+    """Called users the rules treat as ``user``: numbers of its range (its last three digits varied: the
+    same dial-plan trunk, the same blocked range), or several users of ours (CALLED_USERS)."""
+    if len(user) > 3 and user[-3:].isdigit():
+        return [f"{user[:-3]}{k:03d}" for k in range(1000)]
+    return list(CALLED_USERS)
 
 
 class NamingMsg:
@@ -549,10 +664,12 @@ def varies_faithfully(router: Any, tape: Tape, facts: Sequence[str]) -> Optional
     """None when the router answers each of ``facts`` (the first few) as it answered the tape's, with host
     calls of the same names (their values may differ: a browser's flow); else why not."""
     expected = [name for name, _is_method, _args, _answer in tape.host_calls]
+    handler = handler_of(router, tape)
+    router = tape.router or router
     for text in facts[:8]:
         msg = NamingMsg(tape)
         router.held.clear()
-        result = getattr(router, tape.route)(msg, text)
+        result = handler(msg, text)
         if result != tape.result:
             return f"returned {result!r} for varied facts, the tape {tape.result!r}"
         if msg.names != expected:
@@ -563,8 +680,8 @@ def varies_faithfully(router: Any, tape: Tape, facts: Sequence[str]) -> Optional
 def time_tape_varying(router: Any, stub: type, tape: Tape, facts: Sequence[str], repeat: int) -> float:
     """time_tape with each run's facts the next of ``facts`` (cycled): the router meets them as new."""
     answers = [answer for _name, _is_method, _args, answer in tape.host_calls]
-    handler = getattr(router, tape.route)
-    held = router.held
+    handler = handler_of(router, tape)
+    held = (tape.router or router).held
     texts = itertools.cycle(facts)
 
     def once() -> object:
@@ -602,87 +719,101 @@ def time_core(calls: Sequence[CoreCall], repeat: int, spread: bool = False) -> f
     return max(best_of(replay, repeat) - best_of(loop, repeat), 0.0)
 
 
-def initial_invite_core(tapes: Sequence[Tape], tag: str) -> List[CoreCall]:
-    """The core calls of the first initial INVITE with ``tag``: its request route and its branch route."""
-    calls: List[CoreCall] = []
-    for label in (f"INVITE{tag}", f"branch of INVITE{tag}"):
+def initial_invite_tapes(tapes: Sequence[Tape], tag: str) -> List[Tape]:
+    """The router's tapes of the first initial INVITE with ``tag`` that got through, as a worker runs them:
+    on_request, and after the digest check on_authorized (the caller's INVITE with credentials)."""
+    found = []
+    for label in (f"INVITE{tag}", f"INVITE with credentials{tag}", f"INVITE, on_authorized{tag}"):
         tape = next((t for t in tapes if t.label == label), None)
         if tape is not None:
-            calls += tape.core_calls
-    return calls
+            found.append(tape)
+    if len(found) == 3:  # the challenged INVITE, then the one with credentials: the latter is the decision
+        found = found[1:]
+    return found
+
+
+def initial_invite_core(tapes: Sequence[Tape], tag: str) -> List[CoreCall]:
+    """The core and policy calls of the first initial INVITE with ``tag`` (initial_invite_tapes)."""
+    return [call for tape in initial_invite_tapes(tapes, tag) for call in tape.core_calls]
 
 
 AFRESH, SAME, VARYING_FACTS = "every decision afresh", "same facts", "varying facts"
 
 
-def initial_invite_tapes(tapes: Sequence[Tape], tag: str) -> List[Tape]:
-    """The router's tapes of the first initial INVITE with ``tag``: its request route, and its branch route
-    when the cfg asks the router about the branch (not for a plain SIP contact: Do.PLAIN_CONTACT)."""
-    found = []
-    for label in (f"INVITE{tag}", f"branch of INVITE{tag}"):
-        tape = next((t for t in tapes if t.label == label), None)
-        if tape is not None:
-            found.append(tape)
-    return found
-
-
 def initial_invite_figures(router: Any, tapes: Sequence[Tape], tag: str, repeat: int) -> Dict[str, Optional[float]]:
-    """Microseconds of one initial INVITE with ``tag`` (request + branch route): the decision core with
-    every decision taken afresh (its recorded calls replayed); the router's entry points with the same
-    facts each time; and with facts varying from call to call (None: a tape that cannot be replayed)."""
-    figures: Dict[str, Optional[float]] = {AFRESH: time_core(initial_invite_core(tapes, tag), repeat, spread=True)}
+    """Microseconds of one initial INVITE with ``tag`` (initial_invite_tapes): the router's entry points with
+    the same facts each time, and with facts varying from call to call; the decision core and policy with
+    every decision taken afresh (its recorded calls replayed).  None: a tape that cannot be replayed."""
+    figures: Dict[str, Optional[float]] = {SAME: None, VARYING_FACTS: None}
     chosen = initial_invite_tapes(tapes, tag)
     stub = stub_class(tapes)
     trusted = frozenset(TRUSTED)
     same = varying = 0.0
+    replayable = bool(chosen)
     for tape in chosen:
-        facts = varied_facts(tape, VARYING, trusted)
         if tape.raised or replays_faithfully(router, tape) is not None:
-            return {**figures, SAME: None, VARYING_FACTS: None}
+            replayable = False
+            break
+        facts = varied_facts(tape, VARYING, trusted)
         one = time_tape(router, stub, tape, max(repeat // 4, 1000))
         same += one
         if not facts:
-            varying += one  # its facts name no source: the same from any phone
+            varying += one  # its facts name no source: the same from any phone (on_authorized has none)
         elif varies_faithfully(router, tape, facts) is None:
             varying += time_tape_varying(router, stub, tape, facts, max(repeat // 4, 1000))
         else:
-            return {**figures, SAME: same, VARYING_FACTS: None}
-    figures[SAME], figures[VARYING_FACTS] = same, varying
+            figures[SAME] = same
+            replayable = False
+            break
+    if replayable:
+        figures[SAME], figures[VARYING_FACTS] = same, varying
+    figures[AFRESH] = time_core(initial_invite_core(tapes, tag), repeat, spread=True)
     return figures
 
 
-def core_per_initial_invite(repeat: int = 20000) -> Dict[str, Dict[str, Optional[float]]]:
-    """Microseconds of one initial INVITE (request + branch route) by kind of call: the decision core
-    afresh, and the router's entry points with the same and with varying facts (initial_invite_figures)."""
-    router, tapes = record_calls()
-    return {
-        tag.lstrip(", "): initial_invite_figures(router, tapes, tag, repeat) for tag in (", plain SIP", ", rtpengine")
-    }
+def core_per_initial_invite(repeat: int = 20000, rules: str = "default") -> Dict[str, Dict[str, Optional[float]]]:
+    """Microseconds of one initial INVITE by kind of call (KINDS) with ``rules``: the router's entry points
+    with the same and with varying facts, and the decision core and policy afresh (initial_invite_figures)."""
+    router, tapes = record_calls(rules)
+    return {tag.lstrip(", "): initial_invite_figures(router, tapes, tag, repeat) for tag in KINDS[rules]}
 
 
 # -- why each host call of an initial INVITE is there -------------------------------------------
 
 REASONS = {
     "python_exec": "the route itself: the cfg formats the facts into its argument (no host call for them)",
-    "set_pseudoVar $var(gw_record)": "the call record (caller's kind, offer, private SDP): the cfg stores it "
-    "in $dlg_val(gw) after create_dialog, for branches, replies, BYE",
-    "set_pseudoVar $dlg_val(gw)": "the call record with the answered branch",
-    "set_pseudoVar $var(gw_do)": "the actions of the request route (gateway.host.Act), run by the cfg's gw_run",
-    "set_pseudoVar $var(gw_authorized)": "the actions after the digest check",
-    "set_pseudoVar $var(gw_to_webrtc)": "the plan of a branch to a browser, which the cfg's branch route runs",
-    "set_pseudoVar $var(gw_to_nated)": "the plan of a branch to a SIP phone behind NAT",
-    "set_pseudoVar $var(gw_to_plain)": "the plan of a branch to a SIP phone or trunk not behind NAT",
-    "set_pseudoVar $var(gw_reply)": "the actions of the reply route",
-    "set_pseudoVar $var(gw_in_dialog)": "the actions for an in-dialog request",
-    "set_pseudoVar $var(gw_rtp_offer)": "the rtpengine flags for the cfg's rtpengine_offer",
-    "set_pseudoVar $var(gw_rtp_answer)": "the rtpengine flags for the cfg's rtpengine_answer",
-    "set_pseudoVar $var(gw_rtp_delete)": "the rtpengine flags for the cfg's rtpengine_delete",
-    "set_pseudoVar $var(gw_realm)": "the digest realm for the cfg's www/proxy_authorize (gateway.ini)",
-    "set_pseudoVar $var(gw_code)": "a local reply's code, for the cfg's sl_send_reply",
-    "set_pseudoVar $var(gw_reason)": "a local reply's reason phrase",
-    "set_pseudoVar $avp(gw_tx)": "the re-INVITE's exchange, for its reply route",
-    "set_pseudoVar $var(gw_trusted)": "the trusted sources, once per worker: pike's check route searches them natively",
-    "set_dst_uri": "back to a browser over its own connection, or to the SIP destination",
+    f"set_pseudoVar {host.REQUEST_VAR}": "the actions of the request route (gateway.host.Act), run by the cfg's"
+    " route[request_actions]",
+    f"set_pseudoVar {host.AUTHORIZED_VAR}": "the actions after the digest check (on_authorized: the rules' answer)",
+    f"set_pseudoVar {host.LOOKUP_FAILURE_VAR}": "the actions when lookup() found nobody",
+    f"set_pseudoVar {host.IN_DIALOG_VAR}": "the actions for an in-dialog request",
+    f"set_pseudoVar {host.REPLY_VAR}": "the actions of the reply route",
+    f"set_pseudoVar {host.FAILURE_VAR}": "the actions of the failure route",
+    f"set_pseudoVar {host.RECORD_VAR}": "the call record (caller's kind, offer, private SDP, the rules' flags): the"
+    " cfg stores it in $dlg_val(gw) after create_dialog (keep_record), for branches, replies, BYE",
+    f"set_pseudoVar {host.DIALOG_RECORD}": "the call record with the answered branch",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.WEBRTC]}": "the plan of a branch to a browser, which the"
+    " cfg's branch route runs without asking Python",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.NATED_SIP]}": "the plan of a branch to a SIP phone behind NAT",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.PLAIN_SIP]}": "the plan of a branch to a SIP phone or trunk"
+    " not behind NAT",
+    f"set_pseudoVar {host.ADD_HEADERS_VAR}": "the headers the rules add, for the cfg's append_hf",
+    f"set_pseudoVar {host.REMOVE_HEADERS_VAR}": "the headers the rules remove, for the cfg's remove_hf_re",
+    f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.OFFER]}": "the rtpengine flags for the cfg's rtpengine_offer",
+    f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.ANSWER]}": "the rtpengine flags for the cfg's rtpengine_answer",
+    f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.DELETE]}": "the rtpengine flags for the cfg's rtpengine_delete",
+    f"set_pseudoVar {host.REALM_VAR}": "the digest realm for the cfg's www/proxy_authorize (gateway.ini)",
+    f"set_pseudoVar {host.REPLY_CODE_VAR}": "a local reply's code, for the cfg's sl_send_reply",
+    f"set_pseudoVar {host.REPLY_REASON_VAR}": "a local reply's reason phrase",
+    f"set_pseudoVar {host.EXCHANGE_AVP}": "the re-INVITE's exchange, for its reply route",
+    f"set_pseudoVar {host.TRUSTED_VAR}": "the trusted sources, once per worker: pike's check route searches them"
+    " natively",
+    f"set_pseudoVar {host.PIKE_SOURCE_VAR}": "pike's kept answer, cleared when the rules change",
+    "set_pseudoVar $rU": "to_user(another user): the request URI's user, for lookup()",
+    "get_pseudoVar": "the headers gateway.ini [policy] headers names, for the rules to read",
+    "set_dst_uri": "a trunk (the dial plan's, or a rule's), a browser's own connection, or the SIP destination",
+    "rewrite_ruri": "to_uri(): the request URI a rule chose",
+    "getHeader": "the Call-ID, only to log a failure",
 }
 
 
@@ -704,37 +835,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--probe", type=Path, help="a saved output of python3 -m bench.probe: its host call costs, not PROBE_US"
     )
+    parser.add_argument(
+        "--rules", choices=("default", "recipes", "both"), default="both", help="the operator's rules (bench.run)"
+    )
+    parser.add_argument("--detail", action="store_true", help="each core and policy call of an initial INVITE, timed")
     args = parser.parse_args(argv)
     costs = dict(PROBE_US)
     source = "bench.probe's figures in bench/README.md (PROBE_US)"
     if args.probe is not None:
         costs.update(read_probe(args.probe.read_text()))
         source = f"bench.probe's output in {args.probe}"
+    for rules in ["default", "recipes"] if args.rules == "both" else [args.rules]:
+        report(rules, args.repeat, costs, source, args.detail)
+    return 0
 
-    router, tapes = record_calls()
+
+def report(rules: str, repeat: int, costs: Mapping[str, float], source: str, detail: bool) -> None:
+    router, tapes = record_calls(rules)
     kinds = unique(tapes)
-
-    print("== decision core per initial INVITE (request + branch route), us")
-    for tag in (", plain SIP", ", rtpengine"):
-        calls = initial_invite_core(tapes, tag)
-        print(f"  every decision afresh: the recorded core calls replayed{tag}")
-        for call in calls:
-            print(f"    {call.name:<38} {time_core([call], args.repeat):7.2f}")
-        figures = initial_invite_figures(router, tapes, tag, args.repeat)
-        timed = [v for v in figures.values() if v is not None]
-        verdict = "met" if timed and max(timed) < 10 else "NOT met"
+    where = RULES[rules]
+    print(f"==== {rules} rules: {where.settings.relative_to(REPO)} + {where.policy.relative_to(REPO)}\n")
+    print("== decision core plus policy per initial INVITE, us: the router's entry points as a worker runs them")
+    print("   (on_request; on_authorized after a digest check) with the same facts each time and with varying")
+    print(f"   facts (another source address and port each call, several called users or numbers, {VARYING:,}")
+    print("   distinct facts strings); and the recorded core and policy calls replayed, every decision afresh")
+    print("   (the branch plans of every kind too: the router keeps those by their inputs)")
+    print(f"  {'initial INVITE':<16} {'routes':<27} {'same':>7} {'varying':>7} {'afresh':>7}  what")
+    worst = 0.0
+    for tag, what in KINDS[rules].items():
+        figures = initial_invite_figures(router, tapes, tag, repeat)
         routes = " + ".join(t.route for t in initial_invite_tapes(tapes, tag))
-        for name, value in figures.items():
-            what = "the core, all of it" if name == AFRESH else f"{routes}, {name}"
-            text = f"{value:7.2f}" if value is not None else "not timed"
-            print(f"  {'initial INVITE' + tag + ': ' + what:<66} {text}")
-        print(f"  (target < 10 us, the worst of the three: {verdict}.  The core: the best of {ROUNDS} rounds")
-        print(f"   over {ROUNDS * SPREAD_S:.0f} s, each call above of 5 back to back.  Same facts: the answer the")
-        print("   router keeps for a facts string, replayed.  Varying facts: another source address and port")
-        print(f"   each call, several users, {VARYING:,} distinct facts strings, more than the router keeps.)\n")
+        shown = [figures.get(name) for name in (SAME, VARYING_FACTS, AFRESH)]
+        for value in shown[:2]:
+            worst = max(worst, float("inf") if value is None else value)
+        text = " ".join(f"{'-' if v is None else f'{v:.2f}':>7}" for v in shown)
+        print(f"  {tag.lstrip(', '):<16} {routes:<27} {text}  {what}")
+        if detail:
+            for call in initial_invite_core(tapes, tag):
+                print(f"      {call.name:<38} {time_core([call], repeat):7.2f}")
+    verdict = "met" if worst < 10 else "NOT met"
+    print(f"  target < 10 us, the worst same/varying figure: {worst:.2f}, {verdict}.  ('afresh': the best of {ROUNDS}")
+    print(f"   rounds over {ROUNDS * SPREAD_S:.0f} s; the others of 5 back to back; --detail: each call)\n")
 
     stub = stub_class(tapes)
-    method_us, prop_us = stub_cost_us(stub, args.repeat * 5)
+    method_us, prop_us = stub_cost_us(stub, repeat * 5)
     print(f"== entry points on a replayed tape (stub msg: {method_us:.3f} us per method call, {prop_us:.3f} us per")
     print("   attribute read, subtracted): the router's Python with the same facts each time and with varying")
     print("   facts (another source address and port, several users; '-': its facts name no source); host calls")
@@ -756,24 +900,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         why = None if tape.raised else replays_faithfully(router, tape)
         facts = varied_facts(tape, VARYING, frozenset(TRUSTED))
         python = varying = 0.0
-        shown = vary_shown = f"{'-':>7}"
+        shown_same = vary_shown = f"{'-':>7}"
         if tape.raised or why is not None:
-            shown = f"{'no':>7}"
+            shown_same = f"{'no':>7}"
         else:
             stub_us = prop_us * counts["attribute"] + method_us * (sum(counts.values()) - counts["attribute"])
-            repeat = max(args.repeat // 4, 1000)
-            python = varying = max(time_tape(router, stub, tape, repeat) - stub_us, 0.0)
-            shown = f"{python:>7.2f}"
+            each = max(repeat // 4, 1000)
+            python = varying = max(time_tape(router, stub, tape, each) - stub_us, 0.0)
+            shown_same = f"{python:>7.2f}"
             if facts:
                 why = varies_faithfully(router, tape, facts)
                 if why is None:
-                    varying = max(time_tape_varying(router, stub, tape, facts, repeat) - stub_us, 0.0)
+                    varying = max(time_tape_varying(router, stub, tape, facts, each) - stub_us, 0.0)
                     vary_shown = f"{varying:>7.2f}"
                 else:
                     vary_shown = f"{'no':>7}"
         host_us = tape.host_cost_us(costs)
         print(
-            f"  {tape.label:<44.44} {tape.route:<{width}} {shown} {vary_shown} "
+            f"  {tape.label:<44.44} {tape.route:<{width}} {shown_same} {vary_shown} "
             + " ".join(f"{n:>3}" for n in columns[:4])
             + f" {columns[4]:>4} {other:>5} {host_us:>7.2f} {varying + host_us:>11.2f}"
         )
@@ -783,16 +927,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("   other set_dst_uri and the like, at set_pseudoVar's cost; spv of a worker's first message of its")
     print("   kind: a $var the worker holds already is not written again, gateway.host.HELD_VARS)")
 
-    initial = next((t for t in kinds if t.label == "INVITE, plain SIP"), None)
-    if initial is not None:
-        print("\n== the host calls of a plain SIP->SIP initial INVITE from a trusted source, and why each is there")
+    for label in ("INVITE, plain SIP", "INVITE, dial plan"):
+        initial = next((t for t in kinds if t.label == label), None)
+        if initial is None:
+            continue
+        print(f"\n== the host calls of an initial INVITE ({KINDS[rules][label[6:]]}), and why each is there")
         shown_args = "".join(f", {a!r}" for a in initial.args)
         print(f"  python_exec({initial.route!r}{shown_args}) -> {initial.result!r}")
         for name, is_method, call_args, answer in initial.host_calls:
             text = f"{name}({', '.join(repr(a) for a in call_args)})" if is_method else f"msg.{name}"
             print(f"  {text} -> {answer!r:.40}")
             print(f"      {reason_of(name, is_method, call_args)}")
-    return 0
+    print()
 
 
 if __name__ == "__main__":
