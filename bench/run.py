@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import random
 import re
 import resource
 import shutil
@@ -427,8 +428,8 @@ class Bench:
             name,
             folder,
             listen,
-            uas=[free_port() for _ in range(mix.callee_phones + len(mix.trunks))],
-            uac=[free_port() for _ in mix.addresses],
+            uas=[sipp_port() for _ in range(mix.callee_phones + len(mix.trunks))],
+            uac=[sipp_port() for _ in mix.addresses],
             cfg=role,
             mode=mode,
             mix=mix,
@@ -904,6 +905,30 @@ def export_revision(rev: str, folder: Path) -> Path:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True, timeout=60)
     return folder
+
+
+#: The SIPp phones' own ports: below the kernel's ephemeral range (32768 and up), where sockets opened
+#: without a port land (SIPp's -t un opens one per call, other programs on a shared machine too): a
+#: callee SIPp found its port taken by one of those between two steps.  Above the Contact ports of
+#: Mix.register_lines (20000-20999, never bound).
+SIPP_PORTS = range(22000, 30000)
+_sipp_handed: set[int] = set()
+
+
+def sipp_port() -> int:
+    """A port of SIPP_PORTS free for UDP and TCP on 127.0.0.1, never handed out twice by this process."""
+    for port in random.sample(SIPP_PORTS, 200):
+        if port in _sipp_handed:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+                udp.bind(("127.0.0.1", port))
+                tcp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _sipp_handed.add(port)
+        return port
+    raise RuntimeError(f"no free port in {SIPP_PORTS.start}-{SIPP_PORTS.stop - 1} in 200 tries")
 
 
 def logged(path: Path, message: str) -> int:

@@ -202,34 +202,37 @@ def native_tables(settings: Settings) -> List[str]:
         "# take the media proxy ($var(gw_media) = 1).  $var(gw_xs): rtpengine flags the rules add to offers",
         "# toward SIP ($var values outlive the message: each is set for every request).",
         "route[tables] {",
-        '	$var(gw_trunk) = "";',
-        "	$var(gw_media) = 0;",
-        '	$var(gw_xs) = "";',
+        '\t$var(gw_trunk) = "";',
+        "\t$var(gw_media) = 0;",
+        '\t$var(gw_xs) = "";',
     ]
     if tables.blocked:
-        out += [f"	if ({' || '.join(_matches(p) for p in tables.blocked)}) {{"]
-        out += ['		sl_send_reply(403, "Forbidden - Blocked Number");', "		exit;", "	}"]
+        out += [f"\tif ({' || '.join(_matches(p) for p in tables.blocked)}) {{"]
+        out += ['\t\tsl_send_reply(403, "Forbidden - Blocked Number");', "\t\texit;", "\t}"]
     if tables.dialplan:
-        out += ["	if ($var(from_us) == 1 || $var(trusted) == 1) {"]
+        out += ["\tif ($var(from_us) == 1 || $var(trusted) == 1) {"]
         for i, (pattern, trunk) in enumerate(tables.dialplan):
-            out += [
-                f"		{'} else if' if i else 'if'} ({_matches(pattern)}) {{",
-                f"			$var(gw_trunk) = {_literal(trunk)};",
-            ]
-        out += ["		}", "	}"]
+            out += [f"\t\t{'} else if' if i else 'if'} ({_matches(pattern)}) {{"]
+            out += [f"\t\t\t$var(gw_trunk) = {_literal(trunk)};"]
+        out += ["\t\t}", "\t}"]
     if tables.always_proxy:
         # switch compares strings without regard to case; the users here are lower case
         for pv in ("$fU", "$rU"):
-            out += [f"	switch ({pv}) {{"]
-            out += [f"	case {_literal(user)}:" for user in sorted(tables.always_proxy)]
-            out += ["		$var(gw_media) = 1;", "	}"]
-    out += ["}", "", "# Settings.trunk_uri: $var(gw_trunk) -> $du", "route[trunk] {", "	switch ($var(gw_trunk)) {"]
+            out += [f"\tswitch ({pv}) {{"]
+            out += [f"\tcase {_literal(user)}:" for user in sorted(tables.always_proxy)]
+            out += ["\t\t$var(gw_media) = 1;", "\t}"]
+    out += ["}", "", "# Settings.trunk_uri: $var(gw_trunk) -> $du", "route[trunk] {"]
     names = dict(tables.trunks)
     if settings.sip_destination is not None:
         names.setdefault("default", settings.sip_destination)
-    for name, uri in sorted(names.items()):
-        out += [f"	case {_literal(name)}:", f"		$du = {_literal(uri)};", "		break;"]
-    out += ["	}", "}", ""]
+    if names:  # a switch without a case is a syntax error
+        out += ["\tswitch ($var(gw_trunk)) {"]
+        for name, uri in sorted(names.items()):
+            out += [f"\tcase {_literal(name)}:", f"\t\t$du = {_literal(uri)};", "\t\tbreak;"]
+        out += ["\t}"]
+    else:
+        out += ["\treturn;"]
+    out += ["}", ""]
     return out
 
 
