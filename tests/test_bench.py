@@ -18,7 +18,7 @@ from bench.run import SippStats, report
 from bench.run import Step as BenchStep
 from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
 from gateway import core, sdp
-from gateway.host import Router, branch_plan
+from gateway.host import FAILED, Router, branch_plan
 from gateway.model import Branch, CallRecord, Leg, Media, Party, Registration, Step
 from gateway.policy import MediaProxy
 from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE, Profiles
@@ -575,17 +575,55 @@ def test_a_plain_call_takes_no_media_proxy() -> None:
     assert rtpengine_calls_of_a_call(nat_caller=False) == []
 
 
-def test_micro_records_every_entry_point_and_replays_each_tape() -> None:
-    """bench.micro drives the router through the fake host: every tape replays with the same host calls."""
-    from bench.micro import entry_points, initial_invite_core, record_calls, replays_faithfully, unique
+@pytest.mark.parametrize("rules", ["default", "recipes"])
+def test_micro_records_every_entry_point_and_replays_each_tape(rules: str) -> None:
+    """bench.micro drives the router through the fake host: every tape replays with the same host calls, in any
+    order (on_authorized gets the request its on_request left), none raised, none failed."""
+    from bench.micro import (
+        KINDS,
+        entry_points,
+        initial_invite_core,
+        initial_invite_tapes,
+        record_calls,
+        replays_faithfully,
+        unique,
+    )
 
-    router, tapes = record_calls()
+    router, tapes = record_calls(rules)
     kinds = unique(tapes)
     assert {t.route for t in kinds} == set(entry_points(router))
-    assert [(t.label, replays_faithfully(router, t)) for t in kinds if not t.raised] == [
-        (t.label, None) for t in kinds if not t.raised
-    ]
-    assert initial_invite_core(tapes, ", plain SIP") and initial_invite_core(tapes, ", rtpengine")
+    assert [(t.label, t.raised, t.result == FAILED) for t in kinds] == [(t.label, False, False) for t in kinds]
+    for tape in [*kinds[::-1], *kinds]:
+        assert replays_faithfully(router, tape) is None, tape.label
+    for tag in KINDS[rules]:
+        chain = [t.route for t in initial_invite_tapes(tapes, tag)]
+        assert chain == (["on_request", "on_authorized"] if "digest" in tag else ["on_request"]), tag
+        assert initial_invite_core(tapes, tag), tag
+
+
+def test_micro_times_the_decision_core_with_the_policy_and_every_branch_plan() -> None:
+    """The afresh figure replays what the router asks of the core and of the rules: Tables.apply, the
+    operator's route, and the plan of each of the three kinds of branch (none kept)."""
+    from bench.micro import initial_invite_core, record_calls
+
+    _router, tapes = record_calls("recipes")
+    for tag in (", plain SIP", ", dial plan", ", digest auth"):
+        names = [call.name for call in initial_invite_core(tapes, tag)]
+        assert {"Tables.apply", "policy.py route", "core.check_decision"} <= set(names), tag
+        assert names.count("core.plan_branch") == 3, tag
+    blocked = [call.name for call in initial_invite_core(tapes, ", blocked")]
+    assert "policy.py route" in blocked and "core.plan_branch" not in blocked  # a 403: no branch
+
+
+def test_micro_names_a_reason_for_every_host_call_of_an_initial_invite() -> None:
+    from bench.micro import KINDS, initial_invite_tapes, reason_of, record_calls
+
+    for rules in ("default", "recipes"):
+        _router, tapes = record_calls(rules)
+        for tag in KINDS[rules]:
+            for tape in initial_invite_tapes(tapes, tag):
+                for name, is_method, args, _answer in tape.host_calls:
+                    assert not reason_of(name, is_method, args).startswith("(no note"), (tag, name, args)
 
 
 def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
@@ -596,7 +634,7 @@ def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
     from fakes.runtime import exec_arguments
     from gateway.host import split_facts
 
-    router, tapes = record_calls()
+    router, tapes = record_calls("recipes")
     formats = exec_arguments()
     varied = set()
     for tape in unique(tapes):
@@ -744,3 +782,237 @@ def test_the_instruction_benchmark_skips_with_its_reason_without_valgrind(
     monkeypatch.setattr(shutil, "which", lambda name: None if name == "valgrind" else real_which(name))
     assert instructions.main([]) == 0
     assert capsys.readouterr().out == "SKIPPED: no valgrind (Debian package valgrind)\n"
+
+
+# -- the recipes (bench.run --rules recipes): the gateway's files and native.cfg's take the same decisions --
+
+RECIPES = ROOT / "bench" / "recipes"
+DOCS = ROOT / "docs" / "recipes"
+
+
+def recipes_settings() -> Settings:
+    return parse_settings((RECIPES / "gateway.ini").read_text(), "bench/recipes/gateway.ini")
+
+
+def recipes_route() -> Any:
+    from gateway.loader import import_policy
+
+    route, callee = import_policy(str(RECIPES / "policy.py"))
+    assert callee is None
+    return route
+
+
+def test_the_recipes_are_the_readmes() -> None:
+    """The dial plan and the blocked ranges as docs/recipes has them; bench/gateway.ini's [gateway]; the
+    always-proxied users are the mix's; every trunk is one of the mix's (a SIPp callee each)."""
+    from bench.mix import ALWAYS_PROXY, TRUNKS
+
+    ours = recipes_settings()
+    plan = parse_settings((DOCS / "dial-plan" / "gateway.ini").read_text()).tables
+    blocked = parse_settings((DOCS / "blocking" / "gateway.ini").read_text()).tables
+    assert [(p.text, t) for p, t in ours.tables.dialplan] == [(p.text, t) for p, t in plan.dialplan]
+    assert [p.text for p in ours.tables.blocked] == [p.text for p in blocked.blocked]
+    assert set(ours.tables.trunks) == set(plan.trunks) == set(TRUNKS)
+    assert ours.tables.always_proxy == frozenset(ALWAYS_PROXY)
+    base = bench_settings()
+    assert (ours.domains, ours.trusted_sources) == (base.domains, base.trusted_sources)
+    assert ours.auth_realm == base.auth_realm == "gateway.local"
+    assert dict(ours.profiles) == dict(base.profiles) and not ours.topology_hiding
+
+
+def request(caller: str = "caller5", number: str = "callee1", kind: Any = None, nat: bool = False) -> Any:
+    from gateway.policy import Kind, Request
+
+    kind = kind or Kind.SIP
+    return Request("INVITE", number, "127.0.0.1", caller, "127.0.0.1", number, "127.0.0.1", "127.0.0.1", 5060,
+                   "udp", kind, nat, True)  # fmt: skip
+
+
+def native_tables_model(text: str) -> Any:
+    """route[tables] and route[trunk] of native-settings.cfg read back: (blocked expressions, the dial plan's
+    (expression, trunk) in order, always-proxied users per pseudo-variable, trunk -> $du)."""
+    from fakes.cfgscript import unescape
+
+    body = re.search(r"\nroute\[tables\] \{\n(.*?)\n\}\n", text, re.S)
+    trunk = re.search(r"\nroute\[trunk\] \{\n(.*?)\n\}\n", text, re.S)
+    assert body is not None and trunk is not None
+    tables = body.group(1)
+
+    def regexes(line: str) -> List[re.Pattern[str]]:  # =~ is case-insensitive, as the fake compiles it
+        return [re.compile(unescape(r), re.I | re.ASCII) for r in re.findall(r'\$rU =~ "((?:[^"\\]|\\.)*)"', line)]
+
+    blocked_line = next((line for line in tables.splitlines() if "Blocked Number" in line), None)
+    lines = tables.splitlines()
+    blocked = regexes(lines[lines.index(blocked_line) - 1]) if blocked_line else []
+    plan = [(regexes(m.group(1))[0], m.group(2)) for m in re.finditer(
+        r'if \((\$rU =~ "(?:[^"\\]|\\.)*")\) \{\n\t+\$var\(gw_trunk\) = "(\w+)";', tables)]  # fmt: skip
+    proxied = {pv: set(re.findall(r'case "([^"]+)":', block)) for pv, block in re.findall(
+        r"switch \((\$[fr]U)\) \{\n(.*?)\n\t\}", tables, re.S)}  # fmt: skip
+    uris = dict(re.findall(r'case "(\w+)":\n\t+\$du = "([^"]+)";', trunk.group(1)))
+    return blocked, plan, proxied, uris
+
+
+def native_decision(model: Any, caller: str, number: str, may_relay: bool = True) -> Tuple[Any, ...]:
+    blocked, plan, proxied, uris = model
+    if any(r.search(number) for r in blocked):
+        return ("reply", 403)
+    trunk = next((t for r, t in plan if r.search(number)), None) if may_relay else None
+    always = caller in proxied.get("$fU", set()) or number in proxied.get("$rU", set())
+    return ("trunk", uris[trunk]) if trunk else ("user",), always
+
+
+def test_native_tables_decide_what_tables_apply_decides() -> None:
+    """Every number and user of the recipes' traffic, and the recipes' own examples: 403, the trunk (its URI),
+    the media proxy always, as policy.Tables.apply and Settings.trunk_uri decide them."""
+    from gateway.policy import MediaProxy, to_user
+
+    settings = recipes_settings()
+    model = native_tables_model(native_settings(settings))
+    mix = Mix(rules=True)
+    lines = {line for k in range(len(mix.addresses)) for line in mix.caller_lines(k)}
+    numbers = {number for _caller, number in lines} | {"0044201234", "+4930123", "030123456", "0900123456",
+               "0137777", "+19005551234", "19765550000", "030123", "1234", "0", "callee3"}  # fmt: skip
+    callers = {caller for caller, _number in lines}
+    seen = set()
+    for caller in [*sorted(callers)[:40], "caller0", "caller83", "caller163"]:
+        for number in sorted(numbers):
+            for may_relay in (True, False):
+                decided = settings.tables.apply(request(caller, number), to_user(), may_relay)
+                if decided.target == "reply":
+                    expected: Tuple[Any, ...] = ("reply", decided.code)
+                else:
+                    trunk = decided.trunk or ""
+                    where = ("trunk", settings.trunk_uri(trunk)) if decided.target == "trunk" else ("user",)
+                    expected = (where, decided.media is MediaProxy.ALWAYS)
+                assert native_decision(model, caller, number, may_relay) == expected, (caller, number, may_relay)
+                seen.add(str(expected))
+    assert len(seen) >= 6  # 403, both trunks, our users; with and without the media proxy
+
+
+def test_native_tables_of_the_default_settings_decide_nothing() -> None:
+    text = native_settings(bench_settings())
+    assert native_tables_model(text) == ([], [], {}, {})
+    assert "route[trunk] {\n\treturn;\n}" in text  # OpenSIPS refuses a switch without a case
+
+
+def test_native_tables_refuse_what_posix_or_a_cfg_string_cannot_say() -> None:
+    for pattern in (r"/^\d+$/", '/^"x/'):
+        settings = parse_settings(f"[trunks]\nt = sip:192.0.2.1\n[dialplan]\n{pattern} = t\n")
+        with pytest.raises(ValueError, match="POSIX"):
+            native_settings(settings)
+    text = native_settings(parse_settings("[trunks]\nt = sip:192.0.2.1\n[dialplan]\n+1.5 = t\n"))
+    assert '$rU =~ "^\\+1\\.5"' in text  # a prefix: its special characters escaped
+
+
+def test_native_policy_does_what_the_recipes_policy_py_does() -> None:
+    """Headers removed and added by the caller's kind, and the rtpengine flags for offers toward SIP on the
+    international trunk's calls, as route[policy] (bench/recipes/native-policy.cfg) has them."""
+    from gateway.policy import Kind, to_trunk, to_user
+
+    native = (RECIPES / "native-policy.cfg").read_text()
+    route = recipes_route()
+    removed = set(re.findall(r'remove_hf\("([^"]+)"\)', native))
+    ws_header = re.search(r'isflagset\("SRC_WS"\)\)\n\t\tappend_hf\("([^"\\]+)\\r\\n"\);', native)
+    sip_header = re.search(r'else\n\t\tappend_hf\("([^"\\]+)\\r\\n"\);', native)
+    assert ws_header is not None and sip_header is not None
+    flagged = re.findall(r'if \(\$var\(gw_trunk\) == "(\w+)"\)\n\t\t\$var\(gw_xs\) = "([^"]+)";', native)
+    for default in (to_user(), to_trunk("international"), to_trunk("national")):
+        for kind, header in ((Kind.SIP, sip_header.group(1)), (Kind.BROWSER, ws_header.group(1))):
+            decision = route(request(kind=kind), default)
+            assert {h.lower() for h in decision.remove_headers} == {h.lower() for h in removed}
+            assert [f"{n}: {v}" for n, v in decision.add_headers] == [header]
+            flags = [f for t, f in flagged if default.target == "trunk" and default.trunk == t]
+            assert decision.extra_flags(Kind.SIP) == " ".join(flags)
+            assert decision.extra_flags(Kind.BROWSER) == ""  # native.cfg adds flags toward SIP only
+            assert " " not in decision.extra_flags(Kind.SIP)  # the record's ";xs=" (native writes no "+")
+
+
+def test_native_cfg_applies_the_tables_and_the_rules_where_the_router_does() -> None:
+    """After the digest check and before lookup(); a trunk instead of lookup(); the record's ";xs="; the
+    media proxy when always_proxy says so; the rules' flags before via-branch-param."""
+    initial = route_body(NATIVE, "route[initial]")
+    trunk = 'if ($var(gw_trunk) != "") {\n\t\troute(trunk);'
+    order = ["route(authenticate);", "route(tables);", "route(policy);", trunk, 'lookup("location");']
+    order.append("route(new_call);")
+    assert [initial.index(part) for part in order] == sorted(initial.index(part) for part in order)
+    assert 'include_file "native-policy.cfg"' in NATIVE and 'include_file "native-settings.cfg"' in NATIVE
+    new_call = route_body(NATIVE, "route[new_call]")
+    assert 'if ($var(gw_xs) != "")\n\t\t$var(rec) = $var(rec) + ";xs=" + $var(gw_xs);' in new_call
+    branch = route_body(NATIVE, "branch_route[gw_branch]")
+    assert '$var(private) == 0 && $var(gw_media) != 1) {\n\t\tt_on_reply("gw_answered_sip_to_sip");' in branch
+    steps = ['" SIP-source-address";', '$var(flags) = $var(flags) + " " + $var(gw_xs);', '" via-branch-param=br"']
+    assert [branch.index(s) for s in steps] == sorted(branch.index(s) for s in steps)
+    # The default rules natively: route[policy] changes nothing.
+    assert route_body((ROOT / "bench" / "native-policy.cfg").read_text(), "route[policy]").strip() == "return;"
+
+
+def recipes_call(caller: str, number: str, nat: bool) -> Dict[str, Any]:
+    """One call of the recipes' traffic through the fake host with bench/recipes' files (trunks on the fake
+    network): where the INVITE went, its headers, the record, the rtpengine offers, the caller's finals."""
+    from bench.micro import TRUSTED, bench_settings, trunk
+    from fakes.runtime import Gateway
+    from fakes.ua import Network
+
+    settings = dataclasses.replace(bench_settings("recipes"), trusted_sources=frozenset({TRUSTED[0]}))
+    gateway = Gateway(settings, rules=(recipes_route(), None))
+    net = Network(gateway)
+    trunks = {name: trunk(net, name) for name in ("national", "international")}
+    phone = net.phone(caller, nat=nat, host=TRUSTED[0])
+    callee = net.phone("callee1", host=TRUSTED[0])
+    net.registered(phone, callee)
+    start = len(gateway.events)
+    call = net.invite(phone, number, extra_headers=[("P-Preferred-Identity", f"<sip:{caller}@127.0.0.1>")])
+    sent = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
+            and e.data[1].method == "INVITE"]  # fmt: skip
+    found: Dict[str, Any] = {}
+    if sent:
+        endpoint, invite = sent[-1]
+        found["to"] = f"sip:{endpoint.host}:{endpoint.port}"
+        found["headers"] = [
+            (n.lower(), v) for n, v in invite.headers if n.lower() in ("x-caller-kind", "p-preferred-identity")
+        ]
+        answerer = next(ua for ua in [*trunks.values(), callee] if ua.endpoint == endpoint)
+        net.reply(call, answerer, 200)
+        found["record"] = next((d.vals.get("gw") for d in gateway.dialogs.values()), None)  # the call's only
+        net.bye(call, "caller")
+    found["finals"] = [m.status for m in phone.inbox if not m.is_request and m.call_id == call.call_id
+                       and m.cseq_method == "INVITE" and m.status >= 200]  # fmt: skip
+    found["offer_flags"] = [args[0] for name, args, _r in (e.data for e in gateway.events[start:] if e.kind == "call")
+                            if name == "rtpengine_offer"]  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("nat", [False, True], ids=["no media", "with rtpengine"])
+def test_the_router_takes_the_decisions_native_cfg_takes_for_the_recipes_traffic(nat: bool) -> None:
+    """Each kind of line of Mix(rules=True), from a plain and from a NATed caller, through the real cfg and the
+    recipes' files on the fake host: where it goes, the headers, the record and the offer's flags as
+    native.cfg composes them (route[tables], route[policy], route[new_call], branch_route[gw_branch])."""
+    from bench.micro import TRUNK_HOSTS
+    from bench.mix import ALWAYS_PROXY
+
+    offer_row = DEFAULT_PROFILES[(Leg.SIP, Leg.SIP, Step.OFFER)]
+    caller_code = "S1" if nat else "S0"
+    for caller, number, where, xs in (
+        ("caller5", "callee1", None, ""),
+        ("caller5", "0049301234005", "international", "loop-protect"),
+        ("caller5", "0301234005", "national", ""),
+        (ALWAYS_PROXY[0], "callee1", None, ""),
+        ("caller5", "0900123005", "blocked", ""),
+    ):
+        found = recipes_call(caller, number, nat)
+        if where == "blocked":
+            assert found["finals"] == [403] and "to" not in found and found["offer_flags"] == []
+            continue
+        assert found["finals"] == [200], (caller, number)
+        if where is not None:
+            assert found["to"] == f"sip:{TRUNK_HOSTS[where]}:5060"
+        assert found["headers"] == [("x-caller-kind", "sip")]  # added; P-Preferred-Identity removed
+        media = nat or caller in ALWAYS_PROXY
+        record = f"c={caller_code};o=e;p=0" + (f";xs={xs}" if xs else "")
+        if media:
+            assert found["record"] == f"{record};b0=mS0;a=0", (caller, number)
+            flags = offer_row + (" SIP-source-address" if nat else "") + (f" {xs}" if xs else "")
+            flags += " via-branch-param=br0"
+            assert found["offer_flags"] == [flags], (caller, number)
+        else:  # off the record: the cfg counts the answer of a plain branch itself
+            assert found["record"] == record and found["offer_flags"] == [], (caller, number)
