@@ -1016,3 +1016,133 @@ def test_the_router_takes_the_decisions_native_cfg_takes_for_the_recipes_traffic
             assert found["offer_flags"] == [flags], (caller, number)
         else:  # off the record: the cfg counts the answer of a plain branch itself
             assert found["record"] == record and found["offer_flags"] == [], (caller, number)
+
+
+@pytest.mark.parametrize("total", [3000, 1501, 7])
+def test_the_recipes_traffic_takes_every_rule_and_each_callee_sipp_gets_its_calls(total: int) -> None:
+    """Mix(rules=True): each line's kind is what bench/recipes/gateway.ini decides for it; the phones and the
+    trunks answer exactly the calls that reach them (their -m); blocked calls reach nobody."""
+    from bench.mix import ALWAYS_PROXY, BLOCKED, TRUNKS, USER
+    from gateway.policy import MediaProxy, to_user
+
+    mix = Mix(rules=True)
+    settings = recipes_settings()
+    load = mix.callee_load(total)
+    kinds = mix.calls_by_kind(total)
+    assert len(load) == mix.callee_phones + len(TRUNKS) == len(mix.trunks) + mix.callee_phones
+    assert sum(load) == total - kinds.get(BLOCKED, 0)
+    assert [load[mix.callee_phones + k] for k in range(len(TRUNKS))] == [kinds.get(t, 0) for t in TRUNKS]
+    for k in range(len(mix.addresses)):
+        for i, (caller, number) in enumerate(mix.caller_lines(k)):
+            decided = settings.tables.apply(request(caller, number), to_user(), True)
+            kind = mix.line_kind(i)
+            assert decided.target == {USER: "user", BLOCKED: "reply"}.get(kind, "trunk"), (caller, number)
+            if decided.target == "trunk":
+                assert decided.trunk == kind
+            if decided.target != "reply":
+                assert (decided.media is MediaProxy.ALWAYS) == (caller in ALWAYS_PROXY)
+    if total >= 1000:
+        assert all(kinds.get(kind, 0) > 0.015 * total for kind in (*TRUNKS, BLOCKED, "always_proxy"))
+        assert kinds.get(USER, 0) > 0.7 * total
+    assert Mix().trunks == () and Mix().callee_load(total) == Mix(rules=False).callee_load(total)
+    assert "blocked number" in mix.describe() and "blocked" not in Mix().describe()
+
+
+def test_the_recipes_scenarios_check_and_count_what_the_rules_do() -> None:
+    """uac-rules.xml sends what the rules remove and takes a 403 as the call's end, ACKed on the INVITE's
+    branch; uas-rules.xml checks the header the rules add and the one they remove, and logs rtpengine's mark;
+    bench.run counts the same log lines."""
+    import xml.etree.ElementTree as ET
+
+    from gateway.policy import to_user
+
+    decision = recipes_route()(request(), to_user())
+    (added, value), removed = decision.add_headers[0], decision.remove_headers[0]
+    uac = ET.parse(ROOT / "bench" / "sipp" / "uac-rules.xml").getroot()
+    messages = [e for e in uac if e.tag in ("send", "recv", "pause", "nop")]
+    invite = (messages[0].text or "").strip()
+    assert invite.startswith("INVITE") and f"{removed}: <sip:" in invite
+    refused = next(e for e in uac if e.tag == "recv" and e.get("response") == "403")
+    assert refused.get("optional") == "true" and refused.get("next") == "refused"
+    labels = [e.get("id") for e in uac if e.tag == "label"]
+    assert labels == ["acked", "refused", "done"]
+    ack = messages[-1]
+    back = re.search(r"branch=\[branch-(\d+)\]", ack.text or "")
+    assert back is not None and messages[len(messages) - 1 - int(back.group(1))] is messages[0]
+    assert [a.get("message") for a in ack.iter("log")] == ["blocked"]
+    uas = ET.parse(ROOT / "bench" / "sipp" / "uas-rules.xml").getroot()
+    checks = {e.get("header"): e for e in uas.iter("ereg") if e.get("search_in") == "hdr"}
+    assert checks[f"{added}:"].get("check_it") == "true" and checks[f"{added}:"].get("regexp") == value == "sip"
+    assert checks[f"{removed}:"].get("check_it_inverse") == "true"
+    mark = next(e for e in uas.iter("ereg") if e.get("search_in") == "body")
+    assert mark.get("regexp") == "a=rtpengine:"  # the attribute rtpengine's loop-protect adds
+    assert [a.get("message") for a in uas.iter("log")] == ["loop-protect"]
+    run_text = (ROOT / "bench" / "run.py").read_text()
+    assert '"blocked")' in run_text and '"loop-protect")' in run_text
+
+
+def test_the_benchmark_points_each_trunk_at_a_sipp_of_its_own(tmp_path: pathlib.Path) -> None:
+    from bench.site import with_trunks
+
+    text = with_trunks((RECIPES / "gateway.ini").read_text(), {"national": "sip:127.0.0.1:22001"})
+    settings = parse_settings(text)
+    assert settings.tables.trunks["national"] == "sip:127.0.0.1:22001"
+    assert settings.tables.trunks["international"] == recipes_settings().tables.trunks["international"]
+    assert settings.tables.dialplan == recipes_settings().tables.dialplan
+
+
+def test_the_run_measures_both_rules_by_default_and_sums_up_the_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import CPU_TARGET, REGISTER_BEFORE, modes_of, rules_taken
+
+    assert modes_of(argparse.Namespace(rules="both")) == ["default", "recipes"]
+    assert modes_of(argparse.Namespace(rules="recipes")) == ["recipes"]
+
+    def step(kind: str, cfg: str, us: float, mode: str = "recipes") -> BenchStep:
+        done = BenchStep(kind, False, 500, cfg, 1000, stats=SippStats(1000, 1000, 0, 0, 0.0), mode=mode)
+        done.took, done.cpu = done.ideal, Cpu(0, int(us * 1000 * 1000))
+        return done
+
+    verdicts = report([step("calls", "python", 1040.0), step("calls", "native", 1000.0)], argparse.Namespace(),
+                      mode="recipes")  # fmt: skip
+    out = capsys.readouterr().out
+    assert "the README's recipes active" in out
+    assert verdicts == [(f"CPU per call python/native <= {CPU_TARGET:.2f}, no media [recipes rules]: 1.040", True)]
+    steps = [step("register", "python", 108.0, "default"), step("register", "native", 100.0, "default")]
+    steps += [step("register", "before", 130.0, "default")]
+    ((text, met),) = report(steps, argparse.Namespace())
+    assert (
+        met
+        and f"<= {REGISTER_BEFORE:.2f}, REGISTER" in text
+        and "before/native in this run 1.300" in capsys.readouterr().out
+    )
+    counted = step("calls", "python", 1000.0)
+    counted.expected = {"national": 100, "international": 100, "blocked": 20, "always_proxy": 60}
+    counted.counted = {"national": 100, "international": 99, "blocked": 20, "media_proxy_calls": 60, "checked": 980}
+    rules_taken([counted])
+    out = capsys.readouterr().out
+    assert "national 100/100  international 99/100  blocked 20/20  media_proxy_calls 60/60" in out
+    assert "headers checked 980/980" in out
+
+
+def test_the_instruction_runs_take_the_rules_and_the_revision_they_are_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """Recipes: no REGISTER run (no rule sees one) and no "before"; the default rules: the revision beside."""
+    from bench import instructions, run
+
+    runs: List[Tuple[Optional[str], str, Optional[pathlib.Path]]] = []
+
+    def one_run(tools: Any, args: Any, valgrind: str, drive: Optional[str], folder: Any, mode: str, before: Any) -> Any:
+        runs.append((drive, mode, before))
+        return instructions.Run({}, {})
+
+    monkeypatch.setattr(instructions, "one_run", one_run)
+    monkeypatch.setattr(instructions, "report", lambda found: None)
+    monkeypatch.setattr(run, "export_revision", lambda rev, folder: tmp_path / rev)
+    tools = run.Tools("/x/opensips", "3.6.8", "/x/", "sipp", "rtpengine")
+    args = argparse.Namespace(vg_rate=10, vg_seconds=1.0, vg_span=2.0, compare="526af31")
+    instructions.measure(tools, args, "valgrind", tmp_path / "recipes", "recipes")
+    assert runs == [(None, "recipes", None), ("calls", "recipes", None), ("media", "recipes", None)]
+    runs.clear()
+    instructions.measure(tools, args, "valgrind", tmp_path / "default", "default")
+    assert [(d, b) for d, _m, b in runs] == [(d, tmp_path / "526af31") for _l, d in instructions.TRAFFIC]
