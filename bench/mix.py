@@ -1,8 +1,9 @@
 """Who calls whom in bench.run: many sources and contacts, as real phones each have their own address.
 
-SIPp sends every call from one socket unless told otherwise, and the router keeps its answers by
-the facts the cfg passes it, the source address and port among them: with one socket, every call
-after the warm-up replayed an answer kept from it.  Here the calls come from several source
+SIPp sends every call from one socket unless told otherwise: with one socket, every call after
+the warm-up brought the router the same facts (a router that kept its answers by them, as it once
+did, replayed one; it keeps none now, and a gateway with real phones never sees that).  Here the
+calls come from several source
 addresses (one SIPp caller each, at its share of the step's rate), each call from its own socket
 (SIPp ``-t un``: a new source port per call), from many caller users (an injection file per caller:
 ``caller;callee``), to several callee phones (one SIPp callee each, on its own port) with several

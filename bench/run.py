@@ -1,8 +1,9 @@
 """What routing in Python costs over native cfg script, on the real OpenSIPS.
 
-    python3 -m bench.run                 # the full run (about 20 minutes, 5 of them under valgrind)
-    python3 -m bench.run --quick         # one rate, short steps, small soak (a smoke test)
+    python3 -m bench.run                 # the full run (about 35 minutes, 12 of them under valgrind)
+    python3 -m bench.run --quick         # one rate, short steps, small soak (a smoke test, about 15 minutes)
     python3 -m bench.run --compare REV   # also the Python gateway as it was at git revision REV
+    python3 -m bench.run --rules recipes # only with the README's recipes active (default: both, a sweep each)
     OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.run
 
 Starts rtpengine (loopback, userspace, media ports 40000-44999) and two
@@ -26,6 +27,16 @@ shmem: over mi_http on 127.0.0.1) before and after.
 With ``--compare REV`` a third instance runs opensips.cfg and pyscripts/ as
 they are at that revision (``git archive``), in the same steps: a change's
 before and after, measured in the same run under the same load.
+
+The calls run twice, each sweep with instances of its own (``--rules``): with
+the default rules (bench/gateway.ini, pyscripts/policy.py as shipped; native.cfg
+with empty tables and a route[policy] that changes nothing), and with the
+README's recipes active (bench/recipes: gateway.ini and policy.py for the
+gateway, the same tables and rules natively for native.cfg) under a traffic that
+takes every rule (bench/mix.py ``Mix(rules=True)``); what each rule did in each
+step is counted (the trunks' SIPps, the 403s, media_proxy_calls, rtpengine's
+mark on the flagged offers, the callees' header checks).  REGISTERs, which no
+rule sees, run once.  The report ends with every target, met or not.
 
 Skips (exit 0, with the reason) when OpenSIPS, SIPp, rtpengine or openssl is
 missing.  Everything it starts is stopped by pid at the end, also on failure.
@@ -758,7 +769,8 @@ class Bench:
 
         verdicts: List[Tuple[str, bool]] = []
         for mode in modes:
-            verdicts += report([s for s in self.steps if s.mode == mode], args, self.mix, mode)
+            mix = dataclasses.replace(self.mix, rules=mode == "recipes")
+            verdicts += report([s for s in self.steps if s.mode == mode], args, mix, mode)
         self.health()
         if "recipes" in modes:
             rules_taken([s for s in self.steps if s.mode == "recipes"])
