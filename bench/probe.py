@@ -2,7 +2,7 @@
 
     OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.probe
 
-FACTS.md gives in-process figures (python_exec of an empty method about 0.26 us,
+docs/host-facts.md gives in-process figures (python_exec of an empty method about 0.26 us,
 call_function about 4.2 us, ...).  This measures them where it matters: the
 OpenSIPS CPU per REGISTER (all processes, schedstat) of a minimal registrar cfg,
 with one variant per run that does one thing ten times before
