@@ -7,7 +7,7 @@ call_function about 4.2 us, ...).  This measures them where it matters: the
 OpenSIPS CPU per REGISTER (all processes, schedstat) of a minimal registrar cfg,
 with one variant per run that does one thing ten times before
 ``save("location")``, against the same cfg without Python; and the router's own
-``on_request`` for the REGISTER (which saves it itself) once, against the native
+``on_request`` for the REGISTER (the cfg saves when its actions say so) once, against the native
 save; beside the CPU, the growth of every process's private memory (RssAnon:
 OpenSIPS's pkg memory and the Python heap) per REGISTER, after a warm-up, tells
 which host call leaks.  Each variant runs in its own OpenSIPS, one after the
