@@ -424,6 +424,8 @@ def test_the_run_builds_the_mix_from_its_options(monkeypatch: pytest.MonkeyPatch
     assert run.main(["--sources", "1", "--callees", "2", "--one-socket"]) == 0
     assert seen[-1].mix == Mix(("127.0.0.1",), socket_per_call=False, callee_phones=2)
     assert seen[-1].rates == [500, 1000, 1500] and seen[-1].register_rate == 1000
+    assert seen[-1].rules == "both"  # the default rules and the recipes, a sweep each
+    assert run.main(["--quick", "--rules", "recipes"]) == 0 and seen[-1].rules == "recipes"
 
 
 # -- CPU windows -----------------------------------------------------------------------------------
