@@ -1294,6 +1294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     bench = Bench(tools, args)
     signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
     try:
         bench.run()
     except KeyboardInterrupt:
@@ -1301,6 +1302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     finally:
         bench.close()
+    say(f"\n(the run took {(time.monotonic() - started) / 60:.0f} minutes)")
     return 0
 
 
