@@ -249,7 +249,7 @@ def native_settings(settings: Settings) -> str:
     if settings.trusted_sources:
         out += [f"\tif ({_any_of('$si', settings.trusted_sources)})", "\t\t$var(trusted) = 1;"]
     out += ["}", ""]
-    out += ["# core.challenge_for asked for digest auth: host.Router._authenticated", "route[authenticate] {"]
+    out += ["# core.challenge_for asked for digest auth: Act.WWW_AUTH, Act.PROXY_AUTH", "route[authenticate] {"]
     if settings.auth_realm is None:
         out += ["\treturn;"]
     else:

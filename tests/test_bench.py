@@ -517,11 +517,11 @@ def test_the_router_keeps_the_record_native_cfg_keeps() -> None:
 
     settings = dataclasses.replace(bench_settings(), trusted_sources=frozenset({"198.51.100.10"}))
     for nat, expected in (
-        # A plain contact of a plain caller goes to no Python (Do.PLAIN_CONTACT: the cfg counts its
+        # A plain contact of a plain caller goes to no Python (Act.ON_ANSWER: the cfg counts its
         # answer): the record keeps no branch for it.
         (False, ["c=S0;o=e;p=0"]),
         # A NATed phone's SDP is not read (core.sdp_privacy_matters): p=0, in native.cfg too.  The
-        # branch to the plain contact is the cfg's (planned with the request, Do.PLAIN_CONTACT).
+        # branch to the plain contact is the cfg's (planned with the request, Act.ON_ANSWER).
         (True, ["c=S1;o=e;p=0", "c=S1;o=e;p=0;b0=mS0", "c=S1;o=e;p=0;b0=mS0;a=0"]),
     ):
         gateway = Gateway(settings)
