@@ -1110,13 +1110,15 @@ def test_the_run_measures_both_rules_by_default_and_sums_up_the_targets(capsys: 
     assert "the README's recipes active" in out
     assert verdicts == [(f"CPU per call python/native <= {CPU_TARGET:.2f}, no media [recipes rules]: 1.040", True)]
     steps = [step("register", "python", 108.0, "default"), step("register", "native", 100.0, "default")]
-    steps += [step("register", "before", 130.0, "default")]
     ((text, met),) = report(steps, argparse.Namespace())
-    assert (
-        met
-        and f"<= {REGISTER_BEFORE:.2f}, REGISTER" in text
-        and "before/native in this run 1.300" in capsys.readouterr().out
-    )
+    assert met and f"<= {REGISTER_BEFORE:.2f}, REGISTER" in text  # 1.08: no regression
+    steps[0] = step("register", "python", 120.0, "default")
+    ((text, met),) = report(steps, argparse.Namespace())
+    assert not met and text.endswith(": 1.200")
+    steps += [step("register", "before", 130.0, "default")]  # --compare: the revision's ratio in this run
+    ((text, met),) = report(steps, argparse.Namespace())
+    assert met and "or before/native in this run, 1.300" in text
+    capsys.readouterr()
     counted = step("calls", "python", 1000.0)
     counted.expected = {"national": 100, "international": 100, "blocked": 20, "always_proxy": 60}
     counted.counted = {"national": 100, "international": 99, "blocked": 20, "media_proxy_calls": 60, "checked": 980}
