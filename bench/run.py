@@ -1129,12 +1129,12 @@ def report(
         what = f"CPU per call python/native <= {goal:.2f}, {label}"
         before = ratios.get(("before", label))
         if label == "REGISTER":
-            # No regression: REGISTER's ratio before the redesign; with --compare, also the revision's own ratio
-            # in this very run (the same load), whichever is the larger.
+            # No regression: REGISTER's ratio before the redesign.  The revision's own ratio in this run (with
+            # --compare) is shown beside it, not taken as the bar: on a shared machine it moves by 0.3 from
+            # run to run (1.30 and 1.64 in two --quick runs), where the instructions per REGISTER do not.
             what += " (no regression: 1.10 before the redesign, 526af31"
             if before:
-                goal = max(goal, max(before))
-                what += f"; or before/native in this run, {max(before):.3f}"
+                what += f"; before/native in this run {max(before):.3f}"
             what += ")"
         met = worst <= goal
         verdict = "met" if met else "NOT met"
