@@ -8,16 +8,20 @@ dialog's requests); these tests hold the router to answering nothing more for th
 from __future__ import annotations
 
 import itertools
+import os
 import pathlib
 import re
-from typing import Dict, List, Optional, Tuple
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import core, host
 from gateway.host import SEP, Act, Router
 from gateway.model import Branch, CallRecord, Leg, Media, Party, Registration, Step
-from gateway.policy import MediaProxy
+from gateway.policy import Decision, Kind, MediaProxy, Request, to_uri, to_user
 from gateway.profiles import Profiles
 from gateway.settings import Settings
 
@@ -359,3 +363,93 @@ def test_a_requests_actions_always_end_it(monkeypatch: pytest.MonkeyPatch) -> No
         msg = Msg()
         router().on_request(msg, facts)
         assert msg.sets[host.REQUEST_VAR].split(",")[-1] in host.ENDING[host.REQUEST_VAR]
+
+
+# -- kept answers ------------------------------------------------------------------------------
+
+
+def _hex(text: str) -> str:
+    return text.encode().hex() if text else "<null>"
+
+
+_REQUEST_FIELDS = st.tuples(
+    st.sampled_from(["INVITE", "MESSAGE", "OPTIONS", "REGISTER", "ACK"]),
+    st.sampled_from(["udp", "tcp", "tls", "ws", "wss"]),
+    st.sampled_from(["0", "1"]),  # NAT
+    st.sampled_from(["0", "1"]),  # private SDP
+    st.sampled_from(["0", "120"]),  # Content-Length
+    st.sampled_from(["0", "1"]),  # Contact headers
+    st.sampled_from(["127.0.0.9", "198.51.100.7", "203.0.113.5"]),
+    st.sampled_from(["5060", "40000", "40001"]),
+    st.sampled_from(["bob", "alice", "1000", "2000", "00442071234", ""]),
+    st.sampled_from(["127.0.0.1", "other.example"]),
+    st.sampled_from(["alice", "carol"]),
+    st.sampled_from(["127.0.0.1", "other.example"]),
+    st.sampled_from(["application/sdp", "text/plain", ""]),
+)
+
+
+def _rule(request: Request, default: Decision) -> Decision:
+    """A rule that reads many facts, each changing what the kept part of the answer holds."""
+    if request.ruri_user == "1000":
+        return to_user("alice")
+    if request.ruri_user == "2000":
+        return to_uri("sip:ivr@192.0.2.5")
+    if request.caller is Kind.BROWSER:
+        default = default.with_header("X-Caller", request.from_user).with_rtpengine("record-call=yes")
+    if request.source_port == 40001:
+        default = default.with_media(MediaProxy.ALWAYS)
+    return default
+
+
+def _effects(r: Router, msg: Msg, names: Any) -> Dict[str, Optional[str]]:
+    """What the cfg finds in ``names`` (those a fresh router wrote; older ones the cfg does not read)."""
+    return {**{name: finds(r, msg, name) for name in names}, "dst_uri": msg.dst_uri}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_REQUEST_FIELDS, min_size=1, max_size=30))
+def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[str, ...]]) -> None:
+    """The router keeps what a decision makes of a request by all it reads (host.Outcome), and plans by
+    theirs: a router that has seen other requests answers each exactly as one made for it alone."""
+    config = Settings(trusted_sources=frozenset({"203.0.113.5"}), sip_destination="sip:198.51.100.50")
+    kept = Router.fixed(config, lambda text: None, route=_rule)
+    for (method, proto, nat, private, length, contacts, src, port, user, domain, caller, from_domain,
+         content) in requests:  # fmt: skip
+        facts = SEP.join((method, proto, nat, private, length, contacts, src, port, _hex(user), _hex(domain),
+                          _hex(caller), _hex(from_domain), _hex(user), _hex(domain), _hex(content)))  # fmt: skip
+        fresh = Router.fixed(config, lambda text: None, route=_rule)
+        one, other = Msg(), Msg()
+        assert kept.on_request(one, facts) == fresh.on_request(other, facts)
+        assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(calls()), st.sampled_from([100, 180, 183, 200, 486]), st.booleans(),
+                          st.sampled_from(["udp", "wss"]), st.sampled_from(["0", "1"])), min_size=1, max_size=30))
+def test_a_kept_answer_to_a_reply_is_the_answer_afresh(replies: List[Tuple[Any, ...]]) -> None:
+    kept = router()
+    for (caller, early, private, registration), status, body, proto, contacts in replies:
+        facts = reply_facts(status, branched(caller, early, private, registration), body, proto, contacts)
+        fresh = router()
+        one, other = Msg(), Msg()
+        assert kept.on_reply(one, facts) == fresh.on_reply(other, facts)
+        assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
+
+
+def test_kept_answers_go_with_the_rules_they_were_made_by(tmp_path: pathlib.Path) -> None:
+    """A saved gateway.ini with other profile flags: the next reply is answered by the new flags."""
+    ini = tmp_path / "gateway.ini"
+    ini.write_text("[gateway]\ndomains = 127.0.0.1\n")
+    r = Router.from_files(lambda text: None, str(ini), None)
+    record = branched(CALLERS[1], True, False, Registration.PLAIN_SIP)
+    msg = Msg()
+    r.on_reply(msg, reply_facts(200, record, body=True))
+    assert "record-call=yes" not in str(finds(r, msg, host.MEDIA_FLAGS_VARS[Step.ANSWER]))
+    ini.write_text("[gateway]\ndomains = 127.0.0.1\n[profiles]\nsip->sip answer = RTP/AVP ICE=remove DTLS=off "
+                   "rtcp-mux-demux replace-origin record-call=yes\n")  # fmt: skip
+    os.utime(ini, (time.time() + 5, time.time() + 5))
+    r.watcher._next = 0.0  # the watcher looks at most once a second
+    msg = Msg()
+    r.on_reply(msg, reply_facts(200, record, body=True))
+    assert "record-call=yes" in str(finds(r, msg, host.MEDIA_FLAGS_VARS[Step.ANSWER]))

@@ -37,7 +37,7 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
@@ -208,16 +208,38 @@ LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+KEPT = 4096  # answers a worker keeps of each pure decision (Router._kept), by its complete inputs
 FAILED = -2  # python_exec's result when the Python side failed: the cfg's fail-safe answers
 Sets = Tuple[Tuple[str, str], ...]
 
 
 class Answer(NamedTuple):
-    """What a route leaves for the cfg: its actions, the $vars to write, the destination to set."""
+    """What a route leaves for the cfg: its actions, the $vars to write, the destination to set, and a new
+    request URI (``ruri``) or user part of it (``ruri_user``)."""
 
     actions: Tuple[str, ...]
     sets: Sets = ()
     dst_uri: Optional[str] = None
+    ruri_user: Optional[str] = None
+    ruri: Optional[str] = None
+
+
+class Outcome(NamedTuple):
+    """What makes the answer to a decision (``Router._carry_out``): the decision and all it reads of the request."""
+
+    decision: Decision
+    before: Tuple[str, ...]
+    """The actions before the decision's (where the request came from)."""
+    method: str
+    rewrite: Optional[str]
+    """The new R-URI user of a decision to another user's contacts."""
+    transport: str
+    flow: Optional[str]
+    """A browser's connection: its in-dialog requests go back over it."""
+    has_sdp: bool
+    private: bool
+    caller_behind_nat: bool
 
 
 class Incoming(NamedTuple):
@@ -286,8 +308,15 @@ class Router:
         """What this worker's HELD_VARS hold, as the router last wrote them (it is their only writer)."""
         self._pending: Optional[Incoming] = None
         self._generation = -1  # the rules' generation whose trusted sources this worker's $var holds
-        self._plans: Dict[Tuple[object, ...], str] = {}
-        self._plans_generation = 0
+        # Answers of pure decisions, each kept by its complete inputs (``_kept``), for the rules of
+        # ``_kept_generation``: the facts of a reply, an in-dialog request, a failure; what a new request's
+        # decision makes of it (``_carry_out``); a branch's plan.
+        self._replies: Dict[str, Answer] = {}
+        self._in_dialogs: Dict[str, Answer] = {}
+        self._failures: Dict[str, Answer] = {}
+        self._outcomes: Dict[Outcome, Answer] = {}
+        self._plans: Dict[Tuple[Any, ...], str] = {}
+        self._kept_generation = 0
 
     @classmethod
     def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
@@ -327,13 +356,17 @@ class Router:
         )
 
     def on_in_dialog(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._in_dialog(rules, facts))
+        return self._answer(
+            msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._kept(self._in_dialogs, facts, self._in_dialog, rules)
+        )
 
     def on_reply(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(msg, REPLY_VAR, "reply", lambda rules: self._reply(rules, facts))
+        return self._answer(msg, REPLY_VAR, "reply", lambda rules: self._kept(self._replies, facts, self._reply, rules))
 
     def on_failure(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(msg, FAILURE_VAR, "failure", lambda rules: self._failure(rules, facts))
+        return self._answer(
+            msg, FAILURE_VAR, "failure", lambda rules: self._kept(self._failures, facts, self._failure, rules)
+        )
 
     def is_trusted(self, msg: Msg, facts: str = "") -> int:
         """pike's check route, the first time a worker runs it: the trusted sources (gateway.ini) go into
@@ -352,6 +385,8 @@ class Router:
         """Decide with the rules as they are now, then leave the actions and their values for the cfg."""
         try:
             rules = self.watcher.current()
+            if self._kept_generation != self.watcher.generation:
+                self._forget()  # answers of other rules
             answer = decide(rules)
             if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
                 raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
@@ -364,6 +399,10 @@ class Router:
                 self._generation = self.watcher.generation
             for name, value in answer.sets:
                 self._write(msg, name, value)
+            if answer.ruri_user is not None:
+                msg.set_pseudoVar("$rU", answer.ruri_user)
+            if answer.ruri is not None:
+                msg.rewrite_ruri(answer.ruri)
             if answer.dst_uri is not None:
                 msg.set_dst_uri(answer.dst_uri)
             self._write(msg, var, ",".join(answer.actions))
@@ -371,6 +410,23 @@ class Router:
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
             return FAILED
+
+    def _kept(self, table: Dict[K, Answer], key: K, decide: Callable[[Rules, K], Answer], rules: Rules) -> Answer:
+        """``decide(rules, key)``, kept in ``table`` by ``key``.  Only for a decision that is a function of
+        ``key`` and the rules alone (no msg, nothing else of the router's): then ``key`` is its complete
+        inputs, and a kept answer is the answer.  Up to KEPT answers a table; all go when the rules change."""
+        answer = table.get(key)
+        if answer is None:
+            answer = decide(rules, key)
+            if len(table) >= KEPT:
+                table.clear()
+            table[key] = answer
+        return answer
+
+    def _forget(self) -> None:
+        for table in (self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans):
+            table.clear()
+        self._kept_generation = self.watcher.generation
 
     def _write(self, msg: Msg, name: str, value: str) -> None:
         if name not in HELD_VARS:
@@ -410,7 +466,7 @@ class Router:
             # The python module decodes every str as strict UTF-8: such a message is the sender's fault.
             return reply_answer(400, "Bad Request - Not UTF-8", acts)
         trusted = src_ip if src_ip in settings.trusted_sources else ""
-        ruri_user = unhex(ruser, strict=False)
+        ruri_user = unhex(ruser, False)
         domain = to_domain if method == "REGISTER" else ruri_domain
         routing = core.route_initial(method, ruri_user, domain, from_domain, trusted, settings)
         if routing.reply is not None:
@@ -418,7 +474,7 @@ class Router:
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         request = Request(
-            method, ruri_user, ruri_domain, unhex(fuser, strict=False), from_domain, unhex(tuser, strict=False),
+            method, ruri_user, ruri_domain, unhex(fuser, False), from_domain, unhex(tuser, False),
             to_domain, src_ip, as_int(src_port), proto.lower(), caller, behind_nat, has_sdp,
         )  # fmt: skip
         incoming = Incoming(request, private == "1", routing.target, settings.is_local(from_domain) or bool(trusted))
@@ -454,21 +510,25 @@ class Router:
         default = settings.tables.apply(request, default, incoming.may_relay)
         decision = rules.route(request, default)
         core.check_decision(decision, settings)
-        return self._carry_out(rules, msg, request, incoming, decision, before)
-
-    def _carry_out(
-        self,
-        rules: Rules,
-        msg: Msg,
-        request: Request,
-        incoming: Incoming,
-        decision: Decision,
-        before: Tuple[str, ...],
-    ) -> Answer:
-        """The actions and values for a decision: headers, where the request goes, and for an INVITE the
-        dialog, the call record and the plan of each kind of branch."""
         if decision.target == "reply":
             return reply_answer(decision.code, decision.reason, before)
+        # What the decision makes of the request reads only these of it; the operator's callee() reads
+        # all of it, so with such a rule nothing is kept.
+        rewrite = decision.user if decision.user is not None and decision.user != request.ruri_user else None
+        flow = None
+        if request.caller is Kind.BROWSER and request.method == "INVITE":  # its in-dialog requests come back over it
+            flow = flow_of(request.transport, request.source_ip, request.source_port)
+        outcome = Outcome(decision, before, request.method, rewrite, request.transport, flow, request.has_sdp,
+                          incoming.private, request.caller_behind_nat)  # fmt: skip
+        if rules.callee is None:
+            return self._kept(self._outcomes, outcome, self._carry_out, rules)
+        return self._carry_out(rules, outcome, request)
+
+    def _carry_out(self, rules: Rules, outcome: Outcome, request: Optional[Request] = None) -> Answer:
+        """The actions and values for a decision: headers, where the request goes, and for an INVITE the
+        dialog, the call record and the plan of each kind of branch.  A function of ``outcome`` and the
+        rules, and of ``request`` for the operator's callee() when there is one."""
+        decision, before = outcome.decision, outcome.before
         acts: List[str] = list(before)
         sets: List[Tuple[str, str]] = []
         if decision.remove_headers:
@@ -478,49 +538,42 @@ class Router:
         if decision.add_headers:
             sets.append((ADD_HEADERS_VAR, "".join(f"{name}: {value}\r\n" for name, value in decision.add_headers)))
             acts.append(Act.ADD_HEADERS)
-        dst_uri = None
+        dst_uri = ruri = None
         if decision.target == "user":
-            if decision.user is not None and decision.user != request.ruri_user:
-                msg.set_pseudoVar("$rU", decision.user)
             acts.append(Act.LOOKUP)
         elif decision.target == "trunk":
             dst_uri = rules.settings.trunk_uri(decision.trunk or "default")
         else:
-            msg.rewrite_ruri(decision.uri or "")
-        if request.method != "INVITE":
-            return Answer((*acts, Act.RELAY), tuple(sets), dst_uri)
+            ruri = decision.uri or ""
+        if outcome.method != "INVITE":
+            return Answer((*acts, Act.RELAY), tuple(sets), dst_uri, outcome.rewrite, ruri)
         settings = rules.settings
-        source = core.source_of(request.transport)
+        source = core.source_of(outcome.transport)
         # The cfg tests the SDP itself, only where it matters (core.sdp_privacy_matters).
-        nat = request.caller_behind_nat
-        private_sdp = request.has_sdp and incoming.private and core.sdp_privacy_matters(source, nat)
-        flow = None
-        if source is Source.WEBSOCKET:  # in-dialog requests go back over the browser's own connection
-            flow = flow_of(request.transport, request.source_ip, request.source_port)
-        caller = core.party_of(source, nat, flow)
+        nat = outcome.caller_behind_nat
+        private_sdp = outcome.has_sdp and outcome.private and core.sdp_privacy_matters(source, nat)
+        caller = core.party_of(source, nat, outcome.flow)
         extra = (decision.extra_flags(Kind.BROWSER), decision.extra_flags(Kind.SIP))
-        record = CallRecord(caller, request.has_sdp, private_sdp, extra=extra)
+        record = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra)
         sets.append((RECORD_VAR, str(record)))
         sets += self._branch_plans(rules, request, decision, record)
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
-        return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri)
+        return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri)
 
     def _branch_plans(
-        self, rules: Rules, request: Request, decision: Decision, record: CallRecord
+        self, rules: Rules, request: Optional[Request], decision: Decision, record: CallRecord
     ) -> List[Tuple[str, str]]:
         """What a branch of this call to each kind of contact does: "actions|part|offer flags" (BRANCH_VARS).
         The operator's callee() rule is asked each time; a plan then is a function of what it reads of
         the record (the caller's kind and NAT, the offer, its privacy, the added flags: not a browser's
         connection), the kind and the media decision, made once for each of those inputs."""
-        if self._plans_generation != self.watcher.generation:
-            self._plans.clear()  # plans of other rules' flag table
-            self._plans_generation = self.watcher.generation
         caller = record.caller
         inputs = (caller.leg, caller.behind_nat, record.early_offer, record.private_sdp, record.extra)
         plans = []
         for registration, var in BRANCH_VARS.items():
             media, dropped = decision.media, False
             if rules.callee is not None:
+                assert request is not None, "callee() reads the request: _route passes it"
                 callee = core.callee_of(registration)
                 chosen = rules.callee(request, callee, decision)
                 core.check_decision(chosen, rules.settings, callee)
@@ -533,7 +586,7 @@ class Router:
             key = (*inputs, registration, media)
             plan = self._plans.get(key)
             if plan is None:
-                if len(self._plans) >= 4096:
+                if len(self._plans) >= KEPT:
                     self._plans.clear()
                 plain = CallRecord(Party(caller.leg, caller.behind_nat), record.early_offer, record.private_sdp,
                                    extra=record.extra)  # fmt: skip

@@ -176,9 +176,14 @@ class Decision(NamedTuple):
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
 
 
+_TO_USER = Decision("user")  # decisions are immutable: the common one is made once
+
+
 def to_user(user: Optional[str] = None) -> Decision:
     """To the registered contacts of ``user`` (of the called user when None)."""
-    if user is not None and (not user or _BAD_VALUE.search(user) or "@" in user):
+    if user is None:
+        return _TO_USER
+    if not user or _BAD_VALUE.search(user) or "@" in user:
         raise ValueError(f"not a user name: {user!r}")
     return Decision("user", user=user)
 
@@ -240,7 +245,7 @@ class Tables(NamedTuple):
         a dial-plan match sends callers who may relay (our users, trusted sources) to its trunk; calls
         from or to an always-proxied user take the media proxy."""
         number = request.ruri_user
-        if any(p.matches(number) for p in self.blocked):
+        if self.blocked and any(p.matches(number) for p in self.blocked):
             return reply(403, "Forbidden - Blocked Number")
         if may_relay:
             for pattern, trunk in self.dialplan:
