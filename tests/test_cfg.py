@@ -58,7 +58,7 @@ def cases(route: str) -> Set[str]:
         str(n.right.value)
         for n in walk(SCRIPT.route("route", route).body)
         if isinstance(n, cfgscript.Binary) and n.op in ("==", "!=") and isinstance(n.left, cfgscript.PVRef)
-        and n.left.pv.text == "$var(gw_a)" and isinstance(n.right, cfgscript.Const)
+        and n.left.pv.text == "$var(gw_a)" and isinstance(n.right, cfgscript.Const) and n.right.value is not None
     }  # fmt: skip
 
 
