@@ -127,6 +127,12 @@ FAILURE_ACTIONS = frozenset({Act.DELETE, Act.NONE})
 REQUEST_ACTIONS = ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT})
 _COUNT = {f"calls_{a.value}_to_{b.value}": f"count_{a.value}_to_{b.value}" for a in Leg for b in Leg}
 _COUNT["media_proxy_calls"] = Act.COUNT_MEDIA_PROXY
+#: A registration's branch flag by its kind, and the save.
+_SAVE = {
+    Registration.WEBRTC: (Act.WEBRTC_CONTACT, Act.SAVE),
+    Registration.NATED_SIP: (Act.NATED_CONTACT, Act.SAVE),
+    Registration.PLAIN_SIP: (Act.SAVE,),
+}
 _MEDIA_ACTS = {Step.OFFER: Act.OFFER, Step.REOFFER: Act.OFFER, Step.ANSWER: Act.ANSWER, Step.DELETE: Act.DELETE}
 
 NULL = "<null>"  # what OpenSIPS prints for an unset variable
@@ -497,8 +503,7 @@ class Router:
         request = incoming.request
         if request.method == "REGISTER":
             kind = core.registration_of(core.source_of(request.transport), request.caller_behind_nat)
-            flag = {Registration.WEBRTC: (Act.WEBRTC_CONTACT,), Registration.NATED_SIP: (Act.NATED_CONTACT,)}
-            return Answer((*before, *flag.get(kind, ()), Act.SAVE))  # save() replies to the REGISTER itself
+            return Answer((*before, *_SAVE[kind]))  # save() replies to the REGISTER itself
         settings = rules.settings
         names = settings.tables.headers
         if names:
@@ -666,8 +671,9 @@ class Router:
             return None
 
 
+@functools.lru_cache(maxsize=256)
 def source_actions(method: str, source: Source, behind_nat: bool, has_contact: bool) -> Tuple[str, ...]:
-    """The flags and NAT fixes any request gets from where it came."""
+    """The flags and NAT fixes any request gets from where it came (a pure function: kept by its arguments)."""
     acts: Tuple[str, ...] = ()
     if source is Source.WEBSOCKET:
         acts = (Act.WS, Act.NAT)
