@@ -20,12 +20,14 @@ is what gets measured.  Router methods the runtime does not call (pike's
    ``on_authorized`` after the cfg's digest check (the caller authenticates),
    which decide where the call goes, its headers and media, the call record and
    the plan of every kind of branch (the cfg's branch route runs the plans: no
-   Python there).  The router keeps no answer: each request is decided afresh;
-   only the branch plans are kept, by their complete inputs.  Three figures
+   Python there).  The operator's rules run for every request; the router keeps
+   answers of its own pure decisions by their complete inputs (a request's
+   outcome by gateway.host.Outcome, which holds no source port; a reply's by
+   its whole facts).  Three figures
    (target: under 10 us): the entry points with the same facts each time, and
    with facts that vary from call to call as bench.run's mix sends them
    (another source address and port each call, several called users or
-   numbers: nothing of a request is kept, so both should be close); and the
+   numbers: only what the outcome reads is kept, so both should be close); and the
    recorded core and policy calls replayed with their arguments, every decision
    taken afresh (the branch plans of all kinds made each time too).
 2. Each entry point per message kind: the tape replayed through a stub ``msg``
@@ -109,8 +111,8 @@ UNTRUSTED = ("203.0.113.7", "203.0.113.8", "203.0.113.9", "203.0.113.10")
 #: the source address and port (each phone its own, each call from a new socket), the called user.
 SOURCE_ADDRESS, SOURCE_PORT, CALLED_USER = "$si", "$sp", "$(rU{s.encode.hexa})"
 CALLED_USERS = ("erin", "frank", "gina", "henry")
-#: How many distinct facts strings a varying-facts timing cycles through (the router keeps none: a
-#: memo anywhere below it that keeps whole requests would show as a gap between same and varying).
+#: How many distinct facts strings a varying-facts timing cycles through (more than the router keeps of
+#: any: a memo that keeps whole requests or replies shows as a gap between same and varying).
 VARYING = 20000
 #: Where the recipes' trunks are on the fake network (TEST-NET-2, a SIP peer not behind NAT).
 TRUNK_HOSTS = {"national": "198.51.100.40", "international": "198.51.100.41"}

@@ -16,8 +16,11 @@ like ``exit``.
 Every ``$var`` the router writes is one the cfg only reads, and a worker's ``$var``
 keeps its value from one message to the next (each worker has its own router after
 fork as it has its own ``$var``s): a value already there is not written again
-(``Router.held``).  Nothing else is kept between messages: every decision is taken
-afresh from the facts, with the rules as they are now on disk (``loader.Watcher``).
+(``Router.held``).  The operator's rules run for every new request, with the rules as
+they are now on disk (``loader.Watcher``).  Decisions of the gateway's own that are pure
+functions of a key and the rules (no msg) keep their answers by that key, their complete
+inputs (``Router._kept``): replies, in-dialog requests and failures by their facts
+string, a request's outcome by ``Outcome``, branch plans by theirs.
 
 The facts hold nothing a sender wrote as it is: the python module turns the argument
 into a str with PyUnicode_FromString, and when that fails it returns -1 and leaves the
