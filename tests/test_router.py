@@ -424,9 +424,14 @@ def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[st
         assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
 
 
+_REPLY_FIELDS = st.tuples(
+    st.sampled_from(calls()), st.sampled_from([100, 180, 183, 200, 486]), st.booleans(),
+    st.sampled_from(["udp", "wss"]), st.sampled_from(["0", "1"]),
+)  # fmt: skip
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(calls()), st.sampled_from([100, 180, 183, 200, 486]), st.booleans(),
-                          st.sampled_from(["udp", "wss"]), st.sampled_from(["0", "1"])), min_size=1, max_size=30))
+@given(st.lists(_REPLY_FIELDS, min_size=1, max_size=30))
 def test_a_kept_answer_to_a_reply_is_the_answer_afresh(replies: List[Tuple[Any, ...]]) -> None:
     kept = router()
     for (caller, early, private, registration), status, body, proto, contacts in replies:
