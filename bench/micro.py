@@ -811,7 +811,7 @@ REASONS = {
     f"set_pseudoVar {host.BRANCH_VARS[model.Registration.PLAIN_SIP]}": "the plan of a branch to a SIP phone or trunk"
     " not behind NAT",
     f"set_pseudoVar {host.ADD_HEADERS_VAR}": "the headers the rules add, for the cfg's append_hf",
-    f"set_pseudoVar {host.REMOVE_HEADERS_VAR}": "the headers the rules remove, for the cfg's remove_hf_re",
+    f"set_pseudoVar {host.REMOVE_HEADERS_VAR}": "the headers the rules remove, for the cfg's remove_hf",
     f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.OFFER]}": "the rtpengine flags for the cfg's rtpengine_offer",
     f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.ANSWER]}": "the rtpengine flags for the cfg's rtpengine_answer",
     f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.DELETE]}": "the rtpengine flags for the cfg's rtpengine_delete",

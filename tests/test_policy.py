@@ -352,6 +352,22 @@ def test_a_rule_that_raises_costs_that_request_a_500_and_nothing_else() -> None:
     assert call.call_id in bob.pending_invites
 
 
+def test_a_rule_takes_away_every_header_of_each_name_it_names_and_no_other() -> None:
+    def route(request: Request, default: Decision) -> Decision:
+        return default.without_header("P-Preferred-Identity").without_header("x-secret").without_header("X-Secret")
+
+    gateway = Gateway(Settings(domains=frozenset({"127.0.0.1"})), rules=(route, None))
+    net = Network(gateway)
+    alice, bob = net.phone("alice"), net.phone("bob")
+    net.registered(alice, bob)
+    extra = (("P-Preferred-Identity", "<sip:boss@127.0.0.1>"), ("X-SECRET", "1"), ("X-Kept", "yes"),
+             ("x-secret", "2"), ("X-Secret-Too", "3"))  # fmt: skip
+    call = net.invite(alice, "bob", extra_headers=extra)
+    invite = bob.pending_invites[call.call_id]
+    assert invite.header_values("p-preferred-identity") == invite.header_values("x-secret") == []
+    assert invite.header_values("x-kept") == ["yes"] and invite.header_values("x-secret-too") == ["3"]
+
+
 def test_rules_that_fail_on_a_sample_call_are_not_taken() -> None:
     def route(request: Request, default: Decision) -> Decision:
         return request.header("X-Not-Configured")  # type: ignore[return-value]

@@ -87,7 +87,7 @@ class Act:
     HIDE_TOPOLOGY = "hide_topology"  # topology_hiding()
     KEEP_RECORD = "keep_record"  # $dlg_val(gw) = $var(gw_record)
     ADD_HEADERS = "add_headers"  # append_hf("$var(gw_add_headers)")
-    REMOVE_HEADERS = "remove_headers"  # remove_hf_re($var(gw_remove_headers))
+    REMOVE_HEADERS = "remove_headers"  # remove_hf() of each name in $var(gw_remove_headers), "a|b"
     OFFER = "offer"  # rtpengine_offer("$var(gw_rtp_offer)")
     ANSWER = "answer"  # rtpengine_answer("$var(gw_rtp_answer)")
     DELETE = "delete"  # rtpengine_delete("$var(gw_rtp_delete)")
@@ -540,8 +540,8 @@ class Router:
         acts: List[str] = list(before)
         sets: List[Tuple[str, str]] = []
         if decision.remove_headers:
-            names = "|".join(sorted({h.lower() for h in decision.remove_headers}))
-            sets.append((REMOVE_HEADERS_VAR, f"^({names})$"))
+            # names are tokens (policy.Decision.without_header): no "|" in them
+            sets.append((REMOVE_HEADERS_VAR, "|".join(sorted({h.lower() for h in decision.remove_headers}))))
             acts.append(Act.REMOVE_HEADERS)
         if decision.add_headers:
             sets.append((ADD_HEADERS_VAR, "".join(f"{name}: {value}\r\n" for name, value in decision.add_headers)))
