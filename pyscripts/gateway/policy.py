@@ -25,6 +25,7 @@ digit pattern or a user name by accident.  Domains that are not UTF-8 get 400 be
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from typing import Mapping, NamedTuple, Optional, Tuple
 
@@ -129,31 +130,27 @@ class Decision(NamedTuple):
 
     def with_header(self, name: str, value: str) -> Decision:
         """Add ``name: value`` to the relayed request."""
-        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
-            raise ValueError(f"not a header one may add: {name!r}: {value!r}")
-        return self._replace(add_headers=(*self.add_headers, (name, value)))
+        return self._changed(ADD_HEADERS, (*self.add_headers, _header(name, value)))
 
     def without_header(self, name: str) -> Decision:
         """Remove every ``name`` header (any case) from the relayed request."""
-        if not _TOKEN.match(name):
-            raise ValueError(f"not a header name: {name!r}")
-        return self._replace(remove_headers=(*self.remove_headers, name))
+        return self._changed(REMOVE_HEADERS, (*self.remove_headers, _header(name)[0]))
 
     def with_media(self, media: MediaProxy) -> Decision:
-        return self._replace(media=media)
+        return self._changed(MEDIA, media)
 
     def with_rtpengine(self, flags: str, toward: Optional[Kind] = None) -> Decision:
         """Add rtpengine flags to the call's offers (toward a browser, a SIP device, or both when None)."""
-        words = flags.split()
-        if any(ch in word for word in words for ch in ",|;+"):
-            raise ValueError(f"rtpengine flags may not hold , | ; or +: {flags!r}")
-        if "via-branch" in flags:
-            raise ValueError("via-branch is the gateway's own: one rtpengine session per branch")
-        return self._replace(rtpengine=(*self.rtpengine, (toward, " ".join(words)))) if words else self
+        words = _flags(flags)
+        return self._changed(RTPENGINE, (*self.rtpengine, (toward, words))) if words else self
 
     def drop(self) -> Decision:
         """(``callee`` only) no branch to this kind of contact."""
-        return self._replace(dropped=True)
+        return self._changed(DROPPED, True)
+
+    def _changed(self, index: int, value: object) -> Decision:
+        """``_replace`` of one field, without its generality: rules call the changes on every request."""
+        return tuple.__new__(Decision, (*self[:index], value, *self[index + 1 :]))
 
     def extra_flags(self, toward: Kind) -> str:
         if not self.rtpengine:
@@ -174,6 +171,31 @@ class Decision(NamedTuple):
             extras.append(f"media proxy {self.media.value}")
         extras += [f"rtpengine {f}" + (f" toward {k.value}" if k else "") for k, f in self.rtpengine]
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
+
+
+ADD_HEADERS, REMOVE_HEADERS, MEDIA, RTPENGINE, DROPPED = (
+    Decision._fields.index(name) for name in ("add_headers", "remove_headers", "media", "rtpengine", "dropped")
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _header(name: str, value: str = "") -> Tuple[str, str]:
+    """A header name (a token) and value (no line breaks) checked; ValueError else.  A pure function:
+    its answers are kept by its arguments, as rules add the same few headers on every request."""
+    if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+        raise ValueError(f"not a header one may add or remove: {name!r}: {value!r}")
+    return name, value
+
+
+@functools.lru_cache(maxsize=256)
+def _flags(flags: str) -> str:
+    """rtpengine flags a rule adds, checked and with single spaces (pure, kept by its argument)."""
+    words = flags.split()
+    if any(ch in word for word in words for ch in ",|;+"):
+        raise ValueError(f"rtpengine flags may not hold , | ; or +: {flags!r}")
+    if "via-branch" in flags:
+        raise ValueError("via-branch is the gateway's own: one rtpengine session per branch")
+    return " ".join(words)
 
 
 _TO_USER = Decision("user")  # decisions are immutable: the common one is made once
