@@ -1191,7 +1191,8 @@ def core_figure(modes: Sequence[str]) -> List[Tuple[str, bool]]:
     """bench.micro's figures per initial INVITE, for each mode's rules; the target's verdicts."""
     verdicts: List[Tuple[str, bool]] = []
     say("\n== decision core plus policy per initial INVITE, us (bench.micro): on_request, and on_authorized after a")
-    say("   digest check, as the router runs them (no answer kept; branch plans kept by their inputs): with the")
+    say("   digest check, as the router runs them (the rules run each time; what the router keeps, by complete")
+    say("   inputs: a request's outcome, without its source port, and branch plans): with the")
     say("   same facts each time / with facts varying as the mix sends them (source address, port, user);")
     say("   beside them, every decision of the core and the rules replayed afresh (the branch plans of all kinds too)")
     for mode in modes:
