@@ -406,8 +406,10 @@ class Router:
                 self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
                 msg.set_pseudoVar(PIKE_SOURCE_VAR, "")
                 self._generation = self.watcher.generation
+            held = self.held
             for name, value in answer.sets:
-                self._write(msg, name, value)
+                if held.get(name) != value:  # a $var the worker holds already is not written again
+                    self._write(msg, name, value)
             if answer.ruri_user is not None:
                 msg.set_pseudoVar("$rU", answer.ruri_user)
             if answer.ruri is not None:
