@@ -482,6 +482,9 @@ class Router:
         routing = core.route_initial(method, ruri_user, domain, from_domain, trusted, settings)
         if routing.reply is not None:
             return reply_answer(*routing.reply, acts)
+        challenge = core.challenge_for(method, from_domain, trusted, settings)
+        if method == "REGISTER" and (challenge is None or settings.auth_realm is None):
+            return self._save(source, behind_nat, acts)  # no rule sees a REGISTER: nothing more to read
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         request = Request(
@@ -489,7 +492,6 @@ class Router:
             to_domain, src_ip, as_int(src_port), proto.lower(), caller, behind_nat, has_sdp,
         )  # fmt: skip
         incoming = Incoming(request, private == "1", routing.target, settings.is_local(from_domain) or bool(trusted))
-        challenge = core.challenge_for(method, from_domain, trusted, settings)
         if challenge is not None and settings.auth_realm is not None:
             self._pending = incoming
             auth = Act.WWW_AUTH if challenge is core.Challenge.WWW else Act.PROXY_AUTH
@@ -507,8 +509,7 @@ class Router:
         gateway.ini tables and the operator's rules send it."""
         request = incoming.request
         if request.method == "REGISTER":
-            kind = core.registration_of(core.source_of(request.transport), request.caller_behind_nat)
-            return Answer((*before, *_SAVE[kind]))  # save() replies to the REGISTER itself
+            return self._save(core.source_of(request.transport), request.caller_behind_nat, before)
         settings = rules.settings
         names = settings.tables.headers
         if names:
@@ -533,6 +534,11 @@ class Router:
         if rules.callee is None:
             return self._kept(self._outcomes, outcome, self._carry_out, rules)
         return self._carry_out(rules, outcome, request)
+
+    @staticmethod
+    def _save(source: Source, behind_nat: bool, before: Tuple[str, ...]) -> Answer:
+        """A REGISTER that may register: its contact's branch flag, and save() (which replies to it)."""
+        return Answer((*before, *_SAVE[core.registration_of(source, behind_nat)]))
 
     def _carry_out(self, rules: Rules, outcome: Outcome, request: Optional[Request] = None) -> Answer:
         """The actions and values for a decision: headers, where the request goes, and for an INVITE the
