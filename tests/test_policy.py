@@ -362,10 +362,13 @@ def test_a_rule_takes_away_every_header_of_each_name_it_names_and_no_other() -> 
     net.registered(alice, bob)
     extra = (("P-Preferred-Identity", "<sip:boss@127.0.0.1>"), ("X-SECRET", "1"), ("X-Kept", "yes"),
              ("x-secret", "2"), ("X-Secret-Too", "3"))  # fmt: skip
-    call = net.invite(alice, "bob", extra_headers=extra)
-    invite = bob.pending_invites[call.call_id]
-    assert invite.header_values("p-preferred-identity") == invite.header_values("x-secret") == []
-    assert invite.header_values("x-kept") == ["yes"] and invite.header_values("x-secret-too") == ["3"]
+    for _ in range(2):  # the cfg's loop starts afresh in a worker that ran it before
+        call = net.invite(alice, "bob", extra_headers=extra)
+        invite = bob.pending_invites[call.call_id]
+        assert invite.header_values("p-preferred-identity") == invite.header_values("x-secret") == []
+        assert invite.header_values("x-kept") == ["yes"] and invite.header_values("x-secret-too") == ["3"]
+        net.reply(call, bob, 200)
+        net.bye(call, "caller")
 
 
 def test_rules_that_fail_on_a_sample_call_are_not_taken() -> None:
