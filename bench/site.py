@@ -108,6 +108,8 @@ def site_files(
         ("rtpengine", f'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{listen.rtpengine_ng}")'),
         ("nathelper", 'modparam("nathelper", "sipping_from", "sip:keepalive@gateway.local")'),
         ("auth_db", f'modparam("auth_db", "db_url", "sqlite://{database}")'),
+        ("usrloc", f'modparam("usrloc", "db_url", "sqlite://{database}")'),
+        ("dialog", f'modparam("dialog", "db_url", "sqlite://{database}")'),
         ("httpd", 'modparam("httpd", "ip", "127.0.0.1")'),
         ("httpd", f'modparam("httpd", "port", {listen.http})'),
         ("mi_fifo", f'modparam("mi_fifo", "fifo_name", "{folder / "fifo"}")'),
