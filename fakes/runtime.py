@@ -24,7 +24,7 @@ import re
 import sys
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import cfgscript, opensips_module
@@ -70,6 +70,10 @@ def uri_endpoint(uri: str) -> Endpoint:
             proto = value.lower()
     host, _, port = hostport.partition(":")
     return Endpoint(proto, host, int(port) if port.isdigit() else 5060)
+
+
+#: Transports over a connection: OpenSIPS reuses the peer's, or opens one (tcp_no_new_conn_bflag forbids that).
+STREAM_PROTOS = frozenset({"tcp", "tls", "ws", "wss"})
 
 
 def is_private(host: str) -> bool:
@@ -375,6 +379,22 @@ class Gateway:
         self.statistics: Counter[str] = Counter()
         self.statistics_declared = {str(v) for v in self.script.modparam("statistics", "variable")}
         self._pending_out: List[Tuple[Endpoint, SipMessage]] = []
+        #: TCP/TLS/WebSocket connections open now: one per peer that sent us something, or that we dialled.
+        self.connections: Set[Endpoint] = set()
+        #: Every connection OpenSIPS opened itself, toward a peer that had none (a browser accepts none).
+        self.dialled: List[Endpoint] = []
+        #: tcp_no_new_conn_bflag: a branch with this flag goes over an open connection or not at all.
+        flag = self.script.globals.get("tcp_no_new_conn_bflag")
+        self.no_new_conn_bflag = None if flag is None else str(flag)
+        # What usrloc and dialog keep in the database (restart): which, from the cfg's modparams.
+        preset = self.script.modparam("usrloc", "working_mode_preset")
+        self.keeps_location = any("sql" in str(v) for v in preset)
+        self.keeps_dialogs = any(v != 0 for v in self.script.modparam("dialog", "db_mode"))
+        self.flushes_dialog_values = 1 in self.script.modparam("dialog", "db_flush_vals_profiles")
+        self.stored_location: Dict[str, List[Contact]] = {}
+        self.stored_dialogs: Dict[str, Dialog] = {}
+        self.restarts = 0
+        self._settings = settings
         self.router = self._load(settings)
 
     # -- loading, as modules/python does ---------------------------------------------
@@ -405,6 +425,50 @@ class Gateway:
         if router.child_init(1) != 0:
             raise HostFault("child_init did not return 0")
         return router
+
+    # -- restarts --------------------------------------------------------------------
+
+    def flush(self, on_shutdown: bool = False) -> None:
+        """usrloc's and dialog's timer (and a graceful stop): what is in memory is written to the database,
+        as far as the cfg keeps it there.  A dialog's values go with it only at a stop, or on every write
+        with db_flush_vals_profiles (dlg_db_handler.c: else the timer writes the dialog without them)."""
+        if self.keeps_location:
+            self.stored_location = {
+                user: [replace(c, bflags=set(c.bflags)) for c in contacts]
+                for user, contacts in self.location.items()
+                if contacts
+            }
+        if self.keeps_dialogs:
+            stored = {}
+            for did, dialog in self.dialogs.items():
+                if dialog.state == "deleted":
+                    continue
+                before = self.stored_dialogs.get(did)
+                values = dialog.vals if on_shutdown or self.flushes_dialog_values else before.vals if before else {}
+                stored[did] = replace(dialog, vals=dict(values))
+            self.stored_dialogs = stored
+
+    def restart(self, kill: bool = False) -> None:
+        """OpenSIPS stops and starts again: gracefully (the database written first) or killed (the database
+        as the last ``flush`` left it).  Its memory is new: transactions, $var, connections (every browser's
+        WebSocket is gone), nonces, a fresh router; registrations and dialogs come back from the database.
+        rtpengine, not restarted, keeps its sessions; the statistics are kept for the tests' checks."""
+        if not kill:
+            self.flush(on_shutdown=True)
+        self.location = {u: [replace(c, bflags=set(c.bflags)) for c in cs] for u, cs in self.stored_location.items()}
+        self.dialogs = {did: replace(d, vals=dict(d.vals)) for did, d in self.stored_dialogs.items()}
+        self.transactions.clear()
+        self.completed.clear()
+        self.connections.clear()
+        self.script_vars.clear()
+        self.nonces.clear()
+        self.restarts += 1
+        self.events.append(Event("log", f"OpenSIPS {'killed' if kill else 'stopped'} and started again"))
+        self.router = self._load(self._settings)
+
+    def close_connection(self, endpoint: Endpoint) -> None:
+        """The peer closed its connection (a browser's page went away)."""
+        self.connections.discard(endpoint)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -513,6 +577,8 @@ class Gateway:
             self.events.append(Event("log", f"dropped unparsable message from {source}: {exc}"))
             return out
         self.events.append(Event("recv", f"<- {source}  {msg.first_line}", (source, msg.copy())))
+        if source.proto in STREAM_PROTOS:
+            self.connections.add(source)  # the peer's connection, which replies and requests to it reuse
         if msg.is_request:
             ctx = Context(self, "request", msg, source)
             self.pike_exempt(ctx)
@@ -690,6 +756,13 @@ class Gateway:
                     "Record-Route", f"<sip:{self.address.host}:{self.address.port};lr;did={dialog.did}>"
                 )
         endpoint = uri_endpoint(bctx.dst_uri or message.ruri)
+        if endpoint.proto in STREAM_PROTOS and endpoint not in self.connections:
+            if self.no_new_conn_bflag is not None and self.no_new_conn_bflag in bctx.bflags:
+                # tm: the send fails at once, the branch is not counted (t_fwd.c t_forward_nonack)
+                self.events.append(Event("log", f"branch {index}: no connection to {endpoint}, none opened"))
+                return
+            self.dialled.append(endpoint)
+            self.connections.add(endpoint)
         tx.branches.append(Branch(index, endpoint, via_branch, message, bctx.bflags, reply_route=reply_route))
         where = f"branch {index}: request URI {message.ruri}, destination URI {bctx.dst_uri or '(none)'}"
         self.events.append(Event("branch", where, (index, message.ruri, bctx.dst_uri)))

@@ -403,6 +403,24 @@ class Network:
         media = SyntheticPhone(contact.split(":")[0], rtp_port, codecs)
         return self._add(UA(name, "sip", endpoint, contact, media=media, rport=not nat))
 
+    def disconnect(self, ua: UA) -> None:
+        """The UA's connection closes (a browser's page goes away, OpenSIPS restarts): nothing reaches it
+        at that address any more, and the gateway knows the connection is gone."""
+        self.gateway.close_connection(ua.endpoint)
+        if self.uas.get(ua.endpoint) is ua:
+            del self.uas[ua.endpoint]
+
+    def reconnect(self, ua: UA, reload: bool = False) -> UA:
+        """The UA comes back over a new connection from a new source port, same user and media: JsSIP
+        after its WebSocket dropped keeps its Contact; a reloaded page (``reload``) is a new JsSIP UA
+        with a new random Contact host.  It has not registered again yet."""
+        self.disconnect(ua)
+        ua.endpoint = Endpoint(ua.endpoint.proto, ua.endpoint.host, ua.endpoint.port + 1000)
+        if reload:
+            ua.contact_host = f"{ua.name}-{_token('r')}.invalid"
+        self.uas[ua.endpoint] = ua
+        return ua
+
     def _add(self, ua: UA) -> UA:
         """Every UA is a subscriber with a password when the gateway authenticates."""
         self.uas[ua.endpoint] = ua

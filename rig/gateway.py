@@ -211,6 +211,8 @@ class Gateway:
         self.engines: List[Engine] = []
         self.workers: List[int] = []
         self.rtpengine_options: Tuple[str, ...] = ()
+        self.env: Dict[str, str] = {}
+        """What OpenSIPS's environment had besides ours (start's ``env``), for a restart."""
 
     @property
     def rtpengine(self) -> Optional[subprocess.Popen[bytes]]:
@@ -350,6 +352,8 @@ class Gateway:
                     f'modparam("mi_fifo", "fifo_name", "{folder}/opensips_fifo")',
                     'modparam("nathelper", "sipping_from", "sip:keepalive@gateway.local")',
                     f'modparam("auth_db", "db_url", "sqlite://{folder}/gateway.sqlite")',
+                    f'modparam("usrloc", "db_url", "sqlite://{folder}/gateway.sqlite")',
+                    f'modparam("dialog", "db_url", "sqlite://{folder}/gateway.sqlite")',
                     f'modparam("python", "script_name", "{entry}")',
                     extra_params.replace("{folder}", str(folder)).replace("{tls_port}", str(p.tls)),
                     "",
@@ -413,10 +417,11 @@ class Gateway:
         engine.relay.resume()
 
     def _start_opensips(self, env: Dict[str, str]) -> None:
+        self.env = dict(env)
         environment = dict(os.environ)
         environment.update(env)
         environment["GATEWAY_SETTINGS"] = str(self.folder / "gateway.ini")
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # a restart's log follows the first run's
             self.opensips = subprocess.Popen(
                 [self.binary, "-F", "-m", "256", "-f", str(self.folder / "opensips.cfg")],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder, env=environment,
@@ -439,6 +444,37 @@ class Gateway:
 
         _wait(ready, 30, f"OpenSIPS {self.version} MI")
         self.workers = children_of(process.pid)
+
+    def stop_opensips(self, kill: bool = False) -> None:
+        """Stop OpenSIPS alone (rtpengine keeps running): SIGTERM, its graceful stop, or with ``kill``
+        SIGKILL to the main process and every worker at once, as a crash or ``kill -9`` would."""
+        if self.opensips is None:
+            return
+        pid = self.opensips.pid
+        self.workers = sorted(set(self.workers) | set(children_of(pid)))
+        if kill:
+            for victim in (pid, *self.workers):
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        else:
+            _stop_pid(pid, 10)
+        self.opensips.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for worker in self.workers:
+            if _alive(worker):
+                _stop_pid(worker, 2)
+
+    def restart_opensips(self, kill: bool = False, env: Optional[Dict[str, str]] = None) -> float:
+        """Stop OpenSIPS (``stop_opensips``) and start it again on the same folder, ports and database;
+        the seconds it was away (stopped to MI and listeners answering again)."""
+        started = time.monotonic()
+        self.stop_opensips(kill)
+        self._start_opensips(env if env is not None else self.env)
+        return time.monotonic() - started
 
     def alive(self) -> bool:
         return self.opensips is not None and self.opensips.poll() is None

@@ -1,6 +1,8 @@
 """Random call flows (hypothesis state machine): registrations from both kinds, calls in every direction,
 1xx/2xx/3xx-6xx, CANCEL, re-INVITE from either side (hold, resume, late re-offer), late offer, forking,
-BYE from either side.
+BYE from either side; OpenSIPS restarting (gracefully, or killed right after its timer wrote the
+database) with calls between phones going on and browsers coming back over new WebSockets; a browser
+reloading its page (a new binding beside its dead one, which OpenSIPS must never dial).
 
 After every step: every route returned a non-zero int with no exception pending (the fake host fails
 the test otherwise), nothing was logged as an error, nothing was undeliverable, and every SDP a UA
@@ -124,13 +126,54 @@ class CallFlows(RuleBasedStateMachine):
     @precondition(lambda self: self.established)
     @rule(data=st.data(), side=st.sampled_from(["caller", "callee"]))
     def hang_up(self, data: st.DataObject, side: str) -> None:
-        call = data.draw(st.sampled_from(self.established))
+        self.end(data.draw(st.sampled_from(self.established)), side)
+        SEEN.add(f"BYE from {side}")
+
+    def end(self, call: Call, side: str) -> None:
         ua, _ = self.net.party(call, side)
         before = len(ua.inbox)
         self.net.bye(call, side)
         self.established.remove(call)
         assert [m.status for m in ua.inbox[before:] if not m.is_request] == [200]
-        SEEN.add(f"BYE from {side}")
+
+    def browsers(self) -> List[UA]:
+        return [ua for ua in [*self.uas.values(), *self.both] if ua.is_browser]
+
+    def in_call(self, ua: UA) -> bool:
+        return any(ua is call.caller or ua is self.net.party(call, "callee")[0] for call in self.established)
+
+    @precondition(lambda self: not self.ringing)
+    @rule(kill=st.booleans())
+    def restart(self, kill: bool) -> None:
+        """A call with a browser ends first (its WebSocket goes with OpenSIPS); calls between phones go on
+        (the next steps re-INVITE and hang them up); every browser reconnects and registers again, as
+        JsSIP does, keeping its Contact."""
+        for call in list(self.established):
+            if call.caller.is_browser or self.net.party(call, "callee")[0].is_browser:
+                self.end(call, "caller")
+        if kill:
+            self.gateway.flush()  # dialog's and usrloc's timer wrote just before
+        self.gateway.restart(kill=kill)
+        for ua in self.browsers():
+            self.net.reconnect(ua)
+            assert self.net.register(ua).status == 200
+        SEEN.add(f"restart {'kill' if kill else 'graceful'}")
+
+    @precondition(lambda self: not self.ringing)
+    @rule(data=st.data())
+    def reload_page(self, data: st.DataObject) -> None:
+        """A browser not in a call reloads its page: a new WebSocket and a new Contact; its old binding stays."""
+        idle = [ua for ua in self.browsers() if not self.in_call(ua)]
+        if not idle:
+            return
+        ua = data.draw(st.sampled_from(idle))
+        self.net.reconnect(ua, reload=True)
+        assert self.net.register(ua).status == 200
+        SEEN.add("reload")
+
+    @invariant()
+    def no_connection_opened_toward_a_browser(self) -> None:
+        assert [e for e in self.gateway.dialled if e.proto in ("ws", "wss")] == []
 
     @invariant()
     def nothing_went_wrong(self) -> None:
@@ -154,7 +197,7 @@ class CallFlows(RuleBasedStateMachine):
 
 CallFlows.TestCase.settings = settings(
     max_examples=EXAMPLES,
-    stateful_step_count=25,
+    stateful_step_count=35,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -172,5 +215,5 @@ def test_coverage_of_the_runs() -> None:
     wanted |= {f"answer {a}->{b}" for a in ("web", "sip") for b in ("web", "sip")}
     wanted |= {"forking", "cancel", "reject 3xx", "reject 4xx", "reject 5xx", "reject 6xx"}
     wanted |= {f"re-INVITE from {s} {k}" for s in ("caller", "callee") for k in ("hold", "offer", "late")}
-    wanted |= {"BYE from caller", "BYE from callee"}
+    wanted |= {"BYE from caller", "BYE from callee", "restart graceful", "restart kill", "reload"}
     assert wanted - SEEN == set()

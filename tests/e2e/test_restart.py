@@ -1,0 +1,263 @@
+"""Nothing lost when OpenSIPS restarts (issue 16): registrations and calls kept in the database,
+and a browser's binding never dialled.
+
+The rig runs the repository's cfg as it is (usrloc write-back, dialog db_mode 2, both into the
+SQLite database of site-params.cfg) with the two timers at 2 s instead of the cfg's 10 s, so a
+test waits a little longer than one period before a ``kill -9``: what was written by then must
+survive it.  A graceful stop writes everything.  OpenSIPS alone restarts; rtpengine keeps running
+(a call's media flows through it while OpenSIPS is away).
+
+A browser's binding (branch flag WEBRTC) is reached only over its own WebSocket
+(``tcp_no_new_conn_bflag``): the tests listen on the port the browser registered from after its
+connection is gone, and count the connections OpenSIPS opens to it (none may come).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from rig import mi, ng, sipp
+
+from .conftest import Rig, need, own_rig
+from .rawsip import SDP, SipSocket
+from .sipcalls import SHORT_CALL_STEPS, call, media_both_ways, new_call_id, registered, settle, user
+from .wsclient import WebSocket
+
+#: usrloc's and dialog's write period on this rig (the cfg has 10 s).
+PERIOD = 2
+WRITTEN = PERIOD + 1.5
+"""Seconds after which what changed is surely in the database (one period and some)."""
+
+
+@pytest.fixture(scope="module")
+def restart_rig(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    need("sipp")
+    folder = tmp_path_factory.mktemp("restart")
+    extra = "\n".join(
+        [
+            f'modparam("usrloc", "timer_interval", {PERIOD})',
+            f'modparam("dialog", "db_update_period", {PERIOD})',
+        ]
+    )
+    with own_rig(opensips_bin, folder, extra_params=extra) as rig:
+        yield rig
+
+
+def contacts_of(rig: Rig, *users: str) -> Dict[str, List[str]]:
+    table = mi.contacts(rig.gw.mi_url)
+    return {u: sorted(c["Contact"] for c in table.get(u, [])) for u in users}
+
+
+# -- registrations -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful", "kill-9"])
+def test_sip_phones_are_reachable_after_a_restart_without_registering_again(
+    restart_rig: Rig, work: Path, kill: bool
+) -> None:
+    rig = restart_rig
+    phones = [registered(rig, work, "keep") for _ in range(3)]
+    before = contacts_of(rig, *(p.user for p in phones))
+    assert all(len(v) == 1 for v in before.values()), before
+    if kill:
+        time.sleep(WRITTEN)
+    rig.gw.restart_opensips(kill=kill)
+    assert contacts_of(rig, *(p.user for p in phones)) == before
+    caller = sipp.Phone(user("caller"))
+    for callee in phones:
+        outcome = call(rig, work, caller, callee, *SHORT_CALL_STEPS, name=f"after-{callee.user}")
+        media_both_ways(outcome.commands, outcome.call_id, minimum=5)
+        settle(rig, outcome.call_id)
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+CALLER_STEPS = sipp.Call(
+    (("pause", 6000), ("reinvite", "sendonly"), ("pause", 300), ("reinvite", "sendrecv"), ("expect_bye",))
+)
+"""The caller holds and resumes after the restart; then the callee hangs up."""
+CALLEE_STEPS = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 500), ("bye",)))
+
+
+def packets(rig: Rig, call_id: str) -> Dict[str, int]:
+    """Packets rtpengine got so far from each tag of the call (asked directly, not through OpenSIPS)."""
+    assert rig.gw.relay is not None
+    return ng.packet_counts(ng.command(rig.gw.relay.engine, {"command": "query", "call-id": call_id}))
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful", "kill-9"])
+def test_a_call_in_progress_survives_a_restart(restart_rig: Rig, work: Path, kill: bool) -> None:
+    rig = restart_rig
+    caller = registered(rig, work, "talker")
+    callee = registered(rig, work, "listener")
+    call_id = new_call_id("restart")
+    uas = sipp.run(sipp.uas_scenario(CALLEE_STEPS), work, "uas", callee, rig.sip, echo=True)
+    uac = None
+    try:
+        time.sleep(0.3)  # SIPp binds its port before it can be called
+        uac = sipp.run(sipp.uac_scenario(CALLER_STEPS), work, "uac", caller, rig.sip, service=callee.user,
+                       call_id=call_id)  # fmt: skip
+        deadline = time.monotonic() + 5
+        while not any(int(d.get("state", 0)) == 4 for d in rig.live_dialogs(call_id)):
+            assert time.monotonic() < deadline, f"the call was not answered: {rig.live_dialogs(call_id)}"
+            time.sleep(0.05)
+        time.sleep(WRITTEN if kill else 0.5)
+        at_stop = packets(rig, call_id)
+        away = rig.gw.restart_opensips(kill=kill)
+        at_start = packets(rig, call_id)
+        (dialog,) = rig.live_dialogs(call_id)
+        assert int(dialog["state"]) == 4, dialog
+        caller_code, callee_code = uac.wait(), uas.wait()
+        assert caller_code == 0 and callee_code == 0, f"{uac.errors()}\n{uas.errors()}"
+    finally:
+        if uac is not None:
+            uac.stop()
+        uas.stop()
+    grown = {tag: at_start.get(tag, 0) - n for tag, n in at_stop.items()}
+    assert len(grown) == 2 and all(n > 0 for n in grown.values()), (away, at_stop, at_start)
+    ops = [str(e.sent.get("command")) for e in rig.relay.commands(call_id)]
+    assert ops == ["offer", "answer", "offer", "answer", "offer", "answer", "delete"], ops
+    settle(rig, call_id)
+    how = "kill -9" if kill else "graceful"
+    print(f"restart ({how}): OpenSIPS away {away:.2f} s, packets per leg meanwhile {grown}")
+
+
+# -- browsers' bindings ------------------------------------------------------------------------
+
+
+class Browser:
+    """A browser's registration as JsSIP sends it (Contact on a .invalid host, transport=ws) over its
+    own WSS connection; ``port`` is the connection's local port, the binding OpenSIPS keeps."""
+
+    def __init__(self, rig: Rig, name: str) -> None:
+        self.name = name
+        status, _, ws = WebSocket.handshake(rig.gw.ports.wss, secure=True)
+        assert status == 101 and ws is not None, status
+        self.ws: Optional[WebSocket] = ws
+        self.port = ws.sock.getsockname()[1]
+        host = f"{uuid.uuid4().hex[:12]}.invalid"
+        ws.send(
+            (
+                f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/WSS {host};branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+                f"Max-Forwards: 69\r\n"
+                f"To: <sip:{name}@127.0.0.1>\r\n"
+                f"From: <sip:{name}@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+                f"Call-ID: {uuid.uuid4().hex}\r\n"
+                f"CSeq: 1 REGISTER\r\n"
+                f"Contact: <sip:{uuid.uuid4().hex[:8]}@{host};transport=ws>;expires=600\r\n"
+                f"Expires: 600\r\n"
+                f"Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        reply = ws.receive(5)
+        assert reply is not None and reply.startswith(b"SIP/2.0 200"), reply
+
+    def close(self) -> None:
+        """The page is gone: its WebSocket closes, the binding stays in the location table."""
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+
+
+class Listener:
+    """A TCP listener on the port a browser registered from: every connection OpenSIPS opens toward
+    the dead binding lands here and is counted."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def listening(port: int) -> Iterator[Listener]:
+    listener = Listener(port)
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def invite(rig: Rig, callee: str, seconds: float = 8.0) -> Tuple[int, float, str]:
+    """A plain SIP phone's INVITE to ``callee``: (final status, seconds to it, Call-ID)."""
+    call_id = new_call_id("dead")
+    with SipSocket(rig.sip, host="127.0.0.41") as phone:
+        reply = phone.final(phone.request("INVITE", f"sip:{callee}@127.0.0.1", body=SDP, call_id=call_id), seconds)
+    assert reply is not None, f"no final answer to the INVITE to {callee} within {seconds} s"
+    return reply.status, reply.seconds, call_id
+
+
+def call_the_dead_browser(rig: Rig, browser: Browser) -> float:
+    """A SIP phone calls the browser, whose connection is gone: 480 at once, no connection opened toward
+    its old port, nothing left in rtpengine or OpenSIPS.  The seconds to the 480."""
+    with listening(browser.port) as listener:
+        status, seconds, call_id = invite(rig, browser.name)
+        time.sleep(0.5)  # a connection attempt after the answer would still be counted
+    assert listener.accepted == 0, f"OpenSIPS opened {listener.accepted} connection(s) toward the browser's old port"
+    assert status == 480, status
+    settle(rig, call_id)
+    return seconds
+
+
+def test_a_browser_whose_connection_is_gone_is_not_dialled(restart_rig: Rig) -> None:
+    browser = Browser(restart_rig, user("gone"))
+    browser.close()
+    time.sleep(0.3)  # OpenSIPS sees the close
+    seconds = call_the_dead_browser(restart_rig, browser)
+    print(f"a call to a browser whose WebSocket is gone: 480 after {seconds:.3f} s")
+
+
+def test_a_call_forked_to_a_dead_browser_and_a_phone_rings_the_phone(restart_rig: Rig, work: Path) -> None:
+    rig = restart_rig
+    browser = Browser(rig, user("forked"))
+    phone = registered(rig, work, "", name=browser.name)  # the same user on a SIP phone
+    browser.close()
+    time.sleep(0.3)
+    assert len(mi.contacts(rig.gw.mi_url)[browser.name]) == 2
+    caller = sipp.Phone(user("caller"))
+    with listening(browser.port) as listener:
+        outcome = call(rig, work, caller, phone, *SHORT_CALL_STEPS, name="forked")
+    assert listener.accepted == 0, f"OpenSIPS opened {listener.accepted} connection(s) toward the browser's old port"
+    media_both_ways(outcome.commands, outcome.call_id, minimum=5)
+    settle(rig, outcome.call_id)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful", "kill-9"])
+def test_browsers_restored_after_a_restart_are_not_dialled(restart_rig: Rig, kill: bool) -> None:
+    rig = restart_rig
+    browser = Browser(rig, user("restored"))
+    if kill:
+        time.sleep(WRITTEN)
+    rig.gw.restart_opensips(kill=kill)  # its WebSocket goes with the old OpenSIPS
+    assert len(mi.contacts(rig.gw.mi_url).get(browser.name, [])) == 1, "the browser's binding was not restored"
+    browser.close()
+    call_the_dead_browser(rig, browser)
