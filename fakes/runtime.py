@@ -72,6 +72,13 @@ def uri_endpoint(uri: str) -> Endpoint:
     return Endpoint(proto, host, int(port) if port.isdigit() else 5060)
 
 
+TCP_DISCONNECT = "E_CORE_TCP_DISCONNECT"
+#: An event route runs with a dummy message (OpenSIPS's is empty; nothing of it is read there).
+_EVENT_MESSAGE = (
+    b"OPTIONS sip:event@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKevent\r\n"
+    b"From: <sip:event@127.0.0.1>;tag=e\r\nTo: <sip:event@127.0.0.1>\r\nCall-ID: event\r\nCSeq: 1 OPTIONS\r\n\r\n"
+)
+
 #: Transports over a connection: OpenSIPS reuses the peer's, or opens one (tcp_no_new_conn_bflag forbids that).
 STREAM_PROTOS = frozenset({"tcp", "tls", "ws", "wss"})
 
@@ -250,6 +257,8 @@ class Context:
     """t_on_branch/t_on_reply/t_on_failure: kind -> route name."""
     rport: bool = False
     """force_rport() ran: replies go to the source port, as if the Via had rport (msg_translator.c)."""
+    params: Dict[str, Value] = field(default_factory=dict)
+    """$param(name) in an event route: the event's parameters."""
 
     def set_ruri(self, uri: str) -> None:
         self.msg.ruri = uri
@@ -299,6 +308,8 @@ class Context:
             return self.direction if self.dialog is not None else None
         if name == "DLG_status":
             return None if self.dialog is None else DIALOG_STATES[self.dialog.state]
+        if name == "param" and arg:
+            return self.params.get(arg)
         return ...
 
     def pv_set(self, name: str, arg: Optional[str], value: Value) -> None:
@@ -467,8 +478,18 @@ class Gateway:
         self.router = self._load(self._settings)
 
     def close_connection(self, endpoint: Endpoint) -> None:
-        """The peer closed its connection (a browser's page went away)."""
+        """The peer closed its connection (a browser's page went away): the core raises E_CORE_TCP_DISCONNECT,
+        which the cfg's event route gets (event_routing) with the peer's address and the protocol."""
+        if endpoint not in self.connections:
+            return
         self.connections.discard(endpoint)
+        if ("event_route", TCP_DISCONNECT) not in self.script.routes:
+            return
+        dummy = SipMessage.parse(_EVENT_MESSAGE)
+        ctx = Context(self, "event", dummy, endpoint)
+        ctx.params = {"src_ip": endpoint.host, "src_port": endpoint.port, "proto": endpoint.proto,
+                      "dst_ip": self.address.host, "dst_port": self.address.port}  # fmt: skip
+        self.run_route("event_route", TCP_DISCONNECT, ctx)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -1104,6 +1125,19 @@ class Gateway:
         reply = self._reply_to(ctx, 200, "OK", self._pending_out)
         for c in contacts:
             reply.headers.append(("Contact", f"<{c.uri}>;expires={c.expires}"))
+        return 1
+
+    def fn_remove_ip_port(self, ctx: Context, ip: str, port: str, domain: str, aor: Optional[str] = None) -> int:
+        """registrar's remove_ip_port(): every contact (of ``aor``, else of every AOR) whose next hop, the
+        received address or else the Contact's own host and port, is ``ip``:``port``."""
+        self._table(domain)
+        users = [aor.split(":", 1)[-1].split("@")[0]] if aor else list(self.location)
+        for user in users:
+            contacts = self.location.get(user, [])
+            hop = [uri_endpoint(c.received or c.uri) for c in contacts]
+            contacts[:] = [c for c, h in zip(contacts, hop) if (h.host, h.port) != (ip, int(port))]
+            if user in self.location and not contacts:
+                del self.location[user]
         return 1
 
     def _table(self, domain: str) -> None:

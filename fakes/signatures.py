@@ -61,6 +61,7 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "save": (S, S_, S_, S_),
     "lookup": (S, S_, S_),
     "is_registered": (S, S_),
+    "remove_ip_port": (S, N, S, S_),
     # dialog
     "create_dialog": (S_,),
     "match_dialog": (S_,),

@@ -50,13 +50,48 @@ def only_it_rings(gateway: Gateway, net: Network, call: Call, callee: UA, hangs_
 
 
 # -- a browser's binding without its connection -------------------------------------------------
+#
+# A binding whose WebSocket closes goes with it (the cfg's event_route[E_CORE_TCP_DISCONNECT]).  One
+# whose connection went with a restart of OpenSIPS comes back from the database with no connection
+# and no event: tcp_no_new_conn_bflag keeps OpenSIPS from dialling it.
 
 
-def test_a_call_to_a_browser_whose_connection_is_gone_gets_480_and_dials_nothing() -> None:
+def dead_after_a_restart(gateway: Gateway, net: Network, browser: UA) -> None:
+    """OpenSIPS restarts; the browser's WebSocket went with it and it has not come back yet."""
+    gateway.restart()
+    net.disconnect(browser)
+    assert any("WEBRTC" in c.bflags for c in gateway.location[browser.name]), "the binding was not restored"
+
+
+def test_a_browser_s_binding_goes_with_its_websocket() -> None:
     gateway = Gateway()
     net = Network(gateway)
     alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     net.disconnect(alice)
+    assert "alice" not in gateway.location
+    assert net.invite(bob, "alice").statuses() == [404]
+    assert gateway.dialled == []
+    assert_clean(gateway, net)
+
+
+def test_a_sip_phone_s_binding_outlives_its_tcp_connection() -> None:
+    """A phone over TCP not behind NAT listens where it registered from: OpenSIPS may connect to it anew."""
+    gateway = Gateway()
+    net = Network(gateway)
+    phone, bob = net.registered(net.phone("tcp", proto="tcp"), net.phone("bob"))
+    gateway.close_connection(phone.endpoint)  # the connection closes, the phone stays
+    assert [c.uri for c in gateway.location["tcp"]] == [phone.contact]
+    call = established(net, bob, phone)
+    assert gateway.dialled == [phone.endpoint]
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+
+
+def test_a_call_to_a_dead_browser_binding_gets_480_and_dials_nothing() -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
+    dead_after_a_restart(gateway, net, alice)
     call = net.invite(bob, "alice")
     assert call.statuses() == [480]
     assert gateway.dialled == []
@@ -68,7 +103,7 @@ def test_a_call_forked_to_a_dead_browser_and_a_phone_goes_on_with_the_phone() ->
     gateway = Gateway()
     net = Network(gateway)
     web, phone, carol = net.registered(net.browser("both"), net.phone("both", nat=True), net.phone("carol"))
-    net.disconnect(web)
+    dead_after_a_restart(gateway, net, web)
     only_it_rings(gateway, net, net.invite(carol, "both"), phone, "callee")
 
 
@@ -76,23 +111,27 @@ def test_without_a_media_proxy_503_and_then_a_dead_browser_480_in_the_same_worke
     """The cfg tells the two apart by $var(gw_dropped), which must be reset for every request: $var
     values live on in the worker from one message to the next."""
     engine = SwitchableEngine()
+    engine.broken = False
     gateway = Gateway(Settings(), rtpengine=engine, strict=False)
     net = Network(gateway)
-    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
-    assert net.invite(alice, "bob").statuses() == [503]
+    alice, bob, carol = net.registered(net.browser("alice"), net.phone("bob"), net.browser("carol"))
+    dead_after_a_restart(gateway, net, alice)
+    net.reconnect(carol)
+    net.register(carol)
+    engine.broken = True
+    assert net.invite(carol, "bob").statuses() == [503]
     engine.broken = False
-    net.disconnect(alice)
     assert net.invite(bob, "alice").statuses() == [480]
     assert gateway.dialled == []
 
 
-def test_a_browser_is_reached_over_its_new_connection_after_a_reload() -> None:
+def test_a_reloaded_page_leaves_one_binding_its_new_one() -> None:
     gateway = Gateway()
     net = Network(gateway)
     alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
     net.reconnect(alice, reload=True)
-    net.register(alice)  # a new Contact: the old binding stays until it expires
-    assert len(gateway.location["alice"]) == 2
+    net.register(alice)  # a new Contact; the old one went with its WebSocket
+    assert [c.uri for c in gateway.location["alice"]] == [alice.contact]
     only_it_rings(gateway, net, net.invite(bob, "alice"), alice, "caller")
 
 
@@ -109,7 +148,7 @@ def test_without_tcp_no_new_conn_bflag_opensips_dials_the_dead_browser(tmp_path:
     gateway = Gateway(cfg_path=without_no_new_conn(tmp_path))
     net = Network(gateway)
     alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
-    net.disconnect(alice)
+    dead_after_a_restart(gateway, net, alice)
     net.invite(bob, "alice")
     assert gateway.dialled == [alice.endpoint]
     net.nobody_answers()
@@ -184,12 +223,9 @@ def test_browsers_restored_after_a_restart_are_not_dialled_until_they_register_a
     gateway = Gateway()
     net = Network(gateway)
     alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
-    gateway.restart()
-    net.disconnect(alice)  # its WebSocket went with the old OpenSIPS
+    dead_after_a_restart(gateway, net, alice)
     assert net.invite(bob, "alice").statuses() == [480]
-    net.reconnect(alice)
+    net.reconnect(alice)  # JsSIP comes back with the same Contact: its binding is updated, not doubled
     net.register(alice)
-    call = established(net, bob, alice)
-    net.bye(call, "callee")
-    assert gateway.dialled == []
-    assert_clean(gateway, net)
+    assert len(gateway.location["alice"]) == 1
+    only_it_rings(gateway, net, net.invite(bob, "alice"), alice, "callee")

@@ -7,9 +7,11 @@ test waits a little longer than one period before a ``kill -9``: what was writte
 survive it.  A graceful stop writes everything.  OpenSIPS alone restarts; rtpengine keeps running
 (a call's media flows through it while OpenSIPS is away).
 
-A browser's binding (branch flag WEBRTC) is reached only over its own WebSocket
-(``tcp_no_new_conn_bflag``): the tests listen on the port the browser registered from after its
-connection is gone, and count the connections OpenSIPS opens to it (none may come).
+A browser's binding (branch flag WEBRTC) is reached only over its own WebSocket: it goes when its
+WebSocket closes (event_route[E_CORE_TCP_DISCONNECT]), and one that came back from the database
+after a restart, without its WebSocket, is not dialled (``tcp_no_new_conn_bflag``).  The tests
+listen on the port the browser registered from after its connection is gone, and count the
+connections OpenSIPS opens to it (none may come).
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from rig import mi, ng, sipp
+from rig import mi, ng, sipp, web
 
 from .conftest import Rig, need, own_rig
 from .rawsip import SDP, SipSocket
 from .sipcalls import SHORT_CALL_STEPS, call, media_both_ways, new_call_id, registered, settle, user
+from .webphones import WebPhone
 from .wsclient import WebSocket
 
 #: usrloc's and dialog's write period on this rig (the cfg has 10 s).
@@ -216,32 +219,52 @@ def invite(rig: Rig, callee: str, seconds: float = 8.0) -> Tuple[int, float, str
     return reply.status, reply.seconds, call_id
 
 
-def call_the_dead_browser(rig: Rig, browser: Browser) -> float:
-    """A SIP phone calls the browser, whose connection is gone: 480 at once, no connection opened toward
-    its old port, nothing left in rtpengine or OpenSIPS.  The seconds to the 480."""
+def call_the_dead_browser(rig: Rig, browser: Browser, expected: int = 480) -> float:
+    """A SIP phone calls the browser, whose connection is gone: ``expected`` at once (480: its binding is
+    there but not dialled; 404: it went with its WebSocket), no connection opened toward its old port,
+    nothing left in rtpengine or OpenSIPS.  The seconds to the answer."""
     with listening(browser.port) as listener:
         status, seconds, call_id = invite(rig, browser.name)
         time.sleep(0.5)  # a connection attempt after the answer would still be counted
     assert listener.accepted == 0, f"OpenSIPS opened {listener.accepted} connection(s) toward the browser's old port"
-    assert status == 480, status
+    assert status == expected, status
     settle(rig, call_id)
     return seconds
 
 
-def test_a_browser_whose_connection_is_gone_is_not_dialled(restart_rig: Rig) -> None:
-    browser = Browser(restart_rig, user("gone"))
+def test_a_browser_s_binding_goes_with_its_websocket(restart_rig: Rig) -> None:
+    rig = restart_rig
+    browser = Browser(rig, user("gone"))
+    assert browser.name in mi.contacts(rig.gw.mi_url)
     browser.close()
-    time.sleep(0.3)  # OpenSIPS sees the close
-    seconds = call_the_dead_browser(restart_rig, browser)
-    print(f"a call to a browser whose WebSocket is gone: 480 after {seconds:.3f} s")
+    deadline = time.monotonic() + 5
+    while browser.name in mi.contacts(rig.gw.mi_url):
+        assert time.monotonic() < deadline, "the binding outlived its WebSocket by 5 s"
+        time.sleep(0.05)
+    call_the_dead_browser(rig, browser, expected=404)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful", "kill-9"])
+def test_browsers_restored_after_a_restart_are_not_dialled(restart_rig: Rig, kill: bool) -> None:
+    """The WebSocket goes with the old OpenSIPS, and no event removes the binding: the database brings
+    it back, with its WEBRTC flag, and tcp_no_new_conn_bflag keeps OpenSIPS from dialling it."""
+    rig = restart_rig
+    browser = Browser(rig, user("restored"))
+    if kill:
+        time.sleep(WRITTEN)
+    rig.gw.restart_opensips(kill=kill)
+    assert len(mi.contacts(rig.gw.mi_url).get(browser.name, [])) == 1, "the browser's binding was not restored"
+    browser.close()
+    seconds = call_the_dead_browser(rig, browser)
+    print(f"a call to a restored browser binding without its WebSocket: 480 after {seconds:.3f} s")
 
 
 def test_a_call_forked_to_a_dead_browser_and_a_phone_rings_the_phone(restart_rig: Rig, work: Path) -> None:
     rig = restart_rig
     browser = Browser(rig, user("forked"))
     phone = registered(rig, work, "", name=browser.name)  # the same user on a SIP phone
+    rig.gw.restart_opensips()  # the browser's binding comes back without its WebSocket
     browser.close()
-    time.sleep(0.3)
     assert len(mi.contacts(rig.gw.mi_url)[browser.name]) == 2
     caller = sipp.Phone(user("caller"))
     with listening(browser.port) as listener:
@@ -251,13 +274,78 @@ def test_a_call_forked_to_a_dead_browser_and_a_phone_rings_the_phone(restart_rig
     settle(rig, outcome.call_id)
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["graceful", "kill-9"])
-def test_browsers_restored_after_a_restart_are_not_dialled(restart_rig: Rig, kill: bool) -> None:
+# -- browsers coming back ----------------------------------------------------------------------
+
+
+class Page:
+    """A browser page with JsSIP (rig/web/phone.js) or SIP.js (SimpleUser, rig/web/sipjs.html), as the
+    test suite's other browser tests drive them."""
+
+    def __init__(self, context: Any, site: web.Server, rig: Rig, client: str, name: str) -> None:
+        self.client = client
+        self.page = context.new_page()
+        if client == "jssip":
+            self.page.goto(site.url, timeout=15000)
+            self.phone: Optional[WebPhone] = WebPhone(self.page, name).start(rig)
+        else:
+            self.phone = None
+            self.page.goto(site.url.replace("phone.html", "sipjs.html"), timeout=15000)
+            self.page.wait_for_function("window.sipjsPhone !== undefined", timeout=15000)
+            self.page.evaluate("([u, n, d]) => sipjsPhone.start(u, n, d)", [rig.gw.wss_url, name, "127.0.0.1"])
+
+    def wait_incoming(self, timeout: float) -> None:
+        if self.phone is not None:
+            self.phone.wait_event("incoming", timeout=timeout)
+        else:
+            self.page.wait_for_function("sipjsPhone.events.includes('incoming')", timeout=timeout * 1000)
+
+    def answer(self) -> None:
+        if self.phone is not None:
+            self.phone.answer()
+        else:
+            self.page.evaluate("sipjsPhone.answer()")
+
+
+@pytest.mark.parametrize("client", ["jssip", "sipjs"])
+def test_browsers_register_again_by_themselves_after_a_restart_and_are_called(
+    restart_rig: Rig, work: Path, chromium: Any, site: web.Server, client: str
+) -> None:
+    """JsSIP (connection recovery, 2 s at first) and SIP.js's SimpleUser (reconnection attempts, 4 s
+    apart) reconnect and register again with the same Contact: the binding the database brought back
+    is updated, not doubled, and a SIP phone's call reaches the browser, with audio both ways."""
     rig = restart_rig
-    browser = Browser(rig, user("restored"))
-    if kill:
-        time.sleep(WRITTEN)
-    rig.gw.restart_opensips(kill=kill)  # its WebSocket goes with the old OpenSIPS
-    assert len(mi.contacts(rig.gw.mi_url).get(browser.name, [])) == 1, "the browser's binding was not restored"
-    browser.close()
-    call_the_dead_browser(rig, browser)
+    name = user(client)
+    context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
+    try:
+        page = Page(context, site, rig, client, name)
+        (before,) = mi.contacts(rig.gw.mi_url)[name]
+        rig.gw.restart_opensips()
+        accepting = time.monotonic()
+        deadline = accepting + 30
+        while True:
+            now = mi.contacts(rig.gw.mi_url).get(name, [])
+            if any(c.get("Received") != before.get("Received") for c in now):
+                break
+            assert time.monotonic() < deadline, f"{client} did not register again within 30 s: {now}"
+            time.sleep(0.05)
+        registered_after = time.monotonic() - accepting
+        assert len(now) == 1, now
+        call_id = new_call_id(f"back-{client}")
+        caller = sipp.Phone(user("caller"))
+        uac = sipp.run(sipp.uac_scenario(sipp.Call((("pause", 1500), ("bye",)))), work, "uac", caller, rig.sip,
+                       service=name, call_id=call_id)  # fmt: skip
+        try:
+            page.wait_incoming(timeout=10)
+            reached_after = time.monotonic() - accepting
+            page.answer()
+            assert uac.wait() == 0, uac.errors()
+        finally:
+            uac.stop()
+    finally:
+        context.close()
+    media_both_ways(rig.relay.commands(call_id), call_id)
+    settle(rig, call_id)
+    print(
+        f"FIGURE {client} after a restart: registered again {registered_after:.2f} s after OpenSIPS accepted,"
+        f" called {reached_after:.2f} s after"
+    )
