@@ -403,6 +403,10 @@ class Gateway:
         self.keeps_dialogs = any(v != 0 for v in self.script.modparam("dialog", "db_mode"))
         self.flushes_dialog_values = 1 in self.script.modparam("dialog", "db_flush_vals_profiles")
         self.stored_location: Dict[str, List[Contact]] = {}
+        self.max_expires = next((int(str(v)) for v in self.script.modparam("registrar", "max_expires")), 0)
+        self.expires_deviation = next(
+            (int(str(v)) for v in self.script.modparam("registrar", "expires_max_deviation")), 0
+        )
         self.stored_dialogs: Dict[str, Dialog] = {}
         self.restarts = 0
         self._settings = settings
@@ -729,6 +733,10 @@ class Gateway:
                 self.events.append(Event("log", f"branch {index} dropped"))
                 continue
             self._send_branch(tx, bctx, index, out, bctx.armed.get("reply", tx.routes.get("reply")))
+        if msg.method == "BYE" and ctx.dialog is not None:
+            # dialog ends the call at the BYE request itself, sent on or not (dlg_onroute, DLG_EVENT_REQBYE)
+            ctx.dialog.state = "deleted"
+            self.dialogs.pop(ctx.dialog.did, None)
         if not tx.branches:
             del self.transactions[key]
             if flags is None or "no-auto-477" not in flags:
@@ -736,9 +744,6 @@ class Gateway:
                 self._reply_to(ctx, 500, "Server error occurred (1/TM)", out)
                 return 1
             return -1
-        if msg.method == "BYE" and ctx.dialog is not None:
-            ctx.dialog.state = "deleted"
-            self.dialogs.pop(ctx.dialog.did, None)
         return 1
 
     def fn_t_on_branch(self, ctx: Context, name: str) -> int:
@@ -1119,6 +1124,11 @@ class Gateway:
                 uri = _address_uri(part)
                 match = re.search(r";\s*expires=(\d+)", part.split(">")[-1])
                 expires = int(match.group(1)) if match else default_expires
+                if self.max_expires and expires > self.max_expires:
+                    expires = self.max_expires  # registrar grants at most max_expires
+                if expires > 0:
+                    # +/- expires_max_deviation at random there; here the most it may grant
+                    expires += self.expires_deviation
                 contacts[:] = [c for c in contacts if c.uri != uri]
                 if expires > 0:
                     contacts.append(Contact(uri, ctx.received, set(ctx.bflags), expires))

@@ -34,11 +34,18 @@ def dialogs(url: str) -> List[Dict[str, Any]]:
     return list(result.get("Dialogs", []))
 
 
+#: ul_dump's Expires of a contact that is gone but still in memory: with a database (write-back) usrloc
+#: keeps a deleted or expired contact until its timer has written the change (ul_mi.c).
+GONE = ("deleted", "expired")
+
+
 def contacts(url: str) -> Dict[str, List[Dict[str, Any]]]:
-    """AOR -> its contacts, from ``ul_dump``."""
+    """AOR -> its live contacts, from ``ul_dump`` (GONE ones left out; an AOR with none too)."""
     result = call(url, "ul_dump") or {}
     found: Dict[str, List[Dict[str, Any]]] = {}
     for domain in result.get("Domains", []):
         for aor in domain.get("AORs", []):
-            found[aor["AOR"]] = list(aor.get("Contacts", []))
+            live = [c for c in aor.get("Contacts", []) if c.get("Expires") not in GONE]
+            if live:
+                found[aor["AOR"]] = live
     return found

@@ -26,7 +26,7 @@ PCAP = "/usr/share/sip-tester/g711a.pcap"
 Step = Union[
     Tuple[str],  # ("bye",), ("expect_bye",), ("expect_reinvite",), ("play",)
     Tuple[str, int],  # ("pause", ms)
-    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv"), ("bye", "Extra-Header: value")
+    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv"), ("bye", "Extra-Header: value"), ("bye_refused", "480")
 ]
 
 SDP = """v=0
@@ -237,6 +237,10 @@ Content-Length: [len]
         elif kind == "bye":
             send(s, "BYE", cseq, None, str(step[1]) if len(step) > 1 else "")
             s.recv("200")
+            cseq += 1
+        elif kind == "bye_refused":  # ("bye_refused", "480"): the BYE gets that final answer
+            send(s, "BYE", cseq)
+            s.recv(str(step[1]))  # type: ignore[misc]
             cseq += 1
         elif kind == "expect_bye":
             s.recv("BYE")

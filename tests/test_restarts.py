@@ -229,3 +229,36 @@ def test_browsers_restored_after_a_restart_are_not_dialled_until_they_register_a
     net.register(alice)
     assert len(gateway.location["alice"]) == 1
     only_it_rings(gateway, net, net.invite(bob, "alice"), alice, "callee")
+
+
+def test_the_registrar_grants_no_more_than_the_connection_idles() -> None:
+    """max_expires + expires_max_deviation below tcp_connection_lifetime: a browser refreshes before its
+    WebSocket idles out (the fake grants the most the registrar may)."""
+    gateway = Gateway()
+    text = Path(CFG).read_text()
+    lifetime = int(text.split("\ntcp_connection_lifetime = ", 1)[1].split()[0])
+    net = Network(gateway)
+    alice = net.browser("alice")
+    reply = net.register(alice, expires=7200)
+    granted = int(reply.header_values("contact")[0].rsplit("expires=", 1)[1])
+    assert 0 < granted < lifetime
+
+
+@pytest.mark.parametrize("method", ["BYE", "re-INVITE"])
+def test_an_in_dialog_request_toward_a_browser_whose_websocket_is_gone_is_not_dialled(method: str) -> None:
+    """The router marks an in-dialog request toward a browser with WEBRTC: OpenSIPS sends it over the
+    browser's WebSocket or not at all (480), and a BYE still releases the media."""
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, bob = net.registered(net.browser("alice"), net.phone("bob"))
+    call = established(net, bob, alice)
+    net.disconnect(alice)
+    before = len(bob.inbox)
+    if method == "BYE":
+        net.bye(call, "caller")
+    else:
+        net.reinvite(call, "caller", hold=True)
+    assert [m.status for m in bob.inbox[before:] if not m.is_request] == [480]
+    assert gateway.dialled == []
+    if method == "BYE":
+        assert gateway.sessions() == [] and gateway.dialogs == {}

@@ -420,6 +420,8 @@ class SequentialPlan:
     """What the reply route needs, for requests whose replies carry SDP."""
     dst_uri: Optional[str] = None
     """Where to send the request when the receiver is a browser: back over its own connection."""
+    to_browser: bool = False
+    """The receiver is a browser: reached over its own connection or not at all (no new one is opened)."""
 
 
 def legs_of(record: CallRecord, downstream: bool) -> Optional[Tuple[Party, Party]]:
@@ -467,22 +469,24 @@ def plan_sequential(
     if record is None or legs is None:
         return SequentialPlan()
     sender, receiver = legs
-    dst_uri = receiver.flow_uri if receiver.leg is Leg.WEB else None
+    to_browser = receiver.leg is Leg.WEB
+    dst_uri = receiver.flow_uri if to_browser else None
     callee = record.callee_branch
     if callee is None or callee.media is not Media.OPEN:
-        return SequentialPlan(dst_uri=dst_uri)
+        return SequentialPlan(dst_uri=dst_uri, to_browser=to_browser)
     if method == "BYE":
-        return SequentialPlan(media_action(profiles, Step.DELETE, record.caller, callee.callee.leg), None, dst_uri)
+        action = media_action(profiles, Step.DELETE, record.caller, callee.callee.leg)
+        return SequentialPlan(action, None, dst_uri, to_browser)
     if method in ("INVITE", "UPDATE"):
         exchange = Exchange(sender, receiver, has_sdp, record.extra_toward(sender.leg))
         if not has_sdp:
-            return SequentialPlan(None, exchange, dst_uri)
+            return SequentialPlan(None, exchange, dst_uri, to_browser)
         action = media_action(profiles, Step.REOFFER, sender, receiver.leg, added=record.extra_toward(receiver.leg))
-        return SequentialPlan(action, exchange, dst_uri)
+        return SequentialPlan(action, exchange, dst_uri, to_browser)
     if method in ("ACK", "PRACK") and has_sdp:
         # An ACK (or PRACK) with SDP answers an offer made in the 2xx (late offer).
-        return SequentialPlan(media_action(profiles, Step.ANSWER, sender, receiver.leg), None, dst_uri)
-    return SequentialPlan(dst_uri=dst_uri)
+        return SequentialPlan(media_action(profiles, Step.ANSWER, sender, receiver.leg), None, dst_uri, to_browser)
+    return SequentialPlan(dst_uri=dst_uri, to_browser=to_browser)
 
 
 def plan_sequential_reply(exchange: Exchange, status: int, has_sdp: bool, profiles: Profiles) -> Optional[MediaAction]:

@@ -77,7 +77,7 @@ class Act:
     WWW_AUTH = "www_auth"  # 401; the To user (REGISTER)
     PROXY_AUTH = "proxy_auth"  # 407; the From user
     # registrations
-    WEBRTC_CONTACT = "webrtc_contact"  # setbflag("WEBRTC")
+    WEBRTC_CONTACT = "webrtc_contact"  # setbflag("WEBRTC"): a browser's; over its connection only (also in-dialog)
     NATED_CONTACT = "nated_contact"  # setbflag("NATED")
     SAVE = "save"  # save("location"): replies and ends
     LOOKUP = "lookup"  # lookup("location"); on failure on_lookup_failure answers
@@ -628,6 +628,8 @@ class Router:
             self._record(text), direction != "upstream", method, has_sdp, rules.settings.profiles
         )
         sets, media = media_sets(plan.action)
+        if plan.to_browser:  # over the browser's own WebSocket, or not at all (tcp_no_new_conn_bflag)
+            media += (Act.WEBRTC_CONTACT,)
         if plan.exchange is not None:
             sets += ((EXCHANGE_AVP, str(plan.exchange)),)
             return Answer((*acts, *media, Act.RELAY_TRACKED), sets, plan.dst_uri)

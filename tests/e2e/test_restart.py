@@ -20,7 +20,6 @@ import contextlib
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -31,8 +30,7 @@ from rig import mi, ng, sipp, web
 from .conftest import Rig, need, own_rig
 from .rawsip import SDP, SipSocket
 from .sipcalls import SHORT_CALL_STEPS, call, media_both_ways, new_call_id, registered, settle, user
-from .webphones import WebPhone
-from .wsclient import WebSocket
+from .webphones import Browser, Page, answer_a_phone
 
 #: usrloc's and dialog's write period on this rig (the cfg has 10 s).
 PERIOD = 2
@@ -136,41 +134,6 @@ def test_a_call_in_progress_survives_a_restart(restart_rig: Rig, work: Path, kil
 # -- browsers' bindings ------------------------------------------------------------------------
 
 
-class Browser:
-    """A browser's registration as JsSIP sends it (Contact on a .invalid host, transport=ws) over its
-    own WSS connection; ``port`` is the connection's local port, the binding OpenSIPS keeps."""
-
-    def __init__(self, rig: Rig, name: str) -> None:
-        self.name = name
-        status, _, ws = WebSocket.handshake(rig.gw.ports.wss, secure=True)
-        assert status == 101 and ws is not None, status
-        self.ws: Optional[WebSocket] = ws
-        self.port = ws.sock.getsockname()[1]
-        host = f"{uuid.uuid4().hex[:12]}.invalid"
-        ws.send(
-            (
-                f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
-                f"Via: SIP/2.0/WSS {host};branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
-                f"Max-Forwards: 69\r\n"
-                f"To: <sip:{name}@127.0.0.1>\r\n"
-                f"From: <sip:{name}@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
-                f"Call-ID: {uuid.uuid4().hex}\r\n"
-                f"CSeq: 1 REGISTER\r\n"
-                f"Contact: <sip:{uuid.uuid4().hex[:8]}@{host};transport=ws>;expires=600\r\n"
-                f"Expires: 600\r\n"
-                f"Content-Length: 0\r\n\r\n"
-            ).encode()
-        )
-        reply = ws.receive(5)
-        assert reply is not None and reply.startswith(b"SIP/2.0 200"), reply
-
-    def close(self) -> None:
-        """The page is gone: its WebSocket closes, the binding stays in the location table."""
-        if self.ws is not None:
-            self.ws.close()
-            self.ws = None
-
-
 class Listener:
     """A TCP listener on the port a browser registered from: every connection OpenSIPS opens toward
     the dead binding lands here and is counted."""
@@ -178,7 +141,16 @@ class Listener:
     def __init__(self, port: int) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        deadline = time.monotonic() + 5
+        while True:  # the browser's side of the closed connection may hold the port a moment (FIN_WAIT)
+            try:
+                self.sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.sock.close()
+                    raise
+                time.sleep(0.1)
         self.sock.listen(8)
         self.sock.settimeout(0.2)
         self.accepted = 0
@@ -277,35 +249,6 @@ def test_a_call_forked_to_a_dead_browser_and_a_phone_rings_the_phone(restart_rig
 # -- browsers coming back ----------------------------------------------------------------------
 
 
-class Page:
-    """A browser page with JsSIP (rig/web/phone.js) or SIP.js (SimpleUser, rig/web/sipjs.html), as the
-    test suite's other browser tests drive them."""
-
-    def __init__(self, context: Any, site: web.Server, rig: Rig, client: str, name: str) -> None:
-        self.client = client
-        self.page = context.new_page()
-        if client == "jssip":
-            self.page.goto(site.url, timeout=15000)
-            self.phone: Optional[WebPhone] = WebPhone(self.page, name).start(rig)
-        else:
-            self.phone = None
-            self.page.goto(site.url.replace("phone.html", "sipjs.html"), timeout=15000)
-            self.page.wait_for_function("window.sipjsPhone !== undefined", timeout=15000)
-            self.page.evaluate("([u, n, d]) => sipjsPhone.start(u, n, d)", [rig.gw.wss_url, name, "127.0.0.1"])
-
-    def wait_incoming(self, timeout: float) -> None:
-        if self.phone is not None:
-            self.phone.wait_event("incoming", timeout=timeout)
-        else:
-            self.page.wait_for_function("sipjsPhone.events.includes('incoming')", timeout=timeout * 1000)
-
-    def answer(self) -> None:
-        if self.phone is not None:
-            self.phone.answer()
-        else:
-            self.page.evaluate("sipjsPhone.answer()")
-
-
 @pytest.mark.parametrize("client", ["jssip", "sipjs"])
 def test_browsers_register_again_by_themselves_after_a_restart_and_are_called(
     restart_rig: Rig, work: Path, chromium: Any, site: web.Server, client: str
@@ -331,16 +274,7 @@ def test_browsers_register_again_by_themselves_after_a_restart_and_are_called(
         registered_after = time.monotonic() - accepting
         assert len(now) == 1, now
         call_id = new_call_id(f"back-{client}")
-        caller = sipp.Phone(user("caller"))
-        uac = sipp.run(sipp.uac_scenario(sipp.Call((("pause", 1500), ("bye",)))), work, "uac", caller, rig.sip,
-                       service=name, call_id=call_id)  # fmt: skip
-        try:
-            page.wait_incoming(timeout=10)
-            reached_after = time.monotonic() - accepting
-            page.answer()
-            assert uac.wait() == 0, uac.errors()
-        finally:
-            uac.stop()
+        reached_after = answer_a_phone(rig, work, page, name, call_id, 1500) - accepting
     finally:
         context.close()
     media_both_ways(rig.relay.commands(call_id), call_id)
@@ -349,3 +283,37 @@ def test_browsers_register_again_by_themselves_after_a_restart_and_are_called(
         f"FIGURE {client} after a restart: registered again {registered_after:.2f} s after OpenSIPS accepted,"
         f" called {reached_after:.2f} s after"
     )
+
+
+def test_a_bye_toward_a_browser_whose_websocket_is_gone_is_not_dialled(
+    restart_rig: Rig, work: Path, chromium: Any, site: web.Server
+) -> None:
+    """Mid-call, JsSIP's WebSocket closes: the phone's BYE, routed to the browser's old connection, gets
+    480 at once (the router marks it WEBRTC), OpenSIPS opens no connection toward it, and the BYE still
+    ends the dialog and releases the media."""
+    rig = restart_rig
+    name = user("midcall")
+    call_id = new_call_id("midcall")
+    context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
+    try:
+        page = Page(context, site, rig, "jssip", name)
+        (contact,) = mi.contacts(rig.gw.mi_url)[name]
+        port = int(str(contact["Received"]).split(":")[2].split(";")[0])
+        steps = sipp.Call((("pause", 2500), ("bye_refused", "480")))
+        uac = sipp.run(sipp.uac_scenario(steps), work, "uac", sipp.Phone(user("caller")), rig.sip, service=name,
+                       call_id=call_id)  # fmt: skip
+        try:
+            page.wait_incoming(timeout=10)
+            page.answer()
+            assert page.phone is not None
+            page.phone.wait_event("session confirmed")
+            page.page.evaluate("phone.state.ua._transport.socket._ws.close()")
+            with listening(port) as listener:
+                assert uac.wait() == 0, uac.errors()
+                time.sleep(0.5)
+        finally:
+            uac.stop()
+    finally:
+        context.close()
+    assert listener.accepted == 0, f"OpenSIPS opened {listener.accepted} connection(s) toward the browser's old port"
+    settle(rig, call_id)

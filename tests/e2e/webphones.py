@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Sequence
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from rig import sipp, web
 
 from .conftest import Rig
+from .sipcalls import user
+from .wsclient import WebSocket
 
 
 class WebPhone:
@@ -86,3 +92,82 @@ class WebPhone:
         assert second["sent"] > first["sent"], (self.user, first, second)
         assert second["received"] > first["received"], (self.user, first, second)
         return {"before": first, "after": second}
+
+
+class Page:
+    """A browser page with JsSIP (rig/web/phone.js) or SIP.js (SimpleUser, rig/web/sipjs.html), as the
+    test suite's other browser tests drive them."""
+
+    def __init__(self, context: Any, site: web.Server, rig: Rig, client: str, name: str) -> None:
+        self.client = client
+        self.page = context.new_page()
+        if client == "jssip":
+            self.page.goto(site.url, timeout=15000)
+            self.phone: Optional[WebPhone] = WebPhone(self.page, name).start(rig)
+        else:
+            self.phone = None
+            self.page.goto(site.url.replace("phone.html", "sipjs.html"), timeout=15000)
+            self.page.wait_for_function("window.sipjsPhone !== undefined", timeout=15000)
+            self.page.evaluate("([u, n, d]) => sipjsPhone.start(u, n, d)", [rig.gw.wss_url, name, "127.0.0.1"])
+
+    def wait_incoming(self, timeout: float) -> None:
+        if self.phone is not None:
+            self.phone.wait_event("incoming", timeout=timeout)
+        else:
+            self.page.wait_for_function("sipjsPhone.events.includes('incoming')", timeout=timeout * 1000)
+
+    def answer(self) -> None:
+        if self.phone is not None:
+            self.phone.answer()
+        else:
+            self.page.evaluate("sipjsPhone.answer()")
+
+
+class Browser:
+    """A browser's registration as JsSIP sends it (Contact on a .invalid host, transport=ws) over its
+    own WSS connection; ``port`` is the connection's local port, the binding OpenSIPS keeps."""
+
+    def __init__(self, rig: Rig, name: str, expires: int = 600) -> None:
+        self.name = name
+        status, _, ws = WebSocket.handshake(rig.gw.ports.wss, secure=True)
+        assert status == 101 and ws is not None, status
+        self.ws: Optional[WebSocket] = ws
+        self.port = ws.sock.getsockname()[1]
+        host = f"{uuid.uuid4().hex[:12]}.invalid"
+        ws.send(
+            (
+                f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/WSS {host};branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+                f"Max-Forwards: 69\r\n"
+                f"To: <sip:{name}@127.0.0.1>\r\n"
+                f"From: <sip:{name}@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+                f"Call-ID: {uuid.uuid4().hex}\r\n"
+                f"CSeq: 1 REGISTER\r\n"
+                f"Contact: <sip:{uuid.uuid4().hex[:8]}@{host};transport=ws>;expires={expires}\r\n"
+                f"Expires: {expires}\r\n"
+                f"Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        reply = ws.receive(5)
+        assert reply is not None and reply.startswith(b"SIP/2.0 200"), reply
+
+    def close(self) -> None:
+        """The page is gone: its WebSocket closes, the binding stays in the location table."""
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+
+
+def answer_a_phone(rig: Rig, work: Path, page: Page, name: str, call_id: str, talk_ms: int) -> float:
+    """A SIPp phone calls ``name`` (Call-ID ``call_id``, hanging up after ``talk_ms``); the page answers.
+    The time (monotonic) the call reached the page."""
+    uac = sipp.run(sipp.uac_scenario(sipp.Call((("pause", talk_ms), ("bye",)))), work, "uac",
+                   sipp.Phone(user("caller")), rig.sip, service=name, call_id=call_id)  # fmt: skip
+    try:
+        page.wait_incoming(timeout=10)
+        reached = time.monotonic()
+        page.answer()
+        assert uac.wait() == 0, uac.errors()
+    finally:
+        uac.stop()
+    return reached

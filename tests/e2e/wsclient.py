@@ -117,17 +117,10 @@ class WebSocket:
         """The next data frame's payload, None when none comes within ``timeout``; Closed when the server closed."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                first, second = self._read(2, deadline)
-                length = second & 0x7F
-                if length == 126:
-                    (length,) = struct.unpack("!H", self._read(2, deadline))
-                elif length == 127:
-                    (length,) = struct.unpack("!Q", self._read(8, deadline))
-                payload = self._read(length, deadline)
-            except TimeoutError:
+            frame = self.receive_control(deadline - time.monotonic())
+            if frame is None:
                 return None
-            opcode = first & 0x0F
+            opcode, payload = frame
             if opcode == 0x8:
                 raise Closed("close frame")
             if opcode == 0x9:
@@ -135,6 +128,23 @@ class WebSocket:
                 continue
             if opcode in (0x1, 0x2):
                 return payload
+
+    def ping(self, payload: bytes = b"") -> None:
+        self._frame(0x9, payload)
+
+    def receive_control(self, timeout: float) -> Optional[Tuple[int, bytes]]:
+        """The next frame's (opcode, payload) whatever it is, None when none comes within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        try:
+            first, second = self._read(2, deadline)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._read(2, deadline))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._read(8, deadline))
+            return first & 0x0F, self._read(length, deadline)
+        except TimeoutError:
+            return None
 
     def close(self) -> None:
         try:
