@@ -6,7 +6,8 @@
 A real OpenSIPS with the repository's cfg (rig/gateway.py, loopback) and N clients in one asyncio
 loop, half browsers over WSS that behave as JsSIP does, half SIP phones over UDP:
 
-- a browser asks for 600 s, refreshes a registration of E seconds after a random time between E/2
+- a browser asks for ``--browser-expires`` (40 s: below max_expires, as JsSIP's 600 s is below the
+  cfg's 3600 s), refreshes a registration of E seconds after a random time between E/2
   and E - 32 (E > 64) or after E - 5 (JsSIP's Registrator), and when its WebSocket closes it
   reconnects and registers again with the same Contact (JsSIP's Transport: attempt n after
   floor(random * 2^n + 1) s, at least 2 and at most 30);
@@ -16,7 +17,8 @@ All clients send from 127.0.0.1, a trusted source of this run's gateway.ini (pik
 them as one flooding source).  The timers are scaled down so that a run takes minutes: the
 registrar grants at most
 ``--max-expires`` (60 s) with a random +/- ``--deviation`` (20 s; ``expires_max_deviation``,
-0: none), and ``tcp_connection_lifetime`` is above both (the cfg's rule, README "Restarts").
+0: none; clamped to max_expires), and ``tcp_connection_lifetime`` is above it (the cfg's rule,
+README "Restarts").
 Everyone registers, spread over the first seconds; the run waits until each client has
 refreshed once (their refreshes spread), restarts OpenSIPS (graceful), and counts the
 REGISTERs sent per second for ``--after`` seconds.  Registrations restored from the database
@@ -110,8 +112,9 @@ def jssip_refresh(expires: int) -> float:
 class WsBrowser:
     """A JsSIP-like client over WSS: one WebSocket, REGISTER refreshes, reconnects 2 s after a close."""
 
-    def __init__(self, index: int, port: int, tally: Tally, stop: asyncio.Event) -> None:
+    def __init__(self, index: int, port: int, tally: Tally, stop: asyncio.Event, asks: int) -> None:
         self.user = f"storm-web{index}"
+        self.asks = asks
         host = f"{uuid.uuid4().hex[:10]}.invalid"
         self.contact = f"sip:{uuid.uuid4().hex[:8]}@{host};transport=ws"
         self.via = f"SIP/2.0/WSS {host}"
@@ -170,7 +173,7 @@ class WsBrowser:
 
     async def _register(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Optional[int]:
         self.cseq += 1
-        payload = register_text(self.user, self.contact, self.via, self.call_id, self.cseq, 600)
+        payload = register_text(self.user, self.contact, self.via, self.call_id, self.cseq, self.asks)
         mask = os.urandom(4)
         head = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask
         writer.write(head + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
@@ -267,11 +270,13 @@ def bindings(gateway: Gateway) -> Dict[str, int]:
     }
 
 
-async def storm(gateway: Gateway, clients: int, after: float, spread: float) -> Tuple[Tally, Dict[str, Dict[str, int]]]:
+async def storm(
+    gateway: Gateway, clients: int, after: float, spread: float, asks: int
+) -> Tuple[Tally, Dict[str, Dict[str, int]]]:
     tally = Tally()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    browsers = [WsBrowser(i, gateway.ports.wss, tally, stop) for i in range(clients // 2)]
+    browsers = [WsBrowser(i, gateway.ports.wss, tally, stop, asks) for i in range(clients // 2)]
     phones: List[UdpPhone] = []
     for i in range(clients - len(browsers)):
         phone = UdpPhone(i, ("127.0.0.1", gateway.ports.sip), tally, stop)
@@ -303,6 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--clients", type=int, default=1000, help="half browsers over WSS, half phones over UDP")
     parser.add_argument("--max-expires", type=int, default=60)
     parser.add_argument("--deviation", type=int, default=20, help="registrar expires_max_deviation (0: none)")
+    parser.add_argument("--browser-expires", type=int, default=40, help="what each browser asks for")
     parser.add_argument("--after", type=float, default=90.0, help="seconds counted after the restart")
     parser.add_argument("--spread", type=float, default=10.0, help="seconds over which everyone registers first")
     args = parser.parse_args(argv)
@@ -311,7 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("no OpenSIPS: set OPENSIPS_BIN", *found.problems, file=sys.stderr)
         return 2
     binary = found.found[0]
-    lifetime = args.max_expires + args.deviation + 5
+    lifetime = args.max_expires + 5  # the deviation is clamped to max_expires
     extra = "\n".join(
         [
             f"tcp_connection_lifetime = {lifetime}",
@@ -325,7 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # every client sends from 127.0.0.1: a trusted source, or pike would take the storm for a flood
     settings = DEFAULT_SETTINGS.replace("trusted_sources =", "trusted_sources = 127.0.0.1")
     with Gateway.start(binary, folder=None, settings=settings, extra_params=extra) as gateway:
-        tally, seen = asyncio.run(storm(gateway, args.clients, args.after, args.spread))
+        tally, seen = asyncio.run(storm(gateway, args.clients, args.after, args.spread, args.browser_expires))
     print(f"== re-registration storm: OpenSIPS {gateway.version}, {args.clients} clients "
           f"({args.clients // 2} browsers over WSS, {args.clients - args.clients // 2} phones over UDP)")  # fmt: skip
     took = time.monotonic() - started

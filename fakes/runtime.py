@@ -1127,8 +1127,11 @@ class Gateway:
                 if self.max_expires and expires > self.max_expires:
                     expires = self.max_expires  # registrar grants at most max_expires
                 if expires > 0:
-                    # +/- expires_max_deviation at random there; here the most it may grant
+                    # +/- expires_max_deviation at random there, clamped to max_expires (lib/reg/common.h
+                    # randomize_expires); here the most it may grant
                     expires += self.expires_deviation
+                    if self.max_expires:
+                        expires = min(expires, self.max_expires)
                 contacts[:] = [c for c in contacts if c.uri != uri]
                 if expires > 0:
                     contacts.append(Contact(uri, ctx.received, set(ctx.bflags), expires))

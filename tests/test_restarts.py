@@ -232,8 +232,8 @@ def test_browsers_restored_after_a_restart_are_not_dialled_until_they_register_a
 
 
 def test_the_registrar_grants_no_more_than_the_connection_idles() -> None:
-    """max_expires + expires_max_deviation below tcp_connection_lifetime: a browser refreshes before its
-    WebSocket idles out (the fake grants the most the registrar may)."""
+    """The most the registrar grants (max_expires; its deviation is clamped to it) is below
+    tcp_connection_lifetime: a browser refreshes before its WebSocket idles out."""
     gateway = Gateway()
     text = Path(CFG).read_text()
     lifetime = int(text.split("\ntcp_connection_lifetime = ", 1)[1].split()[0])
