@@ -58,6 +58,8 @@ class Tally:
     zero: float = field(default_factory=time.monotonic)
     sent: Counter[int] = field(default_factory=Counter)
     ok: int = 0
+    by_client: Counter[str] = field(default_factory=Counter)
+    """200s per client (user name)."""
     failed: List[str] = field(default_factory=list)
 
     def register_sent(self) -> None:
@@ -192,6 +194,7 @@ class WsBrowser:
             self.tally.failed.append(f"{self.user}: {first_line(body)}")
             return None
         self.tally.ok += 1
+        self.tally.by_client[self.user] += 1
         return expires
 
 
@@ -257,6 +260,7 @@ class UdpPhone(asyncio.DatagramProtocol):
                 self.tally.failed.append(f"{self.user}: {first_line(reply)}")
                 return None
             self.tally.ok += 1
+            self.tally.by_client[self.user] += 1
             return expires
         self.tally.failed.append(f"{self.user}: no answer to REGISTER {self.cseq}")
         return None
@@ -288,10 +292,13 @@ async def storm(
         await asyncio.wait_for(asyncio.gather(*(c.registered_once.wait() for c in everyone)), spread + 60)
         await asyncio.wait_for(asyncio.gather(*(c.refreshed.wait() for c in browsers)), 200)
         seen = {"before": bindings(gateway)}
+        counts = Counter(tally.by_client)
         await asyncio.to_thread(gateway.restart_opensips)
         tally.zero, tally.sent = time.monotonic(), Counter()
         await asyncio.sleep(after)
         seen["after"] = bindings(gateway)
+        back = sum(1 for b in browsers if tally.by_client[b.user] > counts[b.user])
+        seen["registered again"] = {"browsers": back}
     finally:
         stop.set()
         for task in tasks:
@@ -337,7 +344,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     took = time.monotonic() - started
     print(f"   registrar max_expires {args.max_expires} s, expires_max_deviation {args.deviation} s, "
           f"tcp_connection_lifetime {lifetime} s; graceful restart; {took:.0f} s all told")  # fmt: skip
-    print(f"   bindings before the restart {seen['before']}, {args.after:.0f} s after {seen['after']}")
+    print(f"   bindings before the restart {seen['before']}, {args.after:.0f} s after {seen['after']};"
+          f" registered again after the restart {seen['registered again']}")  # fmt: skip
     print("   REGISTERs sent per second after OpenSIPS accepted again (second: count):")
     seconds = range(int(args.after))
     line = []

@@ -16,6 +16,7 @@ connections OpenSIPS opens to it (none may come).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -26,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from rig import mi, ng, sipp, web
+from rig.gateway import DEFAULT_SETTINGS, Gateway
 
 from .conftest import Rig, need, own_rig
 from .rawsip import SDP, SipSocket
@@ -317,3 +319,34 @@ def test_a_bye_toward_a_browser_whose_websocket_is_gone_is_not_dialled(
         context.close()
     assert listener.accepted == 0, f"OpenSIPS opened {listener.accepted} connection(s) toward the browser's old port"
     settle(rig, call_id)
+
+
+# -- re-registration storm -----------------------------------------------------------------------
+
+
+def test_after_a_restart_every_client_is_registered_again_and_none_failed(opensips_bin: Optional[str]) -> None:
+    """bench.storm at test scale (README "Restarts"; the benchmark runs 1,000): 100 clients, half
+    JsSIP-like browsers over WSS, half UDP phones, registrations of 10-20 s; after a graceful restart
+    every browser registers again, the phones' bindings come back from the database, none fails."""
+    if opensips_bin is None:
+        pytest.skip("no OpenSIPS")
+    need("rtpengine")
+    from bench import storm
+
+    settings = DEFAULT_SETTINGS.replace("trusted_sources =", "trusted_sources = 127.0.0.1")
+    extra = "\n".join(
+        [
+            "tcp_connection_lifetime = 25",
+            'modparam("registrar", "max_expires", 20)',
+            'modparam("registrar", "min_expires", 10)',
+            'modparam("registrar", "expires_max_deviation", 5)',
+            'modparam("usrloc", "timer_interval", 2)',
+        ]
+    )
+    with Gateway.start(opensips_bin, settings=settings, extra_params=extra) as gateway:
+        tally, seen = asyncio.run(storm.storm(gateway, 100, after=15, spread=3, asks=15))
+    assert tally.failed == [], tally.failed[:10]
+    assert seen["before"] == seen["after"] == {"browsers": 50, "phones": 50}, seen
+    assert seen["registered again"] == {"browsers": 50}, seen  # each over its new WebSocket
+    peak = max(tally.sent.values())
+    print(f"FIGURE storm of 100 after a restart: {sum(tally.sent.values())} REGISTERs in 15 s, peak {peak}/s, 0 failed")
