@@ -1,4 +1,9 @@
-"""Free loopback ports, away from the media ranges other rtpengine users on this machine take."""
+"""Free loopback ports for the rig's listeners: below the kernel's ephemeral range, away from media ranges.
+
+A port handed to a SIPp phone is often not held between its runs (registered by one SIPp, called
+in a later one). A port from the ephemeral range can be taken meanwhile by any outgoing socket: a
+restarted OpenSIPS opening its rtpengine control sockets took one in CI, and the phone's next SIPp
+failed to bind (exit 254). So ports are drawn from below that range only."""
 
 from __future__ import annotations
 
@@ -9,8 +14,17 @@ from typing import Set, Tuple
 #: Ports never handed out: other rtpengines' media on this machine (30000-34999,
 #: 40000-44999 seen in use) and ours (35000-39999).
 RESERVED = range(30000, 45000)
-#: Where ports are drawn from when the kernel's own pick falls in RESERVED.
-POOL = range(45000, 60000)
+#: Where ports are drawn from: under the ephemeral range (Linux's default starts at 32768).
+POOL = range(10000, 30000)
+
+
+def _ephemeral() -> range:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = (int(x) for x in fh.read().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
 
 
 def _bindable(port: int, kinds: Tuple[int, ...]) -> bool:
@@ -36,16 +50,11 @@ _handed: Set[int] = set()
 def free_port(udp: bool = True, tcp: bool = True, even: bool = False, span: int = 1) -> int:
     """A port (with ``span - 1`` after it) free on 127.0.0.1 for the transports asked; bounded number of tries."""
     kinds = tuple(k for k, wanted in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if wanted)
-    for attempt in range(200):
-        if attempt == 0:
-            probe = socket.socket(socket.AF_INET, kinds[0])
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-            probe.close()
-        else:
-            port = random.choice(POOL)
+    ephemeral = _ephemeral()
+    for _ in range(200):
+        port = random.choice(POOL)
         block = range(port, port + max(span, 2 if even else 1))
-        if any(p in RESERVED or p in _handed for p in block) or (even and port % 2):
+        if any(p in RESERVED or p in ephemeral or p in _handed for p in block) or (even and port % 2):
             continue
         if all(_bindable(p, kinds) for p in block):
             _handed.update(block)

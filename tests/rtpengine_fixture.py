@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import pytest
 
 from fakes.process import stop_process
 from fakes.rtpengine_ng import NgError, RealEngine
+from rig.ports import free_port
 
 RTPENGINE = "/usr/bin/rtpengine"
 #: Media ports stay in 30000-34999 (another suite on this machine may run its own rtpengine):
@@ -50,12 +50,6 @@ def rtpengine_binary() -> Optional[str]:
     if os.access(RTPENGINE, os.X_OK):
         return RTPENGINE
     return shutil.which("rtpengine")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def port_block(pid: int) -> Tuple[int, int]:
@@ -89,7 +83,7 @@ def start_rtpengine(log_path: Path, binary: str = RTPENGINE) -> RtpengineDaemon:
     low, high = port_block(os.getpid())
     last_error = "not started"
     for _attempt in range(3):  # the ng port picked may be taken between probe and bind
-        port = free_udp_port()
+        port = free_port(tcp=False)
         args = [
             binary,
             "--config-file=none",
