@@ -26,9 +26,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import mi, ng
+from . import mi, netns, ng
 from .ports import free_port, media_range
 from .subscribers import subscribers
 
@@ -120,9 +120,11 @@ def module_dir(binary: str) -> Path:
     raise FileNotFoundError(f"no modules folder beside {binary}")
 
 
-def make_certificate(folder: Path, names: Sequence[str] = ("localhost", "gateway.local")) -> None:
+def make_certificate(
+    folder: Path, names: Sequence[str] = ("localhost", "gateway.local"), addresses: Sequence[str] = ("127.0.0.1",)
+) -> None:
     """A self-signed ECDSA certificate for the WSS/TLS listeners, made at test time."""
-    san = ",".join([f"DNS:{n}" for n in names] + ["IP:127.0.0.1"])
+    san = ",".join([f"DNS:{n}" for n in names] + [f"IP:{a}" for a in dict.fromkeys(addresses)])
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -201,12 +203,19 @@ class Engine:
 class Gateway:
     """One running OpenSIPS + rtpengine pair; use ``with Gateway.start(binary) as gw:``."""
 
-    def __init__(self, binary: str, folder: Path, ports: Ports, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, binary: str, folder: Path, ports: Ports, host: str = "127.0.0.1", address: str = "127.0.0.1",
+        namespace: Optional[str] = None,
+    ) -> None:  # fmt: skip
         self.binary = binary
         self.version = version_of(binary)
         self.folder = folder
         self.ports = ports
         self.host = host
+        self.address = address
+        """Where OpenSIPS's SIP sockets and rtpengine's media listen."""
+        self.namespace = namespace
+        """The network namespace OpenSIPS and rtpengine run in (rig/netns.py); None: the machine's own."""
         self.opensips: Optional[subprocess.Popen[bytes]] = None
         self.engines: List[Engine] = []
         self.workers: List[int] = []
@@ -223,6 +232,14 @@ class Gateway:
         return self.engines[0].relay if self.engines else None
 
     # -- addresses ---------------------------------------------------------------------------
+
+    def inside(self) -> Any:
+        """A block whose sockets are made in the gateway's namespace (MI, ng, the relay)."""
+        return netns.entered(self.namespace)
+
+    @property
+    def sip(self) -> Tuple[str, int]:
+        return (self.address, self.ports.sip)
 
     @property
     def mi_url(self) -> str:
@@ -270,10 +287,14 @@ class Gateway:
         engines: int = 1,
         extra_params: str = "",
         rtpengine_options: Sequence[str] = (),
+        address: str = "127.0.0.1",
+        namespace: Optional[str] = None,
     ) -> Gateway:
         """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock.
 
-        ``rtpengine_options``: more rtpengine arguments (e.g. its timeouts), for every engine and restart."""
+        ``rtpengine_options``: more rtpengine arguments (e.g. its timeouts), for every engine and restart;
+        ``address``: where SIP and media listen; ``namespace``: the network namespace all of it runs in
+        (MI, ng and the relay on that namespace's own 127.0.0.1)."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
         ports = Ports(
@@ -285,7 +306,7 @@ class Gateway:
             ng=free_port(tcp=False),
             media=media_range(),
         )
-        gateway = cls(binary, folder, ports, host)
+        gateway = cls(binary, folder, ports, host, address, namespace)
         gateway.rtpengine_options = tuple(rtpengine_options)
         try:
             gateway._write(settings, entry, names, certificate, extra_params)
@@ -313,19 +334,19 @@ class Gateway:
             shutil.copy(certificate[0], folder / "gateway.crt")
             shutil.copy(certificate[1], folder / "gateway.key")
         else:
-            make_certificate(folder, names)
+            make_certificate(folder, names, ("127.0.0.1", self.address))
         assert not self.engines
         p = self.ports
         (folder / "site.cfg").write_text(
             "\n".join(
                 [
-                    "# Written by rig/gateway.py for one test run: loopback only.",
+                    "# Written by rig/gateway.py for one test run: loopback, or a test network's namespace.",
                     f'mpath = "{module_dir(self.binary)}/"',
-                    f"socket = udp:127.0.0.1:{p.sip}",
-                    f"socket = tcp:127.0.0.1:{p.sip}",
-                    f"socket = tls:127.0.0.1:{p.tls}",
-                    f"socket = ws:127.0.0.1:{p.ws}",
-                    f"socket = wss:127.0.0.1:{p.wss}",
+                    f"socket = udp:{self.address}:{p.sip}",
+                    f"socket = tcp:{self.address}:{p.sip}",
+                    f"socket = tls:{self.address}:{p.tls}",
+                    f"socket = ws:{self.address}:{p.ws}",
+                    f"socket = wss:{self.address}:{p.wss}",
                     'alias = "gateway.local"',
                     "# No DNS server: nothing a test sends (RFC 4475 names example.com hosts) may make",
                     "# OpenSIPS ask one; every address it needs here is a loopback literal.",
@@ -365,7 +386,9 @@ class Gateway:
     def _start_rtpengine(self, index: int) -> None:
         engine_port = free_port(tcp=False)
         process = self._run_rtpengine(index, engine_port)
-        self.engines.append(Engine(process, engine_port, ng.Relay(("127.0.0.1", engine_port))))
+        with self.inside():  # the relay's socket and thread in the gateway's namespace
+            relay = ng.Relay(("127.0.0.1", engine_port))
+        self.engines.append(Engine(process, engine_port, relay))
         self.ports.ng = self.engines[0].relay.address[1]
 
     def _run_rtpengine(self, index: int, engine_port: int) -> subprocess.Popen[bytes]:
@@ -375,16 +398,18 @@ class Gateway:
             low, high = low + size * (index % 2), low + size * (index % 2) + size - 1
         with open(self.engine_log_path(index), "ab") as log:
             process = subprocess.Popen(
-                [
-                    "rtpengine", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
+                netns.command(self.namespace, [
+                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={self.address}",
                     f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
                     "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6", *self.rtpengine_options,
-                ],
+                ]),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         engine = ("127.0.0.1", engine_port)
         try:
-            _wait(lambda: ng.command(engine, {"command": "ping"}, timeout=0.5).get("result") == "pong", 10, "rtpengine")
+            with self.inside():
+                _wait(lambda: ng.command(engine, {"command": "ping"}, timeout=0.5).get("result") == "pong", 10,
+                      "rtpengine")  # fmt: skip
         except BaseException:
             _stop_pid(process.pid, 5)
             raise
@@ -414,16 +439,18 @@ class Gateway:
         engine.port = free_port(tcp=False)
         engine.process = self._run_rtpengine(index, engine.port)
         engine.relay.engine = ("127.0.0.1", engine.port)
-        engine.relay.resume()
+        with self.inside():
+            engine.relay.resume()
 
     def _start_opensips(self, env: Dict[str, str]) -> None:
         self.env = dict(env)
         environment = dict(os.environ)
         environment.update(env)
         environment["GATEWAY_SETTINGS"] = str(self.folder / "gateway.ini")
+        argv = netns.command(self.namespace, [self.binary, "-F", "-m", "256", "-f", str(self.folder / "opensips.cfg")])
         with open(self.log_path, "ab") as log:  # a restart's log follows the first run's
             self.opensips = subprocess.Popen(
-                [self.binary, "-F", "-m", "256", "-f", str(self.folder / "opensips.cfg")],
+                argv,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder, env=environment,
             )  # fmt: skip
         process = self.opensips
@@ -431,15 +458,16 @@ class Gateway:
         def ready() -> bool:
             if process.poll() is not None:
                 raise StartError(f"OpenSIPS {self.version} exited with {process.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if mi.call(self.mi_url, "version", timeout=1) is None:
+            with self.inside():
+                try:
+                    if mi.call(self.mi_url, "version", timeout=1) is None:
+                        return False
+                except OSError:
                     return False
-            except OSError:
-                return False
-            # MI can answer before the TCP listeners accept (seen on 4.0.1): wait for them too
-            for port in (self.ports.sip, self.ports.tls, self.ports.ws, self.ports.wss):
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    pass
+                # MI can answer before the TCP listeners accept (seen on 4.0.1): wait for them too
+                for port in (self.ports.sip, self.ports.tls, self.ports.ws, self.ports.wss):
+                    with socket.create_connection((self.address, port), timeout=1):
+                        pass
             return True
 
         _wait(ready, 30, f"OpenSIPS {self.version} MI")

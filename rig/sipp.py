@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
+from . import netns
 from .ports import free_port
 
 PCAP = "/usr/share/sip-tester/g711a.pcap"
@@ -55,6 +56,8 @@ class Phone:
     """The host in the Contact it registers; a private address makes the gateway see it behind NAT."""
     host: str = "127.0.0.1"
     """The loopback address SIPp binds for signalling and media (another 127.x: a source of its own for pike)."""
+    namespace: Optional[str] = None
+    """The network namespace SIPp runs in (rig/netns.py: a host of a test network); None: the machine's own."""
 
     @property
     def sipp_transport(self) -> str:
@@ -434,7 +437,8 @@ def run(
     scenario = folder / f"{name}.xml"
     scenario.write_text(xml)
     command = [
-        "sipp", f"{proxy[0]}:{proxy[1]}", "-sf", str(scenario), "-t", phone.sipp_transport,
+        *netns.command(phone.namespace, ["sipp"]), f"{proxy[0]}:{proxy[1]}", "-sf", str(scenario),
+        "-t", phone.sipp_transport,
         "-i", phone.host, "-p", str(phone.port), "-mi", phone.host, "-mp", str(phone.media_port),
         "-m", str(calls), "-l", str(calls), "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
         "-recv_timeout", "20000", "-max_recv_loops", "100",

@@ -81,7 +81,7 @@ class Rig:
 
     @property
     def sip(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.gw.ports.sip)
+        return self.gw.sip
 
     def probes(self, call_id: Optional[str] = None) -> List[Dict[str, Any]]:
         if not self.probe_log.exists():
@@ -91,15 +91,18 @@ class Rig:
 
     def live_dialogs(self, call_id: Optional[str] = None) -> List[Dict[str, Any]]:
         """Dialogs not yet ended (state 5 = deleted; OpenSIPS lists those a few seconds more)."""
+        with self.gw.inside():
+            found = mi.dialogs(self.gw.mi_url)
         return [
             d
-            for d in mi.dialogs(self.gw.mi_url)
+            for d in found
             if int(d.get("state", 0)) < 5 and (call_id is None or d.get("callid") == call_id)
         ]
 
     def sessions(self) -> List[str]:
         assert self.gw.relay is not None
-        return ng.call_ids(self.gw.relay.engine)
+        with self.gw.inside():
+            return ng.call_ids(self.gw.relay.engine)
 
     @property
     def relay(self) -> ng.Relay:
@@ -125,14 +128,16 @@ class Rig:
 
     def statistics(self, *names: str) -> Dict[str, int]:
         """MI get_statistics, by bare name (``python_failures``, ``inuse_transactions``, ...)."""
-        answer = mi.call(self.gw.mi_url, "get_statistics", {"statistics": list(names)}) or {}
+        with self.gw.inside():
+            answer = mi.call(self.gw.mi_url, "get_statistics", {"statistics": list(names)}) or {}
         return {key.split(":", 1)[-1]: int(value) for key, value in answer.items()}
 
     def engine_nodes(self) -> List[Dict[str, Any]]:
         """rtpengine nodes as OpenSIPS sees them (3.6: rtpengine_show; 4.0 renamed it rtpengine:show)."""
         for command in ("rtpengine_show", "rtpengine:show"):
             try:
-                sets = mi.call(self.gw.mi_url, command) or []
+                with self.gw.inside():
+                    sets = mi.call(self.gw.mi_url, command) or []
             except mi.MIError:
                 continue
             return [node for entry in sets for node in entry.get("Nodes", [])]

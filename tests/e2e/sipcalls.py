@@ -34,7 +34,12 @@ def registered(
     """A new SIPp phone registered (``name``, else a new user of ``prefix``; with ``password`` it answers
     the digest challenge: the subscriber must exist)."""
     phone = sipp.Phone(name or user(prefix), transport=transport, contact_host=contact_host)
-    run = sipp.register(phone, work, rig.sip, password=password)
+    return register_phone(rig, work, phone, password)
+
+
+def register_phone(rig: Rig, work: Path, phone: sipp.Phone, password: str = "") -> sipp.Phone:
+    """Register ``phone`` with the rig's gateway (its SIP address as the domain)."""
+    run = sipp.register(phone, work, rig.sip, domain=rig.sip[0], password=password)
     code = run.wait()
     assert code == 0, f"REGISTER of {phone.user} failed ({code}):\n{run.errors()}"
     return phone
@@ -100,12 +105,15 @@ def call(
     ``dialled``: the user the caller calls (default: the callee's; a number the gateway routes to the
     callee, e.g. a trunk); ``auth``: the caller's user and password for the gateway's digest challenge."""
     call_id = call_id or new_call_id(name)
-    uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, echo=True)
+    domain = rig.sip[0]
+    uas = sipp.run(
+        sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, domain=domain, echo=True
+    )
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called
         uac = sipp.run(
             sipp.uac_scenario(caller_script, auth=auth is not None), work, f"{name}-uac", caller, rig.sip,
-            service=dialled or callee.user, call_id=call_id, auth=auth,
+            service=dialled or callee.user, call_id=call_id, auth=auth, domain=domain,
         )  # fmt: skip
         try:
             caller_code = uac.wait()
