@@ -89,6 +89,11 @@
       return request ? request.toString() : null;
     },
     status() { return state.session ? state.session.status : -1; },
+    // the SDP the browser got from the gateway for the current call (what crossed the network to it)
+    remoteSdp() {
+      const pc = state.session && state.session.connection;
+      return pc && pc.remoteDescription ? pc.remoteDescription.sdp : null;
+    },
     async stats() {
       const pc = state.session && state.session.connection;
       const out = { sent: 0, received: 0, ice: pc ? pc.iceConnectionState : "none" };

@@ -93,11 +93,7 @@ class Rig:
         """Dialogs not yet ended (state 5 = deleted; OpenSIPS lists those a few seconds more)."""
         with self.gw.inside():
             found = mi.dialogs(self.gw.mi_url)
-        return [
-            d
-            for d in found
-            if int(d.get("state", 0)) < 5 and (call_id is None or d.get("callid") == call_id)
-        ]
+        return [d for d in found if int(d.get("state", 0)) < 5 and (call_id is None or d.get("callid") == call_id)]
 
     def sessions(self) -> List[str]:
         assert self.gw.relay is not None
@@ -239,13 +235,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[web.Server]:
 
 
 @pytest.fixture(scope="package")  # torn down with tests/e2e: one live sync Playwright at a time
-def chromium() -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """The sync Playwright of the suite (Debian's Chromium only: web.chromium_path)."""
     need("chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-    path = web.chromium_path()
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=path, headless=True, args=web.CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield pw
+
+
+@pytest.fixture(scope="package")
+def chromium(playwright: Any) -> Iterator[Any]:
+    browser = playwright.chromium.launch(executable_path=web.chromium_path(), headless=True, args=web.CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()

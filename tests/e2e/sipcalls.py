@@ -106,9 +106,7 @@ def call(
     callee, e.g. a trunk); ``auth``: the caller's user and password for the gateway's digest challenge."""
     call_id = call_id or new_call_id(name)
     domain = rig.sip[0]
-    uas = sipp.run(
-        sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, domain=domain, echo=True
-    )
+    uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, domain=domain, echo=True)
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called
         uac = sipp.run(

@@ -17,15 +17,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from rig import netns, sipp
+from rig import mi, netns, sipp, web
 from rig.gateway import version_of
 
 from .conftest import NO_OPENSIPS, Rig, need, own_rig
-from .sipcalls import call, media_both_ways, messages, register_phone, settle, user
+from .sipcalls import call, media_both_ways, messages, new_call_id, register_phone, settle, user
+from .webphones import WebPhone
 
 SETTINGS = f"""\
 [gateway]
@@ -56,7 +57,8 @@ def nat_rig(
         pytest.skip(NO_OPENSIPS)
     need("sipp")
     folder = tmp_path_factory.mktemp(f"nat-{version_of(opensips_bin)}")
-    with own_rig(opensips_bin, folder, settings=SETTINGS, address=netns.GATEWAY, namespace=network.ns("gw")) as rig:
+    options = {"settings": SETTINGS, "address": netns.GATEWAY, "host": netns.GATEWAY, "namespace": network.ns("gw")}
+    with own_rig(opensips_bin, folder, **options) as rig:
         yield rig
 
 
@@ -81,7 +83,21 @@ def party(rig: Rig, network: netns.Network, work: Path, where: str, prefix: str)
         host = hosts[next(_hosts.setdefault(where, itertools.cycle(range(len(hosts)))))]
     phone = sipp.Phone(user(prefix), host=host, contact_host=host, namespace=network.ns(where))
     register_phone(rig, work, phone)
+    received_from(rig, phone.user, where)
     return Party(phone, where, network.counter(where, host, phone.media_port))
+
+
+def received_from(rig: Rig, name: str, where: str) -> str:
+    """Assert the gateway saw ``name``'s registration come from ``where``'s public face: its NAT's
+    address for a site (the Contact stays private), its own for the public phone."""
+    with rig.gw.inside():
+        (contact,) = mi.contacts(rig.gw.mi_url)[name]
+    if where not in netns.SITES:  # nothing translated: no received address kept, the Contact is public
+        assert not contact.get("Received") and f"@{netns.PUBLIC_PHONE}:" in contact["Contact"], contact
+        return str(contact["Contact"])
+    received = str(contact.get("Received"))
+    assert received.startswith(f"sip:{netns.SITES[where][1]}:"), f"{name} at {where}: {contact}"
+    return received
 
 
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
@@ -158,3 +174,191 @@ def test_sip_phones_talk_through_nat(
         name = f"{caller_at}-{callee_at}-{hold_by}-{bye_by}"
         packets = talk(nat_rig, work, caller, callee, name, hold_by, bye_by)
         print(f"{name}: {packets}")
+
+
+# -- browsers: Chromium inside a site's namespace, its page served on that namespace's own loopback --
+
+
+@dataclass
+class Site:
+    """A site's Chromium (started inside the site's namespace) and the web server of its pages there."""
+
+    browser: Any
+    server: web.Server
+
+
+@pytest.fixture(scope="module")
+def sites(
+    playwright: Any, network: netns.Network, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dict[str, Site]]:
+    folder = tmp_path_factory.mktemp("nat-web")
+    try:
+        pages = web.site(folder / "pages")
+    except web.MissingTool as exc:
+        pytest.skip(str(exc))
+    chromium = web.chromium_path()
+    made: Dict[str, Site] = {}
+    try:
+        for where in netns.SITES:
+            with netns.entered(network.ns(where)):  # a page on loopback is a secure context (getUserMedia)
+                server = web.Server(pages)
+            wrapper = folder / f"chromium-{where}"
+            wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {network.ns(where)} {chromium} "$@"\n')
+            wrapper.chmod(0o755)
+            try:
+                browser = playwright.chromium.launch(
+                    executable_path=str(wrapper), headless=True, args=web.CHROMIUM_ARGS
+                )
+            except BaseException:
+                server.close()
+                raise
+            made[where] = Site(browser, server)
+        yield made
+    finally:
+        for site in made.values():
+            site.browser.close()
+            site.server.close()
+
+
+@pytest.fixture
+def browser_at(nat_rig: Rig, sites: Dict[str, Site]) -> Iterator[Callable[[str, str], WebPhone]]:
+    contexts: List[Any] = []
+
+    def make(where: str, prefix: str) -> WebPhone:
+        context = sites[where].browser.new_context(ignore_https_errors=True, permissions=["microphone"])
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(sites[where].server.url, timeout=15000)
+        phone = WebPhone(page, user(prefix)).start(nat_rig, domain=netns.GATEWAY)
+        received_from(nat_rig, phone.user, where)
+        return phone
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def private_in(sdp: str, own: str = "") -> List[str]:
+    """The private addresses an SDP names, but ``own``."""
+    return [a for a in ADDRESS.findall(sdp) if a != own and any(ipaddress.ip_address(a) in n for n in PRIVATE)]
+
+
+def browser_talks(phone: WebPhone) -> None:
+    """Audio both ways at the browser (getStats), and nothing private in the SDP it got."""
+    phone.media_grows()
+    leaked = private_in(phone.remote_sdp())
+    assert not leaked, f"{phone.user} got SDP naming private addresses {leaked}:\n{phone.remote_sdp()}"
+
+
+BROWSER_AND_PHONE = [("siteA", "siteB"), ("siteB", "siteA"), ("siteA", "pub"), ("siteB", "pub")]
+
+
+@pytest.mark.parametrize(("browser_site", "phone_at"), BROWSER_AND_PHONE,
+                         ids=[f"browser-{a}-phone-{b}" for a, b in BROWSER_AND_PHONE])  # fmt: skip
+def test_browser_calls_a_sip_phone_through_nat(
+    nat_rig: Rig, network: netns.Network, work: Path, browser_at: Callable[[str, str], WebPhone],
+    browser_site: str, phone_at: str,
+) -> None:  # fmt: skip
+    """The browser calls, holds, resumes and hangs up."""
+    alice = browser_at(browser_site, "nwa")
+    bob = party(nat_rig, network, work, phone_at, "npb")
+    heard = bob.heard()
+    script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), ("expect_bye",)), ring_ms=300)
+    uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob.phone, nat_rig.sip, domain=netns.GATEWAY, echo=True)
+    try:
+        alice.call(f"sip:{bob.phone.user}@{netns.GATEWAY}")
+        alice.wait_event("session confirmed")
+        call_id = alice.call_id()
+        browser_talks(alice)
+        alice.hold()
+        alice.wait_event("session hold")
+        alice.unhold()
+        alice.wait_event("session unhold")
+        alice.media_grows()
+        seen = alice.stats()
+        alice.hangup()
+        alice.wait_event("session ended")
+        assert uas.wait() == 0, uas.errors()
+    finally:
+        uas.stop()
+    sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
+    assert bob.heard() - heard > 20, f"the phone at {phone_at} got {bob.heard() - heard} packets"
+    print(f"browser {browser_site} -> phone {phone_at}: rtpengine got {sent}, the phone got {bob.heard() - heard}, "
+          f"the browser {seen}")  # fmt: skip
+    leaked = private_addresses_received(work, "uas", bob.phone.host)
+    assert not leaked, f"the phone at {phone_at} got SDP naming private addresses: {leaked}"
+    settle(nat_rig, call_id)
+
+
+@pytest.mark.parametrize(("browser_site", "phone_at"), BROWSER_AND_PHONE,
+                         ids=[f"phone-{b}-browser-{a}" for a, b in BROWSER_AND_PHONE])  # fmt: skip
+def test_sip_phone_calls_a_browser_through_nat(
+    nat_rig: Rig, network: netns.Network, work: Path, browser_at: Callable[[str, str], WebPhone],
+    browser_site: str, phone_at: str,
+) -> None:  # fmt: skip
+    """The phone calls; the browser answers, holds and resumes; the phone hangs up."""
+    carol = party(nat_rig, network, work, phone_at, "npc")
+    dan = browser_at(browser_site, "nwd")
+    heard = carol.heard()
+    call_id = new_call_id("phone-to-browser")
+    script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 1500), ("bye",)))
+    uac = sipp.run(sipp.uac_scenario(script), work, "uac", carol.phone, nat_rig.sip, service=dan.user,
+                   call_id=call_id, domain=netns.GATEWAY)  # fmt: skip
+    try:
+        dan.wait_event("incoming")
+        assert dan.call_id() == call_id
+        dan.answer()
+        dan.wait_event("session confirmed")
+        browser_talks(dan)
+        dan.hold()
+        dan.wait_event("session hold")
+        dan.unhold()
+        dan.wait_event("session unhold")
+        seen = dan.stats()
+        dan.wait_event("session ended", timeout=20)
+        assert uac.wait() == 0, uac.errors()
+    finally:
+        uac.stop()
+    sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
+    assert carol.heard() - heard > 20, f"the phone at {phone_at} got {carol.heard() - heard} packets"
+    print(f"phone {phone_at} -> browser {browser_site}: rtpengine got {sent}, the phone got "
+          f"{carol.heard() - heard}, the browser {seen}")  # fmt: skip
+    leaked = private_addresses_received(work, "uac", carol.phone.host)
+    assert not leaked, f"the phone at {phone_at} got SDP naming private addresses: {leaked}"
+    settle(nat_rig, call_id)
+
+
+BROWSERS = [("siteA", "siteB"), ("siteB", "siteA"), ("siteA", "siteA")]
+
+
+@pytest.mark.parametrize(("caller_site", "callee_site"), BROWSERS, ids=[f"{a}-to-{b}" for a, b in BROWSERS])
+def test_browsers_call_each_other_through_nat(
+    nat_rig: Rig, browser_at: Callable[[str, str], WebPhone], caller_site: str, callee_site: str
+) -> None:
+    """Across the two NATs each way, and on the same LAN: hold and resume from each side, the callee
+    hangs up."""
+    alice = browser_at(caller_site, "nwe")
+    bob = browser_at(callee_site, "nwf")
+    alice.call(f"sip:{bob.user}@{netns.GATEWAY}")
+    bob.wait_event("incoming")
+    call_id = alice.call_id()
+    assert bob.call_id() == call_id
+    bob.answer()
+    alice.wait_event("session confirmed")
+    for phone in (alice, bob):
+        browser_talks(phone)
+    for holder in (alice, bob):
+        holder.hold()
+        holder.wait_event("session hold")
+        holder.unhold()
+        holder.wait_event("session unhold")
+        alice.media_grows()
+        bob.media_grows()
+    stats = {"caller": alice.stats(), "callee": bob.stats()}
+    bob.hangup()
+    alice.wait_event("session ended")
+    sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
+    print(f"browser {caller_site} -> browser {callee_site}: rtpengine got {sent}, the browsers {stats}")
+    settle(nat_rig, call_id)

@@ -81,6 +81,12 @@ class WebPhone:
     def hangup(self) -> None:
         self.page.evaluate("phone.hangup()")
 
+    def remote_sdp(self) -> str:
+        """The SDP the browser got for its current call (its RTCPeerConnection's remote description)."""
+        text = self.page.evaluate("phone.remoteSdp()")
+        assert isinstance(text, str) and text, f"{self.user}: no remote SDP ({text!r}); events: {self.events()}"
+        return text
+
     def stats(self) -> Dict[str, Any]:
         return dict(self.page.evaluate("phone.stats()"))
 
