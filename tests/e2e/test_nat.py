@@ -252,6 +252,21 @@ def browser_talks(phone: WebPhone) -> None:
     assert not leaked, f"{phone.user} got SDP naming private addresses {leaked}:\n{phone.remote_sdp()}"
 
 
+def phone_side_heard(
+    rig: Rig, work: Path, call_id: str, phone: Party, before: int, run: str, label: str, seen: Dict[str, Any]
+) -> None:
+    """After a call between a browser and a SIPp phone (SIPp run ``run``): rtpengine got audio from both
+    legs, the phone's media port got it (``before``: its counter before the call), the SDP the phone got
+    names no other site's private address; nothing of the call is left.  ``seen``: the browser's stats."""
+    sent = media_both_ways(rig.relay.commands(call_id), call_id)
+    got = phone.heard() - before
+    assert got > 20, f"{label}: the phone at {phone.where} got {got} packets"
+    print(f"{label}: rtpengine got {sent}, the phone got {got}, the browser {seen}")
+    leaked = private_addresses_received(work, run, phone.phone.host)
+    assert not leaked, f"{label}: the phone at {phone.where} got SDP naming private addresses: {leaked}"
+    settle(rig, call_id)
+
+
 BROWSER_AND_PHONE = [("siteA", "siteB"), ("siteB", "siteA"), ("siteA", "pub"), ("siteB", "pub")]
 
 
@@ -272,10 +287,7 @@ def test_browser_calls_a_sip_phone_through_nat(
         alice.wait_event("session confirmed")
         call_id = alice.call_id()
         browser_talks(alice)
-        alice.hold()
-        alice.wait_event("session hold")
-        alice.unhold()
-        alice.wait_event("session unhold")
+        alice.hold_and_resume()
         alice.media_grows()
         seen = alice.stats()
         alice.hangup()
@@ -283,13 +295,7 @@ def test_browser_calls_a_sip_phone_through_nat(
         assert uas.wait() == 0, uas.errors()
     finally:
         uas.stop()
-    sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
-    assert bob.heard() - heard > 20, f"the phone at {phone_at} got {bob.heard() - heard} packets"
-    print(f"browser {browser_site} -> phone {phone_at}: rtpengine got {sent}, the phone got {bob.heard() - heard}, "
-          f"the browser {seen}")  # fmt: skip
-    leaked = private_addresses_received(work, "uas", bob.phone.host)
-    assert not leaked, f"the phone at {phone_at} got SDP naming private addresses: {leaked}"
-    settle(nat_rig, call_id)
+    phone_side_heard(nat_rig, work, call_id, bob, heard, "uas", f"browser {browser_site} -> phone {phone_at}", seen)
 
 
 @pytest.mark.parametrize(("browser_site", "phone_at"), BROWSER_AND_PHONE,
@@ -312,22 +318,13 @@ def test_sip_phone_calls_a_browser_through_nat(
         dan.answer()
         dan.wait_event("session confirmed")
         browser_talks(dan)
-        dan.hold()
-        dan.wait_event("session hold")
-        dan.unhold()
-        dan.wait_event("session unhold")
+        dan.hold_and_resume()
         seen = dan.stats()
         dan.wait_event("session ended", timeout=20)
         assert uac.wait() == 0, uac.errors()
     finally:
         uac.stop()
-    sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
-    assert carol.heard() - heard > 20, f"the phone at {phone_at} got {carol.heard() - heard} packets"
-    print(f"phone {phone_at} -> browser {browser_site}: rtpengine got {sent}, the phone got "
-          f"{carol.heard() - heard}, the browser {seen}")  # fmt: skip
-    leaked = private_addresses_received(work, "uac", carol.phone.host)
-    assert not leaked, f"the phone at {phone_at} got SDP naming private addresses: {leaked}"
-    settle(nat_rig, call_id)
+    phone_side_heard(nat_rig, work, call_id, carol, heard, "uac", f"phone {phone_at} -> browser {browser_site}", seen)
 
 
 BROWSERS = [("siteA", "siteB"), ("siteB", "siteA"), ("siteA", "siteA")]
@@ -350,10 +347,7 @@ def test_browsers_call_each_other_through_nat(
     for phone in (alice, bob):
         browser_talks(phone)
     for holder in (alice, bob):
-        holder.hold()
-        holder.wait_event("session hold")
-        holder.unhold()
-        holder.wait_event("session unhold")
+        holder.hold_and_resume()
         alice.media_grows()
         bob.media_grows()
     stats = {"caller": alice.stats(), "callee": bob.stats()}

@@ -78,6 +78,13 @@ class WebPhone:
     def unhold(self) -> None:
         self._reoffer("unhold")
 
+    def hold_and_resume(self) -> None:
+        """Hold, then resume, each confirmed by JsSIP (its re-INVITE answered) before the next."""
+        self.hold()
+        self.wait_event("session hold")
+        self.unhold()
+        self.wait_event("session unhold")
+
     def hangup(self) -> None:
         self.page.evaluate("phone.hangup()")
 
