@@ -15,6 +15,7 @@ import ipaddress
 import itertools
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -356,3 +357,62 @@ def test_browsers_call_each_other_through_nat(
     sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
     print(f"browser {caller_site} -> browser {callee_site}: rtpengine got {sent}, the browsers {stats}")
     settle(nat_rig, call_id)
+
+
+# -- keep-alives: a NAT forgets an idle mapping; the gateway's pings must keep it ------------------
+
+#: nathelper's natping_interval on the rig that pings (seconds); the NATs forget a mapping after
+#: network.udp_timeout seconds without a packet.
+PING = 5
+
+
+@pytest.fixture(scope="module")
+def pinging_rig(
+    opensips_bin: Optional[str], network: netns.Network, nat_rig: Rig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Rig]:
+    """A second gateway in the same namespace (its own ports) with nathelper's keep-alive OPTIONS on, as
+    opensips.cfg has them (the other rig turns them off: a ping landing on a SIPp callee mid-call)."""
+    folder = tmp_path_factory.mktemp(f"nat-ping-{version_of(str(opensips_bin))}")
+    options = {"settings": SETTINGS, "address": netns.GATEWAY, "host": netns.GATEWAY, "namespace": network.ns("gw"),
+               "extra_params": f'modparam("nathelper", "natping_interval", {PING})'}  # fmt: skip
+    with own_rig(opensips_bin, folder, **options) as rig:
+        yield rig
+
+
+def test_keepalives_keep_an_idle_phone_behind_nat_reachable(
+    nat_rig: Rig, pinging_rig: Rig, network: netns.Network, work: Path
+) -> None:
+    """Two phones behind the symmetric NAT register, one with each gateway, and stay idle past the NAT's
+    UDP timeout.  The one the gateway pinged takes a call with audio both ways; the other one's mapping
+    is gone: the gateway's INVITE never reaches it."""
+    kept = party(pinging_rig, network, work, "siteB", "nka")
+    lost = party(nat_rig, network, work, "siteB", "nkl")
+    caller = party(pinging_rig, network, work, "pub", "nkc")
+    # what reaches each phone's SIP port past the NAT while it is idle (nothing listens there meanwhile)
+    pings = {p.phone.user: network.counter("siteB", p.phone.host, p.phone.port) for p in (kept, lost)}
+    time.sleep(network.udp_timeout + 2 * PING)
+    reached = {name: read() for name, read in pings.items()}
+    assert reached[kept.phone.user] >= 2 and reached[lost.phone.user] == 0, reached
+    packets = talk(pinging_rig, work, caller, kept, "after-idle")
+    print(
+        f"after {network.udp_timeout + 2 * PING} s idle: keep-alives that reached each phone {reached}; "
+        f"the pinged one's call {packets}"
+    )
+    call_id = new_call_id("unpinged")
+    uas = sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, "unpinged-uas", lost.phone, nat_rig.sip,
+                   domain=netns.GATEWAY, echo=True, timeout=12)  # fmt: skip
+    try:
+        uac = sipp.run(sipp.uac_scenario(sipp.Call((("bye",),))), work, "unpinged-uac", caller.phone, nat_rig.sip,
+                       service=lost.phone.user, call_id=call_id, domain=netns.GATEWAY, timeout=12)  # fmt: skip
+        try:
+            code = uac.wait()
+            assert code != 0, "the call to a phone whose NAT mapping expired was answered"
+            print(
+                f"the unpinged phone's caller: SIPp exit {code}, got {[m.first_line for m in messages(work, 'unpinged-uac') if not m.sent]}"
+            )
+        finally:
+            uac.stop()
+    finally:
+        uas.stop()
+    assert not [m for m in messages(work, "unpinged-uas") if not m.sent], "the unpinged phone got a message"
+    settle(nat_rig, call_id, seconds=10)
