@@ -407,9 +407,8 @@ def test_keepalives_keep_an_idle_phone_behind_nat_reachable(
         try:
             code = uac.wait()
             assert code != 0, "the call to a phone whose NAT mapping expired was answered"
-            print(
-                f"the unpinged phone's caller: SIPp exit {code}, got {[m.first_line for m in messages(work, 'unpinged-uac') if not m.sent]}"
-            )
+            got = [m.first_line for m in messages(work, "unpinged-uac") if not m.sent]
+            print(f"the unpinged phone's caller: SIPp exit {code}, got {got}")
         finally:
             uac.stop()
     finally:
