@@ -52,6 +52,7 @@ def ng_command(op: str, flags: Optional[str], msg: SipMessage, source_ip: str) -
     replace: List[str] = []
     rtcp_mux: List[str] = []
     via: Optional[str] = None
+    interfaces: Dict[str, str] = {}
     offer_answer = op in ("offer", "answer")
     for token in (flags or "").split():
         key, sep, value = token.partition("=")
@@ -75,6 +76,8 @@ def ng_command(op: str, flags: Optional[str], msg: SipMessage, source_ip: str) -
                 raise FlagError(f"invalid via-branch value {value!r}")
             if via is None:
                 raise FlagError("can't get Via branch")
+        elif key in ("in-iface", "out-iface") and sep:
+            interfaces[key] = value
         elif key == "via-branch-param":
             if not value:
                 raise FlagError("can't get Via branch/extra ID")
@@ -97,6 +100,10 @@ def ng_command(op: str, flags: Optional[str], msg: SipMessage, source_ip: str) -
             ng[key] = value
         else:
             flag_list.append(key)
+    if len(interfaces) == 1:  # rtpengine.c: "in-iface value without out-iface" (and the reverse): -1
+        raise FlagError(f"{next(iter(interfaces))} value without its pair")
+    if interfaces and offer_answer:  # the pair becomes ng's "direction" list (offer and answer only)
+        ng["direction"] = [interfaces["in-iface"], interfaces["out-iface"]]
     call_id = msg.call_id
     from_tag, to_tag = msg.from_tag, msg.to_tag
     if not call_id:

@@ -205,7 +205,7 @@ class Gateway:
 
     def __init__(
         self, binary: str, folder: Path, ports: Ports, host: str = "127.0.0.1", address: str = "127.0.0.1",
-        namespace: Optional[str] = None,
+        namespace: Optional[str] = None, advertised: Optional[str] = None,
     ) -> None:  # fmt: skip
         self.binary = binary
         self.version = version_of(binary)
@@ -215,6 +215,9 @@ class Gateway:
         self.address = address
         """Where OpenSIPS's SIP sockets and rtpengine's media listen."""
         self.namespace = namespace
+        self.advertised = advertised
+        """The public address a 1:1 NAT maps to ``address`` (sockets ``as`` it, rtpengine's interface
+        ``address!advertised``); None: ``address`` is the one clients reach."""
         """The network namespace OpenSIPS and rtpengine run in (rig/netns.py); None: the machine's own."""
         self.opensips: Optional[subprocess.Popen[bytes]] = None
         self.engines: List[Engine] = []
@@ -239,7 +242,8 @@ class Gateway:
 
     @property
     def sip(self) -> Tuple[str, int]:
-        return (self.address, self.ports.sip)
+        """Where clients send SIP (over UDP or TCP)."""
+        return (self.advertised or self.address, self.ports.sip)
 
     @property
     def mi_url(self) -> str:
@@ -289,12 +293,14 @@ class Gateway:
         rtpengine_options: Sequence[str] = (),
         address: str = "127.0.0.1",
         namespace: Optional[str] = None,
+        advertised: Optional[str] = None,
     ) -> Gateway:
         """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock.
 
         ``rtpengine_options``: more rtpengine arguments (e.g. its timeouts), for every engine and restart;
         ``address``: where SIP and media listen; ``namespace``: the network namespace all of it runs in
-        (MI, ng and the relay on that namespace's own 127.0.0.1)."""
+        (MI, ng and the relay on that namespace's own 127.0.0.1); ``advertised``: the public address a
+        1:1 NAT in front maps to ``address``."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
         ports = Ports(
@@ -306,7 +312,7 @@ class Gateway:
             ng=free_port(tcp=False),
             media=media_range(),
         )
-        gateway = cls(binary, folder, ports, host, address, namespace)
+        gateway = cls(binary, folder, ports, host, address, namespace, advertised)
         gateway.rtpengine_options = tuple(rtpengine_options)
         try:
             gateway._write(settings, entry, names, certificate, extra_params)
@@ -334,7 +340,7 @@ class Gateway:
             shutil.copy(certificate[0], folder / "gateway.crt")
             shutil.copy(certificate[1], folder / "gateway.key")
         else:
-            make_certificate(folder, names, ("127.0.0.1", self.address))
+            make_certificate(folder, names, ("127.0.0.1", self.address, self.advertised or self.address))
         assert not self.engines
         p = self.ports
         (folder / "site.cfg").write_text(
@@ -342,11 +348,7 @@ class Gateway:
                 [
                     "# Written by rig/gateway.py for one test run: loopback, or a test network's namespace.",
                     f'mpath = "{module_dir(self.binary)}/"',
-                    f"socket = udp:{self.address}:{p.sip}",
-                    f"socket = tcp:{self.address}:{p.sip}",
-                    f"socket = tls:{self.address}:{p.tls}",
-                    f"socket = ws:{self.address}:{p.ws}",
-                    f"socket = wss:{self.address}:{p.wss}",
+                    *self._sockets(),
                     'alias = "gateway.local"',
                     "# No DNS server: nothing a test sends (RFC 4475 names example.com hosts) may make",
                     "# OpenSIPS ask one; every address it needs here is a loopback literal.",
@@ -383,6 +385,19 @@ class Gateway:
         )
         (folder / "gateway.ini").write_text(settings)
 
+    def _sockets(self) -> List[str]:
+        p = self.ports
+        found = []
+        for proto, port in (("udp", p.sip), ("tcp", p.sip), ("tls", p.tls), ("ws", p.ws), ("wss", p.wss)):
+            public = f" as {self.advertised}:{port}" if self.advertised else ""
+            found.append(f"socket = {proto}:{self.address}:{port}{public}")
+        return found
+
+    @property
+    def media_interface(self) -> str:
+        """rtpengine's --interface: its address, and the public one a 1:1 NAT maps to it (``local!public``)."""
+        return self.address + (f"!{self.advertised}" if self.advertised else "")
+
     def _start_rtpengine(self, index: int) -> None:
         engine_port = free_port(tcp=False)
         process = self._run_rtpengine(index, engine_port)
@@ -399,7 +414,7 @@ class Gateway:
         with open(self.engine_log_path(index), "ab") as log:
             process = subprocess.Popen(
                 netns.command(self.namespace, [
-                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={self.address}",
+                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={self.media_interface}",
                     f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
                     "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6", *self.rtpengine_options,
                 ]),

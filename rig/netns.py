@@ -7,15 +7,15 @@ Addresses are documentation ranges on the "Internet" (198.51.100.0/24, 203.0.113
 5737) and private ranges only inside the sites::
 
                       wan (a bridge: 198.51.100.1, 203.0.113.1, forwards between them)
-        +--------------+-------------+--------------+---------------+
-        gw             pub           natA            natB
-    198.51.100.10   203.0.113.20  203.0.113.11     203.0.113.12
-    OpenSIPS and    a SIP phone   MASQUERADE       MASQUERADE --random-fully
-    rtpengine       without NAT   (keeps ports     (a new random port per
-                                  where it can)    destination: symmetric)
-                                   192.168.1.1      192.168.2.1
-                                     siteA            siteB
-                                  192.168.1.10-14  192.168.2.10-14
+        +--------------+-------------+--------------+---------------+---------------+
+        gw             pub           natA            natB            edge
+    198.51.100.10   203.0.113.20  203.0.113.11     203.0.113.12    198.51.100.11
+    a gateway on    a SIP phone   MASQUERADE       MASQUERADE      1:1 NAT (DNAT and
+    the public      without NAT   (keeps ports     --random-fully  SNAT), as clouds
+    address                       where it can)    (symmetric)     give a host
+                                   192.168.1.1      192.168.2.1     10.0.0.1
+                                     siteA            siteB         cloud: a gateway
+                                  192.168.1.10-14  192.168.2.10-14  on 10.0.0.10 only
 
 The NAT namespaces forget a UDP mapping after ``udp_timeout`` seconds without traffic
 (conntrack's timeouts, per namespace), so a registration behind them stays reachable only
@@ -46,6 +46,9 @@ SITES = {
     "siteB": ("192.168.2", "203.0.113.12", "natB", True),  # symmetric: --random-fully
 }
 GATEWAY = "198.51.100.10"
+#: The gateway host behind a 1:1 NAT: its own (private) address, and the public one the NAT maps to it.
+CLOUD_PRIVATE = "10.0.0.10"
+CLOUD_PUBLIC = "198.51.100.11"
 PUBLIC_PHONE = "203.0.113.20"
 HOSTS_PER_SITE = 5
 
@@ -161,6 +164,18 @@ class Network:
 
         public("gw", GATEWAY, "198.51.100.1")
         public("pub", PUBLIC_PHONE, "203.0.113.1")
+        edge = public("edge", CLOUD_PUBLIC, "198.51.100.1")
+        cloud = self._add("cloud")
+        self._wire(edge, "lan0", cloud, "eth0")
+        _run(["ip", "-n", edge, "addr", "add", "10.0.0.1/24", "dev", "lan0"])
+        _run(["ip", "-n", cloud, "addr", "add", f"{CLOUD_PRIVATE}/24", "dev", "eth0"])
+        _run(["ip", "-n", cloud, "route", "add", "default", "via", "10.0.0.1"])
+        self._sysctl(edge, "net.ipv4.ip_forward=1")
+        for rule in (
+            ["PREROUTING", "-d", CLOUD_PUBLIC, "-j", "DNAT", "--to-destination", CLOUD_PRIVATE],
+            ["POSTROUTING", "-s", CLOUD_PRIVATE, "-o", "eth0", "-j", "SNAT", "--to-source", CLOUD_PUBLIC],
+        ):
+            _run(["ip", "netns", "exec", edge, "iptables", "-t", "nat", "-A", *rule])
         for site, (lan, outside, nat_role, symmetric) in SITES.items():
             nat = public(nat_role, outside, "203.0.113.1")
             inside = self._add(site)

@@ -21,6 +21,8 @@ records = st.builds(
     st.booleans(),
     st.dictionaries(st.integers(0, 11), branches, max_size=4).map(lambda d: tuple(d.items())),
     st.one_of(st.none(), st.integers(0, 11)),
+    st.just(("", "")),
+    st.one_of(st.just(("", "")), st.tuples(*[st.from_regex(r"[A-Za-z0-9_.-]+", fullmatch=True)] * 2)),
 )
 
 

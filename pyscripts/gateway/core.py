@@ -296,18 +296,24 @@ def media_action(
     private_sdp: bool = False,
     branch: Optional[int] = None,
     added: str = "",
+    sides: Tuple[str, str] = ("", ""),
 ) -> MediaAction:
     """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg; ``added``: the operator's
-    flags for this call's offers (check_decision checked them against the table)."""
+    flags for this call's offers (check_decision checked them against the table); ``sides``: rtpengine's
+    interfaces facing the sender and the receiver, named in offers (rtpengine keeps them for the answer)."""
     untrusted = step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp)
     if step not in (Step.OFFER, Step.REOFFER):
-        added = ""
-    key = (sender.leg, receiver, step, untrusted, branch, added)
+        added, sides = "", ("", "")
+    key = (sender.leg, receiver, step, untrusted, branch, added, sides)
     action = profiles.actions.get(key)  # made once for each of its complete inputs
     if action is None:
         extra = [UNTRUSTED_SIP_SOURCE] if untrusted else []
         if added:
             extra.append(added)
+        if sides[0]:
+            # OpenSIPS's rtpengine module makes ng's "direction" list of these two (a direction= flag
+            # would go as one string, not a list): rtpengine keeps them for the answer
+            extra += (f"in-iface={sides[0]}", f"out-iface={sides[1]}")
         if branch is not None:
             # One rtpengine session per branch, so a browser and a phone of one user
             # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
@@ -351,7 +357,8 @@ def plan_branch(
     if not record.early_offer:
         return BranchPlan(record.with_branch(index, Branch(callee, Media.PENDING)), None)
     added = record.extra_toward(callee.leg)
-    action = media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, index, added)
+    action = media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, index, added,
+                          record.sides)  # fmt: skip
     return BranchPlan(record.with_branch(index, Branch(callee, Media.OPEN)), action)
 
 
@@ -399,9 +406,8 @@ def plan_initial_reply(
     else:
         # Late offer: the callee's SDP is the offer (answered in the ACK, or PRACK); the reply's
         # To-tag already tells rtpengine which branch it is.
-        action = media_action(
-            profiles, Step.OFFER, branch.callee, record.caller.leg, added=record.extra_toward(record.caller.leg)
-        )
+        action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg,
+                              added=record.extra_toward(record.caller.leg), sides=record.sides[::-1])  # fmt: skip
         record = record.with_branch(index, branch.with_media(Media.OPEN))
     return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record, stats)
 
@@ -469,6 +475,7 @@ def plan_sequential(
     if record is None or legs is None:
         return SequentialPlan()
     sender, receiver = legs
+    sides = record.sides if downstream else record.sides[::-1]
     to_browser = receiver.leg is Leg.WEB
     dst_uri = receiver.flow_uri if to_browser else None
     callee = record.callee_branch
@@ -478,10 +485,11 @@ def plan_sequential(
         action = media_action(profiles, Step.DELETE, record.caller, callee.callee.leg)
         return SequentialPlan(action, None, dst_uri, to_browser)
     if method in ("INVITE", "UPDATE"):
-        exchange = Exchange(sender, receiver, has_sdp, record.extra_toward(sender.leg))
+        exchange = Exchange(sender, receiver, has_sdp, record.extra_toward(sender.leg), sides)
         if not has_sdp:
             return SequentialPlan(None, exchange, dst_uri, to_browser)
-        action = media_action(profiles, Step.REOFFER, sender, receiver.leg, added=record.extra_toward(receiver.leg))
+        action = media_action(profiles, Step.REOFFER, sender, receiver.leg, added=record.extra_toward(receiver.leg),
+                              sides=sides)  # fmt: skip
         return SequentialPlan(action, exchange, dst_uri, to_browser)
     if method in ("ACK", "PRACK") and has_sdp:
         # An ACK (or PRACK) with SDP answers an offer made in the 2xx (late offer).
@@ -494,4 +502,5 @@ def plan_sequential_reply(exchange: Exchange, status: int, has_sdp: bool, profil
     if not has_sdp or not (180 <= status < 300):
         return None
     step = Step.ANSWER if exchange.offer_in_request else Step.REOFFER
-    return media_action(profiles, step, exchange.receiver, exchange.sender.leg, added=exchange.extra)
+    return media_action(profiles, step, exchange.receiver, exchange.sender.leg, added=exchange.extra,
+                        sides=exchange.sides[::-1])  # fmt: skip

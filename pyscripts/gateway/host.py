@@ -249,6 +249,8 @@ class Outcome(NamedTuple):
     has_sdp: bool
     private: bool
     caller_behind_nat: bool
+    caller_side: str
+    """rtpengine's interface facing the caller (Settings.side_of its source; "" with one interface)."""
 
 
 class Incoming(NamedTuple):
@@ -530,7 +532,7 @@ class Router:
         if request.caller is Kind.BROWSER and request.method == "INVITE":  # its in-dialog requests come back over it
             flow = flow_of(request.transport, request.source_ip, request.source_port)
         outcome = Outcome(decision, before, request.method, rewrite, request.transport, flow, request.has_sdp,
-                          incoming.private, request.caller_behind_nat)  # fmt: skip
+                          incoming.private, request.caller_behind_nat, settings.side_of(request.source_ip))  # fmt: skip
         if rules.callee is None:
             return self._kept(self._outcomes, outcome, self._carry_out, rules)
         return self._carry_out(rules, outcome, request)
@@ -570,7 +572,10 @@ class Router:
         private_sdp = outcome.has_sdp and outcome.private and core.sdp_privacy_matters(source, nat)
         caller = core.party_of(source, nat, outcome.flow)
         extra = (decision.extra_flags(Kind.BROWSER), decision.extra_flags(Kind.SIP))
-        record = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra)
+        sides = ("", "")
+        if outcome.caller_side:  # the callee's: a trunk's or a URI's host; registered users face the default
+            sides = (outcome.caller_side, settings.side_of(uri_host(dst_uri or ruri or "")))
+        record = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra, sides=sides)
         sets.append((RECORD_VAR, str(record)))
         sets += self._branch_plans(rules, request, decision, record)
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
@@ -584,7 +589,7 @@ class Router:
         the record (the caller's kind and NAT, the offer, its privacy, the added flags: not a browser's
         connection), the kind and the media decision, made once for each of those inputs."""
         caller = record.caller
-        inputs = (caller.leg, caller.behind_nat, record.early_offer, record.private_sdp, record.extra)
+        inputs = (caller.leg, caller.behind_nat, record.early_offer, record.private_sdp, record.extra, record.sides)
         plans = []
         for registration, var in BRANCH_VARS.items():
             media, dropped = decision.media, False
@@ -605,7 +610,7 @@ class Router:
                 if len(self._plans) >= KEPT:
                     self._plans.clear()
                 plain = CallRecord(Party(caller.leg, caller.behind_nat), record.early_offer, record.private_sdp,
-                                   extra=record.extra)  # fmt: skip
+                                   extra=record.extra, sides=record.sides)  # fmt: skip
                 plan = self._plans[key] = branch_plan(plain, registration, media, rules)
             plans.append((var, plan))
         return plans
@@ -682,6 +687,16 @@ class Router:
         except ValueError as exc:
             self.log(f"gateway: ignoring unreadable {what}: {exc}\n")
             return None
+
+
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI (``sip:user@host:port;params`` -> ``host``; IPv6 without brackets); "" for none."""
+    rest = uri.partition(":")[2]
+    rest = rest.rpartition("@")[2]
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    return rest.partition(":")[0]
 
 
 @functools.lru_cache(maxsize=256)

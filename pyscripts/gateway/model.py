@@ -190,6 +190,8 @@ class CallRecord:
     """Index of the branch whose 2xx established the dialog."""
     extra: Tuple[str, str] = ("", "")
     """rtpengine flags the operator's rules added to this call's offers: (toward a browser, toward SIP)."""
+    sides: Tuple[str, str] = ("", "")
+    """rtpengine's interfaces facing (the caller, the callee); empty with one interface (Settings.side_of)."""
 
     def __init__(
         self,
@@ -199,6 +201,7 @@ class CallRecord:
         branches: Tuple[Tuple[int, Branch], ...] = (),
         answered: Optional[int] = None,
         extra: Tuple[str, str] = ("", ""),
+        sides: Tuple[str, str] = ("", ""),
     ) -> None:
         # Made for every initial INVITE, branch and answer: as Branch's.
         fields = self.__dict__
@@ -208,6 +211,7 @@ class CallRecord:
         fields["branches"] = branches
         fields["answered"] = answered
         fields["extra"] = extra
+        fields["sides"] = sides
 
     def extra_toward(self, leg: Leg) -> str:
         return self.extra[0] if leg is Leg.WEB else self.extra[1]
@@ -222,6 +226,7 @@ class CallRecord:
                 (*self.branches, (index, branch)),
                 self.answered,
                 self.extra,
+                self.sides,
             )
             text: Optional[str] = self.__dict__.get("_text")
             if text is not None and self.answered is None:
@@ -229,13 +234,13 @@ class CallRecord:
             return record
         branches = dict(self.branches)
         branches[index] = branch
-        return CallRecord(
-            self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered, self.extra
-        )
+        return CallRecord(self.caller, self.early_offer, self.private_sdp, tuple(branches.items()), self.answered,
+                          self.extra, self.sides)  # fmt: skip
 
     def with_answer(self, index: int, flow: Optional[str] = None) -> CallRecord:
         """The record once branch ``index`` answered, from ``flow`` when the callee is a browser."""
-        record = CallRecord(self.caller, self.early_offer, self.private_sdp, self.branches, index, self.extra)
+        record = CallRecord(self.caller, self.early_offer, self.private_sdp, self.branches, index, self.extra,
+                            self.sides)  # fmt: skip
         branch = self.branch(index)
         if branch is not None and flow and branch.callee.leg is Leg.WEB:
             callee = Party(branch.callee.leg, branch.callee.behind_nat, flow)
@@ -268,6 +273,8 @@ class CallRecord:
         for key, flags in zip(("xw", "xs"), self.extra):
             if flags:
                 text += f";{key}={flags.replace(' ', '+')}"  # policy.Decision.with_rtpengine refuses "+"
+        if self.sides[0]:
+            text += f";d={self.sides[0]}+{self.sides[1]}"  # interface names: settings.INTERFACE_NAME
         for index, branch in self.branches:
             text += f";b{index}={branch.code}"
         if self.answered is not None:
@@ -302,7 +309,19 @@ class CallRecord:
         if answered is not None and not answered.isdigit():
             raise ValueError(f"bad answered branch {answered!r}")
         extra = (fields.get("xw", "").replace("+", " "), fields.get("xs", "").replace("+", " "))
-        return cls(caller, early, private, tuple(branches), None if answered is None else int(answered), extra)
+        sides = _sides(fields.get("d"))
+        return cls(caller, early, private, tuple(branches), None if answered is None else int(answered), extra,
+                   sides)  # fmt: skip
+
+
+def _sides(text: Optional[str]) -> Tuple[str, str]:
+    """``a+b`` -> (a, b); none -> ("", "")."""
+    if not text:
+        return ("", "")
+    first, sep, second = text.partition("+")
+    if not sep or not first or not second:
+        raise ValueError(f"bad interfaces {text!r}")
+    return (first, second)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -325,10 +344,13 @@ class Exchange:
     """True when the request carried an SDP offer (its 2xx then carries the answer)."""
     extra: str = ""
     """The operator's rtpengine flags for an offer toward the sender (a late re-offer comes in the reply)."""
+    sides: Tuple[str, str] = ("", "")
+    """rtpengine's interfaces facing (the sender, the receiver); empty with one interface."""
 
     def __str__(self) -> str:
         text = f"s={self.sender.code};r={self.receiver.code};o={int(self.offer_in_request)}"
-        return text + f";x={self.extra.replace(' ', '+')}" if self.extra else text
+        text = text + f";x={self.extra.replace(' ', '+')}" if self.extra else text
+        return text + f";d={self.sides[0]}+{self.sides[1]}" if self.sides[0] else text
 
     @classmethod
     def parse(cls, text: str) -> Exchange:
@@ -339,7 +361,7 @@ class Exchange:
             raise ValueError(f"exchange {text!r} lacks {exc}") from None
         if offer not in ("0", "1"):
             raise ValueError(f"bad exchange {text!r}")
-        return cls(sender, receiver, offer == "1", fields.get("x", "").replace("+", " "))
+        return cls(sender, receiver, offer == "1", fields.get("x", "").replace("+", " "), _sides(fields.get("d")))
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,25 @@ it changes (loader.py); a file with a mistake is refused with the reason.
 from __future__ import annotations
 
 import configparser
+import functools
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .policy import Pattern, Tables
 from .profiles import ProfileKey, Profiles, parse_key
 
 ENV_VAR = "GATEWAY_SETTINGS"
 
-SECTIONS = {"gateway", "profiles", "trunks", "dialplan", "blocked", "media", "policy"}
+SECTIONS = {"gateway", "profiles", "trunks", "dialplan", "blocked", "media", "policy", "interfaces"}
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+#: rtpengine's logical interfaces by name, each with the networks of the parties it faces (gateway.ini
+#: [interfaces]); the first without networks faces everyone else.
+Interfaces = Tuple[Tuple[str, Tuple[Network, ...]], ...]
+INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,13 @@ class Settings:
     profiles: Profiles = field(default_factory=Profiles)
     tables: Tables = field(default_factory=lambda: Tables({}))
     """Trunks, dial plan, blocked prefixes, always-proxied users, headers the rules read."""
+    interfaces: Interfaces = ()
+    """rtpengine's interfaces ([interfaces]); with two or more, each offer names both legs' (direction=)."""
+
+    def side_of(self, host: str) -> str:
+        """The rtpengine interface facing a party at ``host`` (an address; a name faces the default one);
+        "" when the gateway has fewer than two interfaces (rtpengine then needs no direction)."""
+        return _side_of(self.interfaces, host) if len(self.interfaces) > 1 else ""
 
     def is_local(self, domain: str) -> bool:
         return domain.lower() in self.domains
@@ -49,6 +65,37 @@ class Settings:
         if uri is None:
             raise ValueError(f"no trunk named {name!r} in gateway.ini [trunks]")
         return uri
+
+
+@functools.lru_cache(maxsize=1024)
+def _side_of(interfaces: Interfaces, host: str) -> str:
+    """A pure function of its arguments: kept by them (a few sources and trunks recur)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    default = next((name for name, networks in interfaces if not networks), interfaces[0][0])
+    if address is None:
+        return default
+    for name, networks in interfaces:
+        if any(address in network for network in networks):
+            return name
+    return default
+
+
+def _interfaces(parser: configparser.ConfigParser, origin: str) -> Interfaces:
+    if not parser.has_section("interfaces"):
+        return ()
+    found = []
+    for name, text in parser["interfaces"].items():
+        if not INTERFACE_NAME.fullmatch(name):
+            raise ValueError(f"{origin}: [interfaces] {name!r} is not an rtpengine interface name")
+        try:
+            networks = tuple(ipaddress.ip_network(n, strict=False) for n in text.replace(",", " ").split())
+        except ValueError as exc:
+            raise ValueError(f"{origin}: [interfaces] {name}: {exc}") from None
+        found.append((name, networks))
+    return tuple(found)
 
 
 def _words(value: str) -> FrozenSet[str]:
@@ -145,6 +192,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         auth_realm=values.get("auth_realm", "").strip() or None,
         profiles=Profiles(overrides),
         tables=tables,
+        interfaces=_interfaces(parser, origin),
     )
 
 

@@ -11,6 +11,7 @@ address of another site.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -29,9 +30,17 @@ from .conftest import NO_OPENSIPS, Rig, need, own_rig
 from .sipcalls import call, media_both_ways, messages, new_call_id, register_phone, settle, user
 from .webphones import WebPhone
 
-SETTINGS = f"""\
+#: Where the gateway stands: its namespace, its own address, and the public one a 1:1 NAT maps to it.
+POSITIONS = {
+    "public": ("gw", netns.GATEWAY, None),  # the public address on the host
+    "cloud": ("cloud", netns.CLOUD_PRIVATE, netns.CLOUD_PUBLIC),  # behind a 1:1 NAT, as clouds give a host
+}
+
+
+def settings(public: str) -> str:
+    return f"""\
 [gateway]
-domains = {netns.GATEWAY} gateway.local
+domains = {public} gateway.local
 sip_destination =
 trusted_sources =
 topology_hiding = no
@@ -50,17 +59,34 @@ def network() -> Iterator[netns.Network]:
         net.close()
 
 
+def gateway_options(network: netns.Network, position: str, **more: Any) -> Dict[str, Any]:
+    """Gateway.start's options for a gateway at ``position`` (POSITIONS) of the test network."""
+    role, address, advertised = POSITIONS[position]
+    public = advertised or address
+    return {"settings": settings(public), "address": address, "advertised": advertised, "host": public,
+            "namespace": network.ns(role), **more}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def nat_rig(
+def gateways(
     opensips_bin: Optional[str], network: netns.Network, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Rig]:
+) -> Iterator[Callable[[str], Rig]]:
+    """The gateway at a position (POSITIONS), started when a test first asks for it, stopped at the end."""
     if opensips_bin is None:
         pytest.skip(NO_OPENSIPS)
     need("sipp")
-    folder = tmp_path_factory.mktemp(f"nat-{version_of(opensips_bin)}")
-    options = {"settings": SETTINGS, "address": netns.GATEWAY, "host": netns.GATEWAY, "namespace": network.ns("gw")}
-    with own_rig(opensips_bin, folder, **options) as rig:
-        yield rig
+    with contextlib.ExitStack() as stack:
+        started: Dict[str, Rig] = {}
+
+        def at(position: str) -> Rig:
+            if position not in started:
+                folder = tmp_path_factory.mktemp(f"nat-{position}-{version_of(str(opensips_bin))}")
+                started[position] = stack.enter_context(
+                    own_rig(opensips_bin, folder, **gateway_options(network, position))
+                )
+            return started[position]
+
+        yield at
 
 
 _hosts: Dict[str, Iterator[int]] = {}
@@ -155,20 +181,23 @@ def talk(rig: Rig, work: Path, caller: Party, callee: Party, name: str, hold_by:
 
 # (caller's place, callee's place): across the two NATs, a public phone and a NATed one, the same LAN.
 PAIRS = [
-    ("siteA", "siteB"),
-    ("siteB", "siteA"),
-    ("pub", "siteA"),
-    ("siteA", "pub"),
-    ("pub", "siteB"),
-    ("siteB", "pub"),
-    ("siteA", "siteA"),
+    ("public", "siteA", "siteB"),
+    ("public", "siteB", "siteA"),
+    ("public", "pub", "siteA"),
+    ("public", "siteA", "pub"),
+    ("public", "pub", "siteB"),
+    ("public", "siteB", "pub"),
+    ("public", "siteA", "siteA"),
+    ("cloud", "siteA", "siteB"),
+    ("cloud", "pub", "siteB"),
 ]
 
 
-@pytest.mark.parametrize(("caller_at", "callee_at"), PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
+@pytest.mark.parametrize(("position", "caller_at", "callee_at"), PAIRS, ids=[f"{g}-{a}-to-{b}" for g, a, b in PAIRS])
 def test_sip_phones_talk_through_nat(
-    nat_rig: Rig, network: netns.Network, work: Path, caller_at: str, callee_at: str
+    gateways: Callable[[str], Rig], network: netns.Network, work: Path, position: str, caller_at: str, callee_at: str
 ) -> None:
+    nat_rig = gateways(position)
     caller = party(nat_rig, network, work, caller_at, "nc")
     callee = party(nat_rig, network, work, callee_at, "nd")
     for hold_by, bye_by in (("caller", "caller"), ("callee", "callee")):
@@ -222,15 +251,16 @@ def sites(
 
 
 @pytest.fixture
-def browser_at(nat_rig: Rig, sites: Dict[str, Site]) -> Iterator[Callable[[str, str], WebPhone]]:
+def browser_at(sites: Dict[str, Site]) -> Iterator[Callable[[Rig, str, str], WebPhone]]:
+    """A new browser phone at a site (a context of its Chromium), registered with the rig's gateway."""
     contexts: List[Any] = []
 
-    def make(where: str, prefix: str) -> WebPhone:
+    def make(nat_rig: Rig, where: str, prefix: str) -> WebPhone:
         context = sites[where].browser.new_context(ignore_https_errors=True, permissions=["microphone"])
         contexts.append(context)
         page = context.new_page()
         page.goto(sites[where].server.url, timeout=15000)
-        phone = WebPhone(page, user(prefix)).start(nat_rig, domain=netns.GATEWAY)
+        phone = WebPhone(page, user(prefix)).start(nat_rig, domain=nat_rig.sip[0])
         received_from(nat_rig, phone.user, where)
         return phone
 
@@ -268,23 +298,31 @@ def phone_side_heard(
     settle(rig, call_id)
 
 
-BROWSER_AND_PHONE = [("siteA", "siteB"), ("siteB", "siteA"), ("siteA", "pub"), ("siteB", "pub")]
+BROWSER_AND_PHONE = [
+    ("public", "siteA", "siteB"),
+    ("public", "siteB", "siteA"),
+    ("public", "siteA", "pub"),
+    ("public", "siteB", "pub"),
+    ("cloud", "siteA", "siteB"),
+    ("cloud", "siteB", "pub"),
+]
 
 
-@pytest.mark.parametrize(("browser_site", "phone_at"), BROWSER_AND_PHONE,
-                         ids=[f"browser-{a}-phone-{b}" for a, b in BROWSER_AND_PHONE])  # fmt: skip
+@pytest.mark.parametrize(("position", "browser_site", "phone_at"), BROWSER_AND_PHONE,
+                         ids=[f"{g}-browser-{a}-phone-{b}" for g, a, b in BROWSER_AND_PHONE])  # fmt: skip
 def test_browser_calls_a_sip_phone_through_nat(
-    nat_rig: Rig, network: netns.Network, work: Path, browser_at: Callable[[str, str], WebPhone],
-    browser_site: str, phone_at: str,
+    gateways: Callable[[str], Rig], network: netns.Network, work: Path,
+    browser_at: Callable[[Rig, str, str], WebPhone], position: str, browser_site: str, phone_at: str,
 ) -> None:  # fmt: skip
     """The browser calls, holds, resumes and hangs up."""
-    alice = browser_at(browser_site, "nwa")
+    nat_rig = gateways(position)
+    alice = browser_at(nat_rig, browser_site, "nwa")
     bob = party(nat_rig, network, work, phone_at, "npb")
     heard = bob.heard()
     script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), ("expect_bye",)), ring_ms=300)
-    uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob.phone, nat_rig.sip, domain=netns.GATEWAY, echo=True)
+    uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob.phone, nat_rig.sip, domain=nat_rig.sip[0], echo=True)
     try:
-        alice.call(f"sip:{bob.phone.user}@{netns.GATEWAY}")
+        alice.call(f"sip:{bob.phone.user}@{nat_rig.sip[0]}")
         alice.wait_event("session confirmed")
         call_id = alice.call_id()
         browser_talks(alice)
@@ -299,20 +337,21 @@ def test_browser_calls_a_sip_phone_through_nat(
     phone_side_heard(nat_rig, work, call_id, bob, heard, "uas", f"browser {browser_site} -> phone {phone_at}", seen)
 
 
-@pytest.mark.parametrize(("browser_site", "phone_at"), BROWSER_AND_PHONE,
-                         ids=[f"phone-{b}-browser-{a}" for a, b in BROWSER_AND_PHONE])  # fmt: skip
+@pytest.mark.parametrize(("position", "browser_site", "phone_at"), BROWSER_AND_PHONE,
+                         ids=[f"{g}-phone-{b}-browser-{a}" for g, a, b in BROWSER_AND_PHONE])  # fmt: skip
 def test_sip_phone_calls_a_browser_through_nat(
-    nat_rig: Rig, network: netns.Network, work: Path, browser_at: Callable[[str, str], WebPhone],
-    browser_site: str, phone_at: str,
+    gateways: Callable[[str], Rig], network: netns.Network, work: Path,
+    browser_at: Callable[[Rig, str, str], WebPhone], position: str, browser_site: str, phone_at: str,
 ) -> None:  # fmt: skip
     """The phone calls; the browser answers, holds and resumes; the phone hangs up."""
+    nat_rig = gateways(position)
     carol = party(nat_rig, network, work, phone_at, "npc")
-    dan = browser_at(browser_site, "nwd")
+    dan = browser_at(nat_rig, browser_site, "nwd")
     heard = carol.heard()
     call_id = new_call_id("phone-to-browser")
     script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 1500), ("bye",)))
     uac = sipp.run(sipp.uac_scenario(script), work, "uac", carol.phone, nat_rig.sip, service=dan.user,
-                   call_id=call_id, domain=netns.GATEWAY)  # fmt: skip
+                   call_id=call_id, domain=nat_rig.sip[0])  # fmt: skip
     try:
         dan.wait_event("incoming")
         assert dan.call_id() == call_id
@@ -328,18 +367,22 @@ def test_sip_phone_calls_a_browser_through_nat(
     phone_side_heard(nat_rig, work, call_id, carol, heard, "uac", f"phone {phone_at} -> browser {browser_site}", seen)
 
 
-BROWSERS = [("siteA", "siteB"), ("siteB", "siteA"), ("siteA", "siteA")]
+BROWSERS = [("public", "siteA", "siteB"), ("public", "siteB", "siteA"), ("public", "siteA", "siteA"),
+            ("cloud", "siteA", "siteB")]  # fmt: skip
 
 
-@pytest.mark.parametrize(("caller_site", "callee_site"), BROWSERS, ids=[f"{a}-to-{b}" for a, b in BROWSERS])
+@pytest.mark.parametrize(("position", "caller_site", "callee_site"), BROWSERS,
+                         ids=[f"{g}-{a}-to-{b}" for g, a, b in BROWSERS])  # fmt: skip
 def test_browsers_call_each_other_through_nat(
-    nat_rig: Rig, browser_at: Callable[[str, str], WebPhone], caller_site: str, callee_site: str
-) -> None:
+    gateways: Callable[[str], Rig], browser_at: Callable[[Rig, str, str], WebPhone], position: str,
+    caller_site: str, callee_site: str,
+) -> None:  # fmt: skip
     """Across the two NATs each way, and on the same LAN: hold and resume from each side, the callee
     hangs up."""
-    alice = browser_at(caller_site, "nwe")
-    bob = browser_at(callee_site, "nwf")
-    alice.call(f"sip:{bob.user}@{netns.GATEWAY}")
+    nat_rig = gateways(position)
+    alice = browser_at(nat_rig, caller_site, "nwe")
+    bob = browser_at(nat_rig, callee_site, "nwf")
+    alice.call(f"sip:{bob.user}@{nat_rig.sip[0]}")
     bob.wait_event("incoming")
     call_id = alice.call_id()
     assert bob.call_id() == call_id
@@ -368,23 +411,26 @@ PING = 5
 
 @pytest.fixture(scope="module")
 def pinging_rig(
-    opensips_bin: Optional[str], network: netns.Network, nat_rig: Rig, tmp_path_factory: pytest.TempPathFactory
+    opensips_bin: Optional[str],
+    network: netns.Network,
+    gateways: Callable[[str], Rig],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Rig]:
     """A second gateway in the same namespace (its own ports) with nathelper's keep-alive OPTIONS on, as
     opensips.cfg has them (the other rig turns them off: a ping landing on a SIPp callee mid-call)."""
     folder = tmp_path_factory.mktemp(f"nat-ping-{version_of(str(opensips_bin))}")
-    options = {"settings": SETTINGS, "address": netns.GATEWAY, "host": netns.GATEWAY, "namespace": network.ns("gw"),
-               "extra_params": f'modparam("nathelper", "natping_interval", {PING})'}  # fmt: skip
+    options = gateway_options(network, "public", extra_params=f'modparam("nathelper", "natping_interval", {PING})')
     with own_rig(opensips_bin, folder, **options) as rig:
         yield rig
 
 
 def test_keepalives_keep_an_idle_phone_behind_nat_reachable(
-    nat_rig: Rig, pinging_rig: Rig, network: netns.Network, work: Path
+    gateways: Callable[[str], Rig], pinging_rig: Rig, network: netns.Network, work: Path
 ) -> None:
     """Two phones behind the symmetric NAT register, one with each gateway, and stay idle past the NAT's
     UDP timeout.  The one the gateway pinged takes a call with audio both ways; the other one's mapping
     is gone: the gateway's INVITE never reaches it."""
+    nat_rig = gateways("public")
     kept = party(pinging_rig, network, work, "siteB", "nka")
     lost = party(nat_rig, network, work, "siteB", "nkl")
     caller = party(pinging_rig, network, work, "pub", "nkc")
@@ -400,10 +446,10 @@ def test_keepalives_keep_an_idle_phone_behind_nat_reachable(
     )
     call_id = new_call_id("unpinged")
     uas = sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, "unpinged-uas", lost.phone, nat_rig.sip,
-                   domain=netns.GATEWAY, echo=True, timeout=12)  # fmt: skip
+                   domain=nat_rig.sip[0], echo=True, timeout=12)  # fmt: skip
     try:
         uac = sipp.run(sipp.uac_scenario(sipp.Call((("bye",),))), work, "unpinged-uac", caller.phone, nat_rig.sip,
-                       service=lost.phone.user, call_id=call_id, domain=netns.GATEWAY, timeout=12)  # fmt: skip
+                       service=lost.phone.user, call_id=call_id, domain=nat_rig.sip[0], timeout=12)  # fmt: skip
         try:
             code = uac.wait()
             assert code != 0, "the call to a phone whose NAT mapping expired was answered"
