@@ -205,7 +205,7 @@ class Gateway:
 
     def __init__(
         self, binary: str, folder: Path, ports: Ports, host: str = "127.0.0.1", address: str = "127.0.0.1",
-        namespace: Optional[str] = None, advertised: Optional[str] = None,
+        namespace: Optional[str] = None, advertised: Optional[str] = None, private: Optional[str] = None,
     ) -> None:  # fmt: skip
         self.binary = binary
         self.version = version_of(binary)
@@ -218,6 +218,10 @@ class Gateway:
         self.advertised = advertised
         """The public address a 1:1 NAT maps to ``address`` (sockets ``as`` it, rtpengine's interface
         ``address!advertised``); None: ``address`` is the one clients reach."""
+        self.private = private
+        """A dual-homed gateway's address on its private network: SIP over UDP and TCP there too
+        (mhomed: OpenSIPS sends from the address that reaches the destination), and rtpengine's
+        interfaces named ``public`` (``address``) and ``private`` (this one)."""
         """The network namespace OpenSIPS and rtpengine run in (rig/netns.py); None: the machine's own."""
         self.opensips: Optional[subprocess.Popen[bytes]] = None
         self.engines: List[Engine] = []
@@ -294,13 +298,14 @@ class Gateway:
         address: str = "127.0.0.1",
         namespace: Optional[str] = None,
         advertised: Optional[str] = None,
+        private: Optional[str] = None,
     ) -> Gateway:
         """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock.
 
         ``rtpengine_options``: more rtpengine arguments (e.g. its timeouts), for every engine and restart;
         ``address``: where SIP and media listen; ``namespace``: the network namespace all of it runs in
         (MI, ng and the relay on that namespace's own 127.0.0.1); ``advertised``: the public address a
-        1:1 NAT in front maps to ``address``."""
+        1:1 NAT in front maps to ``address``; ``private``: a dual-homed gateway's other address."""
         folder = folder or Path(tempfile.mkdtemp(prefix="gw-e2e-"))
         sip = free_port()
         ports = Ports(
@@ -312,7 +317,7 @@ class Gateway:
             ng=free_port(tcp=False),
             media=media_range(),
         )
-        gateway = cls(binary, folder, ports, host, address, namespace, advertised)
+        gateway = cls(binary, folder, ports, host, address, namespace, advertised, private)
         gateway.rtpengine_options = tuple(rtpengine_options)
         try:
             gateway._write(settings, entry, names, certificate, extra_params)
@@ -391,12 +396,17 @@ class Gateway:
         for proto, port in (("udp", p.sip), ("tcp", p.sip), ("tls", p.tls), ("ws", p.ws), ("wss", p.wss)):
             public = f" as {self.advertised}:{port}" if self.advertised else ""
             found.append(f"socket = {proto}:{self.address}:{port}{public}")
+        if self.private:
+            found += [f"socket = udp:{self.private}:{p.sip}", f"socket = tcp:{self.private}:{p.sip}", "mhomed = 1"]
         return found
 
     @property
-    def media_interface(self) -> str:
-        """rtpengine's --interface: its address, and the public one a 1:1 NAT maps to it (``local!public``)."""
-        return self.address + (f"!{self.advertised}" if self.advertised else "")
+    def media_interfaces(self) -> List[str]:
+        """rtpengine's --interface arguments: its address, and the public one a 1:1 NAT maps to it
+        (``local!public``); a dual-homed gateway's two, by name."""
+        if self.private:
+            return [f"--interface=public/{self.address}", f"--interface=private/{self.private}"]
+        return ["--interface=" + self.address + (f"!{self.advertised}" if self.advertised else "")]
 
     def _start_rtpengine(self, index: int) -> None:
         engine_port = free_port(tcp=False)
@@ -414,7 +424,7 @@ class Gateway:
         with open(self.engine_log_path(index), "ab") as log:
             process = subprocess.Popen(
                 netns.command(self.namespace, [
-                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={self.media_interface}",
+                    "rtpengine", "--config-file=none", "--table=-1", *self.media_interfaces,
                     f"--listen-ng=127.0.0.1:{engine_port}", f"--port-min={low}", f"--port-max={high}",
                     "--delete-delay=0", "--foreground", "--log-stderr", "--log-level=6", *self.rtpengine_options,
                 ]),

@@ -17,6 +17,9 @@ Addresses are documentation ranges on the "Internet" (198.51.100.0/24, 203.0.113
                                      siteA            siteB         cloud: a gateway
                                   192.168.1.10-14  192.168.2.10-14  on 10.0.0.10 only
 
+    and on the bridge too, dual: a dual-homed gateway, 198.51.100.12 and 10.1.0.10 on a private
+    network with pbx (10.1.0.20), which has no route to anywhere else.
+
 The NAT namespaces forget a UDP mapping after ``udp_timeout`` seconds without traffic
 (conntrack's timeouts, per namespace), so a registration behind them stays reachable only
 while something keeps the mapping alive.
@@ -49,6 +52,10 @@ GATEWAY = "198.51.100.10"
 #: The gateway host behind a 1:1 NAT: its own (private) address, and the public one the NAT maps to it.
 CLOUD_PRIVATE = "10.0.0.10"
 CLOUD_PUBLIC = "198.51.100.11"
+#: The dual-homed gateway: its public address, its address on the private network, and the PBX there.
+DUAL_PUBLIC = "198.51.100.12"
+DUAL_PRIVATE = "10.1.0.10"
+PBX = "10.1.0.20"
 PUBLIC_PHONE = "203.0.113.20"
 HOSTS_PER_SITE = 5
 
@@ -171,6 +178,11 @@ class Network:
         _run(["ip", "-n", cloud, "addr", "add", f"{CLOUD_PRIVATE}/24", "dev", "eth0"])
         _run(["ip", "-n", cloud, "route", "add", "default", "via", "10.0.0.1"])
         self._sysctl(edge, "net.ipv4.ip_forward=1")
+        dual = public("dual", DUAL_PUBLIC, "198.51.100.1")
+        pbx = self._add("pbx")
+        self._wire(dual, "eth1", pbx, "eth0")
+        _run(["ip", "-n", dual, "addr", "add", f"{DUAL_PRIVATE}/24", "dev", "eth1"])
+        _run(["ip", "-n", pbx, "addr", "add", f"{PBX}/24", "dev", "eth0"])  # and no route beyond
         for rule in (
             ["PREROUTING", "-d", CLOUD_PUBLIC, "-j", "DNAT", "--to-destination", CLOUD_PRIVATE],
             ["POSTROUTING", "-s", CLOUD_PRIVATE, "-o", "eth0", "-j", "SNAT", "--to-source", CLOUD_PUBLIC],

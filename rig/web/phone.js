@@ -89,6 +89,9 @@
       return request ? request.toString() : null;
     },
     status() { return state.session ? state.session.status : -1; },
+    // no re-INVITE or UPDATE of the current call waits for its answer (JsSIP's "hold"/"unhold" events
+    // come when the re-INVITE is sent, not when it is answered)
+    settled() { return !!state.session && state.session.isReadyToReOffer(); },
     // the SDP the browser got from the gateway for the current call (what crossed the network to it)
     remoteSdp() {
       const pc = state.session && state.session.connection;

@@ -34,17 +34,34 @@ from .webphones import WebPhone
 POSITIONS = {
     "public": ("gw", netns.GATEWAY, None),  # the public address on the host
     "cloud": ("cloud", netns.CLOUD_PRIVATE, netns.CLOUD_PUBLIC),  # behind a 1:1 NAT, as clouds give a host
+    "dual": ("dual", netns.DUAL_PUBLIC, None),  # dual-homed: and netns.DUAL_PRIVATE, with the PBX there
 }
+#: The PBX on the dual-homed gateway's private network: a trunk of its dial plan, for numbers 8...
+PBX_PORT = 5060
 
 
-def settings(public: str) -> str:
-    return f"""\
+def settings(public: str, dual: bool = False) -> str:
+    text = f"""\
 [gateway]
 domains = {public} gateway.local
 sip_destination =
 trusted_sources =
 topology_hiding = no
 """
+    if dual:  # the PBX calls in to the gateway's private address
+        text = (
+            text.replace(f"domains = {public}", f"domains = {public} {netns.DUAL_PRIVATE}")
+            + f"""
+[trunks]
+pbx = sip:{netns.PBX}:{PBX_PORT}
+[dialplan]
+8 = pbx
+[interfaces]
+public =
+private = {netns.DUAL_PRIVATE.rsplit(".", 2)[0]}.0.0/16
+"""
+        )
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +80,9 @@ def gateway_options(network: netns.Network, position: str, **more: Any) -> Dict[
     """Gateway.start's options for a gateway at ``position`` (POSITIONS) of the test network."""
     role, address, advertised = POSITIONS[position]
     public = advertised or address
-    return {"settings": settings(public), "address": address, "advertised": advertised, "host": public,
-            "namespace": network.ns(role), **more}  # fmt: skip
+    dual = position == "dual"
+    return {"settings": settings(public, dual), "address": address, "advertised": advertised, "host": public,
+            "private": netns.DUAL_PRIVATE if dual else None, "namespace": network.ns(role), **more}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -133,15 +151,16 @@ ADDRESS = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
 
 def private_addresses_received(work: Path, name: str, own: str) -> List[Tuple[str, str]]:
     """(first line, address) for each private address in an SDP that SIPp run ``name`` received, but
-    the phone's own (``own``)."""
+    those of the phone's own network (the /24 of ``own``: its site's LAN, the PBX's private network)."""
     found = []
+    lan = ipaddress.ip_network(f"{own}/24", strict=False)
     for message in messages(work, name):
         if message.sent or "\n\n" not in message.text:
             continue
         body = message.text.split("\n\n", 1)[1]
         for text in ADDRESS.findall(body):
             address = ipaddress.ip_address(text)
-            if text != own and any(address in net for net in PRIVATE):
+            if address not in lan and any(address in net for net in PRIVATE):
                 found.append((message.first_line, text))
     return found
 
@@ -283,6 +302,22 @@ def browser_talks(phone: WebPhone) -> None:
     assert not leaked, f"{phone.user} got SDP naming private addresses {leaked}:\n{phone.remote_sdp()}"
 
 
+#: The SIPp phone's hold and resume, after the browser's (a re-INVITE each way: no glare).
+PHONE_HOLDS: Tuple[sipp.Step, ...] = (
+    ("pause", 500),
+    ("reinvite", "sendonly"),
+    ("pause", 400),
+    ("reinvite", "sendrecv"),
+)
+
+
+def held_by_the_phone(phone: WebPhone) -> None:
+    """The browser saw the phone hold and resume (PHONE_HOLDS), and audio flows both ways again."""
+    phone.wait_event("session hold remote")
+    phone.wait_event("session unhold remote")
+    phone.media_grows()
+
+
 def phone_side_heard(
     rig: Rig, work: Path, call_id: str, phone: Party, before: int, run: str, label: str, seen: Dict[str, Any]
 ) -> None:
@@ -314,12 +349,13 @@ def test_browser_calls_a_sip_phone_through_nat(
     gateways: Callable[[str], Rig], network: netns.Network, work: Path,
     browser_at: Callable[[Rig, str, str], WebPhone], position: str, browser_site: str, phone_at: str,
 ) -> None:  # fmt: skip
-    """The browser calls, holds, resumes and hangs up."""
+    """The browser calls, holds and resumes; the phone holds and resumes; the browser hangs up."""
     nat_rig = gateways(position)
     alice = browser_at(nat_rig, browser_site, "nwa")
     bob = party(nat_rig, network, work, phone_at, "npb")
     heard = bob.heard()
-    script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), ("expect_bye",)), ring_ms=300)
+    script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), *PHONE_HOLDS, ("expect_bye",)),
+                       ring_ms=300)  # fmt: skip
     uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob.phone, nat_rig.sip, domain=nat_rig.sip[0], echo=True)
     try:
         alice.call(f"sip:{bob.phone.user}@{nat_rig.sip[0]}")
@@ -327,7 +363,7 @@ def test_browser_calls_a_sip_phone_through_nat(
         call_id = alice.call_id()
         browser_talks(alice)
         alice.hold_and_resume()
-        alice.media_grows()
+        held_by_the_phone(alice)
         seen = alice.stats()
         alice.hangup()
         alice.wait_event("session ended")
@@ -343,13 +379,13 @@ def test_sip_phone_calls_a_browser_through_nat(
     gateways: Callable[[str], Rig], network: netns.Network, work: Path,
     browser_at: Callable[[Rig, str, str], WebPhone], position: str, browser_site: str, phone_at: str,
 ) -> None:  # fmt: skip
-    """The phone calls; the browser answers, holds and resumes; the phone hangs up."""
+    """The phone calls; the browser answers, holds and resumes; the phone holds and resumes, and hangs up."""
     nat_rig = gateways(position)
     carol = party(nat_rig, network, work, phone_at, "npc")
     dan = browser_at(nat_rig, browser_site, "nwd")
     heard = carol.heard()
     call_id = new_call_id("phone-to-browser")
-    script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 1500), ("bye",)))
+    script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), *PHONE_HOLDS, ("pause", 3000), ("bye",)))
     uac = sipp.run(sipp.uac_scenario(script), work, "uac", carol.phone, nat_rig.sip, service=dan.user,
                    call_id=call_id, domain=nat_rig.sip[0])  # fmt: skip
     try:
@@ -359,6 +395,7 @@ def test_sip_phone_calls_a_browser_through_nat(
         dan.wait_event("session confirmed")
         browser_talks(dan)
         dan.hold_and_resume()
+        held_by_the_phone(dan)
         seen = dan.stats()
         dan.wait_event("session ended", timeout=20)
         assert uac.wait() == 0, uac.errors()
@@ -377,8 +414,8 @@ def test_browsers_call_each_other_through_nat(
     gateways: Callable[[str], Rig], browser_at: Callable[[Rig, str, str], WebPhone], position: str,
     caller_site: str, callee_site: str,
 ) -> None:  # fmt: skip
-    """Across the two NATs each way, and on the same LAN: hold and resume from each side, the callee
-    hangs up."""
+    """Across the two NATs each way, and on the same LAN: hold and resume from each side; the callee hangs
+    up, or the caller when the callee's site comes first in the alphabet."""
     nat_rig = gateways(position)
     alice = browser_at(nat_rig, caller_site, "nwe")
     bob = browser_at(nat_rig, callee_site, "nwf")
@@ -395,8 +432,9 @@ def test_browsers_call_each_other_through_nat(
         alice.media_grows()
         bob.media_grows()
     stats = {"caller": alice.stats(), "callee": bob.stats()}
-    bob.hangup()
-    alice.wait_event("session ended")
+    hangs_up, other = (alice, bob) if callee_site < caller_site else (bob, alice)
+    hangs_up.hangup()
+    other.wait_event("session ended")
     sent = media_both_ways(nat_rig.relay.commands(call_id), call_id)
     print(f"browser {caller_site} -> browser {callee_site}: rtpengine got {sent}, the browsers {stats}")
     settle(nat_rig, call_id)
@@ -439,6 +477,19 @@ def test_keepalives_keep_an_idle_phone_behind_nat_reachable(
     time.sleep(network.udp_timeout + 2 * PING)
     reached = {name: read() for name, read in pings.items()}
     assert reached[kept.phone.user] >= 2 and reached[lost.phone.user] == 0, reached
+    # The pings stop for the call (MI nh_enable_ping; 4.0 names it nathelper:enable_ping): SIPp answers
+    # one call per run, and a ping landing on the callee first would be taken for it.  The mapping they
+    # kept lasts the NAT's timeout.
+    with pinging_rig.gw.inside():
+        for command in ("nh_enable_ping", "nathelper:enable_ping"):
+            try:
+                mi.call(pinging_rig.gw.mi_url, command, {"status": 0})
+                break
+            except mi.MIError:
+                continue
+        else:
+            raise AssertionError("neither nh_enable_ping nor nathelper:enable_ping answered")
+    time.sleep(1)
     packets = talk(pinging_rig, work, caller, kept, "after-idle")
     print(
         f"after {network.udp_timeout + 2 * PING} s idle: keep-alives that reached each phone {reached}; "
@@ -461,3 +512,71 @@ def test_keepalives_keep_an_idle_phone_behind_nat_reachable(
         uas.stop()
     assert not [m for m in messages(work, "unpinged-uas") if not m.sent], "the unpinged phone got a message"
     settle(nat_rig, call_id, seconds=10)
+
+
+# -- a dual-homed gateway: browsers on the public side, a PBX on a private network -------------------
+
+
+def pbx_party(network: netns.Network) -> Party:
+    """The PBX: a SIPp at 10.1.0.20 on the private network (no route beyond it), the dial plan's trunk."""
+    phone = sipp.Phone(user("pbx"), port=PBX_PORT, host=netns.PBX, contact_host=netns.PBX, namespace=network.ns("pbx"))
+    return Party(phone, "pbx", network.counter("pbx", netns.PBX, phone.media_port))
+
+
+def addresses_in(sdp: str) -> List[str]:
+    return [line.split()[-1] for line in sdp.replace("\r\n", "\n").split("\n") if line.startswith("c=IN IP4 ")]
+
+
+def test_dual_homed_gateway_bridges_browsers_and_a_pbx_on_a_private_network(
+    gateways: Callable[[str], Rig], network: netns.Network, work: Path,
+    browser_at: Callable[[Rig, str, str], WebPhone],
+) -> None:  # fmt: skip
+    """A browser behind NAT dials the PBX (the dial plan's trunk on the private network) and the PBX
+    calls a browser: the PBX's SDP names rtpengine's private address only, the browser's its public
+    one only (each offer named both legs' interfaces), and audio flows both ways."""
+    rig = gateways("dual")
+    alice = browser_at(rig, "siteA", "nda")
+    pbx = pbx_party(network)
+    heard = pbx.heard()
+    script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), ("expect_bye",)), ring_ms=300)
+    uas = sipp.run(sipp.uas_scenario(script), work, "pbx-uas", pbx.phone, (netns.DUAL_PRIVATE, rig.gw.ports.sip),
+                   domain=netns.DUAL_PRIVATE, echo=True)  # fmt: skip
+    try:
+        alice.call(f"sip:8100@{rig.sip[0]}")
+        alice.wait_event("session confirmed")
+        call_id = alice.call_id()
+        browser_sdp = alice.remote_sdp()
+        alice.media_grows()
+        alice.hold_and_resume()
+        seen = alice.stats()
+        alice.hangup()
+        alice.wait_event("session ended")
+        assert uas.wait() == 0, uas.errors()
+    finally:
+        uas.stop()
+    pbx_sdps = [m.text.split("\n\n", 1)[1] for m in messages(work, "pbx-uas") if not m.sent and "\n\nv=0" in m.text]
+    assert pbx_sdps and all(addresses_in(b) == [netns.DUAL_PRIVATE] for b in pbx_sdps), pbx_sdps
+    assert addresses_in(browser_sdp) == [netns.DUAL_PUBLIC], browser_sdp
+    phone_side_heard(rig, work, call_id, pbx, heard, "pbx-uas", "browser siteA -> the PBX", seen)
+
+    dan = browser_at(rig, "siteB", "ndd")
+    heard = pbx.heard()
+    call_id = new_call_id("pbx-to-browser")
+    script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 1500), ("bye",)))
+    uac = sipp.run(sipp.uac_scenario(script), work, "pbx-uac", pbx.phone, (netns.DUAL_PRIVATE, rig.gw.ports.sip),
+                   service=dan.user, call_id=call_id, domain=netns.DUAL_PRIVATE)  # fmt: skip
+    try:
+        dan.wait_event("incoming")
+        dan.answer()
+        dan.wait_event("session confirmed")
+        assert addresses_in(dan.remote_sdp()) == [netns.DUAL_PUBLIC], dan.remote_sdp()
+        dan.media_grows()
+        dan.hold_and_resume()
+        seen = dan.stats()
+        dan.wait_event("session ended", timeout=20)
+        assert uac.wait() == 0, uac.errors()
+    finally:
+        uac.stop()
+    pbx_sdps = [m.text.split("\n\n", 1)[1] for m in messages(work, "pbx-uac") if not m.sent and "\n\nv=0" in m.text]
+    assert pbx_sdps and all(addresses_in(b) == [netns.DUAL_PRIVATE] for b in pbx_sdps), pbx_sdps
+    phone_side_heard(rig, work, call_id, pbx, heard, "pbx-uac", "the PBX -> browser siteB", seen)

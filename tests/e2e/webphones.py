@@ -79,11 +79,23 @@ class WebPhone:
         self._reoffer("unhold")
 
     def hold_and_resume(self) -> None:
-        """Hold, then resume, each confirmed by JsSIP (its re-INVITE answered) before the next."""
+        """Hold, then resume, each re-INVITE answered (and ACKed) before the next step."""
         self.hold()
         self.wait_event("session hold")
+        self.wait_settled()
         self.unhold()
         self.wait_event("session unhold")
+        self.wait_settled()
+
+    def wait_settled(self, timeout: float = 10.0) -> None:
+        """Until no re-INVITE of the call waits for its answer: JsSIP's hold and unhold events come when it
+        sends one, and a BYE sent meanwhile leaves the answer unacknowledged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.page.evaluate("phone.settled()"):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{self.user}: a re-INVITE still unanswered after {timeout}s; events: {self.events()}")
 
     def hangup(self) -> None:
         self.page.evaluate("phone.hangup()")
