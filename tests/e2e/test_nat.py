@@ -353,14 +353,24 @@ def test_browser_calls_a_sip_phone_through_nat(
     nat_rig = gateways(position)
     alice = browser_at(nat_rig, browser_site, "nwa")
     bob = party(nat_rig, network, work, phone_at, "npb")
+    browser_calls_phone(nat_rig, work, alice, bob, bob.phone.user, nat_rig.sip, f"browser {browser_site} -> "
+                        f"phone {phone_at}")  # fmt: skip
+
+
+def browser_calls_phone(
+    rig: Rig, work: Path, alice: WebPhone, bob: Party, dialled: str, proxy: Tuple[str, int], label: str
+) -> str:
+    """``alice`` calls ``dialled``, which reaches ``bob`` (a SIPp UAS that sends its in-dialog requests to
+    ``proxy``); each holds and resumes, ``alice`` hangs up; the SDP the browser got."""
     heard = bob.heard()
     script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), *PHONE_HOLDS, ("expect_bye",)),
                        ring_ms=300)  # fmt: skip
-    uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob.phone, nat_rig.sip, domain=nat_rig.sip[0], echo=True)
+    uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob.phone, proxy, domain=rig.sip[0], echo=True)
     try:
-        alice.call(f"sip:{bob.phone.user}@{nat_rig.sip[0]}")
+        alice.call(f"sip:{dialled}@{rig.sip[0]}")
         alice.wait_event("session confirmed")
         call_id = alice.call_id()
+        sdp = alice.remote_sdp()
         browser_talks(alice)
         alice.hold_and_resume()
         held_by_the_phone(alice)
@@ -370,7 +380,8 @@ def test_browser_calls_a_sip_phone_through_nat(
         assert uas.wait() == 0, uas.errors()
     finally:
         uas.stop()
-    phone_side_heard(nat_rig, work, call_id, bob, heard, "uas", f"browser {browser_site} -> phone {phone_at}", seen)
+    phone_side_heard(rig, work, call_id, bob, heard, "uas", label, seen)
+    return sdp
 
 
 @pytest.mark.parametrize(("position", "browser_site", "phone_at"), BROWSER_AND_PHONE,
@@ -537,33 +548,17 @@ def test_dual_homed_gateway_bridges_browsers_and_a_pbx_on_a_private_network(
     rig = gateways("dual")
     alice = browser_at(rig, "siteA", "nda")
     pbx = pbx_party(network)
-    heard = pbx.heard()
-    script = sipp.Call((("play",), ("expect_reinvite",), ("expect_reinvite",), ("expect_bye",)), ring_ms=300)
-    uas = sipp.run(sipp.uas_scenario(script), work, "pbx-uas", pbx.phone, (netns.DUAL_PRIVATE, rig.gw.ports.sip),
-                   domain=netns.DUAL_PRIVATE, echo=True)  # fmt: skip
-    try:
-        alice.call(f"sip:8100@{rig.sip[0]}")
-        alice.wait_event("session confirmed")
-        call_id = alice.call_id()
-        browser_sdp = alice.remote_sdp()
-        alice.media_grows()
-        alice.hold_and_resume()
-        seen = alice.stats()
-        alice.hangup()
-        alice.wait_event("session ended")
-        assert uas.wait() == 0, uas.errors()
-    finally:
-        uas.stop()
-    pbx_sdps = [m.text.split("\n\n", 1)[1] for m in messages(work, "pbx-uas") if not m.sent and "\n\nv=0" in m.text]
+    private = (netns.DUAL_PRIVATE, rig.gw.ports.sip)
+    browser_sdp = browser_calls_phone(rig, work, alice, pbx, "8100", private, "browser siteA -> the PBX")
+    pbx_sdps = [m.text.split("\n\n", 1)[1] for m in messages(work, "uas") if not m.sent and "\n\nv=0" in m.text]
     assert pbx_sdps and all(addresses_in(b) == [netns.DUAL_PRIVATE] for b in pbx_sdps), pbx_sdps
     assert addresses_in(browser_sdp) == [netns.DUAL_PUBLIC], browser_sdp
-    phone_side_heard(rig, work, call_id, pbx, heard, "pbx-uas", "browser siteA -> the PBX", seen)
 
     dan = browser_at(rig, "siteB", "ndd")
     heard = pbx.heard()
     call_id = new_call_id("pbx-to-browser")
     script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("pause", 1500), ("bye",)))
-    uac = sipp.run(sipp.uac_scenario(script), work, "pbx-uac", pbx.phone, (netns.DUAL_PRIVATE, rig.gw.ports.sip),
+    uac = sipp.run(sipp.uac_scenario(script), work, "pbx-uac", pbx.phone, private,
                    service=dan.user, call_id=call_id, domain=netns.DUAL_PRIVATE)  # fmt: skip
     try:
         dan.wait_event("incoming")
