@@ -210,11 +210,12 @@ class Network:
                 f"net.netfilter.nf_conntrack_udp_timeout_stream={self.udp_timeout}",
             )
 
-    def counter(self, where: str, host: str, port: int) -> Callable[[], int]:
-        """Count the UDP packets delivered to ``host:port`` in namespace ``where`` (after any NAT): an
-        iptables rule of its INPUT chain, read back with its counters."""
+    def counter(self, where: str, host: str, port: int, last: Optional[int] = None) -> Callable[[], int]:
+        """Count the UDP packets delivered to ``host:port`` (to ``last``) in namespace ``where`` (after any
+        NAT): an iptables rule of its INPUT chain, read back with its counters."""
         name = self.ns(where)
-        rule = ["INPUT", "-d", host, "-p", "udp", "--dport", str(port), "-m", "comment", "--comment",
+        ports = f"{port}:{last}" if last is not None else str(port)
+        rule = ["INPUT", "-d", host, "-p", "udp", "--dport", ports, "-m", "comment", "--comment",
                 f"to {host}:{port}"]  # fmt: skip
         _run(["ip", "netns", "exec", name, "iptables", "-A", *rule])
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from rig import mi, netns, sipp, web
+from rig import baresip, mi, netns, sipp, web
 from rig.gateway import version_of
 
 from .conftest import NO_OPENSIPS, Rig, need, own_rig
@@ -575,3 +575,79 @@ def test_dual_homed_gateway_bridges_browsers_and_a_pbx_on_a_private_network(
     pbx_sdps = [m.text.split("\n\n", 1)[1] for m in messages(work, "pbx-uac") if not m.sent and "\n\nv=0" in m.text]
     assert pbx_sdps and all(addresses_in(b) == [netns.DUAL_PRIVATE] for b in pbx_sdps), pbx_sdps
     phone_side_heard(rig, work, call_id, pbx, heard, "pbx-uac", "the PBX -> browser siteB", seen)
+
+
+# -- a real softphone behind the symmetric NAT -------------------------------------------------------
+
+
+def registered_soon(rig: Rig, name: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with rig.gw.inside():
+            if mi.contacts(rig.gw.mi_url).get(name):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not register within {seconds}s")
+
+
+def test_baresip_behind_the_symmetric_nat_calls_and_is_called_by_a_browser(
+    gateways: Callable[[str], Rig], network: netns.Network, work: Path,
+    browser_at: Callable[[Rig, str, str], WebPhone],
+) -> None:  # fmt: skip
+    """baresip (its own SIP and RTP stack, G.711, a tone as its microphone) at site B registers through
+    the symmetric NAT; a browser at site A calls it (baresip answers by itself), both hold and resume,
+    baresip hangs up; then baresip calls a browser, which answers and hangs up.  Audio both ways each
+    time: the browser's getStats, rtpengine's per leg, and packets delivered to baresip's RTP ports."""
+    reason = baresip.available()
+    if reason is not None:
+        pytest.skip(reason)
+    rig = gateways("public")
+    host = network.hosts["siteB"][0]  # baresip takes media on the interface's first address
+    phone = baresip.Baresip.start(work / "baresip", user("nbr"), host, rig.sip, rig.sip[0], network.ns("siteB"))
+    try:
+        registered_soon(rig, phone.user)  # it registers at start, before ctrl_tcp may tell anyone
+        received_from(rig, phone.user, "siteB")
+        heard = network.counter("siteB", host, phone.rtp[0], phone.rtp[1])
+        alice = browser_at(rig, "siteA", "nba")
+        before = heard()
+        alice.call(f"sip:{phone.user}@{rig.sip[0]}")
+        alice.wait_event("session confirmed")
+        call_id = alice.call_id()
+        phone.wait_event("CALL_ESTABLISHED")
+        browser_talks(alice)
+        alice.hold_and_resume()
+        phone.command("hold")
+        alice.wait_event("session hold remote")
+        phone.command("resume")
+        alice.wait_event("session unhold remote")
+        alice.wait_settled()
+        alice.media_grows()
+        seen = alice.stats()
+        phone.command("hangup")
+        alice.wait_event("session ended")
+        phone.wait_event("CALL_CLOSED")
+        sent = media_both_ways(rig.relay.commands(call_id), call_id)
+        got = heard() - before
+        assert got > 20, f"baresip got {got} packets"
+        print(f"browser siteA -> baresip siteB: rtpengine got {sent}, baresip got {got}, the browser {seen}")
+        settle(rig, call_id)
+
+        dan = browser_at(rig, "siteA", "nbd")
+        before = heard()
+        phone.command("dial", f"sip:{dan.user}@{rig.sip[0]}")
+        dan.wait_event("incoming")
+        call_id = dan.call_id()
+        dan.answer()
+        dan.wait_event("session confirmed")
+        phone.wait_event("CALL_ESTABLISHED", count=2)
+        browser_talks(dan)
+        seen = dan.stats()
+        dan.hangup()
+        phone.wait_event("CALL_CLOSED", count=2)
+        sent = media_both_ways(rig.relay.commands(call_id), call_id)
+        got = heard() - before
+        assert got > 20, f"baresip got {got} packets"
+        print(f"baresip siteB -> browser siteA: rtpengine got {sent}, baresip got {got}, the browser {seen}")
+        settle(rig, call_id)
+    finally:
+        phone.stop()
