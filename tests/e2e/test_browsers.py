@@ -107,12 +107,7 @@ def test_web_to_web_hold_from_each_side_and_callee_hangs_up(
 ) -> None:
     alice = browser_phone("webalice")
     bob = browser_phone("webbob")
-    alice.call(f"sip:{bob.user}@127.0.0.1")
-    bob.wait_event("incoming")
-    call_id = alice.call_id()
-    assert bob.call_id() == call_id
-    bob.answer()
-    alice.wait_event("session confirmed")
+    call_id = alice.calls_and_is_answered_by(bob, "127.0.0.1")
     bob.wait_event("session confirmed")
     alice.media_grows()
     bob.media_grows()

@@ -430,12 +430,7 @@ def test_browsers_call_each_other_through_nat(
     nat_rig = gateways(position)
     alice = browser_at(nat_rig, caller_site, "nwe")
     bob = browser_at(nat_rig, callee_site, "nwf")
-    alice.call(f"sip:{bob.user}@{nat_rig.sip[0]}")
-    bob.wait_event("incoming")
-    call_id = alice.call_id()
-    assert bob.call_id() == call_id
-    bob.answer()
-    alice.wait_event("session confirmed")
+    call_id = alice.calls_and_is_answered_by(bob, nat_rig.sip[0])
     for phone in (alice, bob):
         browser_talks(phone)
     for holder in (alice, bob):

@@ -45,6 +45,17 @@ class WebPhone:
         """Call ``target``; ``headers``: extra header lines of the INVITE (JsSIP's extraHeaders)."""
         self.page.evaluate("([t, h]) => phone.call(t, h)", [target, list(headers)])
 
+    def calls_and_is_answered_by(self, callee: WebPhone, domain: str) -> str:
+        """Call ``callee`` (another browser) at ``domain``; it gets the call under the same Call-ID and
+        answers; the call is confirmed here.  The Call-ID."""
+        self.call(f"sip:{callee.user}@{domain}")
+        callee.wait_event("incoming")
+        call_id = self.call_id()
+        assert callee.call_id() == call_id
+        callee.answer()
+        self.wait_event("session confirmed")
+        return call_id
+
     def sent_invite(self) -> str:
         """The current outgoing call's INVITE as JsSIP sent it (the last one, credentials included)."""
         text = self.page.evaluate("phone.sentInvite()")
