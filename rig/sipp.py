@@ -22,12 +22,14 @@ from . import netns
 from .ports import free_port
 
 PCAP = "/usr/share/sip-tester/g711a.pcap"
+DTMF_PCAPS = "/usr/share/sip-tester"
 
 # Steps of a call script.
 Step = Union[
     Tuple[str],  # ("bye",), ("expect_bye",), ("expect_reinvite",), ("play",)
     Tuple[str, int],  # ("pause", ms)
-    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv"), ("bye", "Extra-Header: value"), ("bye_refused", "480")
+    Tuple[str, str],  # ("reinvite", "sendonly" | "sendrecv"), ("bye", "Extra-Header: value"), ("bye_refused", "480"),
+    # ("dtmf", "159#")
 ]
 
 SDP = """v=0
@@ -99,6 +101,13 @@ class Scenario:
     def play(self) -> None:
         self._add(f'<nop><action><exec play_pcap_audio="{PCAP}"/></action></nop>')
 
+    def dtmf(self, digits: str) -> None:
+        """RFC 4733 events in RTP, payload type 101, one digit every 600 ms (SIPp's recorded events)."""
+        for digit in digits:
+            name = {"*": "star", "#": "pound"}.get(digit, digit)
+            self._add(f'<nop><action><exec play_pcap_audio="{DTMF_PCAPS}/dtmf_2833_{name}.pcap"/></action></nop>')
+            self.pause(600)
+
     @property
     def index(self) -> int:
         return len(self.parts)
@@ -149,6 +158,9 @@ class Call:
     ring_ms: int = 0
     headers: Sequence[str] = ()
     """(UAC) extra header lines of its INVITE, e.g. ``"P-Preferred-Identity: <sip:boss@127.0.0.1>"``."""
+    events_as_offered: bool = False
+    """(UAS) answer telephone-event with the payload type the offer gave it, as a phone does (else its
+    SDP's fixed 101 whatever it was offered)."""
 
 
 def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None, extra: str = "") -> None:
@@ -214,6 +226,8 @@ def _steps(s: Scenario, steps: Sequence[Step], uas: bool, cseq: int = 0) -> None
             s.pause(int(step[1]))  # type: ignore[misc]
         elif kind == "play":
             s.play()
+        elif kind == "dtmf":  # ("dtmf", "159#")
+            s.dtmf(str(step[1]))  # type: ignore[misc]
         elif kind == "reinvite":
             send(s, "INVITE", cseq, _body(str(step[1])))  # type: ignore[misc]
             s.recv("100", optional=True)
@@ -260,7 +274,16 @@ def uas_scenario(call: Call) -> str:
     )
     sends = any(step[0] in ("bye", "reinvite") for step in call.steps)
     # SIPp refuses a variable that is set but never used.
-    s.recv("INVITE", extra=' rrs="true"', actions=capture if sends else "")
+    actions = capture if sends else ""
+    answer = _body()
+    if call.events_as_offered:
+        actions += (
+            '<ereg regexp="a=rtpmap:([0-9]+) telephone-event/8000" search_in="body" check_it="true"'
+            ' assign_to="te_line,te_pt"/>'
+        )
+        answer = answer.replace("RTP/AVP 8 101", "RTP/AVP 8 [$te_pt]")
+        answer = answer.replace("a=rtpmap:101 telephone-event/8000", "[$te_line]")
+    s.recv("INVITE", extra=' rrs="true"', actions=actions)
     if call.outcome == "busy":
         _reply(s, "486", "Busy Here")
         s.recv("ACK")
@@ -294,7 +317,7 @@ Content-Length: 0
         return s.xml()
     if call.ring_ms:
         s.pause(call.ring_ms)
-    _reply(s, "200", "OK", _body())
+    _reply(s, "200", "OK", answer)
     s.recv("ACK")
     _steps(s, call.steps, uas=True)
     return s.xml()

@@ -58,7 +58,13 @@ def test_an_answer_uses_the_row_of_the_way_back(caller: Leg, callee: Leg) -> Non
 
 
 def test_browser_offers_reach_phones_with_a_codec_they_know() -> None:
-    assert {"transcode-PCMU", "transcode-G722"} <= set(DEFAULT_PROFILES[(Leg.WEB, Leg.SIP, Step.OFFER)].split())
+    """Opus-only browsers and PCMU-, PCMA- or G.722-only phones: each offer and re-offer toward a phone names
+    all three, each toward a browser names Opus (tests/e2e/test_media.py runs the pairs)."""
+    for step in (Step.OFFER, Step.REOFFER):
+        assert {"transcode-PCMU", "transcode-PCMA", "transcode-G722"} <= set(
+            DEFAULT_PROFILES[(Leg.WEB, Leg.SIP, step)].split()
+        )
+        assert "transcode-opus" in DEFAULT_PROFILES[(Leg.SIP, Leg.WEB, step)].split()
 
 
 def test_no_dtls_role_is_forced_toward_browsers() -> None:

@@ -15,9 +15,14 @@ Why the flags (docs/host-facts.md, rtpengine 10.5 as Debian ships it):
   and no audio flows (seen with Chromium 156 against OpenSIPS 3.6.8/4.0.1).
   Without it rtpengine answers a=setup:active and opens DTLS, which works.
 - SIP-bound SDP is ``RTP/AVP`` with ``ICE=remove DTLS=off rtcp-mux-demux``.
-- ``transcode-PCMU transcode-G722`` on offers toward SIP make sure a phone sees
-  a codec it knows even when a browser offered only Opus (offers only: rtpengine
-  ignores codec flags on answers).
+- ``transcode-PCMU transcode-PCMA transcode-G722`` on offers toward SIP make
+  sure a phone sees a codec it knows even when a browser offered only Opus
+  (offers only: rtpengine ignores codec flags on answers).
+- ``transcode-opus`` on offers toward a browser: a browser that takes only Opus
+  still answers a G.711 or G.722 phone.  rtpengine lists Opus after the phone's
+  own codecs, and a browser that has the phone's codec answers with it first:
+  the audio then passes through untranscoded (tests/e2e/test_media.py reads the
+  payload type the browser gets).
 - ``replace-origin`` hides the far end's o= line.  ``replace-session-connection``
   is gone: rtpengine ignores it since mr12.5 and rejects it since mr26.1.
 - ``delete`` rows are empty: a delete without flags removes the whole call.
@@ -43,13 +48,13 @@ DEFAULT_PROFILES: Dict[ProfileKey, str] = {
     (Leg.WEB, Leg.WEB, Step.ANSWER): TO_WEB,
     (Leg.WEB, Leg.WEB, Step.REOFFER): TO_WEB,
     (Leg.WEB, Leg.WEB, Step.DELETE): "",
-    (Leg.WEB, Leg.SIP, Step.OFFER): TO_SIP + " transcode-PCMU transcode-G722",
+    (Leg.WEB, Leg.SIP, Step.OFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722",
     (Leg.WEB, Leg.SIP, Step.ANSWER): TO_SIP,
-    (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-G722",
+    (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722",
     (Leg.WEB, Leg.SIP, Step.DELETE): "",
-    (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB,
+    (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB + " transcode-opus",
     (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB,
-    (Leg.SIP, Leg.WEB, Step.REOFFER): TO_WEB,
+    (Leg.SIP, Leg.WEB, Step.REOFFER): TO_WEB + " transcode-opus",
     (Leg.SIP, Leg.WEB, Step.DELETE): "",
     (Leg.SIP, Leg.SIP, Step.OFFER): TO_SIP,
     (Leg.SIP, Leg.SIP, Step.ANSWER): TO_SIP,

@@ -4,7 +4,7 @@
 // from the SDP the browser sends.
 (function () {
   "use strict";
-  const state = { ua: null, session: null, registered: false, events: [], incoming: null, remoteStream: null };
+  const state = { ua: null, session: null, registered: false, events: [], incoming: null, remoteStream: null, dtmf: [] };
 
   function log(text) {
     state.events.push(text);
@@ -22,7 +22,9 @@
   function watch(session) {
     state.session = session;
     session.on("sdp", (e) => {
-      if (e.originator === "local") e.sdp = loopbackOnly(e.sdp);
+      // with setMedia's codecs, what the browser sends and what it takes in name only those
+      const sdp = state.codecs ? onlyCodecs(e.sdp, state.codecs) : e.sdp;
+      e.sdp = e.originator === "local" ? loopbackOnly(sdp) : sdp;
     });
     for (const name of ["progress", "accepted", "confirmed", "ended", "failed", "hold", "unhold", "reinvite", "update"]) {
       session.on(name, (e) => {
@@ -30,6 +32,10 @@
         log("session " + name + extra);
       });
     }
+    // a DTMF digit that came as SIP INFO (JsSIP's newDTMF; a browser cannot see RFC 4733 events it receives)
+    session.on("newDTMF", (e) => {
+      if (e.originator === "remote") state.dtmf.push(e.dtmf.tone);
+    });
     session.on("peerconnection", (e) => {
       e.peerconnection.addEventListener("track", (t) => {
         state.remoteStream = t.streams[0];
@@ -40,6 +46,32 @@
   }
 
   const media = { mediaConstraints: { audio: true, video: false }, pcConfig: { iceServers: [] } };
+
+  // The audio m-line's formats cut to the codecs named (e.g. ["opus"], ["opus", "PCMU"]), telephone-event
+  // kept: a browser that offers or accepts only those.
+  function onlyCodecs(sdp, names) {
+    const lines = sdp.split("\r\n");
+    const keep = new Set();
+    const wanted = names.concat(["telephone-event"]).map((n) => n.toLowerCase());
+    for (const line of lines) {
+      const m = /^a=rtpmap:(\d+) ([^/]+)\//.exec(line);
+      if (m && wanted.includes(m[2].toLowerCase())) keep.add(m[1]);
+    }
+    let audio = false;
+    return lines
+      .filter((line) => {
+        if (line.startsWith("m=")) audio = line.startsWith("m=audio");
+        if (!audio) return true;
+        const pt = /^a=(?:rtpmap|fmtp|rtcp-fb):(\d+)[ ]/.exec(line);
+        return !pt || keep.has(pt[1]);
+      })
+      .map((line) => {
+        if (!line.startsWith("m=audio")) return line;
+        const parts = line.split(" ");
+        return parts.slice(0, 3).concat(parts.slice(3).filter((pt) => keep.has(pt))).join(" ");
+      })
+      .join("\r\n");
+  }
 
   window.phone = {
     state,
@@ -76,6 +108,30 @@
       return session.id;
     },
     answer() { state.incoming.answer(media); },
+    // what the next calls and answers ask for: {audio, video} (video: Chromium's fake camera), and the
+    // audio codecs the browser offers and accepts (null: all it has)
+    setMedia(audio, video, codecs) {
+      media.mediaConstraints = { audio: !!audio, video: !!video };
+      state.codecs = codecs || null;
+    },
+    // DTMF: transport "INFO" (JsSIP's default: SIP INFO) or "RFC2833" (RFC 4733 events in RTP)
+    dtmf(tones, transport) {
+      state.session.sendDTMF(tones, { transportType: transport, duration: 160, interToneGap: 200 });
+    },
+    // re-INVITE with new ICE credentials (an ICE restart)
+    iceRestart() { return state.session.renegotiate({ rtcOfferConstraints: { iceRestart: true } }); },
+    // a video track added to (or removed from) the call, by re-INVITE
+    async addVideo() {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      const pc = state.session.connection;
+      for (const track of stream.getVideoTracks()) pc.addTrack(track, stream);
+      return state.session.renegotiate();
+    },
+    removeVideo() {
+      const pc = state.session.connection;
+      for (const sender of pc.getSenders()) if (sender.track && sender.track.kind === "video") pc.removeTrack(sender);
+      return state.session.renegotiate();
+    },
     reject(code) { state.incoming.terminate({ status_code: code || 486 }); },
     // false while an earlier re-INVITE is still in progress (JsSIP then refuses)
     hold() { return state.session.hold(); },
@@ -99,14 +155,31 @@
     },
     async stats() {
       const pc = state.session && state.session.connection;
-      const out = { sent: 0, received: 0, ice: pc ? pc.iceConnectionState : "none" };
+      const out = {
+        sent: 0, received: 0, ice: pc ? pc.iceConnectionState : "none",
+        videoSent: 0, videoReceived: 0, framesEncoded: 0, framesDecoded: 0, codecs: [],
+      };
       if (!pc) return out;
-      (await pc.getStats()).forEach((r) => {
+      const stats = await pc.getStats();
+      stats.forEach((r) => {
         if (r.type === "outbound-rtp" && r.kind === "audio") out.sent += r.packetsSent || 0;
         if (r.type === "inbound-rtp" && r.kind === "audio") out.received += r.packetsReceived || 0;
+        if (r.type === "outbound-rtp" && r.kind === "video") {
+          out.videoSent += r.packetsSent || 0;
+          out.framesEncoded += r.framesEncoded || 0;
+        }
+        if (r.type === "inbound-rtp" && r.kind === "video") {
+          out.videoReceived += r.packetsReceived || 0;
+          out.framesDecoded += r.framesDecoded || 0;
+        }
+        if ((r.type === "outbound-rtp" || r.type === "inbound-rtp") && r.codecId && stats.get(r.codecId)) {
+          out.codecs.push(r.type.split("-")[0] + " " + r.kind + " " + stats.get(r.codecId).mimeType);
+        }
       });
       return out;
     },
+    // the DTMF digits that came as SIP INFO
+    dtmfReceived() { return state.dtmf.join(""); },
     stop() { if (state.ua) state.ua.stop(); },
   };
 })();

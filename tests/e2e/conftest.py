@@ -19,7 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import pytest
 
@@ -250,3 +250,26 @@ def chromium(playwright: Any) -> Iterator[Any]:
         yield browser
     finally:
         browser.close()
+
+
+@pytest.fixture
+def browser_phone(chromium: Any, site: web.Server, gateway: Rig) -> Iterator[Callable[..., Any]]:
+    """``make(prefix, secure=True, name="")``: a JsSIP page of its own registered at the shared gateway
+    (a webphones.WebPhone); every page is closed at the test's end."""
+    from .sipcalls import user  # both import this module
+    from .webphones import WebPhone
+
+    contexts = []
+
+    def make(prefix: str, secure: bool = True, name: str = "") -> WebPhone:
+        context = chromium.new_context(ignore_https_errors=True, permissions=["microphone", "camera"])
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(site.url, timeout=15000)
+        return WebPhone(page, name or user(prefix)).start(gateway, secure)
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import threading
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -69,3 +70,85 @@ class Sniffer:
             status = payload.split(b" ", 2)[1] if payload.startswith(b"SIP/2.0 ") else b""
             if until_final and status.isdigit() and int(status) >= 200:
                 return found
+
+
+#: RFC 4733 event codes of the DTMF digits.
+EVENTS = "0123456789*#ABCD"
+
+
+class RtpSniffer:
+    """RTP packets delivered to one UDP port on the loopback interface (a phone's or a browser's media
+    port), read off a packet socket: their payload types, and the DTMF digits of RFC 4733 events.  An
+    SRTP packet's RTP header is in clear: its payload type is readable, its payload is not."""
+
+    def __init__(self, dest_port: int, host: str = "127.0.0.1") -> None:
+        self.dest_port = dest_port
+        self.host = socket.inet_aton(host)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.bind(("lo", 0))
+        self.sock.setblocking(False)
+        self.packets: List[bytes] = []
+
+    def __enter__(self) -> RtpSniffer:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def _run(self) -> None:
+        """Gathers, until the ``with`` ends, the RTP packets (UDP payloads) delivered to the port."""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.sock], [], [], 0.1)
+            if not ready:
+                continue
+            frame, address = self.sock.recvfrom(65535)
+            if address[2] == PACKET_OUTGOING:
+                continue
+            ip = frame[14:]
+            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP or ip[16:20] != self.host:
+                continue
+            header = (ip[0] & 0x0F) * 4
+            _source, dest, length = struct.unpack("!HHH", ip[header : header + 6])
+            payload = ip[header + 8 : header + length]
+            if dest == self.dest_port and len(payload) >= 12 and payload[0] >> 6 == 2:
+                self.packets.append(payload)
+
+    def payload_types(self) -> Dict[int, int]:
+        """Packets per RTP payload type (RTCP, multiplexed or not, left out)."""
+        found: Dict[int, int] = {}
+        for packet in self.packets:
+            if 72 <= packet[1] & 0x7F <= 76:
+                continue  # RTCP's packet types 200-204 read as marker + 72-76
+            pt = packet[1] & 0x7F
+            found[pt] = found.get(pt, 0) + 1
+        return found
+
+    def events(self, pt: int) -> List[int]:
+        """The RTP timestamps of the RFC 4733 events of payload type ``pt``, one per event (its packets,
+        end packets sent three times among them, share the event's timestamp)."""
+        stamps: List[int] = []
+        for packet in self.packets:
+            if packet[1] & 0x7F == pt:
+                stamp = struct.unpack("!I", packet[4:8])[0]
+                if stamp not in stamps:
+                    stamps.append(stamp)
+        return stamps
+
+    def digits(self, pt: int) -> str:
+        """The DTMF digits of the RFC 4733 events of payload type ``pt`` (plain RTP only: SRTP's payload
+        is encrypted), in the order they came."""
+        found: Dict[int, str] = {}
+        for packet in self.packets:
+            if packet[1] & 0x7F != pt:
+                continue
+            skip = 12 + 4 * (packet[0] & 0x0F)
+            if packet[0] & 0x10:  # a header extension
+                skip += 4 + 4 * struct.unpack("!H", packet[skip + 2 : skip + 4])[0]
+            if len(packet) > skip and packet[skip] < len(EVENTS):
+                found.setdefault(struct.unpack("!I", packet[4:8])[0], EVENTS[packet[skip]])
+        return "".join(found.values())

@@ -9,33 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import pytest
+from typing import Any, Callable
 
 from rig import mi, sipp, web
 
 from .conftest import Rig, need
 from .sipcalls import call_id_received, media_both_ways, new_call_id, registered, settle, user
 from .webphones import WebPhone
-
-
-@pytest.fixture
-def browser_phone(chromium: Any, site: web.Server, gateway: Rig) -> Iterator[Callable[..., WebPhone]]:
-    contexts = []
-
-    def make(prefix: str, secure: bool = True, name: str = "") -> WebPhone:
-        context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(site.url, timeout=15000)
-        return WebPhone(page, name or user(prefix)).start(gateway, secure)
-
-    try:
-        yield make
-    finally:
-        for context in contexts:
-            context.close()
 
 
 def test_browser_registers_over_wss_as_webrtc(gateway: Rig, browser_phone: Callable[..., WebPhone]) -> None:

@@ -71,6 +71,26 @@ class WebPhone:
     def answer(self) -> None:
         self.page.evaluate("phone.answer()")
 
+    def set_media(self, audio: bool = True, video: bool = False, codecs: Optional[Sequence[str]] = None) -> WebPhone:
+        """What this browser's next calls and answers ask for (video: Chromium's fake camera), and the
+        audio codecs it offers and accepts (None: all it has; telephone-event always)."""
+        self.page.evaluate("([a, v, c]) => phone.setMedia(a, v, c)", [audio, video, list(codecs) if codecs else None])
+        return self
+
+    def dtmf(self, tones: str, transport: str) -> None:
+        """Send ``tones`` as SIP INFO (``"INFO"``, JsSIP's default) or RFC 4733 events (``"RFC2833"``)."""
+        self.page.evaluate("([t, how]) => phone.dtmf(t, how)", [tones, transport])
+
+    def dtmf_received(self) -> str:
+        """The digits that came to this browser as SIP INFO."""
+        return str(self.page.evaluate("phone.dtmfReceived()"))
+
+    def renegotiate(self, what: str) -> None:
+        """A re-INVITE of ``what``: "iceRestart", "addVideo" or "removeVideo" (once JsSIP may re-offer)."""
+        self.wait_settled()
+        assert self.page.evaluate(f"phone.{what}()") is not False, f"{self.user}: JsSIP refused {what}"
+        self.wait_settled()
+
     def reject(self, code: int = 486) -> None:
         self.page.evaluate("c => phone.reject(c)", code)
 
@@ -127,6 +147,15 @@ class WebPhone:
         second = self.stats()
         assert second["sent"] > first["sent"], (self.user, first, second)
         assert second["received"] > first["received"], (self.user, first, second)
+        return {"before": first, "after": second}
+
+    def video_grows(self, seconds: float = 2.0) -> Dict[str, Any]:
+        """Video frames encoded and sent, and received and decoded, all grow over ``seconds``."""
+        first = self.stats()
+        time.sleep(seconds)
+        second = self.stats()
+        for key in ("videoSent", "framesEncoded", "videoReceived", "framesDecoded"):
+            assert second[key] > first[key], (self.user, key, first, second)
         return {"before": first, "after": second}
 
 

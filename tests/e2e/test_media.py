@@ -1,0 +1,208 @@
+"""Media beyond a plain audio call (issue 17), through the real OpenSIPS and rtpengine, with Chromium.
+
+- Video between browsers (Chromium's fake camera): frames encoded and decoded growing on both sides,
+  from the first INVITE, or added by a re-INVITE mid-call and removed again, audio flowing throughout.
+- DTMF as RFC 4733 events, browser -> SIP phone and back, with G.711 in common and with an Opus-only
+  browser (transcoded): the digits read off the packets the phone's media port gets (plain RTP), and
+  the events of the telephone-event payload type the browser's port gets (SRTP: the RTP header is in
+  clear, the digit is not).
+
+Packets are read off the loopback interface (tests/e2e/sniff.py: root or CAP_NET_RAW).  Every test
+also checks that rtpengine logged no flag it did not know or ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+import pytest
+
+from rig import ng, sipp
+from tests.rtpengine_fixture import COMPLAINT
+
+from .conftest import Rig, need
+from .sipcalls import media_both_ways, new_call_id, registered, settle
+from .sniff import RtpSniffer, Sniffer
+from .webphones import WebPhone
+
+
+@pytest.fixture(autouse=True)
+def rtpengine_took_every_flag(gateway: Rig) -> Iterator[None]:
+    """rtpengine logged no flag or key it did not know or ignored during the test (the flag table's new
+    rows included: transcode-PCMA toward phones, transcode-opus toward browsers)."""
+    log = gateway.gw.rtpengine_log_path
+    start = log.stat().st_size if log.exists() else 0
+    yield
+    with log.open(errors="replace") as handle:
+        handle.seek(start)
+        complaints = [line for line in handle if COMPLAINT.search(line)]
+    assert not complaints, complaints
+
+
+def test_browser_to_browser_audio_and_video(gateway: Rig, browser_phone: Callable[..., Any]) -> None:
+    alice: WebPhone = browser_phone("vidalice").set_media(video=True)
+    bob: WebPhone = browser_phone("vidbob").set_media(video=True)
+    call_id = alice.calls_and_is_answered_by(bob, "127.0.0.1")
+    bob.wait_event("session confirmed")
+    alice.media_grows()
+    bob.media_grows()
+    a, b = alice.video_grows(), bob.video_grows()
+    print("FIGURE video", a, b, alice.remote_sdp())
+    alice.hangup()
+    bob.wait_event("session ended")
+    media_both_ways(gateway.relay.commands(call_id), call_id)
+    settle(gateway, call_id)
+
+
+def test_video_added_and_removed_mid_call_without_breaking_audio(
+    gateway: Rig, browser_phone: Callable[..., Any]
+) -> None:
+    """An audio call; the caller adds its camera by re-INVITE: the callee decodes growing video frames
+    while audio keeps flowing both ways; the caller removes it again: audio still flows."""
+    alice: WebPhone = browser_phone("addalice")
+    bob: WebPhone = browser_phone("addbob")
+    call_id = alice.calls_and_is_answered_by(bob, "127.0.0.1")
+    bob.wait_event("session confirmed")
+    alice.media_grows()
+    assert bob.stats()["framesDecoded"] == 0
+    alice.renegotiate("addVideo")
+    bob.wait_settled()
+    alice.media_grows()
+    bob.media_grows()
+    first = bob.stats()
+    time.sleep(2)
+    second = bob.stats()
+    print("FIGURE added", first, second)
+    assert second["framesDecoded"] > first["framesDecoded"], (first, second)
+    alice.renegotiate("removeVideo")
+    bob.wait_settled()
+    alice.media_grows()
+    bob.media_grows()
+    bob.hangup()
+    alice.wait_event("session ended")
+    media_both_ways(gateway.relay.commands(call_id), call_id)
+    settle(gateway, call_id)
+
+
+# -- DTMF --------------------------------------------------------------------------------------
+
+
+def telephone_event_pt(sdp: str) -> int:
+    """The payload type an SDP gives telephone-event (the first, whatever its clock rate)."""
+    found = re.search(r"a=rtpmap:(\d+) telephone-event/", sdp)
+    assert found is not None, f"no telephone-event in\n{sdp}"
+    return int(found.group(1))
+
+
+def browser_media_port(commands: List[ng.Exchange], tag: str) -> int:
+    """The port of the browser's host candidate in the SDP it sent (its offer or answer, by tag)."""
+    for exchange in commands:
+        sent = exchange.sent
+        mine = sent.get("from-tag") == tag if sent.get("command") == "offer" else sent.get("to-tag") == tag
+        found = re.search(r"a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", str(sent.get("sdp", "")))
+        if mine and found:
+            return int(found.group(1))
+    raise AssertionError(f"no SDP with a host candidate from tag {tag}")
+
+
+def transcoded_media(rig: Rig) -> int:
+    """rtpengine's own count of the media it transcodes now (ng ``statistics``)."""
+    assert rig.gw.relay is not None
+    stats = ng.command(rig.gw.relay.engine, {"command": "statistics"})
+    return int(stats["statistics"]["currentstatistics"]["transcodedmedia"])
+
+
+@pytest.mark.parametrize("codecs", [None, ("opus",)], ids=["common-codec", "transcoded"])
+def test_rfc4733_from_a_browser_reaches_a_sip_phone(
+    gateway: Rig, work: Path, browser_phone: Callable[..., Any], codecs: Optional[Tuple[str, ...]]
+) -> None:
+    """JsSIP sends RFC 4733 (RTCDTMFSender) toward a SIPp phone that offers PCMA and telephone-event:
+    the phone's media port gets the digits as RFC 4733 events of its payload type 101, with or without
+    transcoding (an Opus-only browser)."""
+    need("sipp")
+    if Sniffer.available():
+        pytest.skip(str(Sniffer.available()))
+    alice: WebPhone = browser_phone("dtmfweb").set_media(codecs=codecs)
+    bob = registered(gateway, work, "dtmfphone")
+    script = sipp.Call((("expect_bye",),), events_as_offered=True)
+    uas = sipp.run(sipp.uas_scenario(script), work, "uas", bob, gateway.sip, echo=True)
+    try:
+        with RtpSniffer(bob.media_port) as sniffer:
+            alice.call(f"sip:{bob.user}@127.0.0.1")
+            alice.wait_event("session confirmed")
+            alice.media_grows()
+            transcoding = transcoded_media(gateway)
+            alice.dtmf("159#", "RFC2833")
+            time.sleep(3)
+            alice.hangup()
+            alice.wait_event("session ended")
+            assert uas.wait() == 0, uas.errors()
+    finally:
+        uas.stop()
+    call_id = alice.call_id()
+    commands = gateway.relay.commands(call_id)
+    answer = next(e for e in commands if e.sent.get("command") == "answer")
+    pt = telephone_event_pt(str(answer.sent["sdp"]))  # the phone's answer
+    got = sniffer.digits(pt)
+    print(f"FIGURE dtmf browser->phone {codecs}: transcodedmedia {transcoding}, phone got {got!r} (type {pt})")
+    assert got == "159#", sniffer.payload_types()
+    assert (transcoding > 0) == bool(codecs), transcoding  # G.711 in common: no transcoding
+    media_both_ways(gateway.relay.commands(call_id), call_id)
+    settle(gateway, call_id)
+
+
+#: The SIP phone's script: audio, the digits 2580 as RFC 4733 events, audio, then it hangs up.
+PLAY_DTMF_PLAY = (("play",), ("pause", 1800), ("dtmf", "2580"), ("play",), ("pause", 1800), ("bye",))
+
+
+@pytest.mark.parametrize("codecs", [None, ("opus",)], ids=["common-codec", "transcoded"])
+def test_rfc4733_from_a_sip_phone_reaches_the_browser_leg(
+    gateway: Rig, work: Path, browser_phone: Callable[..., Any], codecs: Optional[Tuple[str, ...]]
+) -> None:
+    """A SIPp phone plays RFC 4733 events (payload type 101) into its call to a browser: rtpengine sends
+    the browser's leg as many events of the telephone-event payload type the browser was offered (SRTP:
+    the header says the type, the digit is encrypted)."""
+    need("sipp")
+    if Sniffer.available():
+        pytest.skip(str(Sniffer.available()))
+    carol = registered(gateway, work, "dtmfcaller")
+    web: WebPhone = browser_phone("dtmfcallee").set_media(codecs=codecs)
+    call_id = new_call_id("dtmf")
+    uac = sipp.run(
+        sipp.uac_scenario(sipp.Call(PLAY_DTMF_PLAY)),
+        work, "uac", carol, gateway.sip, service=web.user, call_id=call_id,
+    )  # fmt: skip
+    try:
+        web.wait_event("incoming")
+        web.answer()
+        web.wait_event("session confirmed")
+        commands = gateway.relay.commands(call_id)
+        port = browser_media_port(commands, str(commands[-1].sent.get("to-tag")))
+        sdp = web.remote_sdp()
+        pts = [int(pt) for pt in re.findall(r"a=rtpmap:(\d+) telephone-event/", sdp)]
+        with RtpSniffer(port) as sniffer:
+            web.media_grows()
+            transcoding = transcoded_media(gateway)
+            web.wait_event("session ended", timeout=20)
+        assert uac.wait() == 0, uac.errors()
+    finally:
+        uac.stop()
+    (pt,) = [pt for pt in pts if sniffer.events(pt)] or pts[:1]  # the one rtpengine sent events of
+    events = sniffer.events(pt)
+    types = sniffer.payload_types()
+    # The audio that reached the browser: PCMA as the phone sent it, or Opus that rtpengine made of it.
+    # (rtpengine's transcodedmedia counts the call once the browser's answer names Opus too, even while
+    # PCMA passes through unchanged.)
+    sent = max((t for t in types if t not in pts), key=types.__getitem__)
+    opus = re.search(r"a=rtpmap:(\d+) opus/", sdp)
+    print(
+        f"FIGURE dtmf phone->browser {codecs}: audio type {sent}, transcodedmedia {transcoding},"
+        f" {len(events)} events of type {pt}, types {types}"
+    )
+    assert len(events) == 4, types
+    assert sent == (int(opus.group(1)) if codecs and opus else 8), (sent, sdp)
+    media_both_ways(gateway.relay.commands(call_id), call_id)
+    settle(gateway, call_id)
