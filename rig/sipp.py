@@ -37,15 +37,19 @@ o=- 53655765 [cseq] IN IP4 [media_ip]
 s=-
 c=IN IP4 [media_ip]
 t=0 0
-m=audio [media_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
+m=audio [media_port] RTP/AVP {pt} 101
+a=rtpmap:{pt} {codec}
 a=rtpmap:101 telephone-event/8000
 a={direction}
 """
 
+#: The one audio codec a phone's SDP names: its static payload type and rtpmap.
+CODECS = {"PCMA": (8, "PCMA/8000"), "PCMU": (0, "PCMU/8000"), "G722": (9, "G722/8000")}
 
-def _body(direction: str = "sendrecv") -> str:
-    return SDP.replace("{direction}", direction)
+
+def _body(direction: str = "sendrecv", codec: str = "PCMA") -> str:
+    pt, rtpmap = CODECS[codec]
+    return SDP.replace("{direction}", direction).replace("{pt}", str(pt)).replace("{codec}", rtpmap)
 
 
 @dataclass
@@ -158,6 +162,8 @@ class Call:
     ring_ms: int = 0
     headers: Sequence[str] = ()
     """(UAC) extra header lines of its INVITE, e.g. ``"P-Preferred-Identity: <sip:boss@127.0.0.1>"``."""
+    codec: str = "PCMA"
+    """The one audio codec of this side's offers and answers (CODECS), besides telephone-event."""
     events_as_offered: bool = False
     """(UAS) answer telephone-event with the payload type the offer gave it, as a phone does (else its
     SDP's fixed 101 whatever it was offered)."""
@@ -275,13 +281,13 @@ def uas_scenario(call: Call) -> str:
     sends = any(step[0] in ("bye", "reinvite") for step in call.steps)
     # SIPp refuses a variable that is set but never used.
     actions = capture if sends else ""
-    answer = _body()
+    answer = _body(codec=call.codec)
     if call.events_as_offered:
         actions += (
             '<ereg regexp="a=rtpmap:([0-9]+) telephone-event/8000" search_in="body" check_it="true"'
             ' assign_to="te_line,te_pt"/>'
         )
-        answer = answer.replace("RTP/AVP 8 101", "RTP/AVP 8 [$te_pt]")
+        answer = answer.replace(" 101\n", " [$te_pt]\n", 1)
         answer = answer.replace("a=rtpmap:101 telephone-event/8000", "[$te_line]")
     s.recv("INVITE", extra=' rrs="true"', actions=actions)
     if call.outcome == "busy":
@@ -343,7 +349,7 @@ Max-Forwards: 70
 {extra}{credentials}Content-Type: application/sdp
 Content-Length: [len]
 
-{_body()}"""
+{_body(codec=call.codec)}"""
         )
         if auth and cseq == 1:
             s.recv("100", optional=True)

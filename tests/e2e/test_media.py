@@ -6,6 +6,9 @@
   browser (transcoded): the digits read off the packets the phone's media port gets (plain RTP), and
   the events of the telephone-event payload type the browser's port gets (SRTP: the RTP header is in
   clear, the digit is not).
+- The codec matrix: Opus-only and Opus+G.711 browsers with PCMU-, PCMA- and G.722-only SIP phones, each
+  calling the other: audio both ways, transcoded only where no codec is common (the payload type of
+  what reaches the browser), and the answer a calling phone gets names only what it offered.
 
 Packets are read off the loopback interface (tests/e2e/sniff.py: root or CAP_NET_RAW).  Every test
 also checks that rtpengine logged no flag it did not know or ignored.
@@ -204,5 +207,85 @@ def test_rfc4733_from_a_sip_phone_reaches_the_browser_leg(
     )
     assert len(events) == 4, types
     assert sent == (int(opus.group(1)) if codecs and opus else 8), (sent, sdp)
+    media_both_ways(gateway.relay.commands(call_id), call_id)
+    settle(gateway, call_id)
+
+
+# -- codecs ------------------------------------------------------------------------------------
+
+#: The browsers of the codec matrix: the audio codecs each offers and accepts (telephone-event too).
+BROWSERS = {"opus-only": ("opus",), "opus+G.711": ("opus", "PCMU", "PCMA")}
+
+
+def audio_formats(sdp: str) -> List[int]:
+    found = re.search(r"^m=audio \d+ \S+ ([\d ]+)", sdp, re.MULTILINE)
+    assert found is not None, sdp
+    return [int(pt) for pt in found.group(1).split()]
+
+
+def codec_of(sdp: str, pt: int) -> str:
+    found = re.search(rf"a=rtpmap:{pt} ([^/\s]+)/", sdp)
+    return found.group(1) if found else {0: "PCMU", 8: "PCMA", 9: "G722"}.get(pt, str(pt))
+
+
+@pytest.mark.parametrize("direction", ["browser-calls", "phone-calls"])
+@pytest.mark.parametrize("phone_codec", sorted(sipp.CODECS))
+@pytest.mark.parametrize("browser", sorted(BROWSERS))
+def test_codec_matrix(
+    gateway: Rig, work: Path, browser_phone: Callable[..., Any], browser: str, phone_codec: str, direction: str
+) -> None:
+    """A browser and a phone of one codec each call the other: audio both ways (the browser's getStats,
+    rtpengine's counters of the phone's leg, which echoes what it hears); the audio reaching the browser
+    is the phone's codec untouched when the browser has it, else Opus that rtpengine transcoded (read off
+    the payload type of the packets at the browser's port); the answer a calling phone gets names only
+    what it offered."""
+    need("sipp")
+    if Sniffer.available():
+        pytest.skip(str(Sniffer.available()))
+    common = phone_codec in BROWSERS[browser]
+    web: WebPhone = browser_phone("codecweb").set_media(codecs=BROWSERS[browser])
+    phone = registered(gateway, work, "codecphone")
+    if direction == "browser-calls":
+        script = sipp.Call((("expect_bye",),), codec=phone_codec, events_as_offered=True)
+        sipp_run = sipp.run(sipp.uas_scenario(script), work, "uas", phone, gateway.sip, echo=True)
+    else:
+        call_id = new_call_id("codec")
+        script = sipp.Call((("pause", 5000), ("bye",)), codec=phone_codec)
+        sipp_run = sipp.run(sipp.uac_scenario(script), work, "uac", phone, gateway.sip, service=web.user,
+                            call_id=call_id, echo=True)  # fmt: skip
+    try:
+        if direction == "browser-calls":
+            web.call(f"sip:{phone.user}@127.0.0.1")
+        else:
+            web.wait_event("incoming")
+            web.answer()
+        web.wait_event("session confirmed")
+        call_id = web.call_id()
+        commands = gateway.relay.commands(call_id)
+        offer = next(e for e in commands if e.sent.get("command") == "offer")
+        answer = next(e for e in commands if e.sent.get("command") == "answer")
+        browser_tag = offer.sent.get("from-tag") if direction == "browser-calls" else answer.sent.get("to-tag")
+        with RtpSniffer(browser_media_port(commands, str(browser_tag))) as sniffer:
+            web.media_grows(2.0)
+            transcoding = transcoded_media(gateway)
+        if direction == "browser-calls":
+            web.hangup()
+        web.wait_event("session ended", timeout=20)
+        assert sipp_run.wait() == 0, sipp_run.errors()
+    finally:
+        sipp_run.stop()
+    sdp = web.remote_sdp()
+    types = sniffer.payload_types()
+    received = max((pt for pt in types if codec_of(sdp, pt) != "telephone-event"), key=types.__getitem__)
+    heard = codec_of(sdp, received)
+    to_phone = str(((offer if direction == "browser-calls" else answer).answer or {}).get("sdp", ""))
+    print(
+        f"FIGURE codecs {browser} browser, {phone_codec} phone, {direction}: the browser got {heard}"
+        f" ({'transcoded' if heard != phone_codec else 'not transcoded'}; rtpengine's transcodedmedia"
+        f" {transcoding}); the phone was sent {[codec_of(to_phone, pt) for pt in audio_formats(to_phone)]}"
+    )
+    assert heard == (phone_codec if common else "opus"), (heard, types, sdp)
+    if direction == "phone-calls":  # the answer names only what the phone offered
+        assert set(audio_formats(to_phone)) <= {sipp.CODECS[phone_codec][0], 101}, to_phone
     media_both_ways(gateway.relay.commands(call_id), call_id)
     settle(gateway, call_id)
