@@ -23,6 +23,10 @@ Why the flags (docs/host-facts.md, rtpengine 10.5 as Debian ships it):
   own codecs, and a browser that has the phone's codec answers with it first:
   the audio then passes through untranscoded (tests/e2e/test_media.py reads the
   payload type the browser gets).
+- ``port-latching`` on re-offers from a browser: an ICE restart (new ufrag and
+  pwd, and new browser ports) made rtpengine 10.5 move to new ports of its own
+  toward the other side too, so the SIP phone's re-INVITE named a new port; with
+  it the other side sees the same address and port (tests/e2e/test_media.py).
 - ``replace-origin`` hides the far end's o= line.  ``replace-session-connection``
   is gone: rtpengine ignores it since mr12.5 and rejects it since mr26.1.
 - ``delete`` rows are empty: a delete without flags removes the whole call.
@@ -46,11 +50,11 @@ TO_SIP = "RTP/AVP ICE=remove DTLS=off rtcp-mux-demux replace-origin"
 DEFAULT_PROFILES: Dict[ProfileKey, str] = {
     (Leg.WEB, Leg.WEB, Step.OFFER): TO_WEB,
     (Leg.WEB, Leg.WEB, Step.ANSWER): TO_WEB,
-    (Leg.WEB, Leg.WEB, Step.REOFFER): TO_WEB,
+    (Leg.WEB, Leg.WEB, Step.REOFFER): TO_WEB + " port-latching",
     (Leg.WEB, Leg.WEB, Step.DELETE): "",
     (Leg.WEB, Leg.SIP, Step.OFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722",
     (Leg.WEB, Leg.SIP, Step.ANSWER): TO_SIP,
-    (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722",
+    (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722 port-latching",
     (Leg.WEB, Leg.SIP, Step.DELETE): "",
     (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB + " transcode-opus",
     (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB,

@@ -289,3 +289,73 @@ def test_codec_matrix(
         assert set(audio_formats(to_phone)) <= {sipp.CODECS[phone_codec][0], 101}, to_phone
     media_both_ways(gateway.relay.commands(call_id), call_id)
     settle(gateway, call_id)
+
+
+# -- ICE restart -------------------------------------------------------------------------------
+
+
+def ufrags(sdp: str) -> List[str]:
+    return re.findall(r"a=ice-ufrag:(\S+)", sdp)
+
+
+def audio_port(sdp: str) -> int:
+    found = re.search(r"^m=audio (\d+) ", sdp, re.MULTILINE)
+    assert found is not None, sdp
+    return int(found.group(1))
+
+
+def longest_gap(web: WebPhone, seconds: float) -> float:
+    """The longest time, over ``seconds``, in which the browser received no audio packet (getStats
+    polled every 20 ms or so)."""
+    last_count, last_change, gap = web.stats()["received"], time.monotonic(), 0.0
+    deadline = last_change + seconds
+    while time.monotonic() < deadline:
+        count, now = web.stats()["received"], time.monotonic()
+        if count != last_count:
+            gap, last_count, last_change = max(gap, now - last_change), count, now
+        time.sleep(0.02)
+    return max(gap, time.monotonic() - last_change)
+
+
+def test_an_ice_restart_of_the_browser_passes_and_hold_never_restarts_ice(
+    gateway: Rig, work: Path, browser_phone: Callable[..., Any]
+) -> None:
+    """A browser calls a SIP phone, holds and resumes (same ICE credentials each way), then restarts ICE
+    (new ufrag and pwd in its re-INVITE): rtpengine answers it with new credentials of its own, the phone's
+    re-INVITE names the same address and port as before, and audio comes back: the gap is measured."""
+    need("sipp")
+    web: WebPhone = browser_phone("iceweb")
+    phone = registered(gateway, work, "icephone")
+    script = sipp.Call((("expect_reinvite",), ("expect_reinvite",), ("expect_reinvite",), ("expect_bye",)))
+    uas = sipp.run(sipp.uas_scenario(script), work, "uas", phone, gateway.sip, echo=True)
+    try:
+        web.call(f"sip:{phone.user}@127.0.0.1")
+        web.wait_event("session confirmed")
+        call_id = web.call_id()
+        web.media_grows()
+        web.hold_and_resume()
+        web.media_grows()
+        web.renegotiate("iceRestart")
+        gap = longest_gap(web, 3.0)
+        web.media_grows()
+        web.hangup()
+        web.wait_event("session ended")
+        assert uas.wait() == 0, uas.errors()
+    finally:
+        uas.stop()
+    exchanges = [e for e in gateway.relay.commands(call_id) if e.sent.get("command") in ("offer", "answer")]
+    assert [e.sent["command"] for e in exchanges] == ["offer", "answer"] * 4
+    offers = [e for e in exchanges if e.sent["command"] == "offer"]
+    answers = [e for e in exchanges if e.sent["command"] == "answer"]
+    from_browser = [ufrags(str(e.sent["sdp"])) for e in offers]
+    to_browser = [ufrags(str((e.answer or {}).get("sdp", ""))) for e in answers]
+    to_phone = [audio_port(str((e.answer or {}).get("sdp", ""))) for e in offers]
+    print(
+        f"FIGURE ice restart: the browser's ufrags per offer {from_browser}, rtpengine's toward it {to_browser};"
+        f" ports offered to the phone {to_phone}; longest gap in the browser's audio {gap * 1000:.0f} ms"
+    )
+    assert from_browser[0] == from_browser[1] == from_browser[2] != from_browser[3]  # hold, resume: no restart
+    assert to_browser[0] == to_browser[1] == to_browser[2] != to_browser[3]  # rtpengine restarts with it
+    assert len(set(to_phone)) == 1, to_phone  # the SIP leg sees no change
+    media_both_ways(gateway.relay.commands(call_id), call_id)
+    settle(gateway, call_id)
