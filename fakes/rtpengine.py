@@ -146,6 +146,12 @@ class Session:
     call_id: str
     branches: Set[str] = field(default_factory=set)
     answered: bool = False
+    dtmf: List[Tuple[str, str]] = field(default_factory=list)
+    """The digits played into the call ("play DTMF"): (the tag of the party they come from, the digit)."""
+
+
+#: The codes rtpengine's "play DTMF" takes (a digit, *, #, A-D; it also takes event numbers).
+DTMF_CODES = frozenset("0123456789*#ABCD")
 
 
 @dataclass
@@ -177,6 +183,11 @@ class MemoryEngine:
         if op == "answer":
             session_or_none.answered = True
             return {"result": "ok", "sdp": self.rewrite(ng, offer=False)}
+        if op == "play DTMF":  # a digit into the media as the from-tag's party's RFC 4733 events
+            if ng.get("code") not in DTMF_CODES:
+                return {"result": "error", "error-reason": "Invalid DTMF event"}
+            session_or_none.dtmf.append((str(ng.get("from-tag")), str(ng["code"])))
+            return {"result": "ok"}
         if op == "delete":
             # Real rtpengine (10.5): a delete without from-tag - OpenSIPS sends none -
             # deletes the entire call, whatever its via-branch.

@@ -1330,12 +1330,13 @@ class Gateway:
 
     # rtpengine
 
-    def _rtpengine(self, op: str, ctx: Context, flags: Optional[str]) -> int:
+    def _rtpengine(self, op: str, ctx: Context, flags: Optional[str], extra: Optional[Dict[str, Any]] = None) -> int:
         try:
             ng = ng_command(op, flags, ctx.msg, ctx.source.host)
         except FlagError as exc:
             self.log_error(f"ERROR:rtpengine: {exc}")
             return -1
+        ng.update(extra or {})
         answer = self.rtpengine.command(ng)
         shown = {k: v for k, v in ng.items() if k != "sdp"}
         self.events.append(Event("rtpengine", f"{op} {shown} -> {answer.get('result')}", (ng, answer)))
@@ -1358,6 +1359,9 @@ class Gateway:
 
     def fn_rtpengine_delete(self, ctx: Context, flags: Optional[str], sock: Optional[str]) -> int:
         return self._rtpengine("delete", ctx, flags)
+
+    def fn_rtpengine_play_dtmf(self, ctx: Context, code: str, flags: Optional[str], sock: Optional[str]) -> int:
+        return self._rtpengine("play DTMF", ctx, flags, {"code": code})
 
     def sessions(self) -> List[Any]:
         engine = self.rtpengine

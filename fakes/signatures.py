@@ -102,6 +102,7 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "rtpengine_answer": (S_, V_, V_, S_),
     "rtpengine_delete": (S_, V_),
     "rtpengine_manage": (S_, V_, V_, S_),
+    "rtpengine_play_dtmf": (S, S_, V_),
 }
 
 #: Core statements that look like functions in the script but are keywords of its grammar (cfg.y):

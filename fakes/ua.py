@@ -446,7 +446,8 @@ class Network:
 
     def _arrive(self, ua: UA, message: SipMessage) -> None:
         ua.inbox.append(message)
-        if message.body:
+        kind = (message.header("content-type") or "application/sdp").split(";")[0].strip().lower()
+        if message.body and kind == "application/sdp":
             label = message.method if message.is_request else str(message.status)
             ua.received_sdp.append((label, message.body.decode()))
             ua.take_sdp(message)
@@ -655,6 +656,14 @@ class Network:
         ua, dialog = self.party(call, side)
         body = ua.make_offer(call.call_id, "sendonly" if hold else "sendrecv") if sdp else ""
         self.send(ua, self._in_dialog(ua, dialog, "INVITE", body))
+
+    def info(self, call: Call, side: str, body: str, content_type: str = "application/dtmf-relay") -> SipMessage:
+        """An in-dialog INFO (JsSIP sends a DTMF digit as ``Signal=5\\r\\nDuration=160``); the request sent."""
+        ua, dialog = self.party(call, side)
+        request = self._in_dialog(ua, dialog, "INFO")
+        request.set_body(body.encode(), content_type)
+        self.send(ua, request)
+        return request
 
     def bye(self, call: Call, side: str) -> None:
         ua, dialog = self.party(call, side)

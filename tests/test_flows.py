@@ -12,6 +12,7 @@ from fakes.scenarios import SCENARIOS
 from fakes.ua import Network
 from gateway import core
 from gateway.settings import Settings
+from gateway.settings import parse as parse_settings
 from tests.flowcheck import assert_clean
 
 
@@ -431,3 +432,71 @@ def test_a_python_failure_for_a_user_nobody_registered_gets_500() -> None:
     gateway.router.on_lookup_failure = broken
     assert net.invite(alice, "nobody").statuses() == [500]
     assert gateway.python_failures == 1
+
+
+def infos_received(ua: Any, call_id: str) -> List[Any]:
+    return [m for m in ua.inbox if m.is_request and m.method == "INFO" and m.call_id == call_id]
+
+
+def info_replies(ua: Any, call_id: str) -> List[int]:
+    return [m.status for m in ua.inbox if not m.is_request and m.cseq_method == "INFO" and m.call_id == call_id]
+
+
+@pytest.mark.parametrize("caller", ["browser", "phone"])
+def test_a_browser_s_info_digit_reaches_a_sip_phone_as_rfc4733(caller: str) -> None:
+    """A DTMF digit of a browser's SIP INFO (JsSIP's default) goes into the media toward the phone as RFC 4733
+    events (rtpengine's play DTMF, from the browser's tag); the INFO is answered 200 and not relayed."""
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
+    call = net.invite(alice, "carol") if caller == "browser" else net.invite(carol, "alice")
+    net.reply(call, carol if caller == "browser" else alice, 200)
+    side = "caller" if caller == "browser" else "callee"
+    sent = net.info(call, side, "Signal=5\r\nDuration=160\r\n")
+    net.info(call, side, "#", "application/dtmf")
+    assert infos_received(carol, call.call_id) == []
+    assert info_replies(alice, call.call_id) == [200, 200]
+    plays = [ng for ng in ng_commands(gateway) if ng["command"] == "play DTMF"]
+    assert [(ng["from-tag"], ng["code"]) for ng in plays] == [(sent.from_tag, "5"), (sent.from_tag, "#")]
+    net.bye(call, "callee")
+    assert_clean(gateway, net)
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [("Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"), ("Signal=\r\n", "application/dtmf-relay"),
+     ("<xml/>", "application/media_control+xml")],
+)  # fmt: skip
+def test_other_infos_go_on_as_they_came(body: str, content_type: str) -> None:
+    """A phone's INFO to a browser (JsSIP takes INFO), and a browser's INFO that is no digit, go on as INFO."""
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
+    call = net.invite(carol, "alice")
+    net.reply(call, alice, 200)
+    net.info(call, "caller", body, content_type)
+    assert [m.body.decode() for m in infos_received(alice, call.call_id)] == [body]
+    if "Signal=5" not in body:
+        net.info(call, "callee", body, content_type)
+        assert [m.body.decode() for m in infos_received(carol, call.call_id)] == [body]
+    assert [ng for ng in ng_commands(gateway) if ng["command"] == "play DTMF"] == []
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+
+
+def test_with_info_dtmf_relay_a_browser_s_info_goes_on_as_info() -> None:
+    """gateway.ini ``[media] info_dtmf = relay``: no row carries inject-DTMF (rtpengine passes a codec in
+    common through untouched), and a browser's INFO digit reaches the phone as the INFO it sent."""
+    settings = parse_settings("[media]\ninfo_dtmf = relay\n")
+    assert not settings.profiles.plays_info_dtmf
+    assert all("inject-DTMF" not in settings.profiles[key] for key in settings.profiles)
+    gateway = Gateway(settings)
+    net = Network(gateway)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
+    call = net.invite(alice, "carol")
+    net.reply(call, carol, 200)
+    net.info(call, "caller", "Signal=7\r\nDuration=160\r\n")
+    assert [m.body.decode() for m in infos_received(carol, call.call_id)] == ["Signal=7\r\nDuration=160\r\n"]
+    assert [ng for ng in ng_commands(gateway) if ng["command"] == "play DTMF"] == []
+    net.bye(call, "callee")
+    assert_clean(gateway, net)

@@ -440,6 +440,42 @@ def legs_of(record: CallRecord, downstream: bool) -> Optional[Tuple[Party, Party
     return callee.callee, record.caller
 
 
+#: The bodies of SIP INFO that carry a DTMF digit: JsSIP's ``Signal=5`` lines, and the digit alone.
+DTMF_RELAY, DTMF = "application/dtmf-relay", "application/dtmf"
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def info_digit(content_type: str, body: str) -> Optional[str]:
+    """The DTMF digit a SIP INFO carries (``Signal=5`` in application/dtmf-relay, ``5`` in
+    application/dtmf), None for anything else."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    text = body.strip()
+    if kind == DTMF_RELAY:
+        for line in text.splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip().lower() == "signal":
+                text = value.strip()
+                break
+        else:
+            return None
+    elif kind != DTMF:
+        return None
+    return text.upper() if len(text) == 1 and text.upper() in DTMF_DIGITS else None
+
+
+def info_to_rfc4733(record: Optional[CallRecord], downstream: bool, profiles: Profiles) -> bool:
+    """Whether a DTMF digit a SIP INFO brings goes into the call's media as RFC 4733 events instead of on
+    as INFO: from a browser (which sends INFO by default) to a SIP leg, when rtpengine carries the call's
+    media and the flag table lets it play DTMF there (profiles.INJECT_DTMF; gateway.ini ``[media]
+    info_dtmf``).  Phones and PBXs expect RFC 4733; a browser's JsSIP takes INFO and is sent it as it came."""
+    legs = None if record is None else legs_of(record, downstream)
+    if record is None or legs is None or not profiles.plays_info_dtmf:
+        return False
+    sender, receiver = legs
+    callee = record.callee_branch
+    return sender.leg is Leg.WEB and receiver.leg is Leg.SIP and callee is not None and callee.media is Media.OPEN
+
+
 def ack_is_quiet(method: str, has_sdp: bool) -> bool:
     """An ACK without SDP needs no flags and no NAT fixes: nothing answers it (force_rport), it
     refreshes no target (RFC 3261 12.2.1.2: its Contact is not read), no branch route runs for it."""

@@ -97,6 +97,7 @@ class Act:
     RELAY_TRACKED = "relay_tracked"  # t_on_reply("gw_reply"), relay (a re-INVITE or UPDATE)
     RELAY_KNOWN = "relay_known"  # relay only for a transaction tm knows (CANCEL, a stray ACK); ends
     REPLY = "reply"  # sl_send_reply($var(gw_code), $var(gw_reason)); ends
+    PLAY_DTMF = "play_dtmf"  # rtpengine_play_dtmf("$var(gw_dtmf)"): a DTMF digit into the call's media
     # a branch (branch_route[gw_branch] runs the plan of its contact's kind)
     TRACK = "track"  # $dlg_val(gw_track) = 1: its in-dialog requests come to on_in_dialog
     ON_REPLY = "on_reply"  # t_on_reply("gw_reply") for this branch
@@ -183,6 +184,8 @@ REPLY_CODE_VAR = "$var(gw_code)"
 REPLY_REASON_VAR = "$var(gw_reason)"
 ADD_HEADERS_VAR = "$var(gw_add_headers)"
 REMOVE_HEADERS_VAR = "$var(gw_remove_headers)"
+DTMF_VAR = "$var(gw_dtmf)"
+BODY = "$(rb{s.encode.hexa})"  # the body, hex-encoded: bytes that are not UTF-8 reach Python as text too
 MEDIA_FLAGS_VARS = {
     Step.OFFER: "$var(gw_rtp_offer)",
     Step.REOFFER: "$var(gw_rtp_offer)",
@@ -367,6 +370,8 @@ class Router:
         )
 
     def on_in_dialog(self, msg: Msg, facts: str = "") -> int:
+        if facts.startswith("INFO\n"):  # a DTMF digit in it reads the body: not a function of the facts
+            return self._answer(msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._info(rules, msg, facts))
         return self._answer(
             msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._kept(self._in_dialogs, facts, self._in_dialog, rules)
         )
@@ -639,6 +644,21 @@ class Router:
             sets += ((EXCHANGE_AVP, str(plan.exchange)),)
             return Answer((*acts, *media, Act.RELAY_TRACKED), sets, plan.dst_uri)
         return Answer((*acts, *media, Act.RELAY), sets, plan.dst_uri)
+
+    def _info(self, rules: Rules, msg: Msg, facts: str) -> Answer:
+        """A SIP INFO: a DTMF digit from a browser toward a SIP leg through rtpengine is played into the media
+        as RFC 4733 events (core.info_to_rfc4733) and the INFO answered here; anything else as ``_in_dialog``."""
+        _method, _proto, _nat, _contacts, length, direction, text, content_type = split_facts(facts, 8)
+        kind = unhex(content_type, strict=False) if content_type != NULL else ""
+        if as_int(length) > 0 and core.info_to_rfc4733(
+            self._record(text), direction != "upstream", rules.settings.profiles
+        ):
+            digit = core.info_digit(kind, unhex(msg.get_pseudoVar(BODY) or "", strict=False))
+            if digit is not None:
+                return Answer(
+                    (Act.PLAY_DTMF, Act.REPLY), ((DTMF_VAR, digit), (REPLY_CODE_VAR, "200"), (REPLY_REASON_VAR, "OK"))
+                )
+        return self._kept(self._in_dialogs, facts, self._in_dialog, rules)
 
     def _reply(self, rules: Rules, facts: str) -> Answer:
         (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,

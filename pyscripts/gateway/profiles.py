@@ -23,6 +23,15 @@ Why the flags (docs/host-facts.md, rtpengine 10.5 as Debian ships it):
   own codecs, and a browser that has the phone's codec answers with it first:
   the audio then passes through untranscoded (tests/e2e/test_media.py reads the
   payload type the browser gets).
+- ``inject-DTMF`` on every offer and answer between a browser and a SIP leg:
+  browsers (JsSIP, SIP.js) send DTMF as SIP INFO by default, phones and PBXs
+  expect RFC 4733 events in RTP.  The router answers such an INFO itself and
+  has rtpengine play the digit into the media ("play DTMF"), which rtpengine
+  10.5 does only for audio it decodes: with the flag it decodes and re-encodes
+  these calls even with a codec in common (its statistics count them as
+  transcoded; the payload type stays).  ``[media] info_dtmf = relay`` in
+  gateway.ini drops the flag: common codecs pass through untouched and INFO
+  goes on as INFO.
 - ``port-latching`` on re-offers from a browser: an ICE restart (new ufrag and
   pwd, and new browser ports) made rtpengine 10.5 move to new ports of its own
   toward the other side too, so the SIP phone's re-INVITE named a new port; with
@@ -45,6 +54,7 @@ ProfileKey = Tuple[Leg, Leg, Step]
 
 TO_WEB = "UDP/TLS/RTP/SAVPF ICE=force rtcp-mux-require SDES-off replace-origin"
 TO_SIP = "RTP/AVP ICE=remove DTLS=off rtcp-mux-demux replace-origin"
+PHONE_CODECS = "transcode-PCMU transcode-PCMA transcode-G722"
 
 #: (SDP from, SDP to, step) -> rtpengine flags.
 DEFAULT_PROFILES: Dict[ProfileKey, str] = {
@@ -52,19 +62,27 @@ DEFAULT_PROFILES: Dict[ProfileKey, str] = {
     (Leg.WEB, Leg.WEB, Step.ANSWER): TO_WEB,
     (Leg.WEB, Leg.WEB, Step.REOFFER): TO_WEB + " port-latching",
     (Leg.WEB, Leg.WEB, Step.DELETE): "",
-    (Leg.WEB, Leg.SIP, Step.OFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722",
-    (Leg.WEB, Leg.SIP, Step.ANSWER): TO_SIP,
-    (Leg.WEB, Leg.SIP, Step.REOFFER): TO_SIP + " transcode-PCMU transcode-PCMA transcode-G722 port-latching",
+    (Leg.WEB, Leg.SIP, Step.OFFER): f"{TO_SIP} {PHONE_CODECS} inject-DTMF",
+    (Leg.WEB, Leg.SIP, Step.ANSWER): TO_SIP + " inject-DTMF",
+    (Leg.WEB, Leg.SIP, Step.REOFFER): f"{TO_SIP} {PHONE_CODECS} port-latching inject-DTMF",
     (Leg.WEB, Leg.SIP, Step.DELETE): "",
-    (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB + " transcode-opus",
-    (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB,
-    (Leg.SIP, Leg.WEB, Step.REOFFER): TO_WEB + " transcode-opus",
+    (Leg.SIP, Leg.WEB, Step.OFFER): TO_WEB + " transcode-opus inject-DTMF",
+    (Leg.SIP, Leg.WEB, Step.ANSWER): TO_WEB + " inject-DTMF",
+    (Leg.SIP, Leg.WEB, Step.REOFFER): TO_WEB + " transcode-opus inject-DTMF",
     (Leg.SIP, Leg.WEB, Step.DELETE): "",
     (Leg.SIP, Leg.SIP, Step.OFFER): TO_SIP,
     (Leg.SIP, Leg.SIP, Step.ANSWER): TO_SIP,
     (Leg.SIP, Leg.SIP, Step.REOFFER): TO_SIP,
     (Leg.SIP, Leg.SIP, Step.DELETE): "",
 }
+
+#: rtpengine decodes and re-encodes the audio of an exchange whose offer and answer both carry it, so that
+#: it can play DTMF into it ("play DTMF"): a browser's SIP INFO digit reaches a SIP leg as RFC 4733 events.
+INJECT_DTMF = "inject-DTMF"
+#: The rows of the SDP between a browser and a SIP leg, each exchange's offer and answer: with the flag in
+#: every one the router plays a browser's INFO digits into the media (core.info_to_rfc4733).
+INJECT_ROWS = tuple((a, b, step) for a, b in ((Leg.WEB, Leg.SIP), (Leg.SIP, Leg.WEB))
+                    for step in (Step.OFFER, Step.ANSWER, Step.REOFFER))  # fmt: skip
 
 #: Added when the SDP comes from a SIP leg whose addresses cannot be trusted
 #: (NATed, or private addresses in the SDP): rtpengine learns the address from
@@ -121,9 +139,14 @@ def problems(key: ProfileKey, flags: str) -> list[str]:
 class Profiles(Mapping[ProfileKey, str]):
     """The effective table: the defaults with the site's overrides, validated."""
 
-    def __init__(self, overrides: Mapping[ProfileKey, str] | None = None) -> None:
+    def __init__(self, overrides: Mapping[ProfileKey, str] | None = None, info_dtmf: bool = True) -> None:
+        """``info_dtmf`` False (gateway.ini ``[media] info_dtmf = relay``): no row carries inject-DTMF, the
+        audio a browser and a phone have in common passes through rtpengine untouched, and a browser's SIP
+        INFO goes on as INFO."""
         table = dict(DEFAULT_PROFILES)
         table.update(overrides or {})
+        if not info_dtmf:
+            table = {k: " ".join(w for w in tokens(v) if w != INJECT_DTMF) for k, v in table.items()}
         errors = [f"{format_key(k)}: {p}" for k, v in table.items() for p in problems(k, v)]
         if errors:
             raise ValueError("bad rtpengine profile: " + "; ".join(errors))
@@ -132,6 +155,11 @@ class Profiles(Mapping[ProfileKey, str]):
         """core.media_action's results for this table, by their complete inputs, made once each."""
         self.checked: Dict[Tuple[object, ...], Tuple[str, ...]] = {}
         """core.check_decision's findings for added flags, by their complete inputs."""
+
+    @property
+    def plays_info_dtmf(self) -> bool:
+        """Every exchange between a browser and a SIP leg lets rtpengine play DTMF (INJECT_ROWS)."""
+        return all(INJECT_DTMF in tokens(self._table[key]) for key in INJECT_ROWS)
 
     def __getitem__(self, key: ProfileKey) -> str:
         return self._table[key]

@@ -139,7 +139,7 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
                 raise ValueError(f"{origin}: [blocked] {exc}") from None
     proxied: FrozenSet[str] = frozenset()
     if parser.has_section("media"):
-        _known(parser["media"], {"always_proxy"}, origin)
+        _known(parser["media"], {"always_proxy", "info_dtmf"}, origin)
         proxied = frozenset(parser["media"].get("always_proxy", "").replace(",", " ").split())
         bad = sorted(user for user in proxied if "@" in user or ":" in user)
         if bad:
@@ -166,6 +166,11 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
     unknown = set(parser.sections()) - SECTIONS
     if unknown:
         raise ValueError(f"{origin}: unknown section(s) {sorted(unknown)}")
+    info_dtmf = "rfc4733"
+    if parser.has_section("media"):
+        info_dtmf = parser["media"].get("info_dtmf", info_dtmf).strip().lower()
+        if info_dtmf not in ("rfc4733", "relay"):
+            raise ValueError(f"{origin}: [media] info_dtmf must be rfc4733 or relay, not {info_dtmf!r}")
     gw = parser["gateway"] if parser.has_section("gateway") else None
     values = dict(gw) if gw is not None else {}
     if gw is not None:
@@ -190,7 +195,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         topology_hiding=hiding in ("yes", "true", "on", "1"),
         trusted_sources=_words(values.get("trusted_sources", "")),
         auth_realm=values.get("auth_realm", "").strip() or None,
-        profiles=Profiles(overrides),
+        profiles=Profiles(overrides, info_dtmf=info_dtmf == "rfc4733"),
         tables=tables,
         interfaces=_interfaces(parser, origin),
     )

@@ -2,10 +2,14 @@
 
 - Video between browsers (Chromium's fake camera): frames encoded and decoded growing on both sides,
   from the first INVITE, or added by a re-INVITE mid-call and removed again, audio flowing throughout.
-- DTMF as RFC 4733 events, browser -> SIP phone and back, with G.711 in common and with an Opus-only
-  browser (transcoded): the digits read off the packets the phone's media port gets (plain RTP), and
-  the events of the telephone-event payload type the browser's port gets (SRTP: the RTP header is in
-  clear, the digit is not).
+- DTMF: a browser's digits sent as RFC 4733 or as SIP INFO (the gateway answers the INFO and has
+  rtpengine play the digit) reach a SIP phone as RFC 4733 events; a phone's RFC 4733 events reach the
+  browser's leg as telephone-event; with G.711 in common and with an Opus-only browser (transcoded).
+  The digits are read off the packets the phone's media port gets (plain RTP); at the browser's port
+  the events of its telephone-event payload type are counted (SRTP: the RTP header is in clear, the
+  digit is not).  With ``[media] info_dtmf = relay`` a codec in common passes rtpengine untouched.
+- ICE restart: a browser's re-INVITE with new ICE credentials passes, the SIP phone's re-INVITE names
+  the same port, audio comes back (the gap is printed); hold and resume never restart ICE.
 - The codec matrix: Opus-only and Opus+G.711 browsers with PCMU-, PCMA- and G.722-only SIP phones, each
   calling the other: audio both ways, transcoded only where no codec is common (the payload type of
   what reaches the browser), and the answer a calling phone gets names only what it offered.
@@ -23,11 +27,12 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
-from rig import ng, sipp
+from rig import ng, sipp, web
+from rig.gateway import DEFAULT_SETTINGS
 from tests.rtpengine_fixture import COMPLAINT
 
-from .conftest import Rig, need
-from .sipcalls import media_both_ways, new_call_id, registered, settle
+from .conftest import Rig, need, own_rig
+from .sipcalls import media_both_ways, new_call_id, registered, settle, user
 from .sniff import RtpSniffer, Sniffer
 from .webphones import WebPhone
 
@@ -111,6 +116,14 @@ def browser_media_port(commands: List[ng.Exchange], tag: str) -> int:
     raise AssertionError(f"no SDP with a host candidate from tag {tag}")
 
 
+@pytest.fixture(scope="module")
+def relay_rig(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """A gateway of its own with ``[media] info_dtmf = relay``: no inject-DTMF in the flag table."""
+    settings = DEFAULT_SETTINGS + "\n[media]\ninfo_dtmf = relay\n"
+    with own_rig(opensips_bin, tmp_path_factory.mktemp("relay"), settings=settings) as rig:
+        yield rig
+
+
 def transcoded_media(rig: Rig) -> int:
     """rtpengine's own count of the media it transcodes now (ng ``statistics``)."""
     assert rig.gw.relay is not None
@@ -118,13 +131,16 @@ def transcoded_media(rig: Rig) -> int:
     return int(stats["statistics"]["currentstatistics"]["transcodedmedia"])
 
 
+@pytest.mark.parametrize("transport", ["RFC2833", "INFO"])
 @pytest.mark.parametrize("codecs", [None, ("opus",)], ids=["common-codec", "transcoded"])
-def test_rfc4733_from_a_browser_reaches_a_sip_phone(
-    gateway: Rig, work: Path, browser_phone: Callable[..., Any], codecs: Optional[Tuple[str, ...]]
+def test_dtmf_from_a_browser_reaches_a_sip_phone_as_rfc4733(
+    gateway: Rig, work: Path, browser_phone: Callable[..., Any], codecs: Optional[Tuple[str, ...]], transport: str
 ) -> None:
-    """JsSIP sends RFC 4733 (RTCDTMFSender) toward a SIPp phone that offers PCMA and telephone-event:
-    the phone's media port gets the digits as RFC 4733 events of its payload type 101, with or without
-    transcoding (an Opus-only browser)."""
+    """JsSIP sends DTMF as RFC 4733 (RTCDTMFSender) or as SIP INFO (its default) toward a SIPp phone that
+    offers PCMA and telephone-event: the phone's media port gets the digits as RFC 4733 events of the
+    payload type it answered with, with or without transcoding (an Opus-only browser).  An INFO is
+    answered by the gateway and played into the media by rtpengine; the phone gets no INFO (SIPp would
+    fail on one it does not expect)."""
     need("sipp")
     if Sniffer.available():
         pytest.skip(str(Sniffer.available()))
@@ -138,7 +154,7 @@ def test_rfc4733_from_a_browser_reaches_a_sip_phone(
             alice.wait_event("session confirmed")
             alice.media_grows()
             transcoding = transcoded_media(gateway)
-            alice.dtmf("159#", "RFC2833")
+            alice.dtmf("159#", transport)
             time.sleep(3)
             alice.hangup()
             alice.wait_event("session ended")
@@ -150,9 +166,12 @@ def test_rfc4733_from_a_browser_reaches_a_sip_phone(
     answer = next(e for e in commands if e.sent.get("command") == "answer")
     pt = telephone_event_pt(str(answer.sent["sdp"]))  # the phone's answer
     got = sniffer.digits(pt)
-    print(f"FIGURE dtmf browser->phone {codecs}: transcodedmedia {transcoding}, phone got {got!r} (type {pt})")
+    print(
+        f"FIGURE dtmf browser->phone {transport} {codecs}: transcodedmedia {transcoding}, phone got {got!r} (type {pt})"
+    )
     assert got == "159#", sniffer.payload_types()
-    assert (transcoding > 0) == bool(codecs), transcoding  # G.711 in common: no transcoding
+    # inject-DTMF (the default [media] info_dtmf = rfc4733): rtpengine decodes and re-encodes the call
+    assert transcoding > 0, transcoding
     media_both_ways(gateway.relay.commands(call_id), call_id)
     settle(gateway, call_id)
 
@@ -359,3 +378,49 @@ def test_an_ice_restart_of_the_browser_passes_and_hold_never_restarts_ice(
     assert len(set(to_phone)) == 1, to_phone  # the SIP leg sees no change
     media_both_ways(gateway.relay.commands(call_id), call_id)
     settle(gateway, call_id)
+
+
+def test_with_info_dtmf_relay_a_codec_in_common_passes_untouched(
+    relay_rig: Rig, work: Path, chromium: Any, site: web.Server
+) -> None:
+    """``[media] info_dtmf = relay``: a browser with G.711 calls a PCMA phone, and rtpengine neither
+    transcodes nor re-encodes (its transcodedmedia stays 0; the browser gets PCMA), while RFC 4733 from
+    the browser still reaches the phone."""
+    need("sipp")
+    if Sniffer.available():
+        pytest.skip(str(Sniffer.available()))
+    rig = relay_rig
+    context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
+    try:
+        page = context.new_page()
+        page.goto(site.url, timeout=15000)
+        web_phone = WebPhone(page, user("relayweb")).start(rig).set_media(codecs=BROWSERS["opus+G.711"])
+        phone = registered(rig, work, "relayphone")
+        script = sipp.Call((("expect_bye",),), events_as_offered=True)
+        uas = sipp.run(sipp.uas_scenario(script), work, "uas", phone, rig.sip, echo=True)
+        try:
+            with RtpSniffer(phone.media_port) as at_phone:
+                web_phone.call(f"sip:{phone.user}@127.0.0.1")
+                web_phone.wait_event("session confirmed")
+                web_phone.media_grows()
+                transcoding = transcoded_media(rig)
+                web_phone.dtmf("73", "RFC2833")
+                time.sleep(1.5)
+                web_phone.hangup()
+                web_phone.wait_event("session ended")
+                assert uas.wait() == 0, uas.errors()
+        finally:
+            uas.stop()
+        call_id = web_phone.call_id()
+    finally:
+        context.close()
+    commands = rig.relay.commands(call_id)
+    assert all("inject-DTMF" not in e.sent.get("flags", []) for e in commands), [e.sent for e in commands]
+    answer = next(e for e in commands if e.sent.get("command") == "answer")
+    pt = telephone_event_pt(str(answer.sent["sdp"]))
+    types = at_phone.payload_types()
+    print(f"FIGURE info_dtmf = relay: transcodedmedia {transcoding}, phone got {at_phone.digits(pt)!r}, types {types}")
+    assert transcoding == 0
+    assert at_phone.digits(pt) == "73", types
+    media_both_ways(commands, call_id)
+    settle(rig, call_id)
