@@ -61,8 +61,11 @@ class Baresip:
 
     @classmethod
     def start(cls, folder: Path, user: str, host: str, registrar: Tuple[str, int], domain: str,
-              namespace: Optional[str] = None, transport: str = "udp") -> Baresip:  # fmt: skip
-        """Register ``user`` at ``registrar`` (for ``domain``) from ``host``; answers calls by itself."""
+              namespace: Optional[str] = None, transport: str = "udp", video: bool = False,
+              cafile: Optional[Path] = None) -> Baresip:  # fmt: skip
+        """Register ``user`` at ``registrar`` (for ``domain``) from ``host`` over ``transport`` (udp, tcp,
+        tls: ``cafile`` the certificate it trusts); answers calls by itself.  ``video``: a camera too
+        (baresip's fakevideo, VP8)."""
         folder.mkdir(parents=True, exist_ok=True)
         sip, control = free_port(), free_port(udp=False)
         low = free_port(tcp=False, even=True, span=8)
@@ -78,6 +81,10 @@ class Baresip:
             "rtcp_mux no",
             f"module_path {MODULES}",
             "module g711.so", "module aufile.so", "module aubridge.so", "module ctrl_tcp.so",
+            *(["module vp8.so", "module fakevideo.so", "video_source fakevideo,nil", "video_display fakevideo,nil"]
+              if video else []),
+            *([f"sip_cafile {cafile}"] if cafile is not None else []),
+            *([f"net_interface {host}"] if host.startswith("127.") else []),
             "module_tmp account.so", "module_app menu.so",
             f"ctrl_tcp_listen 127.0.0.1:{control}",
             "",
@@ -85,7 +92,7 @@ class Baresip:
         params = f";transport={transport}" if transport != "udp" else ""
         (folder / "accounts").write_text(
             f'<sip:{user}@{domain}{params}>;outbound="sip:{registrar[0]}:{registrar[1]}{params}";'
-            f"regint=600;answermode=auto;audio_codecs=PCMU,PCMA\n"
+            f"regint=600;answermode=auto;audio_codecs=PCMU,PCMA" + (";video_codecs=VP8" if video else "") + "\n"
         )
         (folder / "contacts").write_text("")
         with open(folder / "baresip.log", "ab") as log:
@@ -141,6 +148,10 @@ class Baresip:
                 raise AssertionError(f"baresip {self.user}: no {kind} (x{count}) within {timeout}s: "
                                      f"{[e.get('type') for e in self.events]}")  # fmt: skip
             self._read(left)
+
+    def poll(self, seconds: float) -> None:
+        """Take in what baresip sent within ``seconds`` (its events go to ``events``)."""
+        self._read(seconds)
 
     def _read(self, timeout: float) -> List[Dict[str, Any]]:
         assert self._sock is not None

@@ -222,6 +222,8 @@ class Gateway:
         """A dual-homed gateway's address on its private network: SIP over UDP and TCP there too
         (mhomed: OpenSIPS sends from the address that reaches the destination), and rtpengine's
         interfaces named ``public`` (``address``) and ``private`` (this one)."""
+        self.ipv6: Optional[str] = None
+        """An IPv6 address (``::1``) the gateway also takes SIP over UDP and WSS on, and rtpengine media."""
         """The network namespace OpenSIPS and rtpengine run in (rig/netns.py); None: the machine's own."""
         self.opensips: Optional[subprocess.Popen[bytes]] = None
         self.engines: List[Engine] = []
@@ -262,6 +264,11 @@ class Gateway:
         return f"wss://{self.host}:{self.ports.wss}"
 
     @property
+    def wss6_url(self) -> str:
+        """WSS on the gateway's IPv6 address (``ipv6``)."""
+        return f"wss://[{self.ipv6}]:{self.ports.wss}"
+
+    @property
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.ports.ws}"
 
@@ -299,6 +306,7 @@ class Gateway:
         namespace: Optional[str] = None,
         advertised: Optional[str] = None,
         private: Optional[str] = None,
+        ipv6: Optional[str] = None,
     ) -> Gateway:
         """Start it all; ``engines`` rtpengines, each behind its own relay, all named in rtpengine_sock.
 
@@ -318,6 +326,7 @@ class Gateway:
             media=media_range(),
         )
         gateway = cls(binary, folder, ports, host, address, namespace, advertised, private)
+        gateway.ipv6 = ipv6
         gateway.rtpengine_options = tuple(rtpengine_options)
         try:
             gateway._write(settings, entry, names, certificate, extra_params)
@@ -398,6 +407,8 @@ class Gateway:
             found.append(f"socket = {proto}:{self.address}:{port}{public}")
         if self.private:
             found += [f"socket = udp:{self.private}:{p.sip}", f"socket = tcp:{self.private}:{p.sip}", "mhomed = 1"]
+        if self.ipv6:
+            found += [f"socket = {proto}:[{self.ipv6}]:{port}" for proto, port in (("udp", p.sip), ("wss", p.wss))]
         return found
 
     @property
@@ -406,6 +417,8 @@ class Gateway:
         (``local!public``); a dual-homed gateway's two, by name."""
         if self.private:
             return [f"--interface=public/{self.address}", f"--interface=private/{self.private}"]
+        if self.ipv6:  # one interface of both families: rtpengine picks the family per leg
+            return [f"--interface={self.address}", f"--interface={self.ipv6}"]
         return ["--interface=" + self.address + (f"!{self.advertised}" if self.advertised else "")]
 
     def _start_rtpengine(self, index: int) -> None:

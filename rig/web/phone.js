@@ -13,9 +13,10 @@
   }
 
   function loopbackOnly(sdp) {
+    const mine = state.ipv6 ? / ::1 / : / 127\.0\.0\.1 /;
     return sdp
       .split("\r\n")
-      .filter((line) => !line.startsWith("a=candidate:") || / 127\.0\.0\.1 /.test(line))
+      .filter((line) => !line.startsWith("a=candidate:") || mine.test(line))
       .join("\r\n");
   }
 
@@ -110,6 +111,8 @@
     answer() { state.incoming.answer(media); },
     // what the next calls and answers ask for: {audio, video} (video: Chromium's fake camera), and the
     // audio codecs the browser offers and accepts (null: all it has)
+    // the loopback address family of the candidates the browser sends: IPv6 (::1) or IPv4 (127.0.0.1)
+    useIPv6(on) { state.ipv6 = !!on; },
     setMedia(audio, video, codecs) {
       media.mediaConstraints = { audio: !!audio, video: !!video };
       state.codecs = codecs || null;

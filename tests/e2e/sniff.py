@@ -81,9 +81,12 @@ class RtpSniffer:
     port), read off a packet socket: their payload types, and the DTMF digits of RFC 4733 events.  An
     SRTP packet's RTP header is in clear: its payload type is readable, its payload is not."""
 
-    def __init__(self, dest_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, dest_port: Optional[int] = None, source_port: Optional[int] = None) -> None:
+        """Packets to ``dest_port`` (a SIP phone's media port), or from ``source_port`` (rtpengine's port
+        facing a browser: the browser's ICE may pick any address of its host, the machine's own too)."""
+        assert (dest_port is None) != (source_port is None), "one of dest_port and source_port"
         self.dest_port = dest_port
-        self.host = socket.inet_aton(host)
+        self.source_port = source_port
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind(("lo", 0))
         self.sock.setblocking(False)
@@ -110,12 +113,13 @@ class RtpSniffer:
             if address[2] == PACKET_OUTGOING:
                 continue
             ip = frame[14:]
-            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP or ip[16:20] != self.host:
+            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP:
                 continue
             header = (ip[0] & 0x0F) * 4
-            _source, dest, length = struct.unpack("!HHH", ip[header : header + 6])
+            source, dest, length = struct.unpack("!HHH", ip[header : header + 6])
             payload = ip[header + 8 : header + length]
-            if dest == self.dest_port and len(payload) >= 12 and payload[0] >> 6 == 2:
+            port, wanted = (source, self.source_port) if self.source_port is not None else (dest, self.dest_port)
+            if port == wanted and len(payload) >= 12 and payload[0] >> 6 == 2:
                 self.packets.append(payload)
 
     def payload_types(self) -> Dict[int, int]:
@@ -129,15 +133,10 @@ class RtpSniffer:
         return found
 
     def events(self, pt: int) -> List[int]:
-        """The RTP timestamps of the RFC 4733 events of payload type ``pt``, one per event (its packets,
-        end packets sent three times among them, share the event's timestamp)."""
-        stamps: List[int] = []
-        for packet in self.packets:
-            if packet[1] & 0x7F == pt:
-                stamp = struct.unpack("!I", packet[4:8])[0]
-                if stamp not in stamps:
-                    stamps.append(stamp)
-        return stamps
+        """The RTP timestamps of the RFC 4733 events of payload type ``pt``, one per event: its first packet
+        has the marker bit (RFC 4733 2.5.1.1; the event's later packets, end packets sent three times
+        among them, have none)."""
+        return [struct.unpack("!I", p[4:8])[0] for p in self.packets if p[1] & 0x7F == pt and p[1] & 0x80]
 
     def digits(self, pt: int) -> str:
         """The DTMF digits of the RFC 4733 events of payload type ``pt`` (plain RTP only: SRTP's payload

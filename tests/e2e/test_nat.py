@@ -28,7 +28,7 @@ from rig.gateway import version_of
 
 from .conftest import NO_OPENSIPS, Rig, need, own_rig
 from .sipcalls import call, media_both_ways, messages, new_call_id, register_phone, settle, user
-from .webphones import WebPhone
+from .webphones import WebPhone, baresip_calls, hold_each_side_then_baresip_hangs_up
 
 #: Where the gateway stands: its namespace, its own address, and the public one a 1:1 NAT maps to it.
 POSITIONS = {
@@ -610,17 +610,7 @@ def test_baresip_behind_the_symmetric_nat_calls_and_is_called_by_a_browser(
         call_id = alice.call_id()
         phone.wait_event("CALL_ESTABLISHED")
         browser_talks(alice)
-        alice.hold_and_resume()
-        phone.command("hold")
-        alice.wait_event("session hold remote")
-        phone.command("resume")
-        alice.wait_event("session unhold remote")
-        alice.wait_settled()
-        alice.media_grows()
-        seen = alice.stats()
-        phone.command("hangup")
-        alice.wait_event("session ended")
-        phone.wait_event("CALL_CLOSED")
+        seen = hold_each_side_then_baresip_hangs_up(alice, phone)
         sent = media_both_ways(rig.relay.commands(call_id), call_id)
         got = heard() - before
         assert got > 20, f"baresip got {got} packets"
@@ -629,12 +619,7 @@ def test_baresip_behind_the_symmetric_nat_calls_and_is_called_by_a_browser(
 
         dan = browser_at(rig, "siteA", "nbd")
         before = heard()
-        phone.command("dial", f"sip:{dan.user}@{rig.sip[0]}")
-        dan.wait_event("incoming")
-        call_id = dan.call_id()
-        dan.answer()
-        dan.wait_event("session confirmed")
-        phone.wait_event("CALL_ESTABLISHED", count=2)
+        call_id = baresip_calls(phone, dan, rig.sip[0], calls=2)
         browser_talks(dan)
         seen = dan.stats()
         dan.hangup()

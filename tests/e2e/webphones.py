@@ -22,10 +22,14 @@ class WebPhone:
         self.user = user
 
     def start(
-        self, rig: Rig, secure: bool = True, domain: str = "127.0.0.1", password: str = "", wait: str = "registered"
-    ) -> WebPhone:
-        """Register (with ``password``, JsSIP answers digest challenges); wait for the ``wait`` event."""
-        url = rig.gw.wss_url if secure else rig.gw.ws_url
+        self, rig: Rig, secure: bool = True, domain: str = "127.0.0.1", password: str = "", wait: str = "registered",
+        ipv6: bool = False,
+    ) -> WebPhone:  # fmt: skip
+        """Register (with ``password``, JsSIP answers digest challenges); wait for the ``wait`` event.  ``ipv6``:
+        over WSS to the gateway's IPv6 address, with the browser's ::1 candidates only."""
+        url = rig.gw.wss6_url if ipv6 else rig.gw.wss_url if secure else rig.gw.ws_url
+        if ipv6:
+            self.page.evaluate("phone.useIPv6(true)")
         self.page.evaluate("([u, n, d, p]) => phone.start(u, n, d, p)", [url, self.user, domain, password])
         self.wait_event(wait)
         return self
@@ -236,3 +240,33 @@ def answer_a_phone(rig: Rig, work: Path, page: Page, name: str, call_id: str, ta
     finally:
         uac.stop()
     return reached
+
+
+def hold_each_side_then_baresip_hangs_up(browser: WebPhone, phone: Any) -> Dict[str, Any]:
+    """In a call between ``browser`` and a baresip ``phone`` (rig.baresip.Baresip): the browser holds and
+    resumes, then baresip; audio flows again; baresip hangs up and both see the call end.  The browser's
+    stats before the hang-up."""
+    browser.hold_and_resume()
+    phone.command("hold")
+    browser.wait_event("session hold remote")
+    phone.command("resume")
+    browser.wait_event("session unhold remote")
+    browser.wait_settled()
+    browser.media_grows()
+    seen = browser.stats()
+    phone.command("hangup")
+    browser.wait_event("session ended")
+    phone.wait_event("CALL_CLOSED")
+    return seen
+
+
+def baresip_calls(phone: Any, browser: WebPhone, domain: str, calls: int) -> str:
+    """baresip ``phone`` dials ``browser`` at ``domain``, which answers; the ``calls``-th call baresip
+    established.  The Call-ID."""
+    phone.command("dial", f"sip:{browser.user}@{domain}")
+    browser.wait_event("incoming")
+    call_id = browser.call_id()
+    browser.answer()
+    browser.wait_event("session confirmed")
+    phone.wait_event("CALL_ESTABLISHED", count=calls)
+    return call_id
