@@ -47,7 +47,8 @@ a={direction}
 CODECS = {"PCMA": (8, "PCMA/8000"), "PCMU": (0, "PCMU/8000"), "G722": (9, "G722/8000")}
 
 
-def _body(direction: str = "sendrecv", codec: str = "PCMA") -> str:
+def body(direction: str = "sendrecv", codec: str = "PCMA") -> str:
+    """A SIPp phone's SDP (SIPp fills in its bracketed keywords): one codec and telephone-event."""
     pt, rtpmap = CODECS[codec]
     return SDP.replace("{direction}", direction).replace("{pt}", str(pt)).replace("{codec}", rtpmap)
 
@@ -235,7 +236,7 @@ def _steps(s: Scenario, steps: Sequence[Step], uas: bool, cseq: int = 0) -> None
         elif kind == "dtmf":  # ("dtmf", "159#")
             s.dtmf(str(step[1]))  # type: ignore[misc]
         elif kind == "reinvite":
-            send(s, "INVITE", cseq, _body(str(step[1])))  # type: ignore[misc]
+            send(s, "INVITE", cseq, body(str(step[1])))  # type: ignore[misc]
             s.recv("100", optional=True)
             s.recv("200")
             send(s, "ACK", cseq)
@@ -253,7 +254,7 @@ Contact: <sip:{"[service]" if uas else "[caller]"}@[local_ip]:[local_port];trans
 Content-Type: application/sdp
 Content-Length: [len]
 
-{_body()}""",
+{body()}""",
                 retrans=False,
             )
             s.recv("ACK")
@@ -281,7 +282,7 @@ def uas_scenario(call: Call) -> str:
     sends = any(step[0] in ("bye", "reinvite") for step in call.steps)
     # SIPp refuses a variable that is set but never used.
     actions = capture if sends else ""
-    answer = _body(codec=call.codec)
+    answer = body(codec=call.codec)
     if call.events_as_offered:
         actions += (
             '<ereg regexp="a=rtpmap:([0-9]+) telephone-event/8000" search_in="body" check_it="true"'
@@ -349,7 +350,7 @@ Max-Forwards: 70
 {extra}{credentials}Content-Type: application/sdp
 Content-Length: [len]
 
-{_body(codec=call.codec)}"""
+{body(codec=call.codec)}"""
         )
         if auth and cseq == 1:
             s.recv("100", optional=True)

@@ -141,7 +141,7 @@ Max-Forwards: 70
 {auth}Content-Type: application/sdp
 Content-Length: [len]
 
-{sipp.SDP.replace("{direction}", "sendrecv")}"""
+{sipp.body()}"""
         )
         if cseq == 1:
             s.recv("407", extra=' auth="true"')

@@ -118,7 +118,7 @@ Max-Forwards: 70
 Content-Type: application/sdp
 Content-Length: [len]
 
-{sipp.SDP.replace("{direction}", "sendrecv")}"""
+{sipp.body()}"""
     )
     for provisional in ("100", "180", "183"):
         s.recv(provisional, optional=True)
