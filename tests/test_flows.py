@@ -500,3 +500,26 @@ def test_with_info_dtmf_relay_a_browser_s_info_goes_on_as_info() -> None:
     assert [ng for ng in ng_commands(gateway) if ng["command"] == "play DTMF"] == []
     net.bye(call, "callee")
     assert_clean(gateway, net)
+
+
+class NoDtmfEngine(MemoryEngine):
+    """An rtpengine that refuses to play DTMF (as one without the call would)."""
+
+    def command(self, ng: dict) -> dict:  # type: ignore[type-arg]
+        if ng["command"] == "play DTMF":
+            return {"result": "error", "error-reason": "Unknown call-id"}
+        return super().command(ng)
+
+
+def test_a_digit_rtpengine_cannot_play_is_logged_and_the_info_still_answered() -> None:
+    gateway = Gateway(Settings(), rtpengine=NoDtmfEngine(), strict=False)
+    net = Network(gateway)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol"))
+    call = net.invite(alice, "carol")
+    net.reply(call, carol, 200)
+    net.info(call, "caller", "Signal=1\r\nDuration=160\r\n")
+    assert info_replies(alice, call.call_id) == [200]
+    assert infos_received(carol, call.call_id) == []
+    assert any(f"rtpengine_play_dtmf failed for Call-ID {call.call_id}" in e for e in gateway.errors), gateway.errors
+    net.bye(call, "callee")
+    assert gateway.sessions() == [] and gateway.dialogs == {}
