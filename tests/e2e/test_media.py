@@ -101,16 +101,16 @@ def test_video_added_and_removed_mid_call_without_breaking_audio(
 # -- DTMF --------------------------------------------------------------------------------------
 
 
-def telephone_event_pt(sdp: str) -> int:
-    """The payload type an SDP gives telephone-event (the first, whatever its clock rate)."""
-    found = re.search(r"a=rtpmap:(\d+) telephone-event/", sdp)
-    assert found is not None, f"no telephone-event in\n{sdp}"
-    return int(found.group(1))
-
-
 def telephone_events(sdp: str) -> List[int]:
     """The payload types an SDP gives telephone-event."""
     return [int(pt) for pt in re.findall(r"a=rtpmap:(\d+) telephone-event/", sdp)]
+
+
+def telephone_event_pt(sdp: str) -> int:
+    """The payload type an SDP gives telephone-event (the first, whatever its clock rate)."""
+    found = telephone_events(sdp)
+    assert found, f"no telephone-event in\n{sdp}"
+    return found[0]
 
 
 def toward(web: WebPhone) -> RtpSniffer:
