@@ -805,11 +805,18 @@ REASONS = {
     f"set_pseudoVar {host.RECORD_VAR}": "the call record (caller's kind, offer, private SDP, the rules' flags): the"
     " cfg stores it in $dlg_val(gw) after create_dialog (keep_record), for branches, replies, BYE",
     f"set_pseudoVar {host.DIALOG_RECORD}": "the call record with the answered branch",
-    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.WEBRTC]}": "the plan of a branch to a browser, which the"
-    " cfg's branch route runs without asking Python",
-    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.NATED_SIP]}": "the plan of a branch to a SIP phone behind NAT",
-    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.PLAIN_SIP]}": "the plan of a branch to a SIP phone or trunk"
-    " not behind NAT",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.WEBRTC, False]}": "the plan of a branch to a browser, which"
+    " the cfg's branch route runs without asking Python",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.NATED_SIP, False]}": "the plan of a branch to a SIP phone"
+    " behind NAT",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.PLAIN_SIP, False]}": "the plan of a branch to a SIP phone or"
+    " trunk not behind NAT",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.WEBRTC, True]}": "the same for a browser that registered over"
+    " IPv6 (rtpengine offers it its IPv6 address)",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.NATED_SIP, True]}": "the same for a SIP phone behind NAT"
+    " that registered over IPv6",
+    f"set_pseudoVar {host.BRANCH_VARS[model.Registration.PLAIN_SIP, True]}": "the same for a SIP phone or trunk not"
+    " behind NAT over IPv6",
     f"set_pseudoVar {host.ADD_HEADERS_VAR}": "the headers the rules add, for the cfg's append_hf",
     f"set_pseudoVar {host.REMOVE_HEADERS_VAR}": "the headers the rules remove, for the cfg's remove_hf",
     f"set_pseudoVar {host.MEDIA_FLAGS_VARS[model.Step.OFFER]}": "the rtpengine flags for the cfg's rtpengine_offer",

@@ -68,7 +68,11 @@ def uri_endpoint(uri: str) -> Endpoint:
         key, _, value = param.partition("=")
         if key.lower() == "transport":
             proto = value.lower()
-    host, _, port = hostport.partition(":")
+    if hostport.startswith("["):  # an IPv6 reference: [::1]:5060
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = hostport.partition(":")
     return Endpoint(proto, host, int(port) if port.isdigit() else 5060)
 
 
@@ -1086,7 +1090,8 @@ class Gateway:
 
     def fn_fix_nated_register(self, ctx: Context) -> int:
         src = ctx.source
-        ctx.received = f"sip:{src.host}:{src.port}" + ("" if src.proto == "udp" else f";transport={src.proto}")
+        host = f"[{src.host}]" if ":" in src.host else src.host  # nathelper's create_rcv_uri brackets IPv6
+        ctx.received = f"sip:{host}:{src.port}" + ("" if src.proto == "udp" else f";transport={src.proto}")
         return 1
 
     def fn_fix_nated_contact(self, ctx: Context, param: Optional[str] = None) -> int:

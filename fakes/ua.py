@@ -360,8 +360,11 @@ class Network:
 
     # -- UAs --------------------------------------------------------------------------
 
-    def browser(self, name: str, secure: bool = True, media: Optional[MediaAgent] = None) -> UA:
-        host = f"127.0.0.{next(self._hosts)}"
+    def browser(
+        self, name: str, secure: bool = True, media: Optional[MediaAgent] = None, host: Optional[str] = None
+    ) -> UA:
+        """A browser over WSS (or WS) from a fresh 127.0.0.x, or from ``host`` (e.g. an IPv6 address)."""
+        host = host or f"127.0.0.{next(self._hosts)}"
         ua = UA(
             name,
             "web",

@@ -18,7 +18,7 @@ from bench.run import SippStats, report
 from bench.run import Step as BenchStep
 from bench.site import SETTINGS, Listen, native_settings, settings_for, site_files, with_mpath
 from gateway import core, sdp
-from gateway.host import FAILED, Router, branch_plan
+from gateway.host import BRANCH_VARS, FAILED, Router, branch_plan
 from gateway.model import Branch, CallRecord, Leg, Media, Party, Registration, Step
 from gateway.policy import MediaProxy
 from gateway.profiles import DEFAULT_PROFILES, UNTRUSTED_SIP_SOURCE, Profiles
@@ -70,6 +70,7 @@ def test_native_adds_what_the_router_adds_to_the_profile() -> None:
     assert f'" {UNTRUSTED_SIP_SOURCE}"' in NATIVE
     assert '" via-branch-param=br" + $T_branch_idx' in NATIVE
     assert '" via-branch-param=br" + $var(idx)' in NATIVE
+    assert f'" {core.ADDRESS_FAMILY_IP6}"' in NATIVE  # toward a contact that registered over IPv6
     # No per-branch delete (core.plan_initial_reply): rtpengine would delete the whole call.
     assert "rtpengine_delete(" in NATIVE and 'rtpengine_delete("' not in NATIVE
 
@@ -82,6 +83,7 @@ def test_native_runs_the_same_nat_test_and_flags() -> None:
     for bflags in core.REGISTRATION_BFLAGS.values():
         for flag in bflags:
             assert f'setbflag("{flag}")' in NATIVE
+    assert f'setbflag("{core.IPV6_BFLAG}")' in NATIVE
 
 
 def test_native_counts_the_statistics_of_the_router() -> None:
@@ -605,14 +607,15 @@ def test_micro_records_every_entry_point_and_replays_each_tape(rules: str) -> No
 
 def test_micro_times_the_decision_core_with_the_policy_and_every_branch_plan() -> None:
     """The afresh figure replays what the router asks of the core and of the rules: Tables.apply, the
-    operator's route, and the plan of each of the three kinds of branch (none kept)."""
+    operator's route, and the plan of each of the six kinds of branch (three kinds of contact, over IPv4 and
+    IPv6; none kept)."""
     from bench.micro import initial_invite_core, record_calls
 
     _router, tapes = record_calls("recipes")
     for tag in (", plain SIP", ", dial plan", ", digest auth"):
         names = [call.name for call in initial_invite_core(tapes, tag)]
         assert {"Tables.apply", "policy.py route", "core.check_decision"} <= set(names), tag
-        assert names.count("core.plan_branch") == 3, tag
+        assert names.count("core.plan_branch") == len(BRANCH_VARS) == 6, tag
     blocked = [call.name for call in initial_invite_core(tapes, ", blocked")]
     assert "policy.py route" in blocked and "core.plan_branch" not in blocked  # a 403: no branch
 

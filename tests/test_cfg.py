@@ -35,7 +35,7 @@ def python_flag_names() -> Set[str]:
     names = {core.NAT_FLAG}
     names |= {flag for flags in core.SOURCE_FLAGS.values() for flag in flags}
     names |= {flag for flags in core.REGISTRATION_BFLAGS.values() for flag in flags}
-    return names
+    return names | {core.IPV6_BFLAG}
 
 
 def test_every_flag_the_python_side_uses_is_named_in_the_cfg() -> None:
@@ -46,7 +46,7 @@ def test_message_and_branch_flags_are_named_as_such() -> None:
     message = set(re.findall(r'\b(?:set|reset|is)flag\("(\w+)"', CFG))
     branch = set(re.findall(r'\b(?:set|reset|is)bflag\("(\w+)"', CFG))
     assert {f for fl in core.SOURCE_FLAGS.values() for f in fl} | {core.NAT_FLAG} <= message
-    assert {f for fl in core.REGISTRATION_BFLAGS.values() for f in fl} <= branch
+    assert {f for fl in core.REGISTRATION_BFLAGS.values() for f in fl} | {core.IPV6_BFLAG} <= branch
 
 
 SCRIPT = cfgscript.parse(CFG)

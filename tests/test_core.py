@@ -227,3 +227,18 @@ def test_private_sdp_changes_nothing_where_it_is_not_read(caller: Party, callee:
     assert core.media_action(profiles, step, caller, callee.leg, True) == core.media_action(
         profiles, step, caller, callee.leg, False
     )
+
+
+def test_an_offer_toward_an_ipv6_contact_names_the_family_before_the_branch() -> None:
+    """rtpengine takes IPv4 toward a side it has not heard from: the offer to a contact registered over
+    IPv6 says address-family=IP6; the branch index stays last (the cfg appends it: core.unindexed)."""
+    record = CallRecord(PHONE, early_offer=True, private_sdp=False)
+    plan = core.plan_branch(record, 2, Registration.WEBRTC, PROFILES, ipv6=True)
+    assert plan.action is not None
+    assert plan.action.flags.endswith(f" {core.ADDRESS_FAMILY_IP6} {core.BRANCH_PARAM}2")
+    assert plan.record.branch(2) == Branch(Party(Leg.WEB, True, None, True), Media.OPEN)
+    ipv4 = core.plan_branch(record, 2, Registration.WEBRTC, PROFILES)
+    assert ipv4.action is not None and core.ADDRESS_FAMILY_IP6 not in ipv4.action.flags
+    # a delete never carries it; an answer toward an IPv6 caller may (harmless: its own family)
+    delete = core.media_action(PROFILES, Step.DELETE, PHONE, Leg.WEB, ipv6=True)
+    assert delete.flags == ""

@@ -523,3 +523,45 @@ def test_a_digit_rtpengine_cannot_play_is_logged_and_the_info_still_answered() -
     assert any(f"rtpengine_play_dtmf failed for Call-ID {call.call_id}" in e for e in gateway.errors), gateway.errors
     net.bye(call, "callee")
     assert gateway.sessions() == [] and gateway.dialogs == {}
+
+
+def test_a_browser_registered_over_ipv6_is_offered_rtpengine_s_ipv6_address() -> None:
+    """rtpengine writes the SDP toward a side it has not heard from in its first address's family (IPv4): the
+    registration over IPv6 is kept as branch flag IPV6, and the offer toward that contact names IP6; a
+    contact over IPv4 in the same fork gets no such flag, nor does the phone's answer leg."""
+    gateway = Gateway()
+    net = Network(gateway)
+    web6 = net.browser("alice", host="::1")
+    web4 = net.browser("alice")
+    bob = net.phone("bob", nat=True)
+    net.registered(web6, web4, bob)
+    flags = sorted(sorted(c.bflags) for c in gateway.location["alice"])
+    assert flags == [["IPV6", "WEBRTC"], ["WEBRTC"]]
+    assert gateway.location["bob"][0].bflags == {"NATED"}
+    call = net.invite(bob, "alice")
+    offers = [c for c in ng_commands(gateway) if c["command"] == "offer"]
+    assert sorted(c.get("address family", "") for c in offers) == ["", "IP6"]
+    net.reply(call, web6, 200)
+    answer = next(c for c in ng_commands(gateway) if c["command"] == "answer")
+    assert "address family" not in answer  # toward the IPv4 phone: its own family
+    net.bye(call, "callee")
+    assert_clean(gateway, net)
+
+
+def test_a_browser_calling_over_ipv6_has_its_re_offers_in_ipv6() -> None:
+    """A browser over IPv6 calls an IPv4 phone: the record keeps the caller's family, and the phone's
+    re-INVITE toward the browser names IP6 (the phone's leg never does)."""
+    gateway = Gateway()
+    net = Network(gateway)
+    web6, bob = net.registered(net.browser("alice", host="2001:db8::7"), net.phone("bob", nat=True))
+    call = net.invite(web6, "bob")
+    offer = next(c for c in ng_commands(gateway) if c["command"] == "offer")
+    assert "address family" not in offer  # toward the IPv4 phone
+    net.reply(call, bob, 200)
+    record = next(iter(gateway.dialogs.values())).vals["gw"]
+    assert record.startswith("c=W16@wss:[2001:db8::7]:"), record
+    net.reinvite(call, "callee")
+    reoffer = [c for c in ng_commands(gateway) if c["command"] == "offer"][-1]
+    assert reoffer.get("address family") == "IP6"
+    net.bye(call, "caller")
+    assert_clean(gateway, net)

@@ -12,7 +12,7 @@ flows = st.one_of(
     st.none(),
     st.builds(flow_of, st.sampled_from(["ws", "wss", "WSS"]), st.ip_addresses().map(str), st.integers(1, 65535)),
 )
-parties = st.builds(Party, st.sampled_from(list(Leg)), st.booleans(), flows)
+parties = st.builds(Party, st.sampled_from(list(Leg)), st.booleans(), flows, st.booleans())
 branches = st.builds(Branch, parties, st.sampled_from(list(Media)))
 records = st.builds(
     CallRecord,
@@ -37,6 +37,15 @@ def test_call_records_round_trip(record: CallRecord) -> None:
 def test_exchanges_round_trip(sender: Party, receiver: Party, offer: bool) -> None:
     exchange = Exchange(sender, receiver, offer)
     assert Exchange.parse(str(exchange)) == exchange
+
+
+def test_a_party_over_ipv6_says_so_in_its_code() -> None:
+    party = Party(Leg.WEB, True, flow_of("wss", "::1", 443), ipv6=True)
+    assert party.code == "W16@wss:[::1]:443" and Party.parse(party.code) == party
+    assert Party.parse("S06") == Party(Leg.SIP, False, None, True)
+    for bad in ("S07", "S066", "W61"):
+        with pytest.raises(ValueError):
+            Party.parse(bad)
 
 
 def test_flow_uri_brackets_ipv6() -> None:

@@ -127,3 +127,11 @@ def test_site_settings_override_a_row() -> None:
 def test_site_settings_refuse_a_broken_row() -> None:
     with pytest.raises(ValueError, match="sip-bound SDP needs RTP/AVP"):
         parse("[profiles]\nweb->sip offer = UDP/TLS/RTP/SAVPF ICE=force\n")
+
+
+def test_the_address_family_is_the_router_s_not_a_profile_s() -> None:
+    """The router names IP6 toward a contact that registered over IPv6 (core.media_action); a row that fixed
+    one family would send IPv6 addresses to IPv4 phones, or the reverse."""
+    key = (Leg.SIP, Leg.WEB, Step.OFFER)
+    with pytest.raises(ValueError, match="address-family"):
+        Profiles({key: DEFAULT_PROFILES[key] + " address-family=IP6"})

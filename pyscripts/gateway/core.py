@@ -43,6 +43,8 @@ REGISTRATION_BFLAGS = {
     Registration.NATED_SIP: ("NATED",),
     Registration.PLAIN_SIP: (),
 }
+#: And beside it, for a contact that registered over IPv6 (any kind): rtpengine offers it IPv6.
+IPV6_BFLAG = "IPV6"
 #: Message flags: where the request came from (visible to branch, reply and failure routes).
 SOURCE_FLAGS = {Source.WEBSOCKET: ("SRC_WS", "SRC_NAT")}
 NAT_FLAG = "SRC_NAT"
@@ -56,18 +58,23 @@ def source_of(proto: str) -> Source:
 
 
 @functools.lru_cache(maxsize=1024)
-def party_of(source: Source, behind_nat: bool, flow: Optional[str] = None) -> Party:
+def party_of(source: Source, behind_nat: bool, flow: Optional[str] = None, ipv6: bool = False) -> Party:
     """The sender of a request; ``flow`` is kept for browsers only (see Party.flow).  Parties are
     immutable values: one per kind (and per browser connection) is made and shared."""
     if source is Source.WEBSOCKET:
-        return Party(Leg.WEB, True, flow)
-    return Party(Leg.SIP, behind_nat)
+        return Party(Leg.WEB, True, flow, ipv6)
+    return Party(Leg.SIP, behind_nat, None, ipv6)
 
 
 @functools.cache
-def party_registered(registration: Registration) -> Party:
-    """The callee a contact of this kind is (one shared value per kind)."""
-    return Party(registration.leg, registration.behind_nat)
+def party_registered(registration: Registration, ipv6: bool = False) -> Party:
+    """The callee a contact of this kind (registered over IPv6 or not) is: one shared value per kind."""
+    return Party(registration.leg, registration.behind_nat, None, ipv6)
+
+
+def is_ipv6(address: str) -> bool:
+    """Whether a source address ($si) or a URI's host is IPv6 (OpenSIPS prints $si bare, a URI brackets it)."""
+    return ":" in address
 
 
 def registration_of(source: Source, behind_nat: bool) -> Registration:
@@ -297,14 +304,19 @@ def media_action(
     branch: Optional[int] = None,
     added: str = "",
     sides: Tuple[str, str] = ("", ""),
+    ipv6: bool = False,
 ) -> MediaAction:
     """The rtpengine call for SDP going from ``sender`` to a ``receiver`` leg; ``added``: the operator's
     flags for this call's offers (check_decision checked them against the table); ``sides``: rtpengine's
-    interfaces facing the sender and the receiver, named in offers (rtpengine keeps them for the answer)."""
+    interfaces facing the sender and the receiver, named in offers (rtpengine keeps them for the answer);
+    ``ipv6``: the receiver is reached over IPv6.  rtpengine writes the SDP for a side in the family that
+    side's own SDP used; toward a side it has not heard yet (a callee's offer, a late offer to the caller)
+    it takes its first address's, IPv4: ``address-family=IP6`` names the family (docs/host-facts.md)."""
     untrusted = step is not Step.DELETE and sender.leg is Leg.SIP and (sender.behind_nat or private_sdp)
     if step not in (Step.OFFER, Step.REOFFER):
         added, sides = "", ("", "")
-    key = (sender.leg, receiver, step, untrusted, branch, added, sides)
+    ipv6 = ipv6 and step is not Step.DELETE
+    key = (sender.leg, receiver, step, untrusted, branch, added, sides, ipv6)
     action = profiles.actions.get(key)  # made once for each of its complete inputs
     if action is None:
         extra = [UNTRUSTED_SIP_SOURCE] if untrusted else []
@@ -314,6 +326,8 @@ def media_action(
             # OpenSIPS's rtpengine module makes ng's "direction" list of these two (a direction= flag
             # would go as one string, not a list): rtpengine keeps them for the answer
             extra += (f"in-iface={sides[0]}", f"out-iface={sides[1]}")
+        if ipv6:
+            extra.append(ADDRESS_FAMILY_IP6)
         if branch is not None:
             # One rtpengine session per branch, so a browser and a phone of one user
             # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
@@ -323,6 +337,10 @@ def media_action(
         if len(profiles.actions) < 4096:
             profiles.actions[key] = action
     return action
+
+
+#: rtpengine's SDP toward an IPv6 party names rtpengine's IPv6 address (ng "address family").
+ADDRESS_FAMILY_IP6 = "address-family=IP6"
 
 
 def unindexed(flags: str, index: int) -> str:
@@ -349,16 +367,18 @@ def plan_branch(
     registration: Registration,
     profiles: Profiles,
     media: MediaProxy = MediaProxy.AUTO,
+    ipv6: bool = False,
 ) -> BranchPlan:
-    """Decide the media proxy for one branch of an initial INVITE and, with an early offer, the offer."""
-    callee = party_registered(registration)
+    """Decide the media proxy for one branch of an initial INVITE to a contact of this kind (registered
+    over IPv6 or not) and, with an early offer, the offer."""
+    callee = party_registered(registration, ipv6)
     if not needs_media_proxy(record.caller, callee, record.private_sdp, media):
         return BranchPlan(record.with_branch(index, Branch(callee, Media.NONE)), None)
     if not record.early_offer:
         return BranchPlan(record.with_branch(index, Branch(callee, Media.PENDING)), None)
     added = record.extra_toward(callee.leg)
     action = media_action(profiles, Step.OFFER, record.caller, callee.leg, record.private_sdp, index, added,
-                          record.sides)  # fmt: skip
+                          record.sides, callee.ipv6)  # fmt: skip
     return BranchPlan(record.with_branch(index, Branch(callee, Media.OPEN)), action)
 
 
@@ -402,12 +422,14 @@ def plan_initial_reply(
     if not branch.media_proxy or not has_sdp or status < 180:
         return ReplyPlan(None, fix, record.with_answer(index, flow) if answered else None, stats)
     if record.early_offer:
-        action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index)
+        action = media_action(profiles, Step.ANSWER, branch.callee, record.caller.leg, branch=index,
+                              ipv6=record.caller.ipv6)  # fmt: skip
     else:
         # Late offer: the callee's SDP is the offer (answered in the ACK, or PRACK); the reply's
         # To-tag already tells rtpengine which branch it is.
         action = media_action(profiles, Step.OFFER, branch.callee, record.caller.leg,
-                              added=record.extra_toward(record.caller.leg), sides=record.sides[::-1])  # fmt: skip
+                              added=record.extra_toward(record.caller.leg), sides=record.sides[::-1],
+                              ipv6=record.caller.ipv6)  # fmt: skip
         record = record.with_branch(index, branch.with_media(Media.OPEN))
     return ReplyPlan(action, fix, record.with_answer(index, flow) if answered else record, stats)
 
@@ -525,11 +547,12 @@ def plan_sequential(
         if not has_sdp:
             return SequentialPlan(None, exchange, dst_uri, to_browser)
         action = media_action(profiles, Step.REOFFER, sender, receiver.leg, added=record.extra_toward(receiver.leg),
-                              sides=sides)  # fmt: skip
+                              sides=sides, ipv6=receiver.ipv6)  # fmt: skip
         return SequentialPlan(action, exchange, dst_uri, to_browser)
     if method in ("ACK", "PRACK") and has_sdp:
         # An ACK (or PRACK) with SDP answers an offer made in the 2xx (late offer).
-        return SequentialPlan(media_action(profiles, Step.ANSWER, sender, receiver.leg), None, dst_uri, to_browser)
+        action = media_action(profiles, Step.ANSWER, sender, receiver.leg, ipv6=receiver.ipv6)
+        return SequentialPlan(action, None, dst_uri, to_browser)
     return SequentialPlan(dst_uri=dst_uri, to_browser=to_browser)
 
 
@@ -539,4 +562,4 @@ def plan_sequential_reply(exchange: Exchange, status: int, has_sdp: bool, profil
         return None
     step = Step.ANSWER if exchange.offer_in_request else Step.REOFFER
     return media_action(profiles, step, exchange.receiver, exchange.sender.leg, added=exchange.extra,
-                        sides=exchange.sides[::-1])  # fmt: skip
+                        sides=exchange.sides[::-1], ipv6=exchange.sender.ipv6)  # fmt: skip

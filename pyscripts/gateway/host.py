@@ -79,6 +79,7 @@ class Act:
     # registrations
     WEBRTC_CONTACT = "webrtc_contact"  # setbflag("WEBRTC"): a browser's; over its connection only (also in-dialog)
     NATED_CONTACT = "nated_contact"  # setbflag("NATED")
+    IPV6_CONTACT = "ipv6_contact"  # setbflag("IPV6"): registered over IPv6 (or a trunk's IPv6 address)
     SAVE = "save"  # save("location"): replies and ends
     LOOKUP = "lookup"  # lookup("location"); on failure on_lookup_failure answers
     # calls
@@ -171,11 +172,15 @@ ENDING = {
     LOOKUP_FAILURE_VAR: _LAST,
     IN_DIALOG_VAR: _LAST,
 }
-#: A branch's plan by its contact's kind: "actions|its part of the call record|its offer's flags but the index".
+#: A branch's plan by its contact's kind and whether it registered over IPv6 (branch flag IPV6):
+#: "actions|its part of the call record|its offer's flags but the index".
 BRANCH_VARS = {
-    Registration.WEBRTC: "$var(gw_to_webrtc)",
-    Registration.NATED_SIP: "$var(gw_to_nated)",
-    Registration.PLAIN_SIP: "$var(gw_to_plain)",
+    (Registration.WEBRTC, False): "$var(gw_to_webrtc)",
+    (Registration.NATED_SIP, False): "$var(gw_to_nated)",
+    (Registration.PLAIN_SIP, False): "$var(gw_to_plain)",
+    (Registration.WEBRTC, True): "$var(gw_to_webrtc6)",
+    (Registration.NATED_SIP, True): "$var(gw_to_nated6)",
+    (Registration.PLAIN_SIP, True): "$var(gw_to_plain6)",
 }
 # What actions need.
 RECORD_VAR = "$var(gw_record)"
@@ -254,6 +259,8 @@ class Outcome(NamedTuple):
     caller_behind_nat: bool
     caller_side: str
     """rtpengine's interface facing the caller (Settings.side_of its source; "" with one interface)."""
+    caller_ipv6: bool
+    """The request came over IPv6."""
 
 
 class Incoming(NamedTuple):
@@ -491,7 +498,7 @@ class Router:
             return reply_answer(*routing.reply, acts)
         challenge = core.challenge_for(method, from_domain, trusted, settings)
         if method == "REGISTER" and (challenge is None or settings.auth_realm is None):
-            return self._save(source, behind_nat, acts)  # no rule sees a REGISTER: nothing more to read
+            return self._save(source, behind_nat, core.is_ipv6(src_ip), acts)  # no rule sees a REGISTER
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         request = Request(
@@ -516,7 +523,8 @@ class Router:
         gateway.ini tables and the operator's rules send it."""
         request = incoming.request
         if request.method == "REGISTER":
-            return self._save(core.source_of(request.transport), request.caller_behind_nat, before)
+            return self._save(core.source_of(request.transport), request.caller_behind_nat,
+                              core.is_ipv6(request.source_ip), before)  # fmt: skip
         settings = rules.settings
         names = settings.tables.headers
         if names:
@@ -537,14 +545,17 @@ class Router:
         if request.caller is Kind.BROWSER and request.method == "INVITE":  # its in-dialog requests come back over it
             flow = flow_of(request.transport, request.source_ip, request.source_port)
         outcome = Outcome(decision, before, request.method, rewrite, request.transport, flow, request.has_sdp,
-                          incoming.private, request.caller_behind_nat, settings.side_of(request.source_ip))  # fmt: skip
+                          incoming.private, request.caller_behind_nat, settings.side_of(request.source_ip),
+                          core.is_ipv6(request.source_ip))  # fmt: skip
         if rules.callee is None:
             return self._kept(self._outcomes, outcome, self._carry_out, rules)
         return self._carry_out(rules, outcome, request)
 
     @staticmethod
-    def _save(source: Source, behind_nat: bool, before: Tuple[str, ...]) -> Answer:
-        """A REGISTER that may register: its contact's branch flag, and save() (which replies to it)."""
+    def _save(source: Source, behind_nat: bool, ipv6: bool, before: Tuple[str, ...]) -> Answer:
+        """A REGISTER that may register: its contact's branch flags, and save() (which replies to it)."""
+        if ipv6:
+            before = (*before, Act.IPV6_CONTACT)
         return Answer((*before, *_SAVE[core.registration_of(source, behind_nat)]))
 
     def _carry_out(self, rules: Rules, outcome: Outcome, request: Optional[Request] = None) -> Answer:
@@ -575,7 +586,7 @@ class Router:
         # The cfg tests the SDP itself, only where it matters (core.sdp_privacy_matters).
         nat = outcome.caller_behind_nat
         private_sdp = outcome.has_sdp and outcome.private and core.sdp_privacy_matters(source, nat)
-        caller = core.party_of(source, nat, outcome.flow)
+        caller = core.party_of(source, nat, outcome.flow, outcome.caller_ipv6)
         extra = (decision.extra_flags(Kind.BROWSER), decision.extra_flags(Kind.SIP))
         sides = ("", "")
         if outcome.caller_side:  # the callee's: a trunk's or a URI's host; registered users face the default
@@ -583,6 +594,8 @@ class Router:
         record = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra, sides=sides)
         sets.append((RECORD_VAR, str(record)))
         sets += self._branch_plans(rules, request, decision, record)
+        if core.is_ipv6(uri_host(dst_uri or ruri or "")):
+            acts.append(Act.IPV6_CONTACT)  # a trunk's (or a URI's) IPv6 address: the branch's plan of IPv6
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri)
 
@@ -594,29 +607,33 @@ class Router:
         the record (the caller's kind and NAT, the offer, its privacy, the added flags: not a browser's
         connection), the kind and the media decision, made once for each of those inputs."""
         caller = record.caller
-        inputs = (caller.leg, caller.behind_nat, record.early_offer, record.private_sdp, record.extra, record.sides)
+        inputs = (caller.leg, caller.behind_nat, caller.ipv6, record.early_offer, record.private_sdp, record.extra,
+                  record.sides)  # fmt: skip
         plans = []
-        for registration, var in BRANCH_VARS.items():
+        chosen_for: Dict[Registration, Tuple[MediaProxy, bool]] = {}
+        for (registration, ipv6), var in BRANCH_VARS.items():
             media, dropped = decision.media, False
             if rules.callee is not None:
-                assert request is not None, "callee() reads the request: _route passes it"
-                callee = core.callee_of(registration)
-                chosen = rules.callee(request, callee, decision)
-                core.check_decision(chosen, rules.settings, callee)
-                if chosen._replace(media=decision.media, dropped=False) != decision:
-                    raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
-                media, dropped = chosen.media, chosen.dropped
+                if registration not in chosen_for:  # asked once per kind: a Callee has no address family
+                    assert request is not None, "callee() reads the request: _route passes it"
+                    callee = core.callee_of(registration)
+                    chosen = rules.callee(request, callee, decision)
+                    core.check_decision(chosen, rules.settings, callee)
+                    if chosen._replace(media=decision.media, dropped=False) != decision:
+                        raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
+                    chosen_for[registration] = (chosen.media, chosen.dropped)
+                media, dropped = chosen_for[registration]
             if dropped:
                 plans.append((var, f"{Act.DROP}||"))
                 continue
-            key = (*inputs, registration, media)
+            key = (*inputs, registration, ipv6, media)
             plan = self._plans.get(key)
             if plan is None:
                 if len(self._plans) >= KEPT:
                     self._plans.clear()
-                plain = CallRecord(Party(caller.leg, caller.behind_nat), record.early_offer, record.private_sdp,
-                                   extra=record.extra, sides=record.sides)  # fmt: skip
-                plan = self._plans[key] = branch_plan(plain, registration, media, rules)
+                plain = CallRecord(Party(caller.leg, caller.behind_nat, None, caller.ipv6), record.early_offer,
+                                   record.private_sdp, extra=record.extra, sides=record.sides)  # fmt: skip
+                plan = self._plans[key] = branch_plan(plain, registration, media, rules, ipv6)
             plans.append((var, plan))
         return plans
 
@@ -745,11 +762,13 @@ def reply_answer(code: int, reason: str, before: Tuple[str, ...] = ()) -> Answer
     return Answer((*before, Act.REPLY), ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason)))
 
 
-def branch_plan(record: CallRecord, registration: Registration, media: MediaProxy, rules: Rules) -> str:
+def branch_plan(
+    record: CallRecord, registration: Registration, media: MediaProxy, rules: Rules, ipv6: bool = False
+) -> str:
     """A branch's plan (BRANCH_VARS), for any index: the cfg adds the branch's own to the record part's key
     and to the offer's flags.  A branch without the media proxy to a callee not behind NAT needs nothing
     from us but the count of its answer, and stays off the call record (core.plan_initial_reply)."""
-    plan = core.plan_branch(record, 0, registration, rules.settings.profiles, media)
+    plan = core.plan_branch(record, 0, registration, rules.settings.profiles, media, ipv6)
     branch = plan.record.branch(0)
     assert branch is not None
     if not branch.media_proxy and not branch.callee.behind_nat:

@@ -87,12 +87,15 @@ class Party:
     """For a browser, the connection it talks over (``wss:198.51.100.7:52044``): in-dialog
     requests must go back over it, and its Contact's ``transport=ws`` would not find a
     WSS connection (OpenSIPS matches connections by protocol)."""
+    ipv6: bool = False
+    """Reached over IPv6 (it registered, or sent its request, over IPv6; a trunk's IPv6 address):
+    rtpengine's SDP toward it names rtpengine's IPv6 address (docs/host-facts.md)."""
 
     @property
     def code(self) -> str:
         text: Optional[str] = self.__dict__.get("_code")  # parties are immutable: render once
         if text is None:
-            text = self.leg.code + ("1" if self.behind_nat else "0")
+            text = self.leg.code + ("1" if self.behind_nat else "0") + ("6" if self.ipv6 else "")
             text = text + "@" + self.flow if self.flow else text
             object.__setattr__(self, "_code", text)
         return text
@@ -108,9 +111,9 @@ class Party:
     @classmethod
     def parse(cls, code: str) -> Party:
         kind, _, flow = code.partition("@")
-        if len(kind) != 2 or kind[1] not in "01" or (flow and ":" not in flow):
+        if len(kind) not in (2, 3) or kind[1] not in "01" or kind[2:] not in ("", "6") or (flow and ":" not in flow):
             raise ValueError(f"bad party code {code!r}")
-        return cls(Leg.from_code(kind[0]), kind[1] == "1", flow or None)
+        return cls(Leg.from_code(kind[0]), kind[1] == "1", flow or None, kind[2:] == "6")
 
 
 def flow_of(proto: str, host: str, port: int) -> str:
@@ -243,7 +246,7 @@ class CallRecord:
                             self.sides)  # fmt: skip
         branch = self.branch(index)
         if branch is not None and flow and branch.callee.leg is Leg.WEB:
-            callee = Party(branch.callee.leg, branch.callee.behind_nat, flow)
+            callee = Party(branch.callee.leg, branch.callee.behind_nat, flow, branch.callee.ipv6)
             record = record.with_branch(index, Branch(callee, branch.media))
         return record
 

@@ -93,7 +93,7 @@ UNTRUSTED_SIP_SOURCE = "SIP-source-address"
 # Flags rtpengine no longer honours or that contradict a browser/SIP leg.
 _DEAD = {"replace-session-connection", "trust-address-no", "UDP/TLS/RTP/SAVP", "RTP/SAVPF"}
 #: Flags that choose rtpengine's interfaces: the router's alone (core.media_action, from [interfaces]).
-_INTERFACE_FLAGS = {"direction", "in-iface", "out-iface", "internal", "external"}
+_INTERFACE_FLAGS = {"direction", "in-iface", "out-iface", "internal", "external", "address-family"}
 _WEB_MUST = ("UDP/TLS/RTP/SAVPF", "ICE=force", "rtcp-mux-require", "SDES-off")
 _WEB_MUST_NOT = ("RTP/AVP", "ICE=remove", "DTLS=off", "rtcp-mux-demux")
 _SIP_MUST = ("RTP/AVP", "ICE=remove", "DTLS=off")
@@ -129,7 +129,7 @@ def problems(key: ProfileKey, flags: str) -> list[str]:
         found.append("contradicting DTLS flags: " + " ".join(dtls))
     if step is Step.ANSWER:
         found += [f"{w} acts on offers only" for w in words if w.startswith(_OFFER_ONLY_PREFIXES)]
-    found += [f"{w}: the router names each leg's interface (gateway.ini [interfaces])"
+    found += [f"{w}: the router names each leg's interface (gateway.ini [interfaces]) and address family"
               for w in words if w.split("=")[0] in _INTERFACE_FLAGS]  # fmt: skip
     if "via-branch" in flags:
         found.append("via-branch is added per branch by the router, not by a profile")

@@ -44,13 +44,21 @@ from .webphones import WebPhone
 def rtpengine_took_every_flag(gateway: Rig) -> Iterator[None]:
     """rtpengine logged no flag or key it did not know or ignored during the test (the flag table's new
     rows included: transcode-PCMA toward phones, transcode-opus toward browsers)."""
-    log = gateway.gw.rtpengine_log_path
-    start = log.stat().st_size if log.exists() else 0
+    start = log_size(gateway)
     yield
-    with log.open(errors="replace") as handle:
+    assert not complaints(gateway, start)
+
+
+def log_size(rig: Rig) -> int:
+    log = rig.gw.rtpengine_log_path
+    return log.stat().st_size if log.exists() else 0
+
+
+def complaints(rig: Rig, start: int) -> List[str]:
+    """The lines of the rig's rtpengine log after ``start`` about a flag or key it did not know or ignored."""
+    with rig.gw.rtpengine_log_path.open(errors="replace") as handle:
         handle.seek(start)
-        complaints = [line for line in handle if COMPLAINT.search(line)]
-    assert not complaints, complaints
+        return [line for line in handle if COMPLAINT.search(line)]
 
 
 def test_browser_to_browser_audio_and_video(gateway: Rig, browser_phone: Callable[..., Any]) -> None:
@@ -462,10 +470,12 @@ def test_a_browser_on_ipv6_and_a_sip_phone_on_ipv4_call_each_other(
     dual_stack_rig: Rig, work: Path, chromium: Any, site: web.Server
 ) -> None:
     """A browser registers over WSS on ::1 and offers only ::1 candidates; a SIPp phone on 127.0.0.1.  The
-    browser calls the phone and the phone calls the browser: the SDP the phone gets is IPv4, audio flows both
-    ways.  (The families each leg got are printed: the browser's is IPv4 when the phone calls.)"""
+    browser calls the phone and the phone calls the browser: the SDP the phone gets is IPv4, the browser's IPv6
+    (its registration over IPv6 is kept as branch flag IPV6, and the offer toward it names the family), audio
+    flows both ways."""
     need("sipp")
     rig = dual_stack_rig
+    start = log_size(rig)  # its own rtpengine: address-family=IP6 taken, like every other flag
     context = chromium.new_context(ignore_https_errors=True, permissions=["microphone"])
     try:
         page = context.new_page()
@@ -474,6 +484,7 @@ def test_a_browser_on_ipv6_and_a_sip_phone_on_ipv4_call_each_other(
         (contact,) = mi.contacts(rig.gw.mi_url)[browser.user]
         socket = str(contact["Socket"])  # OpenSIPS writes it in full: wss:[0:0:0:0:0:0:0:1]:port
         assert socket.startswith("wss:[") and ipaddress.ip_address(socket[5:].split("]")[0]).is_loopback, contact
+        assert set(str(contact["Cflags"]).split()) == {"WEBRTC", "IPV6"}, contact
         phone = registered(rig, work, "v4phone")
         seen: List[Tuple[str, Dict[str, List[str]], Dict[str, int]]] = []
         for direction in ("browser-calls", "phone-calls"):
@@ -505,10 +516,11 @@ def test_a_browser_on_ipv6_and_a_sip_phone_on_ipv4_call_each_other(
             packets = media_both_ways(commands, call_id)
             seen.append((direction, legs, packets))
             assert legs["phone"] == ["IP4"], legs  # the IPv4 phone is never offered an IPv6 address
-            # The browser's leg: IPv6 when the browser called (rtpengine answers in its SDP's family), IPv4 when
-            # the phone called (offered in the phone's family; the router adds no address-family yet:
-            # docs/host-facts.md); printed, not asserted.
+            # The browser's leg: IPv6 when the browser called (rtpengine answers in its SDP's family) and when
+            # the phone called (rtpengine would offer the phone's family: the router names IP6)
+            assert legs["browser"] == ["IP6"], legs
             settle(rig, call_id)
     finally:
         context.close()
+    assert not complaints(rig, start)
     print(f"FIGURE IPv6 browser / IPv4 phone: {seen}")
