@@ -1102,7 +1102,8 @@ class Gateway:
         if match is None:
             return -1
         src = ctx.source
-        fixed = value[: match.start(3)] + f"{src.host}:{src.port}" + value[match.end(3) :]
+        host = f"[{src.host}]" if ":" in src.host else src.host  # IPv6 in brackets, as nathelper writes it
+        fixed = value[: match.start(3)] + f"{host}:{src.port}" + value[match.end(3) :]
         ctx.msg.set_header("Contact", fixed)
         return 1
 
@@ -1416,5 +1417,9 @@ def _address_uri(value: str) -> str:
 def _via_hostport(via: str) -> Tuple[str, int]:
     parts = via.split(None, 1)
     sent_by = parts[1].split(";", 1)[0].strip() if len(parts) > 1 else ""
-    host, _, port = sent_by.partition(":")
+    if sent_by.startswith("["):  # an IPv6 reference; nathelper compares the address, not the brackets
+        host, _, rest = sent_by[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = sent_by.partition(":")
     return host, int(port) if port.isdigit() else 5060

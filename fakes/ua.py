@@ -88,9 +88,9 @@ def phone_answer(
         raise ValueError("offer without media")
     lines = [
         "v=0",
-        f"o=phone {session} 1 IN IP4 {address}",
+        f"o=phone {session} 1 IN {family(address)} {address}",
         "s=call",
-        f"c=IN IP4 {address}",
+        f"c=IN {family(address)} {address}",
         "t=0 0",
     ]
     taken = False
@@ -111,6 +111,11 @@ def phone_answer(
     return "\r\n".join(lines) + "\r\n"
 
 
+def family(address: str) -> str:
+    """The SDP address type of an address: IP6 or IP4."""
+    return "IP6" if ":" in address else "IP4"
+
+
 def _phone_body(
     session: str, address: str, port: int, direction: str, codecs: List[Tuple[int, str]], events: int
 ) -> str:
@@ -119,9 +124,9 @@ def _phone_body(
         "\r\n".join(
             [
                 "v=0",
-                f"o=phone {session} 1 IN IP4 {address}",
+                f"o=phone {session} 1 IN {family(address)} {address}",
                 "s=call",
-                f"c=IN IP4 {address}",
+                f"c=IN {family(address)} {address}",
                 "t=0 0",
                 f"m=audio {port} RTP/AVP {formats} {events}",
                 *[f"a=rtpmap:{t} {name}" for t, name in codecs],
@@ -399,11 +404,11 @@ class Network:
             sip_port = 6000 + len(self.uas)  # phones given one address need SIP ports of their own
         if nat:
             endpoint = Endpoint(proto, host, 40000 + len(self.uas))
-            contact = f"192.168.1.{len(self.uas) + 10}:5060"
+            address, contact = f"192.168.1.{len(self.uas) + 10}", f"192.168.1.{len(self.uas) + 10}:5060"
         else:
             endpoint = Endpoint(proto, host, sip_port)
-            contact = f"{host}:{sip_port}"
-        media = SyntheticPhone(contact.split(":")[0], rtp_port, codecs)
+            address, contact = host, f"[{host}]:{sip_port}" if ":" in host else f"{host}:{sip_port}"
+        media = SyntheticPhone(address, rtp_port, codecs)
         return self._add(UA(name, "sip", endpoint, contact, media=media, rport=not nat))
 
     def disconnect(self, ua: UA) -> None:

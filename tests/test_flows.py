@@ -565,3 +565,21 @@ def test_a_browser_calling_over_ipv6_has_its_re_offers_in_ipv6() -> None:
     assert reoffer.get("address family") == "IP6"
     net.bye(call, "caller")
     assert_clean(gateway, net)
+
+
+@pytest.mark.parametrize("nat", [True, False], ids=["nated", "plain"])
+def test_a_sip_phone_registered_over_ipv6_is_offered_ipv6_by_its_kind_s_plan(nat: bool) -> None:
+    """The IPv6 twin of each kind's plan: a browser (through rtpengine) calls a phone that registered over
+    IPv6, behind NAT or not; the offer toward it names IP6, the call record says so (S16/S06)."""
+    gateway = Gateway()
+    net = Network(gateway)
+    alice, carol = net.registered(net.browser("alice"), net.phone("carol", nat=nat, host="2001:db8::5"))
+    assert gateway.location["carol"][0].bflags == ({"IPV6", "NATED"} if nat else {"IPV6"})
+    call = net.invite(alice, "carol")
+    offer = next(c for c in ng_commands(gateway) if c["command"] == "offer")
+    assert offer.get("address family") == "IP6"
+    net.reply(call, carol, 200)
+    record = next(iter(gateway.dialogs.values())).vals["gw"]
+    assert f"b0=mS{int(nat)}6;" in record + ";", record
+    net.bye(call, "callee")
+    assert_clean(gateway, net)
