@@ -494,7 +494,7 @@ def test_a_browser_on_ipv6_and_a_sip_phone_on_ipv4_call_each_other(
         assert socket.startswith("wss:[") and ipaddress.ip_address(socket[5:].split("]")[0]).is_loopback, contact
         assert set(str(contact["Cflags"]).split()) == {"WEBRTC", "IPV6"}, contact
         phone = registered(rig, work, "v4phone")
-        seen: List[Tuple[str, Dict[str, List[str]], Dict[str, int]]] = []
+        seen: List[Tuple[str, Dict[str, List[str]], str, Dict[str, int]]] = []
         for direction in ("browser-calls", "phone-calls"):
             if direction == "browser-calls":
                 script = sipp.uas_scenario(sipp.Call((("expect_bye",),)))
