@@ -336,7 +336,7 @@ class Router:
         self._in_dialogs: Dict[str, Answer] = {}
         self._failures: Dict[str, Answer] = {}
         self._outcomes: Dict[Outcome, Answer] = {}
-        self._plans: Dict[Tuple[Any, ...], str] = {}
+        self._plans: Dict[Tuple[Any, ...], List[Tuple[str, str]]] = {}
         self._kept_generation = 0
 
     @classmethod
@@ -603,38 +603,41 @@ class Router:
         self, rules: Rules, request: Optional[Request], decision: Decision, record: CallRecord
     ) -> List[Tuple[str, str]]:
         """What a branch of this call to each kind of contact does: "actions|part|offer flags" (BRANCH_VARS).
-        The operator's callee() rule is asked each time; a plan then is a function of what it reads of
-        the record (the caller's kind and NAT, the offer, its privacy, the added flags: not a browser's
-        connection), the kind and the media decision, made once for each of those inputs."""
+        The operator's callee() rule is asked each time, once per kind; the six plans then are a function
+        of what they read of the record (the caller's kind, NAT and family, the offer, its privacy, the added
+        flags, the interfaces: not a browser's connection) and the media decision of each kind, made once
+        for each of those inputs."""
         caller = record.caller
-        inputs = (caller.leg, caller.behind_nat, caller.ipv6, record.early_offer, record.private_sdp, record.extra,
-                  record.sides)  # fmt: skip
-        plans = []
-        chosen_for: Dict[Registration, Tuple[MediaProxy, bool]] = {}
-        for (registration, ipv6), var in BRANCH_VARS.items():
-            media, dropped = decision.media, False
-            if rules.callee is not None:
-                if registration not in chosen_for:  # asked once per kind: a Callee has no address family
-                    assert request is not None, "callee() reads the request: _route passes it"
-                    callee = core.callee_of(registration)
-                    chosen = rules.callee(request, callee, decision)
-                    core.check_decision(chosen, rules.settings, callee)
-                    if chosen._replace(media=decision.media, dropped=False) != decision:
-                        raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
-                    chosen_for[registration] = (chosen.media, chosen.dropped)
-                media, dropped = chosen_for[registration]
-            if dropped:
-                plans.append((var, f"{Act.DROP}||"))
-                continue
-            key = (*inputs, registration, ipv6, media)
-            plan = self._plans.get(key)
-            if plan is None:
-                if len(self._plans) >= KEPT:
-                    self._plans.clear()
-                plain = CallRecord(Party(caller.leg, caller.behind_nat, None, caller.ipv6), record.early_offer,
-                                   record.private_sdp, extra=record.extra, sides=record.sides)  # fmt: skip
-                plan = self._plans[key] = branch_plan(plain, registration, media, rules, ipv6)
-            plans.append((var, plan))
+        medias: Tuple[Tuple[MediaProxy, bool], ...]
+        if rules.callee is None:
+            medias = ((decision.media, False),) * len(Registration)
+        else:
+            assert request is not None, "callee() reads the request: _route passes it"
+            chosen_for = []
+            for registration in Registration:  # asked once per kind: a Callee has no address family
+                callee = core.callee_of(registration)
+                chosen = rules.callee(request, callee, decision)
+                core.check_decision(chosen, rules.settings, callee)
+                if chosen._replace(media=decision.media, dropped=False) != decision:
+                    raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
+                chosen_for.append((chosen.media, chosen.dropped))
+            medias = tuple(chosen_for)
+        key = (caller.leg, caller.behind_nat, caller.ipv6, record.early_offer, record.private_sdp, record.extra,
+               record.sides, medias)  # fmt: skip
+        plans = self._plans.get(key)  # all six by their complete inputs: one look-up a call
+        if plans is None:
+            if len(self._plans) >= KEPT:
+                self._plans.clear()
+            plain = CallRecord(Party(caller.leg, caller.behind_nat, None, caller.ipv6), record.early_offer,
+                               record.private_sdp, extra=record.extra, sides=record.sides)  # fmt: skip
+            media_of = dict(zip(Registration, medias))
+            plans = []
+            for (registration, ipv6), var in BRANCH_VARS.items():
+                media, dropped = media_of[registration]
+                plans.append(
+                    (var, f"{Act.DROP}||" if dropped else branch_plan(plain, registration, media, rules, ipv6))
+                )
+            self._plans[key] = plans
         return plans
 
     # -- in-dialog requests, replies, failures ----------------------------------------
