@@ -206,9 +206,11 @@ def test_a_browser_and_a_sip_video_phone_add_and_remove_video(
         )
         assert decoding > 0, phone.log()[-2000:]
         assert paused < 5, paused
-        # resumed is not asserted: baresip's "inactive" re-offer rejects the video m-line (port 0), so turning
-        # it on again makes a new transport, whose answer JsSIP sends before gathering its candidates
-        # (docs/host-facts.md); video resumes in some runs, audio in all (media_grows above).
+        # baresip's "inactive" re-offer rejects the video m-line (port 0), so turning it on again makes a new
+        # transport, whose answer JsSIP sends before gathering its candidates: rtpengine, an ICE-lite agent on
+        # re-offers toward a browser, takes the browser's checks (gateway/profiles.py; without it video came
+        # back in 2 of 3 runs)
+        assert resumed > 10, resumed
         assert len(after_removal.packets) < 5, after_removal.payload_types()
     finally:
         phone.stop()
