@@ -68,12 +68,19 @@ def uri_endpoint(uri: str) -> Endpoint:
         key, _, value = param.partition("=")
         if key.lower() == "transport":
             proto = value.lower()
-    if hostport.startswith("["):  # an IPv6 reference: [::1]:5060
+    host, port = split_hostport(hostport)
+    return Endpoint(proto, host, port)
+
+
+def split_hostport(hostport: str) -> Tuple[str, int]:
+    """``host[:port]`` -> (host, port, 5060 without one); an IPv6 reference ``[::1]:5060`` without its brackets
+    (nathelper compares addresses, not their spelling)."""
+    if hostport.startswith("["):
         host, _, rest = hostport[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = hostport.partition(":")
-    return Endpoint(proto, host, int(port) if port.isdigit() else 5060)
+    return host, int(port) if port.isdigit() else 5060
 
 
 TCP_DISCONNECT = "E_CORE_TCP_DISCONNECT"
@@ -1416,10 +1423,4 @@ def _address_uri(value: str) -> str:
 
 def _via_hostport(via: str) -> Tuple[str, int]:
     parts = via.split(None, 1)
-    sent_by = parts[1].split(";", 1)[0].strip() if len(parts) > 1 else ""
-    if sent_by.startswith("["):  # an IPv6 reference; nathelper compares the address, not the brackets
-        host, _, rest = sent_by[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = sent_by.partition(":")
-    return host, int(port) if port.isdigit() else 5060
+    return split_hostport(parts[1].split(";", 1)[0].strip() if len(parts) > 1 else "")

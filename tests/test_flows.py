@@ -583,3 +583,17 @@ def test_a_sip_phone_registered_over_ipv6_is_offered_ipv6_by_its_kind_s_plan(nat
     assert f"b0=mS{int(nat)}6;" in record + ";", record
     net.bye(call, "callee")
     assert_clean(gateway, net)
+
+
+def test_a_trunk_at_an_ipv6_address_is_offered_ipv6() -> None:
+    """A call to another domain goes to the SIP destination; at an IPv6 address, the browser's offer toward it
+    names IP6 (the request route sets IPV6 for its branch), and the call record says so (S06)."""
+    gateway = Gateway(Settings(sip_destination="sip:[2001:db8::99]:5080"))
+    net = Network(gateway)
+    alice = net.registered(net.browser("alice"))[0]
+    net.invite(alice, "+4930123", domain="pstn.example")
+    endpoint, _message = [event.data for event in gateway.events if event.kind == "send"][-1]
+    assert (endpoint.host, endpoint.port) == ("2001:db8::99", 5080)
+    offer = next(c for c in ng_commands(gateway) if c["command"] == "offer")
+    assert offer.get("address family") == "IP6"
+    assert "b0=mS06" in next(iter(gateway.dialogs.values())).vals["gw"]
