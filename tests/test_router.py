@@ -442,6 +442,42 @@ def test_a_kept_answer_to_a_reply_is_the_answer_afresh(replies: List[Tuple[Any, 
         assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
 
 
+_LENGTHS = st.sampled_from(["0", "1", "120", "231", "<null>"])
+_SOURCES = st.tuples(st.sampled_from(["198.51.100.9", "203.0.113.5", "::1"]), st.sampled_from(["5060", "40001"]))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(calls()), st.sampled_from([100, 180, 183, 200, 486]), st.booleans(),
+       st.sampled_from(["udp", "tcp", "ws", "wss"]), _LENGTHS, _SOURCES)  # fmt: skip
+def test_a_replys_key_holds_all_its_decision_reads(
+    call: Tuple[Party, bool, bool, Registration], status: int, body: bool, proto: str, length: str,
+    source: Tuple[str, str],
+) -> None:  # fmt: skip
+    """Replies are kept by host.reply_key, which leaves out what their decision does not read (the
+    Content-Length but whether it is 0, the source of a SIP peer): decided from the whole facts or
+    from the key, the answer is the same."""
+    caller, early, private, registration = call
+    fields = reply_facts(status, branched(caller, early, private, registration), body, proto).split(SEP)
+    fields[3], (fields[6], fields[7]) = length, source
+    facts = SEP.join(fields)
+    r = router()
+    assert r._reply(r.rules, host.reply_key(facts)) == r._reply(r.rules, facts)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["BYE", "INVITE", "UPDATE", "ACK"]), st.sampled_from(["udp", "wss"]), _LENGTHS,
+       st.sampled_from(["upstream", "downstream"]), st.sampled_from([CALLERS[0], CALLERS[2]]),
+       st.sampled_from(list(Registration)))  # fmt: skip
+def test_an_in_dialog_requests_key_holds_all_its_decision_reads(
+    method: str, proto: str, length: str, direction: str, caller: Party, registration: Registration
+) -> None:
+    r = router()
+    plan = core.plan_branch(CallRecord(caller, True, False), 0, registration, r.rules.settings.profiles)
+    body = b"application/sdp".hex()
+    facts = SEP.join((method, proto, "0", "1", length, direction, str(plan.record.with_answer(0)), body))
+    assert r._in_dialog(r.rules, host.in_dialog_key(facts)) == r._in_dialog(r.rules, facts)
+
+
 def test_kept_answers_go_with_the_rules_they_were_made_by(tmp_path: pathlib.Path) -> None:
     """A saved gateway.ini with other profile flags: the next reply is answered by the new flags."""
     ini = tmp_path / "gateway.ini"

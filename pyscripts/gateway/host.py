@@ -380,11 +380,14 @@ class Router:
         if facts.startswith("INFO\n"):  # a DTMF digit in it reads the body: not a function of the facts
             return self._answer(msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._info(rules, msg, facts))
         return self._answer(
-            msg, IN_DIALOG_VAR, "in-dialog", lambda rules: self._kept(self._in_dialogs, facts, self._in_dialog, rules)
-        )
+            msg, IN_DIALOG_VAR, "in-dialog",
+            lambda rules: self._kept(self._in_dialogs, in_dialog_key(facts), self._in_dialog, rules),
+        )  # fmt: skip
 
     def on_reply(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(msg, REPLY_VAR, "reply", lambda rules: self._kept(self._replies, facts, self._reply, rules))
+        return self._answer(
+            msg, REPLY_VAR, "reply", lambda rules: self._kept(self._replies, reply_key(facts), self._reply, rules)
+        )
 
     def on_failure(self, msg: Msg, facts: str = "") -> int:
         return self._answer(
@@ -678,7 +681,7 @@ class Router:
                 return Answer(
                     (Act.PLAY_DTMF, Act.REPLY), ((DTMF_VAR, digit), (REPLY_CODE_VAR, "200"), (REPLY_REASON_VAR, "OK"))
                 )
-        return self._kept(self._in_dialogs, facts, self._in_dialog, rules)
+        return self._kept(self._in_dialogs, in_dialog_key(facts), self._in_dialog, rules)
 
     def _reply(self, rules: Rules, facts: str) -> Answer:
         (status_text, proto, index, length, method, contacts, src_ip, src_port, exchange_text, record_text,
@@ -727,6 +730,26 @@ class Router:
         except ValueError as exc:
             self.log(f"gateway: ignoring unreadable {what}: {exc}\n")
             return None
+
+
+def reply_key(facts: str) -> str:
+    """A reply's facts as its decision reads them (``Router._reply``), which makes them its complete inputs:
+    the Content-Length only as whether there is a body, the source only from a WebSocket (a browser's
+    connection).  The decision is made from this key, not from the facts, so it cannot read what the
+    key leaves out; replies of many calls from many phones share their keys."""
+    fields = split_facts(facts, 11)
+    fields[3] = "1" if as_int(fields[3]) > 0 else "0"
+    if core.source_of(fields[1]) is not Source.WEBSOCKET:
+        fields[6] = fields[7] = ""
+    return SEP.join(fields)
+
+
+def in_dialog_key(facts: str) -> str:
+    """An in-dialog request's facts as ``Router._in_dialog`` reads them: the Content-Length only as whether
+    there is a body (``reply_key``)."""
+    fields = split_facts(facts, 8)
+    fields[4] = "1" if as_int(fields[4]) > 0 else "0"
+    return SEP.join(fields)
 
 
 def uri_host(uri: str) -> str:
