@@ -23,7 +23,7 @@ is what gets measured.  Router methods the runtime does not call (pike's
    Python there).  The operator's rules run for every request; the router keeps
    answers of its own pure decisions by their complete inputs (a request's
    outcome by gateway.host.Outcome, which holds no source port; a reply's by
-   its whole facts).  Three figures
+   its facts as its decision reads them, gateway.host.reply_key).  Three figures
    (target: under 10 us): the entry points with the same facts each time, and
    with facts that vary from call to call as bench.run's mix sends them
    (another source address and port each call, several called users or
@@ -109,7 +109,7 @@ TRUNK = TRUSTED[0]
 UNTRUSTED = ("203.0.113.7", "203.0.113.8", "203.0.113.9", "203.0.113.10")
 #: The facts that differ from one call to the next on a real gateway (bench.run's mix sends them so):
 #: the source address and port (each phone its own, each call from a new socket), the called user.
-SOURCE_ADDRESS, SOURCE_PORT, CALLED_USER = "$si", "$sp", "$(rU{s.encode.hexa})"
+SOURCE_ADDRESS, SOURCE_PORT, CALLED_USER, LENGTH = "$si", "$sp", "$(rU{s.encode.hexa})", "$cl"
 CALLED_USERS = ("erin", "frank", "gina", "henry")
 #: How many distinct facts strings a varying-facts timing cycles through (more than the router keeps of
 #: any: a memo that keeps whole requests or replies shows as a gap between same and varying).
@@ -617,7 +617,8 @@ def time_tape(router: Any, stub: type, tape: Tape, repeat: int, spread: bool = F
 def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
     """``count`` facts strings for the tape's route, as calls from many phones bring them: each from
     another source address (as trusted as the tape's: ``trusted`` are the recording's trusted sources)
-    and port, and a request to a user for one of several users; [] when the route's facts name no
+    and port, a body of another length (an SDP's o= line and ports differ from phone to phone), and a
+    request to a user for one of several users; [] when the route's facts name no
     source (in-dialog requests, branches, failures: the same from any phone).  The cfg's format of
     each route's facts (opensips.cfg, its python_exec calls) says where each fact is."""
     formats = exec_arguments()
@@ -635,6 +636,8 @@ def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
         fields[at[SOURCE_PORT]] = str(10000 + i % 50000)
         if SOURCE_ADDRESS in at:
             fields[at[SOURCE_ADDRESS]] = pool[i % len(pool)]
+        if LENGTH in at and host.as_int(parts[at[LENGTH]]) > 0:
+            fields[at[LENGTH]] = str(host.as_int(parts[at[LENGTH]]) + i % 9)
         if has_user:
             fields[at[CALLED_USER]] = users[i % len(users)].encode().hex()
         found.append(host.SEP.join(fields))

@@ -655,7 +655,10 @@ def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
         assert len({(row[at["$si"]], row[at["$sp"]]) for row in rows}) == 200  # a new source every call
         pool = TRUSTED if original[at["$si"]] in TRUSTED else UNTRUSTED
         assert {row[at["$si"]] for row in rows} == set(pool)
-        kept = [i for name, i in at.items() if name not in ("$si", "$sp", CALLED_USER)]
+        kept = [i for name, i in at.items() if name not in ("$si", "$sp", "$cl", CALLED_USER)]
+        if original[at["$cl"]] not in ("0", "<null>"):
+            assert len({row[at["$cl"]] for row in rows}) > 1  # bodies of several lengths
+        assert all((row[at["$cl"]] == "0") == (original[at["$cl"]] == "0") for row in rows)
         assert all([row[i] for i in kept] == [original[i] for i in kept] for row in rows)
         if CALLED_USER in at and original[at[CALLED_USER]] not in ("0", "", "<null>"):
             assert len({row[at[CALLED_USER]] for row in rows}) > 1

@@ -19,8 +19,9 @@ fork as it has its own ``$var``s): a value already there is not written again
 (``Router.held``).  The operator's rules run for every new request, with the rules as
 they are now on disk (``loader.Watcher``).  Decisions of the gateway's own that are pure
 functions of a key and the rules (no msg) keep their answers by that key, their complete
-inputs (``Router._kept``): replies, in-dialog requests and failures by their facts
-string, a request's outcome by ``Outcome``, branch plans by theirs.
+inputs (``Router._kept``): failures by their facts string, replies and in-dialog requests
+by the facts as their decision reads them (``reply_key``, ``in_dialog_key``; the decision is
+made from that key), a request's outcome by ``Outcome``, branch plans by theirs.
 
 The facts hold nothing a sender wrote as it is: the python module turns the argument
 into a str with PyUnicode_FromString, and when that fails it returns -1 and leaves the
