@@ -289,7 +289,14 @@ async def storm(
     everyone: Sequence[WsBrowser | UdpPhone] = [*browsers, *phones]
     tasks = [asyncio.create_task(c.run(random.uniform(0, spread))) for c in everyone]
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.registered_once.wait() for c in everyone)), spread + 60)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.registered_once.wait() for c in everyone)), spread + 60)
+        except asyncio.TimeoutError:
+            missing = [c.user for c in everyone if not c.registered_once.is_set()]
+            raise SystemExit(
+                f"{len(missing)} of {len(everyone)} clients never registered before the restart "
+                f"(e.g. {missing[:5]}); failures: {tally.failed[:10]}"
+            ) from None
         await asyncio.wait_for(asyncio.gather(*(c.refreshed.wait() for c in browsers)), 200)
         seen = {"before": bindings(gateway)}
         counts = Counter(tally.by_client)
