@@ -7,7 +7,7 @@ call_function about 4.2 us, ...).  This measures them where it matters: the
 OpenSIPS CPU per REGISTER (all processes, schedstat) of a minimal registrar cfg,
 with one variant per run that does one thing ten times before
 ``save("location")``, against the same cfg without Python; and the router's own
-``on_request`` for the REGISTER (the cfg saves when its actions say so) once, against the native
+``on_register`` for the REGISTER (the cfg saves when its actions say so) once, against the native
 save; beside the CPU, the growth of every process's private memory (RssAnon:
 OpenSIPS's pkg memory and the Python heap) per REGISTER, after a warm-up, tells
 which host call leaks.  Each variant runs in its own OpenSIPS, one after the
@@ -74,8 +74,8 @@ class Probe:
         for _ in range({TIMES}):
             msg.call_function("setflag", "PROBE")
         return 1
-    def on_request(self, msg, facts=""):
-        return self.router.on_request(msg, facts)
+    def on_register(self, msg, facts=""):
+        return self.router.on_register(msg, facts)
 
 def mod_init():
     return Probe()
@@ -85,7 +85,9 @@ SAVE = 'save("location");'
 NATIVE = "native (no python)"
 EMPTY = "python_exec, empty method"
 WITH_ARG = f"python_exec with an argument ({FACTS.count('$')} variables)"
-ROUTER = "the router's on_request for the REGISTER (the cfg saves when its actions say save)"
+ROUTER = "the router's on_register for the REGISTER (the cfg saves when its actions say save)"
+#: A REGISTER's facts as route[gw_register] passes them (asked every time here: no kept answer).
+REGISTER_FACTS_CFG = host.REGISTER_FACTS.replace("\n", "\\n")
 
 
 class Variant:
@@ -101,7 +103,10 @@ VARIANTS: List[Variant] = [
     Variant(EMPTY, 'python_exec("empty");' * TIMES + SAVE, TIMES, NATIVE),
     Variant(WITH_ARG, f'python_exec("empty_arg", "{FACTS_CFG}");' * TIMES + SAVE, TIMES, NATIVE),
     Variant(
-        ROUTER, f'python_exec("on_request", "{FACTS_CFG}"); if ($(var(gw_do){{s.index,save}}) >= 0) {SAVE}', 1, NATIVE
+        ROUTER,
+        f'python_exec("on_register", "{REGISTER_FACTS_CFG}"); if ($(var(gw_register){{s.index,save}}) >= 0) {SAVE}',
+        1,
+        NATIVE,
     ),
     Variant("attribute read (msg.Method)", 'python_exec("attribute");' + SAVE, TIMES, EMPTY),
     Variant("getHeader", 'python_exec("get_header");' + SAVE, TIMES, EMPTY),

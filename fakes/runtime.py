@@ -22,6 +22,7 @@ import locale
 import os
 import re
 import sys
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -236,6 +237,7 @@ _SIMPLE_PVS: Dict[str, Any] = {
     "rc": lambda c: c.rc,
     "retcode": lambda c: c.rc,
     "ua": lambda c: c.msg.header("user-agent"),
+    "Ts": lambda c: int(c.runtime.clock()),
 }
 
 #: $DLG_status by the fake's dialog state (dialog module: 1 unconfirmed ... 5 deleted).
@@ -307,6 +309,8 @@ class Context:
             return self.dst_uri
         if name == "socket_in" and arg == "proto":
             return self.source.proto
+        if name == "socket_in" and arg == "af":
+            return "INET6" if ":" in self.source.host else "INET"
         if name == "hdr" and arg:
             return m.header(arg)
         if name == "avp" and arg:
@@ -383,6 +387,8 @@ class Gateway:
         self.pike_route = next(iter(self.script.modparam("pike", "check_route")), None)
         #: $var(...): one process's, kept from one message to the next (as OpenSIPS keeps them).
         self.script_vars: Dict[str, Value] = {}
+        #: The wall clock $Ts reads (tests move it).
+        self.clock = time.time
         self.location: Dict[str, List[Contact]] = {}
         self.dialogs: Dict[str, Dialog] = {}
         self.transactions: Dict[str, Transaction] = {}

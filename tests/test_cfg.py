@@ -121,22 +121,32 @@ def test_the_cfg_passes_the_facts_each_route_reads() -> None:
         "on_reply": host.REPLY_FACTS,
         "on_failure": host.FAILURE_FACTS,
         "is_trusted": host.TRUSTED_FACTS,
+        "on_register": "$var(gw_facts)",
     }
     assert 'python_exec("on_authorized")' in CFG  # the request's facts are the router's from on_request
+    assert register_facts() == host.REGISTER_FACTS.split(host.SEP)
+
+
+def register_facts() -> List[str]:
+    """The facts route[gw_register] joins into $var(gw_facts), each a variable between "\\n"s."""
+    found: List[str] = re.findall(r"\$var\(gw_facts\) = (.*);", CFG)
+    assert len(found) == 1, found
+    return found[0].split(' + "\\n" + ')
 
 
 #: Variables whose printed value a sender cannot fill with other bytes than UTF-8: numbers, names
 #: the parser checked as tokens, values the gateway wrote itself.
 SAFE_FACTS = {
     "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, host.PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$sp", "$rs",
-    "$T_branch_idx", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$rc",
+    "$T_branch_idx", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$rc", "$socket_in(af)", host.PIKE_DROP_VAR,
+    "$var(gw_facts)",  # a REGISTER's facts, each of them checked below
 }  # fmt: skip
 
 
 def test_no_fact_carries_the_senders_bytes_as_they_are() -> None:
     # PyUnicode_FromString(arg) fails on bytes that are not UTF-8 and leaves the error pending in
     # the worker (python_exec.c): what a sender wrote goes in hex-encoded.
-    for facts in exec_arguments().values():
+    for facts in [*exec_arguments().values(), host.REGISTER_FACTS]:
         for fact in facts.split(host.SEP):
             assert fact in SAFE_FACTS or fact.endswith("{s.encode.hexa})"), fact
 

@@ -51,6 +51,35 @@ def test_a_register_for_another_domain_is_refused() -> None:
     assert gateway.location == {}
 
 
+def test_a_worker_takes_a_registers_answer_again_for_the_same_facts_within_the_second() -> None:
+    """route[gw_register]: a REGISTER with the facts of the worker's last one, in the same second, is
+    answered (challenged, then saved) without asking the router; another second, or other facts, ask."""
+    gateway = Gateway()
+    now = [1_000_000.2]
+    gateway.clock = lambda: now[0]
+    net = Network(gateway)
+    bob, carol, alice = net.phone("bob"), net.phone("carol"), net.browser("alice")
+    start = len(gateway.events)
+    assert net.register(bob).status == 200  # challenged, then with credentials
+    assert net.register(carol).status == 200  # another phone, the same facts
+    assert python_entries(gateway, start) == ["is_trusted", "on_register"]  # pike's first check writes the list
+    assert {c.bflags == set() for contacts in gateway.location.values() for c in contacts} == {True}
+    now[0] += 1.0
+    start = len(gateway.events)
+    assert net.register(bob).status == 200
+    assert python_entries(gateway, start) == ["on_register"]  # a new second: asked again
+    start = len(gateway.events)
+    assert net.register(alice).status == 200
+    assert python_entries(gateway, start) == ["on_register"]  # a browser's facts: asked, then taken again
+    assert gateway.location["alice"][0].bflags == {"WEBRTC"}
+    mallory = net.phone("mallory")
+    mallory.domain = "victim.org"
+    start = len(gateway.events)
+    assert [net.register(mallory).status, net.register(mallory).status] == [403, 403]
+    assert python_entries(gateway, start) == ["on_register", "on_register"]  # a refusal is not taken again
+    assert "mallory" not in gateway.location
+
+
 def test_source_flags_reach_branch_and_reply_routes() -> None:
     gateway = Gateway()
     net = Network(gateway)

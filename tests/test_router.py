@@ -267,18 +267,34 @@ def test_the_cfg_only_reads_the_vars_the_router_holds() -> None:
         assert name[1:] in cfg and not re.search(re.escape(name) + r"\s*=[^=~]", cfg), name
 
 
+def register_facts(proto: str = "udp", nat: str = "0", family: str = "INET", trusted: str = "0",
+                   domain: str = "127.0.0.1", contacts: str = "1") -> str:  # fmt: skip
+    """REGISTER_FACTS as route[gw_register] builds them."""
+    hexed = domain.encode().hex()
+    return SEP.join((proto, nat, contacts, family, trusted, hexed, hexed, hexed))
+
+
 def test_our_users_requests_ask_the_cfg_for_digest_auth_in_the_realm() -> None:
     r = router(Settings(auth_realm="gw.example"))
-    for method, auth in (("REGISTER", Act.WWW_AUTH), ("INVITE", Act.PROXY_AUTH), ("MESSAGE", Act.PROXY_AUTH)):
+    for method in ("INVITE", "MESSAGE"):
         msg = Msg()
         r.on_request(msg, request_facts(method))
-        assert actions(r, msg, host.REQUEST_VAR)[-1] == auth
+        assert actions(r, msg, host.REQUEST_VAR)[-1] == Act.PROXY_AUTH
         assert finds(r, msg, host.REALM_VAR) == "gw.example"
         # the rules answer after the digest check
         after = Msg()
         assert r.on_authorized(after) == 1
-        assert actions(r, after, host.AUTHORIZED_VAR)[-1] in (Act.SAVE, Act.RELAY_CALL, Act.RELAY)
+        assert actions(r, after, host.AUTHORIZED_VAR)[-1] in (Act.RELAY_CALL, Act.RELAY)
     assert r.on_authorized(Msg()) == host.FAILED  # once: nothing is pending any more
+    # a REGISTER's digest check is one of its actions, its flags and save() follow (no rule sees it)
+    msg = Msg()
+    r.on_register(msg, register_facts(nat="1"))
+    assert actions(r, msg, host.REGISTER_VAR) == [Act.NAT, Act.RPORT, Act.FIX_REGISTER, Act.WWW_AUTH,
+                                                  Act.NATED_CONTACT, Act.SAVE]  # fmt: skip
+    assert finds(r, msg, host.REALM_VAR) == "gw.example"
+    msg = Msg()
+    r.on_register(msg, register_facts(trusted="1"))
+    assert actions(r, msg, host.REGISTER_VAR) == [Act.SAVE]
     trusted = router(Settings(auth_realm="gw.example", trusted_sources=frozenset({"127.0.0.9"})))
     msg = Msg()
     trusted.on_request(msg, request_facts("INVITE"))
@@ -359,10 +375,40 @@ def test_a_requests_actions_always_end_it(monkeypatch: pytest.MonkeyPatch) -> No
     assert r.on_request(Msg(), request_facts("INVITE")) == host.FAILED
     monkeypatch.setattr(r, "_request", lambda rules, msg, facts: host.Answer((Act.NAT, Act.RELAY)))
     assert r.on_request(Msg(), request_facts("INVITE")) == 1
-    for facts in (request_facts("INVITE"), request_facts("REGISTER"), request_facts("CANCEL")):
+    for facts in (request_facts("INVITE"), request_facts("CANCEL")):
         msg = Msg()
         router().on_request(msg, facts)
         assert msg.sets[host.REQUEST_VAR].split(",")[-1] in host.ENDING[host.REQUEST_VAR]
+    msg = Msg()
+    router().on_register(msg, register_facts())
+    assert msg.sets[host.REGISTER_VAR].split(",")[-1] in host.ENDING[host.REGISTER_VAR]
+    monkeypatch.setattr(r, "_register", lambda rules, facts: host.Answer((Act.NAT, Act.WWW_AUTH)))
+    assert r.on_register(Msg(), register_facts()) == host.FAILED  # a digest check does not end a REGISTER's
+
+
+def test_a_register_comes_to_on_register_and_names_its_facts_when_its_answer_holds_for_them() -> None:
+    """route[gw_register] takes a REGISTER's answer again, without asking, for REGISTERs with the facts the
+    answer names; a refusal names none (its code and reason wait in $vars other answers write)."""
+    logged: List[str] = []
+    r = Router.fixed(Settings(auth_realm="gw.example"), logged.append)
+    assert r.on_request(Msg(), request_facts("REGISTER")) == host.FAILED  # the cfg sends it to on_register
+    assert "on_register" in logged[-1]
+    for facts, expected in (
+        (register_facts(), [Act.WWW_AUTH, Act.SAVE]),
+        (register_facts(proto="wss", family="INET6"),
+         [Act.WS, Act.NAT, Act.FIX_REGISTER, Act.WWW_AUTH, Act.IPV6_CONTACT, Act.WEBRTC_CONTACT, Act.SAVE]),
+        (register_facts(trusted="1", contacts="0"), [Act.SAVE]),
+    ):  # fmt: skip
+        msg = Msg()
+        assert r.on_register(msg, facts) == 1
+        assert actions(r, msg, host.REGISTER_VAR) == expected
+        assert finds(r, msg, host.REGISTER_FACTS_VAR) == facts
+    for facts, code in ((register_facts(domain="elsewhere.example"), "403"),
+                        (register_facts().replace(b"127.0.0.1".hex(), "ff", 1), "400")):  # fmt: skip
+        msg = Msg()
+        assert r.on_register(msg, facts) == 1
+        assert actions(r, msg, host.REGISTER_VAR) == [Act.REPLY] and finds(r, msg, host.REPLY_CODE_VAR) == code
+        assert finds(r, msg, host.REGISTER_FACTS_VAR) == ""
 
 
 # -- kept answers ------------------------------------------------------------------------------
@@ -494,3 +540,23 @@ def test_kept_answers_go_with_the_rules_they_were_made_by(tmp_path: pathlib.Path
     msg = Msg()
     r.on_reply(msg, reply_facts(200, record, body=True))
     assert "record-call=yes" in str(finds(r, msg, host.MEDIA_FLAGS_VARS[Step.ANSWER]))
+
+
+def test_new_rules_make_the_cfg_forget_a_registers_kept_answer(tmp_path: pathlib.Path) -> None:
+    """The first message a worker's router answers under new rules clears the REGISTER facts the cfg keeps an
+    answer by (route[gw_register]): its next REGISTER asks again, within the same second too."""
+    ini = tmp_path / "gateway.ini"
+    ini.write_text("[gateway]\ndomains = 127.0.0.1\n")
+    r = Router.from_files(lambda text: None, str(ini), None)
+    msg = Msg()
+    r.on_register(msg, register_facts())
+    assert finds(r, msg, host.REGISTER_FACTS_VAR) == register_facts()
+    ini.write_text("[gateway]\ndomains = 127.0.0.1\nauth_realm = gw.example\n")
+    os.utime(ini, (time.time() + 5, time.time() + 5))
+    r.watcher._next = 0.0  # the watcher looks at most once a second
+    msg = Msg()
+    r.on_reply(msg, reply_facts(200, str(CallRecord(CALLERS[2], True, False))))
+    assert msg.sets[host.REGISTER_FACTS_VAR] == ""
+    msg = Msg()
+    r.on_register(msg, register_facts())
+    assert actions(r, msg, host.REGISTER_VAR) == [Act.WWW_AUTH, Act.SAVE]  # the new rules' answer

@@ -24,7 +24,7 @@ def test_each_scenario_traces_to_a_clean_end() -> None:
 
 def test_a_trace_shows_functions_flags_and_rtpengine_commands() -> None:
     text = "\n".join(run("web-to-sip"))
-    assert "actions: ws, nat, fix_register, www_auth\n      setflag('SRC_WS') -> 1" in text
+    assert "actions: ws, nat, fix_register, www_auth, webrtc_contact, save\n      setflag('SRC_WS') -> 1" in text
     assert "rtpengine_offer('RTP/AVP ICE=remove DTLS=off" in text
     assert "ng offer: transport-protocol=RTP/AVP" in text
     assert "relay_call" in text and "t_on_branch('gw_branch') -> 1" in text

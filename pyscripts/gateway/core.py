@@ -252,13 +252,13 @@ def owns_address(auth_user: str, address_user: str) -> bool:
     return bool(auth_user) and auth_user == address_user
 
 
-def challenge_for(method: str, from_domain: str, source_ip: str, settings: Settings) -> Optional[Challenge]:
+def challenge_for(method: str, from_domain: str, trusted: bool, settings: Settings) -> Optional[Challenge]:
     """Whether an initial request must authenticate: REGISTER always, our own users' requests too.
 
     Requests from other domains to our users come in unauthenticated (that is how calls arrive);
     they cannot be relayed elsewhere (route_initial refuses them).  Trusted sources are exempt.
     """
-    if settings.auth_realm is None or method in NO_AUTH or source_ip in settings.trusted_sources:
+    if settings.auth_realm is None or method in NO_AUTH or trusted:
         return None
     if method == "REGISTER":
         return Challenge.WWW

@@ -74,9 +74,9 @@ class Act:
     RPORT = "rport"  # force_rport(): replies go to the NAT binding
     FIX_CONTACT = "fix_contact"  # fix_nated_contact()
     FIX_REGISTER = "fix_register"  # fix_nated_register(): the source is kept with the contact
-    # digest authentication in $var(gw_realm); the digest user must own the address; then on_authorized
-    WWW_AUTH = "www_auth"  # 401; the To user (REGISTER)
-    PROXY_AUTH = "proxy_auth"  # 407; the From user
+    # digest authentication in $var(gw_realm); the digest user must own the address
+    WWW_AUTH = "www_auth"  # 401; the To user (a REGISTER: its next actions follow)
+    PROXY_AUTH = "proxy_auth"  # 407; the From user; then on_authorized
     # registrations
     WEBRTC_CONTACT = "webrtc_contact"  # setbflag("WEBRTC"): a browser's; over its connection only (also in-dialog)
     NATED_CONTACT = "nated_contact"  # setbflag("NATED")
@@ -151,6 +151,7 @@ CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
 
 # The actions of each route, one $var each (so a worker's next message of a kind finds them there).
 REQUEST_VAR = "$var(gw_do)"
+REGISTER_VAR = "$var(gw_register)"
 AUTHORIZED_VAR = "$var(gw_authorized)"
 LOOKUP_FAILURE_VAR = "$var(gw_not_found)"
 IN_DIALOG_VAR = "$var(gw_in_dialog)"
@@ -159,6 +160,7 @@ FAILURE_VAR = "$var(gw_failure)"
 #: Which actions each $var may hold (the route that reads it).
 ACTIONS_OF = {
     REQUEST_VAR: REQUEST_ACTIONS,
+    REGISTER_VAR: REQUEST_ACTIONS,
     AUTHORIZED_VAR: REQUEST_ACTIONS,
     LOOKUP_FAILURE_VAR: REQUEST_ACTIONS,
     IN_DIALOG_VAR: REQUEST_ACTIONS,
@@ -168,7 +170,8 @@ ACTIONS_OF = {
 #: What ends a request's actions: the script ends there (relays, replies, saves), or asks the router again.
 _LAST = frozenset({Act.RELAY, Act.RELAY_CALL, Act.RELAY_TRACKED, Act.RELAY_KNOWN, Act.REPLY, Act.SAVE})
 ENDING = {
-    REQUEST_VAR: _LAST | {Act.WWW_AUTH, Act.PROXY_AUTH},
+    REQUEST_VAR: _LAST | {Act.PROXY_AUTH},
+    REGISTER_VAR: frozenset({Act.SAVE, Act.REPLY}),
     AUTHORIZED_VAR: _LAST,
     LOOKUP_FAILURE_VAR: _LAST,
     IN_DIALOG_VAR: _LAST,
@@ -200,10 +203,15 @@ MEDIA_FLAGS_VARS = {
 }
 TRUSTED_VAR = "$var(gw_trusted)"
 PIKE_SOURCE_VAR = "$var(gw_pike_source)"  # the cfg keeps its last answer here; cleared when the rules change
+PIKE_DROP_VAR = "$var(gw_pike_drop)"  # and the answer: 1 for a trusted source (a REGISTER's fact)
+#: A REGISTER's facts when its answer holds for every REGISTER with the same facts ("" else); the cfg takes
+#: the answer again without asking for the rest of that second (route[gw_register]).
+REGISTER_FACTS_VAR = "$var(gw_register_facts)"
 
 #: The $vars the router writes and the cfg only reads: each is written only when its value changes.
 HELD_VARS = frozenset(
-    (REQUEST_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR, FAILURE_VAR, RECORD_VAR, REALM_VAR,
+    (REQUEST_VAR, REGISTER_VAR, REGISTER_FACTS_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR,
+     FAILURE_VAR, RECORD_VAR, REALM_VAR,
      REPLY_CODE_VAR, REPLY_REASON_VAR, ADD_HEADERS_VAR, REMOVE_HEADERS_VAR, TRUSTED_VAR, *BRANCH_VARS.values(),
      *MEDIA_FLAGS_VARS.values())
 )  # fmt: skip
@@ -213,6 +221,12 @@ REQUEST_FACTS = SEP.join(
     ("$rm", "$socket_in(proto)", NAT_VAR, PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp",
      "$(rU{s.encode.hexa})", "$(rd{s.encode.hexa})", "$(fU{s.encode.hexa})", "$(fd{s.encode.hexa})",
      "$(tU{s.encode.hexa})", "$(td{s.encode.hexa})", CONTENT_TYPE)
+)  # fmt: skip
+#: A REGISTER's: where it came from, whether the source is trusted (pike's check route), its domains.  The
+#: cfg builds the string itself (route[gw_register]) and compares it with REGISTER_FACTS_VAR.
+REGISTER_FACTS = SEP.join(
+    ("$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$socket_in(af)", PIKE_DROP_VAR, "$(rd{s.encode.hexa})",
+     "$(fd{s.encode.hexa})", "$(td{s.encode.hexa})")
 )  # fmt: skip
 IN_DIALOG_FACTS = SEP.join(
     ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
@@ -333,6 +347,7 @@ class Router:
         # Answers of pure decisions, each kept by its complete inputs (``_kept``), for the rules of
         # ``_kept_generation``: the facts of a reply, an in-dialog request, a failure; what a new request's
         # decision makes of it (``_carry_out``); a branch's plan.
+        self._registers: Dict[str, Answer] = {}
         self._replies: Dict[str, Answer] = {}
         self._in_dialogs: Dict[str, Answer] = {}
         self._failures: Dict[str, Answer] = {}
@@ -368,6 +383,11 @@ class Router:
 
     def on_request(self, msg: Msg, facts: str = "") -> int:
         return self._answer(msg, REQUEST_VAR, "request", lambda rules: self._request(rules, msg, facts))
+
+    def on_register(self, msg: Msg, facts: str = "") -> int:
+        return self._answer(
+            msg, REGISTER_VAR, "register", lambda rules: self._kept(self._registers, facts, self._register, rules)
+        )
 
     def on_authorized(self, msg: Msg) -> int:
         return self._answer(msg, AUTHORIZED_VAR, "authorized", lambda rules: self._authorized(rules, msg))
@@ -414,6 +434,8 @@ class Router:
             rules = self.watcher.current()
             if self._kept_generation != self.watcher.generation:
                 self._forget()  # answers of other rules
+                if self.held.get(REGISTER_FACTS_VAR):
+                    self._write(msg, REGISTER_FACTS_VAR, "")  # and the cfg's of a REGISTER
             answer = decide(rules)
             if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
                 raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
@@ -453,7 +475,7 @@ class Router:
         return answer
 
     def _forget(self) -> None:
-        for table in (self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans):
+        for table in (self._registers, self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans):
             table.clear()
         self._kept_generation = self.watcher.generation
 
@@ -482,6 +504,8 @@ class Router:
         a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now."""
         (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
          tdomain, content_type) = split_facts(facts, 15)  # fmt: skip
+        if method == "REGISTER":
+            raise ValueError("a REGISTER comes to on_register (route[gw_register]), not to on_request")
         settings = rules.settings
         source = core.source_of(proto)
         behind_nat = source is Source.WEBSOCKET or nat == "1"
@@ -496,13 +520,10 @@ class Router:
             return reply_answer(400, "Bad Request - Not UTF-8", acts)
         trusted = src_ip if src_ip in settings.trusted_sources else ""
         ruri_user = unhex(ruser, False)
-        domain = to_domain if method == "REGISTER" else ruri_domain
-        routing = core.route_initial(method, ruri_user, domain, from_domain, trusted, settings)
+        routing = core.route_initial(method, ruri_user, ruri_domain, from_domain, trusted, settings)
         if routing.reply is not None:
             return reply_answer(*routing.reply, acts)
-        challenge = core.challenge_for(method, from_domain, trusted, settings)
-        if method == "REGISTER" and (challenge is None or settings.auth_realm is None):
-            return self._save(source, behind_nat, core.is_ipv6(src_ip), acts)  # no rule sees a REGISTER
+        challenge = core.challenge_for(method, from_domain, bool(trusted), settings)
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         has_sdp = as_int(length) > 0 and sdp_type(content_type)
         request = Request(
@@ -512,9 +533,34 @@ class Router:
         incoming = Incoming(request, private == "1", routing.target, settings.is_local(from_domain) or bool(trusted))
         if challenge is not None and settings.auth_realm is not None:
             self._pending = incoming
-            auth = Act.WWW_AUTH if challenge is core.Challenge.WWW else Act.PROXY_AUTH
-            return Answer((*acts, auth), ((REALM_VAR, settings.auth_realm),))
+            return Answer((*acts, Act.PROXY_AUTH), ((REALM_VAR, settings.auth_realm),))
         return self._route(rules, msg, incoming, acts)
+
+    def _register(self, rules: Rules, facts: str) -> Answer:
+        """A REGISTER (no rule sees one): its contact's flags and save(), after a digest check in the realm
+        unless it comes from a trusted source; or a refusal.  A function of REGISTER_FACTS alone: an answer
+        that is not a reply names them in REGISTER_FACTS_VAR, and the cfg takes it again for REGISTERs with
+        the same facts."""
+        proto, nat, contacts, family, trusted, rdomain, fdomain, tdomain = split_facts(facts, 8)
+        source = core.source_of(proto)
+        behind_nat = source is Source.WEBSOCKET or nat == "1"
+        acts = source_actions("REGISTER", source, behind_nat, contacts not in ("0", NULL))
+        try:
+            unhex(rdomain)
+            from_domain, to_domain = unhex(fdomain).lower(), unhex(tdomain).lower()
+        except UnicodeDecodeError:
+            return reply_answer(400, "Bad Request - Not UTF-8", acts, ((REGISTER_FACTS_VAR, ""),))
+        settings = rules.settings
+        routing = core.route_initial("REGISTER", "", to_domain, from_domain, "", settings)
+        if routing.reply is not None:
+            return reply_answer(*routing.reply, acts, ((REGISTER_FACTS_VAR, ""),))
+        sets: Sets = ((REGISTER_FACTS_VAR, facts),)
+        if settings.auth_realm is not None and core.challenge_for("REGISTER", from_domain, trusted == "1", settings):
+            acts += (Act.WWW_AUTH,)
+            sets = ((REALM_VAR, settings.auth_realm), *sets)
+        if family == "INET6":
+            acts += (Act.IPV6_CONTACT,)
+        return Answer((*acts, *_SAVE[core.registration_of(source, behind_nat)]), sets)
 
     def _authorized(self, rules: Rules, msg: Msg) -> Answer:
         incoming, self._pending = self._pending, None
@@ -526,9 +572,6 @@ class Router:
         """An authenticated (or exempt) new request: a REGISTER is saved; anything else goes where the
         gateway.ini tables and the operator's rules send it."""
         request = incoming.request
-        if request.method == "REGISTER":
-            return self._save(core.source_of(request.transport), request.caller_behind_nat,
-                              core.is_ipv6(request.source_ip), before)  # fmt: skip
         settings = rules.settings
         names = settings.tables.headers
         if names:
@@ -554,13 +597,6 @@ class Router:
         if rules.callee is None:
             return self._kept(self._outcomes, outcome, self._carry_out, rules)
         return self._carry_out(rules, outcome, request)
-
-    @staticmethod
-    def _save(source: Source, behind_nat: bool, ipv6: bool, before: Tuple[str, ...]) -> Answer:
-        """A REGISTER that may register: its contact's branch flags, and save() (which replies to it)."""
-        if ipv6:
-            before = (*before, Act.IPV6_CONTACT)
-        return Answer((*before, *_SAVE[core.registration_of(source, behind_nat)]))
 
     def _carry_out(self, rules: Rules, outcome: Outcome, request: Optional[Request] = None) -> Answer:
         """The actions and values for a decision: headers, where the request goes, and for an INVITE the
@@ -784,9 +820,9 @@ def media_sets(action: Optional[MediaAction]) -> Tuple[Sets, Tuple[str, ...]]:
     return ((MEDIA_FLAGS_VARS[action.step], action.flags),), (_MEDIA_ACTS[action.step],)
 
 
-def reply_answer(code: int, reason: str, before: Tuple[str, ...] = ()) -> Answer:
+def reply_answer(code: int, reason: str, before: Tuple[str, ...] = (), sets: Sets = ()) -> Answer:
     """The cfg sends it after the flags (force_rport decides where a reply to a NATed sender goes)."""
-    return Answer((*before, Act.REPLY), ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason)))
+    return Answer((*before, Act.REPLY), ((REPLY_CODE_VAR, str(code)), (REPLY_REASON_VAR, reason), *sets))
 
 
 def branch_plan(
