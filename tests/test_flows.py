@@ -80,6 +80,21 @@ def test_a_worker_takes_a_registers_answer_again_for_the_same_facts_within_the_s
     assert "mallory" not in gateway.location
 
 
+def test_a_python_failure_for_a_register_gets_500_and_saves_nothing(monkeypatch: Any) -> None:
+    gateway = Gateway()
+    net = Network(gateway)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug in the registrar's plan")
+
+    monkeypatch.setattr(core, "registration_of", broken)
+    bob = net.phone("bob")
+    assert net.register(bob).status == 500
+    assert gateway.location == {} and gateway.python_failures == 1
+    assert any("RuntimeError" in e and "register route failed" in e for e in gateway.errors)
+    assert any(f"python routing failed for REGISTER from {bob.endpoint.host}" in e for e in gateway.errors)
+
+
 def test_source_flags_reach_branch_and_reply_routes() -> None:
     gateway = Gateway()
     net = Network(gateway)
