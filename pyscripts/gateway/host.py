@@ -500,8 +500,8 @@ class Router:
     # -- out-of-dialog requests -------------------------------------------------------
 
     def _request(self, rules: Rules, msg: Msg, facts: str) -> Answer:
-        """What every new request gets from where it came (flags, NAT fixes), then either a refusal,
-        a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now."""
+        """What every new request but a REGISTER gets from where it came (flags, NAT fixes), then either a
+        refusal, a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now."""
         (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
          tdomain, content_type) = split_facts(facts, 15)  # fmt: skip
         if method == "REGISTER":
@@ -569,7 +569,7 @@ class Router:
         return self._route(rules, msg, incoming)
 
     def _route(self, rules: Rules, msg: Msg, incoming: Incoming, before: Tuple[str, ...] = ()) -> Answer:
-        """An authenticated (or exempt) new request: a REGISTER is saved; anything else goes where the
+        """An authenticated (or exempt) new request other than a REGISTER (``_register``): where the
         gateway.ini tables and the operator's rules send it."""
         request = incoming.request
         settings = rules.settings
