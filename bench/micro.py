@@ -340,7 +340,7 @@ class TapingRouter:
         tape = Tape((label or label_of(name, msg)) + self.tag, name, rest, ctx=msg._ctx, router=self.router)
         tape.pending = getattr(self.router, "_pending", None) if name == "on_authorized" else None
         self.recorder.tape = tape
-        self.router.held.clear()  # each tape a worker's first message of its kind: every $var written
+        self.router.forget_writes()  # each tape a worker's first message of its kind: every $var written
         try:
             tape.result = getattr(self.router, name)(Recorder(msg, tape), *rest)
         finally:
@@ -549,7 +549,7 @@ def replays_faithfully(router: Any, tape: Tape) -> Optional[str]:
     msg = CheckingMsg(tape)
     handler = handler_of(router, tape)
     router = tape.router or router
-    router.held.clear()  # the tape's $var writes were a worker's first
+    router.forget_writes()  # the tape's $var writes were a worker's first
     try:
         result = handler(msg, *tape.args)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -601,14 +601,14 @@ def time_tape(router: Any, stub: type, tape: Tape, repeat: int, spread: bool = F
     answers = [answer for _name, _is_method, _args, answer in tape.host_calls]
     handler = handler_of(router, tape)
     args = tape.args
-    held = (tape.router or router).held  # emptied each time: the run makes the tape's host calls, each $var write
+    forget = (tape.router or router).forget_writes  # each run makes the tape's host calls, each $var write
 
     def once() -> object:
-        held.clear()
+        forget()
         return handler(stub(iter(answers)), *args)
 
     def construct() -> object:
-        held.clear()
+        forget()
         return stub(iter(answers))
 
     return timed(once, construct, repeat, spread)
@@ -682,7 +682,7 @@ def varies_faithfully(router: Any, tape: Tape, facts: Sequence[str]) -> Optional
     router = tape.router or router
     for text in facts[:8]:
         msg = NamingMsg(tape)
-        router.held.clear()
+        router.forget_writes()
         result = handler(msg, text)
         if result != tape.result:
             return f"returned {result!r} for varied facts, the tape {tape.result!r}"
@@ -697,15 +697,15 @@ def time_tape_varying(
     """time_tape with each run's facts the next of ``facts`` (cycled): the router meets them as new."""
     answers = [answer for _name, _is_method, _args, answer in tape.host_calls]
     handler = handler_of(router, tape)
-    held = (tape.router or router).held
+    forget = (tape.router or router).forget_writes
     texts = itertools.cycle(facts)
 
     def once() -> object:
-        held.clear()
+        forget()
         return handler(stub(iter(answers)), next(texts))
 
     def construct() -> object:
-        held.clear()
+        forget()
         return (stub(iter(answers)), next(texts))
 
     return timed(once, construct, repeat, spread)

@@ -454,11 +454,14 @@ def _effects(r: Router, msg: Msg, names: Any) -> Dict[str, Optional[str]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_REQUEST_FIELDS, min_size=1, max_size=30))
-def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[str, ...]]) -> None:
-    """The router keeps what a decision makes of a request by all it reads (host.Outcome), and plans by
-    theirs: a router that has seen other requests answers each exactly as one made for it alone."""
-    config = Settings(trusted_sources=frozenset({"203.0.113.5"}), sip_destination="sip:198.51.100.50")
+@given(st.lists(_REQUEST_FIELDS, min_size=1, max_size=30), st.sampled_from([None, "gateway.local"]))
+def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[str, ...]], realm: Optional[str]) -> None:
+    """The router keeps what it makes of a request's head (host.Head: where it came from, its domains, the
+    digest check) and what a decision makes of the request by all they read (host.Outcome), and plans by
+    theirs: a router that has seen other requests answers each exactly as one made for it alone, after
+    the digest check too."""
+    config = Settings(trusted_sources=frozenset({"203.0.113.5"}), sip_destination="sip:198.51.100.50",
+                      auth_realm=realm)  # fmt: skip
     kept = Router.fixed(config, lambda text: None, route=_rule)
     for (method, proto, nat, private, length, contacts, src, port, user, domain, caller, from_domain,
          content) in requests:  # fmt: skip
@@ -468,6 +471,10 @@ def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[st
         one, other = Msg(), Msg()
         assert kept.on_request(one, facts) == fresh.on_request(other, facts)
         assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
+        if Act.PROXY_AUTH in (finds(fresh, other, host.REQUEST_VAR) or "").split(","):
+            one, other = Msg(), Msg()
+            assert kept.on_authorized(one) == fresh.on_authorized(other) == 1, "never asked"
+            assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
 
 
 _REPLY_FIELDS = st.tuples(

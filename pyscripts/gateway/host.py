@@ -239,8 +239,11 @@ FAILURE_FACTS = DIALOG_RECORD
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
+_TO_USER = to_user()  # the built-in routing's two decisions (immutable values)
+_TO_DEFAULT = to_trunk("default")
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 KEPT = 4096  # answers a worker keeps of each pure decision (Router._kept), by its complete inputs
 FAILED = -2  # python_exec's result when the Python side failed: the cfg's fail-safe answers
 Sets = Tuple[Tuple[str, str], ...]
@@ -287,6 +290,26 @@ class Incoming(NamedTuple):
     """The cfg's test of the SDP found a private address (where it matters)."""
     target: core.Target
     may_relay: bool
+    """Our user or a trusted source: may reach other domains and the dial plan's trunks."""
+
+
+class Head(NamedTuple):
+    """What the gateway makes of a new request before any rule sees it, from its head (``Router._head``): where
+    it came from, its domains, and whether it must authenticate; or the answer, when no rule sees it."""
+
+    acts: Tuple[str, ...]
+    """The flags and NAT fixes of where it came from."""
+    answer: Optional[Answer] = None
+    """CANCEL and ACK, domains that are not UTF-8, and the refusals of ``core.route_initial``."""
+    ruri_domain: str = ""
+    from_domain: str = ""
+    to_domain: str = ""
+    target: core.Target = core.Target.LOCATION
+    challenge: Optional[Answer] = None
+    """The digest challenge it must pass before the rules answer (``core.challenge_for``)."""
+    caller: Kind = Kind.SIP
+    behind_nat: bool = False
+    may_relay: bool = False
     """Our user or a trusted source: may reach other domains and the dial plan's trunks."""
 
 
@@ -353,7 +376,12 @@ class Router:
         self._failures: Dict[str, Answer] = {}
         self._outcomes: Dict[Outcome, Answer] = {}
         self._plans: Dict[Tuple[Any, ...], List[Tuple[str, str]]] = {}
+        self._heads: Dict[Tuple[str, ...], Head] = {}
         self._kept_generation = 0
+        self._writes = 0
+        """Counts the writes of HELD_VARS: an answer given again finds its $vars as it left them while this holds."""
+        self._given: Dict[str, Tuple[Answer, int, Sets]] = {}
+        """The last answer of each route's $var, the writes count after it, and its sets of no HELD_VARS."""
 
     @classmethod
     def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
@@ -382,7 +410,7 @@ class Router:
         return 0  # unlike routes, child_init reports success with 0
 
     def on_request(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(msg, REQUEST_VAR, "request", lambda rules: self._request(rules, msg, facts))
+        return self._answer(msg, REQUEST_VAR, "request", self._request, msg, facts)
 
     def on_register(self, msg: Msg, facts: str = "") -> int:
         return self._answer(
@@ -390,7 +418,7 @@ class Router:
         )
 
     def on_authorized(self, msg: Msg) -> int:
-        return self._answer(msg, AUTHORIZED_VAR, "authorized", lambda rules: self._authorized(rules, msg))
+        return self._answer(msg, AUTHORIZED_VAR, "authorized", self._authorized, msg)
 
     def on_lookup_failure(self, msg: Msg, facts: str = "") -> int:
         return self._answer(
@@ -428,41 +456,59 @@ class Router:
             self._log_failure("pike check", msg, exc)
             return -1
 
-    def _answer(self, msg: Msg, var: str, route: str, decide: Callable[[Rules], Answer]) -> int:
-        """Decide with the rules as they are now, then leave the actions and their values for the cfg."""
+    def _answer(self, msg: Msg, var: str, route: str, decide: Callable[..., Answer], *args: Any) -> int:
+        """Decide (``decide(rules, *args)``) with the rules as they are now, then leave the actions and their
+        values for the cfg."""
         try:
             rules = self.watcher.current()
             if self._kept_generation != self.watcher.generation:
                 self._forget()  # answers of other rules
                 if self.held.get(REGISTER_FACTS_VAR):
                     self._write(msg, REGISTER_FACTS_VAR, "")  # and the cfg's of a REGISTER
-            answer = decide(rules)
-            if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
-                raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
-            if var in ENDING and answer.actions[-1] not in ENDING[var]:
-                raise ValueError(f"a request's actions must end it, not with {answer.actions[-1]!r}")
+            answer = decide(rules, *args)
             if self._generation != self.watcher.generation and self._generation >= 0:
                 # new rules: the cfg's copy of the trusted sources, and its kept answer, are stale
                 self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
                 msg.set_pseudoVar(PIKE_SOURCE_VAR, "")
                 self._generation = self.watcher.generation
-            held = self.held
-            for name, value in answer.sets:
-                if held.get(name) != value:  # a $var the worker holds already is not written again
-                    self._write(msg, name, value)
-            if answer.ruri_user is not None:
-                msg.set_pseudoVar("$rU", answer.ruri_user)
-            if answer.ruri is not None:
-                msg.rewrite_ruri(answer.ruri)
-            if answer.dst_uri is not None:
-                msg.set_dst_uri(answer.dst_uri)
-            self._write(msg, var, ",".join(answer.actions))
+            self._give(msg, var, answer)
             return 1
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
             return FAILED
 
-    def _kept(self, table: Dict[K, Answer], key: K, decide: Callable[[Rules, K], Answer], rules: Rules) -> Answer:
+    def _give(self, msg: Msg, var: str, answer: Answer) -> None:
+        """Leave ``answer`` for the cfg: its actions in ``var``, its values in theirs.  The same answer as
+        this route's last (kept answers are shared values), with no HELD_VARS written since, finds its
+        actions and HELD_VARS values in place: only its other values are written, and what the message
+        itself gets (R-URI, destination)."""
+        given = self._given.get(var)
+        if given is not None and given[0] is answer and given[1] == self._writes:
+            loose = given[2]
+        else:
+            if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
+                raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
+            if var in ENDING and answer.actions[-1] not in ENDING[var]:
+                raise ValueError(f"a request's actions must end it, not with {answer.actions[-1]!r}")
+            held = self.held
+            loose = ()
+            for name, value in answer.sets:
+                if name not in HELD_VARS:
+                    loose += ((name, value),)
+                elif held.get(name) != value:  # a $var the worker holds already is not written again
+                    self._write(msg, name, value)
+            self._write(msg, var, ",".join(answer.actions))
+            self._given[var] = (answer, self._writes, loose)
+        for name, value in loose:
+            msg.set_pseudoVar(name, value)
+        if answer.ruri_user is not None:
+            msg.set_pseudoVar("$rU", answer.ruri_user)
+        if answer.ruri is not None:
+            msg.rewrite_ruri(answer.ruri)
+        if answer.dst_uri is not None:
+            msg.set_dst_uri(answer.dst_uri)
+
+    def _kept(self, table: Dict[K, V], key: K, decide: Callable[[Rules, K], V], rules: Rules) -> V:
         """``decide(rules, key)``, kept in ``table`` by ``key``.  Only for a decision that is a function of
         ``key`` and the rules alone (no msg, nothing else of the router's): then ``key`` is its complete
         inputs, and a kept answer is the answer.  Up to KEPT answers a table; all go when the rules change."""
@@ -475,15 +521,22 @@ class Router:
         return answer
 
     def _forget(self) -> None:
-        for table in (self._registers, self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans):
+        tables = (self._registers, self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans)
+        for table in (*tables, self._heads):
             table.clear()
         self._kept_generation = self.watcher.generation
+
+    def forget_writes(self) -> None:
+        """As a worker's first message of each kind: the next answers write every $var they need (tools, tests)."""
+        self.held.clear()
+        self._given.clear()
 
     def _write(self, msg: Msg, name: str, value: str) -> None:
         if name not in HELD_VARS:
             msg.set_pseudoVar(name, value)
         elif self.held.get(name) != value:
             self.held.pop(name, None)  # unknown until the write is done
+            self._writes += 1
             msg.set_pseudoVar(name, value)
             self.held[name] = value
 
@@ -501,40 +554,58 @@ class Router:
 
     def _request(self, rules: Rules, msg: Msg, facts: str) -> Answer:
         """What every new request but a REGISTER gets from where it came (flags, NAT fixes), then either a
-        refusal, a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now."""
+        refusal, a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now.
+        What it makes of the request before the rules is kept by its complete inputs (``_head``)."""
+        fields = facts.split(SEP, 14)
+        if len(fields) != 15:
+            split_facts(facts, 15)  # says what is wrong
         (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
-         tdomain, content_type) = split_facts(facts, 15)  # fmt: skip
+         tdomain, content_type) = fields  # fmt: skip
         if method == "REGISTER":
             raise ValueError("a REGISTER comes to on_register (route[gw_register]), not to on_request")
+        trusted = src_ip if src_ip in rules.settings.trusted_sources else ""
+        key = (method, proto, nat, contacts, rdomain, fdomain, tdomain, trusted, "" if ruser in (NULL, "") else "1")
+        head = self._heads.get(key)
+        if head is None:
+            head = self._kept(self._heads, key, self._head, rules)
+        if head.answer is not None:
+            return head.answer
+        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+        request = tuple.__new__(Request, (
+            method, unhex(ruser, False), head.ruri_domain, unhex(fuser, False), head.from_domain, unhex(tuser, False),
+            head.to_domain, src_ip, as_int(src_port), proto.lower(), head.caller, head.behind_nat, has_sdp, (),
+        ))  # fmt: skip
+        if head.challenge is not None:
+            self._pending = Incoming(request, private == "1", head.target, head.may_relay)
+            return head.challenge
+        return self._route(rules, msg, request, private == "1", head.target, head.may_relay, head.acts)
+
+    def _head(self, rules: Rules, key: Tuple[str, ...]) -> Head:
+        """A new request's head: a function of ``key`` (``_request``: method, transport, NAT, Contacts, the
+        three domains as the cfg encoded them, the trusted source it came from or "", whether the R-URI
+        names a user) and the rules, which makes it the key's complete inputs."""
+        method, proto, nat, contacts, rdomain, fdomain, tdomain, trusted, named = key
         settings = rules.settings
         source = core.source_of(proto)
         behind_nat = source is Source.WEBSOCKET or nat == "1"
-        has_contact = contacts not in ("0", NULL)
-        acts = source_actions(method, source, behind_nat, has_contact)
+        acts = source_actions(method, source, behind_nat, contacts not in ("0", NULL))
         if method in ("CANCEL", "ACK"):
-            return Answer((*acts, Act.RELAY_KNOWN))  # only for a transaction we know; the rest is absorbed
+            return Head(acts, Answer((*acts, Act.RELAY_KNOWN)))  # only for a transaction we know; else absorbed
         try:
             ruri_domain, from_domain, to_domain = unhex(rdomain).lower(), unhex(fdomain).lower(), unhex(tdomain).lower()
         except UnicodeDecodeError:
             # The python module decodes every str as strict UTF-8: such a message is the sender's fault.
-            return reply_answer(400, "Bad Request - Not UTF-8", acts)
-        trusted = src_ip if src_ip in settings.trusted_sources else ""
-        ruri_user = unhex(ruser, False)
-        routing = core.route_initial(method, ruri_user, ruri_domain, from_domain, trusted, settings)
+            return Head(acts, reply_answer(400, "Bad Request - Not UTF-8", acts))
+        routing = core.route_initial(method, named, ruri_domain, from_domain, trusted, settings)
         if routing.reply is not None:
-            return reply_answer(*routing.reply, acts)
-        challenge = core.challenge_for(method, from_domain, bool(trusted), settings)
+            return Head(acts, reply_answer(*routing.reply, acts))
+        challenge = None
+        if core.challenge_for(method, from_domain, bool(trusted), settings) is not None and settings.auth_realm:
+            challenge = Answer((*acts, Act.PROXY_AUTH), ((REALM_VAR, settings.auth_realm),))
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
-        has_sdp = as_int(length) > 0 and sdp_type(content_type)
-        request = Request(
-            method, ruri_user, ruri_domain, unhex(fuser, False), from_domain, unhex(tuser, False),
-            to_domain, src_ip, as_int(src_port), proto.lower(), caller, behind_nat, has_sdp,
-        )  # fmt: skip
-        incoming = Incoming(request, private == "1", routing.target, settings.is_local(from_domain) or bool(trusted))
-        if challenge is not None and settings.auth_realm is not None:
-            self._pending = incoming
-            return Answer((*acts, Act.PROXY_AUTH), ((REALM_VAR, settings.auth_realm),))
-        return self._route(rules, msg, incoming, acts)
+        may_relay = settings.is_local(from_domain) or bool(trusted)
+        return Head(acts, None, ruri_domain, from_domain, to_domain, routing.target, challenge, caller, behind_nat,
+                    may_relay)  # fmt: skip
 
     def _register(self, rules: Rules, facts: str) -> Answer:
         """A REGISTER (no rule sees one): its contact's flags and save(), after a digest check in the realm
@@ -566,12 +637,14 @@ class Router:
         incoming, self._pending = self._pending, None
         if incoming is None:
             raise ValueError("on_authorized without a request: the cfg asks it after on_request's www/proxy_auth")
-        return self._route(rules, msg, incoming)
+        return self._route(rules, msg, *incoming)
 
-    def _route(self, rules: Rules, msg: Msg, incoming: Incoming, before: Tuple[str, ...] = ()) -> Answer:
+    def _route(self, rules: Rules, msg: Msg, request: Request, private: bool, target: core.Target, may_relay: bool,
+               before: Tuple[str, ...] = ()) -> Answer:  # fmt: skip
         """An authenticated (or exempt) new request other than a REGISTER (``_register``): where the
-        gateway.ini tables and the operator's rules send it."""
-        request = incoming.request
+        gateway.ini tables and the operator's rules send it.  ``private``: the cfg's test of the SDP found a
+        private address (where it matters); ``may_relay``: our user or a trusted source (other domains, the
+        dial plan's trunks)."""
         settings = rules.settings
         names = settings.tables.headers
         if names:
@@ -579,24 +652,27 @@ class Router:
             request = request._replace(
                 headers=tuple((n, None if v == NULL else unhex(v, strict=False)) for n, v in zip(names, values))
             )
-        default = to_user() if incoming.target is core.Target.LOCATION else to_trunk("default")
-        default = settings.tables.apply(request, default, incoming.may_relay)
+        default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
         core.check_decision(decision, settings)
         if decision.target == "reply":
             return reply_answer(decision.code, decision.reason, before)
-        # What the decision makes of the request reads only these of it; the operator's callee() reads
-        # all of it, so with such a rule nothing is kept.
+        # What the decision makes of the request reads only these of it (``Outcome``); the operator's
+        # callee() reads all of it, so with such a rule nothing is kept.
         rewrite = decision.user if decision.user is not None and decision.user != request.ruri_user else None
         flow = None
         if request.caller is Kind.BROWSER and request.method == "INVITE":  # its in-dialog requests come back over it
             flow = flow_of(request.transport, request.source_ip, request.source_port)
-        outcome = Outcome(decision, before, request.method, rewrite, request.transport, flow, request.has_sdp,
-                          incoming.private, request.caller_behind_nat, settings.side_of(request.source_ip),
-                          core.is_ipv6(request.source_ip))  # fmt: skip
-        if rules.callee is None:
-            return self._kept(self._outcomes, outcome, self._carry_out, rules)
-        return self._carry_out(rules, outcome, request)
+        # A plain tuple: it finds the Outcome of the same fields that keeps the answer (equal, same hash).
+        source = request.source_ip
+        key: Any = (decision, before, request.method, rewrite, request.transport, flow, request.has_sdp, private,
+                    request.caller_behind_nat, settings.side_of(source), core.is_ipv6(source))  # fmt: skip
+        if rules.callee is not None:
+            return self._carry_out(rules, tuple.__new__(Outcome, key), request)
+        answer = self._outcomes.get(key)
+        if answer is None:
+            answer = self._kept(self._outcomes, tuple.__new__(Outcome, key), self._carry_out, rules)
+        return answer
 
     def _carry_out(self, rules: Rules, outcome: Outcome, request: Optional[Request] = None) -> Answer:
         """The actions and values for a decision: headers, where the request goes, and for an INVITE the

@@ -65,7 +65,7 @@ class FaultyRouter:
         if fault == "inside":
             # As a worker's first message of its kind: the router writes every $var it needs, and the
             # first write fails (with the $vars held from before, it would make no host call at all).
-            self.router.held.clear()
+            self.router.forget_writes()
             return int(route(FailingMsg(msg), *facts))
         return int(route(msg, *facts))
 
