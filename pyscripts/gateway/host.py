@@ -309,6 +309,8 @@ class Head(NamedTuple):
     """The digest challenge it must pass before the rules answer (``core.challenge_for``)."""
     caller: Kind = Kind.SIP
     behind_nat: bool = False
+    transport: str = ""
+    """$socket_in(proto), lower-case."""
     may_relay: bool = False
     """Our user or a trusted source: may reach other domains and the dial plan's trunks."""
 
@@ -570,10 +572,11 @@ class Router:
             head = self._kept(self._heads, key, self._head, rules)
         if head.answer is not None:
             return head.answer
-        has_sdp = as_int(length) > 0 and sdp_type(content_type)
+        has_sdp = length.isdigit() and int(length) > 0 and sdp_type(content_type)  # as_int, inline: on every call
         request = tuple.__new__(Request, (
             method, unhex(ruser, False), head.ruri_domain, unhex(fuser, False), head.from_domain, unhex(tuser, False),
-            head.to_domain, src_ip, as_int(src_port), proto.lower(), head.caller, head.behind_nat, has_sdp, (),
+            head.to_domain, src_ip, int(src_port) if src_port.isdigit() else 0, head.transport, head.caller,
+            head.behind_nat, has_sdp, (),
         ))  # fmt: skip
         if head.challenge is not None:
             self._pending = Incoming(request, private == "1", head.target, head.may_relay)
@@ -605,7 +608,7 @@ class Router:
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         may_relay = settings.is_local(from_domain) or bool(trusted)
         return Head(acts, None, ruri_domain, from_domain, to_domain, routing.target, challenge, caller, behind_nat,
-                    may_relay)  # fmt: skip
+                    proto.lower(), may_relay)  # fmt: skip
 
     def _register(self, rules: Rules, facts: str) -> Answer:
         """A REGISTER (no rule sees one): its contact's flags and save(), after a digest check in the realm
@@ -654,7 +657,8 @@ class Router:
             )
         default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
-        core.check_decision(decision, settings)
+        if decision is not default:  # the gateway's own is sound
+            core.check_decision(decision, settings)
         if decision.target == "reply":
             return reply_answer(decision.code, decision.reason, before)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
