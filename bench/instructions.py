@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -160,33 +159,11 @@ def read_callgrind(path: Path) -> Costs:
     return costs
 
 
-#: The parts of a run (``--steady``): callgrind writes what a process counted up to a dump in
-#: ``callgrind.out.<pid>.1`` and the rest in ``callgrind.out.<pid>`` when it ends.
-PARTS = ("first", "steady")
-
-
-def read_folder(folder: Path, part: Optional[str] = None) -> Costs:
-    """The costs of every process of one instance: all of a run's, or one part of it (PARTS)."""
+def read_folder(folder: Path) -> Costs:
     total = Costs()
     for path in sorted(folder.glob("callgrind.out.*")):
-        dumped = path.name.count(".") == 3  # callgrind.out.<pid>.1
-        if part is None or (part == "first") == dumped:
-            total.add(read_callgrind(path))
+        total.add(read_callgrind(path))
     return total
-
-
-def dump(pids: Sequence[int]) -> int:
-    """Have callgrind write what each of these processes counted so far (and count afresh); how many did."""
-    done = 0
-    for pid in pids:
-        try:
-            result = subprocess.run(
-                ["callgrind_control", f"--dump=pid {pid}", str(pid)], capture_output=True, text=True, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        done += result.returncode == 0 and "OK" in result.stdout
-    return done
 
 
 #: Where OpenSIPS handles a message it received (core/receive.c): parsing, the script and what it calls
@@ -210,12 +187,10 @@ def valgrind_prefix(valgrind: str, out: Path) -> List[str]:
 
 @dataclass
 class Run:
-    """What one run measured: per instance, its costs and the traffic's requests, failures, retransmissions
-    (with ``--steady``, those of the first part, and the second part's in ``steady``)."""
+    """What one run measured: per instance, its costs and the traffic's requests, failures, retransmissions."""
 
     costs: Dict[str, Costs]
     steps: Dict[str, run.Step]
-    steady: Optional[Run] = None
 
 
 def one_run(
@@ -231,7 +206,6 @@ def one_run(
     ``before`` when given), the same traffic on each at once, stopped ``args.vg_span`` s after start."""
     bench = run.Bench(tools, run_args(args))
     steps: Dict[str, run.Step] = {}
-    steady: Optional[Dict[str, run.Step]] = {} if getattr(args, "steady", False) else None
     outs: Dict[str, Path] = {}
     cfgs: List[Tuple[str, Path, Optional[Path], Optional[str]]] = [
         ("python", run.PYTHON_CFG, run.ENTRY, None),
@@ -256,45 +230,28 @@ def one_run(
             prefix = valgrind_prefix(valgrind, outs[name])
             bench.start_instance(name, cfg, ng, entry, settings, prefix, role=name, mode=mode)
         started = time.monotonic()
-        count = int(args.vg_rate * args.vg_seconds)
-        drivers: Dict[str, Callable[[run.Instance], run.Step]] = {
-            "calls": lambda inst: bench.calls(inst, False, args.vg_rate, count, sample=False),
-            "media": lambda inst: bench.calls(inst, True, args.vg_rate, count, sample=False),
-            "register": lambda inst: bench.registers(inst, args.vg_rate, count),
-        }
-
-        def traffic(found: Dict[str, run.Step]) -> None:
-            if drive is None:
-                return
+        if drive is not None:
+            count = int(args.vg_rate * args.vg_seconds)
+            drivers: Dict[str, Callable[[run.Instance], run.Step]] = {
+                "calls": lambda inst: bench.calls(inst, False, args.vg_rate, count, sample=False),
+                "media": lambda inst: bench.calls(inst, True, args.vg_rate, count, sample=False),
+                "register": lambda inst: bench.registers(inst, args.vg_rate, count),
+            }
             threads = [
-                threading.Thread(target=lambda n=n: found.__setitem__(n, drivers[drive](bench.instances[n])))
+                threading.Thread(target=lambda n=n: steps.__setitem__(n, drivers[drive](bench.instances[n])))
                 for n in bench.instances
             ]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-
-        traffic(steps)
         time.sleep(max(args.vg_span - (time.monotonic() - started), 0.0))
-        if steady is not None:
-            # the first part ends here: every process writes what it counted, and the same traffic again
-            pids = [pid for inst in bench.instances.values() for pid in inst.pids]
-            done = dump(pids)
-            if done != len(pids):
-                run.say(f"  callgrind wrote the first part of {done} of {len(pids)} processes: the parts are mixed")
-            again = time.monotonic()
-            traffic(steady)
-            time.sleep(max(args.vg_span - (time.monotonic() - again), 0.0))
         for inst in bench.instances.values():
             if inst.proc is not None:
                 bench.processes.stop(inst.proc, grace=120.0)  # valgrind writes its files as each process exits
     finally:
         bench.close()
-    if steady is None:
-        return Run({name: read_folder(out) for name, out in outs.items()}, steps)
-    later = Run({name: read_folder(out, "steady") for name, out in outs.items()}, steady)
-    return Run({name: read_folder(out, "first") for name, out in outs.items()}, steps, later)
+    return Run({name: read_folder(out) for name, out in outs.items()}, steps)
 
 
 def run_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -367,33 +324,17 @@ def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: P
     for label, drive in TRAFFIC:
         if mode != "default" and drive == "register":
             continue
-        twice = " twice, each part" if getattr(args, "steady", False) else ""
         run.say(
-            f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s{twice} stopped {args.vg_span:.0f} s after"
-            " its start)"
+            f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s, stopped {args.vg_span:.0f} s after start)"
         )
         runs[label] = one_run(tools, args, valgrind, drive, folder / label.replace(" ", "-"), mode, before)
-    count = int(args.vg_rate * args.vg_seconds)
-    later = {label: found.steady for label, found in runs.items() if found.steady is not None}
-    if later:
-        run.say(f"\n  the first {count} requests of instances just started (each worker's first messages):")
     report(runs)
-    if later:
-        run.say(f"\n  the next {count} requests, the same traffic again (the steady state: what a gateway that has run")
-        run.say("  for a while spends; callgrind wrote each process's counts between the two and counted afresh):")
-        report(later)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vg-rate", dest="vg_rate", type=int, default=10, help="requests/s under valgrind")
     parser.add_argument("--vg-seconds", dest="vg_seconds", type=float, default=30.0, help="seconds of traffic")
     parser.add_argument("--vg-span", dest="vg_span", type=float, default=50.0, help="seconds from start to stop")
-    parser.add_argument(
-        "--no-steady",
-        dest="steady",
-        action="store_false",
-        help="only the first requests of instances just started (without: those, then the same traffic again)",
-    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
