@@ -436,9 +436,12 @@ class Router:
         )  # fmt: skip
 
     def on_reply(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(
-            msg, REPLY_VAR, "reply", lambda rules: self._kept(self._replies, reply_key(facts), self._reply, rules)
-        )
+        return self._answer(msg, REPLY_VAR, "reply", self._kept_reply, facts)
+
+    def _kept_reply(self, rules: Rules, facts: str) -> Answer:
+        key = reply_key(facts)
+        answer = self._replies.get(key)
+        return answer if answer is not None else self._kept(self._replies, key, self._reply, rules)
 
     def on_failure(self, msg: Msg, facts: str = "") -> int:
         return self._answer(
@@ -854,9 +857,12 @@ def reply_key(facts: str) -> str:
     the Content-Length only as whether there is a body, the source only from a WebSocket (a browser's
     connection).  The decision is made from this key, not from the facts, so it cannot read what the
     key leaves out; replies of many calls from many phones share their keys."""
-    fields = split_facts(facts, 11)
-    fields[3] = "1" if as_int(fields[3]) > 0 else "0"
-    if core.source_of(fields[1]) is not Source.WEBSOCKET:
+    fields = facts.split(SEP, 10)
+    if len(fields) != 11:
+        split_facts(facts, 11)  # says what is wrong
+    length = fields[3]
+    fields[3] = "1" if length.isdigit() and int(length) > 0 else "0"  # as_int, inline: every reply comes here
+    if fields[1].lower() not in core.WEBSOCKET_PROTOS:  # core.source_of
         fields[6] = fields[7] = ""
     return SEP.join(fields)
 
