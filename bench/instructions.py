@@ -47,6 +47,7 @@ valgrind.  Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import sys
@@ -201,9 +202,11 @@ def one_run(
     folder: Path,
     mode: str = "default",
     before: Optional[Path] = None,
+    times: int = 1,
 ) -> Run:
     """The instances under callgrind (python and native with ``mode``'s rules, and the gateway exported to
-    ``before`` when given), the same traffic on each at once, stopped ``args.vg_span`` s after start."""
+    ``before`` when given), the same traffic on each at once, stopped ``args.vg_span`` s after start; with
+    ``times`` 2, that traffic twice in a row, stopped as long after the second."""
     bench = run.Bench(tools, run_args(args))
     steps: Dict[str, run.Step] = {}
     outs: Dict[str, Path] = {}
@@ -230,28 +233,49 @@ def one_run(
             prefix = valgrind_prefix(valgrind, outs[name])
             bench.start_instance(name, cfg, ng, entry, settings, prefix, role=name, mode=mode)
         started = time.monotonic()
-        if drive is not None:
-            count = int(args.vg_rate * args.vg_seconds)
-            drivers: Dict[str, Callable[[run.Instance], run.Step]] = {
-                "calls": lambda inst: bench.calls(inst, False, args.vg_rate, count, sample=False),
-                "media": lambda inst: bench.calls(inst, True, args.vg_rate, count, sample=False),
-                "register": lambda inst: bench.registers(inst, args.vg_rate, count),
-            }
-            threads = [
-                threading.Thread(target=lambda n=n: steps.__setitem__(n, drivers[drive](bench.instances[n])))
-                for n in bench.instances
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        time.sleep(max(args.vg_span - (time.monotonic() - started), 0.0))
+        count = int(args.vg_rate * args.vg_seconds)
+        drivers: Dict[str, Callable[[run.Instance], run.Step]] = {
+            "calls": lambda inst: bench.calls(inst, False, args.vg_rate, count, sample=False),
+            "media": lambda inst: bench.calls(inst, True, args.vg_rate, count, sample=False),
+            "register": lambda inst: bench.registers(inst, args.vg_rate, count),
+        }
+        for _ in range(times if drive is not None else 0):
+            steps_now = part(bench, drivers[drive] if drive is not None else None)
+            for name, step in steps_now.items():  # what a part asked and what failed, added up
+                steps[name] = step if name not in steps else add_steps(steps[name], step)
+        time.sleep(max(args.vg_span + (times - 1) * args.vg_seconds - (time.monotonic() - started), 0.0))
         for inst in bench.instances.values():
             if inst.proc is not None:
                 bench.processes.stop(inst.proc, grace=120.0)  # valgrind writes its files as each process exits
     finally:
         bench.close()
     return Run({name: read_folder(out) for name, out in outs.items()}, steps)
+
+
+def part(bench: run.Bench, drive: Optional[Callable[[run.Instance], run.Step]]) -> Dict[str, run.Step]:
+    """The traffic on every instance at once: each instance's step."""
+    found: Dict[str, run.Step] = {}
+    if drive is None:
+        return found
+    threads = [
+        threading.Thread(target=lambda n=n: found.__setitem__(n, drive(bench.instances[n]))) for n in bench.instances
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return found
+
+
+def add_steps(one: run.Step, other: run.Step) -> run.Step:
+    """Two parts of a run as one step: requests, failures and retransmissions added up."""
+    stats = run.SippStats.combined([one.stats, other.stats])
+    return dataclasses.replace(
+        one,
+        requested=one.requested + other.requested,
+        stats=stats,
+        callee_failed=one.callee_failed + other.callee_failed,
+    )
 
 
 def run_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -265,23 +289,18 @@ def per_call(with_traffic: Costs, without: Costs, calls: int, pick: Callable[[Co
     return (pick(with_traffic) - pick(without)) / calls if calls else float("nan")
 
 
-def report(runs: Dict[str, Run]) -> None:
-    """The per-call table, and python/native per kind of traffic."""
-    base = runs["no traffic"]
-    run.say(
-        "\n== instructions per call under valgrind (callgrind, user space, in receive_msg of every OpenSIPS process;"
-        " (run with traffic - run without) / requests)"
-    )
+def report(pairs: Dict[str, Tuple[Run, Run]], heading: str) -> None:
+    """The per-call table, and python/native per kind of traffic: for each, (a run - the run before it) / the
+    requests the first had more."""
+    run.say(heading)
     head = f"  {'traffic':<15} {'cfg':<7} {'all':>10} {'Python':>8} {'allocator':>10} {'the rest':>9}"
     run.say(head + f" {'fm_malloc calls x instructions':>31}  failed retrans")
-    for label, _drive in TRAFFIC[1:]:
-        found = runs.get(label)
-        if found is None:
-            continue
+    for label, (found, base) in pairs.items():
         figures: Dict[str, Tuple[float, float, float]] = {}
         for cfg in [c for c in ("native", "python", "before") if c in found.costs]:
             step = found.steps.get(cfg)
-            calls = step.requested if step is not None else 0
+            earlier = base.steps.get(cfg)
+            calls = (step.requested if step is not None else 0) - (earlier.requested if earlier is not None else 0)
             now, before = found.costs[cfg], base.costs[cfg]
             total = per_call(now, before, calls, lambda c: c.total)
             python = per_call(now, before, calls, lambda c: c.python)
@@ -324,17 +343,42 @@ def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: P
     for label, drive in TRAFFIC:
         if mode != "default" and drive == "register":
             continue
-        run.say(
-            f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s, stopped {args.vg_span:.0f} s after start)"
+        for times in (1, 2) if drive is not None and args.steady else (1,):
+            twice = ", twice in a row" if times == 2 else ""
+            run.say(
+                f"  run: {label} ({args.vg_rate}/s for {args.vg_seconds:.0f} s{twice}, stopped"
+                f" {args.vg_span:.0f} s after the start of the last)"
+            )
+            name = label if times == 1 else f"{label} twice"
+            runs[name] = one_run(tools, args, valgrind, drive, folder / name.replace(" ", "-"), mode, before, times)
+    count = int(args.vg_rate * args.vg_seconds)
+    kinds = [label for label, drive in TRAFFIC if drive is not None and label in runs]
+    heading = (
+        "\n== instructions per call under valgrind (callgrind, user space, in receive_msg of every OpenSIPS process)"
+    )
+    report(
+        {label: (runs[label], runs["no traffic"]) for label in kinds},
+        f"{heading} process):\n  the first {count} requests of instances just started ((run with traffic - run"
+        " without) / requests)",
+    )
+    if args.steady:
+        report(
+            {label: (runs[f"{label} twice"], runs[label]) for label in kinds},
+            f"{heading} process):\n  the steady state: the same traffic again after the first {count} requests"
+            " ((run with it twice - run with it once) / requests)",
         )
-        runs[label] = one_run(tools, args, valgrind, drive, folder / label.replace(" ", "-"), mode, before)
-    report(runs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vg-rate", dest="vg_rate", type=int, default=10, help="requests/s under valgrind")
     parser.add_argument("--vg-seconds", dest="vg_seconds", type=float, default=30.0, help="seconds of traffic")
     parser.add_argument("--vg-span", dest="vg_span", type=float, default=50.0, help="seconds from start to stop")
+    parser.add_argument(
+        "--no-steady",
+        dest="steady",
+        action="store_false",
+        help="no steady-state figures (each traffic's run with it twice in a row)",
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

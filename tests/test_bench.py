@@ -1141,19 +1141,31 @@ def test_the_instruction_runs_take_the_rules_and_the_revision_they_are_given(
     """Recipes: no REGISTER run (no rule sees one) and no "before"; the default rules: the revision beside."""
     from bench import instructions, run
 
-    runs: List[Tuple[Optional[str], str, Optional[pathlib.Path]]] = []
+    runs: List[Tuple[Optional[str], str, Optional[pathlib.Path], int]] = []
+    reports: List[List[str]] = []
 
-    def one_run(tools: Any, args: Any, valgrind: str, drive: Optional[str], folder: Any, mode: str, before: Any) -> Any:
-        runs.append((drive, mode, before))
+    def one_run(
+        tools: Any, args: Any, valgrind: str, drive: Optional[str], folder: Any, mode: str, before: Any, times: int
+    ) -> Any:
+        runs.append((drive, mode, before, times))
         return instructions.Run({}, {})
 
     monkeypatch.setattr(instructions, "one_run", one_run)
-    monkeypatch.setattr(instructions, "report", lambda found: None)
+    monkeypatch.setattr(instructions, "report", lambda pairs, heading: reports.append(list(pairs)))
     monkeypatch.setattr(run, "export_revision", lambda rev, folder: tmp_path / rev)
     tools = run.Tools("/x/opensips", "3.6.8", "/x/", "sipp", "rtpengine")
-    args = argparse.Namespace(vg_rate=10, vg_seconds=1.0, vg_span=2.0, compare="526af31")
+    args = argparse.Namespace(vg_rate=10, vg_seconds=1.0, vg_span=2.0, compare="526af31", steady=False)
     instructions.measure(tools, args, "valgrind", tmp_path / "recipes", "recipes")
-    assert runs == [(None, "recipes", None), ("calls", "recipes", None), ("media", "recipes", None)]
+    assert runs == [(None, "recipes", None, 1), ("calls", "recipes", None, 1), ("media", "recipes", None, 1)]
+    assert reports == [["no media", "with rtpengine"]]
     runs.clear()
+    reports.clear()
     instructions.measure(tools, args, "valgrind", tmp_path / "default", "default")
-    assert [(d, b) for d, _m, b in runs] == [(d, tmp_path / "526af31") for _l, d in instructions.TRAFFIC]
+    assert [(d, b) for d, _m, b, _t in runs] == [(d, tmp_path / "526af31") for _l, d in instructions.TRAFFIC]
+    # the steady state: each traffic twice in a row too, and a second table from those runs
+    runs.clear()
+    reports.clear()
+    args.steady = True
+    instructions.measure(tools, args, "valgrind", tmp_path / "steady", "recipes")
+    assert [(d, t) for d, _m, _b, t in runs] == [(None, 1), ("calls", 1), ("calls", 2), ("media", 1), ("media", 2)]
+    assert reports == [["no media", "with rtpengine"]] * 2
