@@ -16,12 +16,14 @@ like ``exit``.
 Every ``$var`` the router writes is one the cfg only reads, and a worker's ``$var``
 keeps its value from one message to the next (each worker has its own router after
 fork as it has its own ``$var``s): a value already there is not written again
-(``Router.held``).  The operator's rules run for every new request, with the rules as
-they are now on disk (``loader.Watcher``).  Decisions of the gateway's own that are pure
+(``Router.held``), and a kept answer given again with no such value written since finds all of
+its own in place (``Router._give``).  The operator's rules run for every new request, with the
+rules as they are now on disk (``loader.Watcher``).  Decisions of the gateway's own that are pure
 functions of a key and the rules (no msg) keep their answers by that key, their complete
 inputs (``Router._kept``): failures by their facts string, replies and in-dialog requests
 by the facts as their decision reads them (``reply_key``, ``in_dialog_key``; the decision is
-made from that key), a request's outcome by ``Outcome``, branch plans by theirs.
+made from that key), what a new request gets before the rules by its head (``Head``, made from
+that key too), a request's outcome by ``Outcome``, branch plans by theirs.
 
 The facts hold nothing a sender wrote as it is: the python module turns the argument
 into a str with PyUnicode_FromString, and when that fails it returns -1 and leaves the
