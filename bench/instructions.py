@@ -239,11 +239,13 @@ def one_run(
             "media": lambda inst: bench.calls(inst, True, args.vg_rate, count, sample=False),
             "register": lambda inst: bench.registers(inst, args.vg_rate, count),
         }
+        last = started
         for _ in range(times if drive is not None else 0):
+            last = time.monotonic()
             steps_now = part(bench, drivers[drive] if drive is not None else None)
             for name, step in steps_now.items():  # what a part asked and what failed, added up
                 steps[name] = step if name not in steps else add_steps(steps[name], step)
-        time.sleep(max(args.vg_span + (times - 1) * args.vg_seconds - (time.monotonic() - started), 0.0))
+        time.sleep(max(args.vg_span - (time.monotonic() - last), 0.0))  # as long after the last part's start
         for inst in bench.instances.values():
             if inst.proc is not None:
                 bench.processes.stop(inst.proc, grace=120.0)  # valgrind writes its files as each process exits
