@@ -121,17 +121,28 @@ def test_the_cfg_passes_the_facts_each_route_reads() -> None:
         "on_reply": host.REPLY_FACTS,
         "on_failure": host.FAILURE_FACTS,
         "is_trusted": host.TRUSTED_FACTS,
-        "on_register": "$var(gw_facts)",
+        "on_register": host.REGISTER_FACTS,
     }
     assert 'python_exec("on_authorized")' in CFG  # the request's facts are the router's from on_request
-    assert register_facts() == host.REGISTER_FACTS.split(host.SEP)
 
 
-def register_facts() -> List[str]:
-    """The facts route[gw_register] joins into $var(gw_facts), each a variable between "\\n"s."""
-    found: List[str] = re.findall(r"\$var\(gw_facts\) = (.*);", CFG)
-    assert len(found) == 1, found
-    return found[0].split(' + "\\n" + ')
+def test_the_cfg_keeps_and_compares_a_registers_facts_each_as_the_router_reads_it() -> None:
+    """route[gw_register] takes a kept answer again only when every fact of REGISTER_FACTS is the kept one:
+    it compares each (REGISTER_KEYS: the domains unencoded) and keeps each beside the answer."""
+    keys = host.REGISTER_KEYS
+    encoded = [re.sub(r"^\$(rd|fd|td)$", r"$(\1{s.encode.hexa})", fact) for fact, _var in keys]
+    assert encoded == host.REGISTER_FACTS.split(host.SEP)
+    condition = re.search(r"route\[gw_register\] \{\n\tif \((.*)\) \{\n", CFG)
+    assert condition is not None
+    assert set(condition.group(1).split(" || ")) == {
+        '$var(gw_register_kept) != "1"',
+        "$Ts != $var(gw_register_second)",
+        *(f"{f} != {v}" for f, v in keys),
+    }
+    keep = re.search(r"route\[gw_register_keep\] \{\n(.*?)\n\}", CFG, re.S)
+    assert keep is not None
+    assert keep.group(1).split("\n") == [f"\t{v} = {f};" for f, v in keys]
+    assert len({v for _f, v in keys}) == len(keys)
 
 
 #: Variables whose printed value a sender cannot fill with other bytes than UTF-8: numbers, names
@@ -139,7 +150,6 @@ def register_facts() -> List[str]:
 SAFE_FACTS = {
     "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, host.PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$sp", "$rs",
     "$T_branch_idx", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$rc", "$socket_in(af)", host.PIKE_DROP_VAR,
-    "$var(gw_facts)",  # a REGISTER's facts, each of them checked below
 }  # fmt: skip
 
 

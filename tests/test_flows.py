@@ -80,6 +80,37 @@ def test_a_worker_takes_a_registers_answer_again_for_the_same_facts_within_the_s
     assert "mallory" not in gateway.location
 
 
+@pytest.mark.parametrize(
+    ("fact", "make"),
+    [
+        ("transport", lambda net: net.phone("carol", proto="tcp")),
+        ("NAT", lambda net: net.phone("carol", nat=True)),
+        ("address family", lambda net: net.phone("carol", host="2001:db8::5")),
+        ("a browser", lambda net: net.browser("carol")),
+        ("domain", lambda net: net.phone("carol")),
+    ],
+)
+def test_a_register_that_differs_in_one_fact_asks_the_router_within_the_second(fact: str, make: Any) -> None:
+    """route[gw_register] compares each kept fact: a REGISTER that differs from the worker's last in one of
+    them alone, in the same second, asks the router and gets its own answer (its own branch flags)."""
+    gateway = Gateway()
+    gateway.clock = lambda: 1_000_000.2
+    net = Network(gateway)
+    assert net.register(net.phone("bob")).status == 200
+    carol = make(net)
+    if fact == "domain":
+        carol.domain = "localhost"  # one of our domains, written another way
+    start = len(gateway.events)
+    assert net.register(carol).status == 200
+    assert python_entries(gateway, start) == ["on_register"], fact
+    fresh = Gateway()
+    fresh_net = Network(fresh)
+    twin = make(fresh_net)
+    twin.domain = carol.domain
+    assert fresh_net.register(twin).status == 200
+    assert gateway.location["carol"][0].bflags == fresh.location["carol"][0].bflags, fact
+
+
 def test_a_python_failure_for_a_register_gets_500_and_saves_nothing(monkeypatch: Any) -> None:
     gateway = Gateway()
     net = Network(gateway)

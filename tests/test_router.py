@@ -402,13 +402,13 @@ def test_a_register_comes_to_on_register_and_names_its_facts_when_its_answer_hol
         msg = Msg()
         assert r.on_register(msg, facts) == 1
         assert actions(r, msg, host.REGISTER_VAR) == expected
-        assert finds(r, msg, host.REGISTER_FACTS_VAR) == facts
+        assert finds(r, msg, host.REGISTER_KEPT_VAR) == "1"
     for facts, code in ((register_facts(domain="elsewhere.example"), "403"),
                         (register_facts().replace(b"127.0.0.1".hex(), "ff", 1), "400")):  # fmt: skip
         msg = Msg()
         assert r.on_register(msg, facts) == 1
         assert actions(r, msg, host.REGISTER_VAR) == [Act.REPLY] and finds(r, msg, host.REPLY_CODE_VAR) == code
-        assert finds(r, msg, host.REGISTER_FACTS_VAR) == ""
+        assert finds(r, msg, host.REGISTER_KEPT_VAR) == ""
 
 
 # -- kept answers ------------------------------------------------------------------------------
@@ -557,13 +557,13 @@ def test_new_rules_make_the_cfg_forget_a_registers_kept_answer(tmp_path: pathlib
     r = Router.from_files(lambda text: None, str(ini), None)
     msg = Msg()
     r.on_register(msg, register_facts())
-    assert finds(r, msg, host.REGISTER_FACTS_VAR) == register_facts()
+    assert finds(r, msg, host.REGISTER_KEPT_VAR) == "1"
     ini.write_text("[gateway]\ndomains = 127.0.0.1\nauth_realm = gw.example\n")
     os.utime(ini, (time.time() + 5, time.time() + 5))
     r.watcher._next = 0.0  # the watcher looks at most once a second
     msg = Msg()
     r.on_reply(msg, reply_facts(200, str(CallRecord(CALLERS[2], True, False))))
-    assert msg.sets[host.REGISTER_FACTS_VAR] == ""
+    assert msg.sets[host.REGISTER_KEPT_VAR] == ""
     msg = Msg()
     r.on_register(msg, register_facts())
     assert actions(r, msg, host.REGISTER_VAR) == [Act.WWW_AUTH, Act.SAVE]  # the new rules' answer

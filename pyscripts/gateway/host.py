@@ -206,13 +206,13 @@ MEDIA_FLAGS_VARS = {
 TRUSTED_VAR = "$var(gw_trusted)"
 PIKE_SOURCE_VAR = "$var(gw_pike_source)"  # the cfg keeps its last answer here; cleared when the rules change
 PIKE_DROP_VAR = "$var(gw_pike_drop)"  # and the answer: 1 for a trusted source (a REGISTER's fact)
-#: A REGISTER's facts when its answer holds for every REGISTER with the same facts ("" else); the cfg takes
-#: the answer again without asking for the rest of that second (route[gw_register]).
-REGISTER_FACTS_VAR = "$var(gw_register_facts)"
+#: "1" when a REGISTER's answer holds for every REGISTER with the same facts ("" else): the cfg keeps the facts
+#: (REGISTER_KEYS) and takes the answer again without asking for the rest of that second (route[gw_register]).
+REGISTER_KEPT_VAR = "$var(gw_register_kept)"
 
 #: The $vars the router writes and the cfg only reads: each is written only when its value changes.
 HELD_VARS = frozenset(
-    (REQUEST_VAR, REGISTER_VAR, REGISTER_FACTS_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR,
+    (REQUEST_VAR, REGISTER_VAR, REGISTER_KEPT_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR,
      FAILURE_VAR, RECORD_VAR, REALM_VAR,
      REPLY_CODE_VAR, REPLY_REASON_VAR, ADD_HEADERS_VAR, REMOVE_HEADERS_VAR, TRUSTED_VAR, *BRANCH_VARS.values(),
      *MEDIA_FLAGS_VARS.values())
@@ -224,11 +224,18 @@ REQUEST_FACTS = SEP.join(
      "$(rU{s.encode.hexa})", "$(rd{s.encode.hexa})", "$(fU{s.encode.hexa})", "$(fd{s.encode.hexa})",
      "$(tU{s.encode.hexa})", "$(td{s.encode.hexa})", CONTENT_TYPE)
 )  # fmt: skip
-#: A REGISTER's: where it came from, whether the source is trusted (pike's check route), its domains.  The
-#: cfg builds the string itself (route[gw_register]) and compares it with REGISTER_FACTS_VAR.
+#: A REGISTER's: where it came from, whether the source is trusted (pike's check route), its domains.
 REGISTER_FACTS = SEP.join(
     ("$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$socket_in(af)", PIKE_DROP_VAR, "$(rd{s.encode.hexa})",
      "$(fd{s.encode.hexa})", "$(td{s.encode.hexa})")
+)  # fmt: skip
+#: The same facts as the cfg keeps them beside a kept answer and compares them with the next REGISTER's, each
+#: in its $var (route[gw_register_keep]): the domains as they are (nothing reaches Python on a match).
+REGISTER_KEYS = (
+    ("$socket_in(proto)", "$var(gw_rk_proto)"), (NAT_VAR, "$var(gw_rk_nat)"),
+    ("$hdrcnt(Contact)", "$var(gw_rk_contacts)"), ("$socket_in(af)", "$var(gw_rk_af)"),
+    (PIKE_DROP_VAR, "$var(gw_rk_trusted)"), ("$rd", "$var(gw_rk_rd)"), ("$fd", "$var(gw_rk_fd)"),
+    ("$td", "$var(gw_rk_td)"),
 )  # fmt: skip
 IN_DIALOG_FACTS = SEP.join(
     ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
@@ -470,8 +477,8 @@ class Router:
             rules = self.watcher.current()
             if self._kept_generation != self.watcher.generation:
                 self._forget()  # answers of other rules
-                if self.held.get(REGISTER_FACTS_VAR):
-                    self._write(msg, REGISTER_FACTS_VAR, "")  # and the cfg's of a REGISTER
+                if self.held.get(REGISTER_KEPT_VAR):
+                    self._write(msg, REGISTER_KEPT_VAR, "")  # and the cfg's of a REGISTER
             answer = decide(rules, *args)
             if self._generation != self.watcher.generation and self._generation >= 0:
                 # new rules: the cfg's copy of the trusted sources, and its kept answer, are stale
@@ -618,8 +625,8 @@ class Router:
     def _register(self, rules: Rules, facts: str) -> Answer:
         """A REGISTER (no rule sees one): its contact's flags and save(), after a digest check in the realm
         unless it comes from a trusted source; or a refusal.  A function of REGISTER_FACTS alone: an answer
-        that is not a reply names them in REGISTER_FACTS_VAR, and the cfg takes it again for REGISTERs with
-        the same facts."""
+        that is not a reply says so in REGISTER_KEPT_VAR, and the cfg keeps the facts (REGISTER_KEYS) and
+        takes it again for REGISTERs with the same facts."""
         proto, nat, contacts, family, trusted, rdomain, fdomain, tdomain = split_facts(facts, 8)
         source = core.source_of(proto)
         behind_nat = source is Source.WEBSOCKET or nat == "1"
@@ -628,12 +635,12 @@ class Router:
             unhex(rdomain)
             from_domain, to_domain = unhex(fdomain).lower(), unhex(tdomain).lower()
         except UnicodeDecodeError:
-            return reply_answer(400, "Bad Request - Not UTF-8", acts, ((REGISTER_FACTS_VAR, ""),))
+            return reply_answer(400, "Bad Request - Not UTF-8", acts, ((REGISTER_KEPT_VAR, ""),))
         settings = rules.settings
         routing = core.route_initial("REGISTER", "", to_domain, from_domain, "", settings)
         if routing.reply is not None:
-            return reply_answer(*routing.reply, acts, ((REGISTER_FACTS_VAR, ""),))
-        sets: Sets = ((REGISTER_FACTS_VAR, facts),)
+            return reply_answer(*routing.reply, acts, ((REGISTER_KEPT_VAR, ""),))
+        sets: Sets = ((REGISTER_KEPT_VAR, "1"),)
         if settings.auth_realm is not None and core.challenge_for("REGISTER", from_domain, trusted == "1", settings):
             acts += (Act.WWW_AUTH,)
             sets = ((REALM_VAR, settings.auth_realm), *sets)
