@@ -355,9 +355,7 @@ def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: P
             runs[name] = one_run(tools, args, valgrind, drive, folder / name.replace(" ", "-"), mode, before, times)
     count = int(args.vg_rate * args.vg_seconds)
     kinds = [label for label, drive in TRAFFIC if drive is not None and label in runs]
-    heading = (
-        "\n== instructions per call under valgrind (callgrind, user space, in receive_msg of every OpenSIPS process)"
-    )
+    heading = "\n== instructions per call under valgrind (callgrind, user space, in receive_msg of every OpenSIPS"
     report(
         {label: (runs[label], runs["no traffic"]) for label in kinds},
         f"{heading} process):\n  the first {count} requests of instances just started ((run with traffic - run"

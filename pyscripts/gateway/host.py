@@ -615,8 +615,9 @@ class Router:
         if routing.reply is not None:
             return Head(acts, reply_answer(*routing.reply, acts))
         challenge = None
-        if core.challenge_for(method, from_domain, bool(trusted), settings) is not None and settings.auth_realm:
-            challenge = Answer((*acts, Act.PROXY_AUTH), ((REALM_VAR, settings.auth_realm),))
+        realm = settings.auth_realm
+        if core.challenge_for(method, from_domain, bool(trusted), settings) is not None and realm is not None:
+            challenge = Answer((*acts, Act.PROXY_AUTH), ((REALM_VAR, realm),))
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         may_relay = settings.is_local(from_domain) or bool(trusted)
         return Head(acts, None, ruri_domain, from_domain, to_domain, routing.target, challenge, caller, behind_nat,
