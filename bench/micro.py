@@ -366,7 +366,7 @@ def bench_settings(rules: str = "default") -> Settings:
     text = RULES[rules].settings.read_text()
     settings = parse_settings(text, str(RULES[rules].settings))
     trunks = {name: f"sip:{TRUNK_HOSTS[name]}:5060" for name in settings.tables.trunks if name in TRUNK_HOSTS}
-    tables = settings.tables._replace(trunks={**settings.tables.trunks, **trunks})
+    tables = dataclasses.replace(settings.tables, trunks={**settings.tables.trunks, **trunks})
     return dataclasses.replace(settings, tables=tables)
 
 

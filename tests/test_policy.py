@@ -114,6 +114,74 @@ def test_the_tables_block_route_and_proxy_in_that_order() -> None:
     assert tables.apply(request(ruri_user="carol"), to_user(), may_relay=True).media is MediaProxy.ALWAYS
 
 
+#: Called numbers near the tables' patterns (a pattern's start, then anything), so that numbers that share
+#: their start yet differ in what the tables say of them come often.
+NUMBERS = st.builds(
+    str.__add__,
+    st.sampled_from(["", "0", "00", "09", "090", "0900", "+", "+1", "+190", "1976", "01", "carol"]),
+    st.text(alphabet="0123456789+*#a\ufffd", max_size=6),
+)
+
+
+@given(numbers=st.lists(NUMBERS, min_size=1, max_size=30), may_relay=st.booleans())
+def test_the_tables_kept_answers_are_those_of_fresh_tables_whatever_came_before(
+    numbers: List[str], may_relay: bool
+) -> None:
+    """Tables keep what their patterns say of each called number (by the number, their complete input):
+    numbers in any order, repeated or not, get what tables that never saw a number give."""
+
+    def tables() -> Tables:
+        return Tables(
+            {"intl": "sip:198.51.100.20", "main": "sip:198.51.100.10"},
+            (
+                (Pattern.parse("00"), "intl"),
+                (Pattern.parse("/^0[1-9][0-9]{2,}$/"), "main"),
+                (Pattern.parse("+"), "intl"),
+            ),
+            (Pattern.parse("0900"), Pattern.parse("/^\\+?1(900|976)/")),
+            frozenset({"carol"}),
+        )
+
+    kept = tables()
+    for number in numbers:
+        fresh = tables().apply(request(ruri_user=number), to_user(), may_relay)
+        assert kept.apply(request(ruri_user=number), to_user(), may_relay) == fresh
+
+
+@given(
+    header=st.sampled_from(["X-A", "X-B"]),
+    value=st.sampled_from(["1", "2", ""]),
+    media=st.sampled_from(list(MediaProxy)),
+    flags=st.sampled_from(["record-call=yes", "loop-protect"]),
+    toward=st.sampled_from([None, Kind.SIP, Kind.BROWSER]),
+    steps=st.lists(st.integers(0, 4), max_size=6),
+)
+def test_a_change_of_a_decision_is_the_replaced_field_whatever_was_changed_before(
+    header: str, value: str, media: MediaProxy, flags: str, toward: Optional[Kind], steps: List[int]
+) -> None:
+    """Decisions keep their changes by their complete inputs (the decision, the field, the value): each is
+    what ``_replace`` of that field gives, after any changes of any decisions before."""
+    decision = to_user()
+    for step in steps:
+        if step == 0:
+            changed, expected = (
+                decision.with_header(header, value),
+                decision._replace(add_headers=(*decision.add_headers, (header, value))),
+            )
+        elif step == 1:
+            changed = decision.without_header(header)
+            expected = decision._replace(remove_headers=(*decision.remove_headers, header))
+        elif step == 2:
+            changed, expected = decision.with_media(media), decision._replace(media=media)
+        elif step == 3:
+            changed = decision.with_rtpengine(flags, toward)
+            expected = decision._replace(rtpengine=(*decision.rtpengine, (toward, flags)))
+        else:
+            changed, expected = decision.drop(), decision._replace(dropped=True)
+        assert changed == expected and type(changed) is Decision
+        decision = changed
+
+
 INI = """
 [gateway]
 domains = 127.0.0.1 gw.example

@@ -23,7 +23,8 @@ functions of a key and the rules (no msg) keep their answers by that key, their 
 inputs (``Router._kept``): failures by their facts string, replies and in-dialog requests
 by the facts as their decision reads them (``reply_key``, ``in_dialog_key``; the decision is
 made from that key), what a new request gets before the rules by its head (``Head``, made from
-that key too), a request's outcome by ``Outcome``, branch plans by theirs.
+that key too), a request's outcome by ``Outcome``, branch plans by theirs, the rules' decisions found
+sound by the decision (``check_decision``).
 
 The facts hold nothing a sender wrote as it is: the python module turns the argument
 into a str with PyUnicode_FromString, and when that fails it returns -1 and leaves the
@@ -43,7 +44,7 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Set, Tuple, TypeVar
 
 from . import core
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
@@ -388,6 +389,8 @@ class Router:
         self._outcomes: Dict[Outcome, Answer] = {}
         self._plans: Dict[Tuple[Any, ...], List[Tuple[str, str]]] = {}
         self._heads: Dict[Tuple[str, ...], Head] = {}
+        self._checked: Set[Decision] = set()
+        """The rules' decisions check_decision found sound."""
         self._kept_generation = 0
         self._writes = 0
         """Counts the writes of HELD_VARS: an answer given again finds its $vars as it left them while this holds."""
@@ -536,7 +539,7 @@ class Router:
 
     def _forget(self) -> None:
         tables = (self._registers, self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans)
-        for table in (*tables, self._heads):
+        for table in (*tables, self._heads, self._checked):
             table.clear()
         self._kept_generation = self.watcher.generation
 
@@ -670,8 +673,11 @@ class Router:
             )
         default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
-        if decision is not default:  # the gateway's own is sound
-            core.check_decision(decision, settings)
+        if decision is not default and decision not in self._checked:  # the gateway's own is sound
+            core.check_decision(decision, settings)  # a function of the decision and the rules: kept by it
+            if len(self._checked) >= KEPT:
+                self._checked.clear()
+            self._checked.add(decision)
         if decision.target == "reply":
             return reply_answer(decision.code, decision.reason, before)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's

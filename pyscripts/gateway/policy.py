@@ -27,7 +27,8 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from typing import Mapping, NamedTuple, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 
 class Kind(enum.Enum):
@@ -149,8 +150,17 @@ class Decision(NamedTuple):
         return self._changed(DROPPED, True)
 
     def _changed(self, index: int, value: object) -> Decision:
-        """``_replace`` of one field, without its generality: rules call the changes on every request."""
-        return tuple.__new__(Decision, (*self[:index], value, *self[index + 1 :]))
+        """``_replace`` of one field, without its generality.  Rules make the same few changes of the same few
+        decisions on every request: a pure function of immutable values, so its answers are kept by its
+        complete inputs (up to 4096), and the same change gives the same (shared) decision."""
+        key = (self, index, value)
+        changed = _CHANGED.get(key)
+        if changed is None:
+            changed = tuple.__new__(Decision, (*self[:index], value, *self[index + 1 :]))
+            if len(_CHANGED) >= 4096:
+                _CHANGED.clear()
+            _CHANGED[key] = changed
+        return changed
 
     def extra_flags(self, toward: Kind) -> str:
         if not self.rtpengine:
@@ -173,6 +183,7 @@ class Decision(NamedTuple):
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
 
 
+_CHANGED: Dict[Tuple[Decision, int, object], Decision] = {}
 ADD_HEADERS, REMOVE_HEADERS, MEDIA, RTPENGINE, DROPPED = (
     Decision._fields.index(name) for name in ("add_headers", "remove_headers", "media", "rtpengine", "dropped")
 )
@@ -252,28 +263,51 @@ class Pattern(NamedTuple):
         return user.startswith(self.text)
 
 
-class Tables(NamedTuple):
+@dataclass(frozen=True)
+class Tables:
     """gateway.ini's routing tables, evaluated before the operator's rules (``apply``)."""
 
     trunks: Mapping[str, str]
     dialplan: Tuple[Tuple[Pattern, str], ...] = ()
     """(pattern, trunk name), first match wins."""
     blocked: Tuple[Pattern, ...] = ()
-    always_proxy: frozenset[str] = frozenset()
+    always_proxy: FrozenSet[str] = frozenset()
     headers: Tuple[str, ...] = ()
+    _numbers: Dict[str, Tuple[bool, Optional[Decision]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """What the blocked prefixes and the dial plan say of a called number (``_number``), kept by it."""
 
     def apply(self, request: Request, decision: Decision, may_relay: bool) -> Decision:
         """``decision`` (the built-in routing) with the tables applied: a blocked called number gets 403;
         a dial-plan match sends callers who may relay (our users, trusted sources) to its trunk; calls
         from or to an always-proxied user take the media proxy."""
         number = request.ruri_user
-        if self.blocked and any(p.matches(number) for p in self.blocked):
-            return reply(403, "Forbidden - Blocked Number")
-        if may_relay:
-            for pattern, trunk in self.dialplan:
-                if pattern.matches(number):
-                    decision = to_trunk(trunk)
-                    break
+        found = self._numbers.get(number)
+        if found is None:
+            found = self._number(number)
+        blocked, trunk = found
+        if blocked:
+            return _BLOCKED
+        if may_relay and trunk is not None:
+            decision = trunk
         if self.always_proxy and (request.from_user in self.always_proxy or number in self.always_proxy):
             decision = decision.with_media(MediaProxy.ALWAYS)
         return decision
+
+    def _number(self, number: str) -> Tuple[bool, Optional[Decision]]:
+        """Whether ``number`` is blocked, and the dial plan's trunk for it: a function of the number and of
+        the (immutable) patterns alone, so kept by the number (up to 4096; regular expressions cost)."""
+        found: Tuple[bool, Optional[Decision]] = (any(p.matches(number) for p in self.blocked), None)
+        if not found[0]:
+            for pattern, trunk in self.dialplan:
+                if pattern.matches(number):
+                    found = (False, to_trunk(trunk))
+                    break
+        if len(self._numbers) >= 4096:
+            self._numbers.clear()
+        self._numbers[number] = found
+        return found
+
+
+_BLOCKED = reply(403, "Forbidden - Blocked Number")
