@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -54,6 +54,28 @@ def test_dial_plan_sends_numbers_to_their_trunks() -> None:
     stranger.domain = "elsewhere.example"
     call = net.invite(stranger, "0044201234", domain="127.0.0.1")
     assert call.statuses() == [404]
+
+
+def test_calls_to_trunks_and_to_users_in_turn_each_get_their_branchs_plan() -> None:
+    """A call to a trunk writes only the plan of its one branch (a plain SIP contact's); the plans of the
+    other kinds stay as the worker's last call to users left them.  In turn through one worker, calls to
+    a browser, a SIP phone and the carrier each get the offer of their callee's kind, and the rule's
+    transcode-PCMA is added to the carrier's only."""
+    gateway, net = recipe("rtpengine-flags")
+    bob, web, carol = net.browser("bob"), net.browser("webby"), net.phone("carol")
+    net.registered(bob, web, carol)
+    flags: Dict[str, List[str]] = {}
+    for callee in ["webby", "0044201234", "carol"] * 3:
+        call = net.invite(bob, callee)
+        (offer,) = call.rtpengine_offers()
+        assert flags.setdefault(callee, offer["flags"]) == offer["flags"], callee  # as the first such call's
+        if callee.startswith("00"):
+            net.nobody_answers()
+        else:
+            net.reply(call, web if callee == "webby" else carol, 200)
+            net.bye(call, "caller")
+    assert flags["0044201234"] == [*flags["carol"], "transcode-PCMA"] and flags["webby"] != flags["carol"]
+    assert_clean(gateway, net)
 
 
 def test_blocking_refuses_the_range_with_403() -> None:

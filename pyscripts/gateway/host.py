@@ -732,9 +732,17 @@ class Router:
             sides = (outcome.caller_side, settings.side_of(uri_host(dst_uri or ruri or "")))
         record = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra, sides=sides)
         sets.append((RECORD_VAR, str(record)))
-        sets += self._branch_plans(rules, request, decision, record)
-        if core.is_ipv6(uri_host(dst_uri or ruri or "")):
+        plans = self._branch_plans(rules, request, decision, record)
+        ipv6 = core.is_ipv6(uri_host(dst_uri or ruri or ""))
+        if ipv6:
             acts.append(Act.IPV6_CONTACT)  # a trunk's (or a URI's) IPv6 address: the branch's plan of IPv6
+        if decision.target != "user":
+            # One branch, to a trunk or a URI: no lookup() gave it a contact's flags, so it takes the plan of a
+            # plain SIP contact (of IPv6 with IPV6_CONTACT), and only that plan is written: the other kinds' keep
+            # what the worker's last call to users left (rewriting them costs a set_pseudoVar each, twice).
+            var = BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]
+            plans = [(name, plan) for name, plan in plans if name == var]
+        sets += plans
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri)
 
