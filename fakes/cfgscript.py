@@ -65,7 +65,7 @@ class BreakLoop(Exception):
 # -- lexer --------------------------------------------------------------------------------
 
 _OPERATORS = (
-    "==", "!=", "=~", "!~", "<=", ">=", "&&", "||", ":=",
+    "==", "!=", "=~", "!~", "<=", ">=", "&&", "||", ":=", "+=",
     "<", ">", "=", "!", "&", "|", "+", "-", "*", "/", "%", "(", ")", "{", "}", "[", "]", ";", ",", ":",
 )  # fmt: skip
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "\\": "\\", '"': '"', "'": "'"}
@@ -551,7 +551,7 @@ class Parser:
         if tok.kind == "PV":
             self.next()
             op = self.next()
-            if op.text not in ("=", ":="):
+            if op.text not in ("=", ":=", "+="):
                 raise CfgError(f"line {op.line}: expected an assignment after {tok.text}")
             expr = self.expression()
             self.expect("OP", ";")
@@ -772,6 +772,10 @@ class Runner:
             return 1
         if isinstance(stmt, Assign):
             value = self.value(stmt.expr, ctx)
+            if stmt.op == "+=":
+                value = self._added(stmt, self.pv_value(stmt.pv, ctx), value)
+                if value is None:
+                    return -1
             self.host.pv_set(ctx, stmt.pv.name, stmt.pv.arg, value)
             return 1
         if isinstance(stmt, CallStmt):
@@ -793,6 +797,18 @@ class Runner:
             self.host.warn(f"line {stmt.line}: max while loops reached")
             return 1
         raise CfgError(f"line {stmt.line}: cannot run {stmt!r}")  # pragma: no cover - no other kind is made
+
+    def _added(self, stmt: Assign, left: Value, right: Value) -> Value:
+        """``+=`` (do_assign): numbers add, two strings join; a NULL side is an error (nothing assigned)."""
+        if left is None or right is None:
+            self.host.warn(f"ERROR: line {stmt.line}: NULL value(s) in complex assignment expressions (+=, -=, etc.)")
+            return None
+        if isinstance(left, str) and isinstance(right, str):
+            return left + right
+        if isinstance(left, int) and isinstance(right, int):
+            return left + right
+        self.host.warn(f"ERROR: line {stmt.line}: invalid operands {left!r} += {right!r}")
+        return None
 
     def _keyword(self, stmt: Keyword, ctx: Any) -> None:
         if stmt.word == "exit":

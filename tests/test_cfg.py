@@ -53,13 +53,14 @@ SCRIPT = cfgscript.parse(CFG)
 
 
 def cases(route: str) -> Set[str]:
-    """The actions a route of the cfg does: the names it compares $var(gw_a) with."""
+    """The actions a route of the cfg does: the cases of its switch over its list."""
     return {
-        str(n.right.value)
+        str(case.label)
         for n in walk(SCRIPT.route("route", route).body)
-        if isinstance(n, cfgscript.Binary) and n.op in ("==", "!=") and isinstance(n.left, cfgscript.PVRef)
-        and n.left.pv.text == "$var(gw_a)" and isinstance(n.right, cfgscript.Const) and n.right.value is not None
-    }  # fmt: skip
+        if isinstance(n, cfgscript.Switch)
+        for case in n.cases
+        if not case.default
+    }
 
 
 @pytest.mark.parametrize(
