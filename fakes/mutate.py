@@ -41,7 +41,14 @@ HARMLESS: Dict[Tuple[str, str, str], str] = {
         "every list of a request's actions ends with one that ends the script (relay, reply, save; "
         "gateway.host.ENDING, tests/test_router.py): the loop never runs out to this exit"
     ),
+    ("route[branch_actions]", 'case "track": $dlg_val(gw_track) = 1; break;', "delete"): (
+        "without the break a tracked branch also arms gw_reply; every tracked branch's plan arms its reply route "
+        "next (core.branch_plan: track, then on_reply or on_reply_quiet), and t_on_reply keeps the last one armed"
+    ),
 }
+HARMLESS[("route[branch_actions]", 'case "track": $dlg_val(gw_track) = 1; break;', "move")] = HARMLESS[
+    ("route[branch_actions]", 'case "track": $dlg_val(gw_track) = 1; break;', "delete")
+]
 
 TIMEOUT = 600.0
 
@@ -52,6 +59,7 @@ class Mutant:
     action: cfgscript.Action
     kind: str  # "delete" or "move"
     text: str  # the mutant cfg
+    line_text: str = ""  # the cfg's line that holds the statement (names the case a break ends)
 
     @property
     def label(self) -> str:
@@ -60,7 +68,10 @@ class Mutant:
 
     @property
     def key(self) -> Tuple[str, str, str]:
-        return (self.route, " ".join(self.action.text.split()), self.kind)
+        """What HARMLESS names: the statement's text; a ``break``, which reads the same in every case, by its
+        line (the case it ends)."""
+        text = self.line_text if self.action.text.strip() == "break;" else self.action.text
+        return (self.route, " ".join(text.split()), self.kind)
 
 
 def route_label(block: cfgscript.RouteBlock) -> str:
@@ -69,6 +80,7 @@ def route_label(block: cfgscript.RouteBlock) -> str:
 
 def mutants(text: str, routes: Optional[Sequence[str]] = None) -> List[Mutant]:
     script = cfgscript.Parser(text).script(text)
+    lines = text.splitlines()
     made: List[Mutant] = []
     for block in script.routes.values():
         label = route_label(block)
@@ -79,13 +91,14 @@ def mutants(text: str, routes: Optional[Sequence[str]] = None) -> List[Mutant]:
         ends = isinstance(last, cfgscript.Keyword) and last.word in ("exit", "drop", "return")
         for action in block.actions:
             deleted = text[: action.start] + ";" + text[action.end :]
-            made.append(Mutant(label, action, "delete", deleted))
+            line_text = lines[action.line - 1].split("#", 1)[0].strip()
+            made.append(Mutant(label, action, "delete", deleted, line_text))
             if ends and action.end == max(a.end for a in block.actions):
                 continue  # the exit itself: after itself is where it is
             close = block.close - len(action.text) + 1  # the deletion above shortened the text before it
             exit_ = "" if ends else "\treturn;\n"
             moved = deleted[:close] + exit_ + "\t" + action.text + "\n" + deleted[close:]
-            made.append(Mutant(label, action, "move", moved))
+            made.append(Mutant(label, action, "move", moved, line_text))
     return made
 
 

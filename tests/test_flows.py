@@ -40,6 +40,11 @@ def test_registrations_are_kept_with_their_kind_as_branch_flags() -> None:
     assert gateway.location["alice"][0].received == f"sip:{alice.endpoint.host}:{alice.endpoint.port};transport=wss"
     assert gateway.location["bob"][0].received == f"sip:{bob.endpoint.host}:{bob.endpoint.port}"
     assert gateway.location["carol"][0].received is None
+    # a REGISTER's Contact is kept as the phone wrote it (fix_nated_register keeps the source beside it;
+    # fix_nated_contact, which rewrites a Contact, is for other requests)
+    assert {user: contacts[0].uri for user, contacts in gateway.location.items()} == {
+        ua.name: ua.contact for ua in (alice, bob, carol)
+    }
 
 
 def test_a_register_for_another_domain_is_refused() -> None:
