@@ -50,6 +50,42 @@ HARMLESS[("route[branch_actions]", 'case "track": $dlg_val(gw_track) = 1; break;
     ("route[branch_actions]", 'case "track": $dlg_val(gw_track) = 1; break;', "delete")
 ]
 
+#: The request switch's breaks whose case, without them, runs the next case where that changes nothing: each
+#: (case line, why).  Every other break of the loops is killed by the offline suite.
+_HARMLESS_BREAKS = {
+    'case "ws": setflag("SRC_WS"); break;': (
+        "a request from a WebSocket always gets SRC_NAT next (host.source_actions: a browser is behind NAT)"
+    ),
+    'case "nat": setflag("SRC_NAT"); break;': (
+        "force_rport() runs too: a SIP peer's list has rport next anyway (host.source_actions: nat, rport), and a "
+        "browser's replies leave over its own WebSocket connection whatever the Via says (docs/host-facts.md 3)"
+    ),
+    'case "fix_contact": fix_nated_contact(); break;': (
+        "fix_nated_register() runs too: it only keeps the source in nathelper's received_avp, which only save() "
+        "reads, and save() comes only after fix_register itself (a REGISTER's Contact fix)"
+    ),
+    'case "www_auth": route(www_auth); break;': (
+        "record_route() runs too: only a REGISTER is asked for www_auth, and the gateway answers every REGISTER "
+        "itself (save or a reply), so a Record-Route on it goes nowhere"
+    ),
+    'case "hide_topology": topology_hiding(); break;': (
+        "keep_record runs too: it is the next action of every list with hide_topology (host._carry_out)"
+    ),
+    'case "keep_record": $dlg_val(gw) = $var(gw_record); break;': (
+        "relay_call runs too: it is the next action of every list with keep_record (host._carry_out)"
+    ),
+    'case "delete": route(rtp_delete); break;': (
+        "relay_known runs too: t_check_trans() on the BYE finds a transaction only for a retransmission, which it "
+        "absorbs as the list's relay would"
+    ),
+    'case "play_dtmf": route(play_dtmf); break;': (
+        "remove_headers runs too: on an INFO the gateway answers itself (the list's reply), never relayed"
+    ),
+}
+for _line, _why in _HARMLESS_BREAKS.items():
+    for _kind in ("delete", "move"):
+        HARMLESS[("route[request_actions]", _line, _kind)] = "without its break: " + _why
+
 TIMEOUT = 600.0
 
 
