@@ -567,3 +567,18 @@ def test_new_rules_make_the_cfg_forget_a_registers_kept_answer(tmp_path: pathlib
     msg = Msg()
     r.on_register(msg, register_facts())
     assert actions(r, msg, host.REGISTER_VAR) == [Act.WWW_AUTH, Act.SAVE]  # the new rules' answer
+
+
+def test_a_rule_that_answers_no_decision_for_some_requests_gets_the_reason_logged_each_time() -> None:
+    """A rule that passed its sample call but answers something other than a Decision for some request gets
+    check_decision's reason in the log, every time (the router keeps only decisions it found sound)."""
+    logged: List[str] = []
+
+    def rule(request: Request, default: Decision) -> Decision:
+        return ["not", "a", "decision"] if request.ruri_user == "carol" else default  # type: ignore[return-value]
+
+    r = Router.fixed(Settings(trusted_sources=frozenset({"203.0.113.5"})), logged.append, route=rule)
+    facts = SEP.join(("INVITE", "udp", "0", "0", "0", "1", "203.0.113.5", "5060", _hex("carol"), _hex("127.0.0.1"),
+                      _hex("alice"), _hex("127.0.0.1"), _hex("carol"), _hex("127.0.0.1"), "<null>"))  # fmt: skip
+    assert [r.on_request(Msg(), facts) for _ in range(2)] == [host.FAILED, host.FAILED]
+    assert len(logged) == 2 and all("not a Decision" in line for line in logged), logged

@@ -673,7 +673,8 @@ class Router:
             )
         default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
-        if decision is not default and decision not in self._checked:  # the gateway's own is sound
+        # the gateway's own is sound; what is not a Decision gets check_decision's reason (no set look-up)
+        if decision is not default and (not isinstance(decision, Decision) or decision not in self._checked):
             core.check_decision(decision, settings)  # a function of the decision and the rules: kept by it
             if len(self._checked) >= KEPT:
                 self._checked.clear()
