@@ -44,7 +44,7 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
@@ -389,8 +389,8 @@ class Router:
         self._outcomes: Dict[Outcome, Answer] = {}
         self._plans: Dict[Tuple[Any, ...], List[Tuple[str, str]]] = {}
         self._heads: Dict[Tuple[str, ...], Head] = {}
-        self._checked: Set[Decision] = set()
-        """The rules' decisions check_decision found sound."""
+        self._checked: Dict[Decision, bool] = {}
+        """The rules' decisions check_decision found sound (``_check``)."""
         self._kept_generation = 0
         self._writes = 0
         """Counts the writes of HELD_VARS: an answer given again finds its $vars as it left them while this holds."""
@@ -652,6 +652,10 @@ class Router:
             acts += (Act.IPV6_CONTACT,)
         return Answer((*acts, *_SAVE[core.registration_of(source, behind_nat)]), sets)
 
+    def _check(self, rules: Rules, decision: Decision) -> bool:
+        core.check_decision(decision, rules.settings)  # ValueError when the gateway cannot do it
+        return True
+
     def _authorized(self, rules: Rules, msg: Msg) -> Answer:
         incoming, self._pending = self._pending, None
         if incoming is None:
@@ -673,12 +677,12 @@ class Router:
             )
         default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
-        # the gateway's own is sound; what is not a Decision gets check_decision's reason (no set look-up)
-        if decision is not default and (not isinstance(decision, Decision) or decision not in self._checked):
-            core.check_decision(decision, settings)  # a function of the decision and the rules: kept by it
-            if len(self._checked) >= KEPT:
-                self._checked.clear()
-            self._checked.add(decision)
+        # the gateway's own is sound; what is not a Decision gets check_decision's reason (no look-up)
+        if decision is not default:
+            if not isinstance(decision, Decision):
+                core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
+            elif decision not in self._checked:
+                self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
         if decision.target == "reply":
             return reply_answer(decision.code, decision.reason, before)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
