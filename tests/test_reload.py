@@ -53,7 +53,7 @@ def rig(tmp_path: Path) -> Tuple[Gateway, Network, Clock, Path, Path, UA]:
     gateway = Gateway(files=(str(ini), str(policy)), strict=False)
     clock = Clock()
     gateway.router.watcher.clock = clock
-    gateway.router.watcher._next = clock.now + 1.0
+    gateway.router.watcher.next_check = clock.now + 1.0
     net = Network(gateway)
     alice = net.phone("alice")
     net.register(alice)

@@ -543,7 +543,7 @@ def test_kept_answers_go_with_the_rules_they_were_made_by(tmp_path: pathlib.Path
     ini.write_text("[gateway]\ndomains = 127.0.0.1\n[profiles]\nsip->sip answer = RTP/AVP ICE=remove DTLS=off "
                    "rtcp-mux-demux replace-origin record-call=yes\n")  # fmt: skip
     os.utime(ini, (time.time() + 5, time.time() + 5))
-    r.watcher._next = 0.0  # the watcher looks at most once a second
+    r.watcher.next_check = 0.0  # the watcher looks at most once a second
     msg = Msg()
     r.on_reply(msg, reply_facts(200, record, body=True))
     assert "record-call=yes" in str(finds(r, msg, host.MEDIA_FLAGS_VARS[Step.ANSWER]))
@@ -560,7 +560,7 @@ def test_new_rules_make_the_cfg_forget_a_registers_kept_answer(tmp_path: pathlib
     assert finds(r, msg, host.REGISTER_KEPT_VAR) == "1"
     ini.write_text("[gateway]\ndomains = 127.0.0.1\nauth_realm = gw.example\n")
     os.utime(ini, (time.time() + 5, time.time() + 5))
-    r.watcher._next = 0.0  # the watcher looks at most once a second
+    r.watcher.next_check = 0.0  # the watcher looks at most once a second
     msg = Msg()
     r.on_reply(msg, reply_facts(200, str(CallRecord(CALLERS[2], True, False))))
     assert msg.sets[host.REGISTER_KEPT_VAR] == ""

@@ -270,6 +270,11 @@ class Answer(NamedTuple):
     ruri: Optional[str] = None
 
 
+#: An answer checked for a route's $var (``Router._prepare``): the answer, the $var, its actions as the cfg reads
+#: them, its values of HELD_VARS, its other values.
+Prepared = Tuple[Answer, str, str, Sets, Sets]
+
+
 class Outcome(NamedTuple):
     """What makes the answer to a decision (``Router._carry_out``): the decision and all it reads of the request."""
 
@@ -348,18 +353,23 @@ def trusted_list(sources: FrozenSet[str]) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def unhex(text: str, strict: bool = True) -> str:
-    """A fact the cfg hex-encoded, as text: strict UTF-8 (UnicodeDecodeError), or U+FFFD for bytes that are not.
-    A pure function of its arguments, so its answers are kept by them (a few users and domains recur)."""
-    if text == NULL:
-        return ""
-    return bytes.fromhex(text).decode("utf-8", "strict" if strict else "replace")
+def unhex(text: str) -> str:
+    """A fact the cfg hex-encoded, as strict UTF-8 text (UnicodeDecodeError for bytes that are not): domains.
+    A pure function of its argument, so its answers are kept by it (a few domains recur)."""
+    return "" if text == NULL else bytes.fromhex(text).decode("utf-8")
+
+
+@functools.lru_cache(maxsize=4096)
+def text_of(text: str) -> str:
+    """A fact the cfg hex-encoded, as text with U+FFFD for bytes that are not UTF-8: what a rule sees of users,
+    headers and Content-Type.  Kept by its argument, as ``unhex`` (a few users recur)."""
+    return "" if text == NULL else bytes.fromhex(text).decode("utf-8", "replace")
 
 
 @functools.lru_cache(maxsize=64)
 def sdp_type(text: str) -> bool:
     """Whether the hex-encoded Content-Type names SDP (bytes that are not UTF-8 name nothing we know)."""
-    return text != NULL and is_sdp(unhex(text, strict=False))
+    return text != NULL and is_sdp(text_of(text))
 
 
 def header_format(names: Tuple[str, ...]) -> str:
@@ -396,6 +406,8 @@ class Router:
         """Counts the writes of HELD_VARS: an answer given again finds its $vars as it left them while this holds."""
         self._given: Dict[str, Tuple[Answer, int, Sets]] = {}
         """The last answer of each route's $var, the writes count after it, and its sets of no HELD_VARS."""
+        self._prepared: Dict[int, Prepared] = {}
+        """Answers given, checked and parted for the $var they were given in (``_prepare``), by their id."""
 
     @classmethod
     def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
@@ -477,22 +489,29 @@ class Router:
         """Decide (``decide(rules, *args)``) with the rules as they are now, then leave the actions and their
         values for the cfg."""
         try:
-            rules = self.watcher.current()
-            if self._kept_generation != self.watcher.generation:
-                self._forget()  # answers of other rules
-                if self.held.get(REGISTER_KEPT_VAR):
-                    self._write(msg, REGISTER_KEPT_VAR, "")  # and the cfg's of a REGISTER
-            answer = decide(rules, *args)
-            if self._generation != self.watcher.generation and self._generation >= 0:
-                # new rules: the cfg's copy of the trusted sources, and its kept answer, are stale
-                self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
-                msg.set_pseudoVar(PIKE_SOURCE_VAR, "")
-                self._generation = self.watcher.generation
-            self._give(msg, var, answer)
+            watcher = self.watcher
+            # the files are looked at once a second at most (Watcher.current): until then, the rules in hand
+            rules = watcher.rules if watcher.clock() < watcher.next_check else self._current(msg)
+            self._give(msg, var, decide(rules, *args))
             return 1
         except Exception as exc:  # noqa: BLE001 - nothing may escape into OpenSIPS
             self._log_failure(route, msg, exc)
             return FAILED
+
+    def _current(self, msg: Msg) -> Rules:
+        """The rules as they are on disk now; when they are new, what this worker keeps for the rules before
+        them goes: the answers kept, the cfg's kept answer of a REGISTER, its copy of the trusted sources."""
+        watcher = self.watcher
+        rules = watcher.current()
+        if self._kept_generation != watcher.generation:
+            self._forget()  # answers of other rules
+            if self.held.get(REGISTER_KEPT_VAR):
+                self._write(msg, REGISTER_KEPT_VAR, "")
+        if self._generation != watcher.generation and self._generation >= 0:
+            self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
+            msg.set_pseudoVar(PIKE_SOURCE_VAR, "")
+            self._generation = watcher.generation
+        return rules
 
     def _give(self, msg: Msg, var: str, answer: Answer) -> None:
         """Leave ``answer`` for the cfg: its actions in ``var``, its values in theirs.  The same answer as
@@ -503,18 +522,16 @@ class Router:
         if given is not None and given[0] is answer and given[1] == self._writes:
             loose = given[2]
         else:
-            if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
-                raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
-            if var in ENDING and answer.actions[-1] not in ENDING[var]:
-                raise ValueError(f"a request's actions must end it, not with {answer.actions[-1]!r}")
+            prepared = self._prepared.get(id(answer))
+            if prepared is None or prepared[1] != var:
+                prepared = self._prepare(var, answer)
+            _, _, text, held_sets, loose = prepared
             held = self.held
-            loose = ()
-            for name, value in answer.sets:
-                if name not in HELD_VARS:
-                    loose += ((name, value),)
-                elif held.get(name) != value:  # a $var the worker holds already is not written again
+            for name, value in held_sets:
+                if held.get(name) != value:  # a $var the worker holds already is not written again
                     self._write(msg, name, value)
-            self._write(msg, var, ",".join(answer.actions))
+            if held.get(var) != text:
+                self._write(msg, var, text)
             self._given[var] = (answer, self._writes, loose)
         for name, value in loose:
             msg.set_pseudoVar(name, value)
@@ -524,6 +541,22 @@ class Router:
             msg.rewrite_ruri(answer.ruri)
         if answer.dst_uri is not None:
             msg.set_dst_uri(answer.dst_uri)
+
+    def _prepare(self, var: str, answer: Answer) -> Prepared:
+        """``answer`` checked for ``var``'s route (ValueError when the cfg cannot do it there), with its actions
+        as the cfg reads them and its values parted into HELD_VARS and the rest.  Kept by the answer's id: the
+        entry holds the answer, so no other object has that id while it is kept."""
+        if not answer.actions or not ACTIONS_OF[var].issuperset(answer.actions):
+            raise ValueError(f"not actions the cfg does there: {answer.actions!r}")
+        if var in ENDING and answer.actions[-1] not in ENDING[var]:
+            raise ValueError(f"a request's actions must end it, not with {answer.actions[-1]!r}")
+        held_sets = tuple((name, value) for name, value in answer.sets if name in HELD_VARS)
+        loose = tuple((name, value) for name, value in answer.sets if name not in HELD_VARS)
+        prepared = (answer, var, ",".join(answer.actions), held_sets, loose)
+        if len(self._prepared) >= KEPT:
+            self._prepared.clear()
+        self._prepared[id(answer)] = prepared
+        return prepared
 
     def _kept(self, table: Dict[K, V], key: K, decide: Callable[[Rules, K], V], rules: Rules) -> V:
         """``decide(rules, key)``, kept in ``table`` by ``key``.  Only for a decision that is a function of
@@ -573,11 +606,12 @@ class Router:
         """What every new request but a REGISTER gets from where it came (flags, NAT fixes), then either a
         refusal, a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now.
         What it makes of the request before the rules is kept by its complete inputs (``_head``)."""
-        fields = facts.split(SEP, 14)
-        if len(fields) != 15:
+        try:
+            (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
+             tdomain, content_type) = facts.split(SEP, 14)  # fmt: skip
+        except ValueError:
             split_facts(facts, 15)  # says what is wrong
-        (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
-         tdomain, content_type) = fields  # fmt: skip
+            raise
         if method == "REGISTER":
             raise ValueError("a REGISTER comes to on_register (route[gw_register]), not to on_request")
         trusted = src_ip if src_ip in rules.settings.trusted_sources else ""
@@ -585,18 +619,19 @@ class Router:
         head = self._heads.get(key)
         if head is None:
             head = self._kept(self._heads, key, self._head, rules)
-        if head.answer is not None:
-            return head.answer
-        has_sdp = length.isdigit() and int(length) > 0 and sdp_type(content_type)  # as_int, inline: on every call
+        (acts, answer, ruri_domain, from_domain, to_domain, target, challenge, caller, behind_nat, transport,
+         may_relay) = head  # fmt: skip
+        if answer is not None:
+            return answer
         request = tuple.__new__(Request, (
-            method, unhex(ruser, False), head.ruri_domain, unhex(fuser, False), head.from_domain, unhex(tuser, False),
-            head.to_domain, src_ip, int(src_port) if src_port.isdigit() else 0, head.transport, head.caller,
-            head.behind_nat, has_sdp, (),
+            method, text_of(ruser), ruri_domain, text_of(fuser), from_domain, text_of(tuser), to_domain, src_ip,
+            int(src_port) if src_port.isdigit() else 0, transport, caller, behind_nat,
+            length.isdigit() and int(length) > 0 and sdp_type(content_type), (),
         ))  # fmt: skip
-        if head.challenge is not None:
-            self._pending = Incoming(request, private == "1", head.target, head.may_relay)
-            return head.challenge
-        return self._route(rules, msg, request, private == "1", head.target, head.may_relay, head.acts)
+        if challenge is not None:
+            self._pending = Incoming(request, private == "1", target, may_relay)
+            return challenge
+        return self._route(rules, msg, request, private == "1", target, may_relay, acts)
 
     def _head(self, rules: Rules, key: Tuple[str, ...]) -> Head:
         """A new request's head: a function of ``key`` (``_request``: method, transport, NAT, Contacts, the
@@ -673,7 +708,7 @@ class Router:
         if names:
             values = split_facts(msg.get_pseudoVar(header_format(names)), len(names))
             request = request._replace(
-                headers=tuple((n, None if v == NULL else unhex(v, strict=False)) for n, v in zip(names, values))
+                headers=tuple((n, None if v == NULL else text_of(v)) for n, v in zip(names, values))
             )
         default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
@@ -683,18 +718,18 @@ class Router:
                 core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
             elif decision not in self._checked:
                 self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
-        if decision.target == "reply":
-            return reply_answer(decision.code, decision.reason, before)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
         # callee() reads all of it, so with such a rule nothing is kept.
-        rewrite = decision.user if decision.user is not None and decision.user != request.ruri_user else None
-        flow = None
-        if request.caller is Kind.BROWSER and request.method == "INVITE":  # its in-dialog requests come back over it
-            flow = flow_of(request.transport, request.source_ip, request.source_port)
+        method, ruri_user, _, _, _, _, _, source, port, transport, caller, behind_nat, has_sdp, _ = request
+        user = decision.user
+        rewrite = user if user is not None and user != ruri_user else None
+        # a browser's in-dialog requests come back over its connection
+        flow = flow_of(transport, source, port) if caller is Kind.BROWSER and method == "INVITE" else None
+        side = settings.side_of(source) if len(settings.interfaces) > 1 else ""  # "" with one interface
         # A plain tuple: it finds the Outcome of the same fields that keeps the answer (equal, same hash).
-        source = request.source_ip
-        key: Any = (decision, before, request.method, rewrite, request.transport, flow, request.has_sdp, private,
-                    request.caller_behind_nat, settings.side_of(source), core.is_ipv6(source))  # fmt: skip
+        # (":" in source: core.is_ipv6, inline as it runs on every call)
+        key: Any = (decision, before, method, rewrite, transport, flow, has_sdp, private, behind_nat, side,
+                    ":" in source)  # fmt: skip
         if rules.callee is not None:
             return self._carry_out(rules, tuple.__new__(Outcome, key), request)
         answer = self._outcomes.get(key)
@@ -707,6 +742,8 @@ class Router:
         dialog, the call record and the plan of each kind of branch.  A function of ``outcome`` and the
         rules, and of ``request`` for the operator's callee() when there is one."""
         decision, before = outcome.decision, outcome.before
+        if decision.target == "reply":
+            return reply_answer(decision.code, decision.reason, before)
         acts: List[str] = list(before)
         sets: List[Tuple[str, str]] = []
         if decision.remove_headers:
@@ -821,11 +858,11 @@ class Router:
         """A SIP INFO: a DTMF digit from a browser toward a SIP leg through rtpengine is played into the media
         as RFC 4733 events (core.info_to_rfc4733) and the INFO answered here; anything else as ``_in_dialog``."""
         _method, _proto, _nat, _contacts, length, direction, text, content_type = split_facts(facts, 8)
-        kind = unhex(content_type, strict=False) if content_type != NULL else ""
+        kind = text_of(content_type) if content_type != NULL else ""
         if as_int(length) > 0 and core.info_to_rfc4733(
             self._record(text), direction != "upstream", rules.settings.profiles
         ):
-            digit = core.info_digit(kind, unhex(msg.get_pseudoVar(BODY) or "", strict=False))
+            digit = core.info_digit(kind, text_of(msg.get_pseudoVar(BODY) or ""))
             if digit is not None:
                 return Answer(
                     (Act.PLAY_DTMF, Act.REPLY), ((DTMF_VAR, digit), (REPLY_CODE_VAR, "200"), (REPLY_REASON_VAR, "OK"))

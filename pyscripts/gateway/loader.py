@@ -11,6 +11,7 @@ a rule is called afresh for every request.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 import types
@@ -144,7 +145,8 @@ class Watcher:
         self.settings_file = settings_path(settings_file)
         self.policy_file = policy_path(policy_file)
         self._stamps = self._both()
-        self._next = clock() + CHECK_EVERY
+        self.next_check = clock() + CHECK_EVERY if watch else math.inf
+        """When the files are looked at next (``clock()``); until then ``rules`` holds."""
         self._refused: Optional[Tuple[Tuple[float, int], ...]] = None
         self.generation = 0
         """Counts the loads taken: what the router wrote into $vars for older rules is written again."""
@@ -154,9 +156,9 @@ class Watcher:
 
     def current(self) -> Rules:
         now = self.clock()
-        if now < self._next or not self.watch:
+        if now < self.next_check or not self.watch:
             return self.rules
-        self._next = now + CHECK_EVERY
+        self.next_check = now + CHECK_EVERY
         stamps = self._both()
         if stamps == self._stamps or stamps == self._refused:
             return self.rules
