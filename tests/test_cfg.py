@@ -146,11 +146,34 @@ def test_the_cfg_keeps_and_compares_a_registers_facts_each_as_the_router_reads_i
     assert len({v for _f, v in keys}) == len(keys)
 
 
+def test_the_cfg_keeps_and_compares_a_replys_facts_each_as_the_router_reads_it() -> None:
+    """route[gw_python_reply] takes a kept answer again only when every fact the router's reply decision reads
+    is the kept one (REPLY_KEYS: REPLY_FACTS but the source and the exchange, which must be NULL; the
+    Content-Type unencoded), and keeps each beside the answer."""
+    keys = host.REPLY_KEYS
+    facts = host.REPLY_FACTS.split(host.SEP)
+    encoded = [re.sub(r"^\$hdr\(Content-Type\)$", host.CONTENT_TYPE, fact) for fact, _var in keys]
+    assert encoded == [f for f in facts if f not in ("$si", "$sp", host.EXCHANGE_AVP)]
+    condition = re.search(r"route\[gw_python_reply\] \{\n(?:.*\n)*?\tif \((.*)\) \{\n\t\tif \(!python_exec", CFG)
+    assert condition is not None
+    assert set(condition.group(1).split(" || ")) == {
+        '$var(gw_reply_kept) != "1"',
+        "$Ts != $var(gw_reply_second)",
+        f"{host.EXCHANGE_AVP} != NULL",
+        *(f"{f} != {v}" for f, v in keys),
+    }
+    keep = re.search(r"route\[gw_reply_keep\] \{\n(.*?)\n\}", CFG, re.S)
+    assert keep is not None
+    assert keep.group(1).split("\n") == [f"\t{v} = {f};" for f, v in keys]
+    assert len({v for _f, v in keys} | {v for _f, v in host.REGISTER_KEYS}) == len(keys) + len(host.REGISTER_KEYS)
+
+
 #: Variables whose printed value a sender cannot fill with other bytes than UTF-8: numbers, names
 #: the parser checked as tokens, values the gateway wrote itself.
 SAFE_FACTS = {
     "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, host.PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$sp", "$rs",
     "$T_branch_idx", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$rc", "$socket_in(af)", host.PIKE_DROP_VAR,
+    host.BODY_VAR,
 }  # fmt: skip
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
 from fakes.rtpengine import MemoryEngine
 from fakes.runtime import Gateway
 from fakes.scenarios import SCENARIOS
-from fakes.ua import Network
+from fakes.ua import UA, Network
 from gateway import core
 from gateway.settings import Settings
 from gateway.settings import parse as parse_settings
@@ -114,6 +114,95 @@ def test_a_register_that_differs_in_one_fact_asks_the_router_within_the_second(f
     twin.domain = carol.domain
     assert fresh_net.register(twin).status == 200
     assert gateway.location["carol"][0].bflags == fresh.location["carol"][0].bflags, fact
+
+
+def answers_of(gateway: Gateway, since: int) -> List[Dict[str, Any]]:
+    """The rtpengine answers the gateway sent since event ``since``, without what differs by call."""
+    commands = [e.data[0] for e in gateway.events[since:] if e.kind == "rtpengine" and e.data[0]["command"] == "answer"]
+    return [{k: v for k, v in c.items() if k not in ("call-id", "from-tag", "to-tag", "sdp")} for c in commands]
+
+
+def a_call_through_rtpengine(net: Network, caller: UA, callee: UA) -> Dict[str, str]:
+    """A call answered (180, 200 with SDP); its dialog's values then, before the BYE ends it."""
+    call = net.invite(caller, callee.name)
+    net.reply(call, callee, 180)
+    net.reply(call, callee, 200)
+    vals = next(dict(d.vals) for d in net.gateway.dialogs.values() if d.call_id == call.call_id)
+    net.bye(call, "caller")
+    return vals
+
+
+def test_a_worker_takes_a_replys_answer_again_for_the_same_facts_within_the_second() -> None:
+    """route[gw_python_reply]: a reply with the facts of the worker's last one (an initial INVITE's, with a
+    body, kept by the router), in the same second, gets that answer without asking the router: the same
+    rtpengine answer, the call record after it (new_record), the same counts.  Another second asks."""
+    gateway = Gateway()
+    now = [1_000_000.2]
+    gateway.clock = lambda: now[0]
+    net = Network(gateway)
+    carol, erin = net.phone("carol", nat=True), net.phone("erin")
+    net.registered(carol, erin)
+    start = len(gateway.events)
+    first = a_call_through_rtpengine(net, carol, erin)
+    asked = python_entries(gateway, start)
+    assert asked.count("on_reply") == 1  # the 200 (the 180 has no body: the cfg never asks for it)
+    middle = len(gateway.events)
+    second = a_call_through_rtpengine(net, carol, erin)
+    assert python_entries(gateway, middle) == [e for e in asked if e != "on_reply"]  # its 200 took the kept answer
+    assert answers_of(gateway, middle) == answers_of(gateway, start)[:1] != []
+    assert second["gw"] == first["gw"] and second["gw"].endswith(";a=0")  # answered on branch 0
+    assert second.get("gw_quiet") == first.get("gw_quiet")
+    assert gateway.statistics["calls_sip_to_sip"] == 2 and gateway.statistics["media_proxy_calls"] == 2
+    assert gateway.sessions() == [] and gateway.dialogs == {}
+    now[0] += 1.0
+    start = len(gateway.events)
+    assert a_call_through_rtpengine(net, carol, erin)["gw"] == first["gw"]
+    assert python_entries(gateway, start) == asked  # a new second: asked again
+
+
+@pytest.mark.parametrize(
+    ("fact", "make"),
+    [
+        ("the call record (a callee behind NAT)", lambda net: net.phone("dave", nat=True)),
+        ("the transport", lambda net: net.phone("dave", proto="tcp")),
+        ("a browser (its source)", lambda net: net.browser("dave")),
+    ],
+)
+def test_a_reply_that_differs_in_one_fact_asks_the_router_within_the_second(fact: str, make: Any) -> None:
+    """route[gw_python_reply] compares each kept fact: the replies of a call to another kind of callee, in the
+    same second as the worker's last, ask the router as a fresh gateway's do and get the same answers."""
+    asked: List[List[str]] = []
+    calls: List[Tuple[str, List[Dict[str, Any]]]] = []
+    for gateway in (Gateway(), Gateway()):
+        gateway.clock = lambda: 1_000_000.2
+        net = Network(gateway)
+        carol, erin, dave = net.phone("carol", nat=True), net.phone("erin"), make(net)
+        net.registered(carol, erin, dave)
+        if not calls:
+            a_call_through_rtpengine(net, carol, erin)  # the worker keeps its reply's answer
+        start = len(gateway.events)
+        calls.append((a_call_through_rtpengine(net, carol, dave)["gw"], answers_of(gateway, start)))
+        asked.append(python_entries(gateway, start))
+    assert "on_reply" in asked[1], fact
+    assert asked[0] == asked[1] and calls[0] == calls[1], fact
+
+
+def test_a_reply_that_names_sdp_but_has_no_body_is_one_without_a_body() -> None:
+    """$var(gw_body) is each reply's own: a 180 with a Content-Type of SDP and no body (Content-Length 0), after
+    the worker's reply with a body, gets no rtpengine answer (there is nothing to answer)."""
+    gateway = Gateway()
+    net = Network(gateway)
+    carol, dave = net.phone("carol", nat=True), net.phone("dave", nat=True)  # every reply goes to the router
+    net.registered(carol, dave)
+    first = net.invite(carol, "dave")
+    net.reply(first, dave, 200)
+    second = net.invite(carol, "dave")
+    ringing = dave.reply_to(dave.pending_invites[second.call_id], 180, "Ringing", "t-empty")
+    ringing.set_header("Content-Type", "application/sdp")
+    net.send(dave, ringing)
+    commands = [e.data[0] for e in gateway.events if e.kind == "rtpengine"]
+    assert [c["command"] for c in commands if c["call-id"] == first.call_id] == ["offer", "answer"]
+    assert [c["command"] for c in commands if c["call-id"] == second.call_id] == ["offer"]
 
 
 def test_a_python_failure_for_a_register_gets_500_and_saves_nothing(monkeypatch: Any) -> None:
@@ -365,12 +454,15 @@ def test_a_bye_the_cfg_serves_itself_gets_the_senders_nat_flag_and_logs_a_failed
 
 def test_a_python_failure_in_a_reply_route_is_counted_and_does_nothing_of_an_earlier_reply() -> None:
     gateway = Gateway(strict=False)
+    now = [1_000_000.2]
+    gateway.clock = lambda: now[0]
     net = Network(gateway)
     alice, bob = net.browser("alice"), net.phone("bob")
     net.registered(alice, bob)
     first = net.invite(alice, "bob")
     net.reply(first, bob, 200)  # the worker's $var(gw_reply) now holds an answer's actions
     second = net.invite(alice, "bob")
+    now[0] += 1.0  # a new second: the cfg asks the router again (route[gw_python_reply])
     router = gateway.router
     original = router.on_reply
 

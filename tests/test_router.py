@@ -132,7 +132,8 @@ def test_the_replies_the_cfg_keeps_from_the_router_need_nothing(
         msg = Msg()
         assert r.on_reply(msg, reply_facts(status, record, proto=proto, contacts=contacts)) == 1
         assert actions(r, msg, host.REPLY_VAR) == [Act.NONE], (status, proto, contacts)
-        assert set(msg.sets) <= {host.REPLY_VAR}
+        assert set(msg.sets) <= {host.REPLY_VAR, host.REPLY_KEPT_VAR}
+        assert finds(r, msg, host.REPLY_KEPT_VAR) == ""  # without a body: the cfg asks each time
     stored = CallRecord.parse(record).branch(0)
     if stored is not None and stored.media_proxy:  # its 2xx with an SDP is work: rtpengine's answer (or offer)
         msg = Msg()
@@ -145,7 +146,8 @@ def answered(r: Router, caller: Party, early: bool, private: bool, registration:
     record = branched(caller, early, private, registration)
     msg = Msg()
     r.on_reply(msg, reply_facts(200, record, body=True))
-    return actions(r, msg, host.REPLY_VAR), msg.sets.get(host.DIALOG_RECORD, record)
+    acts = actions(r, msg, host.REPLY_VAR)
+    return acts, (finds(r, msg, host.REPLY_RECORD_VAR) or "") if Act.NEW_RECORD in acts else record
 
 
 @pytest.mark.parametrize(("caller", "early", "private", "registration"), calls())
@@ -219,7 +221,8 @@ def test_a_delete_with_flags_keeps_the_byes_with_the_router() -> None:
 def msg_record(r: Router, record: CallRecord, plan: List[str]) -> str:
     msg = Msg()
     r.on_reply(msg, reply_facts(200, f"{record};b0={plan[1]}", body=True))
-    return msg.sets[host.DIALOG_RECORD]
+    assert Act.NEW_RECORD in actions(r, msg, host.REPLY_VAR)
+    return finds(r, msg, host.REPLY_RECORD_VAR) or ""
 
 
 def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "bob", domain: str = "127.0.0.1",
@@ -495,6 +498,58 @@ def test_a_kept_answer_to_a_reply_is_the_answer_afresh(replies: List[Tuple[Any, 
         assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
 
 
+def _cfg_reads(r: Router, msg: Msg) -> Dict[str, Optional[str]]:
+    """What the cfg reads when it takes the reply answer the worker holds again itself (route[gw_python_reply]):
+    the actions, the record after the reply, the flags of its rtpengine call."""
+    acts = (finds(r, msg, host.REPLY_VAR) or "").split(",")
+    names = {host.REPLY_VAR, *([host.REPLY_RECORD_VAR] if Act.NEW_RECORD in acts else [])}
+    names |= {host.MEDIA_FLAGS_VARS[step] for step in (Step.OFFER, Step.ANSWER, Step.DELETE) if step.value in acts}
+    return {name: finds(r, msg, name) for name in names}
+
+
+def _answered(call: Tuple[Party, bool, bool, Registration]) -> str:
+    """The call record after the call's 200 (with an SDP): what its in-dialog requests bring."""
+    record = branched(*call)
+    r, msg = router(), Msg()
+    r.on_reply(msg, reply_facts(200, record, body=True))
+    return finds(r, msg, host.REPLY_RECORD_VAR) or record
+
+
+_STEPS = st.one_of(
+    st.tuples(st.just("reply"), _REPLY_FIELDS),
+    st.tuples(st.just("in-dialog"), st.tuples(st.sampled_from(calls()), st.sampled_from(["INVITE", "ACK", "BYE"]),
+                                              st.booleans(), st.sampled_from(["upstream", "downstream"]))),
+    st.tuples(st.just("failure"), st.sampled_from(calls())),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_STEPS, min_size=2, max_size=30))
+def test_the_cfg_takes_a_reply_answer_again_only_while_what_it_reads_holds(steps: List[Tuple[str, Any]]) -> None:
+    """A reply answer the router says the cfg may take again itself ($var(gw_reply_kept) "1") is a reply's
+    with a body, not over a WebSocket; while the flag holds, after any other answer, every $var the cfg then
+    reads holds what that answer left (an answer that changes one clears the flag)."""
+    r = router()
+    reads: Optional[Dict[str, Optional[str]]] = None
+    for kind, fields in steps:
+        msg = Msg()
+        if kind == "reply":
+            call, status, body, proto, contacts = fields
+            assert r.on_reply(msg, reply_facts(status, branched(*call), body, proto, contacts)) == 1
+            if finds(r, msg, host.REPLY_KEPT_VAR) == "1":
+                assert body and proto != "wss"
+                reads = _cfg_reads(r, msg)
+        elif kind == "in-dialog":
+            call, method, body, direction = fields
+            content = b"application/sdp".hex() if body else "<null>"
+            facts = SEP.join((method, "udp", "0", "1", "120" if body else "0", direction, _answered(call), content))
+            assert r.on_in_dialog(msg, facts) == 1
+        else:
+            assert r.on_failure(msg, branched(*fields)) == 1
+        if finds(r, msg, host.REPLY_KEPT_VAR) == "1":
+            assert _cfg_reads(r, msg) == reads, (kind, fields)
+
+
 _LENGTHS = st.sampled_from(["0", "1", "120", "231", "<null>"])
 _SOURCES = st.tuples(st.sampled_from(["198.51.100.9", "203.0.113.5", "::1"]), st.sampled_from(["5060", "40001"]))
 
@@ -567,6 +622,24 @@ def test_new_rules_make_the_cfg_forget_a_registers_kept_answer(tmp_path: pathlib
     msg = Msg()
     r.on_register(msg, register_facts())
     assert actions(r, msg, host.REGISTER_VAR) == [Act.WWW_AUTH, Act.SAVE]  # the new rules' answer
+
+
+def test_new_rules_make_the_cfg_forget_a_replys_kept_answer(tmp_path: pathlib.Path) -> None:
+    """As a REGISTER's: the first message a worker's router answers under new rules (here a REGISTER) clears
+    the flag by which the cfg takes a reply's answer again (route[gw_python_reply]): the next reply asks."""
+    ini = tmp_path / "gateway.ini"
+    ini.write_text("[gateway]\ndomains = 127.0.0.1\n")
+    r = Router.from_files(lambda text: None, str(ini), None)
+    msg = Msg()
+    r.on_reply(msg, reply_facts(200, branched(CALLERS[1], True, False, Registration.PLAIN_SIP), body=True))
+    assert finds(r, msg, host.REPLY_KEPT_VAR) == "1"
+    ini.write_text("[gateway]\ndomains = 127.0.0.1\n[profiles]\nsip->sip answer = RTP/AVP ICE=remove DTLS=off "
+                   "rtcp-mux-demux replace-origin record-call=yes\n")  # fmt: skip
+    os.utime(ini, (time.time() + 5, time.time() + 5))
+    r.watcher.next_check = 0.0  # the watcher looks at most once a second
+    msg = Msg()
+    r.on_register(msg, register_facts())
+    assert msg.sets[host.REPLY_KEPT_VAR] == ""
 
 
 def test_a_rule_that_answers_no_decision_for_some_requests_gets_the_reason_logged_each_time() -> None:

@@ -25,6 +25,10 @@ by the facts as their decision reads them (``reply_key``, ``in_dialog_key``; the
 made from that key), what a new request gets before the rules by its head (``Head``, made from
 that key too), a request's outcome by ``Outcome``, branch plans by theirs, the rules' decisions found
 sound by the decision (``check_decision``).
+The cfg itself keeps the worker's last answer to a REGISTER and to a reply, beside the facts it read
+(REGISTER_KEYS, REPLY_KEYS), and takes it again for the same facts within the second; the router says
+which answers hold so (REGISTER_KEPT_VAR, REPLY_KEPT_VAR) and takes the flag back when another answer
+changes a $var such an answer reads, or the rules change.
 
 The facts hold nothing a sender wrote as it is: the python module turns the argument
 into a str with PyUnicode_FromString, and when that fails it returns -1 and leaves the
@@ -119,6 +123,7 @@ class Act:
     COUNT_MEDIA_PROXY = "count_media_proxy"
     QUIET_ACK = "quiet_ack"  # $dlg_val(gw_quiet) = "ack": the cfg relays the dialog's ACKs without a body
     QUIET_BYE = "quiet_bye"  # $dlg_val(gw_quiet) = "bye": and serves a SIP peer's BYE with rtpengine_delete
+    NEW_RECORD = "new_record"  # $dlg_val(gw) = $var(gw_reply_record): the call record after this reply
     NONE = "none"  # nothing to do (no line of the cfg names it)
 
 
@@ -130,7 +135,7 @@ BRANCH_ACTIONS = frozenset(
 )
 REPLY_ACTIONS = frozenset(
     {Act.FIX_CONTACT, Act.COUNT_WEB_TO_WEB, Act.COUNT_WEB_TO_SIP, Act.COUNT_SIP_TO_WEB, Act.COUNT_SIP_TO_SIP,
-     Act.COUNT_MEDIA_PROXY, Act.QUIET_ACK, Act.QUIET_BYE, Act.NONE} | MEDIA_ACTS
+     Act.COUNT_MEDIA_PROXY, Act.QUIET_ACK, Act.QUIET_BYE, Act.NEW_RECORD, Act.NONE} | MEDIA_ACTS
 )  # fmt: skip
 FAILURE_ACTIONS = frozenset({Act.DELETE, Act.NONE})
 REQUEST_ACTIONS = ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT})
@@ -210,11 +215,17 @@ PIKE_DROP_VAR = "$var(gw_pike_drop)"  # and the answer: 1 for a trusted source (
 #: "1" when a REGISTER's answer holds for every REGISTER with the same facts ("" else): the cfg keeps the facts
 #: (REGISTER_KEYS) and takes the answer again without asking for the rest of that second (route[gw_register]).
 REGISTER_KEPT_VAR = "$var(gw_register_kept)"
+REPLY_RECORD_VAR = "$var(gw_reply_record)"  # the call record after a reply (Act.NEW_RECORD)
+BODY_VAR = "$var(gw_body)"  # the cfg's 1 when a reply has a body ($cl > 0), else 0: a reply's fact
+#: "1" when a reply's answer holds for every reply with the same facts (REPLY_KEYS) within the second, as a
+#: REGISTER's (REGISTER_KEPT_VAR; route[gw_python_reply]): an initial INVITE's reply with a body, not over a
+#: WebSocket (the router reads a browser's source), while no other answer writes a value it reads.
+REPLY_KEPT_VAR = "$var(gw_reply_kept)"
 
 #: The $vars the router writes and the cfg only reads: each is written only when its value changes.
 HELD_VARS = frozenset(
     (REQUEST_VAR, REGISTER_VAR, REGISTER_KEPT_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR,
-     FAILURE_VAR, RECORD_VAR, REALM_VAR,
+     REPLY_KEPT_VAR, REPLY_RECORD_VAR, FAILURE_VAR, RECORD_VAR, REALM_VAR,
      REPLY_CODE_VAR, REPLY_REASON_VAR, ADD_HEADERS_VAR, REMOVE_HEADERS_VAR, TRUSTED_VAR, *BRANCH_VARS.values(),
      *MEDIA_FLAGS_VARS.values())
 )  # fmt: skip
@@ -242,13 +253,22 @@ IN_DIALOG_FACTS = SEP.join(
     ("$rm", "$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$cl", "$DLG_dir", DIALOG_RECORD, CONTENT_TYPE)
 )
 REPLY_FACTS = SEP.join(
-    ("$rs", "$socket_in(proto)", "$T_branch_idx", "$cl", "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
+    ("$rs", "$socket_in(proto)", "$T_branch_idx", BODY_VAR, "$rm", "$hdrcnt(Contact)", "$si", "$sp", EXCHANGE_AVP,
      DIALOG_RECORD, CONTENT_TYPE)
+)  # fmt: skip
+#: A reply's facts as the cfg keeps them beside a kept answer (route[gw_reply_keep]) and compares them with
+#: the next reply's: REPLY_FACTS but the source (the router reads it of a browser's reply only, and keeps no
+#: such answer) and the exchange (a kept answer has none: the cfg tests it is NULL); the Content-Type as it is.
+REPLY_KEYS = (
+    ("$rs", "$var(gw_pk_rs)"), ("$socket_in(proto)", "$var(gw_pk_proto)"), ("$T_branch_idx", "$var(gw_pk_branch)"),
+    (BODY_VAR, "$var(gw_pk_body)"), ("$rm", "$var(gw_pk_rm)"), ("$hdrcnt(Contact)", "$var(gw_pk_contacts)"),
+    (DIALOG_RECORD, "$var(gw_pk_record)"), ("$hdr(Content-Type)", "$var(gw_pk_type)"),
 )  # fmt: skip
 FAILURE_FACTS = DIALOG_RECORD
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
+_NOT_KEPT: Sets = ((REPLY_KEPT_VAR, ""),)
 _TO_USER = to_user()  # the built-in routing's two decisions (immutable values)
 _TO_DEFAULT = to_trunk("default")
 T = TypeVar("T")
@@ -271,8 +291,9 @@ class Answer(NamedTuple):
 
 
 #: An answer checked for a route's $var (``Router._prepare``): the answer, the $var, its actions as the cfg reads
-#: them, its values of HELD_VARS, its other values.
-Prepared = Tuple[Answer, str, str, Sets, Sets]
+#: them, its values of HELD_VARS, its other values, and the $vars the cfg reads when it takes it again itself.
+Prepared = Tuple[Answer, str, str, Sets, Sets, FrozenSet[str]]
+_NO_READS: FrozenSet[str] = frozenset()
 
 
 class Outcome(NamedTuple):
@@ -407,6 +428,8 @@ class Router:
         self._given: Dict[str, Tuple[Answer, int, Sets]] = {}
         """The last answer of each route's $var, the writes count after it, and its sets of no HELD_VARS."""
         self._prepared: Dict[int, Prepared] = {}
+        self._reply_reads = _NO_READS
+        """The $vars the cfg reads when it takes the worker's last reply answer again itself (REPLY_KEPT_VAR)."""
         """Answers given, checked and parted for the $var they were given in (``_prepare``), by their id."""
 
     @classmethod
@@ -505,8 +528,9 @@ class Router:
         rules = watcher.current()
         if self._kept_generation != watcher.generation:
             self._forget()  # answers of other rules
-            if self.held.get(REGISTER_KEPT_VAR):
-                self._write(msg, REGISTER_KEPT_VAR, "")
+            for kept in (REGISTER_KEPT_VAR, REPLY_KEPT_VAR):  # and the cfg's, of a REGISTER and a reply
+                if self.held.get(kept):
+                    self._write(msg, kept, "")
         if self._generation != watcher.generation and self._generation >= 0:
             self._write(msg, TRUSTED_VAR, trusted_list(rules.settings.trusted_sources))
             msg.set_pseudoVar(PIKE_SOURCE_VAR, "")
@@ -525,13 +549,17 @@ class Router:
             prepared = self._prepared.get(id(answer))
             if prepared is None or prepared[1] != var:
                 prepared = self._prepare(var, answer)
-            _, _, text, held_sets, loose = prepared
+            _, _, text, held_sets, loose, reads = prepared
             held = self.held
+            if var == REPLY_VAR:
+                self._reply_reads = _NO_READS  # its own writes do not take back what the cfg keeps
             for name, value in held_sets:
                 if held.get(name) != value:  # a $var the worker holds already is not written again
                     self._write(msg, name, value)
             if held.get(var) != text:
                 self._write(msg, var, text)
+            if var == REPLY_VAR:
+                self._reply_reads = reads
             self._given[var] = (answer, self._writes, loose)
         for name, value in loose:
             msg.set_pseudoVar(name, value)
@@ -552,7 +580,11 @@ class Router:
             raise ValueError(f"a request's actions must end it, not with {answer.actions[-1]!r}")
         held_sets = tuple((name, value) for name, value in answer.sets if name in HELD_VARS)
         loose = tuple((name, value) for name, value in answer.sets if name not in HELD_VARS)
-        prepared = (answer, var, ",".join(answer.actions), held_sets, loose)
+        # what the cfg reads when it takes this answer again itself (REPLY_KEPT_VAR)
+        reads = _NO_READS
+        if (REPLY_KEPT_VAR, "1") in held_sets:
+            reads = frozenset((var, *(name for name, _ in held_sets))) - {REPLY_KEPT_VAR}
+        prepared = (answer, var, ",".join(answer.actions), held_sets, loose, reads)
         if len(self._prepared) >= KEPT:
             self._prepared.clear()
         self._prepared[id(answer)] = prepared
@@ -585,6 +617,9 @@ class Router:
         if name not in HELD_VARS:
             msg.set_pseudoVar(name, value)
         elif self.held.get(name) != value:
+            if name in self._reply_reads:  # another answer changes what the cfg's kept reply answer reads
+                self._reply_reads = _NO_READS
+                self._write(msg, REPLY_KEPT_VAR, "")
             self.held.pop(name, None)  # unknown until the write is done
             self._writes += 1
             msg.set_pseudoVar(name, value)
@@ -881,10 +916,10 @@ class Router:
             action = core.plan_sequential_reply(sequential, status, has_sdp, profiles)
             fix = sequential.receiver.behind_nat and 100 < status < 300 and has_contact
             sets, media = media_sets(action)
-            return Answer(((Act.FIX_CONTACT,) if fix else ()) + media or (Act.NONE,), sets)
+            return Answer(((Act.FIX_CONTACT,) if fix else ()) + media or (Act.NONE,), (*sets, *_NOT_KEPT))
         record = self._record(record_text)
         if method != "INVITE" or record is None:
-            return Answer((Act.NONE,))
+            return Answer((Act.NONE,), _NOT_KEPT)
         flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, profiles, flow)
         acts: List[str] = [Act.FIX_CONTACT] if plan.fix_contact and has_contact else []
@@ -894,8 +929,12 @@ class Router:
             acts.append(Act.QUIET_BYE if core.byes_are_quiet(plan.record, profiles) else Act.QUIET_ACK)
         sets, media = media_sets(plan.action)
         if plan.record is not None:
-            sets = ((DIALOG_RECORD, str(plan.record)), *sets)
-        return Answer(tuple(acts) + media or (Act.NONE,), sets)
+            acts.insert(0, Act.NEW_RECORD)
+            sets = ((REPLY_RECORD_VAR, str(plan.record)), *sets)
+        # the cfg takes this answer again for the same facts (REPLY_KEYS) but of a browser's reply (its source)
+        # and of one without a body (a NULL Content-Type would compare equal to anything stored from NULL)
+        kept = flow is None and content_type != NULL
+        return Answer(tuple(acts) + media or (Act.NONE,), (*sets, (REPLY_KEPT_VAR, "1") if kept else _NOT_KEPT[0]))
 
     def _failure(self, rules: Rules, text: str) -> Answer:
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
