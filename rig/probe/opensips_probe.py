@@ -32,7 +32,7 @@ BEFORE = {
 }  # fmt: skip
 AFTER = {
     "request": ("$var(gw_do)", "$dlg_val(gw)", "$avp(gw_tx)", "$DLG_dir", "$du", "$ru", "$bf"),
-    "reply": ("$var(gw_reply)", "$dlg_val(gw)", "$avp(gw_tx)"),
+    "reply": ("$var(gw_reply)", "$var(gw_reply_record)", "$var(gw_reply_kept)", "$dlg_val(gw)", "$avp(gw_tx)"),
     "failure": ("$var(gw_failure)", "$dlg_val(gw)"),
     "in-dialog": ("$var(gw_in_dialog)", "$dlg_val(gw)", "$avp(gw_tx)", "$du", "$var(gw_rtp_offer)",
                   "$var(gw_rtp_delete)"),
