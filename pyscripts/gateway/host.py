@@ -268,7 +268,7 @@ FAILURE_FACTS = DIALOG_RECORD
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
-_NOT_KEPT: Sets = ((REPLY_KEPT_VAR, ""),)
+_KEPT, _NOT_KEPT = (REPLY_KEPT_VAR, "1"), (REPLY_KEPT_VAR, "")  # a reply answer's word to the cfg
 _TO_USER = to_user()  # the built-in routing's two decisions (immutable values)
 _TO_DEFAULT = to_trunk("default")
 T = TypeVar("T")
@@ -428,9 +428,9 @@ class Router:
         self._given: Dict[str, Tuple[Answer, int, Sets]] = {}
         """The last answer of each route's $var, the writes count after it, and its sets of no HELD_VARS."""
         self._prepared: Dict[int, Prepared] = {}
+        """Answers given, checked and parted for the $var they were given in (``_prepare``), by their id."""
         self._reply_reads = _NO_READS
         """The $vars the cfg reads when it takes the worker's last reply answer again itself (REPLY_KEPT_VAR)."""
-        """Answers given, checked and parted for the $var they were given in (``_prepare``), by their id."""
 
     @classmethod
     def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
@@ -582,7 +582,7 @@ class Router:
         loose = tuple((name, value) for name, value in answer.sets if name not in HELD_VARS)
         # what the cfg reads when it takes this answer again itself (REPLY_KEPT_VAR)
         reads = _NO_READS
-        if (REPLY_KEPT_VAR, "1") in held_sets:
+        if _KEPT in held_sets:
             reads = frozenset((var, *(name for name, _ in held_sets))) - {REPLY_KEPT_VAR}
         prepared = (answer, var, ",".join(answer.actions), held_sets, loose, reads)
         if len(self._prepared) >= KEPT:
@@ -916,10 +916,10 @@ class Router:
             action = core.plan_sequential_reply(sequential, status, has_sdp, profiles)
             fix = sequential.receiver.behind_nat and 100 < status < 300 and has_contact
             sets, media = media_sets(action)
-            return Answer(((Act.FIX_CONTACT,) if fix else ()) + media or (Act.NONE,), (*sets, *_NOT_KEPT))
+            return Answer(((Act.FIX_CONTACT,) if fix else ()) + media or (Act.NONE,), (*sets, _NOT_KEPT))
         record = self._record(record_text)
         if method != "INVITE" or record is None:
-            return Answer((Act.NONE,), _NOT_KEPT)
+            return Answer((Act.NONE,), (_NOT_KEPT,))
         flow = flow_of(proto, src_ip, as_int(src_port)) if core.source_of(proto) is Source.WEBSOCKET else None
         plan = core.plan_initial_reply(record, as_int(index), status, has_sdp, profiles, flow)
         acts: List[str] = [Act.FIX_CONTACT] if plan.fix_contact and has_contact else []
@@ -931,10 +931,11 @@ class Router:
         if plan.record is not None:
             acts.insert(0, Act.NEW_RECORD)
             sets = ((REPLY_RECORD_VAR, str(plan.record)), *sets)
-        # the cfg takes this answer again for the same facts (REPLY_KEYS) but of a browser's reply (its source)
-        # and of one without a body (a NULL Content-Type would compare equal to anything stored from NULL)
+        # the cfg takes this answer again for the same facts (REPLY_KEYS), but not a browser's (the router reads
+        # its source, which the cfg does not compare), nor one without a body: the python_execs worth saving are
+        # the 2xx with SDP, and with a Content-Type no kept fact is NULL (docs/host-facts.md, comparing)
         kept = flow is None and content_type != NULL
-        return Answer(tuple(acts) + media or (Act.NONE,), (*sets, (REPLY_KEPT_VAR, "1") if kept else _NOT_KEPT[0]))
+        return Answer(tuple(acts) + media or (Act.NONE,), (*sets, _KEPT if kept else _NOT_KEPT))
 
     def _failure(self, rules: Rules, text: str) -> Answer:
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
