@@ -210,6 +210,8 @@ class CoreRecorder:
         self.tape: Optional[Tape] = None
         self.depth = 0
         self.undo: List[Tuple[Any, str, Any]] = []
+        self.originals: Dict[Any, Any] = {}
+        """The operator's functions by their recording wrappers (``wrap``)."""
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -230,7 +232,18 @@ class CoreRecorder:
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` recorded under ``name`` when the router calls it (the operator's rules)."""
-        return self._wrap(name, fn)
+        wrapper = self._wrap(name, fn)
+        self.originals[wrapper] = fn
+        return wrapper
+
+    def unwrap_rules(self, router: Any) -> None:
+        """The router's operator rules back as they are, without their recording wrappers (``wrap``): what is
+        timed after the recording is the rules, not the recorder's call around them."""
+        rules = router.watcher.rules
+        originals = self.originals
+        router.watcher.rules = rules._replace(
+            route=originals.get(rules.route, rules.route), callee=originals.get(rules.callee, rules.callee)
+        )
 
     def install(self, modules: Sequence[ModuleType], users: Sequence[ModuleType]) -> None:
         """Wrap the public functions of ``modules`` (also where ``users`` imported them by name), the public
@@ -412,11 +425,13 @@ def record_calls(rules: str = "default") -> Tuple[Any, List[Tape]]:
     recorder = CoreRecorder()
     recorder.install([core, sdp, model, policy], [host, core])
     recipes = rules == "recipes"
+    routers: List[Any] = []  # the routers made: their rules unwrapped after the recording
     try:
         settings = bench_settings(rules)
         trusted = dataclasses.replace(settings, trusted_sources=frozenset(TRUSTED))
         gateway = Gateway(trusted, rules=operator_rules(rules, recorder))
         router = gateway.router
+        routers.append(router)
         taping = TapingRouter(router, tapes, recorder)
         gateway.router = taping
         net = Network(gateway)
@@ -461,6 +476,7 @@ def record_calls(rules: str = "default") -> Tuple[Any, List[Tape]]:
                 taping.run_on_tape(name, FakeMsg(invite.ctx), UNCALLED_FACTS.get(name, ()), f"INVITE, {name}")
         # Our own users from untrusted addresses: digest auth.
         gateway = Gateway(settings, rules=operator_rules(rules, recorder))
+        routers.append(gateway.router)
         taping = TapingRouter(gateway.router, tapes, recorder)
         gateway.router = taping
         net = Network(gateway)
@@ -472,6 +488,8 @@ def record_calls(rules: str = "default") -> Tuple[Any, List[Tape]]:
         net.bye(call, "caller")
     finally:
         recorder.uninstall()
+        for made in routers:
+            recorder.unwrap_rules(made)
     return router, tapes
 
 
