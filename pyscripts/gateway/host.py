@@ -290,9 +290,10 @@ class Answer(NamedTuple):
     ruri: Optional[str] = None
 
 
-#: An answer checked for a route's $var (``Router._prepare``): the answer, the $var, its actions as the cfg reads
-#: them, its values of HELD_VARS, its other values, and the $vars the cfg reads when it takes it again itself.
-Prepared = Tuple[Answer, str, str, Sets, Sets, FrozenSet[str]]
+#: An answer checked for a route's $var (``Router._prepare``): the answer, the $var, its values of HELD_VARS and
+#: last its actions as the cfg reads them (in that $var), its other values, and the $vars the cfg reads when it
+#: takes it again itself.
+Prepared = Tuple[Answer, str, Sets, Sets, FrozenSet[str]]
 _NO_READS: FrozenSet[str] = frozenset()
 
 
@@ -549,15 +550,21 @@ class Router:
             prepared = self._prepared.get(id(answer))
             if prepared is None or prepared[1] != var:
                 prepared = self._prepare(var, answer)
-            _, _, text, held_sets, loose, reads = prepared
+            _, _, writes, loose, reads = prepared
             held = self.held
             if var == REPLY_VAR:
                 self._reply_reads = _NO_READS  # its own writes do not take back what the cfg keeps
-            for name, value in held_sets:
+            taken_back = self._reply_reads
+            for name, value in writes:  # _write, inline: the values of HELD_VARS, then the actions
                 if held.get(name) != value:  # a $var the worker holds already is not written again
-                    self._write(msg, name, value)
-            if held.get(var) != text:
-                self._write(msg, var, text)
+                    if name in taken_back:
+                        self._write(msg, name, value)
+                        taken_back = self._reply_reads
+                        continue
+                    held.pop(name, None)  # unknown until the write is done
+                    self._writes += 1
+                    msg.set_pseudoVar(name, value)
+                    held[name] = value
             if var == REPLY_VAR:
                 self._reply_reads = reads
             self._given[var] = (answer, self._writes, loose)
@@ -584,7 +591,7 @@ class Router:
         reads = _NO_READS
         if _KEPT in held_sets:
             reads = frozenset((var, *(name for name, _ in held_sets))) - {REPLY_KEPT_VAR}
-        prepared = (answer, var, ",".join(answer.actions), held_sets, loose, reads)
+        prepared = (answer, var, (*held_sets, (var, ",".join(answer.actions))), loose, reads)
         if len(self._prepared) >= KEPT:
             self._prepared.clear()
         self._prepared[id(answer)] = prepared
