@@ -179,7 +179,16 @@ def test_a_change_of_a_decision_is_the_replaced_field_whatever_was_changed_befor
         else:
             changed, expected = decision.drop(), decision._replace(dropped=True)
         assert changed == expected and type(changed) is Decision
-        decision = changed
+        decision = changed if step % 2 else tuple.__new__(Decision, tuple(changed))  # equal, another object
+
+
+def test_a_change_is_of_the_decision_asked_even_where_one_gone_before_had_its_id() -> None:
+    """Changes are kept by the decision's identity: a decision made after another is gone may get its id
+    (CPython reuses the memory), and still gets its own change, not the gone one's."""
+    for i in range(300):
+        decision = Decision("trunk", trunk=f"t{i}")
+        assert decision.with_media(MediaProxy.ALWAYS) == Decision("trunk", trunk=f"t{i}", media=MediaProxy.ALWAYS)
+        del decision
 
 
 INI = """

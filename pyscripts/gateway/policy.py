@@ -152,14 +152,17 @@ class Decision(NamedTuple):
     def _changed(self, index: int, value: object) -> Decision:
         """``_replace`` of one field, without its generality.  Rules make the same few changes of the same few
         decisions on every request: a pure function of immutable values, so its answers are kept by its
-        complete inputs (up to 4096), and the same change gives the same (shared) decision."""
-        key = (self, index, value)
-        changed = _CHANGED.get(key)
-        if changed is None:
-            changed = tuple.__new__(Decision, (*self[:index], value, *self[index + 1 :]))
-            if len(_CHANGED) >= 4096:
-                _CHANGED.clear()
-            _CHANGED[key] = changed
+        complete inputs (up to 4096), and the same change of the same decision gives the same (shared) one.
+        The decision is known by its identity (a kept entry holds it, so no other object has its id while
+        the entry is there): hashing a decision's every field costs more than the change itself."""
+        key = (id(self), index, value)
+        kept = _CHANGED.get(key)
+        if kept is not None and kept[0] is self:
+            return kept[1]
+        changed = tuple.__new__(Decision, (*self[:index], value, *self[index + 1 :]))
+        if len(_CHANGED) >= 4096:
+            _CHANGED.clear()
+        _CHANGED[key] = (self, changed)
         return changed
 
     def extra_flags(self, toward: Kind) -> str:
@@ -183,7 +186,7 @@ class Decision(NamedTuple):
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
 
 
-_CHANGED: Dict[Tuple[Decision, int, object], Decision] = {}
+_CHANGED: Dict[Tuple[int, int, object], Tuple[Decision, Decision]] = {}
 ADD_HEADERS, REMOVE_HEADERS, MEDIA, RTPENGINE, DROPPED = (
     Decision._fields.index(name) for name in ("add_headers", "remove_headers", "media", "rtpengine", "dropped")
 )
