@@ -110,6 +110,8 @@ UNTRUSTED = ("203.0.113.7", "203.0.113.8", "203.0.113.9", "203.0.113.10")
 #: The facts that differ from one call to the next on a real gateway (bench.run's mix sends them so):
 #: the source address and port (each phone its own, each call from a new socket), the called user.
 SOURCE_ADDRESS, SOURCE_PORT, CALLED_USER, LENGTH = "$si", "$sp", "$(rU{s.encode.hexa})", "$cl"
+#: Between the facts of python_exec's argument (host.SEP, host.HEAD_END): a split by it keeps them.
+FACT_SEPARATORS = re.compile(f"([{host.SEP}{host.HEAD_END}])")
 CALLED_USERS = ("erin", "frank", "gina", "henry")
 #: How many distinct facts strings a varying-facts timing cycles through (more than the router keeps of
 #: any: a memo that keeps whole requests or replies shows as a gap between same and varying).
@@ -640,11 +642,13 @@ def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
     source (in-dialog requests, branches, failures: the same from any phone).  The cfg's format of
     each route's facts (opensips.cfg, its python_exec calls) says where each fact is."""
     formats = exec_arguments()
-    names = formats.get(tape.route, "").split(host.SEP)
+    names = FACT_SEPARATORS.split(formats.get(tape.route, ""))  # each fact, and after it its separator
     if not tape.args or not isinstance(tape.args[0], str) or SOURCE_PORT not in names:
         return []
-    parts = host.split_facts(tape.args[0], len(names))
-    at = {name: i for i, name in enumerate(names)}
+    parts = FACT_SEPARATORS.split(tape.args[0])
+    if len(parts) != len(names) or parts[1::2] != names[1::2]:
+        raise ValueError(f"the tape's facts are not laid out as the cfg's: {tape.args[0]!r}")
+    at = {name: i for i, name in enumerate(names) if i % 2 == 0}
     pool = TRUSTED if SOURCE_ADDRESS in at and parts[at[SOURCE_ADDRESS]] in trusted else UNTRUSTED
     has_user = CALLED_USER in at and parts[at[CALLED_USER]] not in ("0", "", host.NULL)
     users = called_like(host.unhex(parts[at[CALLED_USER]])) if has_user else []
@@ -658,7 +662,7 @@ def varied_facts(tape: Tape, count: int, trusted: frozenset[str]) -> List[str]:
             fields[at[LENGTH]] = str(host.as_int(parts[at[LENGTH]]) + i % 9)
         if has_user:
             fields[at[CALLED_USER]] = users[i % len(users)].encode().hex()
-        found.append(host.SEP.join(fields))
+        found.append("".join(fields))
     return found
 
 

@@ -645,21 +645,29 @@ def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
     answered the recorded facts, with the same host calls."""
     from bench.micro import CALLED_USER, TRUSTED, UNTRUSTED, record_calls, unique, varied_facts, varies_faithfully
     from fakes.runtime import exec_arguments
-    from gateway.host import split_facts
+    from gateway.host import HEAD_END, SEP
+
+    def split(text: str) -> List[str]:
+        return re.split(f"[{SEP}{HEAD_END}]", text)
 
     router, tapes = record_calls("recipes")
     formats = exec_arguments()
     varied = set()
     for tape in unique(tapes):
         facts = varied_facts(tape, 200, frozenset(TRUSTED))
-        names = formats.get(tape.route, "").split("\n")
+        names = split(formats.get(tape.route, ""))
         if "$sp" not in names or tape.raised:
             assert facts == [] or tape.raised
             continue
         varied.add(tape.route)
         at = {name: i for i, name in enumerate(names)}
-        original = split_facts(tape.args[0], len(names))
-        rows = [split_facts(text, len(names)) for text in facts]
+        original = split(tape.args[0])
+        rows = [split(text) for text in facts]
+        assert all(len(row) == len(names) for row in [original, *rows])
+        # laid out as the cfg's: the same separators in the same places
+        assert {re.sub(f"[^{SEP}{HEAD_END}]", "", text) for text in facts} == {
+            re.sub(f"[^{SEP}{HEAD_END}]", "", tape.args[0])
+        }
         assert len({(row[at["$si"]], row[at["$sp"]]) for row in rows}) == 200  # a new source every call
         pool = TRUSTED if original[at["$si"]] in TRUSTED else UNTRUSTED
         assert {row[at["$si"]] for row in rows} == set(pool)

@@ -181,7 +181,7 @@ def test_no_fact_carries_the_senders_bytes_as_they_are() -> None:
     # PyUnicode_FromString(arg) fails on bytes that are not UTF-8 and leaves the error pending in
     # the worker (python_exec.c): what a sender wrote goes in hex-encoded.
     for facts in [*exec_arguments().values(), host.REGISTER_FACTS]:
-        for fact in facts.split(host.SEP):
+        for fact in re.split(f"[{host.SEP}{host.HEAD_END}]", facts):
             assert fact in SAFE_FACTS or fact.endswith("{s.encode.hexa})"), fact
 
 

@@ -229,8 +229,8 @@ def request_facts(method: str, proto: str = "udp", nat: str = "0", user: str = "
                   from_domain: Optional[str] = None, source: str = "127.0.0.9") -> str:  # fmt: skip
     local = domain.encode().hex()
     origin = (from_domain or domain).encode().hex()
-    return SEP.join((method, proto, nat, "0", "120", "1", source, "5060", user.encode().hex(), local,
-                     b"alice".hex(), origin, user.encode().hex(), local, b"application/sdp".hex()))  # fmt: skip
+    return host.request_facts(method, proto, nat, "0", "120", "1", source, "5060", user.encode().hex(), local,
+                              b"alice".hex(), origin, user.encode().hex(), local, b"application/sdp".hex())  # fmt: skip
 
 
 def test_a_var_the_worker_holds_already_is_not_written_again() -> None:
@@ -364,9 +364,9 @@ def test_branch_plans_are_kept_up_to_a_bound_by_their_complete_inputs() -> None:
     r = router()
     for port in range(5000):
         msg = Msg()
-        r.on_request(msg, SEP.join(("INVITE", "wss", "0", "0", "120", "1", "198.51.100.7", str(port),
-                                    b"bob".hex(), b"127.0.0.1".hex(), b"alice".hex(), b"127.0.0.1".hex(),
-                                    b"bob".hex(), b"127.0.0.1".hex(), b"application/sdp".hex())))  # fmt: skip
+        r.on_request(msg, host.request_facts("INVITE", "wss", "0", "0", "120", "1", "198.51.100.7", str(port),
+                                             b"bob".hex(), b"127.0.0.1".hex(), b"alice".hex(), b"127.0.0.1".hex(),
+                                             b"bob".hex(), b"127.0.0.1".hex(), b"application/sdp".hex()))  # fmt: skip
     # a browser's connection is no input of a plan: one plan a kind of contact and family, whatever the port
     assert len(r._plans) == 1 and len(next(iter(r._plans.values()))) == len(host.BRANCH_VARS)
 
@@ -468,8 +468,9 @@ def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[st
     kept = Router.fixed(config, lambda text: None, route=_rule)
     for (method, proto, nat, private, length, contacts, src, port, user, domain, caller, from_domain,
          content) in requests:  # fmt: skip
-        facts = SEP.join((method, proto, nat, private, length, contacts, src, port, _hex(user), _hex(domain),
-                          _hex(caller), _hex(from_domain), _hex(user), _hex(domain), _hex(content)))  # fmt: skip
+        facts = host.request_facts(method, proto, nat, private, length, contacts, src, port, _hex(user),
+                                   _hex(domain), _hex(caller), _hex(from_domain), _hex(user), _hex(domain),
+                                   _hex(content))  # fmt: skip
         fresh = Router.fixed(config, lambda text: None, route=_rule)
         one, other = Msg(), Msg()
         assert kept.on_request(one, facts) == fresh.on_request(other, facts)
@@ -651,7 +652,8 @@ def test_a_rule_that_answers_no_decision_for_some_requests_gets_the_reason_logge
         return ["not", "a", "decision"] if request.ruri_user == "carol" else default  # type: ignore[return-value]
 
     r = Router.fixed(Settings(trusted_sources=frozenset({"203.0.113.5"})), logged.append, route=rule)
-    facts = SEP.join(("INVITE", "udp", "0", "0", "0", "1", "203.0.113.5", "5060", _hex("carol"), _hex("127.0.0.1"),
-                      _hex("alice"), _hex("127.0.0.1"), _hex("carol"), _hex("127.0.0.1"), "<null>"))  # fmt: skip
+    facts = host.request_facts("INVITE", "udp", "0", "0", "0", "1", "203.0.113.5", "5060", _hex("carol"),
+                               _hex("127.0.0.1"), _hex("alice"), _hex("127.0.0.1"), _hex("carol"), _hex("127.0.0.1"),
+                               "<null>")  # fmt: skip
     assert [r.on_request(Msg(), facts) for _ in range(2)] == [host.FAILED, host.FAILED]
     assert len(logged) == 2 and all("not a Decision" in line for line in logged), logged

@@ -2,7 +2,8 @@
 
 Each ``on_*`` method answers one place of opensips.cfg.  The cfg passes the facts a
 route needs as python_exec's argument, one per line (``REQUEST_FACTS`` and the others
-below), so reading them costs no host call.  The router decides (``core`` for the
+below; a new request's head on lines, its other facts after tabs), so reading them costs
+no host call.  The router decides (``core`` for the
 gateway's own rules, the operator's rules through ``loader``) and answers with
 *actions*: names of what the cfg should do, in order, separated by commas, left in a
 ``$var`` of that route (``REQUEST_VAR`` and the others).  The cfg runs them one by one,
@@ -230,11 +231,23 @@ HELD_VARS = frozenset(
      *MEDIA_FLAGS_VARS.values())
 )  # fmt: skip
 
+
+def request_facts(method: str, proto: str, nat: str, private: str, length: str, contacts: str, source_ip: str,
+                  source_port: str, ruser: str, rdomain: str, fuser: str, fdomain: str, tuser: str, tdomain: str,
+                  content_type: str) -> str:  # fmt: skip
+    """A new request's facts as the cfg passes them (``REQUEST_FACTS`` is this of the cfg's variables): its
+    head first, the facts ``Router._head`` reads, one per line, which the router takes as one string; then
+    each of the others after a tab (HEAD_END)."""
+    head = SEP.join((method, proto, nat, contacts, rdomain, fdomain, tdomain))
+    return HEAD_END.join((head, source_ip, source_port, private, length, ruser, fuser, tuser, content_type))
+
+
+HEAD_END = "\t"  # after a new request's head, and between its other facts (none of them can hold a tab either)
 # What the cfg passes to each route (opensips.cfg; tests/test_cfg.py keeps them equal).
-REQUEST_FACTS = SEP.join(
-    ("$rm", "$socket_in(proto)", NAT_VAR, PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp",
-     "$(rU{s.encode.hexa})", "$(rd{s.encode.hexa})", "$(fU{s.encode.hexa})", "$(fd{s.encode.hexa})",
-     "$(tU{s.encode.hexa})", "$(td{s.encode.hexa})", CONTENT_TYPE)
+REQUEST_FACTS = request_facts(
+    "$rm", "$socket_in(proto)", NAT_VAR, PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$si", "$sp",
+    "$(rU{s.encode.hexa})", "$(rd{s.encode.hexa})", "$(fU{s.encode.hexa})", "$(fd{s.encode.hexa})",
+    "$(tU{s.encode.hexa})", "$(td{s.encode.hexa})", CONTENT_TYPE,
 )  # fmt: skip
 #: A REGISTER's: where it came from, whether the source is trusted (pike's check route), its domains.
 REGISTER_FACTS = SEP.join(
@@ -338,6 +351,7 @@ class Head(NamedTuple):
     """The flags and NAT fixes of where it came from."""
     answer: Optional[Answer] = None
     """CANCEL and ACK, domains that are not UTF-8, and the refusals of ``core.route_initial``."""
+    method: str = ""
     ruri_domain: str = ""
     from_domain: str = ""
     to_domain: str = ""
@@ -352,9 +366,9 @@ class Head(NamedTuple):
     """Our user or a trusted source: may reach other domains and the dial plan's trunks."""
 
 
-def split_facts(text: Optional[str], count: int) -> List[str]:
+def split_facts(text: Optional[str], count: int, sep: str = SEP) -> List[str]:
     """Split the cfg's facts into ``count`` fields; ValueError when there are fewer."""
-    fields = (text or "").split(SEP, count - 1)
+    fields = (text or "").split(sep, count - 1)
     if len(fields) != count:
         raise ValueError(f"{len(fields)} facts where the cfg passes {count}: is python_exec's argument the one "
                          "gateway.host lists?")  # fmt: skip
@@ -420,7 +434,7 @@ class Router:
         self._failures: Dict[str, Answer] = {}
         self._outcomes: Dict[Outcome, Answer] = {}
         self._plans: Dict[Tuple[Any, ...], List[Tuple[str, str]]] = {}
-        self._heads: Dict[Tuple[str, ...], Head] = {}
+        self._heads: Dict[Tuple[str, str, str], Head] = {}
         self._checked: Dict[Decision, bool] = {}
         """The rules' decisions check_decision found sound (``_check``)."""
         self._kept_generation = 0
@@ -649,59 +663,59 @@ class Router:
         refusal, a digest challenge (the rules answer in on_authorized, after it), or the rules' answer now.
         What it makes of the request before the rules is kept by its complete inputs (``_head``)."""
         try:
-            (method, proto, nat, private, length, contacts, src_ip, src_port, ruser, rdomain, fuser, fdomain, tuser,
-             tdomain, content_type) = facts.split(SEP, 14)  # fmt: skip
+            head_text, src_ip, src_port, private, length, ruser, fuser, tuser, content_type = facts.split(HEAD_END)
         except ValueError:
-            split_facts(facts, 15)  # says what is wrong
+            split_facts(facts, 9, HEAD_END)  # says what is wrong
             raise
-        if method == "REGISTER":
-            raise ValueError("a REGISTER comes to on_register (route[gw_register]), not to on_request")
         trusted = src_ip if src_ip in rules.settings.trusted_sources else ""
-        key = (method, proto, nat, contacts, rdomain, fdomain, tdomain, trusted, "" if ruser in (NULL, "") else "1")
+        key = (head_text, trusted, "" if ruser in (NULL, "") else "1")
         head = self._heads.get(key)
         if head is None:
             head = self._kept(self._heads, key, self._head, rules)
-        (acts, answer, ruri_domain, from_domain, to_domain, target, challenge, caller, behind_nat, transport,
+        (acts, answer, method, ruri_domain, from_domain, to_domain, target, challenge, caller, behind_nat, transport,
          may_relay) = head  # fmt: skip
         if answer is not None:
             return answer
         request = tuple.__new__(Request, (
             method, text_of(ruser), ruri_domain, text_of(fuser), from_domain, text_of(tuser), to_domain, src_ip,
             int(src_port) if src_port.isdigit() else 0, transport, caller, behind_nat,
-            length.isdigit() and int(length) > 0 and sdp_type(content_type), (),
+            length.isdigit() and length != "0" and sdp_type(content_type), (),  # $cl: a number, no leading 0
         ))  # fmt: skip
         if challenge is not None:
             self._pending = Incoming(request, private == "1", target, may_relay)
             return challenge
         return self._route(rules, msg, request, private == "1", target, may_relay, acts)
 
-    def _head(self, rules: Rules, key: Tuple[str, ...]) -> Head:
-        """A new request's head: a function of ``key`` (``_request``: method, transport, NAT, Contacts, the
-        three domains as the cfg encoded them, the trusted source it came from or "", whether the R-URI
-        names a user) and the rules, which makes it the key's complete inputs."""
-        method, proto, nat, contacts, rdomain, fdomain, tdomain, trusted, named = key
+    def _head(self, rules: Rules, key: Tuple[str, str, str]) -> Head:
+        """A new request's head: a function of ``key`` (``_request``: the head of its facts, with method,
+        transport, NAT, Contacts and the three domains as the cfg encoded them; the trusted source it came
+        from or ""; whether the R-URI names a user) and the rules, which makes it the key's complete inputs."""
+        head, trusted, named = key
+        method, proto, nat, contacts, rdomain, fdomain, tdomain = split_facts(head, 7)
+        if method == "REGISTER":
+            raise ValueError("a REGISTER comes to on_register (route[gw_register]), not to on_request")
         settings = rules.settings
         source = core.source_of(proto)
         behind_nat = source is Source.WEBSOCKET or nat == "1"
         acts = source_actions(method, source, behind_nat, contacts not in ("0", NULL))
         if method in ("CANCEL", "ACK"):
-            return Head(acts, Answer((*acts, Act.RELAY_KNOWN)))  # only for a transaction we know; else absorbed
+            return Head(acts, Answer((*acts, Act.RELAY_KNOWN)), method)  # only for a transaction we know
         try:
             ruri_domain, from_domain, to_domain = unhex(rdomain).lower(), unhex(fdomain).lower(), unhex(tdomain).lower()
         except UnicodeDecodeError:
             # The python module decodes every str as strict UTF-8: such a message is the sender's fault.
-            return Head(acts, reply_answer(400, "Bad Request - Not UTF-8", acts))
+            return Head(acts, reply_answer(400, "Bad Request - Not UTF-8", acts), method)
         routing = core.route_initial(method, named, ruri_domain, from_domain, trusted, settings)
         if routing.reply is not None:
-            return Head(acts, reply_answer(*routing.reply, acts))
+            return Head(acts, reply_answer(*routing.reply, acts), method)
         challenge = None
         realm = settings.auth_realm
         if core.challenge_for(method, from_domain, bool(trusted), settings) is not None and realm is not None:
             challenge = Answer((*acts, Act.PROXY_AUTH), ((REALM_VAR, realm),))
         caller = Kind.BROWSER if source is Source.WEBSOCKET else Kind.SIP
         may_relay = settings.is_local(from_domain) or bool(trusted)
-        return Head(acts, None, ruri_domain, from_domain, to_domain, routing.target, challenge, caller, behind_nat,
-                    proto.lower(), may_relay)  # fmt: skip
+        return Head(acts, None, method, ruri_domain, from_domain, to_domain, routing.target, challenge, caller,
+                    behind_nat, proto.lower(), may_relay)  # fmt: skip
 
     def _register(self, rules: Rules, facts: str) -> Answer:
         """A REGISTER (no rule sees one): its contact's flags and save(), after a digest check in the realm

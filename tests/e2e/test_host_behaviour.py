@@ -6,9 +6,11 @@ assertion names the one it checks.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, List
 
+from gateway.host import CONTENT_TYPE, REQUEST_FACTS
 from rig import sipp
 
 from .conftest import Rig, need
@@ -35,14 +37,18 @@ def test_values_in_each_route_of_an_answered_call(gateway: Rig, work: Path) -> N
     invite = requests[0]
     # $socket_in(proto): the transport the request came in on
     assert invite["before"]["$socket_in(proto)"] == "tcp"
-    # python_exec's argument is formatted by the core: the facts, one a line, the sender's strings
-    # hex-encoded ({s.encode.hexa}), a null variable as <null>
-    facts = invite["facts"].split("\n")
-    assert facts[:2] == ["INVITE", "tcp"] and facts[5] == "1"  # one Contact
-    assert facts[2:4] == ["1", "0"]  # behind NAT (a 127.x Contact); the SDP not tested (so not private)
-    assert int(facts[4]) > 100  # $cl: the SDP's length
-    assert bytes.fromhex(facts[8]).decode() == callee.user and bytes.fromhex(facts[9]).decode() == "127.0.0.1"
-    assert bytes.fromhex(facts[14]).decode().lower() == "application/sdp"
+    # python_exec's argument is formatted by the core: the facts, the head's one a line and the others after
+    # tabs (the cfg's "\t" is a tab), the sender's strings hex-encoded ({s.encode.hexa}), a null variable as <null>
+    separators = "[\n\t]"
+    assert re.sub(f"[^{separators[1:-1]}]", "", invite["facts"]) == re.sub(f"[^{separators[1:-1]}]", "", REQUEST_FACTS)
+    facts = dict(zip(re.split(separators, REQUEST_FACTS), re.split(separators, invite["facts"])))
+    assert facts["$rm"] == "INVITE" and facts["$socket_in(proto)"] == "tcp" and facts["$hdrcnt(Contact)"] == "1"
+    # behind NAT (a 127.x Contact); the SDP not tested (so not private)
+    assert facts["$var(gw_nat)"] == "1" and facts["$var(gw_private)"] == "0"
+    assert int(facts["$cl"]) > 100  # the SDP's length
+    assert bytes.fromhex(facts["$(rU{s.encode.hexa})"]).decode() == callee.user
+    assert bytes.fromhex(facts["$(rd{s.encode.hexa})"]).decode() == "127.0.0.1"
+    assert bytes.fromhex(facts[CONTENT_TYPE]).decode().lower() == "application/sdp"
     # the router's answer: the actions in $var(gw_do), run by the cfg (a NATed SIP caller, no digest auth here)
     assert invite["after"]["$var(gw_do)"].split(",") == [
         "nat", "rport", "fix_contact", "lookup", "dialog", "record_route", "keep_record", "relay_call",
