@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -149,10 +150,16 @@ class Listener:
             try:
                 self.sock.bind(("127.0.0.1", port))
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     self.sock.close()
-                    raise
+                    # once seen under the full suite's load (EADDRINUSE after 5 s): say what holds the port
+                    try:  # ss is iproute2's (bin/setup installs it)
+                        held = subprocess.run(["ss", "-tanp", f"( sport = :{port} or dport = :{port} )"],
+                                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+                    except OSError as why:
+                        held = f"(no ss: {why})"
+                    raise OSError(exc.errno, f"{exc.strerror}: 127.0.0.1:{port} still held:\n{held}") from exc
                 time.sleep(0.1)
         self.sock.listen(8)
         self.sock.settimeout(0.2)
