@@ -20,8 +20,30 @@
       .join("\r\n");
   }
 
-  function watch(session) {
+  // The camera and microphone a call sends: taken here, not by JsSIP, so that a fake device that does not
+  // start at once (Chromium's, on a loaded machine: "NotReadableError") is asked again, each failure
+  // logged, before the call is placed or answered.  Released when the session ends.
+  async function localStream() {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await navigator.mediaDevices.getUserMedia(media.mediaConstraints);
+      } catch (e) {
+        log("getUserMedia attempt " + attempt + " failed " + e.name + ": " + e.message);
+        if (attempt === 3) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
+      }
+    }
+  }
+
+  function releaseWithSession(session, stream) {
+    const release = () => stream.getTracks().forEach((track) => track.stop());
+    session.on("ended", release);
+    session.on("failed", release);
+  }
+
+  function watch(session, stream) {
     state.session = session;
+    if (stream) releaseWithSession(session, stream);
     session.on("sdp", (e) => {
       // with setMedia's codecs, what the browser sends and what it takes in name only those
       const sdp = state.codecs ? onlyCodecs(e.sdp, state.codecs) : e.sdp;
@@ -30,8 +52,15 @@
     for (const name of ["progress", "accepted", "confirmed", "ended", "failed", "hold", "unhold", "reinvite", "update"]) {
       session.on(name, (e) => {
         const extra = e && e.cause ? " " + e.cause : e && e.originator ? " " + e.originator : "";
-        log("session " + name + extra);
+        // a failure also says who ended it and with which final reply, if one came
+        const why = name === "failed" && e ? " (" + e.originator + (e.message && e.message.status_code ? " " + e.message.status_code : "") + ")" : "";
+        log("session " + name + extra + why);
       });
+    }
+    // the browser's own media failures (e.g. the fake camera not starting) say why
+    for (const name of ["getusermediafailed", "peerconnection:createofferfailed", "peerconnection:createanswerfailed",
+                        "peerconnection:setlocaldescriptionfailed", "peerconnection:setremotedescriptionfailed"]) {
+      session.on(name, (e) => log(name + " " + (e && (e.name || "") + ": " + (e.message || e))));
     }
     // a DTMF digit that came as SIP INFO (JsSIP's newDTMF; a browser cannot see RFC 4733 events it receives)
     session.on("newDTMF", (e) => {
@@ -102,13 +131,19 @@
       ua.start();
     },
     // extraHeaders: header lines the INVITE carries besides JsSIP's own (e.g. "P-Preferred-Identity: <sip:...>")
-    call(target, extraHeaders) {
-      const session = state.ua.call(target, Object.assign({}, media, { extraHeaders: extraHeaders || [] }));
-      watch(session);
+    async call(target, extraHeaders) {
+      const stream = await localStream();
+      const session = state.ua.call(target, Object.assign({}, media, { mediaStream: stream, extraHeaders: extraHeaders || [] }));
+      watch(session, stream);
       log("calling " + target);
       return session.id;
     },
-    answer() { state.incoming.answer(media); },
+    async answer() {
+      const session = state.incoming;
+      const stream = await localStream();
+      releaseWithSession(session, stream);
+      session.answer(Object.assign({}, media, { mediaStream: stream }));
+    },
     // what the next calls and answers ask for: {audio, video} (video: Chromium's fake camera), and the
     // audio codecs the browser offers and accepts (null: all it has)
     // the loopback address family of the candidates the browser sends: IPv6 (::1) or IPv4 (127.0.0.1)

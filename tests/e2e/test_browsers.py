@@ -124,7 +124,7 @@ def test_browser_busy_and_cancel(gateway: Rig, browser_phone: Callable[..., WebP
     busy_call = alice.call_id()
     bob.reject(486)
     alice.wait_event("session failed")
-    assert "session failed Busy" in alice.events()
+    assert "session failed Busy (remote 486)" in alice.events()
     assert [e.sent["command"] for e in gateway.relay.commands(busy_call)] == ["offer", "delete"]
     settle(gateway, busy_call)
     alice.call(f"sip:{bob.user}@127.0.0.1")
@@ -135,7 +135,7 @@ def test_browser_busy_and_cancel(gateway: Rig, browser_phone: Callable[..., WebP
     alice.hangup()  # before answer: CANCEL
     alice.wait_event("session failed", count=2)
     bob.wait_event("session failed", count=2)
-    assert [e for e in alice.events() if e.startswith("session failed")][-1] == "session failed Canceled"
+    assert [e for e in alice.events() if e.startswith("session failed")][-1] == "session failed Canceled (local)"
     ops = [e.sent["command"] for e in gateway.relay.commands(cancelled)]
     assert ops[0] == "offer" and ops[-1] == "delete", ops
     settle(gateway, cancelled)

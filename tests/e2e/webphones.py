@@ -57,7 +57,10 @@ class WebPhone:
         call_id = self.call_id()
         assert callee.call_id() == call_id
         callee.answer()
-        self.wait_event("session confirmed")
+        try:
+            self.wait_event("session confirmed")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; callee {callee.user}'s events: {callee.events()}") from None
         return call_id
 
     def sent_invite(self) -> str:
