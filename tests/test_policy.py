@@ -159,8 +159,9 @@ def test_the_tables_kept_answers_are_those_of_fresh_tables_whatever_came_before(
 def test_a_change_of_a_decision_is_the_replaced_field_whatever_was_changed_before(
     header: str, value: str, media: MediaProxy, flags: str, toward: Optional[Kind], steps: List[int]
 ) -> None:
-    """Decisions keep their changes by their complete inputs (the decision, the field, the value): each is
-    what ``_replace`` of that field gives, after any changes of any decisions before."""
+    """Decisions keep their changes by their complete inputs (the decision's identity, the change, its
+    arguments): each is what ``_replace`` of that field gives, after any changes of any decisions before,
+    of this decision or of an equal copy."""
     decision = to_user()
     for step in steps:
         if step == 0:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from gateway import core, host
 from gateway.host import SEP, Act, Router
 from gateway.model import Branch, CallRecord, Leg, Media, Party, Registration, Step
-from gateway.policy import Decision, Kind, MediaProxy, Request, to_uri, to_user
+from gateway.policy import Decision, Kind, MediaProxy, Request, Tables, to_uri, to_user
 from gateway.profiles import Profiles
 from gateway.settings import Settings
 
@@ -479,6 +479,27 @@ def test_a_kept_answer_to_a_request_is_the_answer_afresh(requests: List[Tuple[st
             one, other = Msg(), Msg()
             assert kept.on_authorized(one) == fresh.on_authorized(other) == 1, "never asked"
             assert _effects(kept, one, other.sets) == _effects(fresh, other, other.sets), facts
+
+
+def test_a_decision_made_anew_for_each_request_gets_its_own_answer_where_a_gone_one_had_its_id() -> None:
+    """The router finds a decision's answer by the decision's identity first (Router._route): a rule that
+    makes a new decision for each request, equal to one before or not, gets its own decision's answer even
+    where a decision gone before had its id (CPython reuses the memory of the one just dropped)."""
+    trunks = {f"t{i}": f"sip:198.51.100.{i + 1}:5060" for i in range(7)}
+    config = Settings(trusted_sources=frozenset({"203.0.113.5"}), tables=Tables(trunks))
+
+    def rule(request: Request, default: Decision) -> Decision:
+        number = int(request.ruri_user) if request.ruri_user.isdigit() else 0  # (Router.fixed tries "bob")
+        return Decision("trunk", trunk=f"t{number % 7}")  # no constructor: never shared
+
+    r = Router.fixed(config, lambda text: None, route=rule)
+    for n in range(100):
+        facts = host.request_facts("MESSAGE", "udp", "0", "0", "0", "1", "203.0.113.5", "5060", _hex(str(n)),
+                                   _hex("127.0.0.1"), _hex("alice"), _hex("127.0.0.1"), _hex(str(n)),
+                                   _hex("127.0.0.1"), _hex(""))  # fmt: skip
+        msg = Msg()
+        assert r.on_request(msg, facts) == 1
+        assert msg.dst_uri == trunks[f"t{n % 7}"], n
 
 
 _REPLY_FIELDS = st.tuples(

@@ -432,7 +432,9 @@ class Router:
         self._replies: Dict[str, Answer] = {}
         self._in_dialogs: Dict[str, Answer] = {}
         self._failures: Dict[str, Answer] = {}
-        self._outcomes: Dict[Outcome, Answer] = {}
+        self._outcomes: Dict[Tuple[Any, ...], Tuple[Decision, Answer]] = {}
+        """The answers of _by_value by the decision's identity and the rest of the Outcome (``_route``)."""
+        self._by_value: Dict[Outcome, Answer] = {}
         self._plans: Dict[Tuple[Any, ...], List[Tuple[str, str]]] = {}
         self._heads: Dict[Tuple[str, str, str], Head] = {}
         self._checked: Dict[Decision, bool] = {}
@@ -624,8 +626,8 @@ class Router:
         return answer
 
     def _forget(self) -> None:
-        tables = (self._registers, self._replies, self._in_dialogs, self._failures, self._outcomes, self._plans)
-        for table in (*tables, self._heads, self._checked):
+        tables = (self._registers, self._replies, self._in_dialogs, self._failures, self._outcomes, self._by_value)
+        for table in (*tables, self._plans, self._heads, self._checked):
             table.clear()
         self._kept_generation = self.watcher.generation
 
@@ -768,12 +770,8 @@ class Router:
             )
         default = settings.tables.apply(request, _TO_USER if target is core.Target.LOCATION else _TO_DEFAULT, may_relay)
         decision = rules.route(request, default)
-        # the gateway's own is sound; what is not a Decision gets check_decision's reason (no look-up)
-        if decision is not default:
-            if not isinstance(decision, Decision):
-                core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
-            elif decision not in self._checked:
-                self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
+        if decision is not default and not isinstance(decision, Decision):
+            core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
         # callee() reads all of it, so with such a rule nothing is kept.
         method, ruri_user, _, _, _, _, _, source, port, transport, caller, behind_nat, has_sdp, _ = request
@@ -782,15 +780,27 @@ class Router:
         # a browser's in-dialog requests come back over its connection
         flow = flow_of(transport, source, port) if caller is Kind.BROWSER and method == "INVITE" else None
         side = settings.side_of(source) if len(settings.interfaces) > 1 else ""  # "" with one interface
-        # A plain tuple: it finds the Outcome of the same fields that keeps the answer (equal, same hash).
-        # (":" in source: core.is_ipv6, inline as it runs on every call)
-        key: Any = (decision, before, method, rewrite, transport, flow, has_sdp, private, behind_nat, side,
-                    ":" in source)  # fmt: skip
+        # The answer is kept by the decision's identity and the rest of the Outcome: rules return the same few
+        # shared decisions (the tables', the policy module's constructors and changes keep theirs), and hashing
+        # a decision's every field costs more than the look-up.  The entry holds the decision (no other object
+        # has its id while it is there).  (":" in source: core.is_ipv6, inline as it runs on every call)
+        key = (id(decision), before, method, rewrite, transport, flow, has_sdp, private, behind_nat, side,
+               ":" in source)  # fmt: skip
+        if rules.callee is None:
+            kept = self._outcomes.get(key)
+            if kept is not None:
+                return kept[1]
+        # the gateway's own is sound; the rules' is checked once for each equal decision
+        if decision is not default and decision not in self._checked:
+            self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
+        outcome = tuple.__new__(Outcome, (decision, *key[1:]))
         if rules.callee is not None:
-            return self._carry_out(rules, tuple.__new__(Outcome, key), request)
-        answer = self._outcomes.get(key)
-        if answer is None:
-            answer = self._kept(self._outcomes, tuple.__new__(Outcome, key), self._carry_out, rules)
+            return self._carry_out(rules, outcome, request)
+        # a decision made anew (equal to one kept, another object) finds its answer by value
+        answer = self._kept(self._by_value, outcome, self._carry_out, rules)
+        if len(self._outcomes) >= KEPT:
+            self._outcomes.clear()
+        self._outcomes[key] = (decision, answer)
         return answer
 
     def _carry_out(self, rules: Rules, outcome: Outcome, request: Optional[Request] = None) -> Answer:

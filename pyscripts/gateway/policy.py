@@ -28,7 +28,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 
 class Kind(enum.Enum):
@@ -129,41 +129,47 @@ class Decision(NamedTuple):
 
     # -- changes -----------------------------------------------------------------------
 
+    # Rules make the same few changes of the same few decisions on every request, and a change is a pure
+    # function of immutable values: each is kept (``_CHANGED``) by the decision's identity, which change, and
+    # its arguments as given, so that the same change of the same decision gives the same (shared) decision
+    # without building, checking or hashing anything of the decision.  The entry holds the decision it was
+    # made of: no other object has that id while the entry is there.
+
     def with_header(self, name: str, value: str) -> Decision:
         """Add ``name: value`` to the relayed request."""
-        return self._changed(ADD_HEADERS, (*self.add_headers, _header(name, value)))
+        kept = _CHANGED.get((id(self), ADD_HEADERS, name, value))
+        if kept is None:
+            kept = _change(self, (id(self), ADD_HEADERS, name, value), (*self.add_headers, _header(name, value)))
+        return kept[1]
 
     def without_header(self, name: str) -> Decision:
         """Remove every ``name`` header (any case) from the relayed request."""
-        return self._changed(REMOVE_HEADERS, (*self.remove_headers, _header(name)[0]))
+        kept = _CHANGED.get((id(self), REMOVE_HEADERS, name))
+        if kept is None:
+            kept = _change(self, (id(self), REMOVE_HEADERS, name), (*self.remove_headers, _header(name)[0]))
+        return kept[1]
 
     def with_media(self, media: MediaProxy) -> Decision:
-        return self._changed(MEDIA, media)
+        kept = _CHANGED.get((id(self), MEDIA, media))
+        if kept is None:
+            kept = _change(self, (id(self), MEDIA, media), media)
+        return kept[1]
 
     def with_rtpengine(self, flags: str, toward: Optional[Kind] = None) -> Decision:
         """Add rtpengine flags to the call's offers (toward a browser, a SIP device, or both when None)."""
-        words = _flags(flags)
-        return self._changed(RTPENGINE, (*self.rtpengine, (toward, words))) if words else self
+        kept = _CHANGED.get((id(self), RTPENGINE, flags, toward))
+        if kept is None:
+            words = _flags(flags)
+            value = (*self.rtpengine, (toward, words)) if words else None
+            kept = _change(self, (id(self), RTPENGINE, flags, toward), value)
+        return kept[1]
 
     def drop(self) -> Decision:
         """(``callee`` only) no branch to this kind of contact."""
-        return self._changed(DROPPED, True)
-
-    def _changed(self, index: int, value: object) -> Decision:
-        """``_replace`` of one field, without its generality.  Rules make the same few changes of the same few
-        decisions on every request: a pure function of immutable values, so its answers are kept by its
-        complete inputs (up to 4096), and the same change of the same decision gives the same (shared) one.
-        The decision is known by its identity (a kept entry holds it, so no other object has its id while
-        the entry is there): hashing a decision's every field costs more than the change itself."""
-        key = (id(self), index, value)
-        kept = _CHANGED.get(key)
-        if kept is not None and kept[0] is self:
-            return kept[1]
-        changed = tuple.__new__(Decision, (*self[:index], value, *self[index + 1 :]))
-        if len(_CHANGED) >= 4096:
-            _CHANGED.clear()
-        _CHANGED[key] = (self, changed)
-        return changed
+        kept = _CHANGED.get((id(self), DROPPED))
+        if kept is None:
+            kept = _change(self, (id(self), DROPPED), True)
+        return kept[1]
 
     def extra_flags(self, toward: Kind) -> str:
         if not self.rtpengine:
@@ -186,10 +192,21 @@ class Decision(NamedTuple):
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
 
 
-_CHANGED: Dict[Tuple[int, int, object], Tuple[Decision, Decision]] = {}
+_CHANGED: Dict[Tuple[Any, ...], Tuple[Decision, Decision]] = {}
 ADD_HEADERS, REMOVE_HEADERS, MEDIA, RTPENGINE, DROPPED = (
     Decision._fields.index(name) for name in ("add_headers", "remove_headers", "media", "rtpengine", "dropped")
 )
+
+
+def _change(decision: Decision, key: Tuple[Any, ...], value: object) -> Tuple[Decision, Decision]:
+    """``decision`` with the field ``key[1]`` replaced by ``value`` (``_replace`` without its generality; None:
+    no change), kept in ``_CHANGED`` by ``key`` (up to 4096) with the decision it was made of."""
+    index = key[1]
+    changed = decision if value is None else tuple.__new__(Decision, (*decision[:index], value, *decision[index + 1 :]))
+    if len(_CHANGED) >= 4096:
+        _CHANGED.clear()
+    kept = _CHANGED[key] = (decision, changed)
+    return kept
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,7 +231,11 @@ def _flags(flags: str) -> str:
 
 _TO_USER = Decision("user")  # decisions are immutable: the common one is made once
 
+# The decisions below are pure functions of their arguments, kept by them (up to 1024 each): rules make the
+# same few on every request, and a shared one finds the answers kept for it by its identity (Router._route).
 
+
+@functools.lru_cache(maxsize=1024)
 def to_user(user: Optional[str] = None) -> Decision:
     """To the registered contacts of ``user`` (of the called user when None)."""
     if user is None:
@@ -224,11 +245,13 @@ def to_user(user: Optional[str] = None) -> Decision:
     return Decision("user", user=user)
 
 
+@functools.lru_cache(maxsize=1024)
 def to_trunk(name: str) -> Decision:
     """To a trunk named in gateway.ini ``[trunks]``; the request URI stays as dialled."""
     return Decision("trunk", trunk=name)
 
 
+@functools.lru_cache(maxsize=1024)
 def to_uri(uri: str) -> Decision:
     """To any SIP URI: it becomes the request URI."""
     if not uri.startswith(("sip:", "sips:")) or _BAD_VALUE.search(uri) or " " in uri:
@@ -236,6 +259,7 @@ def to_uri(uri: str) -> Decision:
     return Decision("uri", uri=uri)
 
 
+@functools.lru_cache(maxsize=1024)
 def reply(code: int, reason: str) -> Decision:
     """Answer the request with this final reply (300-699)."""
     if not 300 <= code <= 699 or _BAD_VALUE.search(reason) or not reason:
