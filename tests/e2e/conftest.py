@@ -19,7 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple, Union
 
 import pytest
 
@@ -33,6 +33,20 @@ NO_OPENSIPS = (
     "no OpenSIPS to test against: set OPENSIPS_BIN=/path/to/sbin/opensips (several separated by ':') "
     "or put opensips on PATH"
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test's report shows what each OpenSIPS it used logged during it (the last LOG_TAIL lines): the
+    rigs are gone when the session ends, and a failure in CI is read from its report alone."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for rig, offset in item.stash.get(LOGGED, []):
+        lines = rig.log_since(offset).splitlines()[-LOG_TAIL:]
+        report.sections.append((f"OpenSIPS {rig.gw.version} logged during the test (last {LOG_TAIL} lines)",
+                                "\n".join(lines)))  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
@@ -198,17 +212,24 @@ def python_failures_expected() -> None:
     """Asked for by a test that makes the Python side fail on purpose (and counts the failures itself)."""
 
 
+#: The rigs a test uses and how much each had logged when it began (``pytest_runtest_makereport``).
+LOGGED = pytest.StashKey[List[Tuple[Rig, int]]]()
+#: The lines of a rig's log a failed test's report shows: the last ones it logged during the test.
+LOG_TAIL = 60
+
+
 @pytest.fixture(autouse=True)
 def no_python_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test, on every rig it uses: the Python side failed nowhere during the test."""
-    if "python_failures_expected" in request.fixturenames:
-        yield
-        return
     rigs = []
     for name in RIG_FIXTURES:
         if name in request.fixturenames:
             value = request.getfixturevalue(name)
             rigs.append(value[0] if isinstance(value, tuple) else value)
+    request.node.stash[LOGGED] = [(rig, rig.log_size()) for rig in rigs]
+    if "python_failures_expected" in request.fixturenames:
+        yield
+        return
     with contextlib.ExitStack() as stack:
         for rig in rigs:
             stack.enter_context(python_quiet(rig))
