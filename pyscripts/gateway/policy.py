@@ -40,6 +40,9 @@ class Kind(enum.Enum):
     SIP = "sip"
 
 
+_BROWSER = Kind.BROWSER  # a module constant: on Python 3.11 an enum's attribute costs a Python-level hook
+
+
 class MediaProxy(enum.Enum):
     """Whether a call takes rtpengine."""
 
@@ -87,7 +90,7 @@ class Request(NamedTuple):
 
     @property
     def from_browser(self) -> bool:
-        return self.caller is Kind.BROWSER
+        return self.caller is _BROWSER
 
 
 class Callee(NamedTuple):
