@@ -140,38 +140,42 @@ class Decision(NamedTuple):
 
     def with_header(self, name: str, value: str) -> Decision:
         """Add ``name: value`` to the relayed request."""
-        kept = _CHANGED.get((id(self), ADD_HEADERS, name, value))
+        key = (id(self), ADD_HEADERS, name, value)
+        kept = _CHANGED.get(key)
         if kept is None:
-            kept = _change(self, (id(self), ADD_HEADERS, name, value), (*self.add_headers, _header(name, value)))
+            kept = _change(self, key, (*self.add_headers, _header(name, value)))
         return kept[1]
 
     def without_header(self, name: str) -> Decision:
         """Remove every ``name`` header (any case) from the relayed request."""
-        kept = _CHANGED.get((id(self), REMOVE_HEADERS, name))
+        key = (id(self), REMOVE_HEADERS, name)
+        kept = _CHANGED.get(key)
         if kept is None:
-            kept = _change(self, (id(self), REMOVE_HEADERS, name), (*self.remove_headers, _header(name)[0]))
+            kept = _change(self, key, (*self.remove_headers, _header(name)[0]))
         return kept[1]
 
     def with_media(self, media: MediaProxy) -> Decision:
-        kept = _CHANGED.get((id(self), MEDIA, media))
+        key = (id(self), MEDIA, media)
+        kept = _CHANGED.get(key)
         if kept is None:
-            kept = _change(self, (id(self), MEDIA, media), media)
+            kept = _change(self, key, media)
         return kept[1]
 
     def with_rtpengine(self, flags: str, toward: Optional[Kind] = None) -> Decision:
         """Add rtpengine flags to the call's offers (toward a browser, a SIP device, or both when None)."""
-        kept = _CHANGED.get((id(self), RTPENGINE, flags, toward))
+        key = (id(self), RTPENGINE, flags, toward)
+        kept = _CHANGED.get(key)
         if kept is None:
             words = _flags(flags)
-            value = (*self.rtpengine, (toward, words)) if words else None
-            kept = _change(self, (id(self), RTPENGINE, flags, toward), value)
+            kept = _change(self, key, (*self.rtpengine, (toward, words)) if words else None)
         return kept[1]
 
     def drop(self) -> Decision:
         """(``callee`` only) no branch to this kind of contact."""
-        kept = _CHANGED.get((id(self), DROPPED))
+        key = (id(self), DROPPED)
+        kept = _CHANGED.get(key)
         if kept is None:
-            kept = _change(self, (id(self), DROPPED), True)
+            kept = _change(self, key, True)
         return kept[1]
 
     def extra_flags(self, toward: Kind) -> str:

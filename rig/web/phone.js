@@ -57,8 +57,8 @@
         log("session " + name + extra + why);
       });
     }
-    // the browser's own media failures (e.g. the fake camera not starting) say why
-    for (const name of ["getusermediafailed", "peerconnection:createofferfailed", "peerconnection:createanswerfailed",
+    // the browser's own media failures say why (getUserMedia's: localStream)
+    for (const name of ["peerconnection:createofferfailed", "peerconnection:createanswerfailed",
                         "peerconnection:setlocaldescriptionfailed", "peerconnection:setremotedescriptionfailed"]) {
       session.on(name, (e) => log(name + " " + (e && (e.name || "") + ": " + (e.message || e))));
     }
