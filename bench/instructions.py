@@ -22,12 +22,14 @@ through rtpengine, REGISTERs), the instructions of each instance and their
 ratio, split three ways:
 
 - the Python side: libpython and OpenSIPS's python module;
-- OpenSIPS's memory allocator (F_MALLOC: fm_malloc, fm_free, fm_realloc, for
-  pkg and shm memory), with its calls per call and instructions per call of
-  fm_malloc.  fm_malloc walks its free-fragment buckets one by one from the
-  size asked up to the first that holds a fragment, so what one allocation
-  costs depends on the layout of that process's heap (which fragments are
-  free), not on the caller;
+- OpenSIPS's memory allocator (``perf.ALLOCATOR``: HP_MALLOC's hp_pkg_malloc,
+  hp_shm_malloc, their free and realloc, as rig.gateway.ALLOCATOR runs OpenSIPS;
+  F_MALLOC's fm_malloc, fm_free, fm_realloc under ``--allocator F_MALLOC``), for
+  pkg and shm memory, with its malloc calls per call and instructions per
+  malloc.  Both walk their free-fragment buckets one by one from the size asked
+  up to the first that holds a fragment, so what one allocation costs depends
+  on the layout of that process's heap (which fragments are free), not on the
+  caller;
 - everything else (OpenSIPS, its modules, libc).
 
 With ``--compare REV`` a third instance, "before", runs opensips.cfg and pyscripts/ as they are at
@@ -59,10 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from rig.gateway import ALLOCATOR as RIG_ALLOCATOR
 from rig.gateway import make_certificate
 
 from . import run
-from .perf import ALLOCATOR, PYTHON_OBJECTS
+from .perf import ALLOCATOR, MALLOCS, PYTHON_OBJECTS
 
 #: Traffic of a run: a name, and what drives one instance with it (None: no traffic).
 TRAFFIC: Tuple[Tuple[str, Optional[str]], ...] = (
@@ -80,7 +83,7 @@ class Costs:
     by_object: Counter[str] = field(default_factory=Counter)
     by_function: Counter[str] = field(default_factory=Counter)
     mallocs: int = 0
-    """Calls of fm_malloc."""
+    """Calls of the allocator's malloc (perf.MALLOCS: pkg and shm)."""
 
     @property
     def total(self) -> int:
@@ -107,7 +110,7 @@ _NAME_TABLES = {"ob": "ob", "cob": "ob", "fn": "fn", "cfn": "fn"}
 
 
 def read_callgrind(path: Path) -> Costs:
-    """Self cost by object and function, and fm_malloc's calls, from one callgrind.out file.
+    """Self cost by object and function, and the allocator's malloc calls, from one callgrind.out file.
 
     Names may be compressed: ``fn=(12) name`` the first time, ``fn=(12)`` after, one table for
     objects (ob/cob), one for functions (fn/cfn).  A cost line right after ``calls=`` is the call's
@@ -147,7 +150,7 @@ def read_callgrind(path: Path) -> Costs:
                 continue
             if key == "calls":
                 inclusive = True
-                if callee == "fm_malloc":
+                if callee in MALLOCS:
                     costs.mallocs += int(value.split()[0])
                 continue
             text = name(key, value)
@@ -283,7 +286,14 @@ def add_steps(one: run.Step, other: run.Step) -> run.Step:
 def run_args(args: argparse.Namespace) -> argparse.Namespace:
     """What bench.run's Bench reads of its arguments: no perf, no waiting for the load average."""
     return argparse.Namespace(
-        shm=args.shm, perf=False, max_load=99.0, max_wait=0.0, compare=None, settle=0.0, mix=getattr(args, "mix", None)
+        shm=args.shm,
+        allocator=getattr(args, "allocator", None),
+        perf=False,
+        max_load=99.0,
+        max_wait=0.0,
+        compare=None,
+        settle=0.0,
+        mix=getattr(args, "mix", None),
     )
 
 
@@ -296,7 +306,7 @@ def report(pairs: Dict[str, Tuple[Run, Run]], heading: str) -> None:
     requests the first had more."""
     run.say(heading)
     head = f"  {'traffic':<15} {'cfg':<7} {'all':>10} {'Python':>8} {'allocator':>10} {'the rest':>9}"
-    run.say(head + f" {'fm_malloc calls x instructions':>31}  failed retrans")
+    run.say(head + f" {'malloc calls x instructions':>31}  failed retrans")
     for label, (found, base) in pairs.items():
         figures: Dict[str, Tuple[float, float, float]] = {}
         for cfg in [c for c in ("native", "python", "before") if c in found.costs]:
@@ -308,7 +318,8 @@ def report(pairs: Dict[str, Tuple[Run, Run]], heading: str) -> None:
             python = per_call(now, before, calls, lambda c: c.python)
             alloc = per_call(now, before, calls, lambda c: c.allocator)
             mallocs = per_call(now, before, calls, lambda c: c.mallocs)
-            each = per_call(now, before, calls, lambda c: c.by_function["fm_malloc"]) / mallocs if mallocs else 0.0
+            malloc = per_call(now, before, calls, lambda c: sum(c.by_function[m] for m in MALLOCS))
+            each = malloc / mallocs if mallocs else 0.0
             figures[cfg] = (total, python, alloc)
             failed = f"{step.failed:>6} {step.stats.retransmissions:>7}" if step is not None else "     -       -"
             rest = total - python - alloc
@@ -385,6 +396,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.instructions", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
+    parser.add_argument(
+        "--allocator",
+        default=RIG_ALLOCATOR,
+        help=f"OpenSIPS's memory allocator, every instance (-a; {RIG_ALLOCATOR} as the rig)",
+    )
     parser.add_argument(
         "--compare", metavar="REV", help="also the gateway (opensips.cfg + pyscripts/) at this git revision"
     )

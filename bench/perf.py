@@ -72,10 +72,15 @@ class Sampler:
         return found
 
 
-#: OpenSIPS's memory allocator (mem/f_malloc*.h, pkg and shm): its samples are kept under this key,
-#: which is no shared object's name.
-ALLOCATOR = frozenset({"fm_malloc", "fm_free", "fm_realloc"})
-ALLOCATOR_KEY = "(allocator: fm_malloc, fm_free, fm_realloc)"
+#: OpenSIPS's memory allocators' entry points, pkg and shm: F_MALLOC's (mem/f_malloc*.h) and HP_MALLOC's
+#: (mem/hp_malloc*.h, rig.gateway.ALLOCATOR); their samples are kept under ALLOCATOR_KEY, which is no
+#: shared object's name.
+MALLOCS = frozenset({"fm_malloc", "hp_pkg_malloc", "hp_shm_malloc", "hp_shm_malloc_unsafe"})
+ALLOCATOR = MALLOCS | frozenset({
+    "fm_free", "fm_realloc", "hp_pkg_free", "hp_pkg_realloc", "hp_shm_free", "hp_shm_free_unsafe", "hp_shm_realloc",
+    "hp_shm_realloc_unsafe",
+})  # fmt: skip
+ALLOCATOR_KEY = "(allocator: its malloc, free, realloc)"
 
 
 def samples_by(perf: str, data: Path, key: str) -> Dict[str, int]:
