@@ -6,7 +6,7 @@
     python3 -m bench.run --rules recipes # only with the README's recipes active (default: both, a sweep each)
     OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.run
 
-Starts rtpengine (loopback, userspace, media ports 40000-44999) and two
+Starts rtpengine (loopback, userspace, media ports 20000-29999) and two
 OpenSIPS instances side by side on free loopback ports, with the same site.cfg
 and shared memory: opensips/opensips.cfg (routing in Python) and
 bench/native.cfg (the same decisions in native script).  SIPp drives them in
@@ -65,7 +65,7 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 from gateway.settings import parse as parse_settings
 from rig import mi
 from rig.gateway import ALLOCATOR, make_certificate, module_dir, opensips_binaries, version_of
-from rig.ports import free_port
+from rig.ports import BENCH_MEDIA, ephemeral, free_port
 from rig.subscribers import subscribers
 
 from . import perf, procs, site
@@ -78,8 +78,12 @@ PYTHON_CFG = REPO / "opensips" / "opensips.cfg"
 NATIVE_CFG = REPO / "bench" / "native.cfg"
 ENTRY = REPO / "pyscripts" / "opensips_entry.py"
 
-#: rtpengine's media ports: rig/ports.py never hands these out (the tests' rtpengines use 30000-39999).
-MEDIA_PORTS = (40000, 44999)
+#: rtpengine's media ports (rig.ports.BENCH_MEDIA, which free_port never hands out): below the kernel's
+#: ephemeral range.  In it (40000-44999 before), SIPp's sockets (-t un: one per call) took ports there, and
+#: at 1,500 calls/s rtpengine ran out ("Failed to get 2 consecutive ports ... Address already in use"):
+#: thousands of failed calls, in either instance, which were not the gateway's.  10,000 ports hold about
+#: 2,500 calls at once.
+MEDIA_PORTS = (BENCH_MEDIA.start, BENCH_MEDIA.stop - 1)
 #: What rtpengine logs (at --log-level=4 too) for a flag or dictionary key it did not take
 #: (tests/rtpengine_fixture.py COMPLAINT): the rules' flags must not be among them.
 RTPENGINE_COMPLAINT = re.compile(
@@ -386,7 +390,7 @@ class Bench:
                 f"--port-max={MEDIA_PORTS[1]}",
                 "--delete-delay=0",
                 # Sessions of calls that failed under overload (no BYE) give their ports back after 5 s
-                # instead of 60: 5,000 ports hold only about 1,250 calls.
+                # instead of 60.
                 "--timeout=5",
                 "--silent-timeout=5",
                 "--offer-timeout=5",
@@ -708,6 +712,10 @@ class Bench:
         modes = modes_of(args)
         say(f"OpenSIPS {tools.version} ({tools.opensips}); SIPp {tools.sipp}; rtpengine {tools.rtpengine}")
         say(f"work folder {self.folder} (logs, SIPp statistics)")
+        outgoing = ephemeral()
+        overlap = "" if BENCH_MEDIA.stop <= outgoing.start or BENCH_MEDIA.start >= outgoing.stop else ": THEY OVERLAP"
+        say(f"rtpengine media ports {MEDIA_PORTS[0]}-{MEDIA_PORTS[1]}; the kernel's ephemeral ports (SIPp's sockets, "
+            f"-t un) {outgoing.start}-{outgoing.stop - 1}{overlap}")  # fmt: skip
         say(f"source/contact mix: {self.mix.describe()}")
         if "recipes" in modes:
             say(f"with the recipes: {dataclasses.replace(self.mix, rules=True).describe()}")

@@ -11,14 +11,18 @@ import random
 import socket
 from typing import Set, Tuple
 
-#: Ports never handed out: other rtpengines' media on this machine (30000-34999,
-#: 40000-44999 seen in use) and ours (35000-39999).
-RESERVED = range(30000, 45000)
+#: The benchmark's rtpengine media (bench/run.py MEDIA_PORTS): below the ephemeral range too, where
+#: no outgoing socket takes one (SIPp -t un opens one per call: thousands at 1,500 calls/s).
+BENCH_MEDIA = range(20000, 30000)
+#: Ports never handed out: the benchmark's media, other rtpengines' media on this machine (30000-34999,
+#: 40000-44999 seen in use) and the rig's (35000-39999).
+RESERVED = range(20000, 45000)
 #: Where ports are drawn from: under the ephemeral range (Linux's default starts at 32768).
-POOL = range(10000, 30000)
+POOL = range(10000, 20000)
 
 
-def _ephemeral() -> range:
+def ephemeral() -> range:
+    """The kernel's ephemeral port range (where outgoing sockets get theirs)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
             low, high = (int(x) for x in fh.read().split())
@@ -50,11 +54,11 @@ _handed: Set[int] = set()
 def free_port(udp: bool = True, tcp: bool = True, even: bool = False, span: int = 1) -> int:
     """A port (with ``span - 1`` after it) free on 127.0.0.1 for the transports asked; bounded number of tries."""
     kinds = tuple(k for k, wanted in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)) if wanted)
-    ephemeral = _ephemeral()
+    ephemeral_ports = ephemeral()
     for _ in range(200):
         port = random.choice(POOL)
         block = range(port, port + max(span, 2 if even else 1))
-        if any(p in RESERVED or p in ephemeral or p in _handed for p in block) or (even and port % 2):
+        if any(p in RESERVED or p in ephemeral_ports or p in _handed for p in block) or (even and port % 2):
             continue
         if all(_bindable(p, kinds) for p in block):
             _handed.update(block)
