@@ -22,9 +22,9 @@ through rtpengine, REGISTERs), the instructions of each instance and their
 ratio, split three ways:
 
 - the Python side: libpython and OpenSIPS's python module;
-- OpenSIPS's memory allocator (``perf.ALLOCATOR``: HP_MALLOC's hp_pkg_malloc,
-  hp_shm_malloc, their free and realloc, as rig.gateway.ALLOCATOR runs OpenSIPS;
-  F_MALLOC's fm_malloc, fm_free, fm_realloc under ``--allocator F_MALLOC``), for
+- OpenSIPS's memory allocator (``perf.ALLOCATOR``: F_MALLOC's fm_malloc, fm_free,
+  fm_realloc, the default; HP_MALLOC's hp_pkg_malloc, hp_shm_malloc, their free
+  and realloc under ``--allocator HP_MALLOC``), for
   pkg and shm memory, with its malloc calls per call and instructions per
   malloc.  Both walk their free-fragment buckets one by one from the size asked
   up to the first that holds a fragment, so what one allocation costs depends
@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from rig.gateway import ALLOCATOR as RIG_ALLOCATOR
 from rig.gateway import make_certificate
 
 from . import run
@@ -396,11 +395,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.instructions", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
-    parser.add_argument(
-        "--allocator",
-        default=RIG_ALLOCATOR,
-        help=f"OpenSIPS's memory allocator, every instance (-a; {RIG_ALLOCATOR} as the rig)",
-    )
+    parser.add_argument("--allocator", help="OpenSIPS's memory allocator for every instance (-a, e.g. HP_MALLOC)")
     parser.add_argument(
         "--compare", metavar="REV", help="also the gateway (opensips.cfg + pyscripts/) at this git revision"
     )

@@ -73,7 +73,7 @@ class Sampler:
 
 
 #: OpenSIPS's memory allocators' entry points, pkg and shm: F_MALLOC's (mem/f_malloc*.h) and HP_MALLOC's
-#: (mem/hp_malloc*.h, rig.gateway.ALLOCATOR); their samples are kept under ALLOCATOR_KEY, which is no
+#: (mem/hp_malloc*.h, bench.run --allocator HP_MALLOC); their samples are kept under ALLOCATOR_KEY, which is no
 #: shared object's name.
 MALLOCS = frozenset({"fm_malloc", "hp_pkg_malloc", "hp_shm_malloc", "hp_shm_malloc_unsafe"})
 ALLOCATOR = MALLOCS | frozenset({

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from gateway import host
-from rig.gateway import ALLOCATOR
 from rig.ports import free_port
 
 from . import procs
@@ -180,8 +179,7 @@ def measure(tools: Tools, processes: Processes, folder: Path, variant: str, coun
     cfg = folder / f"probe-{port}.cfg"
     cfg.write_text(with_mpath("#\n" + CFG.format(port=port, python_modules=modules, variant=variant), tools.mpath))
     with open(folder / f"opensips-{port}.log", "wb") as log:
-        argv = [tools.opensips, "-F", "-m", "256", "-M", "32", "-a", ALLOCATOR, "-f", str(cfg)]
-        proc = processes.start("opensips", argv, log)
+        proc = processes.start("opensips", [tools.opensips, "-F", "-m", "256", "-M", "32", "-f", str(cfg)], log)
         try:
             time.sleep(2.5)
             if proc.poll() is not None:

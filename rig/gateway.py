@@ -36,15 +36,6 @@ REPO = Path(__file__).resolve().parent.parent
 CFG_DIR = REPO / "opensips"
 ENTRY = REPO / "pyscripts" / "opensips_entry.py"
 
-#: OpenSIPS's memory allocator for pkg and shm memory (``-a``), as README "Deploying" says to run it.
-#: F_MALLOC, the default, finds a free fragment by walking its size buckets one by one, and frees by
-#: joining neighbours: in shared memory, where every worker's transactions and dialogs come and go, a
-#: small allocation walked ~2,000-4,000 instructions, and how far depended on what else was free
-#: (the gateway's workers paid twice native.cfg's for the same 37 allocations a call).  HP_MALLOC keeps
-#: freed shm fragments in their size's bucket (no joining), so they are found again at once: OpenSIPS's
-#: instructions per call fell by 10-22 % (bench/README.md).
-ALLOCATOR = "HP_MALLOC"
-
 #: tm's fr_inv_timeout on the rig (seconds a callee may ring before the caller gets 408).
 FR_INV_TIMEOUT = 4
 
@@ -494,8 +485,7 @@ class Gateway:
         environment = dict(os.environ)
         environment.update(env)
         environment["GATEWAY_SETTINGS"] = str(self.folder / "gateway.ini")
-        opensips = [self.binary, "-F", "-m", "256", "-a", ALLOCATOR, "-f", str(self.folder / "opensips.cfg")]
-        argv = netns.command(self.namespace, opensips)
+        argv = netns.command(self.namespace, [self.binary, "-F", "-m", "256", "-f", str(self.folder / "opensips.cfg")])
         with open(self.log_path, "ab") as log:  # a restart's log follows the first run's
             self.opensips = subprocess.Popen(
                 argv,

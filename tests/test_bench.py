@@ -795,7 +795,7 @@ totals: 637
 
 
 def test_hp_mallocs_calls_and_costs_are_the_allocators(tmp_path: pathlib.Path) -> None:
-    """Under HP_MALLOC (rig.gateway.ALLOCATOR) the allocator is hp_pkg_malloc, hp_shm_malloc and their kin."""
+    """Under HP_MALLOC (--allocator) the allocator is hp_pkg_malloc, hp_shm_malloc and their kin."""
     from bench.instructions import read_callgrind
 
     text = """# callgrind format
@@ -819,26 +819,6 @@ fn=(4) hp_pkg_free
     (tmp_path / "callgrind.out.1").write_text(text)
     costs = read_callgrind(tmp_path / "callgrind.out.1")
     assert (costs.mallocs, costs.allocator, costs.total) == (7, 129, 229)
-
-
-def test_the_rig_and_the_benchmarks_run_the_allocator_deploying_names() -> None:
-    from bench import instructions, run
-    from rig.gateway import ALLOCATOR
-
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"Start OpenSIPS with `-a {ALLOCATOR} -f opensips/opensips.cfg`" in readme
-    defaults = []
-
-    def parse(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
-        defaults.append(self.get_default("allocator"))
-        raise SystemExit(0)  # the parser as main() made it: nothing is run
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(argparse.ArgumentParser, "parse_args", parse)
-        for module in (run, instructions):
-            with pytest.raises(SystemExit):
-                module.main([])
-    assert defaults == [ALLOCATOR, ALLOCATOR]
 
 
 def test_the_instruction_benchmark_skips_with_its_reason_without_valgrind(
