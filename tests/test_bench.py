@@ -1212,3 +1212,18 @@ def test_the_instruction_runs_take_the_rules_and_the_revision_they_are_given(
     instructions.measure(tools, args, "valgrind", tmp_path / "steady", "recipes")
     assert [(d, t) for d, _m, _b, t in runs] == [(None, 1), ("calls", 1), ("calls", 2), ("media", 1), ("media", 2)]
     assert reports == [["no media", "with rtpengine"]] * 2
+
+
+def test_the_benchmarks_media_ports_are_nobody_elses() -> None:
+    """rtpengine's media range in bench.run: below the ephemeral range SIPp's per-call sockets take ports from
+    (its ports ran out there at 1,500 calls/s), and never a port free_port hands to a listener."""
+    from bench.run import MEDIA_PORTS
+    from rig import ports
+
+    media = range(MEDIA_PORTS[0], MEDIA_PORTS[1] + 1)
+    assert media == ports.BENCH_MEDIA and len(media) >= 10000
+    assert media.stop <= 32768  # Linux's default ephemeral range starts there
+    assert all(p in ports.RESERVED for p in (media.start, media.stop - 1))
+    assert not set(media) & set(ports.POOL)
+    taken = {ports.free_port() for _ in range(50)}
+    assert not taken & set(media)
