@@ -380,6 +380,7 @@ def measure(tools: run.Tools, args: argparse.Namespace, valgrind: str, folder: P
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allocator", help="OpenSIPS's memory allocator for every instance (-a, e.g. HP_MALLOC)")
     parser.add_argument("--vg-rate", dest="vg_rate", type=int, default=10, help="requests/s under valgrind")
     parser.add_argument("--vg-seconds", dest="vg_seconds", type=float, default=30.0, help="seconds of traffic")
     parser.add_argument("--vg-span", dest="vg_span", type=float, default=50.0, help="seconds from start to stop")
@@ -395,7 +396,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.instructions", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
-    parser.add_argument("--allocator", help="OpenSIPS's memory allocator for every instance (-a, e.g. HP_MALLOC)")
     parser.add_argument(
         "--compare", metavar="REV", help="also the gateway (opensips.cfg + pyscripts/) at this git revision"
     )

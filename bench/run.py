@@ -468,10 +468,10 @@ class Bench:
         elif mode != "default":
             shutil.copy(rules.policy, folder / "policy.py")
             env["GATEWAY_POLICY"] = str(folder / "policy.py")
-        argv = [*prefix, self.tools.opensips, "-F", "-m", str(self.args.shm), "-M", "32", "-f", str(target)]
+        # every instance's allocator, pkg and shm (docs/host-facts.md: OpenSIPS's default, F_MALLOC, is kept)
         allocator = getattr(self.args, "allocator", None)
-        if allocator:  # every instance's, pkg and shm (docs/host-facts.md: F_MALLOC, the default, is kept)
-            argv[-2:-2] = ["-a", allocator]
+        argv = [*prefix, self.tools.opensips, "-F", "-m", str(self.args.shm), "-M", "32"]
+        argv += [*(["-a", allocator] if allocator else []), "-f", str(target)]
         inst.proc = self.processes.start(f"opensips-{name}", argv, self.log(f"opensips-{name}"), str(folder), env)
         deadline = time.monotonic() + 30
         while True:
@@ -1258,7 +1258,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="sweeps over all rates (CPU: the least is kept)")
     parser.add_argument("--shm", type=int, default=1024, help="OpenSIPS shared memory, MB")
-    parser.add_argument("--allocator", help="OpenSIPS's memory allocator for every instance (-a, e.g. HP_MALLOC)")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load average to go below")
     parser.add_argument("--max-wait", type=float, default=10.0, help="... but at most this many seconds per step")
     parser.add_argument("--compare", metavar="REV", help="also measure opensips.cfg + pyscripts/ at this git revision")
