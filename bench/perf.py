@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .procs import Processes
 
@@ -55,6 +55,8 @@ class Sampler:
         argv = [perf, "record", "-q", "-e", "cpu-clock", "-c", str(PERIOD_NS), "-o", str(out)]
         argv += ["-p", ",".join(str(p) for p in pids)]
         self.proc = processes.start("perf", argv)
+        self.symbols: Dict[str, int] = {}
+        """After stop(): samples by function, "<shared object>  [.] <symbol>"."""
 
     def stop(self) -> Dict[str, int]:
         """Samples by shared object, and ALLOCATOR_KEY's; {} when perf recorded nothing readable."""
@@ -67,8 +69,8 @@ class Sampler:
         self.processes.stop(self.proc)
         found = samples_by(self.perf, self.out, "dso")
         if found:
-            by_symbol = samples_by(self.perf, self.out, "sym")
-            found[ALLOCATOR_KEY] = sum(n for sym, n in by_symbol.items() if sym.split()[-1] in ALLOCATOR)
+            self.symbols = samples_by(self.perf, self.out, "dso,sym")
+            found[ALLOCATOR_KEY] = sum(n for sym, n in self.symbols.items() if sym.split()[-1] in ALLOCATOR)
         return found
 
 
@@ -107,6 +109,38 @@ def parse_report(text: str) -> Dict[str, int]:
         if match:
             found[match.group(2)] = found.get(match.group(2), 0) + int(match.group(1))
     return found
+
+
+def extra(ours: Sequence[Tuple[Dict[str, int], int]], native: Sequence[Tuple[Dict[str, int], int]]) -> Dict[str, float]:
+    """Microseconds of CPU per call an instance spends over native in each function ("<shared object>  [.]
+    <symbol>" of Sampler.symbols): each side's samples summed over its steps, (symbols, calls), over their
+    calls.  Negative where native spends more."""
+
+    def per_call(steps: Sequence[Tuple[Dict[str, int], int]]) -> Dict[str, float]:
+        calls = sum(n for _symbols, n in steps)
+        found: Dict[str, float] = {}
+        for symbols, _n in steps:
+            for name, samples in symbols.items():
+                found[name] = found.get(name, 0.0) + samples * PERIOD_NS / 1e3 / max(calls, 1)
+        return found
+
+    a, b = per_call(ours), per_call(native)
+    return {name: a.get(name, 0.0) - b.get(name, 0.0) for name in set(a) | set(b)}
+
+
+def by_object(extra_us: Dict[str, float]) -> List[Tuple[str, float, List[Tuple[str, float]]]]:
+    """``extra``'s figures by shared object, the largest difference first, each with its functions (the
+    largest difference either way first: an object's sum may hide a large one of each sign):
+    [(object, us, [(symbol, us), ...])]."""
+    grouped: Dict[str, List[Tuple[str, float]]] = {}
+    for name, us in extra_us.items():
+        parts = name.split(maxsplit=2)
+        obj, symbol = parts[0], parts[-1] if len(parts) == 3 else "?"
+        grouped.setdefault(obj, []).append((symbol, us))
+    found = [
+        (obj, sum(us for _s, us in funcs), sorted(funcs, key=lambda f: -abs(f[1]))) for obj, funcs in grouped.items()
+    ]
+    return sorted(found, key=lambda g: -g[1])
 
 
 def python_share(samples: Dict[str, int]) -> Tuple[int, int]:

@@ -34,12 +34,15 @@ class Cpu:
     """utime + stime from /proc/<pid>/stat, in clock ticks (what top and ps count)."""
     ns: int
     """On-CPU time from /proc/<pid>/task/*/schedstat, in nanoseconds (exact, a cross-check)."""
+    faults: int = 0
+    """Minor page faults (minflt of /proc/<pid>/stat): the first touch of memory by this process, e.g. shm
+    pages at a concurrency it had not reached before."""
 
     def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(self.ticks - other.ticks, self.ns - other.ns)
+        return Cpu(self.ticks - other.ticks, self.ns - other.ns, self.faults - other.faults)
 
     def __add__(self, other: Cpu) -> Cpu:
-        return Cpu(self.ticks + other.ticks, self.ns + other.ns)
+        return Cpu(self.ticks + other.ticks, self.ns + other.ns, self.faults + other.faults)
 
     @property
     def seconds(self) -> float:
@@ -60,13 +63,14 @@ def cpu_by_pid(pids: Iterable[int]) -> Dict[int, Cpu]:
         try:
             fields = _stat_fields(pid)
             ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+            faults = int(fields[7])  # minflt (field 10 of stat)
             ns = 0
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as handle:
                     ns += int(handle.read().split()[0])
         except (OSError, IndexError, ValueError):
             continue  # gone
-        found[pid] = Cpu(ticks, ns)
+        found[pid] = Cpu(ticks, ns, faults)
     return found
 
 

@@ -446,14 +446,14 @@ def test_every_step_is_charged_the_same_window_less_the_idle_rate(
     bench = run.Bench(tools, args)
     try:
         inst = run.Instance("python", tmp_path, LISTEN, uas=[1], uac=[2], pids=[11, 12], kinds={11: "main", 12: "udp"})
-        clock = {11: Cpu(100, 1_000_000_000), 12: Cpu(50, 500_000_000)}
+        clock = {11: Cpu(100, 1_000_000_000, 7), 12: Cpu(50, 500_000_000, 40)}
         monkeypatch.setattr(procs, "cpu_by_pid", lambda pids: {pid: clock[pid] for pid in pids})
         monkeypatch.setattr(procs, "machine_busy_ticks", lambda: (0, 0))
         monkeypatch.setattr(bench, "ours", lambda: 0)
         bench.idle_rate["python"] = {11: (0.0, 1e6), 12: (0.0, 0.0)}  # 1 ms of CPU per second, idle
 
-        def load() -> None:  # the load costs process 12 one second and 10 ticks
-            clock[12] = Cpu(60, 1_500_000_000)
+        def load() -> None:  # the load costs process 12 one second, 10 ticks and 25 page faults
+            clock[12] = Cpu(60, 1_500_000_000, 65)
 
         step = run.Step("calls", False, 500, "python", 1000)
         bench.measured(inst, step, tmp_path / "s", False, 0.05, load)
@@ -461,10 +461,42 @@ def test_every_step_is_charged_the_same_window_less_the_idle_rate(
         assert step.cpu is not None and step.cpu.ticks == 10
         assert step.cpu.ns == 1_000_000_000 - round(1e6 * step.window)
         assert step.ns_by_kind == {"main": -round(1e6 * step.window), "udp": 1_000_000_000}
+        assert step.faults == 25 and "faults 0.0/call" in run.describe(step)  # 25 of 1,000 calls
         assert bench.steps == [step]
         step2 = run.Step("calls", False, 500, "python", 1000)
         bench.measured(inst, step2, tmp_path / "s2", False, 0.05, lambda: None)  # nothing more: idle only
-        assert step2.cpu == Cpu(0, 0)
+        assert step2.cpu == Cpu(0, 0) and step2.faults == 0
+    finally:
+        bench.close()
+        shutil.rmtree(bench.folder, ignore_errors=True)
+
+
+def test_the_warm_up_reaches_the_highest_rate_of_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each instance and traffic gets a step's worth of calls at the run's highest rate before any figure: a
+    step at a concurrency its instance had not reached pays the first touch of that memory."""
+    from bench import run
+
+    tools = run.Tools("/bin/true", "3.6.8", "/x/", "sipp", "rtpengine")
+    args = argparse.Namespace(settle=0.0, perf=False, rates=[500, 1500, 1000], seconds=6.0)
+    bench = run.Bench(tools, args)
+    try:
+        for name in ("python", "native"):
+            bench.instances[name] = run.Instance(name, bench.folder, LISTEN, uas=[1], uac=[2], pids=[], kinds={})
+        asked = []
+
+        def calls(inst: Any, media: bool, rate: int, count: int, sample: bool = True, settle: Any = None) -> Any:
+            asked.append((inst.name, media, rate, count, sample))
+            step = run.Step("calls", media, rate, inst.name, count)
+            bench.steps.append(step)
+            return step
+
+        monkeypatch.setattr(bench, "calls", calls)
+        monkeypatch.setattr(run.Instance, "drain", lambda self, limit=12.0: (0.0, 0))  # no MI here
+        bench.warm_up()
+        assert sorted(asked) == sorted(
+            (name, media, 1500, 9000, False) for name in ("python", "native") for media in (False, True)
+        )
+        assert bench.steps == []  # none of it is a figure
     finally:
         bench.close()
         shutil.rmtree(bench.folder, ignore_errors=True)
@@ -748,6 +780,33 @@ def test_perf_samples_by_symbol_name_the_allocator() -> None:
     assert sum(n for sym, n in samples.items() if sym.split()[-1] in perf.ALLOCATOR) == 3646 + 206
     # Kept beside the shared objects, the allocator's samples are not counted twice in the total.
     assert perf.python_share({"opensips": 900, "libpython3.11.so.1.0": 100, perf.ALLOCATOR_KEY: 400}) == (100, 1000)
+
+
+def test_perf_tells_by_function_where_an_instance_spends_more_than_native() -> None:
+    from bench import perf
+
+    report = """# Overhead       Samples  Shared Object         Symbol
+     1.44%           120  libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault
+     1.00%            40  opensips              [.] fm_malloc
+     0.50%            20  [kernel.kallsyms]     [k] finish_task_switch.isra.0
+"""
+    ours = perf.parse_report(report)
+    assert ours["libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault"] == 120
+    native = {"opensips              [.] fm_malloc": 30, "opensips              [.] parse_via": 20}
+    # two steps of 1,000 calls each on our side, one of 500 on native's; one sample is PERIOD_NS of CPU
+    us = perf.PERIOD_NS / 1e3
+    extra = perf.extra([(ours, 1000), (ours, 1000)], [(native, 500)])
+    assert extra["libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault"] == pytest.approx(240 * us / 2000)
+    assert extra["opensips              [.] fm_malloc"] == pytest.approx(80 * us / 2000 - 30 * us / 500)
+    assert extra["opensips              [.] parse_via"] == pytest.approx(-20 * us / 500)
+    objects = perf.by_object(extra)
+    assert [obj for obj, _us, _funcs in objects] == ["libpython3.11.so.1.0", "[kernel.kallsyms]", "opensips"]
+    kernel = objects[1]
+    assert [symbol for symbol, _us in kernel[2]] == ["finish_task_switch.isra.0"]
+    assert kernel[1] == pytest.approx(40 * us / 2000)
+    opensips = objects[2]
+    assert opensips[1] == pytest.approx((80 * us / 2000 - 30 * us / 500) - 20 * us / 500)
+    assert [symbol for symbol, _us in opensips[2]] == ["parse_via", "fm_malloc"]  # the largest either way first
 
 
 def test_callgrind_files_are_read_as_self_cost_by_object_and_function(tmp_path: pathlib.Path) -> None:
