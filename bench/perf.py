@@ -56,7 +56,7 @@ class Sampler:
         argv += ["-p", ",".join(str(p) for p in pids)]
         self.proc = processes.start("perf", argv)
         self.symbols: Dict[str, int] = {}
-        """After stop(): samples by function, "<shared object>  [.] <symbol>"."""
+        """After stop(): samples by function, "<shared object> [.] <symbol>"."""
 
     def stop(self) -> Dict[str, int]:
         """Samples by shared object, and ALLOCATOR_KEY's; {} when perf recorded nothing readable."""
@@ -102,17 +102,19 @@ def samples_by(perf: str, data: Path, key: str) -> Dict[str, int]:
 
 def parse_report(text: str) -> Dict[str, int]:
     """``perf report --sort dso -n`` lines, "    52.96%          3646  opensips", as {dso: samples}
-    (with --sort sym: "[.] fm_malloc")."""
+    (with --sort sym: "[.] fm_malloc"; with --sort dso,sym: "opensips [.] fm_malloc", one space between the
+    columns, which perf pads to the report's longest name)."""
     found: Dict[str, int] = {}
     for line in text.splitlines():
         match = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S.*?)\s*$", line)
         if match:
-            found[match.group(2)] = found.get(match.group(2), 0) + int(match.group(1))
+            key = " ".join(match.group(2).split())
+            found[key] = found.get(key, 0) + int(match.group(1))
     return found
 
 
 def extra(ours: Sequence[Tuple[Dict[str, int], int]], native: Sequence[Tuple[Dict[str, int], int]]) -> Dict[str, float]:
-    """Microseconds of CPU per call an instance spends over native in each function ("<shared object>  [.]
+    """Microseconds of CPU per call an instance spends over native in each function ("<shared object> [.]
     <symbol>" of Sampler.symbols): each side's samples summed over its steps, (symbols, calls), over their
     calls.  Negative where native spends more."""
 
