@@ -1245,21 +1245,22 @@ def core_figure(modes: Sequence[str]) -> List[Tuple[str, bool]]:
     say("   digest check, as the router runs them (the rules run each time; what the router keeps, by complete")
     say("   inputs: a request's outcome, without its source port, and branch plans): with the")
     say("   same facts each time / with facts varying as the mix sends them (source address, port, user);")
-    say("   beside them, every decision of the core and the rules replayed afresh (the branch plans of all kinds too)")
+    say("   beside them, every decision of the core and the rules replayed afresh (the branch plans of all kinds too),")
+    say("   and cold: varying facts, each call after every cache was evicted, as a loaded worker meets it (no target)")
     for mode in modes:
         try:
-            from .micro import AFRESH, SAME, VARYING_FACTS, core_per_initial_invite
+            from .micro import AFRESH, COLD, SAME, VARYING_FACTS, core_per_initial_invite
 
             figures = core_per_initial_invite(repeat=20000, rules=mode)
         except Exception as exc:  # noqa: BLE001 - the figures above are printed already: say why this one is not
             say(f"  {mode} rules: not measured ({type(exc).__name__}: {exc}); try python3 -m bench.micro")
             verdicts.append((f"decision core plus policy < 10 us [{mode} rules]: not measured", False))
             continue
-        say(f"  {mode} rules{'':<16} {'same facts':>11} {'varying':>8} {'afresh':>8}")
+        say(f"  {mode} rules{'':<16} {'same facts':>11} {'varying':>8} {'afresh':>8} {'cold':>8}")
         worst = 0.0
         for kind, values in figures.items():
-            shown = [values.get(name) for name in (SAME, VARYING_FACTS, AFRESH)]
-            say(f"    {kind:<26}" + "".join(f" {'-' if v is None else f'{v:.2f}':>8}" for v in shown)[1:].rjust(28))
+            shown = [values.get(name) for name in (SAME, VARYING_FACTS, AFRESH, COLD)]
+            say(f"    {kind:<26}" + "".join(f" {'-' if v is None else f'{v:.2f}':>8}" for v in shown)[1:].rjust(37))
             worst = max([worst, *(v for v in shown[:2] if v is not None)])
             if any(v is None for v in shown[:2]):
                 worst = float("inf")

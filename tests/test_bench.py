@@ -660,6 +660,27 @@ def test_micro_times_the_decision_core_with_the_policy_and_every_branch_plan() -
     assert "policy.py route" in blocked and "core.plan_branch" not in blocked  # a 403: no branch
 
 
+def test_micro_times_a_cold_call_after_evicting_every_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cold figure writes EVICT_BYTES before each call (outside the timing) and runs the route with each
+    varied facts string in turn, answering as the recorded call did."""
+    import ctypes
+
+    from bench import micro
+
+    router, tapes = micro.record_calls("default")
+    tape = next(t for t in micro.unique(tapes) if t.label == "INVITE, plain SIP")
+    facts = micro.varied_facts(tape, 3, frozenset(micro.TRUSTED))
+    written, run = [], []
+    memset = ctypes.memset
+    monkeypatch.setattr(ctypes, "memset", lambda cells, value, size: written.append(size) or memset(cells, value, size))
+    handler = getattr(router, tape.route)
+    monkeypatch.setattr(router, tape.route, lambda msg, text: run.append((text, handler(msg, text))) or run[-1][1])
+    us = micro.time_cold(router, micro.stub_class(tapes), tape, facts, samples=5)
+    assert written == [micro.EVICT_BYTES] * 5 and micro.EVICT_BYTES >= 32 << 20
+    assert run == [(facts[i % 3], tape.result) for i in range(5)]
+    assert 0 < us < 1e6
+
+
 def test_micro_names_a_reason_for_every_host_call_of_an_initial_invite() -> None:
     from bench.micro import KINDS, initial_invite_tapes, reason_of, record_calls
 
