@@ -136,6 +136,8 @@ def test_browser_busy_and_cancel(gateway: Rig, browser_phone: Callable[..., WebP
     alice.wait_event("session failed", count=2)
     bob.wait_event("session failed", count=2)
     assert [e for e in alice.events() if e.startswith("session failed")][-1] == "session failed Canceled (local)"
+    # JsSIP reports the CANCEL as sent; the gateway deletes the session at the callee's 487, a moment later
+    gateway.relay.wait_for(cancelled, "delete")
     ops = [e.sent["command"] for e in gateway.relay.commands(cancelled)]
     assert ops[0] == "offer" and ops[-1] == "delete", ops
     settle(gateway, cancelled)
