@@ -77,6 +77,7 @@ SIPP = REPO / "bench" / "sipp"
 PYTHON_CFG = REPO / "opensips" / "opensips.cfg"
 NATIVE_CFG = REPO / "bench" / "native.cfg"
 ENTRY = REPO / "pyscripts" / "opensips_entry.py"
+FLOOR_ENTRY = REPO / "bench" / "floor" / "opensips_floor.py"
 
 #: rtpengine's media ports (rig.ports.BENCH_MEDIA, which free_port never hands out): below the kernel's
 #: ephemeral range.  In it (40000-44999 before), SIPp's sockets (-t un: one per call) took ports there, and
@@ -155,8 +156,8 @@ class Instance:
     kinds: Dict[int, str] = field(default_factory=dict)
     """pid -> kind of process (MI ps, without its address): "SIP receiver udp", "timer", ..."""
     cfg: str = ""
-    """What it runs: "python" (the gateway), "native" (bench/native.cfg) or "before" (--compare); its name
-    when empty."""
+    """What it runs: "python" (the gateway), "native" (bench/native.cfg), "before" (--compare) or "floor"
+    (--floor); its name when empty."""
     mode: str = "default"
     """The operator's rules it runs with (site.RULES): "default" (policy.py as shipped) or "recipes"."""
     mix: Mix = field(default_factory=Mix)
@@ -750,6 +751,10 @@ class Bench:
                 template.read_text() if template.exists() else None,
             )
             say(f"  before = opensips.cfg and pyscripts/ at {args.compare} (the default rules only)")
+        if args.floor and "default" in modes:
+            self.start_instance("floor", PYTHON_CFG, ng, FLOOR_ENTRY, role="floor")
+            say(f"  floor = opensips.cfg with {rel(FLOOR_ENTRY)}: the router's answer to a call kept (bench traffic"
+                " only), the least entering Python per call costs (the default rules only)")  # fmt: skip
         for inst in self.instances.values():
             say(f"  {inst.name}: OpenSIPS pid {inst.pids[0]} + {len(inst.pids) - 1} processes, 127.0.0.1:{inst.sip}")
         self.warm_up()
@@ -1105,7 +1110,7 @@ def report(
     """The CPU per call of each instance and their ratios, where it goes, the rates held; the targets, met or
     not, as (what, met) for the summary."""
     verdicts: List[Tuple[str, bool]] = []
-    cfgs = [c for c in ("python", "native", "before") if any(s.cfg == c for s in steps)]
+    cfgs = [c for c in ("python", "native", "before", "floor") if any(s.cfg == c for s in steps)]
     others = [c for c in cfgs if c != "native"]
     if "native" not in cfgs or not others:
         return verdicts
@@ -1302,6 +1307,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load average to go below")
     parser.add_argument("--max-wait", type=float, default=10.0, help="... but at most this many seconds per step")
     parser.add_argument("--compare", metavar="REV", help="also measure opensips.cfg + pyscripts/ at this git revision")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the floor: opensips.cfg with bench/floor/opensips_floor.py, which gives a call the"
+        " router's kept answer (what any design deciding once per call in Python costs at least)",
+    )
     parser.add_argument(
         "--settle",
         type=float,
