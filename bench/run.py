@@ -3,6 +3,7 @@
     python3 -m bench.run                 # the full run (about 35 minutes, 12 of them under valgrind)
     python3 -m bench.run --quick         # one rate, short steps, small soak (a smoke test, about 15 minutes)
     python3 -m bench.run --compare REV   # also the Python gateway as it was at git revision REV
+    python3 -m bench.run --floor         # also the floor: the router's answer kept, no decision (bench/floor)
     python3 -m bench.run --rules recipes # only with the README's recipes active (default: both, a sweep each)
     OPENSIPS_BIN=/opt/opensips-3.6.8/sbin/opensips python3 -m bench.run
 
@@ -26,7 +27,10 @@ shmem: over mi_http on 127.0.0.1) before and after.
 
 With ``--compare REV`` a third instance runs opensips.cfg and pyscripts/ as
 they are at that revision (``git archive``), in the same steps: a change's
-before and after, measured in the same run under the same load.
+before and after, measured in the same run under the same load.  With ``--floor``
+one more runs opensips.cfg with bench/floor/opensips_floor.py, which gives a call
+an earlier call's answer with no decision: what entering Python once per call
+costs at the least, beside what the router's decision adds.
 
 The calls run twice, each sweep with instances of its own (``--rules``): with
 the default rules (bench/gateway.ini, pyscripts/policy.py as shipped; native.cfg
