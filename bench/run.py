@@ -759,6 +759,8 @@ class Bench:
             self.start_instance("floor", PYTHON_CFG, ng, FLOOR_ENTRY, role="floor")
             say(f"  floor = opensips.cfg with {rel(FLOOR_ENTRY)}: the router's answer to a call kept (bench traffic"
                 " only), the least entering Python per call costs (the default rules only)")  # fmt: skip
+        elif args.floor:
+            say("  no floor: it runs in the default rules' sweep only (--rules default or both)")
         for inst in self.instances.values():
             say(f"  {inst.name}: OpenSIPS pid {inst.pids[0]} + {len(inst.pids) - 1} processes, 127.0.0.1:{inst.sip}")
         self.warm_up()
