@@ -50,7 +50,7 @@ def calls(net: Network, floor: bool, logged: List[str]) -> List[Tuple[str, List[
         net.reply(call, erin, 200)
         assert call.established
         # the R-URI and the SDP's address (rtpengine's when the call took it)
-        sent = [f"{to} {msg.first_line} {address(msg.body)}" for to, msg in call.invites_sent()]
+        sent = [f"{msg.first_line} {address(msg.body)}" for _to, msg in call.invites_sent()]
         net.bye(call, "caller")
         seen.append((caller.name, sent))
     return seen
@@ -61,9 +61,7 @@ def test_the_floor_routes_the_benchs_calls_as_the_router_does() -> None:
     with_router = calls(Network(Gateway(SETTINGS)), False, logged)
     net = Network(Gateway(SETTINGS))
     with_floor = calls(net, True, logged)
-    assert [(who, [s.split(" ", 1)[1] for s in sent]) for who, sent in with_floor] == [
-        (who, [s.split(" ", 1)[1] for s in sent]) for who, sent in with_router
-    ]
+    assert with_floor == with_router
     assert net.gateway.router._given == 2 and logged == []  # the second call of each kind took the kept answer
 
 
