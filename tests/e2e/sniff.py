@@ -13,7 +13,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, TypeVar
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -76,23 +76,19 @@ class Sniffer:
 EVENTS = "0123456789*#ABCD"
 
 
-class RtpSniffer:
-    """RTP packets delivered to one UDP port on the loopback interface (a phone's or a browser's media
-    port), read off a packet socket: their payload types, and the DTMF digits of RFC 4733 events.  An
-    SRTP packet's RTP header is in clear: its payload type is readable, its payload is not."""
+W = TypeVar("W", bound="Watch")
 
-    def __init__(self, dest_port: Optional[int] = None, source_port: Optional[int] = None) -> None:
-        """Packets to ``dest_port`` (a SIP phone's media port), or from ``source_port`` (rtpengine's port
-        facing a browser: the browser's ICE may pick any address of its host, the machine's own too)."""
-        assert (dest_port is None) != (source_port is None), "one of dest_port and source_port"
-        self.dest_port = dest_port
-        self.source_port = source_port
+
+class Watch:
+    """Packets on the loopback interface, read off a packet socket by a thread until the ``with`` ends:
+    each received IPv4 packet goes to ``_take``."""
+
+    def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind(("lo", 0))
         self.sock.setblocking(False)
-        self.packets: List[bytes] = []
 
-    def __enter__(self) -> RtpSniffer:
+    def __enter__(self: W) -> W:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -104,7 +100,6 @@ class RtpSniffer:
         self.sock.close()
 
     def _run(self) -> None:
-        """Gathers, until the ``with`` ends, the RTP packets (UDP payloads) delivered to the port."""
         while not self._stop.is_set():
             ready, _, _ = select.select([self.sock], [], [], 0.1)
             if not ready:
@@ -113,14 +108,57 @@ class RtpSniffer:
             if address[2] == PACKET_OUTGOING:
                 continue
             ip = frame[14:]
-            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP:
-                continue
-            header = (ip[0] & 0x0F) * 4
-            source, dest, length = struct.unpack("!HHH", ip[header : header + 6])
-            payload = ip[header + 8 : header + length]
-            port, wanted = (source, self.source_port) if self.source_port is not None else (dest, self.dest_port)
-            if port == wanted and len(payload) >= 12 and payload[0] >> 6 == 2:
-                self.packets.append(payload)
+            if len(ip) >= 28 and ip[0] >> 4 == 4:
+                self._take(ip, (ip[0] & 0x0F) * 4)
+
+    def _take(self, ip: bytes, header: int) -> None:
+        raise NotImplementedError
+
+
+#: TCP's flags byte: SYN alone opens a connection (SYN+ACK answers one).
+SYN, ACK = 0x02, 0x10
+
+
+class Connects(Watch):
+    """TCP connections opened toward one port of 127.0.0.1, counted by their first packet (SYN), whether
+    anything listens there or not, and whatever holds the port (a closed connection's TIME_WAIT)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+        self.attempts = 0
+
+    def _take(self, ip: bytes, header: int) -> None:
+        if ip[9] != socket.IPPROTO_TCP or ip[16:20] != socket.inet_aton("127.0.0.1"):
+            return
+        dest, flags = struct.unpack("!H", ip[header + 2 : header + 4])[0], ip[header + 13]
+        if dest == self.port and flags & (SYN | ACK) == SYN:
+            self.attempts += 1
+
+
+class RtpSniffer(Watch):
+    """RTP packets delivered to one UDP port on the loopback interface (a phone's or a browser's media
+    port), read off a packet socket: their payload types, and the DTMF digits of RFC 4733 events.  An
+    SRTP packet's RTP header is in clear: its payload type is readable, its payload is not."""
+
+    def __init__(self, dest_port: Optional[int] = None, source_port: Optional[int] = None) -> None:
+        """Packets to ``dest_port`` (a SIP phone's media port), or from ``source_port`` (rtpengine's port
+        facing a browser: the browser's ICE may pick any address of its host, the machine's own too)."""
+        assert (dest_port is None) != (source_port is None), "one of dest_port and source_port"
+        super().__init__()
+        self.dest_port = dest_port
+        self.source_port = source_port
+        self.packets: List[bytes] = []
+
+    def _take(self, ip: bytes, header: int) -> None:
+        """Keeps the RTP packets (UDP payloads) delivered to the port."""
+        if ip[9] != socket.IPPROTO_UDP:
+            return
+        source, dest, length = struct.unpack("!HHH", ip[header : header + 6])
+        payload = ip[header + 8 : header + length]
+        port, wanted = (source, self.source_port) if self.source_port is not None else (dest, self.dest_port)
+        if port == wanted and len(payload) >= 12 and payload[0] >> 6 == 2:
+            self.packets.append(payload)
 
     def payload_types(self) -> Dict[int, int]:
         """Packets per RTP payload type (RTCP, multiplexed or not, left out)."""
