@@ -47,8 +47,8 @@ def assert_clean(gateway: Gateway, net: Network) -> None:
     assert gateway.sessions() == [], "rtpengine sessions left"
     assert gateway.dialogs == {}, "dialogs left"
     assert gateway.transactions == {}, "transactions left pending"
-    assert net.undelivered == []
-    assert gateway.errors == []
-    assert gateway.python_failures == 0
+    assert net.undelivered == [], net.undelivered
+    assert gateway.errors == [], "\n".join(gateway.errors)  # an operator's failing rule says why and where
+    assert gateway.python_failures == 0, "\n".join(gateway.errors)
     assert gateway.copies == 0
-    assert received_sdp_problems(net) == []
+    assert received_sdp_problems(net) == [], received_sdp_problems(net)

@@ -77,8 +77,13 @@ def test_flags_that_would_break_a_browser_leg_are_refused() -> None:
     core.check_decision(to_user().with_rtpengine("transcode-PCMA", toward=Kind.SIP), settings)
     with pytest.raises(ValueError, match="web-bound SDP must not have ICE=remove"):
         core.check_decision(to_user().with_rtpengine("ICE=remove"), settings)
-    with pytest.raises(ValueError, match="DTLS"):
-        core.check_decision(to_user().with_rtpengine("DTLS=off", toward=Kind.BROWSER), settings)
+    with pytest.raises(ValueError, match="DTLS") as refused:
+        core.check_decision(to_user().with_rtpengine("DTLS=off RTP/AVP", toward=Kind.BROWSER), settings)
+    # each problem once, with the rows it would break
+    why = str(refused.value)
+    assert why.startswith("rtpengine flags 'DTLS=off RTP/AVP' toward browser legs refused"), why
+    assert why.count("must not have DTLS=off") == 1 and why.count("must not have RTP/AVP") == 1, why
+    assert "must not have DTLS=off (web->web offer, web->web reoffer, sip->web offer, sip->web reoffer)" in why
     with pytest.raises(ValueError, match="no trunk named"):
         core.check_decision(to_trunk("nowhere"), settings)
 
@@ -425,7 +430,10 @@ def test_a_rule_that_raises_costs_that_request_a_500_and_nothing_else() -> None:
     net.invite(alice, "boom")
     assert [m.status for m in alice.inbox if not m.is_request and m.cseq_method == "INVITE"] == [500]
     assert gateway.python_failures == 1
-    assert any("RuntimeError: a bug in a rule" in e and "Call-ID call" in e for e in gateway.errors)
+    (logged,) = [e for e in gateway.errors if "RuntimeError: a bug in a rule" in e and "Call-ID call" in e]
+    # the line of the rule that raised, not the gateway's that called it
+    raised = route.__code__.co_firstlineno + 2
+    assert f"(at {__file__}:{raised} in route)" in logged, logged
     call = net.invite(alice, "bob")  # the next call is routed as ever
     assert call.call_id in bob.pending_invites
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .model import Branch, CallRecord, Exchange, Leg, Media, MediaAction, Party, Registration, Source, Step
 from .policy import Callee, Decision, Kind, MediaProxy
@@ -141,15 +141,16 @@ def registration_of_callee(callee: Callee) -> Registration:
 
 
 def _flag_problems(profiles: Profiles, leg: Leg, extra: str) -> Tuple[str, ...]:
-    """What is wrong with offers toward ``leg`` carrying ``extra``: a pure function of the (immutable)
-    table and its other arguments, so kept with the table by those arguments."""
+    """What is wrong with offers toward ``leg`` carrying ``extra``, each problem once with the rows it breaks:
+    a pure function of the (immutable) table and its other arguments, so kept with the table by those
+    arguments."""
     found = profiles.checked.get((leg, extra))
     if found is None:
-        found = tuple(
-            f"{format_key(key)} + {extra!r}: {p}"
-            for key in ((sender, leg, step) for sender in Leg for step in (Step.OFFER, Step.REOFFER))
-            for p in problems(key, f"{profiles[key]} {extra}")
-        )
+        rows: Dict[str, List[str]] = {}
+        for key in ((sender, leg, step) for sender in Leg for step in (Step.OFFER, Step.REOFFER)):
+            for p in problems(key, f"{profiles[key]} {extra}"):
+                rows.setdefault(p, []).append(format_key(key))
+        found = tuple(f"{p} ({', '.join(keys)})" for p, keys in rows.items())
         if len(profiles.checked) < 4096:
             profiles.checked[(leg, extra)] = found
     return found
@@ -172,7 +173,10 @@ def check_decision(decision: Decision, settings: Settings, callee: Optional[Call
         if extra:
             found = _flag_problems(settings.profiles, LEG_OF[kind], extra)
             if found:
-                raise ValueError("rtpengine flags refused: " + "; ".join(found))
+                raise ValueError(
+                    f"rtpengine flags {extra!r} toward {kind.value} legs refused, whatever this call's callee: "
+                    + "; ".join(found)
+                )
 
 
 class Target(enum.Enum):

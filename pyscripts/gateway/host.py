@@ -49,6 +49,8 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
+import os
+import traceback
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
@@ -416,6 +418,21 @@ def header_format(names: Tuple[str, ...]) -> str:
     return SEP.join(f"$(hdr({name}){{s.encode.hexa}})" for name in names)
 
 
+#: This package's folder: a failure's place is named outside it when it has one (the operator's rules).
+_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def where(exc: BaseException) -> str:
+    """The line that raised ``exc``, as " (at FILE:LINE in FUNCTION)": the innermost one outside this package
+    when there is one (the operator's policy file, a module it imports), else the innermost.  No file is read."""
+    frames = [(f.f_code.co_filename, line, f.f_code.co_name) for f, line in traceback.walk_tb(exc.__traceback__)]
+    theirs = [f for f in frames if not os.path.abspath(f[0]).startswith(_OURS)]
+    if not frames:
+        return ""
+    filename, line, name = (theirs or frames)[-1]
+    return f" (at {filename}:{line} in {name})"
+
+
 class Router:
     """The handler object ``mod_init`` returns: one method per place of the cfg that asks."""
 
@@ -657,7 +674,7 @@ class Router:
         except Exception:  # noqa: BLE001
             call_id = None
         try:
-            self.log(f"gateway: {route} route failed for Call-ID {call_id}: {type(exc).__name__}: {exc}\n")
+            self.log(f"gateway: {route} route failed for Call-ID {call_id}: {type(exc).__name__}: {exc}{where(exc)}\n")
         except Exception:  # noqa: BLE001
             pass
 
