@@ -3,6 +3,7 @@
     python3 -m fakes.trace call browser:alice 0044201234   # your own call: a browser user dials a number
     python3 -m fakes.trace call phone:carol browser:bob    # a SIP phone calls a browser user
     python3 -m fakes.trace --settings my.ini --policy my_policy.py call nat-phone:dave 0900123
+    python3 -m fakes.trace call --from-address 203.0.113.7 phone:carol 0044201234   # from that address
     python3 -m fakes.trace                      # every scenario
     python3 -m fakes.trace web-to-sip forking   # some of them
     python3 -m fakes.trace --table              # the effective rtpengine flag table
@@ -106,8 +107,9 @@ def run(name: str, settings: Optional[object] = None, rtpengine: Optional[Backen
 KINDS = ("browser", "phone", "nat-phone")
 
 
-def party(net: Network, text: str, domain: str) -> Tuple[Optional[UA], str, str]:
-    """(the UA, its user, its domain) for KIND:USER[@DOMAIN]; no UA for a bare user (a number)."""
+def party(net: Network, text: str, domain: str, host: Optional[str] = None) -> Tuple[Optional[UA], str, str]:
+    """(the UA, its user, its domain) for KIND:USER[@DOMAIN], sending from ``host`` when given (else a test
+    address of its own: a phone 198.51.100.x, a browser 127.0.0.x); no UA for a bare user (a number)."""
     kind, sep, rest = text.partition(":")
     if not sep:
         kind, rest = "", text
@@ -118,19 +120,20 @@ def party(net: Network, text: str, domain: str) -> Tuple[Optional[UA], str, str]
         raise ValueError(f"{text}: no user")
     if not kind:
         return None, user, at or domain
-    ua = net.browser(user) if kind == "browser" else net.phone(user, nat=kind == "nat-phone")
+    ua = net.browser(user, host=host) if kind == "browser" else net.phone(user, nat=kind == "nat-phone", host=host)
     ua.domain = at or domain
     return ua, user, ua.domain
 
 
 def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[str], Optional[str]] = (None, None),
-         rtpengine: Optional[Backend] = None) -> List[str]:  # fmt: skip
-    """One ad-hoc call: the caller (and a callee of a kind) register, the caller calls, the callee answers
-    and hangs up (or nobody answers: the call times out); where the INVITE went, and what is left."""
+         rtpengine: Optional[Backend] = None, source: Optional[str] = None) -> List[str]:  # fmt: skip
+    """One ad-hoc call: the caller (from ``source``, an address, when given) and a callee of a kind
+    register, the caller calls, the callee answers and hangs up (or nobody answers: the call times out);
+    where the INVITE went, and what is left."""
     gateway = Gateway(files=files, rtpengine=rtpengine)
     net = Network(gateway)
     domain = sorted(gateway.router.settings.domains)[0]
-    ua, _user, _ = party(net, caller, domain)
+    ua, _user, _ = party(net, caller, domain, source)
     if ua is None:
         raise ValueError(f"{caller}: the caller needs a kind (browser:, phone:, nat-phone:)")
     target, user, target_domain = party(net, callee, domain)
@@ -149,7 +152,7 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     elif not finals:
         gateway.timeout()
     names = {endpoint: f"{u.name}({'browser' if u.is_browser else 'phone'})" for endpoint, u in net.uas.items()}
-    lines = [f"=== call {caller} -> {callee}", *render(gateway.events, names)]
+    lines = [f"=== call {caller} -> {callee}" + (f" from {source}" if source else ""), *render(gateway.events, names)]
     lines.append("")
     for (endpoint, message), branch in zip(invites, branches):
         added = [f"{k}: {v}" for k, v in message.headers if k.lower().startswith("x-")]
@@ -220,6 +223,9 @@ def call_main(argv: List[str]) -> int:
     parser.add_argument("--policy", metavar="PY", help="policy.py to use (default: GATEWAY_POLICY or pyscripts/)")
     parser.add_argument("--no-answer", action="store_true", help="the callee does not answer")
     parser.add_argument(
+        "--from-address", metavar="ADDR", help="the caller's source address (default: a test address of its own)"
+    )
+    parser.add_argument(
         "--rtpengine", metavar="HOST:PORT", help="send the ng commands to this real rtpengine instead of the fake one"
     )
     parser.add_argument("call", choices=["call"])
@@ -231,7 +237,8 @@ def call_main(argv: List[str]) -> int:
         host, _, port = args.rtpengine.rpartition(":")
         engine = RealEngine((host, int(port)))
     try:
-        lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine)
+        lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine,
+                     args.from_address)  # fmt: skip
     except ValueError as exc:
         print(f"fakes.trace: {exc}", file=sys.stderr)
         return 2

@@ -56,3 +56,28 @@ def test_a_call_whose_rules_fail_exits_1_and_a_file_that_does_not_import_2(tmp_p
     broken = tmp_path / "broken.py"
     broken.write_text("def route(request, default)\n    return default\n")
     assert main(["--policy", str(broken), "call", "browser:alice", "0044"]) == 2
+
+
+def test_an_ad_hoc_call_from_an_address_meets_the_rules_that_read_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from-address: the caller sends from there, and a rule reading request.source_ip sees it; the log
+    line of a rule that raises names its line."""
+    policy = tmp_path / "by_source.py"
+    policy.write_text(
+        "import ipaddress\nfrom gateway.policy import reply\n\n"
+        "def route(request, default):\n"
+        "    if ipaddress.ip_address(request.source_ip) in ipaddress.ip_network('203.0.113.0/24'):\n"
+        "        return reply(480, 'Branch Office Closed')\n"
+        "    if request.ruri_user == '666':\n"
+        "        raise KeyError(request.source_ip)\n"
+        "    return default\n"
+    )
+    assert main(["--policy", str(policy), "call", "--from-address", "203.0.113.7", "phone:carol", "phone:bob"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("=== call phone:carol -> phone:bob from 203.0.113.7\n")
+    assert "the caller got 480" in out
+    assert main(["--policy", str(policy), "call", "phone:carol", "phone:bob"]) == 0
+    assert "the INVITE went to bob(phone)" in capsys.readouterr().out
+    assert main(["--policy", str(policy), "call", "--from-address", "198.51.100.77", "phone:carol", "666"]) == 1
+    assert f"KeyError: '198.51.100.77' (at {policy}:8 in route)" in capsys.readouterr().out
