@@ -195,8 +195,9 @@ def test_python_failure_on_an_initial_request_gets_500_counted_and_logged(
         log = faulty.log_since(offset)  # this fault's lines only
         for method, call_id in zip(("OPTIONS", "INVITE"), call_ids):
             assert f"gateway: python routing failed for {method} from 127.0.0.1, Call-ID {call_id}" in log
-            if fault == "inside":  # the router's guard caught it and said where
-                assert f"gateway: request route failed for Call-ID {call_id}: InjectedFault" in log
+            if fault == "inside":  # the router's guard caught it and said where, down to the line that raised
+                failed = rf"gateway: request route failed for Call-ID {re.escape(call_id)}: InjectedFault: "
+                assert re.search(failed + r".*\(at \S+/fault_entry\.py:\d+ in \w+\)\n", log), log
         if fault == "raise":
             assert "InjectedFault: injected: on_request raised" in log
         figure(faulty, f"python fault '{fault}': OPTIONS and INVITE -> 500, python_failures +2, logged with Call-ID")
