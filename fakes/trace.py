@@ -143,14 +143,14 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
                and e.data[1].method == "INVITE" and e.data[1].call_id == placed.call_id]  # fmt: skip
     branches = [e.text for e in gateway.events[start:] if e.kind == "branch"]
-    finals = [m.status for m in ua.inbox if not m.is_request and m.call_id == placed.call_id and m.status >= 200]
-    finals = [status for status in finals if status not in (401, 407)]  # the caller answers a challenge itself
+    finals = placed.statuses()  # so far (a digest challenge, which the caller answers itself, left out)
     if target is not None and placed.call_id in target.pending_invites and answer:
         net.reply(placed, target, 180)
         net.reply(placed, target, 200)
         net.bye(placed, "caller")
     elif not finals:
-        gateway.timeout()
+        net.nobody_answers()  # the caller gets its 408 and ACKs it
+    timed_out = not finals and 408 in placed.statuses()
     names = {endpoint: f"{u.name}({'browser' if u.is_browser else 'phone'})" for endpoint, u in net.uas.items()}
     lines = [f"=== call {caller} -> {callee}" + (f" from {source}" if source else ""), *render(gateway.events, names)]
     lines.append("")
@@ -160,6 +160,9 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
                      + (f", headers {'; '.join(added)}" if added else ""))  # fmt: skip
     if finals:
         lines.append(f"  the caller got {finals[0]}")
+    elif timed_out and invites:
+        lines.append("  nobody answered (--no-answer, or a trunk or URI: no UA in a trace), so the caller got 408"
+                     " when tm timed out")  # fmt: skip
     elif not invites:
         lines.append("  the INVITE went nowhere")
     offers = placed.rtpengine_offers()

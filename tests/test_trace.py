@@ -81,3 +81,13 @@ def test_an_ad_hoc_call_from_an_address_meets_the_rules_that_read_it(
     assert "the INVITE went to bob(phone)" in capsys.readouterr().out
     assert main(["--policy", str(policy), "call", "--from-address", "198.51.100.77", "phone:carol", "666"]) == 1
     assert f"KeyError: '198.51.100.77' (at {policy}:8 in route)" in capsys.readouterr().out
+
+
+def test_a_call_nobody_answers_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """A trunk is no UA in a trace: the caller's 408 is explained, and ACKed."""
+    dial_plan = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "dial-plan" / "gateway.ini"
+    assert main(["--settings", str(dial_plan), "call", "browser:alice", "0044201234"]) == 0
+    out = capsys.readouterr().out
+    assert "the INVITE went to tcp:198.51.100.20:5060" in out
+    assert "nobody answered (--no-answer, or a trunk or URI: no UA in a trace), so the caller got 408" in out
+    assert "alice(browser) -> gateway: ACK" in out
