@@ -484,7 +484,8 @@ class Gateway:
         self.env = dict(env)
         environment = dict(os.environ)
         environment.update(env)
-        environment["GATEWAY_SETTINGS"] = str(self.folder / "gateway.ini")
+        # the rig's copy, unless the caller names the file OpenSIPS should watch (rig.up --settings: the operator's)
+        environment["GATEWAY_SETTINGS"] = self.env.get("GATEWAY_SETTINGS", str(self.folder / "gateway.ini"))
         argv = netns.command(self.namespace, [self.binary, "-F", "-m", "256", "-f", str(self.folder / "opensips.cfg")])
         with open(self.log_path, "ab") as log:  # a restart's log follows the first run's
             self.opensips = subprocess.Popen(

@@ -48,9 +48,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = args.folder or Path(tempfile.mkdtemp(prefix="gateway-up-"))
     folder.mkdir(parents=True, exist_ok=True)
     settings = DEFAULT_SETTINGS.replace("gateway.local", f"gateway.local {args.host}".strip())
-    if args.settings:
-        settings = args.settings.read_text()  # edit it while it runs: the rig's copy is folder/gateway.ini
-    env = {"GATEWAY_POLICY": str(args.policy.resolve())} if args.policy else {}
+    env = {}
+    if args.settings:  # OpenSIPS reads and watches the operator's own file: an edit routes the next call
+        settings = args.settings.read_text()
+        env["GATEWAY_SETTINGS"] = str(args.settings.resolve())
+    if args.policy:
+        env["GATEWAY_POLICY"] = str(args.policy.resolve())
     names = (args.host, "localhost", "gateway.local")
     certificate = (args.cert, args.key) if args.cert else None
     gateway = Gateway.start(
@@ -61,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server = web.Server(web.site(folder / "web"), port=args.web_port)
         print(f"OpenSIPS {gateway.version} with opensips/opensips.cfg, logs in {folder}")
         print(
-            f"  rules: {folder / 'gateway.ini'} and {args.policy or 'pyscripts/policy.py'} (changes taken as it runs)"
+            f"  rules: {args.settings or folder / 'gateway.ini'} and {args.policy or 'pyscripts/policy.py'}"
+            " (changes taken as it runs, by each worker at its next request)"
         )
         print(f"  softphone: {server.url}?ws={gateway.wss_url}&domain={args.host}")
         print(f"  (plain ws: {gateway.ws_url})  SIP phones: udp/tcp {args.host}:{gateway.ports.sip}, "
