@@ -426,9 +426,9 @@ def where(exc: BaseException) -> str:
     """The line that raised ``exc``, as " (at FILE:LINE in FUNCTION)": the innermost one outside this package
     when there is one (the operator's policy file, a module it imports), else the innermost.  No file is read."""
     frames = [(f.f_code.co_filename, line, f.f_code.co_name) for f, line in traceback.walk_tb(exc.__traceback__)]
-    theirs = [f for f in frames if not os.path.abspath(f[0]).startswith(_OURS)]
     if not frames:
         return ""
+    theirs = [f for f in frames if not os.path.abspath(f[0]).startswith(_OURS)]
     filename, line, name = (theirs or frames)[-1]
     return f" (at {filename}:{line} in {name})"
 

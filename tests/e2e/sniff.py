@@ -19,12 +19,18 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
 
+def lo_socket() -> socket.socket:
+    """A packet socket on the loopback interface, every protocol, not blocking."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.bind(("lo", 0))
+    sock.setblocking(False)
+    return sock
+
+
 class Sniffer:
     def __init__(self, source_port: int) -> None:
         self.source_port = source_port
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.bind(("lo", 0))
-        self.sock.setblocking(False)
+        self.sock = lo_socket()
 
     @staticmethod
     def available() -> Optional[str]:
@@ -84,9 +90,7 @@ class Watch:
     each received IPv4 packet goes to ``_take``."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.bind(("lo", 0))
-        self.sock.setblocking(False)
+        self.sock = lo_socket()
 
     def __enter__(self: W) -> W:
         self._stop = threading.Event()
