@@ -32,9 +32,10 @@ from gateway.settings import Settings
 BENCH = Path(__file__).resolve().parent
 #: The router's settings in the benchmark: SIPp's address is a trusted source (README: Benchmark).
 SETTINGS = BENCH / "gateway.ini"
-#: The operator's rules of the default run: pyscripts/policy.py as shipped (route returns default), and
-#: the same natively for bench/native.cfg (route[policy], which changes nothing).
-POLICY = BENCH.parent / "pyscripts" / "policy.py"
+#: The operator's rules of the default run: pyscripts/policy.py as shipped (route returns default; its copy in
+#: fakes/shipped, which an operator's edits leave alone), and the same natively for bench/native.cfg
+#: (route[policy], which changes nothing).
+POLICY = BENCH.parent / "fakes" / "shipped" / "policy.py"
 NATIVE_POLICY = BENCH / "native-policy.cfg"
 #: ``--rules recipes``: the README's recipes at once (docs/recipes), as gateway.ini and policy.py for the
 #: gateway and as route[policy] for bench/native.cfg (bench/recipes/README.md).

@@ -37,6 +37,9 @@ from .sipmsg import SipMessage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYSCRIPTS = os.path.join(REPO, "pyscripts")
+#: The gateway as shipped (gateway.ini, policy.py), whatever the operator changed in opensips/ and pyscripts/:
+#: the tracer's scenarios run it, and the project's tests (tests/conftest.py).
+SHIPPED = (os.path.join(REPO, "fakes", "shipped", "gateway.ini"), os.path.join(REPO, "fakes", "shipped", "policy.py"))
 #: The cfg the fake runs: the repository's, or another one (the mutation check's) named by GATEWAY_CFG.
 CFG = os.environ.get("GATEWAY_CFG") or os.path.join(REPO, "opensips", "opensips.cfg")
 

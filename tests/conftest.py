@@ -13,10 +13,17 @@ import pytest
 from hypothesis import settings
 
 from fakes import cfgscript
+from fakes.runtime import SHIPPED
 from tests.browser_fixture import browser_peer, chromium
 from tests.rtpengine_fixture import rtpengine, rtpengine_daemon
 
 __all__ = ["browser_peer", "chromium", "rtpengine", "rtpengine_daemon"]
+
+# The project's tests test the gateway as shipped, not the operator's rules: whatever was changed in
+# opensips/gateway.ini and pyscripts/policy.py, what loads them by default (the fake's mod_init, the tracer
+# run by a test, a real OpenSIPS of tests/e2e) loads fakes/shipped/ instead.  An operator's own test names
+# its files (Gateway(files=...)); tests/test_policy.py checks that the operator's files load.
+os.environ["GATEWAY_SETTINGS"], os.environ["GATEWAY_POLICY"] = SHIPPED
 
 # No time limit per hypothesis example (its default is 200 ms): an example that ran long on a loaded machine
 # (CI runs browsers beside it) failed a test of behaviour.  Speed lives in bench/, never in a test.
