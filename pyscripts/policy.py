@@ -7,11 +7,14 @@ who passed digest authentication comes to ``route(request, default)``.  ``defaul
 the gateway would do: registered users for our domains, ``sip_destination`` for others, with
 gateway.ini's tables applied ([blocked] prefixes get 403, the [dialplan] sends numbers to
 [trunks], [media] always_proxy users take rtpengine).  Return ``default`` to keep it, a
-change of it, or another decision:
+change of it, or another decision.  Two tables hold whatever you return: a [blocked]
+number gets 403 before your rules are asked, and an always_proxy user's calls take
+rtpengine unless your decision says MediaProxy.NEVER.
 
     to_user()                         the registered contacts of the called user
     to_user("alice")                  ... of another user (e.g. a number that rings alice)
     to_trunk("intl")                  a trunk named in gateway.ini [trunks]
+    to_trunk("intl", "+49301234567")  ... with that as the request URI's user (E.164 and the like)
     to_uri("sip:ivr@10.0.0.5")        any SIP URI (it becomes the request URI)
     reply(403, "Forbidden")           answer the request yourself (300-699)
 
@@ -22,6 +25,8 @@ and change any decision with
     .with_media(MediaProxy.ALWAYS)            AUTO (the gateway decides), ALWAYS, NEVER
     .with_rtpengine("record-call=yes")        rtpengine flags for this call's offers,
     .with_rtpengine("transcode-PCMA", toward=Kind.SIP)   ... or only those toward SIP phones
+                                              (a call without the media proxy has no offer:
+                                              add .with_media(MediaProxy.ALWAYS) to be sure)
 
 ``request`` holds method, ruri_user, ruri_domain, from_user, from_domain, to_user, to_domain,
 source_ip, source_port, transport (udp tcp tls ws wss), caller (Kind.BROWSER or Kind.SIP),
@@ -32,6 +37,8 @@ U+FFFD.
 ``callee(request, callee, decision)`` (optional) is asked, for a call to registered users,
 once for each kind of contact the call may reach: ``callee.kind`` (Kind.BROWSER or Kind.SIP)
 and ``callee.behind_nat``.  It may change the media proxy of such branches, or ``.drop()`` them.
+With a callee() the router works out every call's branches afresh (a few microseconds more a
+call): define it only when you need it.
 
 A rule that raises costs the caller a 500 (counted as python_failures, logged with the
 Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, without a

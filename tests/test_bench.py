@@ -657,7 +657,7 @@ def test_micro_times_the_decision_core_with_the_policy_and_every_branch_plan() -
         assert {"Tables.apply", "policy.py route", "core.check_decision"} <= set(names), tag
         assert names.count("core.plan_branch") == len(BRANCH_VARS) == 6, tag
     blocked = [call.name for call in initial_invite_core(tapes, ", blocked")]
-    assert "policy.py route" in blocked and "core.plan_branch" not in blocked  # a 403: no branch
+    assert blocked == ["Tables.apply"]  # a 403 before any rule: no rule asked, no branch
 
 
 def test_micro_times_a_cold_call_after_evicting_every_cache(monkeypatch: pytest.MonkeyPatch) -> None:

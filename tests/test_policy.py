@@ -8,17 +8,20 @@ expose an answer kept from an earlier request.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fakes.runtime import Endpoint, Gateway
+from fakes.runtime import REPO, SHIPPED, Endpoint, Gateway
 from fakes.sipmsg import SipMessage
 from fakes.ua import Network
 from gateway import core
+from gateway.loader import load_rules
 from gateway.policy import (
     Callee,
     Decision,
@@ -81,10 +84,13 @@ def test_flags_that_would_break_a_browser_leg_are_refused() -> None:
         core.check_decision(to_user().with_rtpengine("DTLS=off RTP/AVP", toward=Kind.BROWSER), settings)
     # each problem once, with the rows it would break
     why = str(refused.value)
-    assert why.startswith("rtpengine flags 'DTLS=off RTP/AVP' toward browser legs refused"), why
+    assert why.startswith(
+        "the rules answered 'to the registered contacts (rtpengine DTLS=off RTP/AVP toward browser)': "
+        "rtpengine flags 'DTLS=off RTP/AVP' toward browser legs refused"
+    ), why
     assert why.count("must not have DTLS=off") == 1 and why.count("must not have RTP/AVP") == 1, why
     assert "must not have DTLS=off (web->web offer, web->web reoffer, sip->web offer, sip->web reoffer)" in why
-    with pytest.raises(ValueError, match="no trunk named"):
+    with pytest.raises(core.Refused, match=r"^the rules answered 'to trunk nowhere': no trunk named 'nowhere'"):
         core.check_decision(to_trunk("nowhere"), settings)
 
 
@@ -489,3 +495,92 @@ def test_gateway_ini_lists_take_commas_and_always_proxy_takes_user_names() -> No
     assert [p.text for p in found.tables.blocked] == ["0900", "0137", "/^x/"]
     with pytest.raises(ValueError, match="user names"):
         parse("[media]\nalways_proxy = carol@gateway.local\n")
+
+
+def test_the_operators_own_files_load_and_route_the_sample_call() -> None:
+    """opensips/gateway.ini and pyscripts/policy.py, the files OpenSIPS loads by default, load as mod_init loads
+    them (the sample call included).  The rest of the suite runs the gateway as shipped (fakes/shipped, see
+    tests/conftest.py), so that an operator's rules change none of the project's tests: this one fails when
+    the operator's files would stop OpenSIPS at start-up."""
+    ini, policy = os.path.join(REPO, "opensips", "gateway.ini"), os.path.join(REPO, "pyscripts", "policy.py")
+    assert load_rules(ini, policy).origin == f"{policy} with {ini}"
+    assert os.environ["GATEWAY_POLICY"] == SHIPPED[1]  # the rest of the suite: the shipped rules
+
+
+def test_a_rules_own_decision_keeps_the_blocked_numbers_and_the_always_proxied_users() -> None:
+    """A rule that sends every number to a trunk and every user to their contacts, with decisions of its own:
+    a [blocked] number still gets 403 (and the rule never sees it), and a call from or to an always_proxy user
+    still takes the media proxy, unless the rule says MediaProxy.NEVER."""
+    asked: List[str] = []
+
+    def route(request: Request, default: Decision) -> Decision:
+        asked.append(request.ruri_user)
+        if request.ruri_user.isdigit():
+            return to_trunk("main")
+        return to_user().with_media(MediaProxy.NEVER) if request.from_user == "dave" else to_user()
+
+    settings = dataclasses.replace(parse(INI), auth_realm=None)
+    gateway = Gateway(settings, rules=(route, None))
+    asked.clear()  # the sample call of the rules' check
+    net = Network(gateway)
+    alice, carol, dave = net.phone("alice"), net.phone("carol"), net.phone("dave")
+    net.registered(alice, carol, dave)
+    assert net.invite(alice, "0900123456").statuses() == [403] and "0900123456" not in asked
+    to_trunk_plain, to_trunk_proxied = net.invite(alice, "0301234567"), net.invite(carol, "0301234567")
+    assert [e.host for e, _ in to_trunk_plain.invites_sent() + to_trunk_proxied.invites_sent()] == ["198.51.100.10"] * 2
+    assert not to_trunk_plain.rtpengine_offers() and to_trunk_proxied.rtpengine_offers()
+    net.nobody_answers()
+    for caller, proxied in ((alice, True), (dave, False)):  # to carol; dave's rule says NEVER
+        call = net.invite(caller, "carol")
+        assert bool(call.rtpengine_offers()) is proxied, caller.name
+        net.reply(call, carol, 200)
+        net.bye(call, "caller")
+    assert asked == ["0301234567", "0301234567", "carol", "carol"]
+    assert_clean(gateway, net)
+
+
+def test_a_rule_sends_a_number_to_a_trunk_in_the_form_the_trunk_wants() -> None:
+    def route(request: Request, default: Decision) -> Decision:
+        number = request.ruri_user
+        if number.startswith("0") and not number.startswith("00"):
+            return to_trunk("main", "+49" + number[1:])
+        return default
+
+    settings = dataclasses.replace(parse(INI), auth_realm=None)
+    gateway = Gateway(settings, rules=(route, None))
+    net = Network(gateway)
+    alice = net.phone("alice")
+    net.registered(alice)
+    normalised, international = net.invite(alice, "0301234567"), net.invite(alice, "0044201234")
+    ((where, invite),) = normalised.invites_sent()
+    assert (where.host, invite.ruri) == ("198.51.100.10", "sip:+49301234567@127.0.0.1")
+    ((where, invite),) = international.invites_sent()  # the dial plan's, as dialled
+    assert (where.host, invite.ruri) == ("198.51.100.20", "sip:0044201234@127.0.0.1")
+    net.nobody_answers()
+    assert_clean(gateway, net)
+    assert str(to_trunk("main", "+4930")) == "to trunk main as +4930"
+    for bad in ("", "a b", "x@y", "1\r\n2"):
+        with pytest.raises(ValueError, match="not a user name"):
+            to_trunk("main", bad)
+
+
+def test_an_answer_the_gateway_cannot_carry_out_is_logged_as_the_rules_answer() -> None:
+    """A rule that names a trunk gateway.ini lacks: the caller gets the fail-safe 500, and the log line names
+    the answer and the trunks there are, not a line of the gateway's (no line of the rule raised).  (The
+    rules' check at load takes one sample call, to a user: it misses the typo on this rule's path.)"""
+
+    def route(request: Request, default: Decision) -> Decision:
+        return to_trunk("mian") if request.ruri_user.isdigit() else default
+
+    settings = dataclasses.replace(parse(INI), auth_realm=None)
+    gateway = Gateway(settings, rules=(route, None), strict=False)
+    net = Network(gateway)
+    alice = net.phone("alice")
+    net.registered(alice)
+    assert net.invite(alice, "0301234567").statuses() == [500]
+    logged, failed = gateway.errors  # the router's line, the cfg's route[python_failed]
+    assert logged.endswith(
+        "Refused: the rules answered 'to trunk mian': no trunk named 'mian' in gateway.ini [trunks]"
+        " (its trunks: intl, main)"
+    ), logged
+    assert "python routing failed for INVITE" in failed

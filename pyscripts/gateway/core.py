@@ -156,12 +156,23 @@ def _flag_problems(profiles: Profiles, leg: Leg, extra: str) -> Tuple[str, ...]:
     return found
 
 
+class Refused(ValueError):
+    """What a rule answered is nothing the gateway can do (``check_decision``); no line of the rule raised."""
+
+
 def check_decision(decision: Decision, settings: Settings, callee: Optional[Callee] = None) -> None:
-    """ValueError when the gateway cannot do what a rule decided: an unknown trunk, rtpengine flags that
-    would break a leg (the profile rules: a browser-bound offer keeps DTLS, ICE and SAVPF), a target
-    given where only media may change (``callee``)."""
+    """Refused (a ValueError) when the gateway cannot do what a rule decided: an unknown trunk, rtpengine flags
+    that would break a leg (the profile rules: a browser-bound offer keeps DTLS, ICE and SAVPF), a target
+    given where only media may change (``callee``).  The message names the decision."""
     if not isinstance(decision, Decision):
-        raise ValueError(f"a rule answered {decision!r}, not a Decision")
+        raise Refused(f"a rule answered {decision!r}, not a Decision")
+    try:
+        _check_decision(decision, settings, callee)
+    except ValueError as exc:
+        raise Refused(f"the rules answered '{decision}': {exc}") from None
+
+
+def _check_decision(decision: Decision, settings: Settings, callee: Optional[Callee]) -> None:
     if callee is not None and (decision.add_headers or decision.remove_headers):
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
     if decision.target == "trunk" and decision.trunk is not None:

@@ -56,7 +56,7 @@ from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, O
 from . import core
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
-from .policy import Decision, Kind, MediaProxy, Request, to_trunk, to_user
+from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
 from .sdp import is_sdp
 from .settings import Settings
 
@@ -424,9 +424,10 @@ _OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 def where(exc: BaseException) -> str:
     """The line that raised ``exc``, as " (at FILE:LINE in FUNCTION)": the innermost one outside this package
-    when there is one (the operator's policy file, a module it imports), else the innermost.  No file is read."""
+    when there is one (the operator's policy file, a module it imports), else the innermost; none for an answer
+    of the rules the gateway refused (core.Refused: its message names the answer).  No file is read."""
     frames = [(f.f_code.co_filename, line, f.f_code.co_name) for f, line in traceback.walk_tb(exc.__traceback__)]
-    if not frames:
+    if not frames or isinstance(exc, core.Refused):  # the rules' answer, refused after their route() returned
         return ""
     theirs = [f for f in frames if not os.path.abspath(f[0]).startswith(_OURS)]
     filename, line, name = (theirs or frames)[-1]
@@ -788,10 +789,15 @@ class Router:
             request = request._replace(
                 headers=tuple((n, None if v == NULL else text_of(v)) for n, v in zip(names, values))
             )
-        default = settings.tables.apply(request, _TO_USER if target is _LOCATION else _TO_DEFAULT, may_relay)
-        decision = rules.route(request, default)
-        if decision is not default and not isinstance(decision, Decision):
-            core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
+        tables = settings.tables
+        default = tables.apply(request, _TO_USER if target is _LOCATION else _TO_DEFAULT, may_relay)
+        # A blocked number is answered before any rule; [media] always_proxy holds whatever a rule returns.
+        decision = default if default is BLOCKED else rules.route(request, default)
+        if decision is not default:
+            if not isinstance(decision, Decision):
+                core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
+            if tables.always_proxy:
+                decision = tables.proxied(request, decision)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
         # callee() reads all of it, so with such a rule nothing is kept.
         method, ruri_user, _, _, _, _, _, source, port, transport, caller, behind_nat, has_sdp, _ = request

@@ -8,6 +8,9 @@ new request (not REGISTER) from a caller who passed digest authentication:
   -> ``sip_destination``) with gateway.ini's tables applied (``[blocked]`` prefixes, the
   ``[dialplan]``, ``[media] always_proxy``).  A rule returns ``default``, a change of it
   (``default.with_header(...)``) or a new decision (``to_trunk("intl")``, ``reply(403, ...)``).
+  Two tables hold whatever a rule returns: a ``[blocked]`` number gets 403 before any rule is
+  asked, and a call from or to an ``always_proxy`` user takes the media proxy unless the rule's
+  decision says ``MediaProxy.NEVER``.
 - ``callee(request, callee, decision) -> Decision`` (optional): for a call to registered users,
   once for each kind of contact the call may reach (a browser, a SIP phone behind NAT, a SIP
   phone): the media proxy and rtpengine flags for branches to such a contact, or ``.dropped()``.
@@ -114,7 +117,8 @@ class Decision(NamedTuple):
     target: str
     """``user`` (the registered contacts of ``user``), ``trunk``, ``uri`` or ``reply``."""
     user: Optional[str] = None
-    """For ``user``: whose contacts; None keeps the request's own (the R-URI's user)."""
+    """For ``user``: whose contacts; for ``trunk``: the request URI's new user part; None keeps the request's own
+    (the R-URI's user)."""
     trunk: Optional[str] = None
     """For ``trunk``: a name from gateway.ini ``[trunks]`` (or ``sip_destination``)."""
     uri: Optional[str] = None
@@ -187,7 +191,7 @@ class Decision(NamedTuple):
         if self.target == "reply":
             text = f"reply {self.code} {self.reason}"
         elif self.target == "trunk":
-            text = f"to trunk {self.trunk}"
+            text = f"to trunk {self.trunk}" + (f" as {self.user}" if self.user else "")
         elif self.target == "uri":
             text = f"to {self.uri}"
         else:
@@ -247,15 +251,21 @@ def to_user(user: Optional[str] = None) -> Decision:
     """To the registered contacts of ``user`` (of the called user when None)."""
     if user is None:
         return _TO_USER
-    if not user or _BAD_VALUE.search(user) or "@" in user:
-        raise ValueError(f"not a user name: {user!r}")
-    return Decision("user", user=user)
+    return Decision("user", user=_user(user))
 
 
 @functools.lru_cache(maxsize=1024)
-def to_trunk(name: str) -> Decision:
-    """To a trunk named in gateway.ini ``[trunks]``; the request URI stays as dialled."""
-    return Decision("trunk", trunk=name)
+def to_trunk(name: str, user: Optional[str] = None) -> Decision:
+    """To a trunk named in gateway.ini ``[trunks]``; the request URI stays as dialled, or takes ``user`` as its
+    user part (a number as the trunk wants it: ``to_trunk("carrier", "+49301234567")``)."""
+    return Decision("trunk", trunk=name, user=None if user is None else _user(user))
+
+
+def _user(user: str) -> str:
+    """A request URI's user part a rule gives (a user name, a number); ValueError else."""
+    if not user or _BAD_VALUE.search(user) or "@" in user or " " in user:
+        raise ValueError(f"not a user name: {user!r}")
+    return user
 
 
 @functools.lru_cache(maxsize=1024)
@@ -322,11 +332,22 @@ class Tables:
             found = self._number(number)
         blocked, trunk = found
         if blocked:
-            return _BLOCKED
+            return BLOCKED
         if may_relay and trunk is not None:
             decision = trunk
         if self.always_proxy and (request.from_user in self.always_proxy or number in self.always_proxy):
             decision = decision.with_media(MediaProxy.ALWAYS)
+        return decision
+
+    def proxied(self, request: Request, decision: Decision) -> Decision:
+        """A rule's own ``decision`` with [media] always_proxy kept: a call from or to (as dialled, or as the
+        rule sends it to another user) an always-proxied user takes the media proxy, unless the rule said
+        otherwise (MediaProxy.NEVER).  A reply has no media."""
+        if decision.media is not MediaProxy.AUTO or decision.target == "reply":
+            return decision
+        users = self.always_proxy
+        if request.from_user in users or request.ruri_user in users or decision.user in users:
+            return decision.with_media(MediaProxy.ALWAYS)
         return decision
 
     def _number(self, number: str) -> Tuple[bool, Optional[Decision]]:
@@ -344,4 +365,5 @@ class Tables:
         return found
 
 
-_BLOCKED = reply(403, "Forbidden - Blocked Number")
+BLOCKED = reply(403, "Forbidden - Blocked Number")
+"""A [blocked] number's answer: given before any rule is asked."""

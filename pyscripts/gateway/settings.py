@@ -63,7 +63,8 @@ class Settings:
         if uri is None and name == "default" and self.sip_destination is not None:
             uri = self.sip_destination
         if uri is None:
-            raise ValueError(f"no trunk named {name!r} in gateway.ini [trunks]")
+            known = ", ".join(sorted(self.tables.trunks)) or "none"
+            raise ValueError(f"no trunk named {name!r} in gateway.ini [trunks] (its trunks: {known})")
         return uri
 
 
