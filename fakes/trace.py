@@ -4,15 +4,17 @@
     python3 -m fakes.trace call phone:carol browser:bob    # a SIP phone calls a browser user
     python3 -m fakes.trace --settings my.ini --policy my_policy.py call nat-phone:dave 0900123
     python3 -m fakes.trace call --from-address 203.0.113.7 phone:carol 0044201234   # from that address
+    python3 -m fakes.trace call --header "X-Tenant: acme" phone:carol 0044201234   # with a header of its own
     python3 -m fakes.trace                      # every scenario
     python3 -m fakes.trace web-to-sip forking   # some of them
     python3 -m fakes.trace --table              # the effective rtpengine flag table
     python3 -m fakes.trace --list               # scenario names
     python3 -m fakes.trace --rtpengine 127.0.0.1:2223 web-to-sip   # through a real rtpengine
 
-The rules are the files OpenSIPS would load: opensips/gateway.ini (or
+A call's rules are the files OpenSIPS would load: opensips/gateway.ini (or
 GATEWAY_SETTINGS, or --settings) and pyscripts/policy.py (or GATEWAY_POLICY, or
---policy).  Message by message it prints what OpenSIPS would do: the routes run,
+--policy).  The scenarios show the gateway as shipped (fakes/shipped/), whatever
+your rules change.  Message by message it prints what OpenSIPS would do: the routes run,
 the router's actions, the functions called with their arguments and results, the
 ng command sent to rtpengine, and where each message goes; a call ends with
 where its INVITE went (request URI and destination) and what the rules decided.
@@ -27,11 +29,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .rtpengine import Backend
 from .rtpengine_ng import RealEngine
-from .runtime import Endpoint, Event, Gateway
+from .runtime import SHIPPED, Endpoint, Event, Gateway
 from .scenarios import SCENARIOS
 from .ua import UA, Network
 
@@ -87,7 +89,12 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
 
 
 def run(name: str, settings: Optional[object] = None, rtpengine: Optional[Backend] = None) -> List[str]:
-    gateway = Gateway(settings, rtpengine=rtpengine)
+    """A scenario with ``settings``, or the gateway as shipped (SHIPPED): a scenario shows the gateway's own
+    behaviour, which the operator's rules may change (``call`` traces those)."""
+    if settings is None:
+        gateway = Gateway(files=SHIPPED, rtpengine=rtpengine)
+    else:
+        gateway = Gateway(settings, rtpengine=rtpengine)
     net = Network(gateway)
     scenario = SCENARIOS[name]
     scenario(net)
@@ -126,11 +133,22 @@ def party(net: Network, text: str, domain: str, host: Optional[str] = None) -> T
 
 
 def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[str], Optional[str]] = (None, None),
-         rtpengine: Optional[Backend] = None, source: Optional[str] = None) -> List[str]:  # fmt: skip
+         rtpengine: Optional[Backend] = None, source: Optional[str] = None,
+         headers: Sequence[Tuple[str, str]] = ()) -> List[str]:  # fmt: skip
     """One ad-hoc call: the caller (from ``source``, an address, when given) and a callee of a kind
-    register, the caller calls, the callee answers and hangs up (or nobody answers: the call times out);
-    where the INVITE went, and what is left."""
+    register, the caller calls (its INVITE with ``headers`` too), the callee answers and hangs up (or nobody
+    answers: the call times out); what the rules decided, where the INVITE went, and what is left."""
     gateway = Gateway(files=files, rtpengine=rtpengine)
+    decided: List[str] = []
+    watcher = gateway.router.watcher
+    rule = watcher.rules.route
+
+    def route(request: Any, default: Any) -> Any:  # the rules' own, noting what they answered
+        decision = rule(request, default)
+        decided.append(f"{decision}" + (" (default: the gateway's, unchanged)" if decision is default else ""))
+        return decision
+
+    watcher.rules = watcher.rules._replace(route=route)
     net = Network(gateway)
     domain = sorted(gateway.router.settings.domains)[0]
     ua, _user, _ = party(net, caller, domain, source)
@@ -139,7 +157,7 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     target, user, target_domain = party(net, callee, domain)
     net.registered(*(u for u in (ua, target) if u is not None))
     start = len(gateway.events)
-    placed = net.invite(ua, user, domain=target_domain)
+    placed = net.invite(ua, user, domain=target_domain, extra_headers=headers)
     invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
                and e.data[1].method == "INVITE" and e.data[1].call_id == placed.call_id]  # fmt: skip
     branches = [e.text for e in gateway.events[start:] if e.kind == "branch"]
@@ -154,12 +172,16 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     names = {endpoint: f"{u.name}({'browser' if u.is_browser else 'phone'})" for endpoint, u in net.uas.items()}
     lines = [f"=== call {caller} -> {callee}" + (f" from {source}" if source else ""), *render(gateway.events, names)]
     lines.append("")
+    lines += [f"  the rules decided: {text}" for text in decided] or [
+        "  the rules were not asked: the gateway answered first (a [blocked] number, a refused relay, ...)"
+    ]
     for (endpoint, message), branch in zip(invites, branches):
         added = [f"{k}: {v}" for k, v in message.headers if k.lower().startswith("x-")]
         lines.append(f"  the INVITE went to {names.get(endpoint, str(endpoint))} ({branch})"
                      + (f", headers {'; '.join(added)}" if added else ""))  # fmt: skip
     if finals:
-        lines.append(f"  the caller got {finals[0]}")
+        final = next(m for m in ua.inbox if not m.is_request and m.call_id == placed.call_id and m.status == finals[0])
+        lines.append(f"  the caller got {final.first_line[len('SIP/2.0 ') :]}")
     elif timed_out and invites:
         lines.append("  nobody answered (--no-answer, or a trunk or URI: no UA in a trace), so the caller got 408"
                      " when tm timed out")  # fmt: skip
@@ -226,6 +248,13 @@ def call_main(argv: List[str]) -> int:
     parser.add_argument("--policy", metavar="PY", help="policy.py to use (default: GATEWAY_POLICY or pyscripts/)")
     parser.add_argument("--no-answer", action="store_true", help="the callee does not answer")
     parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header of the caller's INVITE (again: more)",
+    )
+    parser.add_argument(
         "--from-address", metavar="ADDR", help="the caller's source address (default: a test address of its own)"
     )
     parser.add_argument(
@@ -239,9 +268,13 @@ def call_main(argv: List[str]) -> int:
     if args.rtpengine:
         host, _, port = args.rtpengine.rpartition(":")
         engine = RealEngine((host, int(port)))
+    headers = [tuple(part.strip() for part in text.split(":", 1)) for text in args.header]
+    if any(len(h) != 2 or not h[0] for h in headers):
+        print(f"fakes.trace: --header takes 'Name: value', not {args.header}", file=sys.stderr)
+        return 2
     try:
         lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine,
-                     args.from_address)  # fmt: skip
+                     args.from_address, [(h[0], h[1]) for h in headers])  # fmt: skip
     except ValueError as exc:
         print(f"fakes.trace: {exc}", file=sys.stderr)
         return 2

@@ -91,3 +91,32 @@ def test_a_call_nobody_answers_says_so(capsys: pytest.CaptureFixture[str]) -> No
     assert "the INVITE went to tcp:198.51.100.20:5060" in out
     assert "nobody answered (--no-answer, or a trunk or URI: no UA in a trace), so the caller got 408" in out
     assert "alice(browser) -> gateway: ACK" in out
+
+
+def test_an_ad_hoc_call_carries_the_headers_given_and_says_what_the_rules_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--header puts a header in the caller's INVITE, for rules that read one ([policy] headers); the trace
+    says what the rules answered, or that they were not asked, and a refusal's reason phrase."""
+    settings = tmp_path / "gateway.ini"
+    settings.write_text(
+        "[gateway]\ndomains = 127.0.0.1\n[trunks]\nacme = sip:198.51.100.50:5060\n"
+        "[blocked]\nprefixes = 0900\n[policy]\nheaders = X-Tenant\n"
+    )
+    policy = tmp_path / "tenants.py"
+    policy.write_text(
+        "from gateway.policy import to_trunk\n\n"
+        "def route(request, default):\n"
+        "    return to_trunk('acme') if request.header('X-Tenant') == 'acme' else default\n"
+    )
+    files = ["--settings", str(settings), "--policy", str(policy)]
+    assert main([*files, "call", "--header", "X-Tenant: acme", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "  the rules decided: to trunk acme\n  the INVITE went to udp:198.51.100.50:5060" in out
+    assert main([*files, "call", "phone:carol", "phone:bob"]) == 0
+    out = capsys.readouterr().out
+    assert "the rules decided: to the registered contacts (default: the gateway's, unchanged)" in out
+    assert main([*files, "call", "--header", "X-Tenant: acme", "phone:carol", "0900123"]) == 0
+    out = capsys.readouterr().out
+    assert "the rules were not asked" in out and "the caller got 403 Forbidden - Blocked Number" in out
+    assert main([*files, "call", "--header", "no colon", "phone:carol", "0900123"]) == 2
