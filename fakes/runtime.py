@@ -750,7 +750,7 @@ class Gateway:
             )
             branch_route = tx.routes.get("branch")
             if branch_route is not None and self.run_route("branch_route", branch_route, bctx) == "drop":
-                self.events.append(Event("log", f"branch {index} dropped"))
+                self.events.append(Event("note", f"branch {index} dropped by the branch route: tm sends it nothing"))
                 continue
             self._send_branch(tx, bctx, index, out, bctx.armed.get("reply", tx.routes.get("reply")))
         if msg.method == "BYE" and ctx.dialog is not None:

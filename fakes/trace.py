@@ -5,6 +5,7 @@
     python3 -m fakes.trace --settings my.ini --policy my_policy.py call nat-phone:dave 0900123
     python3 -m fakes.trace call --from-address 203.0.113.7 phone:carol 0044201234   # from that address
     python3 -m fakes.trace call --header "X-Tenant: acme" phone:carol 0044201234   # with a header of its own
+    python3 -m fakes.trace call --also phone:frank phone:carol browser:frank   # frank has a phone too
     python3 -m fakes.trace                      # every scenario
     python3 -m fakes.trace web-to-sip forking   # some of them
     python3 -m fakes.trace --table              # the effective rtpengine flag table
@@ -85,6 +86,8 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
             lines.append(f"        ng {ng['command']}: {shown} -> {answer.get('result')}")
         elif event.kind == "log":
             lines.append(f"      ! {event.text}")
+        elif event.kind == "note":  # what the host did that is no fault (a rule's callee() dropped a branch)
+            lines.append(f"      {event.text}")
     return lines
 
 
@@ -134,10 +137,11 @@ def party(net: Network, text: str, domain: str, host: Optional[str] = None) -> T
 
 def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[str], Optional[str]] = (None, None),
          rtpengine: Optional[Backend] = None, source: Optional[str] = None,
-         headers: Sequence[Tuple[str, str]] = ()) -> List[str]:  # fmt: skip
-    """One ad-hoc call: the caller (from ``source``, an address, when given) and a callee of a kind
-    register, the caller calls (its INVITE with ``headers`` too), the callee answers and hangs up (or nobody
-    answers: the call times out); what the rules decided, where the INVITE went, and what is left."""
+         headers: Sequence[Tuple[str, str]] = (), others: Sequence[str] = ()) -> List[str]:  # fmt: skip
+    """One ad-hoc call: the caller (from ``source``, an address, when given), a callee of a kind and the
+    ``others`` (a forwarding target, a user's second device) register, the caller calls (its INVITE with
+    ``headers`` too), the first of them that rings answers and hangs up (or nobody answers: the call times
+    out); what the rules decided, where the INVITE went, and what is left."""
     gateway = Gateway(files=files, rtpengine=rtpengine)
     decided: List[str] = []
     watcher = gateway.router.watcher
@@ -155,16 +159,20 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     if ua is None:
         raise ValueError(f"{caller}: the caller needs a kind (browser:, phone:, nat-phone:)")
     target, user, target_domain = party(net, callee, domain)
-    net.registered(*(u for u in (ua, target) if u is not None))
+    more = [party(net, text, domain)[0] for text in others]
+    if None in more:
+        raise ValueError(f"{', '.join(others)}: --also takes parties with a kind (browser:, phone:, nat-phone:)")
+    net.registered(*(u for u in (ua, target, *more) if u is not None))
     start = len(gateway.events)
     placed = net.invite(ua, user, domain=target_domain, extra_headers=headers)
     invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
                and e.data[1].method == "INVITE" and e.data[1].call_id == placed.call_id]  # fmt: skip
     branches = [e.text for e in gateway.events[start:] if e.kind == "branch"]
     finals = placed.statuses()  # so far (a digest challenge, which the caller answers itself, left out)
-    if target is not None and placed.call_id in target.pending_invites and answer:
-        net.reply(placed, target, 180)
-        net.reply(placed, target, 200)
+    ringing = [u for u in (target, *more) if u is not None and placed.call_id in u.pending_invites]
+    if ringing and answer:
+        net.reply(placed, ringing[0], 180)
+        net.reply(placed, ringing[0], 200)
         net.bye(placed, "caller")
     elif not finals:
         net.nobody_answers()  # the caller gets its 408 and ACKs it
@@ -255,6 +263,13 @@ def call_main(argv: List[str]) -> int:
         help="a header of the caller's INVITE (again: more)",
     )
     parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="KIND:USER",
+        help="one more party registered before the call: a forwarding target, a user's second device (again: more)",
+    )
+    parser.add_argument(
         "--from-address", metavar="ADDR", help="the caller's source address (default: a test address of its own)"
     )
     parser.add_argument(
@@ -274,7 +289,7 @@ def call_main(argv: List[str]) -> int:
         return 2
     try:
         lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine,
-                     args.from_address, [(h[0], h[1]) for h in headers])  # fmt: skip
+                     args.from_address, [(h[0], h[1]) for h in headers], args.also)  # fmt: skip
     except ValueError as exc:
         print(f"fakes.trace: {exc}", file=sys.stderr)
         return 2

@@ -120,3 +120,27 @@ def test_an_ad_hoc_call_carries_the_headers_given_and_says_what_the_rules_decide
     out = capsys.readouterr().out
     assert "the rules were not asked" in out and "the caller got 403 Forbidden - Blocked Number" in out
     assert main([*files, "call", "--header", "no colon", "phone:carol", "0900123"]) == 2
+
+
+def test_an_ad_hoc_call_registers_more_parties_and_the_first_that_rings_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--also: a user's second device, a forwarding target.  A branch the rules' callee() dropped is said
+    plainly, not as a fault."""
+    policy = tmp_path / "frank.py"
+    policy.write_text(
+        "from gateway.policy import Kind, to_user\n\n"
+        "def route(request, default):\n"
+        "    return to_user('heidi') if request.ruri_user == 'grace' else default\n\n"
+        "def callee(request, callee, decision):\n"
+        "    return decision.drop() if callee.kind is Kind.BROWSER and request.ruri_user == 'frank' else decision\n"
+    )
+    assert main(["--policy", str(policy), "call", "--also", "phone:frank", "phone:carol", "browser:frank"]) == 0
+    out = capsys.readouterr().out
+    assert "      branch 0 dropped by the branch route: tm sends it nothing\n" in out
+    assert "the INVITE went to frank(phone)" in out and "the INVITE went to frank(browser)" not in out
+    assert "frank(phone) -> gateway: SIP/2.0 200 OK" in out and "dialogs left: 0" in out
+    assert main(["--policy", str(policy), "call", "--also", "browser:heidi", "phone:carol", "grace"]) == 0
+    out = capsys.readouterr().out
+    assert "the rules decided: to the registered contacts of heidi\n  the INVITE went to heidi(browser)" in out
+    assert main(["--policy", str(policy), "call", "--also", "heidi", "phone:carol", "grace"]) == 2
