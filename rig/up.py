@@ -14,6 +14,7 @@ on PATH.  Everything listens on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -64,7 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server = web.Server(web.site(folder / "web"), port=args.web_port)
         print(f"OpenSIPS {gateway.version} with opensips/opensips.cfg, logs in {folder}")
         print(
-            f"  rules: {args.settings or folder / 'gateway.ini'} and {args.policy or 'pyscripts/policy.py'}"
+            f"  rules: {args.settings or folder / 'gateway.ini'} and"
+            f" {args.policy or os.environ.get('GATEWAY_POLICY') or 'pyscripts/policy.py'}"
             " (changes taken as it runs, by each worker at its next request)"
         )
         print(f"  softphone: {server.url}?ws={gateway.wss_url}&domain={args.host}")
