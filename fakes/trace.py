@@ -145,14 +145,29 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     gateway = Gateway(files=files, rtpengine=rtpengine)
     decided: List[str] = []
     watcher = gateway.router.watcher
-    rule = watcher.rules.route
+    rule, chooser = watcher.rules.route, watcher.rules.callee
 
     def route(request: Any, default: Any) -> Any:  # the rules' own, noting what they answered
-        decision = rule(request, default)
+        try:
+            decision = rule(request, default)
+        except Exception as exc:
+            decided.append(f"route() raised {type(exc).__name__}: {exc} (the caller gets 500)")
+            raise
         decided.append(f"{decision}" + (" (default: the gateway's, unchanged)" if decision is default else ""))
         return decision
 
-    watcher.rules = watcher.rules._replace(route=route)
+    def choose(request: Any, who: Any, decision: Any) -> Any:  # the same for callee(), where it changes something
+        try:
+            chosen = chooser(request, who, decision)
+        except Exception as exc:
+            decided.append(f"callee() raised {type(exc).__name__}: {exc} (the caller gets 500)")
+            raise
+        if chosen is not decision:
+            kind = f"{who.kind.value} contacts{' behind NAT' if who.behind_nat else ''}"
+            decided.append(f"for {kind}, callee(): " + ("no branch (drop)" if chosen.dropped else f"{chosen}"))
+        return chosen
+
+    watcher.rules = watcher.rules._replace(route=route, callee=None if chooser is None else choose)
     net = Network(gateway)
     domain = sorted(gateway.router.settings.domains)[0]
     ua, _user, _ = party(net, caller, domain, source)

@@ -36,7 +36,16 @@ U+FFFD.
 
 ``callee(request, callee, decision)`` (optional) is asked, for a call to registered users,
 once for each kind of contact the call may reach: ``callee.kind`` (Kind.BROWSER or Kind.SIP)
-and ``callee.behind_nat``.  It may change the media proxy of such branches, or ``.drop()`` them.
+and ``callee.behind_nat``.  It returns ``decision`` (the call's, for branches to such contacts),
+a change of its media (``decision.with_media(...)``, ``.with_rtpengine(...)``) or
+``decision.drop()`` (no branch to them):
+
+    def callee(request: Request, callee: Callee, decision: Decision) -> Decision:
+        if (decision.user or request.ruri_user) == "frank" and callee.kind is Kind.BROWSER:
+            return decision.drop()      # frank's calls ring his phones only
+        return decision
+
+(``decision.user`` is the user a rule sent the call to, None for the called user.)
 With a callee() the router works out every call's branches afresh (a few microseconds more a
 call): define it only when you need it.
 

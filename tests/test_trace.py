@@ -80,7 +80,9 @@ def test_an_ad_hoc_call_from_an_address_meets_the_rules_that_read_it(
     assert main(["--policy", str(policy), "call", "phone:carol", "phone:bob"]) == 0
     assert "the INVITE went to bob(phone)" in capsys.readouterr().out
     assert main(["--policy", str(policy), "call", "--from-address", "198.51.100.77", "phone:carol", "666"]) == 1
-    assert f"KeyError: '198.51.100.77' (at {policy}:8 in route)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"KeyError: '198.51.100.77' (at {policy}:8 in route)" in out
+    assert "  the rules decided: route() raised KeyError: '198.51.100.77' (the caller gets 500)\n" in out
 
 
 def test_a_call_nobody_answers_says_so(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,6 +140,7 @@ def test_an_ad_hoc_call_registers_more_parties_and_the_first_that_rings_answers(
     assert main(["--policy", str(policy), "call", "--also", "phone:frank", "phone:carol", "browser:frank"]) == 0
     out = capsys.readouterr().out
     assert "      branch 0 dropped by the branch route: tm sends it nothing\n" in out
+    assert "  the rules decided: for browser contacts behind NAT, callee(): no branch (drop)\n" in out
     assert "the INVITE went to frank(phone)" in out and "the INVITE went to frank(browser)" not in out
     assert "frank(phone) -> gateway: SIP/2.0 200 OK" in out and "dialogs left: 0" in out
     assert main(["--policy", str(policy), "call", "--also", "browser:heidi", "phone:carol", "grace"]) == 0
