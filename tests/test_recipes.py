@@ -155,6 +155,22 @@ def test_numbers_to_users_ring_who_owns_them() -> None:
     assert net.invite(carrier, "+4930123451", domain="127.0.0.1").statuses() == [404]  # bob: not registered
 
 
+def test_e164_numbers_reach_the_carrier_as_it_wants_them_and_the_blocked_range_never() -> None:
+    gateway, net = recipe("e164")
+    alice, carol = net.browser("alice"), net.phone("carol")
+    net.registered(alice, carol)
+    for caller, dialled, sent in ((carol, "0301234567", "+49301234567"), (alice, "0044201234", "+44201234")):
+        ((endpoint, invite),) = net.invite(caller, dialled).invites_sent()
+        assert (endpoint.host, endpoint.port, invite.ruri) == ("198.51.100.30", 5060, f"sip:{sent}@127.0.0.1")
+        net.nobody_answers()
+    assert net.invite(carol, "0900123456").statuses() == [403]  # a national number, blocked before the rule
+    call = net.invite(carol, "alice")  # users as ever
+    assert call.call_id in alice.pending_invites
+    net.reply(call, alice, 200)
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+
+
 # -- the README shows these very files, and its tracer commands run ---------------------------
 
 
