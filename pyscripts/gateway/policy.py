@@ -335,14 +335,12 @@ class Tables:
             return BLOCKED
         if may_relay and trunk is not None:
             decision = trunk
-        if self.always_proxy and (request.from_user in self.always_proxy or number in self.always_proxy):
-            decision = decision.with_media(MediaProxy.ALWAYS)
-        return decision
+        return self.proxied(request, decision) if self.always_proxy else decision
 
     def proxied(self, request: Request, decision: Decision) -> Decision:
-        """A rule's own ``decision`` with [media] always_proxy kept: a call from or to (as dialled, or as the
-        rule sends it to another user) an always-proxied user takes the media proxy, unless the rule said
-        otherwise (MediaProxy.NEVER).  A reply has no media."""
+        """``decision`` (the built-in one, or a rule's own) with [media] always_proxy kept: a call from or to (as
+        dialled, or as the rule sends it to another user) an always-proxied user takes the media proxy, unless
+        the rule said otherwise (MediaProxy.NEVER).  A reply has no media."""
         if decision.media is not MediaProxy.AUTO or decision.target == "reply":
             return decision
         users = self.always_proxy
