@@ -207,6 +207,12 @@ class Transaction:
     sent_final: Optional[SipMessage] = None
     """The negative final reply tm sent upstream for an INVITE: sent again until its ACK comes (retransmit)."""
     acked: bool = False
+    cancelled: bool = False
+    """A CANCEL of it came (t_was_cancelled)."""
+    record_route: bool = False
+    """record_route() ran before t_relay: the request tm keeps carries it to every branch, later ones too."""
+    local_replies: List[SipMessage] = field(default_factory=list)
+    """The final replies tm made itself (a timeout's 408): sent upstream as they are."""
 
     @property
     def method(self) -> str:
@@ -292,6 +298,10 @@ class Context:
             value = m.header("content-length")
             return int(value) if value is not None and value.strip().isdigit() else None
         if name == "rs":
+            return None if m.is_request else m.status
+        if name == "T_reply_code":  # the reply tm picked (failure route), the one being handled (reply route)
+            if self.route == "failure" and self.tx is not None:
+                return self.tx.final
             return None if m.is_request else m.status
         if name in ("ru", "rU", "rd"):
             if not m.is_request:
@@ -417,6 +427,9 @@ class Gateway:
         #: tcp_no_new_conn_bflag: a branch with this flag goes over an open connection or not at all.
         flag = self.script.globals.get("tcp_no_new_conn_bflag")
         self.no_new_conn_bflag = None if flag is None else str(flag)
+        #: A relayed 503 goes upstream as 500 (RFC 3261 16.7 item 6; msg_translator.c build_res_buf_from_sip_res)
+        #: unless the cfg sets disable_503_translation.
+        self.translates_503 = str(self.script.globals.get("disable_503_translation", "0")).lower() in ("0", "no", "off")
         # What usrloc and dialog keep in the database (restart): which, from the cfg's modparams.
         preset = self.script.modparam("usrloc", "working_mode_preset")
         self.keeps_location = any("sql" in str(v) for v in preset)
@@ -431,6 +444,20 @@ class Gateway:
         self.restarts = 0
         self._settings = settings
         self.router = self._load(settings)
+        self._workers: Dict[int, Tuple[Dict[str, Value], Any]] = {}
+        self.worker = 0
+
+    def use_worker(self, worker: int) -> None:
+        """The messages from now on go to another worker (a process of its own), with its own $vars and its
+        own router's memory, as OpenSIPS hands each packet to whichever worker is free: a call's replies and
+        its failure route may run in a worker that never saw its INVITE.  The first use of a worker starts
+        it (child_init); worker 0 is the one every test starts with."""
+        if worker == self.worker:
+            return
+        self._workers[self.worker] = (self.script_vars, self.router)
+        kept = self._workers.pop(worker, None)
+        self.script_vars, self.router = kept if kept is not None else ({}, self._load(self._settings))
+        self.worker = worker
 
     # -- loading, as modules/python does ---------------------------------------------
 
@@ -496,6 +523,8 @@ class Gateway:
         self.completed.clear()
         self.connections.clear()
         self.script_vars.clear()
+        self._workers.clear()
+        self.worker = 0
         self.nonces.clear()
         self.restarts += 1
         self.events.append(Event("log", f"OpenSIPS {'killed' if kill else 'stopped'} and started again"))
@@ -718,8 +747,11 @@ class Gateway:
             if tx is None:
                 return -1
             self._reply_to(ctx, 200, "OK", out)
+            tx.cancelled = True
             self._cancel_pending(tx, out)
             return 1
+        if ctx.route == "failure" and ctx.tx is not None:
+            return self._new_branch(ctx, ctx.tx, out)
         key = self._tx_key(msg, msg.method)
         if key in self.transactions or key in self.completed:
             self.events.append(Event("log", f"retransmission of {msg.method} absorbed by tm"))
@@ -727,6 +759,7 @@ class Gateway:
         tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, dict(ctx.armed), ctx.dialog)
         tx.serial = self._new_id()
         tx.reply_to = reply_address(ctx)
+        tx.record_route = ctx.record_route
         self.transactions[key] = tx
         ctx.tx = tx
         targets = [Contact(msg.ruri, ctx.dst_uri, set(ctx.bflags), 0), *ctx.extra_branches]
@@ -765,6 +798,24 @@ class Gateway:
                 return 1
             return -1
         return 1
+
+    def _new_branch(self, ctx: Context, tx: Transaction, out: List[Tuple[Endpoint, SipMessage]]) -> int:
+        """t_relay() in a failure route: one more branch of the same transaction, to the R-URI and $du as the
+        failure route left them, through the routes it armed; tm then waits for that branch's final reply."""
+        tx.routes.update(ctx.armed)
+        index = len(tx.branches)
+        bctx = Context(self, "branch", ctx.msg.copy(), tx.source, set(tx.flags), set(ctx.bflags), tx.avps,
+                       dst_uri=ctx.dst_uri, tx=tx, dialog=tx.dialog, branch_index=index,
+                       record_route=tx.record_route, direction=ctx.direction)  # fmt: skip
+        branch_route = tx.routes.get("branch")
+        if branch_route is not None and self.run_route("branch_route", branch_route, bctx) == "drop":
+            self.events.append(Event("note", f"branch {index} dropped by the branch route: tm sends it nothing"))
+            return -1
+        self._send_branch(tx, bctx, index, out, bctx.armed.get("reply", tx.routes.get("reply")))
+        return 1
+
+    def fn_t_was_cancelled(self, ctx: Context) -> int:
+        return 1 if ctx.tx is not None and ctx.tx.cancelled else -1
 
     def fn_t_on_branch(self, ctx: Context, name: str) -> int:
         ctx.armed["branch"] = name
@@ -899,8 +950,8 @@ class Gateway:
             return  # a late negative reply on another fork: absorbed after the reply route ran
         tx.replies.append(reply)
         if all(b.status is not None and b.status >= 200 for b in tx.branches) and tx.final is None:
-            self._fail(tx, out)
-            self._finish(tx)
+            if self._fail(tx, out):
+                self._finish(tx)
 
     def timeout(self) -> List[Tuple[Endpoint, SipMessage]]:
         """tm's fr_timer/fr_inv_timer firing for every pending branch: a local 408, then the
@@ -911,28 +962,42 @@ class Gateway:
             for branch in tx.branches:
                 if branch.status is None or branch.status < 200:
                     branch.status = 408
-                    tx.replies.append(self._local_reply(tx.request, 408, "Request Timeout"))
-            if tx.final is None and tx.replies:
-                self._fail(tx, out)
+                    tx.local_replies.append(self._local_reply(tx.request, 408, "Request Timeout"))
+                    tx.replies.append(tx.local_replies[-1])
+            if tx.final is None and tx.replies and not self._fail(tx, out):
+                continue  # the failure route sent a new branch: the transaction goes on
             self._finish(tx)
         return out
 
-    def _fail(self, tx: Transaction, out: List[Tuple[Endpoint, SipMessage]]) -> None:
+    def _fail(self, tx: Transaction, out: List[Tuple[Endpoint, SipMessage]]) -> bool:
         """Every branch failed: tm picks the best reply (a 6xx first, else the lowest), runs the failure
-        route, and sends that reply upstream; an unconfirmed dialog goes with the transaction."""
+        route (once per arming: t_on_failure there arms it again), and sends that reply upstream; an
+        unconfirmed dialog goes with the transaction.  False when the failure route sent a new branch
+        instead: the transaction waits for it."""
         best = min(tx.replies, key=lambda r: (0 if r.status >= 600 else 1, r.status))
         tx.final = best.status
-        failure_route = tx.routes.get("failure")
+        failure_route = tx.routes.pop("failure", None)
         if failure_route is not None:
-            fctx = Context(
-                self, "failure", tx.request.copy(), tx.source, tx.flags, set(), tx.avps, tx=tx, dialog=tx.dialog
-            )
+            # the failed branch's flags and destination, as tm's faked request has them (t_reply.c fake_req)
+            picked = next((b for b in tx.branches if b.status == best.status), None)
+            fctx = Context(self, "failure", tx.request.copy(), tx.source, tx.flags,
+                           set(picked.bflags) if picked is not None else set(), tx.avps, tx=tx,
+                           dialog=tx.dialog)  # fmt: skip
+            branches = len(tx.branches)
             self.run_route("failure_route", failure_route, fctx)
+            if len(tx.branches) > branches:
+                # tm picks the final reply among the new branches only (t_reply.c t_pick_branch from first_branch)
+                tx.final = None
+                tx.replies.clear()
+                return False
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)
             tx.dialog.state = "deleted"
+        if best.status == 503 and self.translates_503 and all(best is not r for r in tx.local_replies):
+            best.first_line = "SIP/2.0 500 " + best.first_line.split(" ", 2)[2]  # the code only
         tx.sent_final = best.copy()
         self._send(tx.reply_to or tx.source, best, out)
+        return True
 
     def retransmit(self) -> List[Tuple[Endpoint, SipMessage]]:
         """tm's timer G: a negative final reply to an INVITE whose ACK tm did not take (t_check_trans or

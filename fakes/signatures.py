@@ -82,6 +82,7 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "t_on_branch": (S,),
     "t_on_reply": (S,),
     "t_on_failure": (S,),
+    "t_was_cancelled": (),
     # sl / signaling
     "sl_send_reply": (N, S),
     "sl_reply_error": (),

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import sdp as sdpread
 from .rtpengine import MemoryEngine
-from .runtime import Endpoint, Gateway, digest_response
+from .runtime import Endpoint, Gateway, digest_response, uri_endpoint
 from .sipmsg import SipMessage
 
 _counter = itertools.count(1)
@@ -410,6 +410,16 @@ class Network:
             address, contact = host, f"[{host}]:{sip_port}" if ":" in host else f"{host}:{sip_port}"
         media = SyntheticPhone(address, rtp_port, codecs)
         return self._add(UA(name, "sip", endpoint, contact, media=media, rport=not nat))
+
+    def trunk(self, name: str, uri: str) -> UA:
+        """A SIP trunk (or PBX) at a gateway.ini ``[trunks]`` URI: the calls the gateway sends there wait in its
+        ``pending_invites``, for ``net.reply(call, trunk, 200)`` (or 503, to see a failover).  Not a subscriber:
+        it never registers or calls."""
+        endpoint = uri_endpoint(uri)
+        ua = UA(name, "sip", endpoint, f"{endpoint.host}:{endpoint.port}",
+                media=SyntheticPhone(endpoint.host, 30000 + 2 * len(self.uas)), rport=True)  # fmt: skip
+        self.uas[endpoint] = ua
+        return ua
 
     def disconnect(self, ua: UA) -> None:
         """The UA's connection closes (a browser's page goes away, OpenSIPS restarts): nothing reaches it
