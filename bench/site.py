@@ -214,7 +214,9 @@ def native_tables(settings: Settings) -> List[str]:
         out += ['\t\tsl_send_reply(403, "Forbidden - Blocked Number");', "\t\texit;", "\t}"]
     if tables.dialplan:
         out += ["\tif ($var(from_us) == 1 || $var(trusted) == 1) {"]
-        for i, (pattern, trunk) in enumerate(tables.dialplan):
+        for i, (pattern, (trunk, *failover)) in enumerate(tables.dialplan):
+            if failover:  # the failure route's relay to the next trunk is not written natively
+                raise ValueError(f"bench's native reference has no trunk failover: [dialplan] {pattern.text}")
             out += [f"\t\t{'} else if' if i else 'if'} ({_matches(pattern)}) {{"]
             out += [f"\t\t\t$var(gw_trunk) = {_literal(trunk)};"]
         out += ["\t\t}", "\t}"]

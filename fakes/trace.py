@@ -6,6 +6,7 @@
     python3 -m fakes.trace call --from-address 203.0.113.7 phone:carol 0044201234   # from that address
     python3 -m fakes.trace call --header "X-Tenant: acme" phone:carol 0044201234   # with a header of its own
     python3 -m fakes.trace call --also phone:frank phone:carol browser:frank   # frank has a phone too
+    python3 -m fakes.trace call --trunk carrier=503 --trunk backup=200 phone:carol 0301234   # a failover
     python3 -m fakes.trace                      # every scenario
     python3 -m fakes.trace web-to-sip forking   # some of them
     python3 -m fakes.trace --table              # the effective rtpengine flag table
@@ -30,7 +31,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .rtpengine import Backend
 from .rtpengine_ng import RealEngine
@@ -137,11 +138,14 @@ def party(net: Network, text: str, domain: str, host: Optional[str] = None) -> T
 
 def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[str], Optional[str]] = (None, None),
          rtpengine: Optional[Backend] = None, source: Optional[str] = None,
-         headers: Sequence[Tuple[str, str]] = (), others: Sequence[str] = ()) -> List[str]:  # fmt: skip
+         headers: Sequence[Tuple[str, str]] = (), others: Sequence[str] = (),
+         trunks: Mapping[str, int] = {}) -> List[str]:  # fmt: skip
     """One ad-hoc call: the caller (from ``source``, an address, when given), a callee of a kind and the
     ``others`` (a forwarding target, a user's second device) register, the caller calls (its INVITE with
     ``headers`` too), the first of them that rings answers and hangs up (or nobody answers: the call times
-    out); what the rules decided, where the INVITE went, and what is left."""
+    out); a trunk of ``trunks`` (gateway.ini name -> final reply) that rings answers with its code (a
+    failure may send the call on to the next trunk); what the rules decided, where the INVITE went, and
+    what is left."""
     gateway = Gateway(files=files, rtpengine=rtpengine)
     decided: List[str] = []
     watcher = gateway.router.watcher
@@ -178,21 +182,32 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     if None in more:
         raise ValueError(f"{', '.join(others)}: --also takes parties with a kind (browser:, phone:, nat-phone:)")
     net.registered(*(u for u in (ua, target, *more) if u is not None))
+    settings = gateway.router.settings
+    answering = [net.trunk(name, settings.trunk_uri(name)) for name in trunks]
+    code_of = {id(u): trunks[u.name] for u in answering}
     start = len(gateway.events)
     placed = net.invite(ua, user, domain=target_domain, extra_headers=headers)
+    refused = placed.statuses()  # before anyone rang (a digest challenge, which the caller answers itself, left out)
+    for _ in range(len(answering) + 1):  # each party rings once; a trunk that fails may hand over to the next
+        ringing = [u for u in (target, *more, *answering) if u is not None and placed.call_id in u.pending_invites]
+        code = code_of.get(id(ringing[0]), 200 if answer else None) if ringing else None
+        if code is None:
+            break
+        if code < 300:
+            net.reply(placed, ringing[0], 180)
+            net.reply(placed, ringing[0], code)
+            net.bye(placed, "caller")
+            break
+        net.reply(placed, ringing[0], code)
+    if not placed.statuses():
+        net.nobody_answers()  # the caller gets its 408 and ACKs it
+    finals = [status for status in placed.statuses() if status >= 300]
+    timed_out = not refused and finals == [408]
     invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
                and e.data[1].method == "INVITE" and e.data[1].call_id == placed.call_id]  # fmt: skip
     branches = [e.text for e in gateway.events[start:] if e.kind == "branch"]
-    finals = placed.statuses()  # so far (a digest challenge, which the caller answers itself, left out)
-    ringing = [u for u in (target, *more) if u is not None and placed.call_id in u.pending_invites]
-    if ringing and answer:
-        net.reply(placed, ringing[0], 180)
-        net.reply(placed, ringing[0], 200)
-        net.bye(placed, "caller")
-    elif not finals:
-        net.nobody_answers()  # the caller gets its 408 and ACKs it
-    timed_out = not finals and 408 in placed.statuses()
     names = {endpoint: f"{u.name}({'browser' if u.is_browser else 'phone'})" for endpoint, u in net.uas.items()}
+    names.update({u.endpoint: f"{u.name}(trunk)" for u in answering})
     lines = [f"=== call {caller} -> {callee}" + (f" from {source}" if source else ""), *render(gateway.events, names)]
     lines.append("")
     lines += [f"  the rules decided: {text}" for text in decided] or [
@@ -202,12 +217,12 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
         added = [f"{k}: {v}" for k, v in message.headers if k.lower().startswith("x-")]
         lines.append(f"  the INVITE went to {names.get(endpoint, str(endpoint))} ({branch})"
                      + (f", headers {'; '.join(added)}" if added else ""))  # fmt: skip
-    if finals:
+    if timed_out and invites:
+        lines.append("  nobody answered (--no-answer, or a trunk or URI not given with --trunk: no UA in a trace), so"
+                     " the caller got 408 when tm timed out")  # fmt: skip
+    elif finals:
         final = next(m for m in ua.inbox if not m.is_request and m.call_id == placed.call_id and m.status == finals[0])
         lines.append(f"  the caller got {final.first_line[len('SIP/2.0 ') :]}")
-    elif timed_out and invites:
-        lines.append("  nobody answered (--no-answer, or a trunk or URI: no UA in a trace), so the caller got 408"
-                     " when tm timed out")  # fmt: skip
     elif not invites:
         lines.append("  the INVITE went nowhere")
     offers = placed.rtpengine_offers()
@@ -285,6 +300,14 @@ def call_main(argv: List[str]) -> int:
         help="one more party registered before the call: a forwarding target, a user's second device (again: more)",
     )
     parser.add_argument(
+        "--trunk",
+        action="append",
+        default=[],
+        metavar="NAME=CODE",
+        help="the gateway.ini trunk NAME answers with CODE: 200 answers, 503 fails (the call may go on to the "
+        "next trunk) (again: more; a trunk not named here is nobody: the call times out there)",
+    )
+    parser.add_argument(
         "--from-address", metavar="ADDR", help="the caller's source address (default: a test address of its own)"
     )
     parser.add_argument(
@@ -302,9 +325,14 @@ def call_main(argv: List[str]) -> int:
     if any(len(h) != 2 or not h[0] for h in headers):
         print(f"fakes.trace: --header takes 'Name: value', not {args.header}", file=sys.stderr)
         return 2
+    trunks = dict(text.partition("=")[::2] for text in args.trunk)
+    if any(not name or not code.isdigit() or not 200 <= int(code) <= 699 for name, code in trunks.items()):
+        print(f"fakes.trace: --trunk takes NAME=CODE (a final reply, 200-699), not {args.trunk}", file=sys.stderr)
+        return 2
     try:
         lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine,
-                     args.from_address, [(h[0], h[1]) for h in headers], args.also)  # fmt: skip
+                     args.from_address, [(h[0], h[1]) for h in headers], args.also,
+                     {name: int(code) for name, code in trunks.items()})  # fmt: skip
     except ValueError as exc:
         print(f"fakes.trace: {exc}", file=sys.stderr)
         return 2

@@ -154,12 +154,17 @@ User-Agent: sipp-phone
     return s.xml()
 
 
+#: The outcomes of a call that fails, by the final reply.  A proxy passes a 503 on as 500 (RFC 3261 16.7; OpenSIPS
+#: unless disable_503_translation): a caller whose callee answered "unavailable" gets "server_error".
+FAILED_WITH = {"busy": "486", "unavailable": "503", "server_error": "500"}
+
+
 @dataclass
 class Call:
     """One side's script: what it does after the call is up (or how it ends before)."""
 
     steps: Sequence[Step] = ()
-    outcome: str = "answer"  # answer | busy | noanswer (UAS); for the UAC: answer | busy | cancel | noanswer
+    outcome: str = "answer"  # answer | noanswer | FAILED_WITH's; the UAC also: cancel
     ring_ms: int = 0
     headers: Sequence[str] = ()
     """(UAC) extra header lines of its INVITE, e.g. ``"P-Preferred-Identity: <sip:boss@127.0.0.1>"``."""
@@ -291,8 +296,8 @@ def uas_scenario(call: Call) -> str:
         answer = answer.replace(" 101\n", " [$te_pt]\n", 1)
         answer = answer.replace("a=rtpmap:101 telephone-event/8000", "[$te_line]")
     s.recv("INVITE", extra=' rrs="true"', actions=actions)
-    if call.outcome == "busy":
-        _reply(s, "486", "Busy Here")
+    if call.outcome in ("busy", "unavailable"):
+        _reply(s, FAILED_WITH[call.outcome], "Busy Here" if call.outcome == "busy" else "Service Unavailable")
         s.recv("ACK")
         return s.xml()
     _reply(s, "180", "Ringing")
@@ -384,9 +389,9 @@ Content-Length: 0
         s.recv("487")
         _ack_negative(s, invite_cseq)
         return s.xml()
-    if call.outcome == "busy":
+    if call.outcome in FAILED_WITH:
         s.recv("180", optional=True)
-        s.recv("486")
+        s.recv(FAILED_WITH[call.outcome])
         _ack_negative(s, invite_cseq)
         return s.xml()
     s.recv("180", optional=True)

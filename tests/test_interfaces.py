@@ -15,7 +15,8 @@ import pytest
 
 from fakes.runtime import Gateway
 from fakes.ua import Network
-from gateway.host import Router, uri_host
+from gateway.core import uri_host
+from gateway.host import Router
 from gateway.model import CallRecord, Exchange, Leg, Party
 from gateway.policy import to_trunk
 from gateway.settings import parse

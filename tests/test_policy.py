@@ -110,15 +110,15 @@ def request(**changes: Any) -> Request:
 
 def test_the_tables_block_route_and_proxy_in_that_order() -> None:
     tables = Tables(
-        {"intl": "sip:198.51.100.20"},
-        ((Pattern.parse("00"), "intl"),),
+        {"intl": "sip:198.51.100.20", "main": "sip:198.51.100.10"},
+        ((Pattern.parse("00"), ("intl", "main")),),
         (Pattern.parse("0900"),),
         frozenset({"carol"}),
     )
     assert tables.apply(request(ruri_user="0900123"), to_user(), may_relay=True) == reply(
         403, "Forbidden - Blocked Number"
     )
-    assert tables.apply(request(ruri_user="0044123"), to_user(), may_relay=True) == to_trunk("intl")
+    assert tables.apply(request(ruri_user="0044123"), to_user(), may_relay=True) == to_trunk("intl").or_trunk("main")
     # a caller who may not relay (another domain's, not trusted) never reaches a trunk through the dial plan
     assert tables.apply(request(ruri_user="0044123"), to_user(), may_relay=False) == to_user()
     assert tables.apply(request(from_user="carol"), to_user(), may_relay=True).media is MediaProxy.ALWAYS
@@ -145,9 +145,9 @@ def test_the_tables_kept_answers_are_those_of_fresh_tables_whatever_came_before(
         return Tables(
             {"intl": "sip:198.51.100.20", "main": "sip:198.51.100.10"},
             (
-                (Pattern.parse("00"), "intl"),
-                (Pattern.parse("/^0[1-9][0-9]{2,}$/"), "main"),
-                (Pattern.parse("+"), "intl"),
+                (Pattern.parse("00"), ("intl",)),
+                (Pattern.parse("/^0[1-9][0-9]{2,}$/"), ("main", "intl")),
+                (Pattern.parse("+"), ("intl",)),
             ),
             (Pattern.parse("0900"), Pattern.parse("/^\\+?1(900|976)/")),
             frozenset({"carol"}),
@@ -225,7 +225,7 @@ headers = X-Account, P-Asserted-Identity
 def test_gateway_ini_holds_the_tables() -> None:
     found = parse(INI)
     assert found.trunk_uri("intl") == "sip:198.51.100.20:5060;transport=tcp"
-    assert [(p.text, t) for p, t in found.tables.dialplan] == [("00", "intl"), ("/^0[1-9][0-9]{5,}$/", "main")]
+    assert [(p.text, t) for p, t in found.tables.dialplan] == [("00", ("intl",)), ("/^0[1-9][0-9]{5,}$/", ("main",))]
     assert [p.text for p in found.tables.blocked] == ["0900", "/^\\+1(900|976)/"]
     assert found.tables.always_proxy == {"carol"} and found.tables.headers == ("X-Account", "P-Asserted-Identity")
 

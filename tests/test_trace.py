@@ -91,8 +91,27 @@ def test_a_call_nobody_answers_says_so(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["--settings", str(dial_plan), "call", "browser:alice", "0044201234"]) == 0
     out = capsys.readouterr().out
     assert "the INVITE went to tcp:198.51.100.20:5060" in out
-    assert "nobody answered (--no-answer, or a trunk or URI: no UA in a trace), so the caller got 408" in out
+    assert "nobody answered (--no-answer, or a trunk or URI not given with --trunk: no UA in a trace), so the" in out
     assert "alice(browser) -> gateway: ACK" in out
+
+
+def test_trunks_given_answer_and_a_failing_one_hands_the_call_to_the_next(capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "failover"
+    files = ["--settings", str(recipe / "gateway.ini"), "--policy", str(recipe / "policy.py"), "call"]
+    assert main([*files, "--trunk", "carrier=503", "--trunk", "backup=200", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "the rules decided: to trunk carrier, then backup" in out
+    assert "the INVITE went to carrier(trunk) (branch 0:" in out
+    assert "the INVITE went to backup(trunk) (branch 1:" in out
+    assert "backup(trunk) -> gateway: SIP/2.0 200" in out and "the caller got" not in out
+    assert main([*files, "--trunk", "carrier=503", "--trunk", "backup=503", "phone:carol", "0301234567"]) == 0
+    assert "the caller got 500 " in capsys.readouterr().out  # the backup's 503, as a proxy passes it on
+    assert main([*files, "--trunk", "carrier=486", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "the caller got 486 " in out and "the INVITE went to backup" not in out  # busy: the callee's answer
+    assert main([*files, "--trunk", "carrier=busy", "phone:carol", "0301234567"]) == 2
+    assert main([*files, "--trunk", "nosuch=200", "phone:carol", "0301234567"]) == 2
+    assert "no trunk named 'nosuch' in gateway.ini [trunks] (its trunks: backup, carrier)" in capsys.readouterr().err
 
 
 def test_an_ad_hoc_call_carries_the_headers_given_and_says_what_the_rules_decided(

@@ -72,6 +72,16 @@ def party_registered(registration: Registration, ipv6: bool = False) -> Party:
     return Party(registration.leg, registration.behind_nat, None, ipv6)
 
 
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI (``sip:user@host:port;params`` -> ``host``; IPv6 without brackets); "" for none."""
+    rest = uri.partition(":")[2]
+    rest = rest.rpartition("@")[2]
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    return rest.partition(":")[0]
+
+
 def is_ipv6(address: str) -> bool:
     """Whether a source address ($si) or a URI's host is IPv6 (OpenSIPS prints $si bare, a URI brackets it)."""
     return ":" in address
@@ -176,7 +186,9 @@ def _check_decision(decision: Decision, settings: Settings, callee: Optional[Cal
     if callee is not None and (decision.add_headers or decision.remove_headers):
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
     if decision.target == "trunk" and decision.trunk is not None:
-        settings.trunk_uri(decision.trunk)
+        families = {is_ipv6(uri_host(settings.trunk_uri(name))) for name in (decision.trunk, *decision.failover)}
+        if len(families) > 1:
+            raise ValueError("a call fails over between trunks of one address family (IPv4 or IPv6) only")
     if not decision.rtpengine:
         return
     for kind in Kind:

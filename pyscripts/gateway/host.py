@@ -54,6 +54,7 @@ import traceback
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
+from .core import uri_host
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
 from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
@@ -127,6 +128,8 @@ class Act:
     QUIET_ACK = "quiet_ack"  # $dlg_val(gw_quiet) = "ack": the cfg relays the dialog's ACKs without a body
     QUIET_BYE = "quiet_bye"  # $dlg_val(gw_quiet) = "bye": and serves a SIP peer's BYE with rtpengine_delete
     NEW_RECORD = "new_record"  # $dlg_val(gw) = $var(gw_reply_record): the call record after this reply
+    # a failed call
+    FAILOVER = "failover"  # unless the caller cancelled: a new branch to $du (the next trunk), relay_call's routes
     NONE = "none"  # nothing to do (no line of the cfg names it)
 
 
@@ -140,8 +143,8 @@ REPLY_ACTIONS = frozenset(
     {Act.FIX_CONTACT, Act.COUNT_WEB_TO_WEB, Act.COUNT_WEB_TO_SIP, Act.COUNT_SIP_TO_WEB, Act.COUNT_SIP_TO_SIP,
      Act.COUNT_MEDIA_PROXY, Act.QUIET_ACK, Act.QUIET_BYE, Act.NEW_RECORD, Act.NONE} | MEDIA_ACTS
 )  # fmt: skip
-FAILURE_ACTIONS = frozenset({Act.DELETE, Act.NONE})
-REQUEST_ACTIONS = ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT})
+FAILURE_ACTIONS = frozenset({Act.DELETE, Act.FAILOVER, Act.NONE})
+REQUEST_ACTIONS = ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT}) - {Act.FAILOVER}
 _COUNT = {f"calls_{a.value}_to_{b.value}": f"count_{a.value}_to_{b.value}" for a in Leg for b in Leg}
 _COUNT["media_proxy_calls"] = Act.COUNT_MEDIA_PROXY
 #: A registration's branch flag by its kind, and the save.
@@ -156,6 +159,9 @@ NULL = "<null>"  # what OpenSIPS prints for an unset variable
 SEP = "\n"  # between the facts: none of them can hold a line break (see the module's docstring)
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
+#: A call to a trunk that fails over: the URIs of the trunks still to try, "sip:a sip:b" (Decision.failover).
+#: An AVP lives with the transaction, so the failure route reads it in whichever worker runs it.
+FAILOVER_AVP = "$avp(gw_failover)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
 CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
@@ -279,7 +285,8 @@ REPLY_KEYS = (
     (BODY_VAR, "$var(gw_pk_body)"), ("$rm", "$var(gw_pk_rm)"), ("$hdrcnt(Contact)", "$var(gw_pk_contacts)"),
     (DIALOG_RECORD, "$var(gw_pk_record)"), ("$hdr(Content-Type)", "$var(gw_pk_type)"),
 )  # fmt: skip
-FAILURE_FACTS = DIALOG_RECORD
+#: A failed call's: its record, the final reply tm picked, the trunks still to try.
+FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", FAILOVER_AVP))
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
@@ -861,10 +868,8 @@ class Router:
         private_sdp = outcome.has_sdp and outcome.private and core.sdp_privacy_matters(source, nat)
         caller = core.party_of(source, nat, outcome.flow, outcome.caller_ipv6)
         extra = (decision.extra_flags(Kind.BROWSER), decision.extra_flags(Kind.SIP))
-        sides = ("", "")
-        if outcome.caller_side:  # the callee's: a trunk's or a URI's host; registered users face the default
-            sides = (outcome.caller_side, settings.side_of(uri_host(dst_uri or ruri or "")))
-        record = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra, sides=sides)
+        base = CallRecord(caller, outcome.has_sdp, private_sdp, extra=extra)
+        record = self._callee_side(base, outcome.caller_side, dst_uri or ruri, settings)
         sets.append((RECORD_VAR, str(record)))
         plans = self._branch_plans(rules, request, decision, record)
         ipv6 = core.is_ipv6(uri_host(dst_uri or ruri or ""))
@@ -877,8 +882,27 @@ class Router:
             var = BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]
             plans = [(name, plan) for name, plan in plans if name == var]
         sets += plans
+        if decision.failover:
+            # each next trunk with its branch's plan: the failure route may run in another worker, whose
+            # $var(gw_to_plain) holds its own last call's
+            later = []
+            for name in decision.failover:
+                uri = settings.trunk_uri(name)
+                their = self._branch_plans(rules, request, decision,
+                                           self._callee_side(base, outcome.caller_side, uri, settings))  # fmt: skip
+                later += [uri, dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]]
+            sets.append((FAILOVER_AVP, HEAD_END.join(later)))
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri)
+
+    @staticmethod
+    def _callee_side(record: CallRecord, caller_side: str, uri: Optional[str], settings: Settings) -> CallRecord:
+        """``record`` with the interfaces facing its parties (gateway.ini [interfaces]), the callee's by the host
+        of its trunk or URI; registered users face the default one."""
+        if not caller_side:
+            return record
+        return CallRecord(record.caller, record.early_offer, record.private_sdp, extra=record.extra,
+                          sides=(caller_side, settings.side_of(uri_host(uri or ""))))  # fmt: skip
 
     def _branch_plans(
         self, rules: Rules, request: Optional[Request], decision: Decision, record: CallRecord
@@ -994,8 +1018,16 @@ class Router:
         kept = flow is None and content_type != NULL
         return Answer(tuple(acts) + media or (Act.NONE,), (*sets, _KEPT if kept else _NOT_KEPT))
 
-    def _failure(self, rules: Rules, text: str) -> Answer:
+    def _failure(self, rules: Rules, facts: str) -> Answer:
+        """A call failed (every branch): rtpengine lets go of its media; a call to a trunk whose reply is one
+        of gateway.ini's failover_on goes on to its next trunk, if it has one (FAILOVER_AVP)."""
+        text, code, later = split_facts(facts, 3)
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
+        if later not in (NULL, "") and as_int(code) in rules.settings.failover_on:
+            uri, plan, *rest = later.split(HEAD_END)  # _carry_out's: "uri<tab>its branch's plan<tab>..."
+            var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
+            sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join(rest)))
+            return Answer((*media, Act.FAILOVER), sets, dst_uri=uri)
         return Answer(media or (Act.NONE,), sets)
 
     def _exchange(self, text: str) -> Optional[Exchange]:
@@ -1036,16 +1068,6 @@ def in_dialog_key(facts: str) -> str:
     fields = split_facts(facts, 8)
     fields[4] = "1" if as_int(fields[4]) > 0 else "0"
     return SEP.join(fields)
-
-
-def uri_host(uri: str) -> str:
-    """The host of a SIP URI (``sip:user@host:port;params`` -> ``host``; IPv6 without brackets); "" for none."""
-    rest = uri.partition(":")[2]
-    rest = rest.rpartition("@")[2]
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    if rest.startswith("["):
-        return rest[1:].partition("]")[0]
-    return rest.partition(":")[0]
 
 
 @functools.lru_cache(maxsize=256)

@@ -7,7 +7,8 @@ new request (not REGISTER) from a caller who passed digest authentication:
   gateway would do: its built-in routing (our domains -> the registered users, other domains
   -> ``sip_destination``) with gateway.ini's tables applied (``[blocked]`` prefixes, the
   ``[dialplan]``, ``[media] always_proxy``).  A rule returns ``default``, a change of it
-  (``default.with_header(...)``) or a new decision (``to_trunk("intl")``, ``reply(403, ...)``).
+  (``default.with_header(...)``) or a new decision (``to_trunk("intl")``, ``reply(403, ...)``;
+  ``to_trunk("intl").or_trunk("backup")`` fails over to another trunk).
   Two tables hold whatever a rule returns: a ``[blocked]`` number gets 403 before any rule is
   asked, and a call from or to an ``always_proxy`` user takes the media proxy unless the rule's
   decision says ``MediaProxy.NEVER``.
@@ -133,6 +134,10 @@ class Decision(NamedTuple):
     both; flags).  Checked like gateway.ini's profile rows: a browser-bound offer never loses DTLS/ICE."""
     dropped: bool = False
     """(``callee`` only) no branch to this kind of contact."""
+    failover: Tuple[str, ...] = ()
+    """For ``trunk``: the trunks to try next, in order, when the call to this one fails with a reply of
+    gateway.ini ``[gateway] failover_on`` (a timeout or a server error; not busy, not a refusal, not when
+    the caller gave up)."""
 
     # -- changes -----------------------------------------------------------------------
 
@@ -182,6 +187,17 @@ class Decision(NamedTuple):
             kept = _change(self, key, True)
         return kept[1]
 
+    def or_trunk(self, name: str) -> Decision:
+        """(``trunk`` only) try trunk ``name`` next when this call's trunk fails (``failover``), with the same
+        request URI; chain it for more: ``to_trunk("main").or_trunk("backup").or_trunk("last")``."""
+        key = (id(self), FAILOVER, name)
+        kept = _CHANGED.get(key)
+        if kept is None:
+            if self.target != "trunk":
+                raise ValueError(f"only a call to a trunk fails over to another, not '{self}'")
+            kept = _change(self, key, (*self.failover, name))
+        return kept[1]
+
     def extra_flags(self, toward: Kind) -> str:
         if not self.rtpengine:
             return ""
@@ -191,7 +207,8 @@ class Decision(NamedTuple):
         if self.target == "reply":
             text = f"reply {self.code} {self.reason}"
         elif self.target == "trunk":
-            text = f"to trunk {self.trunk}" + (f" as {self.user}" if self.user else "")
+            text = f"to trunk {self.trunk}" + "".join(f", then {name}" for name in self.failover)
+            text += f" as {self.user}" if self.user else ""
         elif self.target == "uri":
             text = f"to {self.uri}"
         else:
@@ -204,8 +221,9 @@ class Decision(NamedTuple):
 
 
 _CHANGED: Dict[Tuple[Any, ...], Tuple[Decision, Decision]] = {}
-ADD_HEADERS, REMOVE_HEADERS, MEDIA, RTPENGINE, DROPPED = (
-    Decision._fields.index(name) for name in ("add_headers", "remove_headers", "media", "rtpengine", "dropped")
+ADD_HEADERS, REMOVE_HEADERS, MEDIA, RTPENGINE, DROPPED, FAILOVER = (
+    Decision._fields.index(name)
+    for name in ("add_headers", "remove_headers", "media", "rtpengine", "dropped", "failover")
 )
 
 
@@ -312,8 +330,8 @@ class Tables:
     """gateway.ini's routing tables, evaluated before the operator's rules (``apply``)."""
 
     trunks: Mapping[str, str]
-    dialplan: Tuple[Tuple[Pattern, str], ...] = ()
-    """(pattern, trunk name), first match wins."""
+    dialplan: Tuple[Tuple[Pattern, Tuple[str, ...]], ...] = ()
+    """(pattern, trunk names: the first, then the ones it fails over to), first match wins."""
     blocked: Tuple[Pattern, ...] = ()
     always_proxy: FrozenSet[str] = frozenset()
     headers: Tuple[str, ...] = ()
@@ -353,9 +371,12 @@ class Tables:
         the (immutable) patterns alone, so kept by the number (up to 4096; regular expressions cost)."""
         found: Tuple[bool, Optional[Decision]] = (any(p.matches(number) for p in self.blocked), None)
         if not found[0]:
-            for pattern, trunk in self.dialplan:
+            for pattern, (trunk, *failover) in self.dialplan:
                 if pattern.matches(number):
-                    found = (False, to_trunk(trunk))
+                    decision = to_trunk(trunk)
+                    for name in failover:
+                        decision = decision.or_trunk(name)
+                    found = (False, decision)
                     break
         if len(self._numbers) >= 4096:
             self._numbers.clear()

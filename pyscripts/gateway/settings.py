@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 from .policy import Pattern, Tables
 from .profiles import ProfileKey, Profiles, parse_key
@@ -29,6 +29,22 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 #: [interfaces]); the first without networks faces everyone else.
 Interfaces = Tuple[Tuple[str, Tuple[Network, ...]], ...]
 INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+FAILOVER_ON = frozenset({408, *range(500, 600)})  # no answer (tm's timeout), or the trunk's own failure
+
+
+def _failover_on(text: str, origin: str) -> FrozenSet[int]:
+    """[gateway] failover_on: codes (503) and classes (5xx) of final replies, 300-699."""
+    codes: Set[int] = set()
+    for word in text.replace(",", " ").split():
+        if re.fullmatch(r"[3-6]xx", word.lower()):
+            codes.update(range(int(word[0]) * 100, int(word[0]) * 100 + 100))
+        elif word.isdigit() and 300 <= int(word) <= 699:
+            codes.add(int(word))
+        else:
+            raise ValueError(f"{origin}: [gateway] failover_on takes reply codes (503) and classes (5xx), not {word!r}")
+    return frozenset(codes)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,8 @@ class Settings:
     """Trunks, dial plan, blocked prefixes, always-proxied users, headers the rules read."""
     interfaces: Interfaces = ()
     """rtpengine's interfaces ([interfaces]); with two or more, each offer names both legs' (direction=)."""
+    failover_on: FrozenSet[int] = FAILOVER_ON
+    """The final replies of a trunk after which a call goes on to its next trunk (``Decision.failover``)."""
 
     def side_of(self, host: str) -> str:
         """The rtpengine interface facing a party at ``host`` (an address; a name faces the default one);
@@ -120,14 +138,15 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
     if parser.has_section("trunks"):
         for name, uri in parser["trunks"].items():
             trunks[name] = _uri(uri.strip(), f"trunk {name}", origin)
-    dialplan: List[Tuple[Pattern, str]] = []
+    dialplan: List[Tuple[Pattern, Tuple[str, ...]]] = []
     if parser.has_section("dialplan"):
-        for pattern, trunk in parser["dialplan"].items():
-            trunk = trunk.strip()
-            if trunk not in trunks and trunk != "default":
-                raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
+        for pattern, names in parser["dialplan"].items():
+            chosen = tuple(names.replace(",", " ").split())  # the trunk, then those it fails over to
+            for trunk in chosen or ("",):
+                if trunk not in trunks and trunk != "default":
+                    raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
             try:
-                dialplan.append((Pattern.parse(pattern.strip()), trunk))
+                dialplan.append((Pattern.parse(pattern.strip()), chosen))
             except ValueError as exc:
                 raise ValueError(f"{origin}: [dialplan] {exc}") from None
     blocked: List[Pattern] = []
@@ -175,7 +194,8 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
     gw = parser["gateway"] if parser.has_section("gateway") else None
     values = dict(gw) if gw is not None else {}
     if gw is not None:
-        _known(gw, {"domains", "sip_destination", "topology_hiding", "trusted_sources", "auth_realm"}, origin)
+        _known(gw, {"domains", "sip_destination", "topology_hiding", "trusted_sources", "auth_realm", "failover_on"},
+               origin)  # fmt: skip
     overrides: Dict[ProfileKey, str] = {}
     if parser.has_section("profiles"):
         for name, flags in parser["profiles"].items():
@@ -199,6 +219,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         profiles=Profiles(overrides, info_dtmf=info_dtmf == "rfc4733"),
         tables=tables,
         interfaces=_interfaces(parser, origin),
+        failover_on=_failover_on(values["failover_on"], origin) if "failover_on" in values else FAILOVER_ON,
     )
 
 

@@ -10,6 +10,11 @@ no Python failure.
 - dial-plan: a registered SIPp phone dials 0044201234 and 030123456; each INVITE reaches its trunk
   (international over TCP, national over UDP), the other trunk gets nothing, the request URI is as
   dialled, and the media flows both ways through rtpengine (the caller is behind NAT for nathelper).
+- failover: a registered SIPp phone dials a national number; the carrier (a SIPp UAS) answers 503 and the
+  call goes on to the backup trunk with the same request URI, where it is answered and its media flows both
+  ways, each trunk's branch with a session of its own; a busy carrier (486) ends the call with 486, and the
+  backup gets nothing; when both fail, each is asked once and the caller gets the backup's 503
+  (as 500: OpenSIPS relays a 503 so, RFC 3261 16.7).
 - headers: a browser (JsSIP in Chromium, over WSS) calls a SIPp phone with a P-Preferred-Identity of its
   own: the phone's INVITE carries ``X-Caller-Kind: webrtc`` and no P-Preferred-Identity; audio flows both
   ways.  A SIPp phone calling another gets ``X-Caller-Kind: sip``, its P-Preferred-Identity removed too.
@@ -76,10 +81,10 @@ def subscriber(rig: Rig, prefix: str, realm: str) -> Tuple[str, str]:
 # -- the dial plan -------------------------------------------------------------------------------
 
 
-def dial_plan_settings(trunks: Dict[str, sipp.Phone]) -> str:
-    """docs/recipes/dial-plan/gateway.ini with each trunk's host and port those of a SIPp UAS on loopback
+def dial_plan_settings(trunks: Dict[str, sipp.Phone], name: str = "dial-plan") -> str:
+    """docs/recipes/NAME/gateway.ini with each trunk's host and port those of a SIPp UAS on loopback
     (its URI parameters, ``;transport=tcp``, kept)."""
-    text = (RECIPES / "dial-plan" / "gateway.ini").read_text()
+    text = (RECIPES / name / "gateway.ini").read_text()
     replaced = re.sub(
         r"^(\w+) = sip:[^;\s]+", lambda m: f"{m[1]} = sip:127.0.0.1:{trunks[m[1]].port}", text, flags=re.M
     )
@@ -87,9 +92,9 @@ def dial_plan_settings(trunks: Dict[str, sipp.Phone]) -> str:
     return replaced
 
 
-def trunk_phones() -> Dict[str, sipp.Phone]:
+def trunk_phones(name: str = "dial-plan") -> Dict[str, sipp.Phone]:
     """A SIPp phone (the UAS side) per trunk of the recipe, on the transport its URI names."""
-    uris = parse((RECIPES / "dial-plan" / "gateway.ini").read_text()).tables.trunks
+    uris = parse((RECIPES / name / "gateway.ini").read_text()).tables.trunks
     return {
         name: sipp.Phone(name, transport="tcp" if "transport=tcp" in uri.lower() else "udp")
         for name, uri in uris.items()
@@ -110,6 +115,18 @@ def dial_plan(
         yield rig, trunks, realm_of(settings)
 
 
+@pytest.fixture(scope="module")
+def failover(
+    opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
+    need("sipp")
+    trunks = trunk_phones("failover")
+    settings = dial_plan_settings(trunks, "failover")
+    folder = tmp_path_factory.mktemp("recipe-failover")
+    with recipe_rig(opensips_bin, folder, settings, RECIPES / "failover" / "policy.py") as rig:
+        yield rig, trunks, realm_of(settings)
+
+
 # -- the headers recipe ----------------------------------------------------------------------------
 
 
@@ -125,7 +142,9 @@ def headers(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(autouse=True)
 def clean(request: pytest.FixtureRequest) -> Iterator[None]:
     """Around each test, on this module's rig it used: no Python failure, and nothing held afterwards."""
-    rigs: List[Rig] = [request.getfixturevalue(n)[0] for n in ("dial_plan", "headers") if n in request.fixturenames]
+    rigs: List[Rig] = [
+        request.getfixturevalue(n)[0] for n in ("dial_plan", "failover", "headers") if n in request.fixturenames
+    ]
     with contextlib.ExitStack() as stack:
         for rig in rigs:
             stack.enter_context(python_quiet(rig))
@@ -153,6 +172,12 @@ def browser(chromium: Any, site: web.Server) -> Iterator[Callable[..., WebPhone]
             context.close()
 
 
+def subscribed_caller(rig: Rig, work: Path, prefix: str, realm: str) -> Tuple[sipp.Phone, Tuple[str, str]]:
+    """A new subscriber registered from a SIPp phone (a 127.0.0.1 Contact: behind NAT), and its credentials."""
+    name, password = subscriber(rig, prefix, realm)
+    return registered(rig, work, "", password=password, name=name), (name, password)
+
+
 def received_invites(work: Path, name: str) -> List[Any]:
     return [m for m in messages(work, name) if not m.sent and m.first_line.startswith("INVITE ")]
 
@@ -161,8 +186,7 @@ def test_dial_plan_sends_each_number_to_its_trunk_as_dialled_with_media(
     dial_plan: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
 ) -> None:
     rig, trunks, realm = dial_plan
-    name, password = subscriber(rig, "dpcaller", realm)
-    caller = registered(rig, work, "", password=password, name=name)  # a 127.0.0.1 Contact: behind NAT
+    caller, auth = subscribed_caller(rig, work, "dpcaller", realm)
     before = rig.statistics("calls_sip_to_sip", "media_proxy_calls")
     for number, trunk in DIALLED:
         others = {n: p for n, p in trunks.items() if n != trunk}
@@ -173,7 +197,7 @@ def test_dial_plan_sends_each_number_to_its_trunk_as_dialled_with_media(
         try:
             outcome = call(
                 rig, work, caller, trunks[trunk], sipp.Call((("pause", 1000), ("bye",))),
-                sipp.Call((("expect_bye",),)), name=f"{number}-{trunk}", dialled=number, auth=(name, password),
+                sipp.Call((("expect_bye",),)), name=f"{number}-{trunk}", dialled=number, auth=auth,
             )  # fmt: skip
         finally:
             for run in idle.values():
@@ -190,6 +214,55 @@ def test_dial_plan_sends_each_number_to_its_trunk_as_dialled_with_media(
         settle(rig, outcome.call_id)
     after = rig.statistics("calls_sip_to_sip", "media_proxy_calls")
     assert after == {k: v + len(DIALLED) for k, v in before.items()}, (before, after)
+
+
+def test_failover_a_carriers_503_sends_the_call_to_the_backup_and_busy_ends_it(
+    failover: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
+) -> None:
+    rig, trunks, realm = failover
+    caller, auth = subscribed_caller(rig, work, "focaller", realm)
+    number = "030123456"
+    carrier = sipp.run(sipp.uas_scenario(sipp.Call(outcome="unavailable")), work, "fo-carrier", trunks["carrier"],
+                       rig.sip)  # fmt: skip
+    try:
+        outcome = call(
+            rig, work, caller, trunks["backup"], sipp.Call((("pause", 1000), ("bye",))),
+            sipp.Call((("expect_bye",),)), name="fo-backup", dialled=number, auth=auth,
+        )  # fmt: skip
+        assert carrier.wait() == 0, carrier.errors()
+    finally:
+        carrier.stop()
+    (first,) = received_invites(work, "fo-carrier")
+    (second,) = received_invites(work, "fo-backup-uas")
+    assert first.call_id == second.call_id == outcome.call_id
+    assert first.first_line == second.first_line == f"INVITE sip:{number}@127.0.0.1 SIP/2.0"
+    # the carrier's branch had its session, given back when it failed; the backup's branch its own
+    assert outcome.ops() == ["offer", "delete", "offer", "answer", "delete"], outcome.ops()
+    packets = media_both_ways(outcome.commands[2:], outcome.call_id)
+    assert len(packets) == 2, packets
+    settle(rig, outcome.call_id)
+    # busy is the callee's answer, not the carrier's failure: the caller gets it, the backup nothing
+    backup = sipp.run(sipp.uas_scenario(sipp.Call((("expect_bye",),))), work, "fo-idle", trunks["backup"], rig.sip)
+    try:
+        busy = call(rig, work, caller, trunks["carrier"], sipp.Call(outcome="busy"), sipp.Call(outcome="busy"),
+                    name="fo-busy", dialled=number, auth=auth)  # fmt: skip
+    finally:
+        backup.stop()
+    assert received_invites(work, "fo-idle") == []
+    assert busy.ops() == ["offer", "delete"], busy.ops()
+    settle(rig, busy.call_id)
+    # both fail: each trunk is asked once, and the caller gets the last one's reply (503 relayed as 500)
+    carrier = sipp.run(sipp.uas_scenario(sipp.Call(outcome="unavailable")), work, "fo-down", trunks["carrier"],
+                       rig.sip)  # fmt: skip
+    try:
+        down = call(rig, work, caller, trunks["backup"], sipp.Call(outcome="server_error"),
+                    sipp.Call(outcome="unavailable"), name="fo-both", dialled=number, auth=auth)  # fmt: skip
+        assert carrier.wait() == 0, carrier.errors()
+    finally:
+        carrier.stop()
+    assert len(received_invites(work, "fo-down")) == len(received_invites(work, "fo-both-uas")) == 1
+    assert down.ops() == ["offer", "delete", "offer", "delete"], down.ops()
+    settle(rig, down.call_id)
 
 
 def test_headers_a_browsers_call_carries_its_kind_and_loses_its_preferred_identity(
