@@ -186,6 +186,10 @@ class Branch:
     status: Optional[int] = None
     reply_route: Optional[str] = None
     """The onreply route armed for this branch (t_on_reply in its branch route, else the transaction's)."""
+    heard: bool = False
+    """A reply came for it from the network, a 100 included (tm's T_UAC_HAS_RECV_REPLY)."""
+    faked: bool = False
+    """Its final reply is tm's own (a timeout's 408: FAKED_REPLY)."""
 
 
 @dataclass
@@ -213,6 +217,10 @@ class Transaction:
     """record_route() ran before t_relay: the request tm keeps carries it to every branch, later ones too."""
     local_replies: List[SipMessage] = field(default_factory=list)
     """The final replies tm made itself (a timeout's 408): sent upstream as they are."""
+    first_branch: int = 0
+    """The first branch of the set tm picks the final reply from: a failure route's new ones start a set."""
+    picked: Optional[Branch] = None
+    """The branch whose reply tm picked, while the failure route runs."""
 
     @property
     def method(self) -> str:
@@ -814,6 +822,23 @@ class Gateway:
         self._send_branch(tx, bctx, index, out, bctx.armed.get("reply", tx.routes.get("reply")))
         return 1
 
+    def fn_t_local_replied(self, ctx: Context, which: str) -> int:
+        """1 when the reply is tm's own and no reply came from the network: "all" of the branches of the current
+        set, the failure route's picked "branch", or its picked reply being tm's own ("last")."""
+        tx = ctx.tx
+        if tx is None:
+            return -1
+        if which == "all":
+            return -1 if any(b.heard for b in tx.branches[tx.first_branch :]) else 1
+        picked = tx.picked if ctx.route == "failure" else None
+        if picked is None:
+            return -1
+        if which == "branch":
+            return -1 if picked.heard else 1
+        if which == "last":
+            return 1 if picked.faked else -1
+        raise HostFault(f"t_local_replied: unknown type {which!r}")
+
     def fn_t_was_cancelled(self, ctx: Context) -> int:
         return 1 if ctx.tx is not None and ctx.tx.cancelled else -1
 
@@ -909,6 +934,7 @@ class Gateway:
         status = reply.status
         if reply.cseq_method != tx.method:
             return  # e.g. the 200 for a CANCEL tm sent: absorbed
+        branch.heard = True
         if branch.status is not None and branch.status >= 200:
             return  # retransmission of a final reply: absorbed by tm
         ctx = Context(
@@ -961,7 +987,7 @@ class Gateway:
         for tx in list(self.transactions.values()):
             for branch in tx.branches:
                 if branch.status is None or branch.status < 200:
-                    branch.status = 408
+                    branch.status, branch.faked = 408, True
                     tx.local_replies.append(self._local_reply(tx.request, 408, "Request Timeout"))
                     tx.replies.append(tx.local_replies[-1])
             if tx.final is None and tx.replies and not self._fail(tx, out):
@@ -979,7 +1005,7 @@ class Gateway:
         failure_route = tx.routes.pop("failure", None)
         if failure_route is not None:
             # the failed branch's flags and destination, as tm's faked request has them (t_reply.c fake_req)
-            picked = next((b for b in tx.branches if b.status == best.status), None)
+            picked = tx.picked = next((b for b in tx.branches[tx.first_branch :] if b.status == best.status), None)
             fctx = Context(self, "failure", tx.request.copy(), tx.source, tx.flags,
                            set(picked.bflags) if picked is not None else set(), tx.avps, tx=tx,
                            dialog=tx.dialog)  # fmt: skip
@@ -989,6 +1015,7 @@ class Gateway:
                 # tm picks the final reply among the new branches only (t_reply.c t_pick_branch from first_branch)
                 tx.final = None
                 tx.replies.clear()
+                tx.first_branch = branches
                 return False
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)

@@ -83,6 +83,7 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "t_on_reply": (S,),
     "t_on_failure": (S,),
     "t_was_cancelled": (),
+    "t_local_replied": (S,),
     # sl / signaling
     "sl_send_reply": (N, S),
     "sl_reply_error": (),

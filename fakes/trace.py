@@ -188,19 +188,22 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     start = len(gateway.events)
     placed = net.invite(ua, user, domain=target_domain, extra_headers=headers)
     refused = placed.statuses()  # before anyone rang (a digest challenge, which the caller answers itself, left out)
-    for _ in range(len(answering) + 1):  # each party rings once; a trunk that fails may hand over to the next
+    # Each party that rings answers once; a trunk that fails, or one nobody answers for (no UA: tm's 408 when its
+    # timer fires), may hand the call to the next trunk; bounded, as each trunk is tried once.
+    for _ in range(2 * len(settings.tables.trunks) + 2):
         ringing = [u for u in (target, *more, *answering) if u is not None and placed.call_id in u.pending_invites]
         code = code_of.get(id(ringing[0]), 200 if answer else None) if ringing else None
-        if code is None:
-            break
-        if code < 300:
+        if code is not None and code < 300:
             net.reply(placed, ringing[0], 180)
             net.reply(placed, ringing[0], code)
             net.bye(placed, "caller")
             break
-        net.reply(placed, ringing[0], code)
-    if not placed.statuses():
-        net.nobody_answers()  # the caller gets its 408 and ACKs it
+        if code is not None:
+            net.reply(placed, ringing[0], code)
+        elif placed.statuses():
+            break  # the caller has its final reply
+        else:
+            net.nobody_answers()  # the caller gets its 408 and ACKs it, unless a silent trunk fails over
     finals = [status for status in placed.statuses() if status >= 300]
     timed_out = not refused and finals == [408]
     invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request

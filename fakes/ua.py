@@ -341,6 +341,12 @@ class UA:
         return message
 
 
+#: The reason phrases of the replies tests send most (RFC 3261 21); any other code: "OK" or "Failed".
+REASONS = {180: "Ringing", 183: "Session Progress", 200: "OK", 404: "Not Found", 408: "Request Timeout",
+           480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated", 500: "Server Internal Error",
+           502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out", 603: "Decline"}  # fmt: skip
+
+
 class Network:
     """The UAs and the gateway, and every message between them."""
 
@@ -642,7 +648,7 @@ class Network:
             )
         elif code >= 300:
             del callee.pending_invites[call.call_id]
-        self.send(callee, callee.reply_to(invite, code, "OK" if code < 300 else "Failed", tag, body))
+        self.send(callee, callee.reply_to(invite, code, REASONS.get(code, "OK" if code < 300 else "Failed"), tag, body))
 
     def cancel(self, call: Call) -> None:
         caller = call.caller

@@ -20,8 +20,9 @@ rtpengine unless your decision says MediaProxy.NEVER.
 
 and change any decision with
 
-    .or_trunk("backup")                       (a trunk's) when the trunk fails, try this one next
-                                              (its final reply one of gateway.ini failover_on)
+    .or_trunk("backup")                       (a trunk's: if decision.target == "trunk") when the trunk
+                                              fails (a reply of gateway.ini failover_on), try this one
+                                              next, same request URI and address family
     .with_header("X-Tenant", "acme")          add a header to the relayed request
     .without_header("P-Preferred-Identity")   remove every such header
     .with_media(MediaProxy.ALWAYS)            AUTO (the gateway decides), ALWAYS, NEVER

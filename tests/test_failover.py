@@ -90,6 +90,21 @@ def test_a_trunk_that_never_answers_times_out_into_the_next_and_the_last_failure
     assert_clean(gateway, net)
 
 
+def test_a_trunk_that_rang_until_tm_gave_up_reached_the_callee_so_no_other_trunk_rings(tmp_path: Path) -> None:
+    """tm's 408 fails over only when the trunk sent nothing at all (t_local_replied("branch")): a callee whose
+    phone rang through the carrier until fr_inv_timeout is not rung again through the backup."""
+    gateway, net, carrier, backup = gateway_of(tmp=tmp_path)
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "030123456")
+    net.reply(call, carrier, 180)
+    carrier.pending_invites.clear()
+    net.nobody_answers()
+    assert backup.pending_invites == {} and len(call.invites_sent()) == 1
+    assert call.statuses() == [408]
+    assert_clean(gateway, net)
+
+
 def test_a_rule_orders_the_trunks_its_own_way(tmp_path: Path) -> None:
     gateway, net, carrier, backup = gateway_of(tmp=tmp_path)
     bob = net.phone("bob")
@@ -138,11 +153,15 @@ def test_only_a_trunk_fails_over_and_to_trunks_of_its_own_family() -> None:
 
     decision = to_trunk("carrier").or_trunk("backup")
     assert decision.failover == ("backup",) and str(decision) == "to trunk carrier, then backup"
-    assert decision.or_trunk("backup") is decision.or_trunk("backup")  # a change is kept, as the others
+    assert decision.or_trunk("backup") is decision and decision.or_trunk("carrier") is decision  # each once
+    assert str(to_trunk("carrier", "+4930123").or_trunk("backup")) == "to trunk carrier as +4930123, then backup"
     for other in (to_user(), reply(404, "Not Found")):
         with pytest.raises(ValueError, match="only a call to a trunk"):
             other.or_trunk("backup")
-    settings = parse(INI.replace("[trunks]\n", "[trunks]\nv6 = sip:[2001:db8::1]:5060\n"))
+    v6 = INI.replace("[trunks]\n", "[trunks]\nv6 = sip:[2001:db8::1]:5060\n")
+    with pytest.raises(ValueError, match=r"\[dialplan\] 0: a call fails over between trunks of one address family"):
+        parse(v6.replace("0 = carrier backup", "0 = carrier v6"))
+    settings = parse(v6)
     core.check_decision(decision, settings)
     with pytest.raises(core.Refused, match="one address family"):
         core.check_decision(to_trunk("carrier").or_trunk("v6"), settings)

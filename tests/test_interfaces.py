@@ -15,11 +15,10 @@ import pytest
 
 from fakes.runtime import Gateway
 from fakes.ua import Network
-from gateway.core import uri_host
 from gateway.host import Router
 from gateway.model import CallRecord, Exchange, Leg, Party
 from gateway.policy import to_trunk
-from gateway.settings import parse
+from gateway.settings import parse, uri_host
 from tests.flowcheck import assert_clean
 
 PBX = "10.1.0.20"

@@ -109,6 +109,11 @@ def test_trunks_given_answer_and_a_failing_one_hands_the_call_to_the_next(capsys
     assert main([*files, "--trunk", "carrier=486", "phone:carol", "0301234567"]) == 0
     out = capsys.readouterr().out
     assert "the caller got 486 " in out and "the INVITE went to backup" not in out  # busy: the callee's answer
+    # a trunk not given is nobody there: tm's timer ends its branch, and the next trunk answers
+    assert main([*files, "--trunk", "backup=200", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "backup(trunk) -> gateway: SIP/2.0 200 OK" in out and "dialogs left: 0" in out
+    assert "the caller got" not in out
     assert main([*files, "--trunk", "carrier=busy", "phone:carol", "0301234567"]) == 2
     assert main([*files, "--trunk", "nosuch=200", "phone:carol", "0301234567"]) == 2
     assert "no trunk named 'nosuch' in gateway.ini [trunks] (its trunks: backup, carrier)" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 from .model import Branch, CallRecord, Exchange, Leg, Media, MediaAction, Party, Registration, Source, Step
 from .policy import Callee, Decision, Kind, MediaProxy
 from .profiles import UNTRUSTED_SIP_SOURCE, Profiles, format_key, problems
-from .settings import Settings
+from .settings import Settings, uri_host
 
 #: nathelper tests for SIP peers (named tests, OpenSIPS 3.4+): a private Contact,
 #: or a source address/port that differs from what the top Via claims.
@@ -70,16 +70,6 @@ def party_of(source: Source, behind_nat: bool, flow: Optional[str] = None, ipv6:
 def party_registered(registration: Registration, ipv6: bool = False) -> Party:
     """The callee a contact of this kind (registered over IPv6 or not) is: one shared value per kind."""
     return Party(registration.leg, registration.behind_nat, None, ipv6)
-
-
-def uri_host(uri: str) -> str:
-    """The host of a SIP URI (``sip:user@host:port;params`` -> ``host``; IPv6 without brackets); "" for none."""
-    rest = uri.partition(":")[2]
-    rest = rest.rpartition("@")[2]
-    rest = rest.split(";", 1)[0].split("?", 1)[0]
-    if rest.startswith("["):
-        return rest[1:].partition("]")[0]
-    return rest.partition(":")[0]
 
 
 def is_ipv6(address: str) -> bool:

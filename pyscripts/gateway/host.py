@@ -54,12 +54,11 @@ import traceback
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
-from .core import uri_host
 from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
 from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
 from .sdp import is_sdp
-from .settings import Settings
+from .settings import Settings, uri_host
 
 
 class Msg(Protocol):
@@ -285,8 +284,10 @@ REPLY_KEYS = (
     (BODY_VAR, "$var(gw_pk_body)"), ("$rm", "$var(gw_pk_rm)"), ("$hdrcnt(Contact)", "$var(gw_pk_contacts)"),
     (DIALOG_RECORD, "$var(gw_pk_record)"), ("$hdr(Content-Type)", "$var(gw_pk_type)"),
 )  # fmt: skip
-#: A failed call's: its record, the final reply tm picked, the trunks still to try.
-FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", FAILOVER_AVP))
+#: A failed call's: its record, the final reply tm picked, whether that is tm's own from a callee who sent nothing
+#: at all (1, else 0: t_local_replied("branch")), the trunks still to try.
+SILENT_VAR = "$var(gw_silent)"
+FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", SILENT_VAR, FAILOVER_AVP))
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
@@ -1020,10 +1021,12 @@ class Router:
 
     def _failure(self, rules: Rules, facts: str) -> Answer:
         """A call failed (every branch): rtpengine lets go of its media; a call to a trunk whose reply is one
-        of gateway.ini's failover_on goes on to its next trunk, if it has one (FAILOVER_AVP)."""
-        text, code, later = split_facts(facts, 3)
+        of gateway.ini's failover_on goes on to its next trunk, if it has one (FAILOVER_AVP).  A 408 counts only
+        when the trunk sent nothing at all (it is down); one that rang until tm gave up did reach the callee."""
+        text, code, silent, later = split_facts(facts, 4)
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
-        if later not in (NULL, "") and as_int(code) in rules.settings.failover_on:
+        status = as_int(code)
+        if later not in (NULL, "") and status in rules.settings.failover_on and (status != 408 or silent == "1"):
             uri, plan, *rest = later.split(HEAD_END)  # _carry_out's: "uri<tab>its branch's plan<tab>..."
             var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
             sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join(rest)))

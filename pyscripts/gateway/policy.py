@@ -136,8 +136,8 @@ class Decision(NamedTuple):
     """(``callee`` only) no branch to this kind of contact."""
     failover: Tuple[str, ...] = ()
     """For ``trunk``: the trunks to try next, in order, when the call to this one fails with a reply of
-    gateway.ini ``[gateway] failover_on`` (a timeout or a server error; not busy, not a refusal, not when
-    the caller gave up)."""
+    gateway.ini ``[gateway] failover_on`` (a server error, or silence: tm's 408 from a trunk that sent nothing;
+    not busy, not a refusal, not a callee who rang until tm gave up, not when the caller gave up)."""
 
     # -- changes -----------------------------------------------------------------------
 
@@ -188,14 +188,17 @@ class Decision(NamedTuple):
         return kept[1]
 
     def or_trunk(self, name: str) -> Decision:
-        """(``trunk`` only) try trunk ``name`` next when this call's trunk fails (``failover``), with the same
-        request URI; chain it for more: ``to_trunk("main").or_trunk("backup").or_trunk("last")``."""
+        """(``trunk`` only: test ``decision.target == "trunk"`` first) try trunk ``name`` next when this call's
+        trunk fails (``failover``), with the same request URI; chain it for more:
+        ``to_trunk("main").or_trunk("backup").or_trunk("last")``.  A trunk the decision names already is
+        not tried twice (no change).  The trunks must be of one address family (IPv4 or IPv6)."""
         key = (id(self), FAILOVER, name)
         kept = _CHANGED.get(key)
         if kept is None:
             if self.target != "trunk":
                 raise ValueError(f"only a call to a trunk fails over to another, not '{self}'")
-            kept = _change(self, key, (*self.failover, name))
+            named = name == self.trunk or name in self.failover
+            kept = _change(self, key, None if named else (*self.failover, name))
         return kept[1]
 
     def extra_flags(self, toward: Kind) -> str:
@@ -207,8 +210,8 @@ class Decision(NamedTuple):
         if self.target == "reply":
             text = f"reply {self.code} {self.reason}"
         elif self.target == "trunk":
-            text = f"to trunk {self.trunk}" + "".join(f", then {name}" for name in self.failover)
-            text += f" as {self.user}" if self.user else ""
+            text = f"to trunk {self.trunk}" + (f" as {self.user}" if self.user else "")
+            text += "".join(f", then {name}" for name in self.failover)
         elif self.target == "uri":
             text = f"to {self.uri}"
         else:

@@ -31,6 +31,16 @@ Interfaces = Tuple[Tuple[str, Tuple[Network, ...]], ...]
 INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI (``sip:user@host:port;params`` -> ``host``; IPv6 without brackets); "" for none."""
+    rest = uri.partition(":")[2]
+    rest = rest.rpartition("@")[2]
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    return rest.partition(":")[0]
+
+
 FAILOVER_ON = frozenset({408, *range(500, 600)})  # no answer (tm's timeout), or the trunk's own failure
 
 
@@ -145,6 +155,9 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
             for trunk in chosen or ("",):
                 if trunk not in trunks and trunk != "default":
                     raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
+            if len({":" in uri_host(trunks.get(trunk, "")) for trunk in chosen if trunk != "default"}) > 1:
+                raise ValueError(f"{origin}: [dialplan] {pattern}: a call fails over between trunks of one address "
+                                 "family (IPv4 or IPv6) only")  # fmt: skip
             try:
                 dialplan.append((Pattern.parse(pattern.strip()), chosen))
             except ValueError as exc:

@@ -14,7 +14,8 @@ no Python failure.
   call goes on to the backup trunk with the same request URI, where it is answered and its media flows both
   ways, each trunk's branch with a session of its own; a busy carrier (486) ends the call with 486, and the
   backup gets nothing; when both fail, each is asked once and the caller gets the backup's 503
-  (as 500: OpenSIPS relays a 503 so, RFC 3261 16.7).
+  (as 500: OpenSIPS relays a 503 so, RFC 3261 16.7); a carrier that sends nothing (nobody listens at its
+  port) fails over when tm times out (fr_timeout, 5 s).
 - headers: a browser (JsSIP in Chromium, over WSS) calls a SIPp phone with a P-Preferred-Identity of its
   own: the phone's INVITE carries ``X-Caller-Kind: webrtc`` and no P-Preferred-Identity; audio flows both
   ways.  A SIPp phone calling another gets ``X-Caller-Kind: sip``, its P-Preferred-Identity removed too.
@@ -263,6 +264,11 @@ def test_failover_a_carriers_503_sends_the_call_to_the_backup_and_busy_ends_it(
     assert len(received_invites(work, "fo-down")) == len(received_invites(work, "fo-both-uas")) == 1
     assert down.ops() == ["offer", "delete", "offer", "delete"], down.ops()
     settle(rig, down.call_id)
+    # a carrier that is down (nothing listens there): tm's 408 after fr_timeout, and the backup answers
+    silent = call(rig, work, caller, trunks["backup"], sipp.Call((("bye",),)), sipp.Call((("expect_bye",),)),
+                  name="fo-silent", dialled=number, auth=auth)  # fmt: skip
+    assert silent.ops() == ["offer", "delete", "offer", "answer", "delete"], silent.ops()
+    settle(rig, silent.call_id)
 
 
 def test_headers_a_browsers_call_carries_its_kind_and_loses_its_preferred_identity(
