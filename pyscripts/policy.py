@@ -54,9 +54,11 @@ call): define it only when you need it.
 
 A rule that raises costs the caller a 500 (counted as python_failures, logged with the
 Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, without a
-restart; a file that fails to import or fails on a sample call is refused (each worker logs
-the reason once) and the rules before it keep routing.  The sample call tries one path of
-your rules only: test the others offline (README.md "Changing the routing").
+restart; a file that fails to import or fails on a sample call (a browser calling a user) is
+refused (each worker logs the reason once) and the rules before it keep routing.  Where your
+rules fail on more sample calls (a browser and a SIP phone calling 112, 0301234567, a number of
+each dial-plan prefix, ...), the load logs it once ("fail on sample calls") but takes the file.
+Neither tries every path of your rules: test them offline (README.md "Changing the routing").
 
 Try a change offline before it goes live: ``python3 -m fakes.trace call browser:alice 0044201234``
 shows where a call goes, and README.md "Changing the routing" has recipes with their tests.

@@ -201,3 +201,40 @@ def test_a_policy_saved_twice_within_one_second_at_the_same_length_runs_as_last_
     reasons = [m.first_line for m in alice.inbox if not m.is_request and m.call_id == call.call_id]
     assert reasons[-1] == "SIP/2.0 403 Blocked Twob"
     assert not (tmp_path / "__pycache__").exists()
+
+
+#: A rule whose one branch names a trunk gateway.ini lacks: the sample call of check() (a browser calling bob)
+#: does not take that branch, so the file loads; the wider sample calls find it.
+TYPO = """from gateway.policy import to_trunk
+
+def route(request, default):
+    if request.ruri_user in ("112", "110"):
+        return to_trunk("secnd").or_trunk("first")
+    return default
+"""
+
+
+def test_a_rule_that_fails_on_other_sample_calls_is_taken_and_said_once(tmp_path: Path) -> None:
+    """Not refused (such calls may never come), but logged with the load, once, with the calls and the reason."""
+    gateway, net, clock, _ini, policy, alice = rig(tmp_path)
+    write(policy, TYPO)
+    clock.now += 1.5
+    assert destination(gateway, net, alice, "0044123") == ("198.51.100.10", 5060)  # the new rules route
+    assert destination(gateway, net, alice, "0900123") == ("reply", 404)
+    (said,) = [e for e in gateway.errors if "sample calls" in e]
+    assert "calls to 112, 110 (from a browser and a SIP phone): Refused: the rules answered 'to trunk secnd" in said
+    assert "no trunk named 'secnd'" in said and not any("refused" in e for e in gateway.errors)
+    clock.now += 1.5
+    destination(gateway, net, alice, "0044123")
+    assert sum("sample calls" in e for e in gateway.errors) == 1  # the files did not change: not said again
+    gateway.errors.clear()
+    assert destination(gateway, net, alice, "112") == ("reply", 500)  # what the line warned of
+    assert gateway.python_failures == 1
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parent.parent / "docs" / "recipes").iterdir()))
+def test_the_recipes_fail_on_no_sample_call(name: str) -> None:
+    from gateway.loader import doubts, load_rules
+
+    folder = Path(__file__).parent.parent / "docs" / "recipes" / name
+    assert doubts(load_rules(str(folder / "gateway.ini"), str(folder / "policy.py"))) == []

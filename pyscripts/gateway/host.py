@@ -54,7 +54,7 @@ import traceback
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
-from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules
+from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules, warn_doubts
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
 from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
 from .sdp import is_sdp
@@ -482,6 +482,7 @@ class Router:
     def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
                    policy_file: Optional[str] = None) -> Router:  # fmt: skip
         rules = load_rules(settings_file, policy_file)
+        warn_doubts(rules, log)
         return cls(rules, log, Watcher(rules, log, settings_file, policy_file))
 
     @classmethod

@@ -15,10 +15,10 @@ import math
 import os
 import time
 import types
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import core
-from .policy import CALLEES, Callee, Decision, Kind, Request, to_user
+from .policy import BLOCKED, CALLEES, Callee, Decision, Kind, Request, to_user
 from .settings import Settings, load, settings_path
 
 POLICY_ENV = "GATEWAY_POLICY"
@@ -103,6 +103,52 @@ def check(rules: Rules) -> None:
         raise ValueError(f"{rules.origin}: rules fail on a sample call: {type(exc).__name__}: {exc}") from None
 
 
+#: Numbers callers dial every day, tried (``doubts``) besides one per dial-plan prefix and the always-proxied users.
+SAMPLE_NUMBERS = ("112", "911", "110", "0301234567", "+4930123456", "0044201234567", "0800123456", "0900123456")
+
+
+def sample_calls(settings: Settings) -> Iterator[Tuple[str, str, Request]]:
+    """Calls from a browser user and from a SIP phone to another user, to the numbers of SAMPLE_NUMBERS, to a
+    number of each [dialplan] prefix and to each always_proxy user: (the caller's kind, the called, the request)."""
+    first = sample_request(settings)
+    phone = first._replace(from_user="carol", source_ip="198.51.100.7", transport="udp", caller=Kind.SIP,
+                           caller_behind_nat=False)  # fmt: skip
+    prefixes = [p.text + "123456789" for p, _ in settings.tables.dialplan if p.regex is None]
+    for caller, kind in ((first, "a browser"), (phone, "a SIP phone")):
+        for user in dict.fromkeys(("bob", *SAMPLE_NUMBERS, *prefixes, *sorted(settings.tables.always_proxy))):
+            yield kind, user, caller._replace(ruri_user=user, to_user=user)
+
+
+def doubts(rules: Rules) -> List[str]:
+    """Where the rules fail on sample calls (``sample_calls``; check() refuses rules that fail on the first of
+    them): each reason, with the calls that met it; their like would get 500.  A warning, not a refusal: such
+    calls may never come, and a rule that reads what a sample lacks (a header) may fail there rightly."""
+    found: Dict[str, Tuple[Dict[str, None], Dict[str, None]]] = {}
+    for kind, user, request in sample_calls(rules.settings):
+        default = rules.settings.tables.apply(request, to_user(), may_relay=True)
+        if default is BLOCKED:
+            continue  # answered before any rule
+        try:
+            decision = rules.route(request, default)
+            core.check_decision(decision, rules.settings)
+            if rules.callee is not None and decision.target == "user":
+                for callee in CALLEES:
+                    core.check_decision(rules.callee(request, callee, decision), rules.settings, callee)
+        except Exception as exc:  # noqa: BLE001 - said, not raised
+            users, kinds = found.setdefault(f"{type(exc).__name__}: {exc}", ({}, {}))
+            users[user] = kinds[kind] = None
+    return [f"calls to {', '.join(users)} (from {' and '.join(kinds)}): {reason}"
+            for reason, (users, kinds) in found.items()]  # fmt: skip
+
+
+def warn_doubts(rules: Rules, log: Callable[[str], Any]) -> None:
+    """Log ``doubts(rules)``, if any, in one line."""
+    found = doubts(rules)
+    if found:
+        log(f"gateway: the rules from {rules.origin} fail on sample calls, whose like would get 500: "
+            + "; ".join(found) + "\n")  # fmt: skip
+
+
 def load_rules(settings_file: Optional[str] = None, policy_file: Optional[str] = None) -> Rules:
     """gateway.ini and policy.py, checked; ValueError (with the file and the reason) when they cannot route."""
     settings = load(settings_file)
@@ -172,4 +218,5 @@ class Watcher:
         self.rules = rules
         self.generation += 1
         self.log(f"gateway: rules loaded again from {rules.origin}\n")
+        warn_doubts(rules, self.log)
         return rules
