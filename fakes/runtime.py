@@ -416,6 +416,7 @@ class Gateway:
         self.completed: Dict[str, Transaction] = {}
         self.events: List[Event] = []
         self.errors: List[str] = []
+        self.warnings: List[str] = []
         self.counts: Counter[str] = Counter()
         self.omitted: List[Tuple[str, int, str]] = []
         self.copies = 0
@@ -560,6 +561,14 @@ class Gateway:
         return self.statistics["python_failures"]
 
     def log_error(self, text: str) -> None:
+        """What the python module logs (LM_ERR); the router's warnings (gateway.loader.WARNING: a load's rules fail
+        on sample calls) go to ``warnings``, not ``errors``: they say what may come, not what went wrong."""
+        from gateway.loader import WARNING  # the module's first call comes after _load put pyscripts/ on the path
+
+        if text.startswith(WARNING):
+            self.warnings.append(text.rstrip("\n"))
+            self.events.append(Event("note", text.rstrip("\n")))
+            return
         self.errors.append(text.rstrip("\n"))
         self.events.append(Event("log", text.rstrip("\n")))
 
@@ -987,6 +996,9 @@ class Gateway:
         for tx in list(self.transactions.values()):
             for branch in tx.branches:
                 if branch.status is None or branch.status < 200:
+                    heard = "provisional replies only" if branch.heard else "nothing heard from it"
+                    self.events.append(Event("note", f"tm's timer: branch {branch.index} to {branch.endpoint} has no"
+                                                     f" final reply ({heard}): tm's own 408"))  # fmt: skip
                     branch.status, branch.faked = 408, True
                     tx.local_replies.append(self._local_reply(tx.request, 408, "Request Timeout"))
                     tx.replies.append(tx.local_replies[-1])

@@ -190,9 +190,13 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     refused = placed.statuses()  # before anyone rang (a digest challenge, which the caller answers itself, left out)
     # Each party that rings answers once; a trunk that fails, or one nobody answers for (no UA: tm's 408 when its
     # timer fires), may hand the call to the next trunk; bounded, as each trunk is tried once.
+    parties = [u for u in (target, *more, *answering) if u is not None]
     for _ in range(2 * len(settings.tables.trunks) + 2):
-        ringing = [u for u in (target, *more, *answering) if u is not None and placed.call_id in u.pending_invites]
+        ringing = [u for u in parties if placed.call_id in u.pending_invites]
         code = code_of.get(id(ringing[0]), 200 if answer else None) if ringing else None
+        if code is not None and code < 200:  # it rings and never answers: tm's timer ends it (fr_inv_timeout)
+            net.reply(placed, ringing[0], code)
+            code = None
         if code is not None and code < 300:
             net.reply(placed, ringing[0], 180)
             net.reply(placed, ringing[0], code)
@@ -203,9 +207,13 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
         elif placed.statuses():
             break  # the caller has its final reply
         else:
+            for someone in parties:  # tm's timer ends what rings now (a branch a failover sends next rings anew)
+                someone.pending_invites.pop(placed.call_id, None)
             net.nobody_answers()  # the caller gets its 408 and ACKs it, unless a silent trunk fails over
     finals = [status for status in placed.statuses() if status >= 300]
-    timed_out = not refused and finals == [408]
+    # tm's own 408, not a callee's (a trunk given --trunk NAME=408 answers so itself)
+    received = [e.data[1] for e in gateway.events if e.kind == "recv" and e.data[1].call_id == placed.call_id]
+    timed_out = not refused and finals == [408] and not any(not m.is_request and m.status == 408 for m in received)
     invites = [e.data for e in gateway.events[start:] if e.kind == "send" and e.data[1].is_request
                and e.data[1].method == "INVITE" and e.data[1].call_id == placed.call_id]  # fmt: skip
     branches = [e.text for e in gateway.events[start:] if e.kind == "branch"]
@@ -221,8 +229,8 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
         lines.append(f"  the INVITE went to {names.get(endpoint, str(endpoint))} ({branch})"
                      + (f", headers {'; '.join(added)}" if added else ""))  # fmt: skip
     if timed_out and invites:
-        lines.append("  nobody answered (--no-answer, or a trunk or URI not given with --trunk: no UA in a trace), so"
-                     " the caller got 408 when tm timed out")  # fmt: skip
+        lines.append("  nobody answered (--no-answer, --trunk NAME=180, or a trunk or URI not given with --trunk: no UA"
+                     " in a trace), so the caller got 408 when tm timed out")  # fmt: skip
     elif finals:
         final = next(m for m in ua.inbox if not m.is_request and m.call_id == placed.call_id and m.status == finals[0])
         lines.append(f"  the caller got {final.first_line[len('SIP/2.0 ') :]}")
@@ -308,7 +316,8 @@ def call_main(argv: List[str]) -> int:
         default=[],
         metavar="NAME=CODE",
         help="the gateway.ini trunk NAME answers with CODE: 200 answers, 503 fails (the call may go on to the "
-        "next trunk) (again: more; a trunk not named here is nobody: the call times out there)",
+        "next trunk), 180 rings until tm gives up (again: more; a trunk not named here is nobody: the call times "
+        "out there)",
     )
     parser.add_argument(
         "--from-address", metavar="ADDR", help="the caller's source address (default: a test address of its own)"
@@ -329,8 +338,10 @@ def call_main(argv: List[str]) -> int:
         print(f"fakes.trace: --header takes 'Name: value', not {args.header}", file=sys.stderr)
         return 2
     trunks = dict(text.partition("=")[::2] for text in args.trunk)
-    if any(not name or not code.isdigit() or not 200 <= int(code) <= 699 for name, code in trunks.items()):
-        print(f"fakes.trace: --trunk takes NAME=CODE (a final reply, 200-699), not {args.trunk}", file=sys.stderr)
+    bad = [f"{name}={code}" for name, code in trunks.items() if not name or not code.isdigit()
+           or not 180 <= int(code) <= 699]  # fmt: skip
+    if bad:
+        print(f"fakes.trace: --trunk takes NAME=CODE (180-699), not {', '.join(bad)}", file=sys.stderr)
         return 2
     try:
         lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine,

@@ -91,7 +91,7 @@ def test_a_call_nobody_answers_says_so(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["--settings", str(dial_plan), "call", "browser:alice", "0044201234"]) == 0
     out = capsys.readouterr().out
     assert "the INVITE went to tcp:198.51.100.20:5060" in out
-    assert "nobody answered (--no-answer, or a trunk or URI not given with --trunk: no UA in a trace), so the" in out
+    assert "nobody answered (--no-answer, --trunk NAME=180, or a trunk or URI not given with --trunk: no UA" in out
     assert "alice(browser) -> gateway: ACK" in out
 
 
@@ -114,6 +114,14 @@ def test_trunks_given_answer_and_a_failing_one_hands_the_call_to_the_next(capsys
     out = capsys.readouterr().out
     assert "backup(trunk) -> gateway: SIP/2.0 200 OK" in out and "dialogs left: 0" in out
     assert "the caller got" not in out
+    # a trunk that rings until tm gives up reached the callee: no failover; a trunk's own 408 is no timeout of tm's
+    assert main([*files, "--trunk", "carrier=180", "--trunk", "backup=200", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "  the caller got" not in out and "so the caller got 408 when tm timed out" in out
+    assert "has no final reply (provisional replies only): tm's own 408" in out and "backup(trunk) ->" not in out
+    assert main([*files, "--trunk", "carrier=408", "--trunk", "backup=200", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "the caller got 408 Request Timeout" in out and "tm timed out" not in out
     assert main([*files, "--trunk", "carrier=busy", "phone:carol", "0301234567"]) == 2
     assert main([*files, "--trunk", "nosuch=200", "phone:carol", "0301234567"]) == 2
     assert "no trunk named 'nosuch' in gateway.ini [trunks] (its trunks: backup, carrier)" in capsys.readouterr().err
@@ -171,3 +179,16 @@ def test_an_ad_hoc_call_registers_more_parties_and_the_first_that_rings_answers(
     out = capsys.readouterr().out
     assert "the rules decided: to the registered contacts of heidi\n  the INVITE went to heidi(browser)" in out
     assert main(["--policy", str(policy), "call", "--also", "heidi", "phone:carol", "grace"]) == 2
+
+
+def test_a_loads_warning_is_shown_and_is_no_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rules that fail on some sample calls load with a warning: the trace shows it first and still exits 0."""
+    policy = tmp_path / "policy.py"
+    policy.write_text(
+        "from gateway.policy import to_trunk\n\n\ndef route(request, default):\n"
+        "    return to_trunk('bakup') if request.ruri_user == '112' else default\n"
+    )
+    assert main(["--policy", str(policy), "call", "phone:carol", "phone:bob"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("      gateway: warning: the rules from ")
+    assert "calls to 112 (from a browser and a SIP phone): Refused:" in out and "\n  ! " not in out

@@ -141,11 +141,15 @@ def doubts(rules: Rules) -> List[str]:
             for reason, (users, kinds) in found.items()]  # fmt: skip
 
 
+#: How the line of ``warn_doubts`` begins (the python module logs at error level only: the words say it is less).
+WARNING = "gateway: warning: "
+
+
 def warn_doubts(rules: Rules, log: Callable[[str], Any]) -> None:
     """Log ``doubts(rules)``, if any, in one line."""
     found = doubts(rules)
     if found:
-        log(f"gateway: the rules from {rules.origin} fail on sample calls, whose like would get 500: "
+        log(f"{WARNING}the rules from {rules.origin} fail on sample calls, whose like would get 500: "
             + "; ".join(found) + "\n")  # fmt: skip
 
 
