@@ -158,8 +158,8 @@ NULL = "<null>"  # what OpenSIPS prints for an unset variable
 SEP = "\n"  # between the facts: none of them can hold a line break (see the module's docstring)
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
-#: A call to a trunk that fails over: the URIs of the trunks still to try, "sip:a sip:b" (Decision.failover).
-#: An AVP lives with the transaction, so the failure route reads it in whichever worker runs it.
+#: A call to a trunk that fails over: the trunks still to try (Decision.failover), each URI followed by its branch's
+#: plan, all tab-separated.  An AVP lives with the transaction, so the failure route reads it in any worker.
 FAILOVER_AVP = "$avp(gw_failover)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0

@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
 from .policy import Pattern, Tables
 from .profiles import ProfileKey, Profiles, parse_key
@@ -39,6 +39,13 @@ def uri_host(uri: str) -> str:
     if rest.startswith("["):
         return rest[1:].partition("]")[0]
     return rest.partition(":")[0]
+
+
+def one_family(uris: Iterable[str]) -> None:
+    """ValueError unless the trunks at ``uris``, the ones a call fails over between, are of one address family: a
+    failover branch takes the first one's plan and flags (an IPv6 address is written bracketed, with ":")."""
+    if len({":" in uri_host(uri) for uri in uris}) > 1:
+        raise ValueError("a call fails over between trunks of one address family (IPv4 or IPv6) only")
 
 
 FAILOVER_ON = frozenset({408, *range(500, 600)})  # no answer (tm's timeout), or the trunk's own failure
@@ -155,9 +162,10 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
             for trunk in chosen or ("",):
                 if trunk not in trunks and trunk != "default":
                     raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
-            if len({":" in uri_host(trunks.get(trunk, "")) for trunk in chosen if trunk != "default"}) > 1:
-                raise ValueError(f"{origin}: [dialplan] {pattern}: a call fails over between trunks of one address "
-                                 "family (IPv4 or IPv6) only")  # fmt: skip
+            try:
+                one_family(trunks[trunk] for trunk in chosen if trunk != "default")
+            except ValueError as exc:
+                raise ValueError(f"{origin}: [dialplan] {pattern}: {exc}") from None
             try:
                 dialplan.append((Pattern.parse(pattern.strip()), chosen))
             except ValueError as exc:
