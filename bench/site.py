@@ -27,7 +27,7 @@ from typing import Collection, Dict, List, Optional
 from gateway import core
 from gateway.policy import Pattern
 from gateway.profiles import DEFAULT_PROFILES
-from gateway.settings import Settings
+from gateway.settings import Settings, split_domain
 
 BENCH = Path(__file__).resolve().parent
 #: The router's settings in the benchmark: SIPp's address is a trusted source (README: Benchmark).
@@ -233,7 +233,12 @@ def native_tables(settings: Settings) -> List[str]:
     if names:  # a switch without a case is a syntax error
         out += ["\tswitch ($var(gw_trunk)) {"]
         for name, uri in sorted(names.items()):
-            out += [f"\tcase {_literal(name)}:", f"\t\t$du = {_literal(uri)};", "\t\tbreak;"]
+            out += [f"\tcase {_literal(name)}:", f"\t\t$du = {_literal(uri)};"]
+            domain = settings.trunk_domain(name)
+            if domain is not None:  # Settings.trunk_domain: the request URI's host, and its port or none
+                host, port = split_domain(domain)
+                out += [f"\t\t$rd = {_literal(host)};", f"\t\t$rp = {_literal(port)};"]
+            out += ["\t\tbreak;"]
         out += ["\t}"]
     else:
         out += ["\treturn;"]

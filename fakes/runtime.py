@@ -372,9 +372,29 @@ class Context:
             scheme, _, rest = self.msg.ruri.partition(":")
             host = rest.rpartition("@")[2]
             self.set_ruri(f"{scheme}:{value}@{host}" if value else f"{scheme}:{host}")
+        elif name in ("rd", "rp") and self.msg.is_request and value is not None:
+            # rewrite_ruri (parser/msg_parser.c) RW_RURI_HOST / RW_RURI_PORT: the other parts stay; an empty
+            # port leaves none
+            head, host, port, tail = ruri_parts(self.msg.ruri)
+            host, port = (str(value), port) if name == "rd" else (host, str(value))
+            self.set_ruri(f"{head}{host}{':' + port if port else ''}{tail}")
         elif name == "du" and self.msg.is_request:
             self.dst_uri = None if value is None else str(value)
         # anything else is read-only or unknown: ignored silently, as OpenSIPS does
+
+
+def ruri_parts(uri: str) -> Tuple[str, str, str, str]:
+    """A SIP URI as (``scheme:user@``, host (IPv6 bracketed), port ("" for none), ``;params?headers``)."""
+    scheme, _, rest = uri.partition(":")
+    userinfo, at, hostpart = rest.rpartition("@")
+    cut = min((i for i in (hostpart.find(";"), hostpart.find("?")) if i >= 0), default=len(hostpart))
+    hostport, tail = hostpart[:cut], hostpart[cut:]
+    if hostport.startswith("["):
+        host, _, port = hostport.partition("]")
+        host, port = host + "]", port[1:]
+    else:
+        host, _, port = hostport.partition(":")
+    return f"{scheme}:{userinfo}{at}", host, port, tail
 
 
 class Gateway:

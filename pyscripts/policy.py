@@ -13,7 +13,8 @@ rtpengine unless your decision says MediaProxy.NEVER.
 
     to_user()                         the registered contacts of the called user
     to_user("alice")                  ... of another user (e.g. a number that rings alice)
-    to_trunk("intl")                  a trunk named in gateway.ini [trunks]
+    to_trunk("intl")                  a trunk named in gateway.ini [trunks] (its domain= then the
+                                      request URI's host: a carrier that routes by it)
     to_trunk("intl", "+49301234567")  ... with that as the request URI's user (E.164 and the like)
     to_uri("sip:ivr@10.0.0.5")        any SIP URI (it becomes the request URI)
     reply(403, "Forbidden")           answer the request yourself (300-699)

@@ -270,6 +270,16 @@ def test_native_settings_without_auth_trust_or_destination() -> None:
     assert '$du = "sip:pbx.example.org";' in text
 
 
+def test_native_settings_give_a_trunks_domain_to_the_request_uri() -> None:
+    """[trunks] domain=: Settings.trunk_domain's host and port (none: the caller's goes) after the trunk's $du."""
+    text = native_settings(parse_settings(
+        "[trunks]\nc = sip:192.0.2.1 domain=carrier.example\nd = sip:192.0.2.2 domain=[2001:db8::2]:5070\n"
+        "t = sip:192.0.2.3\n"))  # fmt: skip
+    assert 'case "c":\n\t\t$du = "sip:192.0.2.1";\n\t\t$rd = "carrier.example";\n\t\t$rp = "";\n' in text
+    assert '$du = "sip:192.0.2.2";\n\t\t$rd = "[2001:db8::2]";\n\t\t$rp = "5070";\n' in text
+    assert 'case "t":\n\t\t$du = "sip:192.0.2.3";\n\t\tbreak;' in text
+
+
 def test_native_settings_refuse_what_native_cfg_does_not_do() -> None:
     with pytest.raises(ValueError, match="topology_hiding"):
         native_settings(dataclasses.replace(bench_settings(), topology_hiding=True))

@@ -58,7 +58,7 @@ from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_def
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
 from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
 from .sdp import is_sdp
-from .settings import Settings, uri_host
+from .settings import Settings, split_domain, uri_host
 
 
 class Msg(Protocol):
@@ -159,7 +159,8 @@ SEP = "\n"  # between the facts: none of them can hold a line break (see the mod
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
 #: A call to a trunk that fails over: the trunks still to try (Decision.failover), each URI followed by its branch's
-#: plan, all tab-separated.  An AVP lives with the transaction, so the failure route reads it in any worker.
+#: plan and its request URI's domain ([trunks] domain=, "" for none), all tab-separated.  An AVP lives with the
+#: transaction, so the failure route reads it in any worker.
 FAILOVER_AVP = "$avp(gw_failover)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
@@ -307,13 +308,15 @@ Sets = Tuple[Tuple[str, str], ...]
 
 class Answer(NamedTuple):
     """What a route leaves for the cfg: its actions, the $vars to write, the destination to set, and a new
-    request URI (``ruri``) or user part of it (``ruri_user``)."""
+    request URI (``ruri``) or parts of it: its user (``ruri_user``), its host[:port] (``ruri_domain``: a trunk's
+    ``domain=``; no port removes the caller's)."""
 
     actions: Tuple[str, ...]
     sets: Sets = ()
     dst_uri: Optional[str] = None
     ruri_user: Optional[str] = None
     ruri: Optional[str] = None
+    ruri_domain: Optional[str] = None
 
 
 #: An answer checked for a route's $var (``Router._prepare``): the answer, the $var, its values of HELD_VARS and
@@ -618,6 +621,10 @@ class Router:
             msg.set_pseudoVar(name, value)
         if answer.ruri_user is not None:
             msg.set_pseudoVar("$rU", answer.ruri_user)
+        if answer.ruri_domain is not None:
+            host, port = split_domain(answer.ruri_domain)
+            msg.set_pseudoVar("$rd", host)
+            msg.set_pseudoVar("$rp", port)  # "" takes the caller's port away
         if answer.ruri is not None:
             msg.rewrite_ruri(answer.ruri)
         if answer.dst_uri is not None:
@@ -854,15 +861,16 @@ class Router:
         if decision.add_headers:
             sets.append((ADD_HEADERS_VAR, "".join(f"{name}: {value}\r\n" for name, value in decision.add_headers)))
             acts.append(Act.ADD_HEADERS)
-        dst_uri = ruri = None
+        dst_uri = ruri = domain = None
         if decision.target == "user":
             acts.append(Act.LOOKUP)
         elif decision.target == "trunk":
             dst_uri = rules.settings.trunk_uri(decision.trunk or "default")
+            domain = rules.settings.trunk_domain(decision.trunk or "default")
         else:
             ruri = decision.uri or ""
         if outcome.method != "INVITE":
-            return Answer((*acts, Act.RELAY), tuple(sets), dst_uri, outcome.rewrite, ruri)
+            return Answer((*acts, Act.RELAY), tuple(sets), dst_uri, outcome.rewrite, ruri, domain)
         settings = rules.settings
         source = core.source_of(outcome.transport)
         # The cfg tests the SDP itself, only where it matters (core.sdp_privacy_matters).
@@ -892,10 +900,11 @@ class Router:
                 uri = settings.trunk_uri(name)
                 their = self._branch_plans(rules, request, decision,
                                            self._callee_side(base, outcome.caller_side, uri, settings))  # fmt: skip
-                later += [uri, dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]]
+                plan = dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]
+                later += [uri, plan, settings.trunk_domain(name) or ""]
             sets.append((FAILOVER_AVP, HEAD_END.join(later)))
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
-        return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri)
+        return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri, domain)
 
     @staticmethod
     def _callee_side(record: CallRecord, caller_side: str, uri: Optional[str], settings: Settings) -> CallRecord:
@@ -1028,10 +1037,11 @@ class Router:
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
         status = as_int(code)
         if later not in (NULL, "") and status in rules.settings.failover_on and (status != 408 or silent == "1"):
-            uri, plan, *rest = later.split(HEAD_END)  # _carry_out's: "uri<tab>its branch's plan<tab>..."
+            # _carry_out's: "uri<tab>its branch's plan<tab>its domain or ''<tab>..."
+            uri, plan, domain, *rest = later.split(HEAD_END)
             var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
             sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join(rest)))
-            return Answer((*media, Act.FAILOVER), sets, dst_uri=uri)
+            return Answer((*media, Act.FAILOVER), sets, dst_uri=uri, ruri_domain=domain or None)
         return Answer(media or (Act.NONE,), sets)
 
     def _exchange(self, text: str) -> Optional[Exchange]:

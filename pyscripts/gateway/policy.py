@@ -278,7 +278,8 @@ def to_user(user: Optional[str] = None) -> Decision:
 @functools.lru_cache(maxsize=1024)
 def to_trunk(name: str, user: Optional[str] = None) -> Decision:
     """To a trunk named in gateway.ini ``[trunks]``; the request URI stays as dialled, or takes ``user`` as its
-    user part (a number as the trunk wants it: ``to_trunk("carrier", "+49301234567")``)."""
+    user part (a number as the trunk wants it: ``to_trunk("carrier", "+49301234567")``), and its host[:port]
+    becomes the trunk's ``domain=`` when it has one."""
     return Decision("trunk", trunk=name, user=None if user is None else _user(user))
 
 
@@ -338,6 +339,8 @@ class Tables:
     blocked: Tuple[Pattern, ...] = ()
     always_proxy: FrozenSet[str] = frozenset()
     headers: Tuple[str, ...] = ()
+    domains: Dict[str, str] = field(default_factory=dict)
+    """The request URI's host[:port] of the trunks that want one ([trunks] ``domain=``), by trunk name."""
     _numbers: Dict[str, Tuple[bool, Optional[Decision]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -41,11 +41,30 @@ def uri_host(uri: str) -> str:
     return rest.partition(":")[0]
 
 
-def one_family(uris: Iterable[str]) -> None:
-    """ValueError unless the trunks at ``uris``, the ones a call fails over between, are of one address family: a
-    failover branch takes the first one's plan and flags (an IPv6 address is written bracketed, with ":")."""
-    if len({":" in uri_host(uri) for uri in uris}) > 1:
+def one_chain(trunks: Iterable[Tuple[str, Optional[str]]]) -> None:
+    """ValueError unless the ``trunks`` a call fails over between, (URI, domain), can share its request: they are of
+    one address family (a failover branch takes the first one's plan and flags; an IPv6 address is written
+    bracketed, with ":"), and each names a domain ([trunks] ``domain=``) or none does (a failover branch sets the
+    request URI's domain anew, and the caller's own is gone after the first)."""
+    trunks = tuple(trunks)
+    if len({":" in uri_host(uri) for uri, _ in trunks}) > 1:
         raise ValueError("a call fails over between trunks of one address family (IPv4 or IPv6) only")
+    if len({domain is None for _, domain in trunks}) > 1:
+        raise ValueError("a call fails over between trunks that each have a domain= or none has")
+
+
+#: A request URI's host[:port] a trunk wants (gateway.ini [trunks] ``domain=``): a name, IPv4 or [IPv6], a port.
+DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+                    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")  # fmt: skip
+
+
+def split_domain(domain: str) -> Tuple[str, str]:
+    """A trunk's ``domain=`` as the request URI's host and port ("" for none): ``carrier.example:5070``."""
+    if domain.startswith("["):
+        host, _, port = domain.partition("]")
+        return host + "]", port[1:]
+    host, _, port = domain.partition(":")
+    return host, port
 
 
 FAILOVER_ON = frozenset({408, *range(500, 600)})  # no answer (tm's timeout), or the trunk's own failure
@@ -91,6 +110,11 @@ class Settings:
 
     def is_local(self, domain: str) -> bool:
         return domain.lower() in self.domains
+
+    def trunk_domain(self, name: str) -> Optional[str]:
+        """The request URI's host[:port] trunk ``name`` wants (gateway.ini [trunks] ``domain=``); None keeps the
+        caller's.  ``sip_destination`` naming a trunk has its domain."""
+        return self.tables.domains.get(name)
 
     def trunk_uri(self, name: str) -> str:
         """A trunk's URI by its gateway.ini name; ``sip_destination`` is the trunk named ``default``."""
@@ -150,11 +174,30 @@ def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> 
         raise ValueError(f"{origin}: unknown setting(s) {sorted(extra)} in [{section.name}]")
 
 
+def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str]]:
+    """A [trunks] line's URI and its ``domain=`` (None without one): ``sip:198.51.100.7 domain=carrier.example``."""
+    uri, *options = text.split()
+    domain = None
+    for option in options:
+        key, _, value = option.partition("=")
+        if key != "domain" or domain is not None:
+            raise ValueError(f"{origin}: [trunks] {name}: after the URI only domain=HOST[:PORT], not {option!r}")
+        if not DOMAIN.fullmatch(value):
+            raise ValueError(f"{origin}: [trunks] {name}: domain= takes a host[:port], not {value!r}")
+        domain = value
+    return _uri(uri, f"trunk {name}", origin), domain
+
+
 def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
     trunks: Dict[str, str] = {}
+    domains: Dict[str, str] = {}
     if parser.has_section("trunks"):
-        for name, uri in parser["trunks"].items():
-            trunks[name] = _uri(uri.strip(), f"trunk {name}", origin)
+        for name, text in parser["trunks"].items():
+            if not text.strip():
+                raise ValueError(f"{origin}: trunk {name} must be a sip: URI, not ''")
+            trunks[name], domain = _trunk(name, text, origin)
+            if domain is not None:
+                domains[name] = domain
     dialplan: List[Tuple[Pattern, Tuple[str, ...]]] = []
     if parser.has_section("dialplan"):
         for pattern, names in parser["dialplan"].items():
@@ -163,7 +206,7 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
                 if trunk not in trunks and trunk != "default":
                     raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
             try:
-                one_family(trunks[trunk] for trunk in chosen if trunk != "default")
+                one_chain((trunks[trunk], domains.get(trunk)) for trunk in chosen if trunk != "default")
             except ValueError as exc:
                 raise ValueError(f"{origin}: [dialplan] {pattern}: {exc}") from None
             try:
@@ -192,7 +235,7 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
         bad = [h for h in headers if not h.replace("-", "").replace("_", "").isalnum()]
         if bad:
             raise ValueError(f"{origin}: [policy] headers: not header names: {bad}")
-    return Tables(trunks, tuple(dialplan), tuple(blocked), proxied, headers)
+    return Tables(trunks, tuple(dialplan), tuple(blocked), proxied, headers, domains)
 
 
 def parse(text: str, origin: str = "<settings>") -> Settings:
@@ -226,6 +269,8 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
     if destination is not None and not destination.startswith(("sip:", "sips:")):
         if destination not in tables.trunks:
             raise ValueError(f"{origin}: sip_destination must be a sip: URI or a trunk name, not {destination!r}")
+        if destination in tables.domains and "default" not in tables.trunks:
+            tables.domains["default"] = tables.domains[destination]  # Settings.trunk_domain("default")
         destination = tables.trunks[destination]
     hiding = values.get("topology_hiding", "no").strip().lower()
     if hiding not in ("yes", "no", "true", "false", "on", "off", "1", "0"):

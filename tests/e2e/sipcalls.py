@@ -97,15 +97,17 @@ def call(
     call_id: str = "",
     dialled: str = "",
     auth: Optional[Tuple[str, str]] = None,
+    domain: str = "",
 ) -> Outcome:
     """Run one call: the callee's SIPp UAS first (echoing RTP), then the caller's UAC; both bounded in time.
 
     The caller's INVITE carries ``call_id`` (a new one when empty): that is the call rtpengine is
     asked about, and the callee must have got the INVITE under it (no topology hiding on the rig).
     ``dialled``: the user the caller calls (default: the callee's; a number the gateway routes to the
-    callee, e.g. a trunk); ``auth``: the caller's user and password for the gateway's digest challenge."""
+    callee, e.g. a trunk); ``auth``: the caller's user and password for the gateway's digest challenge;
+    ``domain``: the host[:port] of the caller's request URI and From (default: the gateway's address)."""
     call_id = call_id or new_call_id(name)
-    domain = rig.sip[0]
+    domain = domain or rig.sip[0]
     uas = sipp.run(sipp.uas_scenario(callee_script), work, f"{name}-uas", callee, rig.sip, domain=domain, echo=True)
     try:
         time.sleep(0.3)  # SIPp binds its port before it can be called

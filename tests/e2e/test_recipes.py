@@ -16,6 +16,9 @@ no Python failure.
   backup gets nothing; when both fail, each is asked once and the caller gets the backup's 503
   (as 500: OpenSIPS relays a 503 so, RFC 3261 16.7); a carrier that sends nothing (nobody listens at its
   port) fails over when tm times out (fr_timeout, 5 s).
+- trunk-domain: the same with a ``domain=`` on each trunk ([trunks]): the
+  carrier's INVITE has its domain as the request URI's host (the caller's port gone) and the backup's its own
+  host and port: what the router sets from Python ($rd, $rp), in the request route and in the failure route.
 - headers: a browser (JsSIP in Chromium, over WSS) calls a SIPp phone with a P-Preferred-Identity of its
   own: the phone's INVITE carries ``X-Caller-Kind: webrtc`` and no P-Preferred-Identity; audio flows both
   ways.  A SIPp phone calling another gets ``X-Caller-Kind: sip``, its P-Preferred-Identity removed too.
@@ -38,7 +41,7 @@ from rig.gateway import REPO
 from rig.subscribers import subscribers
 
 from .conftest import PROBE, Rig, need, own_rig, python_quiet
-from .sipcalls import call, media_both_ways, messages, registered, settle, settle_all, user
+from .sipcalls import Outcome, call, media_both_ways, messages, registered, settle, settle_all, user
 from .webphones import WebPhone
 
 RECIPES = REPO / "docs" / "recipes"
@@ -116,16 +119,33 @@ def dial_plan(
         yield rig, trunks, realm_of(settings)
 
 
+def trunks_rig(
+    name: str, opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
+    """docs/recipes/NAME as it is, its trunks SIPp UASs on loopback."""
+    need("sipp")
+    trunks = trunk_phones(name)
+    settings = dial_plan_settings(trunks, name)
+    with recipe_rig(opensips_bin, tmp_path_factory.mktemp(f"recipe-{name}"), settings,
+                    RECIPES / name / "policy.py") as rig:  # fmt: skip
+        yield rig, trunks, realm_of(settings)
+
+
+@pytest.fixture(scope="module")
+def failover_domains(
+    opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
+    """docs/recipes/trunk-domain: the failover's trunks, each with a domain= (README "A trunk's own domain")."""
+    assert parse((RECIPES / "trunk-domain" / "gateway.ini").read_text()).tables.domains == {
+        "carrier": "carrier.example", "backup": "sip.backup.example:5070"}  # fmt: skip
+    yield from trunks_rig("trunk-domain", opensips_bin, tmp_path_factory)
+
+
 @pytest.fixture(scope="module")
 def failover(
     opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
-    need("sipp")
-    trunks = trunk_phones("failover")
-    settings = dial_plan_settings(trunks, "failover")
-    folder = tmp_path_factory.mktemp("recipe-failover")
-    with recipe_rig(opensips_bin, folder, settings, RECIPES / "failover" / "policy.py") as rig:
-        yield rig, trunks, realm_of(settings)
+    yield from trunks_rig("failover", opensips_bin, tmp_path_factory)
 
 
 # -- the headers recipe ----------------------------------------------------------------------------
@@ -217,28 +237,38 @@ def test_dial_plan_sends_each_number_to_its_trunk_as_dialled_with_media(
     assert after == {k: v + len(DIALLED) for k, v in before.items()}, (before, after)
 
 
+def carrier_fails_backup_answers(
+    rig: Rig, work: Path, caller: sipp.Phone, trunks: Dict[str, sipp.Phone], auth: Tuple[str, str], number: str,
+    name: str, domain: str = "",
+) -> Tuple[Outcome, Any, Any]:  # fmt: skip
+    """``caller`` dials ``number``: the carrier answers 503, the backup answers and the caller hangs up.  The call,
+    and the INVITE each trunk got."""
+    carrier = sipp.run(sipp.uas_scenario(sipp.Call(outcome="unavailable")), work, f"{name}-carrier",
+                       trunks["carrier"], rig.sip)  # fmt: skip
+    try:
+        outcome = call(
+            rig, work, caller, trunks["backup"], sipp.Call((("pause", 1000), ("bye",))),
+            sipp.Call((("expect_bye",),)), name=f"{name}-backup", dialled=number, auth=auth, domain=domain,
+        )  # fmt: skip
+        assert carrier.wait() == 0, carrier.errors()
+    finally:
+        carrier.stop()
+    (first,) = received_invites(work, f"{name}-carrier")
+    (second,) = received_invites(work, f"{name}-backup-uas")
+    assert first.call_id == second.call_id == outcome.call_id
+    # the carrier's branch had its session, given back when it failed; the backup's branch its own
+    assert outcome.ops() == ["offer", "delete", "offer", "answer", "delete"], outcome.ops()
+    return outcome, first, second
+
+
 def test_failover_a_carriers_503_sends_the_call_to_the_backup_and_busy_ends_it(
     failover: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
 ) -> None:
     rig, trunks, realm = failover
     caller, auth = subscribed_caller(rig, work, "focaller", realm)
     number = "030123456"
-    carrier = sipp.run(sipp.uas_scenario(sipp.Call(outcome="unavailable")), work, "fo-carrier", trunks["carrier"],
-                       rig.sip)  # fmt: skip
-    try:
-        outcome = call(
-            rig, work, caller, trunks["backup"], sipp.Call((("pause", 1000), ("bye",))),
-            sipp.Call((("expect_bye",),)), name="fo-backup", dialled=number, auth=auth,
-        )  # fmt: skip
-        assert carrier.wait() == 0, carrier.errors()
-    finally:
-        carrier.stop()
-    (first,) = received_invites(work, "fo-carrier")
-    (second,) = received_invites(work, "fo-backup-uas")
-    assert first.call_id == second.call_id == outcome.call_id
+    outcome, first, second = carrier_fails_backup_answers(rig, work, caller, trunks, auth, number, "fo")
     assert first.first_line == second.first_line == f"INVITE sip:{number}@127.0.0.1 SIP/2.0"
-    # the carrier's branch had its session, given back when it failed; the backup's branch its own
-    assert outcome.ops() == ["offer", "delete", "offer", "answer", "delete"], outcome.ops()
     packets = media_both_ways(outcome.commands[2:], outcome.call_id)
     assert len(packets) == 2, packets
     settle(rig, outcome.call_id)
@@ -269,6 +299,22 @@ def test_failover_a_carriers_503_sends_the_call_to_the_backup_and_busy_ends_it(
                   name="fo-silent", dialled=number, auth=auth)  # fmt: skip
     assert silent.ops() == ["offer", "delete", "offer", "answer", "delete"], silent.ops()
     settle(rig, silent.call_id)
+
+
+def test_failover_each_trunk_gets_its_own_domain_in_the_request_uri(
+    failover_domains: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
+) -> None:
+    rig, trunks, realm = failover_domains
+    caller, auth = subscribed_caller(rig, work, "fdcaller", realm)
+    number = "030123456"
+    # the caller writes the gateway's port in its request URI: the carrier's domain has none
+    ours = f"{rig.sip[0]}:{rig.sip[1]}"
+    outcome, first, second = carrier_fails_backup_answers(rig, work, caller, trunks, auth, number, "fd", ours)
+    sent = [m for m in messages(work, "fd-backup-uac") if m.sent and m.first_line.startswith("INVITE ")]
+    assert sent and all(m.first_line == f"INVITE sip:{number}@{ours} SIP/2.0" for m in sent)
+    assert first.first_line == f"INVITE sip:{number}@carrier.example SIP/2.0"
+    assert second.first_line == f"INVITE sip:{number}@sip.backup.example:5070 SIP/2.0"
+    settle(rig, outcome.call_id)
 
 
 def test_headers_a_browsers_call_carries_its_kind_and_loses_its_preferred_identity(

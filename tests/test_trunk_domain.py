@@ -1,0 +1,110 @@
+"""A trunk's domain: gateway.ini ``[trunks] carrier = sip:198.51.100.10 domain=carrier.example``.
+
+A carrier that routes by the request URI's host wants its own domain there, not ours.  A call the
+gateway sends to such a trunk (a dial-plan line, ``to_trunk`` in a rule, ``sip_destination`` naming the
+trunk) goes to the trunk's address with the request URI's host[:port] the trunk's ``domain=`` (the caller's
+port gone, its user and parameters kept); a trunk without one keeps the request URI as the caller wrote it.
+A call that fails over takes the next trunk's domain.  All through the fake host running opensips.cfg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from fakes.runtime import Gateway
+from fakes.ua import Call, Network
+from gateway import core
+from gateway.policy import to_trunk
+from gateway.settings import parse, split_domain
+from tests.flowcheck import assert_clean
+from tests.test_failover import gateway_of  # the failover recipe's rules, the trunks of the given ini
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "docs" / "recipes" / "trunk-domain"
+DOMAINS = (RECIPE / "gateway.ini").read_text()
+INI = DOMAINS.replace(" domain=carrier.example", "").replace(" domain=sip.backup.example:5070", "")
+
+
+def asked(call: Call) -> List[Tuple[str, str]]:
+    return [(endpoint.host, invite.ruri) for endpoint, invite in call.invites_sent()]
+
+
+def test_a_trunk_with_a_domain_gets_it_in_the_request_uri_and_the_next_trunk_its_own(tmp_path: Path) -> None:
+    gateway, net, carrier, backup = gateway_of(DOMAINS, tmp_path)
+    bob = net.phone("bob")
+    net.register(bob)
+    # the caller wrote a port: the carrier's domain has none, so the request URI has none either
+    call = net.invite(bob, "030123456", domain="127.0.0.1:5060")
+    assert asked(call) == [("198.51.100.10", "sip:030123456@carrier.example")]
+    gateway.use_worker(1)  # the failure route runs in another worker: the domain travels with the transaction
+    net.reply(call, carrier, 503)
+    assert asked(call)[1] == ("198.51.100.20", "sip:030123456@sip.backup.example:5070")
+    net.reply(call, backup, 200)
+    assert call.statuses() == [200] and call.established
+    net.bye(call, "callee")
+    assert_clean(gateway, net)
+
+
+def test_a_rules_new_user_and_the_uris_parameters_stay_and_a_trunk_without_a_domain_keeps_ours(
+    tmp_path: Path,
+) -> None:
+    policy = tmp_path / "policy.py"
+    policy.write_text(
+        "from gateway.policy import Decision, Request, to_trunk\n\n"
+        "def route(request: Request, default: Decision) -> Decision:\n"
+        "    if request.ruri_user.startswith('00'):\n"
+        "        return to_trunk('carrier', '+' + request.ruri_user[2:])\n"
+        "    if request.ruri_user.startswith('0'):\n"
+        "        return to_trunk('plain')\n"
+        "    return default\n"
+    )
+    settings = tmp_path / "gateway.ini"
+    settings.write_text(DOMAINS.replace("[trunks]\n", "[trunks]\nplain = sip:198.51.100.30\n"))
+    gateway = Gateway(files=(str(settings), str(policy)))
+    net = Network(gateway)
+    carrier = net.trunk("carrier", "sip:198.51.100.10:5060")
+    plain = net.trunk("plain", "sip:198.51.100.30")
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "0044201234", domain="127.0.0.1;user=phone")
+    assert asked(call) == [("198.51.100.10", "sip:+44201234@carrier.example;user=phone")]
+    net.reply(call, carrier, 486)
+    call = net.invite(bob, "030123456", domain="127.0.0.1:5060")
+    assert asked(call) == [("198.51.100.30", "sip:030123456@127.0.0.1:5060")]
+    net.reply(call, plain, 404)
+    assert_clean(gateway, net)
+
+
+def test_sip_destination_naming_a_trunk_takes_its_domain(tmp_path: Path) -> None:
+    ini = DOMAINS.replace("[gateway]\n", "[gateway]\nsip_destination = carrier\ntrusted_sources = 10.0.0.9\n")
+    gateway, net, carrier, _ = gateway_of(ini, tmp_path)
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "alice", domain="elsewhere.example")  # another domain: to sip_destination
+    assert asked(call) == [("198.51.100.10", "sip:alice@carrier.example")]
+    net.reply(call, carrier, 404)
+    assert call.statuses() == [404]
+    assert_clean(gateway, net)
+
+
+def test_a_trunks_domain_is_checked_and_a_failover_chain_has_domains_throughout_or_not_at_all() -> None:
+    settings = parse(DOMAINS)
+    assert settings.trunk_domain("carrier") == "carrier.example" and settings.trunk_uri("carrier").endswith(":5060")
+    for bad in ("domain=", "domain=carrier.example/x", "domain=a b", "host=carrier.example",
+                "domain=a.example domain=b.example", "domain=carrier.example:port"):  # fmt: skip
+        with pytest.raises(ValueError, match=r"\[trunks\] carrier"):
+            parse(INI.replace("carrier = sip:198.51.100.10:5060", f"carrier = sip:198.51.100.10:5060 {bad}"))
+    one = INI.replace("carrier = sip:198.51.100.10:5060", "carrier = sip:198.51.100.10:5060 domain=carrier.example")
+    with pytest.raises(ValueError, match=r"\[dialplan\] 0: .* each have a domain= or none has"):
+        parse(one)
+    mixed = parse(one.replace("0 = carrier backup", "0 = carrier").replace("+ = carrier backup", "+ = carrier"))
+    with pytest.raises(core.Refused, match="each have a domain= or none has"):
+        core.check_decision(to_trunk("backup").or_trunk("carrier"), mixed)
+    core.check_decision(to_trunk("carrier").or_trunk("backup"), settings)
+    v6 = parse(INI.replace("carrier = sip:198.51.100.10:5060", "carrier = sip:198.51.100.10 domain=[2001:db8::1]:5070")
+               .replace("0 = carrier backup", "0 = carrier").replace("+ = carrier backup", "+ = carrier"))  # fmt: skip
+    assert split_domain(v6.trunk_domain("carrier") or "") == ("[2001:db8::1]", "5070")
+    assert split_domain("carrier.example") == ("carrier.example", "") and v6.trunk_domain("backup") is None
