@@ -564,9 +564,43 @@ def test_a_rule_sends_a_number_to_a_trunk_in_the_form_the_trunk_wants() -> None:
             to_trunk("main", bad)
 
 
+def test_a_refused_answer_says_the_line_of_the_rule_that_returned_it() -> None:
+    """loader.returned_at asks the rule again and sees its own frame return: the line of the return statement that
+    gave this answer (not another return of the rule, nor a line of a helper or of a decorator's wrapper)."""
+    import functools
+    import sys
+
+    from gateway.loader import returned_at
+
+    def helper(number: str) -> Decision:
+        return to_trunk("nowhere" if number.startswith("0") else "main")
+
+    def wrapped(rule: Callable[[Any, Decision], Decision]) -> Any:
+        @functools.wraps(rule)
+        def wrapper(request: Any, default: Decision) -> Decision:
+            return rule(request, default)
+
+        return wrapper
+
+    @wrapped
+    def route(request: Any, default: Decision) -> Decision:
+        if request == "call":
+            return helper("0301234")
+        return default
+
+    first = route.__wrapped__.__code__.co_firstlineno
+    here = __file__
+    assert returned_at(route, "call", to_user()) == f" (returned at {here}:{first + 3} in route)"
+    assert returned_at(route, "other", to_user()) == f" (returned at {here}:{first + 4} in route)"
+    profile = sys.getprofile()
+    assert returned_at(route, None, None) == f" (returned at {here}:{first + 4} in route)"
+    assert returned_at(lambda request, default: 1 / 0, "call", None) == ""  # it raised this time: cannot tell
+    assert returned_at(max, 1, 2) == "" and sys.getprofile() is profile  # no Python function; the hook is gone
+
+
 def test_an_answer_the_gateway_cannot_carry_out_is_logged_as_the_rules_answer() -> None:
     """A rule that names a trunk gateway.ini lacks: the caller gets the fail-safe 500, and the log line names
-    the answer and the trunks there are, not a line of the gateway's (no line of the rule raised).  (The
+    the answer, the trunks there are and the rule's line that returned it (no line of the rule raised).  (The
     rules' check at load takes one sample call, to a user: it misses the typo on this rule's path.)"""
 
     def route(request: Request, default: Decision) -> Decision:
@@ -581,6 +615,6 @@ def test_an_answer_the_gateway_cannot_carry_out_is_logged_as_the_rules_answer() 
     logged, failed = gateway.errors  # the router's line, the cfg's route[python_failed]
     assert logged.endswith(
         "Refused: the rules answered 'to trunk mian': no trunk named 'mian' in gateway.ini [trunks]"
-        " (its trunks: intl, main)"
+        f" (its trunks: intl, main) (returned at {__file__}:{route.__code__.co_firstlineno + 1} in route)"
     ), logged
     assert "python routing failed for INVITE" in failed

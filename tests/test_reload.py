@@ -225,6 +225,7 @@ def test_a_rule_that_fails_on_other_sample_calls_is_taken_and_said_once(tmp_path
     assert said.startswith("gateway: warning: the rules from ")
     assert "calls to 112, 110 (from a browser and a SIP phone): Refused: the rules answered 'to trunk secnd" in said
     assert "no trunk named 'secnd'" in said and not any("refused" in e for e in gateway.errors)
+    assert f"(returned at {policy}:5 in route)" in said  # TYPO's line that returned it
     clock.now += 1.5
     destination(gateway, net, alice, "0044123")
     assert len(gateway.warnings) == 1  # the files did not change: not said again

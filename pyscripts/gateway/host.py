@@ -54,7 +54,17 @@ import traceback
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
-from .loader import CalleeRule, RouteRule, Rules, Watcher, fixed_rules, keep_default, load_rules, warn_doubts
+from .loader import (
+    CalleeRule,
+    RouteRule,
+    Rules,
+    Watcher,
+    check_answer,
+    fixed_rules,
+    keep_default,
+    load_rules,
+    warn_doubts,
+)
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
 from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
 from .sdp import is_sdp
@@ -811,7 +821,7 @@ class Router:
         decision = default if default is BLOCKED else rules.route(request, default)
         if decision is not default:
             if not isinstance(decision, Decision):
-                core.check_decision(decision, settings)  # ValueError: says what the rule answered instead
+                check_answer(decision, settings, rules.route, request, default)  # Refused: says what it answered
             if tables.always_proxy:
                 decision = tables.proxied(request, decision)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
@@ -834,7 +844,12 @@ class Router:
                 return kept[1]
         # the gateway's own is sound; the rules' is checked once for each equal decision
         if decision is not default and decision not in self._checked:
-            self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
+            try:
+                self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
+            except core.Refused:
+                # says what the rule answered, and where: the rule is asked again, to see it return
+                check_answer(decision, settings, rules.route, request, default)
+                raise
         outcome = tuple.__new__(Outcome, (decision, *key[1:]))
         if rules.callee is not None:
             return self._carry_out(rules, outcome, request)
@@ -933,7 +948,7 @@ class Router:
             for registration in Registration:  # asked once per kind: a Callee has no address family
                 callee = core.callee_of(registration)
                 chosen = rules.callee(request, callee, decision)
-                core.check_decision(chosen, rules.settings, callee)
+                check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
                 if chosen._replace(media=decision.media, dropped=False) != decision:
                     raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
                 chosen_for.append((chosen.media, chosen.dropped))

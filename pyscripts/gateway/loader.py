@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 import time
 import types
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
@@ -59,6 +60,39 @@ def fixed_rules(settings: Settings, route: RouteRule = keep_default, callee: Opt
 _loads = 0
 
 
+def returned_at(rule: Callable[..., Any], *args: Any) -> str:
+    """Where ``rule`` returns its answer to ``args``, as " (returned at FILE:LINE in NAME)", for a refused answer:
+    found by asking the rule again with a profile hook that sees its own frame return (a rule is a function of
+    its arguments).  "" when that cannot tell (the rule raised this time, or is no Python function)."""
+    code = getattr(inspect.unwrap(rule), "__code__", None)
+    if code is None:
+        return ""
+    lines: List[int] = []
+
+    def hook(frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "return" and frame.f_code is code:
+            lines.append(frame.f_lineno)  # the outermost call's return comes last
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        rule(*args)
+    except Exception:  # noqa: BLE001 - then it cannot tell
+        return ""
+    finally:
+        sys.setprofile(previous)
+    return f" (returned at {code.co_filename}:{lines[-1]} in {code.co_name})" if lines else ""
+
+
+def check_answer(decision: Any, settings: Settings, rule: Callable[..., Any], *args: Any,
+                 callee: Optional[Callee] = None) -> None:  # fmt: skip
+    """``core.check_decision`` of what ``rule(*args)`` answered; its Refused also says where the rule returned it."""
+    try:
+        core.check_decision(decision, settings, callee)
+    except core.Refused as exc:
+        raise core.Refused(f"{exc}{returned_at(rule, *args)}") from None
+
+
 def import_policy(path: str) -> Tuple[RouteRule, Optional[CalleeRule]]:
     """The operator's functions from ``path``, compiled from the file's bytes as they are now, into a new
     module each time.  Not through importlib's loader: it takes __pycache__'s bytecode when the source's
@@ -95,10 +129,11 @@ def check(rules: Rules) -> None:
     request = sample_request(rules.settings)
     try:
         decision = rules.route(request, to_user())
-        core.check_decision(decision, rules.settings)
+        check_answer(decision, rules.settings, rules.route, request, to_user())
         if rules.callee is not None:
             for callee in CALLEES:
-                core.check_decision(rules.callee(request, callee, decision), rules.settings, callee)
+                chosen = rules.callee(request, callee, decision)
+                check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
     except Exception as exc:  # noqa: BLE001 - any failure refuses the file, with its reason
         raise ValueError(f"{rules.origin}: rules fail on a sample call: {type(exc).__name__}: {exc}") from None
 
@@ -130,10 +165,11 @@ def doubts(rules: Rules) -> List[str]:
             continue  # answered before any rule
         try:
             decision = rules.route(request, default)
-            core.check_decision(decision, rules.settings)
+            check_answer(decision, rules.settings, rules.route, request, default)
             if rules.callee is not None and decision.target == "user":
                 for callee in CALLEES:
-                    core.check_decision(rules.callee(request, callee, decision), rules.settings, callee)
+                    chosen = rules.callee(request, callee, decision)
+                    check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
         except Exception as exc:  # noqa: BLE001 - said, not raised
             users, kinds = found.setdefault(f"{type(exc).__name__}: {exc}", ({}, {}))
             users[user] = kinds[kind] = None
