@@ -278,9 +278,17 @@ def test_native_settings_give_a_trunks_domain_to_the_request_uri() -> None:
     assert 'case "c":\n\t\t$du = "sip:192.0.2.1";\n\t\t$rd = "carrier.example";\n\t\t$rp = "";\n' in text
     assert '$du = "sip:192.0.2.2";\n\t\t$rd = "[2001:db8::2]";\n\t\t$rp = "5070";\n' in text
     assert 'case "t":\n\t\t$du = "sip:192.0.2.3";\n\t\tbreak;' in text
+    text = native_settings(
+        parse_settings("[gateway]\nsip_destination = c\n[trunks]\nc = sip:192.0.2.1 domain=c.example\n")
+    )
+    assert 'route[to_destination] {\n\t$du = "sip:192.0.2.1";\n\t$rd = "c.example";\n\t$rp = "";\n}' in text
 
 
 def test_native_settings_refuse_what_native_cfg_does_not_do() -> None:
+    with pytest.raises(ValueError, match="no trunk failover: sip_destination"):
+        native_settings(
+            parse_settings("[gateway]\nsip_destination = a b\n[trunks]\na = sip:192.0.2.1\nb = sip:192.0.2.2\n")
+        )
     with pytest.raises(ValueError, match="topology_hiding"):
         native_settings(dataclasses.replace(bench_settings(), topology_hiding=True))
     overridden = parse_settings("[profiles]\nweb->sip offer = RTP/AVP ICE=remove DTLS=off rtcp-mux-demux\n")

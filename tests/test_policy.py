@@ -238,7 +238,7 @@ def test_gateway_ini_holds_the_tables() -> None:
         ("[blocked]\nprefixes = /(/\n", "bad regular expression"),
         ("[media]\nsometimes = x\n", "unknown setting"),
         ("[policy]\nheaders = X(Y)\n", "not header names"),
-        ("[gateway]\nsip_destination = nowhere\n", "sip: URI or a trunk name"),
+        ("[gateway]\nsip_destination = nowhere\n", "sip: URI or trunk names"),
     ],
 )
 def test_a_wrong_table_is_refused_with_the_reason(bad: str, complaint: str) -> None:

@@ -108,3 +108,33 @@ def test_a_trunks_domain_is_checked_and_a_failover_chain_has_domains_throughout_
                .replace("0 = carrier backup", "0 = carrier").replace("+ = carrier backup", "+ = carrier"))  # fmt: skip
     assert split_domain(v6.trunk_domain("carrier") or "") == ("[2001:db8::1]", "5070")
     assert split_domain("carrier.example") == ("carrier.example", "") and v6.trunk_domain("backup") is None
+
+
+def test_sip_destination_naming_several_trunks_fails_over_between_them(tmp_path: Path) -> None:
+    """sip_destination = carrier backup: calls to other domains go to the carrier, then to the backup, each with
+    its domain, as a [dialplan] line's."""
+    ini = DOMAINS.replace("[gateway]\n", "[gateway]\nsip_destination = carrier backup\n")
+    gateway, net, carrier, backup = gateway_of(ini, tmp_path)
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "alice", domain="elsewhere.example")
+    net.reply(call, carrier, 503)
+    assert asked(call) == [("198.51.100.10", "sip:alice@carrier.example"),
+                           ("198.51.100.20", "sip:alice@sip.backup.example:5070")]  # fmt: skip
+    net.reply(call, backup, 200)
+    assert call.statuses() == [200]
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+    settings = parse(ini)
+    assert settings.destination_failover == ("backup",) and str(settings.destination) == "to trunk default, then backup"
+    assert (
+        parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = sip:pbx.example\n")).destination_failover == ()
+    )
+    for bad, reason in (("carrier spare", "not 'spare'"), ("carrier, sip:10.0.0.1", "not 'sip:10.0.0.1'")):
+        with pytest.raises(ValueError, match=f"sip_destination must be a sip: URI or trunk names, {reason}"):
+            parse(ini.replace("carrier backup\n", bad + "\n", 1))
+    with pytest.raises(ValueError, match="sip_destination: a call fails over between trunks that each have a domain"):
+        parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = carrier plain\n").replace(
+            "[trunks]\n", "[trunks]\nplain = sip:198.51.100.30 domain=plain.example\n"))  # fmt: skip
+    with pytest.raises(ValueError, match="a trunk is named 'default'"):
+        parse(ini.replace("[trunks]\n", "[trunks]\ndefault = sip:198.51.100.40\n"))

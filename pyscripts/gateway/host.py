@@ -66,7 +66,7 @@ from .loader import (
     warn_doubts,
 )
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
-from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_trunk, to_user
+from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_user
 from .sdp import is_sdp
 from .settings import Settings, split_domain, uri_host
 
@@ -304,7 +304,6 @@ TRUSTED_FACTS = "$si"
 
 _KEPT, _NOT_KEPT = (REPLY_KEPT_VAR, "1"), (REPLY_KEPT_VAR, "")  # a reply answer's word to the cfg
 _TO_USER = to_user()  # the built-in routing's two decisions (immutable values)
-_TO_DEFAULT = to_trunk("default")
 # Enum members the code of every new request compares with, as module constants: on Python 3.11 (Debian's,
 # OpenSIPS's) an enum's every attribute goes through EnumType.__getattr__'s hook, ~700 instructions each.
 _LOCATION, _BROWSER = core.Target.LOCATION, Kind.BROWSER
@@ -816,7 +815,7 @@ class Router:
                 headers=tuple((n, None if v == NULL else text_of(v)) for n, v in zip(names, values))
             )
         tables = settings.tables
-        default = tables.apply(request, _TO_USER if target is _LOCATION else _TO_DEFAULT, may_relay)
+        default = tables.apply(request, _TO_USER if target is _LOCATION else settings.destination, may_relay)
         # A blocked number is answered before any rule; [media] always_proxy holds whatever a rule returns.
         decision = default if default is BLOCKED else rules.route(request, default)
         if decision is not default:

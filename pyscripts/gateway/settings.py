@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
-from .policy import Pattern, Tables
+from .policy import Decision, Pattern, Tables, to_trunk
 from .profiles import ProfileKey, Profiles, parse_key
 
 ENV_VAR = "GATEWAY_SETTINGS"
@@ -102,6 +102,18 @@ class Settings:
     """rtpengine's interfaces ([interfaces]); with two or more, each offer names both legs' (direction=)."""
     failover_on: FrozenSet[int] = FAILOVER_ON
     """The final replies of a trunk after which a call goes on to its next trunk (``Decision.failover``)."""
+    destination_failover: Tuple[str, ...] = ()
+    """``sip_destination`` naming trunks: the ones after the first, which a failed call goes on to in turn."""
+
+    def __post_init__(self) -> None:
+        decision = to_trunk("default")
+        for name in self.destination_failover:
+            decision = decision.or_trunk(name)
+        object.__setattr__(self, "destination", decision)
+
+    destination: Decision = field(init=False, compare=False, repr=False)
+    """What the built-in routing decides for a call to another domain: to ``sip_destination`` (the trunk named
+    ``default``), then to the trunks of ``destination_failover``."""
 
     def side_of(self, host: str) -> str:
         """The rtpengine interface facing a party at ``host`` (an address; a name faces the default one);
@@ -266,9 +278,21 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
             overrides[parse_key(name)] = flags
     destination = values.get("sip_destination", "").strip() or None
     tables = _tables(parser, origin)
+    failover: Tuple[str, ...] = ()
     if destination is not None and not destination.startswith(("sip:", "sips:")):
-        if destination not in tables.trunks:
-            raise ValueError(f"{origin}: sip_destination must be a sip: URI or a trunk name, not {destination!r}")
+        # trunk names: the first, then the ones a failed call goes on to (as a [dialplan] line's)
+        destination, *rest = destination.replace(",", " ").split()
+        failover = tuple(dict.fromkeys(name for name in rest if name != destination))
+        for name in (destination, *failover):
+            if name not in tables.trunks:
+                raise ValueError(f"{origin}: sip_destination must be a sip: URI or trunk names, not {name!r}")
+        try:
+            one_chain((tables.trunks[name], tables.domains.get(name)) for name in (destination, *failover))
+        except ValueError as exc:
+            raise ValueError(f"{origin}: sip_destination: {exc}") from None
+        if "default" in tables.trunks and destination != "default":
+            raise ValueError(f"{origin}: sip_destination names {destination!r}, but a trunk is named 'default', the "
+                             "name the rules give sip_destination: rename that trunk")  # fmt: skip
         if destination in tables.domains and "default" not in tables.trunks:
             tables.domains["default"] = tables.domains[destination]  # Settings.trunk_domain("default")
         destination = tables.trunks[destination]
@@ -286,6 +310,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         tables=tables,
         interfaces=_interfaces(parser, origin),
         failover_on=_failover_on(values["failover_on"], origin) if "failover_on" in values else FAILOVER_ON,
+        destination_failover=failover,
     )
 
 
