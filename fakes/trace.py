@@ -160,6 +160,8 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
         decided.append(f"{decision}" + (" (default: the gateway's, unchanged)" if decision is default else ""))
         return decision
 
+    route.__wrapped__ = rule  # type: ignore[attr-defined]  # a refusal names the rule's line (loader.returned_at)
+
     def choose(request: Any, who: Any, decision: Any) -> Any:  # the same for callee(), where it changes something
         try:
             chosen = chooser(request, who, decision)
@@ -170,6 +172,8 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
             kind = f"{who.kind.value} contacts{' behind NAT' if who.behind_nat else ''}"
             decided.append(f"for {kind}, callee(): " + ("no branch (drop)" if chosen.dropped else f"{chosen}"))
         return chosen
+
+    choose.__wrapped__ = chooser  # type: ignore[attr-defined]
 
     watcher.rules = watcher.rules._replace(route=route, callee=None if chooser is None else choose)
     net = Network(gateway)

@@ -154,6 +154,12 @@ def test_an_ad_hoc_call_carries_the_headers_given_and_says_what_the_rules_decide
     out = capsys.readouterr().out
     assert "the rules were not asked" in out and "the caller got 403 Forbidden - Blocked Number" in out
     assert main([*files, "call", "--header", "no colon", "phone:carol", "0900123"]) == 2
+    # a refused answer: the rule's line that returned it (through the tracer's own wrapper), said once
+    policy.write_text(policy.read_text().replace("to_trunk('acme')", "to_trunk('acne')"))
+    assert main([*files, "call", "--header", "X-Tenant: acme", "phone:carol", "0301234567"]) == 1
+    out = capsys.readouterr().out
+    assert f"no trunk named 'acne' in gateway.ini [trunks] (its trunks: acme) (returned at {policy}:4 in route)" in out
+    assert out.count("the rules decided: to trunk acne") == 1, out
 
 
 def test_an_ad_hoc_call_registers_more_parties_and_the_first_that_rings_answers(

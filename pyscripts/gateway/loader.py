@@ -63,8 +63,11 @@ _loads = 0
 def returned_at(rule: Callable[..., Any], *args: Any) -> str:
     """Where ``rule`` returns its answer to ``args``, as " (returned at FILE:LINE in NAME)", for a refused answer:
     found by asking the rule again with a profile hook that sees its own frame return (a rule is a function of
-    its arguments).  "" when that cannot tell (the rule raised this time, or is no Python function)."""
-    code = getattr(inspect.unwrap(rule), "__code__", None)
+    its arguments).  A wrapper (``functools.wraps``: a decorator's, the tracer's) is looked through, and only
+    the function it wraps is asked.  "" when that cannot tell (the rule raised this time, or is no Python
+    function)."""
+    rule = inspect.unwrap(rule)
+    code = getattr(rule, "__code__", None)
     if code is None:
         return ""
     lines: List[int] = []
