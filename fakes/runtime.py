@@ -63,16 +63,19 @@ class Endpoint:
 
 
 def uri_endpoint(uri: str) -> Endpoint:
-    """Where a SIP URI leads: transport parameter, host and port (5060 by default)."""
-    body = uri.split(":", 1)[1] if ":" in uri else uri
+    """Where a SIP URI leads: transport parameter (TLS for sips:), host and port; without a port, 5061 over TLS
+    and 5060 else, as sip_resolvehost gives an address (resolve.c: the protocol's default port)."""
+    scheme, _, body = uri.partition(":") if ":" in uri else ("sip", "", uri)
     params = body.split(";")[1:]
     hostport = body.split(";", 1)[0].split("?", 1)[0].rpartition("@")[2]
-    proto = "udp"
+    proto = "tls" if scheme.lower() == "sips" else "udp"
     for param in params:
         key, _, value = param.partition("=")
         if key.lower() == "transport":
             proto = value.lower()
     host, port = split_hostport(hostport)
+    if proto == "tls" and not re.search(r"(^|[^:]|\]):\d+$", hostport):
+        port = 5061
     return Endpoint(proto, host, port)
 
 

@@ -303,3 +303,21 @@ def test_mod_init_gives_opensips_back_the_c_locale() -> None:
         assert locale.setlocale(locale.LC_CTYPE) == "C"
     finally:
         locale.setlocale(locale.LC_CTYPE, kept)
+
+
+@pytest.mark.parametrize(
+    ("uri", "endpoint"),
+    [
+        ("sip:198.51.100.5", ("udp", "198.51.100.5", 5060)),
+        ("sip:198.51.100.5;transport=tls", ("tls", "198.51.100.5", 5061)),
+        ("sips:198.51.100.5", ("tls", "198.51.100.5", 5061)),
+        ("sip:198.51.100.5:5070;transport=TLS", ("tls", "198.51.100.5", 5070)),
+        ("sip:[2001:db8::5];transport=tls", ("tls", "2001:db8::5", 5061)),
+        ("sip:bob@[2001:db8::5]:6000;transport=tcp", ("tcp", "2001:db8::5", 6000)),
+    ],
+)
+def test_where_a_uri_leads_without_a_port_is_its_transports_default(uri: str, endpoint: Any) -> None:
+    """sip_resolvehost (resolve.c) gives an address without a port the protocol's default: 5061 for TLS."""
+    from fakes.runtime import uri_endpoint
+
+    assert uri_endpoint(uri) == Endpoint(*endpoint)
