@@ -54,6 +54,17 @@ def test_a_header_that_would_inject_lines_is_refused() -> None:
     assert to_user().with_header("X-Tenant", "acme").add_headers == (("X-Tenant", "acme"),)
 
 
+@pytest.mark.parametrize("name", ["From", "to", "Call-ID", "CSeq", "Via", "v", "Max-Forwards", "Contact", "Route",
+                                  "Record-Route", "Content-Length", "l", "Content-Type"])  # fmt: skip
+def test_the_headers_that_make_a_request_are_neither_added_nor_removed(name: str) -> None:
+    """A second From or Call-ID, a Via or Route taken away: no party could answer such a request."""
+    with pytest.raises(ValueError, match=f"{name} is one of the headers that make the request"):
+        to_user().with_header(name, "x")
+    with pytest.raises(ValueError, match=f"{name} is one of the headers that make the request"):
+        to_user().without_header(name)
+    assert to_user().with_header("P-Asserted-Identity", "<sip:+4930123@gw>").without_header("Privacy").remove_headers
+
+
 @pytest.mark.parametrize("bad", ["http://x", "sip:a b", "sip:a\r\nb", "tel:+4930"])
 def test_a_uri_a_rule_sends_to_is_a_sip_uri(bad: str) -> None:
     with pytest.raises(ValueError):

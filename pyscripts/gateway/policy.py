@@ -241,12 +241,22 @@ def _change(decision: Decision, key: Tuple[Any, ...], value: object) -> Tuple[De
     return kept
 
 
+#: The headers that make a request what it is, which the gateway and the parties keep (RFC 3261 8.1.1, 16.6, 20;
+#: compact forms too): a rule may neither add one (a second From or Call-ID) nor remove one (a Via, a Route).
+OWN_HEADERS = frozenset({
+    "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "max-forwards", "contact", "m", "record-route",
+    "route", "content-length", "l", "content-type", "c",
+})  # fmt: skip
+
+
 @functools.lru_cache(maxsize=256)
 def _header(name: str, value: str = "") -> Tuple[str, str]:
     """A header name (a token) and value (no line breaks) checked; ValueError else.  A pure function:
     its answers are kept by its arguments, as rules add the same few headers on every request."""
     if not _TOKEN.match(name) or _BAD_VALUE.search(value):
         raise ValueError(f"not a header one may add or remove: {name!r}: {value!r}")
+    if name.lower() in OWN_HEADERS:
+        raise ValueError(f"{name} is one of the headers that make the request (RFC 3261): no rule adds or removes it")
     return name, value
 
 
