@@ -290,7 +290,7 @@ def native_settings(settings: Settings) -> str:
     else:
         out += ["\treturn;"]
     out += ["}", "", "route[to_destination] {"]
-    if settings.destination_failover:  # the failure route's relay to the next trunk is not written natively
+    if len(settings.destination_trunks) > 1:  # the failure route's relay to the next trunk is not written natively
         raise ValueError("bench's native reference has no trunk failover: sip_destination names several trunks")
     out += ["\treturn;"] if settings.sip_destination is None else [f"\t$du = {_literal(settings.sip_destination)};"]
     out += [*_domain(settings, "default"), "}", ""]

@@ -126,15 +126,27 @@ def test_sip_destination_naming_several_trunks_fails_over_between_them(tmp_path:
     net.bye(call, "caller")
     assert_clean(gateway, net)
     settings = parse(ini)
-    assert settings.destination_failover == ("backup",) and str(settings.destination) == "to trunk default, then backup"
-    assert (
-        parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = sip:pbx.example\n")).destination_failover == ()
-    )
+    assert settings.destination_trunks == ("carrier", "backup")
+    assert str(settings.destination) == "to trunk carrier, then backup"  # the names the operator gave
+    uri = parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = sip:pbx.example\n"))
+    assert uri.destination_trunks == () and str(uri.destination) == "to trunk default"  # sip_destination's URI
     for bad, reason in (("carrier spare", "not 'spare'"), ("carrier, sip:10.0.0.1", "not 'sip:10.0.0.1'")):
         with pytest.raises(ValueError, match=f"sip_destination must be a sip: URI or trunk names, {reason}"):
             parse(ini.replace("carrier backup\n", bad + "\n", 1))
     with pytest.raises(ValueError, match="sip_destination: a call fails over between trunks that each have a domain"):
         parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = carrier plain\n").replace(
             "[trunks]\n", "[trunks]\nplain = sip:198.51.100.30 domain=plain.example\n"))  # fmt: skip
-    with pytest.raises(ValueError, match="a trunk is named 'default'"):
-        parse(ini.replace("[trunks]\n", "[trunks]\ndefault = sip:198.51.100.40\n"))
+    for destination in ("carrier backup", "sip:pbx.example"):  # which one would to_trunk("default") be?
+        with pytest.raises(ValueError, match="a trunk is named 'default'"):
+            parse(ini.replace("[trunks]\n", "[trunks]\ndefault = sip:198.51.100.40\n").replace(
+                "sip_destination = carrier backup", f"sip_destination = {destination}"))  # fmt: skip
+    # a [dialplan] line may name default (sip_destination), checked as a chain with it; not when there is none
+    with pytest.raises(ValueError, match=r"\[dialplan\] 0: .*\(carrier with, default without\)"):
+        parse(DOMAINS.replace("[gateway]\n", "[gateway]\nsip_destination = sip:pbx.example\n").replace(
+            "0 = carrier backup", "0 = carrier default"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"trunk 'default', not in \[trunks\] \(the name of sip_destination, which"):
+        parse(DOMAINS.replace("0 = carrier backup", "0 = default"))
+    chained = parse(ini.replace("0 = carrier backup", "0 = backup default"))
+    assert (
+        chained.tables.dialplan[0][1] == ("backup", "default") and chained.trunk_domain("default") == "carrier.example"
+    )

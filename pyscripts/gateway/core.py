@@ -177,7 +177,7 @@ def _check_decision(decision: Decision, settings: Settings, callee: Optional[Cal
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
     if decision.target == "trunk" and decision.trunk is not None:
         names = (decision.trunk, *decision.failover)
-        one_chain((settings.trunk_uri(name), settings.trunk_domain(name)) for name in names)
+        one_chain((name, settings.trunk_uri(name), settings.trunk_domain(name)) for name in names)
     if not decision.rtpengine:
         return
     for kind in Kind:

@@ -41,16 +41,19 @@ def uri_host(uri: str) -> str:
     return rest.partition(":")[0]
 
 
-def one_chain(trunks: Iterable[Tuple[str, Optional[str]]]) -> None:
-    """ValueError unless the ``trunks`` a call fails over between, (URI, domain), can share its request: they are of
-    one address family (a failover branch takes the first one's plan and flags; an IPv6 address is written
+def one_chain(trunks: Iterable[Tuple[str, str, Optional[str]]]) -> None:
+    """ValueError unless the ``trunks`` a call fails over between, (name, URI, domain), can share its request: they
+    are of one address family (a failover branch takes the first one's plan and flags; an IPv6 address is written
     bracketed, with ":"), and each names a domain ([trunks] ``domain=``) or none does (a failover branch sets the
     request URI's domain anew, and the caller's own is gone after the first)."""
     trunks = tuple(trunks)
-    if len({":" in uri_host(uri) for uri, _ in trunks}) > 1:
+    if len({":" in uri_host(uri) for _, uri, _ in trunks}) > 1:
         raise ValueError("a call fails over between trunks of one address family (IPv4 or IPv6) only")
-    if len({domain is None for _, domain in trunks}) > 1:
-        raise ValueError("a call fails over between trunks that each have a domain= or none has")
+    with_domain = [name for name, _, domain in trunks if domain is not None]
+    if 0 < len(with_domain) < len(trunks):
+        without = [name for name, _, domain in trunks if domain is None]
+        raise ValueError("a call fails over between trunks that each have a domain= or none has "
+                         f"({', '.join(with_domain)} with, {', '.join(without)} without)")  # fmt: skip
 
 
 #: A request URI's host[:port] a trunk wants (gateway.ini [trunks] ``domain=``): a name, IPv4 or [IPv6], a port.
@@ -102,18 +105,19 @@ class Settings:
     """rtpengine's interfaces ([interfaces]); with two or more, each offer names both legs' (direction=)."""
     failover_on: FrozenSet[int] = FAILOVER_ON
     """The final replies of a trunk after which a call goes on to its next trunk (``Decision.failover``)."""
-    destination_failover: Tuple[str, ...] = ()
-    """``sip_destination`` naming trunks: the ones after the first, which a failed call goes on to in turn."""
+    destination_trunks: Tuple[str, ...] = ()
+    """``sip_destination`` naming trunks: those names (the first is ``sip_destination``), tried in turn."""
 
     def __post_init__(self) -> None:
-        decision = to_trunk("default")
-        for name in self.destination_failover:
+        first, *rest = self.destination_trunks or ("default",)
+        decision = to_trunk(first)
+        for name in rest:
             decision = decision.or_trunk(name)
         object.__setattr__(self, "destination", decision)
 
     destination: Decision = field(init=False, compare=False, repr=False)
-    """What the built-in routing decides for a call to another domain: to ``sip_destination`` (the trunk named
-    ``default``), then to the trunks of ``destination_failover``."""
+    """What the built-in routing decides for a call to another domain: to the trunks ``sip_destination`` names,
+    in turn, or to its URI (the trunk named ``default``)."""
 
     def side_of(self, host: str) -> str:
         """The rtpengine interface facing a party at ``host`` (an address; a name faces the default one);
@@ -125,7 +129,7 @@ class Settings:
 
     def trunk_domain(self, name: str) -> Optional[str]:
         """The request URI's host[:port] trunk ``name`` wants (gateway.ini [trunks] ``domain=``); None keeps the
-        caller's.  ``sip_destination`` naming a trunk has its domain."""
+        caller's.  ``default``: sip_destination's (its first trunk's)."""
         return self.tables.domains.get(name)
 
     def trunk_uri(self, name: str) -> str:
@@ -200,7 +204,8 @@ def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str]]:
     return _uri(uri, f"trunk {name}", origin), domain
 
 
-def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
+def _trunks(parser: configparser.ConfigParser, origin: str) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """[trunks]: each one's URI, and the domain= of those that have one."""
     trunks: Dict[str, str] = {}
     domains: Dict[str, str] = {}
     if parser.has_section("trunks"):
@@ -210,15 +215,51 @@ def _tables(parser: configparser.ConfigParser, origin: str) -> Tables:
             trunks[name], domain = _trunk(name, text, origin)
             if domain is not None:
                 domains[name] = domain
+    return trunks, domains
+
+
+def _destination(text: str, trunks: Dict[str, str], domains: Dict[str, str], origin: str) -> Tuple[str, ...]:
+    """[gateway] sip_destination naming trunks: their names, the first and then those a failed call goes on to (as
+    a [dialplan] line's); () for a URI or none.  The first becomes the trunk named ``default`` (``domains`` gets
+    its domain= there)."""
+    if not text or text.startswith(("sip:", "sips:")):
+        if text and "default" in trunks:
+            raise ValueError(f"{origin}: sip_destination is a URI, but a trunk is named 'default', the name the rules "
+                             "give sip_destination: rename that trunk")  # fmt: skip
+        return ()
+    names = tuple(dict.fromkeys(text.replace(",", " ").split()))
+    for name in names:
+        if name not in trunks:
+            raise ValueError(f"{origin}: sip_destination must be a sip: URI or trunk names, not {name!r}")
+    if "default" in trunks and names[0] != "default":
+        raise ValueError(f"{origin}: sip_destination names {names[0]!r}, but a trunk is named 'default', the name "
+                         "the rules give sip_destination: rename that trunk")  # fmt: skip
+    try:
+        one_chain((name, trunks[name], domains.get(name)) for name in names)
+    except ValueError as exc:
+        raise ValueError(f"{origin}: sip_destination: {exc}") from None
+    if names[0] in domains:
+        domains["default"] = domains[names[0]]  # Settings.trunk_domain("default")
+    return names
+
+
+def _tables(
+    parser: configparser.ConfigParser, origin: str, trunks: Dict[str, str], domains: Dict[str, str],
+    destination: Optional[str],
+) -> Tables:  # fmt: skip
+    """gateway.ini's routing tables.  A [dialplan] line may name ``default``: ``destination``, sip_destination's
+    URI (its first trunk's)."""
+    known = {"default": destination, **trunks} if destination is not None else trunks
     dialplan: List[Tuple[Pattern, Tuple[str, ...]]] = []
     if parser.has_section("dialplan"):
         for pattern, names in parser["dialplan"].items():
             chosen = tuple(names.replace(",", " ").split())  # the trunk, then those it fails over to
             for trunk in chosen or ("",):
-                if trunk not in trunks and trunk != "default":
-                    raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]")
+                if trunk not in known:
+                    empty = " (the name of sip_destination, which is empty)" if trunk == "default" else ""
+                    raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]{empty}")
             try:
-                one_chain((trunks[trunk], domains.get(trunk)) for trunk in chosen if trunk != "default")
+                one_chain((trunk, known[trunk], domains.get(trunk)) for trunk in chosen)
             except ValueError as exc:
                 raise ValueError(f"{origin}: [dialplan] {pattern}: {exc}") from None
             try:
@@ -276,26 +317,12 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
     if parser.has_section("profiles"):
         for name, flags in parser["profiles"].items():
             overrides[parse_key(name)] = flags
+    trunks, trunk_domains = _trunks(parser, origin)
     destination = values.get("sip_destination", "").strip() or None
-    tables = _tables(parser, origin)
-    failover: Tuple[str, ...] = ()
-    if destination is not None and not destination.startswith(("sip:", "sips:")):
-        # trunk names: the first, then the ones a failed call goes on to (as a [dialplan] line's)
-        destination, *rest = destination.replace(",", " ").split()
-        failover = tuple(dict.fromkeys(name for name in rest if name != destination))
-        for name in (destination, *failover):
-            if name not in tables.trunks:
-                raise ValueError(f"{origin}: sip_destination must be a sip: URI or trunk names, not {name!r}")
-        try:
-            one_chain((tables.trunks[name], tables.domains.get(name)) for name in (destination, *failover))
-        except ValueError as exc:
-            raise ValueError(f"{origin}: sip_destination: {exc}") from None
-        if "default" in tables.trunks and destination != "default":
-            raise ValueError(f"{origin}: sip_destination names {destination!r}, but a trunk is named 'default', the "
-                             "name the rules give sip_destination: rename that trunk")  # fmt: skip
-        if destination in tables.domains and "default" not in tables.trunks:
-            tables.domains["default"] = tables.domains[destination]  # Settings.trunk_domain("default")
-        destination = tables.trunks[destination]
+    named = _destination(destination or "", trunks, trunk_domains, origin)
+    if named:
+        destination = trunks[named[0]]
+    tables = _tables(parser, origin, trunks, trunk_domains, destination)
     hiding = values.get("topology_hiding", "no").strip().lower()
     if hiding not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
         raise ValueError(f"{origin}: topology_hiding must be yes or no, not {hiding!r}")
@@ -310,7 +337,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         tables=tables,
         interfaces=_interfaces(parser, origin),
         failover_on=_failover_on(values["failover_on"], origin) if "failover_on" in values else FAILOVER_ON,
-        destination_failover=failover,
+        destination_trunks=named,
     )
 
 
