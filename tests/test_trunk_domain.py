@@ -94,7 +94,8 @@ def test_a_trunks_domain_is_checked_and_a_failover_chain_has_domains_throughout_
     settings = parse(DOMAINS)
     assert settings.trunk_domain("carrier") == "carrier.example" and settings.trunk_uri("carrier").endswith(":5060")
     for bad in ("domain=", "domain=carrier.example/x", "domain=a b", "host=carrier.example",
-                "domain=a.example domain=b.example", "domain=carrier.example:port"):  # fmt: skip
+                "domain=a.example domain=b.example", "domain=carrier.example:port", "domain = carrier.example",
+                "domain =carrier.example"):  # fmt: skip
         with pytest.raises(ValueError, match=r"\[trunks\] carrier"):
             parse(INI.replace("carrier = sip:198.51.100.10:5060", f"carrier = sip:198.51.100.10:5060 {bad}"))
     one = INI.replace("carrier = sip:198.51.100.10:5060", "carrier = sip:198.51.100.10:5060 domain=carrier.example")

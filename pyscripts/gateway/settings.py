@@ -193,6 +193,8 @@ def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> 
 def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str]]:
     """A [trunks] line's URI and its ``domain=`` (None without one): ``sip:198.51.100.7 domain=carrier.example``."""
     uri, *options = text.split()
+    if any(option.startswith("=") or option.endswith("=") or option == "domain" for option in options):
+        raise ValueError(f"{origin}: [trunks] {name}: write domain=HOST[:PORT] without spaces, not {text.strip()!r}")
     domain = None
     for option in options:
         key, _, value = option.partition("=")
