@@ -58,7 +58,8 @@ Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, 
 restart; a file that fails to import or fails on a sample call (a browser calling a user) is
 refused (each worker logs the reason once) and the rules before it keep routing.  Where your
 rules fail on more sample calls (a browser and a SIP phone calling 112, 0301234567, a number of
-each dial-plan prefix, ...), the load logs it once ("fail on sample calls") but takes the file.
+each dial-plan prefix, another domain's user, ...), the load logs it once ("fail on sample calls") but takes
+the file.
 Neither tries every path of your rules: test them offline (README.md "Changing the routing").
 
 Try a change offline before it goes live: ``python3 -m fakes.trace call browser:alice 0044201234``

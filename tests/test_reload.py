@@ -240,3 +240,20 @@ def test_the_recipes_fail_on_no_sample_call(name: str) -> None:
 
     folder = Path(__file__).parent.parent / "docs" / "recipes" / name
     assert doubts(load_rules(str(folder / "gateway.ini"), str(folder / "policy.py"))) == []
+
+
+def test_with_a_sip_destination_the_sample_calls_reach_another_domain_too() -> None:
+    """A rule that fails only for calls to other domains (sip_destination's) is said at load like the others."""
+    from gateway.loader import doubts, fixed_rules
+    from gateway.policy import Decision, Request, to_trunk
+    from gateway.settings import parse
+
+    def route(request: Request, default: Decision) -> Decision:
+        return default if request.ruri_domain == "127.0.0.1" else to_trunk("pbxx")
+
+    ini = "[gateway]\ndomains = 127.0.0.1\nsip_destination = pbx\n[trunks]\npbx = sip:10.0.0.5\n"
+    (said,) = doubts(fixed_rules(parse(ini), route))
+    assert said.startswith("calls to bob@elsewhere.example (from a browser and a SIP phone): Refused: ")
+    assert "no trunk named 'pbxx'" in said
+    # without a sip_destination such calls get 404 before any rule: no sample call goes there
+    assert doubts(fixed_rules(parse(ini.replace("sip_destination = pbx", "")), route)) == []

@@ -145,9 +145,14 @@ def check(rules: Rules) -> None:
 SAMPLE_NUMBERS = ("112", "911", "110", "0301234567", "+4930123456", "0044201234567", "0800123456", "0900123456")
 
 
+#: Another domain's user, for the sample call to sip_destination.
+ELSEWHERE = ("bob", "elsewhere.example")
+
+
 def sample_calls(settings: Settings) -> Iterator[Tuple[str, str, Request]]:
     """Calls from a browser user and from a SIP phone to another user, to the numbers of SAMPLE_NUMBERS, to a
-    number of each [dialplan] prefix and to each always_proxy user: (the caller's kind, the called, the request)."""
+    number of each [dialplan] prefix, to each always_proxy user and, with a sip_destination, to another domain's
+    user: (the caller's kind, the called, the request)."""
     first = sample_request(settings)
     phone = first._replace(from_user="carol", source_ip="198.51.100.7", transport="udp", caller=Kind.SIP,
                            caller_behind_nat=False)  # fmt: skip
@@ -155,6 +160,10 @@ def sample_calls(settings: Settings) -> Iterator[Tuple[str, str, Request]]:
     for caller, kind in ((first, "a browser"), (phone, "a SIP phone")):
         for user in dict.fromkeys(("bob", *SAMPLE_NUMBERS, *prefixes, *sorted(settings.tables.always_proxy))):
             yield kind, user, caller._replace(ruri_user=user, to_user=user)
+        if settings.sip_destination is not None:
+            user, domain = ELSEWHERE
+            yield kind, f"{user}@{domain}", caller._replace(ruri_user=user, ruri_domain=domain, to_user=user,
+                                                            to_domain=domain)  # fmt: skip
 
 
 def doubts(rules: Rules) -> List[str]:
@@ -163,7 +172,8 @@ def doubts(rules: Rules) -> List[str]:
     calls may never come, and a rule that reads what a sample lacks (a header) may fail there rightly."""
     found: Dict[str, Tuple[Dict[str, None], Dict[str, None]]] = {}
     for kind, user, request in sample_calls(rules.settings):
-        default = rules.settings.tables.apply(request, to_user(), may_relay=True)
+        local = rules.settings.is_local(request.ruri_domain)
+        default = rules.settings.tables.apply(request, to_user() if local else rules.settings.destination, True)
         if default is BLOCKED:
             continue  # answered before any rule
         try:
