@@ -314,11 +314,11 @@ class Context:
             if self.route == "failure" and self.tx is not None:
                 return self.tx.final
             return None if m.is_request else m.status
-        if name in ("ru", "rU", "rd"):
+        if name in ("ru", "rU", "rd", "ou"):
             if not m.is_request:
                 return None
-            if name == "ru":
-                return m.ruri
+            if name in ("ru", "ou"):
+                return m.original_ruri or m.ruri if name == "ou" else m.ruri
             uri = m.ruri.split(":", 1)[-1].split(";")[0]
             user, _, host = uri.rpartition("@")
             return (user or None) if name == "rU" else host.split(":")[0]
@@ -1041,7 +1041,12 @@ class Gateway:
         if failure_route is not None:
             # the failed branch's flags and destination, as tm's faked request has them (t_reply.c fake_req)
             picked = tx.picked = next((b for b in tx.branches[tx.first_branch :] if b.status == best.status), None)
-            fctx = Context(self, "failure", tx.request.copy(), tx.source, tx.flags,
+            # its headers as the request route left them, but its request URI as it came: the request route's
+            # rewrite ($rU, $rd, $rp) is not in it (seen on 3.6.8 and 4.0.1, docs/host-facts.md)
+            faked = tx.request.copy()
+            if faked.original_ruri is not None:
+                faked.ruri = faked.original_ruri
+            fctx = Context(self, "failure", faked, tx.source, tx.flags,
                            set(picked.bflags) if picked is not None else set(), tx.avps, tx=tx,
                            dialog=tx.dialog)  # fmt: skip
             branches = len(tx.branches)

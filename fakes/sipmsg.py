@@ -30,6 +30,9 @@ class SipMessage:
     first_line: str
     headers: List[Tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    original_ruri: Optional[str] = field(default=None, compare=False, repr=False)
+    """The request URI as it came ($ou), once a route rewrote it: OpenSIPS keeps the first line as received and
+    the new one apart (new_uri), and so do its clones (tm's request, the failure route's faked one)."""
 
     # -- parsing --------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class SipMessage:
 
     @ruri.setter
     def ruri(self, uri: str) -> None:
+        if self.original_ruri is None:
+            self.original_ruri = self.ruri
         method, _, version = self.first_line.split(" ", 2)
         self.first_line = f"{method} {uri} {version}"
 
@@ -199,7 +204,7 @@ class SipMessage:
             self.set_header("Content-Type", content_type)
 
     def copy(self) -> SipMessage:
-        return SipMessage(self.first_line, list(self.headers), self.body)
+        return SipMessage(self.first_line, list(self.headers), self.body, self.original_ruri)
 
     def to_bytes(self) -> bytes:
         head = "\r\n".join([self.first_line] + [f"{k}: {v}" for k, v in self.headers])

@@ -98,12 +98,6 @@ def test_a_trunks_domain_is_checked_and_a_failover_chain_has_domains_throughout_
                 "domain =carrier.example"):  # fmt: skip
         with pytest.raises(ValueError, match=r"\[trunks\] carrier"):
             parse(INI.replace("carrier = sip:198.51.100.10:5060", f"carrier = sip:198.51.100.10:5060 {bad}"))
-    one = INI.replace("carrier = sip:198.51.100.10:5060", "carrier = sip:198.51.100.10:5060 domain=carrier.example")
-    with pytest.raises(ValueError, match=r"\[dialplan\] 0: .* each have a domain= or none has"):
-        parse(one)
-    mixed = parse(one.replace("0 = carrier backup", "0 = carrier").replace("+ = carrier backup", "+ = carrier"))
-    with pytest.raises(core.Refused, match="each have a domain= or none has"):
-        core.check_decision(to_trunk("backup").or_trunk("carrier"), mixed)
     core.check_decision(to_trunk("carrier").or_trunk("backup"), settings)
     v6 = parse(INI.replace("carrier = sip:198.51.100.10:5060", "carrier = sip:198.51.100.10 domain=[2001:db8::1]:5070")
                .replace("0 = carrier backup", "0 = carrier").replace("+ = carrier backup", "+ = carrier"))  # fmt: skip
@@ -134,16 +128,16 @@ def test_sip_destination_naming_several_trunks_fails_over_between_them(tmp_path:
     for bad, reason in (("carrier spare", "not 'spare'"), ("carrier, sip:10.0.0.1", "not 'sip:10.0.0.1'")):
         with pytest.raises(ValueError, match=f"sip_destination must be a sip: URI or trunk names, {reason}"):
             parse(ini.replace("carrier backup\n", bad + "\n", 1))
-    with pytest.raises(ValueError, match="sip_destination: a call fails over between trunks that each have a domain"):
-        parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = carrier plain\n").replace(
-            "[trunks]\n", "[trunks]\nplain = sip:198.51.100.30 domain=plain.example\n"))  # fmt: skip
+    with pytest.raises(ValueError, match="sip_destination: a call fails over between trunks of one address family"):
+        parse(INI.replace("[gateway]\n", "[gateway]\nsip_destination = carrier v6\n").replace(
+            "[trunks]\n", "[trunks]\nv6 = sip:[2001:db8::6]\n"))  # fmt: skip
     for destination in ("carrier backup", "sip:pbx.example"):  # which one would to_trunk("default") be?
         with pytest.raises(ValueError, match="a trunk is named 'default'"):
             parse(ini.replace("[trunks]\n", "[trunks]\ndefault = sip:198.51.100.40\n").replace(
                 "sip_destination = carrier backup", f"sip_destination = {destination}"))  # fmt: skip
     # a [dialplan] line may name default (sip_destination), checked as a chain with it; not when there is none
-    with pytest.raises(ValueError, match=r"\[dialplan\] 0: .*\(carrier with, default without\)"):
-        parse(DOMAINS.replace("[gateway]\n", "[gateway]\nsip_destination = sip:pbx.example\n").replace(
+    with pytest.raises(ValueError, match=r"\[dialplan\] 0: a call fails over between trunks of one address family"):
+        parse(DOMAINS.replace("[gateway]\n", "[gateway]\nsip_destination = sip:[2001:db8::7]\n").replace(
             "0 = carrier backup", "0 = carrier default"))  # fmt: skip
     with pytest.raises(ValueError, match=r"trunk 'default', not in \[trunks\] \(the name of sip_destination, which"):
         parse(DOMAINS.replace("0 = carrier backup", "0 = default"))
@@ -151,3 +145,48 @@ def test_sip_destination_naming_several_trunks_fails_over_between_them(tmp_path:
     assert (
         chained.tables.dialplan[0][1] == ("backup", "default") and chained.trunk_domain("default") == "carrier.example"
     )
+
+
+def test_a_trunk_without_a_domain_after_one_with_gets_the_callers_own_back(tmp_path: Path) -> None:
+    """carrier (domain=) then pbx (none): the pbx's branch has the request URI's host and port as the caller wrote
+    them (the failure route's faked request has the request URI as it came) and its user as the rule made it (the
+    failure route writes it again); pbx then carrier: the carrier's domain, the rule's user."""
+    policy = tmp_path / "policy.py"
+    policy.write_text(
+        "from gateway.policy import Decision, Request, to_trunk\n\n"
+        "def route(request: Request, default: Decision) -> Decision:\n"
+        "    if request.ruri_user.startswith('00'):\n"
+        "        return to_trunk('pbx', '+' + request.ruri_user[2:]).or_trunk('carrier')\n"
+        "    return default\n"
+    )
+    settings = tmp_path / "gateway.ini"
+    ini = DOMAINS.replace("0 = carrier backup", "0 = carrier pbx")  # the recipe's pbx has no domain=
+    settings.write_text(ini.replace("[gateway]\n", "[gateway]\nsip_destination = carrier backup pbx\n"))
+    gateway = Gateway(files=(str(settings), str(policy)))
+    net = Network(gateway)
+    carrier = net.trunk("carrier", "sip:198.51.100.10:5060")
+    backup = net.trunk("backup", "sip:198.51.100.20:5060")
+    pbx = net.trunk("pbx", "sip:198.51.100.30:5060")
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "030123456", domain="Gateway.Local:5060;user=phone")  # the dial plan: carrier, pbx
+    gateway.use_worker(1)
+    net.reply(call, carrier, 503)
+    assert asked(call) == [("198.51.100.10", "sip:030123456@carrier.example;user=phone"),
+                           ("198.51.100.30", "sip:030123456@Gateway.Local:5060;user=phone")]  # fmt: skip
+    net.reply(call, pbx, 486)
+    assert call.statuses() == [486]
+    call = net.invite(bob, "alice", domain="elsewhere.example")  # sip_destination: carrier, backup, pbx
+    net.reply(call, carrier, 500)
+    net.reply(call, backup, 503)
+    assert [ruri for _, ruri in asked(call)] == ["sip:alice@carrier.example", "sip:alice@sip.backup.example:5070",
+                                                 "sip:alice@elsewhere.example"]  # fmt: skip
+    net.reply(call, pbx, 404)
+    call = net.invite(bob, "0044201234")  # the rule: pbx first (ours stays), then the carrier
+    net.reply(call, pbx, 503)
+    assert asked(call) == [
+        ("198.51.100.30", "sip:+44201234@127.0.0.1"),
+        ("198.51.100.10", "sip:+44201234@carrier.example"),
+    ]
+    net.reply(call, carrier, 404)
+    assert_clean(gateway, net)

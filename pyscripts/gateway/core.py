@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 from .model import Branch, CallRecord, Exchange, Leg, Media, MediaAction, Party, Registration, Source, Step
 from .policy import Callee, Decision, Kind, MediaProxy
 from .profiles import UNTRUSTED_SIP_SOURCE, Profiles, format_key, problems
-from .settings import Settings, one_chain
+from .settings import Settings, one_family
 
 #: nathelper tests for SIP peers (named tests, OpenSIPS 3.4+): a private Contact,
 #: or a source address/port that differs from what the top Via claims.
@@ -176,8 +176,7 @@ def _check_decision(decision: Decision, settings: Settings, callee: Optional[Cal
     if callee is not None and (decision.add_headers or decision.remove_headers):
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
     if decision.target == "trunk" and decision.trunk is not None:
-        names = (decision.trunk, *decision.failover)
-        one_chain((name, settings.trunk_uri(name), settings.trunk_domain(name)) for name in names)
+        one_family(settings.trunk_uri(name) for name in (decision.trunk, *decision.failover))
     if not decision.rtpengine:
         return
     for kind in Kind:

@@ -168,9 +168,10 @@ NULL = "<null>"  # what OpenSIPS prints for an unset variable
 SEP = "\n"  # between the facts: none of them can hold a line break (see the module's docstring)
 DIALOG_RECORD = "$dlg_val(gw)"
 EXCHANGE_AVP = "$avp(gw_tx)"
-#: A call to a trunk that fails over: the trunks still to try (Decision.failover), each URI followed by its branch's
-#: plan and its request URI's domain ([trunks] domain=, "" for none), all tab-separated.  An AVP lives with the
-#: transaction, so the failure route reads it in any worker.
+#: A call to a trunk that fails over: the request URI's user a rule gave ("" for none), then the trunks still to try
+#: (Decision.failover), each URI followed by its branch's plan and its request URI's domain ([trunks] domain=, "" for
+#: none), all tab-separated.  An AVP lives with the transaction, so the failure route reads it in any worker; its
+#: faked request has the request URI as it came (docs/host-facts.md), so the failure route writes the user again.
 FAILOVER_AVP = "$avp(gw_failover)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
@@ -909,7 +910,7 @@ class Router:
         if decision.failover:
             # each next trunk with its branch's plan: the failure route may run in another worker, whose
             # $var(gw_to_plain) holds its own last call's
-            later = []
+            later = [outcome.rewrite or ""]
             for name in decision.failover:
                 uri = settings.trunk_uri(name)
                 their = self._branch_plans(rules, request, decision,
@@ -1051,11 +1052,11 @@ class Router:
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
         status = as_int(code)
         if later not in (NULL, "") and status in rules.settings.failover_on and (status != 408 or silent == "1"):
-            # _carry_out's: "uri<tab>its branch's plan<tab>its domain or ''<tab>..."
-            uri, plan, domain, *rest = later.split(HEAD_END)
+            # _carry_out's: "user or ''<tab>uri<tab>its branch's plan<tab>its domain or ''<tab>uri..."
+            user, uri, plan, domain, *rest = later.split(HEAD_END)
             var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
-            sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join(rest)))
-            return Answer((*media, Act.FAILOVER), sets, dst_uri=uri, ruri_domain=domain or None)
+            sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join((user, *rest)) if rest else ""))
+            return Answer((*media, Act.FAILOVER), sets, uri, user or None, ruri_domain=domain or None)
         return Answer(media or (Act.NONE,), sets)
 
     def _exchange(self, text: str) -> Optional[Exchange]:

@@ -41,19 +41,11 @@ def uri_host(uri: str) -> str:
     return rest.partition(":")[0]
 
 
-def one_chain(trunks: Iterable[Tuple[str, str, Optional[str]]]) -> None:
-    """ValueError unless the ``trunks`` a call fails over between, (name, URI, domain), can share its request: they
-    are of one address family (a failover branch takes the first one's plan and flags; an IPv6 address is written
-    bracketed, with ":"), and each names a domain ([trunks] ``domain=``) or none does (a failover branch sets the
-    request URI's domain anew, and the caller's own is gone after the first)."""
-    trunks = tuple(trunks)
-    if len({":" in uri_host(uri) for _, uri, _ in trunks}) > 1:
+def one_family(uris: Iterable[str]) -> None:
+    """ValueError unless the trunks at ``uris``, the ones a call fails over between, are of one address family: a
+    failover branch takes the first one's plan and flags (an IPv6 address is written bracketed, with ":")."""
+    if len({":" in uri_host(uri) for uri in uris}) > 1:
         raise ValueError("a call fails over between trunks of one address family (IPv4 or IPv6) only")
-    with_domain = [name for name, _, domain in trunks if domain is not None]
-    if 0 < len(with_domain) < len(trunks):
-        without = [name for name, _, domain in trunks if domain is None]
-        raise ValueError("a call fails over between trunks that each have a domain= or none has "
-                         f"({', '.join(with_domain)} with, {', '.join(without)} without)")  # fmt: skip
 
 
 #: A request URI's host[:port] a trunk wants (gateway.ini [trunks] ``domain=``): a name, IPv4 or [IPv6], a port.
@@ -237,7 +229,7 @@ def _destination(text: str, trunks: Dict[str, str], domains: Dict[str, str], ori
         raise ValueError(f"{origin}: sip_destination names {names[0]!r}, but a trunk is named 'default', the name "
                          "the rules give sip_destination: rename that trunk")  # fmt: skip
     try:
-        one_chain((name, trunks[name], domains.get(name)) for name in names)
+        one_family(trunks[name] for name in names)
     except ValueError as exc:
         raise ValueError(f"{origin}: sip_destination: {exc}") from None
     if names[0] in domains:
@@ -261,7 +253,7 @@ def _tables(
                     empty = " (the name of sip_destination, which is empty)" if trunk == "default" else ""
                     raise ValueError(f"{origin}: [dialplan] {pattern} names trunk {trunk!r}, not in [trunks]{empty}")
             try:
-                one_chain((trunk, known[trunk], domains.get(trunk)) for trunk in chosen)
+                one_family(known[trunk] for trunk in chosen)
             except ValueError as exc:
                 raise ValueError(f"{origin}: [dialplan] {pattern}: {exc}") from None
             try:

@@ -137,8 +137,34 @@ def failover_domains(
 ) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
     """docs/recipes/trunk-domain: the failover's trunks, each with a domain= (README "A trunk's own domain")."""
     assert parse((RECIPES / "trunk-domain" / "gateway.ini").read_text()).tables.domains == {
-        "carrier": "carrier.example", "backup": "sip.backup.example:5070"}  # fmt: skip
+        "carrier": "carrier.example", "backup": "sip.backup.example:5070"}  # fmt: skip  # and pbx: none
     yield from trunks_rig("trunk-domain", opensips_bin, tmp_path_factory)
+
+
+#: The trunk-domain recipe's gateway.ini with a rule that rewrites the called number to E.164 for the carrier.
+E164_TO_CARRIER = """from gateway.policy import Decision, Request, to_trunk
+
+
+def route(request: Request, default: Decision) -> Decision:
+    if request.ruri_user.startswith("00"):
+        return to_trunk("carrier", "+" + request.ruri_user[2:]).or_trunk("pbx").with_header("X-Route", "e164")
+    return default
+"""
+
+
+@pytest.fixture(scope="module")
+def rewriting_domains(
+    opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
+    """docs/recipes/trunk-domain with a rule of its own: 00 numbers to the carrier as E.164, then to the PBX."""
+    need("sipp")
+    trunks = trunk_phones("trunk-domain")
+    settings = dial_plan_settings(trunks, "trunk-domain")
+    folder = tmp_path_factory.mktemp("recipe-trunk-domain-e164")
+    policy = folder / "rule.py"
+    policy.write_text(E164_TO_CARRIER)
+    with recipe_rig(opensips_bin, folder / "rig", settings, policy) as rig:
+        yield rig, trunks, realm_of(settings)
 
 
 @pytest.fixture(scope="module")
@@ -239,15 +265,15 @@ def test_dial_plan_sends_each_number_to_its_trunk_as_dialled_with_media(
 
 def carrier_fails_backup_answers(
     rig: Rig, work: Path, caller: sipp.Phone, trunks: Dict[str, sipp.Phone], auth: Tuple[str, str], number: str,
-    name: str, domain: str = "",
+    name: str, domain: str = "", then: str = "backup",
 ) -> Tuple[Outcome, Any, Any]:  # fmt: skip
-    """``caller`` dials ``number``: the carrier answers 503, the backup answers and the caller hangs up.  The call,
-    and the INVITE each trunk got."""
+    """``caller`` dials ``number``: the carrier answers 503, the next trunk (``then``) answers and the caller hangs
+    up.  The call, and the INVITE each trunk got."""
     carrier = sipp.run(sipp.uas_scenario(sipp.Call(outcome="unavailable")), work, f"{name}-carrier",
                        trunks["carrier"], rig.sip)  # fmt: skip
     try:
         outcome = call(
-            rig, work, caller, trunks["backup"], sipp.Call((("pause", 1000), ("bye",))),
+            rig, work, caller, trunks[then], sipp.Call((("pause", 1000), ("bye",))),
             sipp.Call((("expect_bye",),)), name=f"{name}-backup", dialled=number, auth=auth, domain=domain,
         )  # fmt: skip
         assert carrier.wait() == 0, carrier.errors()
@@ -314,6 +340,26 @@ def test_failover_each_trunk_gets_its_own_domain_in_the_request_uri(
     assert sent and all(m.first_line == f"INVITE sip:{number}@{ours} SIP/2.0" for m in sent)
     assert first.first_line == f"INVITE sip:{number}@carrier.example SIP/2.0"
     assert second.first_line == f"INVITE sip:{number}@sip.backup.example:5070 SIP/2.0"
+    settle(rig, outcome.call_id)
+    # a PBX without a domain= after the carrier: the request URI's host and port the caller wrote, back ($ou)
+    outcome, first, second = carrier_fails_backup_answers(rig, work, caller, trunks, auth, "+4930123", "fp", ours,
+                                                          then="pbx")  # fmt: skip
+    assert first.first_line == "INVITE sip:+4930123@carrier.example SIP/2.0"
+    assert second.first_line == f"INVITE sip:+4930123@{ours} SIP/2.0"
+    settle(rig, outcome.call_id)
+
+
+def test_failover_keeps_the_user_a_rule_gave_and_a_pbx_after_a_carrier_gets_our_domain_back(
+    rewriting_domains: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
+) -> None:
+    rig, trunks, realm = rewriting_domains
+    caller, auth = subscribed_caller(rig, work, "rwcaller", realm)
+    ours = f"{rig.sip[0]}:{rig.sip[1]}"
+    outcome, first, second = carrier_fails_backup_answers(rig, work, caller, trunks, auth, "0044201234", "rw", ours,
+                                                          then="pbx")  # fmt: skip
+    assert first.first_line == "INVITE sip:+44201234@carrier.example SIP/2.0"
+    assert first.headers("X-Route") == second.headers("X-Route") == ["e164"], second.text
+    assert second.first_line == f"INVITE sip:+44201234@{ours} SIP/2.0"
     settle(rig, outcome.call_id)
 
 
