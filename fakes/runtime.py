@@ -518,6 +518,7 @@ class Gateway:
                 router = Router.fixed(settings or Settings(), opensips_module.LM_ERR, *self.rule_functions)
         if router.child_init(1) != 0:
             raise HostFault("child_init did not return 0")
+        router.explain_refusals = True  # offline, a refused answer's line names the rule's line (Router's doc)
         return router
 
     # -- restarts --------------------------------------------------------------------

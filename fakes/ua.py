@@ -422,7 +422,8 @@ class Network:
         ``pending_invites``, for ``net.reply(call, trunk, 200)`` (or 503, to see a failover).  Not a subscriber:
         it never registers or calls."""
         endpoint = uri_endpoint(uri)
-        ua = UA(name, "sip", endpoint, f"{endpoint.host}:{endpoint.port}",
+        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host  # a URI brackets an IPv6 address
+        ua = UA(name, "sip", endpoint, f"{host}:{endpoint.port}",
                 media=SyntheticPhone(endpoint.host, 30000 + 2 * len(self.uas)), rport=True)  # fmt: skip
         self.uas[endpoint] = ua
         return ua

@@ -570,7 +570,7 @@ def test_a_rule_sends_a_number_to_a_trunk_in_the_form_the_trunk_wants() -> None:
     net.nobody_answers()
     assert_clean(gateway, net)
     assert str(to_trunk("main", "+4930")) == "to trunk main as +4930"
-    for bad in ("", "a b", "x@y", "1\r\n2"):
+    for bad in ("", "a b", "x@y", "1\r\n2", "a:b", "x>y", '"q"'):
         with pytest.raises(ValueError, match="not a user name"):
             to_trunk("main", bad)
 

@@ -257,3 +257,13 @@ def test_with_a_sip_destination_the_sample_calls_reach_another_domain_too() -> N
     assert "no trunk named 'pbxx'" in said
     # without a sip_destination such calls get 404 before any rule: no sample call goes there
     assert doubts(fixed_rules(parse(ini.replace("sip_destination = pbx", "")), route)) == []
+
+
+def test_a_file_whose_rule_raises_on_the_sample_call_is_refused_with_the_line_that_raised(tmp_path: Path) -> None:
+    from gateway.loader import load_rules
+
+    policy = tmp_path / "policy.py"
+    policy.write_text("from gateway.policy import to_user\n\ndef route(request, default):\n"
+                      "    return default.with_header('From', 'x')\n")  # fmt: skip
+    with pytest.raises(ValueError, match=rf"From is one of the headers .* \(at {policy}:4 in route\)"):
+        load_rules(None, str(policy))

@@ -190,3 +190,51 @@ def test_a_trunk_without_a_domain_after_one_with_gets_the_callers_own_back(tmp_p
     ]
     net.reply(call, carrier, 404)
     assert_clean(gateway, net)
+
+
+def test_a_trunk_named_twice_in_a_chain_under_two_names_is_asked_once(tmp_path: Path) -> None:
+    """`default` is sip_destination's first trunk: `00 = default carrier` names the carrier twice."""
+    ini = DOMAINS.replace("[gateway]\n", "[gateway]\nsip_destination = carrier backup\n").replace(
+        "[dialplan]\n", "[dialplan]\n00 = default carrier\n"
+    )
+    gateway, net, carrier, _ = gateway_of(ini, tmp_path)
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "0044201234")
+    net.reply(call, carrier, 503)
+    assert len(call.invites_sent()) == 1 and call.statuses() == [500]  # the 503, relayed as 500
+    assert_clean(gateway, net)
+
+
+def test_an_ipv6_trunk_answers_and_hangs_up_through_the_gateway(tmp_path: Path) -> None:
+    ini = INI.replace("[trunks]\n", "[trunks]\nv6 = sip:[2001:db8::30]:5060\n").replace("+ = carrier pbx", "+ = v6")
+    gateway, net, _, _ = gateway_of(ini, tmp_path)
+    v6 = net.trunk("v6", "sip:[2001:db8::30]:5060")
+    bob = net.phone("bob")
+    net.register(bob)
+    call = net.invite(bob, "+4930123")
+    net.reply(call, v6, 200)
+    assert call.statuses() == [200] and call.established
+    net.bye(call, "callee")
+    assert_clean(gateway, net)
+
+
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [
+        ("c = sip:192.0.2.1 domain=carrier.example:99999", "domain= takes a host"),
+        ("c = sip:192.0.2.1 domain=carrier.example:0", "domain= takes a host"),
+        ("c = sip:192.0.2.1 domain=[:]", "domain= takes a host"),
+        ("c = sip:192.0.2.1 domain=2001:db8::1", r"in brackets: \[2001:db8::1\]"),
+        ("c = sip:192.0.2.1 domain=", "domain= takes a host"),
+    ],
+)
+def test_a_domain_that_is_no_host_and_port_is_refused(line: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        parse(f"[trunks]\n{line}\n")
+
+
+def test_sip_destination_is_one_uri_or_trunk_names() -> None:
+    for text in ("sip:198.51.100.50 backup", "sip:198.51.100.50,backup"):
+        with pytest.raises(ValueError, match="sip_destination is one sip: URI, or trunk names"):
+            parse(f"[gateway]\nsip_destination = {text}\n[trunks]\nbackup = sip:192.0.2.2\n")

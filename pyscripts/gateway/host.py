@@ -49,8 +49,6 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
-import os
-import traceback
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
@@ -64,6 +62,7 @@ from .loader import (
     keep_default,
     load_rules,
     warn_doubts,
+    where,
 )
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
 from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_user
@@ -440,21 +439,6 @@ def header_format(names: Tuple[str, ...]) -> str:
 
 
 #: This package's folder: a failure's place is named outside it when it has one (the operator's rules).
-_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def where(exc: BaseException) -> str:
-    """The line that raised ``exc``, as " (at FILE:LINE in FUNCTION)": the innermost one outside this package
-    when there is one (the operator's policy file, a module it imports), else the innermost; none for an answer
-    of the rules the gateway refused (core.Refused: its message names the answer).  No file is read."""
-    frames = [(f.f_code.co_filename, line, f.f_code.co_name) for f, line in traceback.walk_tb(exc.__traceback__)]
-    if not frames or isinstance(exc, core.Refused):  # the rules' answer, refused after their route() returned
-        return ""
-    theirs = [f for f in frames if not os.path.abspath(f[0]).startswith(_OURS)]
-    filename, line, name = (theirs or frames)[-1]
-    return f" (at {filename}:{line} in {name})"
-
-
 class Router:
     """The handler object ``mod_init`` returns: one method per place of the cfg that asks."""
 
@@ -490,6 +474,10 @@ class Router:
         """Answers given, checked and parted for the $var they were given in (``_prepare``), by their id."""
         self._reply_reads = _NO_READS
         """The $vars the cfg reads when it takes the worker's last reply answer again itself (REPLY_KEPT_VAR)."""
+        self.explain_refusals = False
+        """A refused answer's log line names the rule's line that returned it, by asking the rule again
+        (loader.returned_at): the fake host's tests and tracer do; in OpenSIPS, where a rule that keeps state (a
+        round robin) would see each refused call twice, the load's sample calls do (loader.doubts)."""
 
     @classmethod
     def from_files(cls, log: Callable[[str], Any], settings_file: Optional[str] = None,
@@ -821,7 +809,7 @@ class Router:
         decision = default if default is BLOCKED else rules.route(request, default)
         if decision is not default:
             if not isinstance(decision, Decision):
-                check_answer(decision, settings, rules.route, request, default)  # Refused: says what it answered
+                check_answer(decision, settings, rules.route, request, default, explain=self.explain_refusals)
             if tables.always_proxy:
                 decision = tables.proxied(request, decision)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
@@ -847,8 +835,8 @@ class Router:
             try:
                 self._kept(self._checked, decision, self._check, rules)  # a function of the decision and the rules
             except core.Refused:
-                # says what the rule answered, and where: the rule is asked again, to see it return
-                check_answer(decision, settings, rules.route, request, default)
+                if self.explain_refusals:  # says where the rule returned it: the rule is asked again, to see it
+                    check_answer(decision, settings, rules.route, request, default)
                 raise
         outcome = tuple.__new__(Outcome, (decision, *key[1:]))
         if rules.callee is not None:
@@ -911,13 +899,18 @@ class Router:
             # each next trunk with its branch's plan: the failure route may run in another worker, whose
             # $var(gw_to_plain) holds its own last call's
             later = [outcome.rewrite or ""]
+            tried = {(dst_uri, domain)}  # each trunk once, whatever its name ("default" is sip_destination's)
             for name in decision.failover:
-                uri = settings.trunk_uri(name)
+                uri, their_domain = settings.trunk_uri(name), settings.trunk_domain(name)
+                if (uri, their_domain) in tried:
+                    continue
+                tried.add((uri, their_domain))
                 their = self._branch_plans(rules, request, decision,
                                            self._callee_side(base, outcome.caller_side, uri, settings))  # fmt: skip
                 plan = dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]
-                later += [uri, plan, settings.trunk_domain(name) or ""]
-            sets.append((FAILOVER_AVP, HEAD_END.join(later)))
+                later += [uri, plan, their_domain or ""]
+            if len(later) > 1:
+                sets.append((FAILOVER_AVP, HEAD_END.join(later)))
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri, domain)
 
@@ -948,7 +941,8 @@ class Router:
             for registration in Registration:  # asked once per kind: a Callee has no address family
                 callee = core.callee_of(registration)
                 chosen = rules.callee(request, callee, decision)
-                check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
+                check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee,
+                             explain=self.explain_refusals)  # fmt: skip
                 if chosen._replace(media=decision.media, dropped=False) != decision:
                     raise ValueError("callee() may change only the media proxy of a branch (or drop it)")
                 chosen_for.append((chosen.media, chosen.dropped))

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import types
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -60,6 +61,21 @@ def fixed_rules(settings: Settings, route: RouteRule = keep_default, callee: Opt
 _loads = 0
 
 
+_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep  # the gateway package
+
+
+def where(exc: BaseException) -> str:
+    """The line that raised ``exc``, as " (at FILE:LINE in FUNCTION)": the innermost one outside this package
+    when there is one (the operator's policy file, a module it imports), else the innermost; none for an answer
+    of the rules the gateway refused (core.Refused: its message names the answer).  No file is read."""
+    frames = [(f.f_code.co_filename, line, f.f_code.co_name) for f, line in traceback.walk_tb(exc.__traceback__)]
+    if not frames or isinstance(exc, core.Refused):  # the rules' answer, refused after their route() returned
+        return ""
+    theirs = [f for f in frames if not os.path.abspath(f[0]).startswith(_OURS)]
+    filename, line, name = (theirs or frames)[-1]
+    return f" (at {filename}:{line} in {name})"
+
+
 def returned_at(rule: Callable[..., Any], *args: Any) -> str:
     """Where ``rule`` returns its answer to ``args``, as " (returned at FILE:LINE in NAME)", for a refused answer:
     found by asking the rule again with a profile hook that sees its own frame return (a rule is a function of
@@ -88,11 +104,14 @@ def returned_at(rule: Callable[..., Any], *args: Any) -> str:
 
 
 def check_answer(decision: Any, settings: Settings, rule: Callable[..., Any], *args: Any,
-                 callee: Optional[Callee] = None) -> None:  # fmt: skip
-    """``core.check_decision`` of what ``rule(*args)`` answered; its Refused also says where the rule returned it."""
+                 callee: Optional[Callee] = None, explain: bool = True) -> None:  # fmt: skip
+    """``core.check_decision`` of what ``rule(*args)`` answered; with ``explain``, its Refused also says where the
+    rule returned it (``returned_at`` asks the rule again: a rule that keeps state sees one call more)."""
     try:
         core.check_decision(decision, settings, callee)
     except core.Refused as exc:
+        if not explain:
+            raise
         raise core.Refused(f"{exc}{returned_at(rule, *args)}") from None
 
 
@@ -138,7 +157,9 @@ def check(rules: Rules) -> None:
                 chosen = rules.callee(request, callee, decision)
                 check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
     except Exception as exc:  # noqa: BLE001 - any failure refuses the file, with its reason
-        raise ValueError(f"{rules.origin}: rules fail on a sample call: {type(exc).__name__}: {exc}") from None
+        raise ValueError(
+            f"{rules.origin}: rules fail on a sample call: {type(exc).__name__}: {exc}{where(exc)}"
+        ) from None
 
 
 #: Numbers callers dial every day, tried (``doubts``) besides one per dial-plan prefix and the always-proxied users.
@@ -184,7 +205,7 @@ def doubts(rules: Rules) -> List[str]:
                     chosen = rules.callee(request, callee, decision)
                     check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
         except Exception as exc:  # noqa: BLE001 - said, not raised
-            users, kinds = found.setdefault(f"{type(exc).__name__}: {exc}", ({}, {}))
+            users, kinds = found.setdefault(f"{type(exc).__name__}: {exc}{where(exc)}", ({}, {}))
             users[user] = kinds[kind] = None
     return [f"calls to {', '.join(users)} (from {' and '.join(kinds)}): {reason}"
             for reason, (users, kinds) in found.items()]  # fmt: skip

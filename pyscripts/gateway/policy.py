@@ -293,9 +293,15 @@ def to_trunk(name: str, user: Optional[str] = None) -> Decision:
     return Decision("trunk", trunk=name, user=None if user is None else _user(user))
 
 
+#: What breaks a request URI's user part (RFC 3261 25.1): the separators of its password and host, of a name-addr,
+#: white space, line breaks, NUL.
+_NOT_USER = re.compile(r"[:@<>\"\[\]\s\0]")
+
+
 def _user(user: str) -> str:
-    """A request URI's user part a rule gives (a user name, a number); ValueError else."""
-    if not user or _BAD_VALUE.search(user) or "@" in user or " " in user:
+    """A request URI's user part a rule gives (a user name, a number); ValueError else (empty, or with ":", "@",
+    "<", ">", a quote, a bracket, white space, a line break)."""
+    if not user or _NOT_USER.search(user):
         raise ValueError(f"not a user name: {user!r}")
     return user
 

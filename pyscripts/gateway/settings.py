@@ -53,6 +53,21 @@ DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9
                     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")  # fmt: skip
 
 
+def _domain_ok(domain: str) -> bool:
+    """A [trunks] ``domain=``: a host name, an IPv4 or bracketed IPv6 address, and a port 1-65535 if any."""
+    if not DOMAIN.fullmatch(domain):
+        return False
+    host, port = split_domain(domain)
+    if port and not 0 < int(port) < 65536:
+        return False
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+    return True
+
+
 def split_domain(domain: str) -> Tuple[str, str]:
     """A trunk's ``domain=`` as the request URI's host and port ("" for none): ``carrier.example:5070``."""
     if domain.startswith("["):
@@ -185,15 +200,17 @@ def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> 
 def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str]]:
     """A [trunks] line's URI and its ``domain=`` (None without one): ``sip:198.51.100.7 domain=carrier.example``."""
     uri, *options = text.split()
-    if any(option.startswith("=") or option.endswith("=") or option == "domain" for option in options):
+    spaced = [k for k, option in enumerate(options) if option.startswith("=") or option in ("domain", "domain=")]
+    if any(option.startswith("=") or k + 1 < len(options) for k in spaced for option in (options[k],)):
         raise ValueError(f"{origin}: [trunks] {name}: write domain=HOST[:PORT] without spaces, not {text.strip()!r}")
     domain = None
     for option in options:
         key, _, value = option.partition("=")
         if key != "domain" or domain is not None:
             raise ValueError(f"{origin}: [trunks] {name}: after the URI only domain=HOST[:PORT], not {option!r}")
-        if not DOMAIN.fullmatch(value):
-            raise ValueError(f"{origin}: [trunks] {name}: domain= takes a host[:port], not {value!r}")
+        if not _domain_ok(value):
+            hint = " (an IPv6 address in brackets: [2001:db8::1])" if value.count(":") > 1 and "[" not in value else ""
+            raise ValueError(f"{origin}: [trunks] {name}: domain= takes a host[:port], not {value!r}{hint}")
         domain = value
     return _uri(uri, f"trunk {name}", origin), domain
 
@@ -217,6 +234,8 @@ def _destination(text: str, trunks: Dict[str, str], domains: Dict[str, str], ori
     a [dialplan] line's); () for a URI or none.  The first becomes the trunk named ``default`` (``domains`` gets
     its domain= there)."""
     if not text or text.startswith(("sip:", "sips:")):
+        if len(text.replace(",", " ").split()) > 1:
+            raise ValueError(f"{origin}: sip_destination is one sip: URI, or trunk names, not {text!r}")
         if text and "default" in trunks:
             raise ValueError(f"{origin}: sip_destination is a URI, but a trunk is named 'default', the name the rules "
                              "give sip_destination: rename that trunk")  # fmt: skip
