@@ -438,7 +438,6 @@ def header_format(names: Tuple[str, ...]) -> str:
     return SEP.join(f"$(hdr({name}){{s.encode.hexa}})" for name in names)
 
 
-#: This package's folder: a failure's place is named outside it when it has one (the operator's rules).
 class Router:
     """The handler object ``mod_init`` returns: one method per place of the cfg that asks."""
 

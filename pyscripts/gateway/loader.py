@@ -61,7 +61,8 @@ def fixed_rules(settings: Settings, route: RouteRule = keep_default, callee: Opt
 _loads = 0
 
 
-_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep  # the gateway package
+#: This package's folder: a failure's place is named outside it when it has one (the operator's rules).
+_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def where(exc: BaseException) -> str:

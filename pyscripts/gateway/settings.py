@@ -200,8 +200,8 @@ def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> 
 def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str]]:
     """A [trunks] line's URI and its ``domain=`` (None without one): ``sip:198.51.100.7 domain=carrier.example``."""
     uri, *options = text.split()
-    spaced = [k for k, option in enumerate(options) if option.startswith("=") or option in ("domain", "domain=")]
-    if any(option.startswith("=") or k + 1 < len(options) for k in spaced for option in (options[k],)):
+    last = len(options) - 1
+    if any(o.startswith("=") or (o in ("domain", "domain=") and k < last) for k, o in enumerate(options)):
         raise ValueError(f"{origin}: [trunks] {name}: write domain=HOST[:PORT] without spaces, not {text.strip()!r}")
     domain = None
     for option in options:
