@@ -177,6 +177,11 @@ class Dialog:
     vals: Dict[str, str] = field(default_factory=dict)
     hidden: bool = False
     state: str = "unconfirmed"
+    callee_cseq: int = 0
+    """uac_auth() raised the CSeq of the callee's leg (dialog's DLG_FLAG_CSEQ_ENFORCE): the CSeq of the callee's
+    2xx, and of each request since sent it (its last_gen_cseq); the caller's requests get it, their replies
+    their own back.  0: the caller's CSeqs go as they are."""
+    cseq_enforced: bool = False
 
 
 @dataclass
@@ -193,6 +198,8 @@ class Branch:
     """A reply came for it from the network, a 100 included (tm's T_UAC_HAS_RECV_REPLY)."""
     faked: bool = False
     """Its final reply is tm's own (a timeout's 408: FAKED_REPLY)."""
+    reply: Optional[SipMessage] = None
+    """Its final reply from the network (what uac_auth() reads the challenge of)."""
 
 
 @dataclass
@@ -224,6 +231,11 @@ class Transaction:
     """The first branch of the set tm picks the final reply from: a failure route's new ones start a set."""
     picked: Optional[Branch] = None
     """The branch whose reply tm picked, while the failure route runs."""
+    upstream_cseq: Optional[str] = None
+    """The CSeq the sender wrote, when its request went on with another (uac_auth, dialog's CSeq of a leg): every
+    reply tm sends it has its own back (uac's apply_cseq_decrement, dialog's fix_final_cseq)."""
+    failure_reply: Optional[SipMessage] = None
+    """The reply the failure route sent (t_reply): tm sends it instead of the one it picked."""
 
     @property
     def method(self) -> str:
@@ -780,6 +792,14 @@ class Gateway:
         No branch sent: without "no-auto-477" tm answers 500 itself and returns 0, which ends the script."""
         out = self._pending_out
         msg = ctx.msg
+        dialog = ctx.dialog
+        sent_cseq = None
+        if dialog is not None and dialog.callee_cseq and msg.to_tag is not None and ctx.direction == "downstream":
+            # dialog's CSeq of the callee's leg, which uac_auth() raised (dlg_handlers.c dlg_onroute)
+            sent_cseq = msg.header("cseq")
+            if msg.method not in ("ACK", "CANCEL"):
+                dialog.callee_cseq += 1
+            msg.set_header("CSeq", f"{dialog.callee_cseq} {msg.method}")
         if msg.method == "ACK":
             self._forward(ctx, msg.copy(), out)
             return 1
@@ -798,6 +818,7 @@ class Gateway:
             self.events.append(Event("log", f"retransmission of {msg.method} absorbed by tm"))
             return 0
         tx = Transaction(key, msg.copy(), ctx.source, set(ctx.flags), ctx.avps, dict(ctx.armed), ctx.dialog)
+        tx.upstream_cseq = sent_cseq
         tx.serial = self._new_id()
         tx.reply_to = reply_address(ctx)
         tx.record_route = ctx.record_route
@@ -989,6 +1010,13 @@ class Gateway:
         if status == 100:
             return
         reply.remove_first("via")
+        if status >= 200:
+            branch.reply = reply.copy()
+        if tx.upstream_cseq is not None:
+            dialog = tx.dialog
+            if dialog is not None and dialog.cseq_enforced and tx.method == "INVITE" and 200 <= status < 300:
+                dialog.callee_cseq = reply.cseq_number  # dlg_handlers.c: the callee leg's last_gen_cseq
+            reply.set_header("CSeq", tx.upstream_cseq)
         if status < 200:
             branch.status = status
             self._send(tx.reply_to or tx.source, reply, out)
@@ -1061,7 +1089,10 @@ class Gateway:
         if tx.dialog is not None and tx.method == "INVITE" and tx.dialog.state == "unconfirmed":
             self.dialogs.pop(tx.dialog.did, None)
             tx.dialog.state = "deleted"
-        if best.status == 503 and self.translates_503 and all(best is not r for r in tx.local_replies):
+        if tx.failure_reply is not None:
+            best = tx.failure_reply  # t_reply() in the failure route: tm sends that one instead
+            tx.final = best.status
+        elif best.status == 503 and self.translates_503 and all(best is not r for r in tx.local_replies):
             best.first_line = "SIP/2.0 500 " + best.first_line.split(" ", 2)[2]  # the code only
         tx.sent_final = best.copy()
         self._send(tx.reply_to or tx.source, best, out)
@@ -1403,7 +1434,78 @@ class Gateway:
         self._reply_to(ctx, int(code), reason, self._pending_out)
         return 1
 
-    fn_send_reply = fn_sl_send_reply
+    def fn_send_reply(self, ctx: Context, code: str, reason: str) -> int:
+        """signaling's: tm's reply for a request with a transaction (in a failure route), else sl's."""
+        if ctx.route == "failure":
+            return self.fn_t_reply(ctx, code, reason)
+        return self.fn_sl_send_reply(ctx, code, reason)
+
+    def fn_t_reply(self, ctx: Context, code: str, reason: str) -> int:
+        """In a failure route: the transaction's final reply, sent upstream when the route ends (instead of the
+        one tm picked), with the CSeq the caller wrote."""
+        tx = ctx.tx
+        if ctx.route != "failure" or tx is None:
+            return self.fn_sl_send_reply(ctx, code, reason)
+        if tx.failure_reply is not None:
+            return -1  # tm sends one final reply
+        reply = self._local_reply(ctx.msg, int(code), reason)
+        if tx.upstream_cseq is not None:
+            reply.set_header("CSeq", tx.upstream_cseq)
+        tx.failure_reply = reply
+        return 1
+
+    def _avp_param(self, module: str, param: str) -> str:
+        """The name of the AVP a module's parameter names: "$avp(gw_auth_realm)" -> "gw_auth_realm"."""
+        spec = str(next(iter(self.script.modparam(module, param)), ""))
+        match = re.fullmatch(r"\$avp\((\w+)\)", spec)
+        return match.group(1) if match else ""
+
+    # uac, uac_auth: a trunk's challenge answered (modules/uac/auth.c uac_auth, modules/uac_auth/auth.c)
+
+    def fn_uac_auth(self, ctx: Context, algorithms: Optional[str] = None) -> int:
+        """The picked reply's challenge (401 WWW-Authenticate, 407 Proxy-Authenticate) answered with the credentials
+        in uac_auth's AVPs (auth_realm_avp, ..., when the realm is the challenge's): the faked request gets the
+        picked branch's request URI, the digest header (RFC 2617, MD5, qop=auth when offered) and its CSeq + 1,
+        which every reply sent upstream has taken back, and the dialog keeps for the callee's leg."""
+        tx = ctx.tx
+        picked = tx.picked if tx is not None and ctx.route == "failure" else None
+        reply = picked.reply if picked is not None else None
+        if tx is None or picked is None or reply is None:
+            self.log_error("ERROR:uac:uac_auth: no picked reply (or a FAKED one)")
+            return -1
+        header = {401: ("www-authenticate", "Authorization"), 407: ("proxy-authenticate", "Proxy-Authorization")}
+        names = header.get(reply.status)
+        challenge = reply.header(names[0]) if names is not None else None
+        if names is None or challenge is None or not challenge.lower().startswith("digest "):
+            self.log_error("ERROR:uac:uac_auth: Unable to extract a compatible authentication challenge")
+            return -1
+        fields = {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', challenge[7:])}
+        if fields.get("algorithm", "MD5").upper() != "MD5":
+            self.log_error(f"ERROR:uac:uac_auth: the fake answers MD5 only, not {fields['algorithm']}")
+            return -1
+        realm, user, password = (ctx.avps.get(self._avp_param("uac_auth", p))
+                                 for p in ("auth_realm_avp", "auth_username_avp", "auth_password_avp"))  # fmt: skip
+        if realm is None or str(realm) != fields.get("realm") or not user or not password:
+            return -1  # "no credential for realm": uac_auth_api._lookup_realm
+        request = ctx.msg
+        uri = picked.message.ruri
+        creds = {"username": str(user), "realm": str(realm), "nonce": fields.get("nonce", ""), "uri": uri}
+        offered = [q.strip() for q in fields.get("qop", "").split(",")]
+        if "auth" in offered:
+            creds.update(qop="auth", nc="00000001", cnonce=self._new_id())
+        creds["response"] = digest_response(creds, str(password), request.method)
+        if "opaque" in fields:
+            creds["opaque"] = fields["opaque"]
+        creds["algorithm"] = "MD5"
+        request.ruri = uri
+        request.headers.insert(len(request.headers) - 1, (names[1], "Digest " + ", ".join(
+            f"{k}={v}" if k in ("qop", "nc", "algorithm") else f'{k}="{v}"' for k, v in creds.items())))  # fmt: skip
+        if tx.upstream_cseq is None:
+            tx.upstream_cseq = request.header("cseq")
+        request.set_header("CSeq", f"{request.cseq_number + 1} {request.method}")
+        if tx.dialog is not None:
+            tx.dialog.cseq_enforced = True
+        return 1
 
     # auth, auth_db (digest, RFC 2617 with qop=auth), statistics
 

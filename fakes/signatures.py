@@ -2,7 +2,7 @@
 
 Copied by hand from the ``cmd_export_t`` tables of OpenSIPS 3.6.8 and 4.0.1
 (core_cmds.c, modules/{registrar,nathelper,dialog,rr,tm,sl,signaling,
-sipmsgops,topology_hiding,rtpengine}); the two versions agree for these.
+sipmsgops,topology_hiding,rtpengine,uac}); the two versions agree for these.
 ``python_msgobj.c`` walks every declared parameter: one of integer or
 variable type that the caller left out (not even None) makes it call strlen on
 a "not given" marker and the worker dies.  The fake raises ``HostCrash`` then.
@@ -94,6 +94,8 @@ SIGNATURES: Dict[str, Tuple[Param, ...]] = {
     "www_challenge": (S, S_, S_),
     "proxy_challenge": (S, S_, S_),
     "consume_credentials": (),
+    # uac (its uac_auth(), with uac_auth's credentials)
+    "uac_auth": (S_,),
     "db_is_to_authorized": (S,),
     "db_is_from_authorized": (S,),
     # statistics, pike

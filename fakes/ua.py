@@ -651,6 +651,21 @@ class Network:
             del callee.pending_invites[call.call_id]
         self.send(callee, callee.reply_to(invite, code, REASONS.get(code, "OK" if code < 300 else "Failed"), tag, body))
 
+    def challenge(
+        self, call: Call, trunk: UA, code: int = 407, realm: str = "carrier.example", qop: bool = True
+    ) -> str:
+        """``trunk`` challenges the call's INVITE as a carrier does (407 Proxy-Authenticate, or 401
+        WWW-Authenticate), a nonce of its own: the nonce."""
+        invite = trunk.pending_invites.pop(call.call_id)
+        nonce = _token("n")
+        reason = "Unauthorized" if code == 401 else "Proxy Authentication Required"
+        reply = trunk.reply_to(invite, code, reason, _token("t"))
+        header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        reply.headers.insert(-1, (header, f'Digest realm="{realm}", nonce="{nonce}"'
+                                          + (', qop="auth"' if qop else "") + ", algorithm=MD5"))  # fmt: skip
+        self.send(trunk, reply)
+        return nonce
+
     def cancel(self, call: Call) -> None:
         caller = call.caller
         invite = call.caller.sent[call.call_id]
