@@ -164,7 +164,7 @@ class Call:
     """One side's script: what it does after the call is up (or how it ends before)."""
 
     steps: Sequence[Step] = ()
-    outcome: str = "answer"  # answer | noanswer | FAILED_WITH's; the UAC also: cancel
+    outcome: str = "answer"  # answer | noanswer | FAILED_WITH's; the UAC also: cancel; the UAS also: challenged
     ring_ms: int = 0
     headers: Sequence[str] = ()
     """(UAC) extra header lines of its INVITE, e.g. ``"P-Preferred-Identity: <sip:boss@127.0.0.1>"``."""
@@ -173,6 +173,10 @@ class Call:
     events_as_offered: bool = False
     """(UAS) answer telephone-event with the payload type the offer gave it, as a phone does (else its
     SDP's fixed 101 whatever it was offered)."""
+    challenges: Sequence[Tuple[int, str]] = ()
+    """(UAS) as a carrier asking for the account it gave the gateway: each INVITE before the one it answers gets
+    a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate) digest challenge in that realm (qop=auth, a nonce of
+    the call's), which it takes the ACK of."""
 
 
 def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None, extra: str = "") -> None:
@@ -211,8 +215,9 @@ Max-Forwards: 70
     )
 
 
-def _reply(s: Scenario, code: str, reason: str, body: Optional[str] = None, tag: bool = True) -> None:
+def _reply(s: Scenario, code: str, reason: str, body: Optional[str] = None, tag: bool = True, extra: str = "") -> None:
     content = "Content-Type: application/sdp\nContent-Length: [len]\n\n" + body if body else "Content-Length: 0\n"
+    content = (extra + "\n" if extra else "") + content
     to_tag = ";tag=[pid]SIPpTag01[call_number]" if tag else ""
     s.send(
         f"""SIP/2.0 {code} {reason}
@@ -295,6 +300,15 @@ def uas_scenario(call: Call) -> str:
         )
         answer = answer.replace(" 101\n", " [$te_pt]\n", 1)
         answer = answer.replace("a=rtpmap:101 telephone-event/8000", "[$te_line]")
+    for number, (code, realm) in enumerate(call.challenges):
+        s.recv("INVITE")
+        header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        _reply(s, str(code), "Unauthorized" if code == 401 else "Proxy Authentication Required",
+               extra=f'{header}: Digest realm="{realm}", nonce="n{number}c[call_number]x[pid]", qop="auth", '
+                     "algorithm=MD5")  # fmt: skip
+        s.recv("ACK")
+    if call.outcome == "challenged":  # its last challenge ends it: the gateway goes elsewhere
+        return s.xml()
     s.recv("INVITE", extra=' rrs="true"', actions=actions)
     if call.outcome in ("busy", "unavailable"):
         _reply(s, FAILED_WITH[call.outcome], "Busy Here" if call.outcome == "busy" else "Service Unavailable")

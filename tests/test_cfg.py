@@ -173,7 +173,7 @@ def test_the_cfg_keeps_and_compares_a_replys_facts_each_as_the_router_reads_it()
 SAFE_FACTS = {
     "$rm", "$si", "$socket_in(proto)", host.NAT_VAR, host.PRIVATE_VAR, "$cl", "$hdrcnt(Contact)", "$sp", "$rs",
     "$T_branch_idx", "$DLG_dir", host.DIALOG_RECORD, host.EXCHANGE_AVP, "$rc", "$socket_in(af)", host.PIKE_DROP_VAR,
-    host.BODY_VAR, "$T_reply_code", host.SILENT_VAR, host.FAILOVER_AVP,
+    host.BODY_VAR, "$T_reply_code", host.SILENT_VAR, host.FAILOVER_AVP, host.TRUNK_AVP,
 }  # fmt: skip
 
 

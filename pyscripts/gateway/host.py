@@ -138,6 +138,7 @@ class Act:
     NEW_RECORD = "new_record"  # $dlg_val(gw) = $var(gw_reply_record): the call record after this reply
     # a failed call
     FAILOVER = "failover"  # unless the caller cancelled: a new branch to $du (the next trunk), relay_call's routes
+    AUTHENTICATE = "authenticate"  # unless cancelled: uac_auth() with $avp(gw_auth_*), then as FAILOVER to $du
     NONE = "none"  # nothing to do (no line of the cfg names it)
 
 
@@ -151,8 +152,10 @@ REPLY_ACTIONS = frozenset(
     {Act.FIX_CONTACT, Act.COUNT_WEB_TO_WEB, Act.COUNT_WEB_TO_SIP, Act.COUNT_SIP_TO_WEB, Act.COUNT_SIP_TO_SIP,
      Act.COUNT_MEDIA_PROXY, Act.QUIET_ACK, Act.QUIET_BYE, Act.NEW_RECORD, Act.NONE} | MEDIA_ACTS
 )  # fmt: skip
-FAILURE_ACTIONS = frozenset({Act.DELETE, Act.FAILOVER, Act.NONE})
-REQUEST_ACTIONS = ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT}) - {Act.FAILOVER}
+FAILURE_ACTIONS = frozenset({Act.DELETE, Act.FAILOVER, Act.AUTHENTICATE, Act.REPLY, Act.NONE})
+REQUEST_ACTIONS = (
+    ACTIONS - BRANCH_ACTIONS - (REPLY_ACTIONS - MEDIA_ACTS - {Act.FIX_CONTACT}) - {Act.FAILOVER, Act.AUTHENTICATE}
+)
 _COUNT = {f"calls_{a.value}_to_{b.value}": f"count_{a.value}_to_{b.value}" for a in Leg for b in Leg}
 _COUNT["media_proxy_calls"] = Act.COUNT_MEDIA_PROXY
 #: A registration's branch flag by its kind, and the save.
@@ -172,6 +175,11 @@ EXCHANGE_AVP = "$avp(gw_tx)"
 #: none), all tab-separated.  An AVP lives with the transaction, so the failure route reads it in any worker; its
 #: faked request has the request URI as it came (docs/host-facts.md), so the failure route writes the user again.
 FAILOVER_AVP = "$avp(gw_failover)"
+#: A call's branch to a trunk with credentials ([trunks] auth_user=): "its name<tab>its branch's plan" until the
+#: gateway answered a challenge of that trunk, then its name alone; "" after a failover to a trunk without them.
+TRUNK_AVP = "$avp(gw_trunk)"
+#: What uac_auth() answers a trunk's challenge with (the cfg's modparams of uac_auth name them).
+AUTH_REALM_AVP, AUTH_USER_AVP, AUTH_PASSWORD_AVP = "$avp(gw_auth_realm)", "$avp(gw_auth_user)", "$avp(gw_auth_password)"
 NAT_VAR = "$var(gw_nat)"  # the cfg stores nat_uac_test(core.NAT_TESTS) here: 1 or 0
 PRIVATE_VAR = "$var(gw_private)"  # and its own test of the SDP (sdp.PRIVATE_SDP) here: 1 or 0
 CONTENT_TYPE = "$(hdr(Content-Type){s.encode.hexa})"
@@ -296,9 +304,13 @@ REPLY_KEYS = (
     (DIALOG_RECORD, "$var(gw_pk_record)"), ("$hdr(Content-Type)", "$var(gw_pk_type)"),
 )  # fmt: skip
 #: A failed call's: its record, the final reply tm picked, whether that is tm's own from a callee who sent nothing
-#: at all (1, else 0: t_local_replied("branch")), the trunks still to try.
+#: at all (1, else 0: t_local_replied("branch")), the trunks still to try, the trunk with credentials it went to.
 SILENT_VAR = "$var(gw_silent)"
-FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", SILENT_VAR, FAILOVER_AVP))
+FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", SILENT_VAR, FAILOVER_AVP, TRUNK_AVP))
+#: A trunk's digest challenge, which the gateway answers when it has the trunk's credentials.
+CHALLENGES = frozenset({"401", "407"})
+#: What the caller gets when a trunk challenges the credentials the gateway answered its challenge with.
+REFUSED_CREDENTIALS = (503, "Service Unavailable - Trunk Refused Credentials")
 LOOKUP_FAILURE_FACTS = "$rc"
 TRUSTED_FACTS = "$si"
 
@@ -538,9 +550,12 @@ class Router:
         return answer if answer is not None else self._kept(self._replies, key, self._reply, rules)
 
     def on_failure(self, msg: Msg, facts: str = "") -> int:
-        return self._answer(
-            msg, FAILURE_VAR, "failure", lambda rules: self._kept(self._failures, facts, self._failure, rules)
-        )
+        return self._answer(msg, FAILURE_VAR, "failure", self._failed, msg, facts)
+
+    def _failed(self, rules: Rules, msg: Msg, facts: str) -> Answer:
+        if facts.split(SEP, 2)[1] in CHALLENGES:  # a trunk's challenge: decided each time (it may be logged)
+            return self._failure(rules, facts, msg)
+        return self._kept(self._failures, facts, self._failure, rules)
 
     def is_trusted(self, msg: Msg, facts: str = "") -> int:
         """pike's check route, the first time a worker runs it: the trusted sources (gateway.ini) go into
@@ -907,9 +922,13 @@ class Router:
                 their = self._branch_plans(rules, request, decision,
                                            self._callee_side(base, outcome.caller_side, uri, settings))  # fmt: skip
                 plan = dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]
-                later += [uri, plan, their_domain or ""]
+                later += [uri, plan, their_domain or "", name]
             if len(later) > 1:
                 sets.append((FAILOVER_AVP, HEAD_END.join(later)))
+        trunk = (decision.trunk or "default") if decision.target == "trunk" else ""
+        if trunk in settings.credentials:
+            # the failure route answers its challenge, maybe in another worker: the branch's plan goes along
+            sets.append((TRUNK_AVP, trunk + HEAD_END + dict(plans)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]))
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri, domain)
 
@@ -1037,19 +1056,43 @@ class Router:
         kept = flow is None and content_type != NULL
         return Answer(tuple(acts) + media or (Act.NONE,), (*sets, _KEPT if kept else _NOT_KEPT))
 
-    def _failure(self, rules: Rules, facts: str) -> Answer:
+    def _failure(self, rules: Rules, facts: str, msg: Optional[Msg] = None) -> Answer:
         """A call failed (every branch): rtpengine lets go of its media; a call to a trunk whose reply is one
         of gateway.ini's failover_on goes on to its next trunk, if it has one (FAILOVER_AVP).  A 408 counts only
-        when the trunk sent nothing at all (it is down); one that rang until tm gave up did reach the callee."""
-        text, code, silent, later = split_facts(facts, 4)
+        when the trunk sent nothing at all (it is down); one that rang until tm gave up did reach the callee.
+        A trunk's challenge (401, 407) is answered once with its credentials (TRUNK_AVP), to the same trunk; a
+        challenge of those credentials fails over, or the caller gets REFUSED_CREDENTIALS."""
+        text, code, silent, later, trunk = split_facts(facts, 5)
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
         status = as_int(code)
-        if later not in (NULL, "") and status in rules.settings.failover_on and (status != 408 or silent == "1"):
-            # _carry_out's: "user or ''<tab>uri<tab>its branch's plan<tab>its domain or ''<tab>uri..."
-            user, uri, plan, domain, *rest = later.split(HEAD_END)
+        name, _, plan = trunk.partition(HEAD_END) if trunk != NULL else ("", "", "")
+        refused = False
+        if name and code in CHALLENGES:
+            credentials = rules.settings.credentials.get(name)
+            if plan and credentials is not None:
+                uri = rules.settings.trunk_uri(name)
+                var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
+                sets += ((var, plan), (TRUNK_AVP, name), (AUTH_REALM_AVP, credentials.realm),
+                         (AUTH_USER_AVP, credentials.user), (AUTH_PASSWORD_AVP, credentials.password))  # fmt: skip
+                return Answer((*media, Act.AUTHENTICATE), sets, uri)
+            refused = not plan
+            if refused and msg is not None:
+                self.log(f"gateway: trunk {name} answered the credentials of its [trunks] auth_user= with {status}"
+                         f" again for Call-ID {msg.getHeader('Call-ID')}: check its auth_user=, auth_password= and"
+                         f" auth_realm= (the realm of its challenge)\n")  # fmt: skip
+        if (later not in (NULL, "") and (refused or status in rules.settings.failover_on)
+                and (status != 408 or silent == "1")):  # fmt: skip
+            # _carry_out's: "user or ''<tab>uri<tab>its branch's plan<tab>its domain or ''<tab>its name<tab>uri..."
+            user, uri, plan, domain, name, *rest = later.split(HEAD_END)
             var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
             sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join((user, *rest)) if rest else ""))
+            if name in rules.settings.credentials:
+                sets += ((TRUNK_AVP, name + HEAD_END + plan),)
+            elif trunk not in (NULL, ""):
+                sets += ((TRUNK_AVP, ""),)  # not the last trunk's credentials
             return Answer((*media, Act.FAILOVER), sets, uri, user or None, ruri_domain=domain or None)
+        if refused:
+            return reply_answer(*REFUSED_CREDENTIALS, media, sets)
         return Answer(media or (Act.NONE,), sets)
 
     def _exchange(self, text: str) -> Optional[Exchange]:

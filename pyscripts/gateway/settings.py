@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from .policy import Decision, Pattern, Tables, to_trunk
 from .profiles import ProfileKey, Profiles, parse_key
@@ -114,6 +114,8 @@ class Settings:
     """The final replies of a trunk after which a call goes on to its next trunk (``Decision.failover``)."""
     destination_trunks: Tuple[str, ...] = ()
     """``sip_destination`` naming trunks: those names (the first is ``sip_destination``), tried in turn."""
+    credentials: Mapping[str, Credentials] = field(default_factory=dict, repr=False)
+    """What the gateway answers each trunk's digest challenge with, by trunk name ([trunks] ``auth_user=`` ...)."""
 
     def __post_init__(self) -> None:
         first, *rest = self.destination_trunks or ("default",)
@@ -197,36 +199,77 @@ def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> 
         raise ValueError(f"{origin}: unknown setting(s) {sorted(extra)} in [{section.name}]")
 
 
-def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str]]:
-    """A [trunks] line's URI and its ``domain=`` (None without one): ``sip:198.51.100.7 domain=carrier.example``."""
+@dataclass(frozen=True)
+class Credentials:
+    """What the gateway answers a trunk's digest challenge (401, 407) with: [trunks] ``auth_user=``,
+    ``auth_password=`` and ``auth_realm=`` (the realm of the trunk's challenge; by default its ``domain=``'s host,
+    else its URI's host).  The password is never shown."""
+
+    user: str
+    password: str = field(repr=False)
+    realm: str
+
+
+#: A [trunks] line's options after its URI.
+TRUNK_OPTIONS = ("domain", "auth_user", "auth_password", "auth_realm")
+
+
+def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str], Optional[Credentials]]:
+    """A [trunks] line's URI, its ``domain=`` (None without one) and the credentials for its challenges (None
+    without): ``sip:198.51.100.7 domain=carrier.example auth_user=acme auth_password=s3cret``."""
     uri, *options = text.split()
     last = len(options) - 1
-    if any(o.startswith("=") or (o in ("domain", "domain=") and k < last) for k, o in enumerate(options)):
-        raise ValueError(f"{origin}: [trunks] {name}: write domain=HOST[:PORT] without spaces, not {text.strip()!r}")
-    domain = None
+    if any(o.startswith("=") or (o in TRUNK_OPTIONS + tuple(k + "=" for k in TRUNK_OPTIONS) and k < last)
+           for k, o in enumerate(options)):  # fmt: skip
+        raise ValueError(f"{origin}: [trunks] {name}: write each option as key=value without spaces (domain=HOST, "
+                         f"auth_user=NAME), not {text.strip()!r}")  # fmt: skip
+    given: Dict[str, str] = {}
     for option in options:
         key, _, value = option.partition("=")
-        if key != "domain" or domain is not None:
-            raise ValueError(f"{origin}: [trunks] {name}: after the URI only domain=HOST[:PORT], not {option!r}")
-        if not _domain_ok(value):
-            hint = " (an IPv6 address in brackets: [2001:db8::1])" if value.count(":") > 1 and "[" not in value else ""
-            raise ValueError(f"{origin}: [trunks] {name}: domain= takes a host[:port], not {value!r}{hint}")
-        domain = value
-    return _uri(uri, f"trunk {name}", origin), domain
+        if key not in TRUNK_OPTIONS or key in given or not (value or key == "domain"):
+            keys = ", ".join(k + "=" for k in TRUNK_OPTIONS)
+            raise ValueError(f"{origin}: [trunks] {name}: after the URI only {keys} (each once, with a value), "
+                             f"not {option!r}")  # fmt: skip
+        given[key] = value
+    domain = given.get("domain")
+    if domain is not None and not _domain_ok(domain):
+        hint = " (an IPv6 address in brackets: [2001:db8::1])" if domain.count(":") > 1 and "[" not in domain else ""
+        raise ValueError(f"{origin}: [trunks] {name}: domain= takes a host[:port], not {domain!r}{hint}")
+    uri = _uri(uri, f"trunk {name}", origin)
+    credentials = None
+    if given.keys() & {"auth_user", "auth_password", "auth_realm"}:
+        if "auth_user" not in given or "auth_password" not in given:
+            raise ValueError(f"{origin}: [trunks] {name}: credentials need both auth_user= and auth_password=")
+        if any(c in given["auth_user"] + given.get("auth_realm", "") for c in '"\\'):
+            raise ValueError(f"{origin}: [trunks] {name}: auth_user= and auth_realm= take no quotes or backslashes")
+        realm = given.get("auth_realm") or split_domain(domain or "")[0] or _uri_host(uri)
+        credentials = Credentials(given["auth_user"], given["auth_password"], realm)
+    return uri, domain, credentials
 
 
-def _trunks(parser: configparser.ConfigParser, origin: str) -> Tuple[Dict[str, str], Dict[str, str]]:
-    """[trunks]: each one's URI, and the domain= of those that have one."""
+def _uri_host(uri: str) -> str:
+    """The host of a sip: URI: ``sip:198.51.100.7:5060;transport=tcp`` -> ``198.51.100.7``."""
+    rest = uri.split(":", 1)[1].rpartition("@")[2].split(";", 1)[0]
+    return rest.partition("]")[0] + "]" if rest.startswith("[") else rest.split(":", 1)[0]
+
+
+def _trunks(
+    parser: configparser.ConfigParser, origin: str
+) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, Credentials]]:
+    """[trunks]: each one's URI, the domain= of those that have one, and the credentials of those that have them."""
     trunks: Dict[str, str] = {}
     domains: Dict[str, str] = {}
+    credentials: Dict[str, Credentials] = {}
     if parser.has_section("trunks"):
         for name, text in parser["trunks"].items():
             if not text.strip():
                 raise ValueError(f"{origin}: trunk {name} must be a sip: URI, not ''")
-            trunks[name], domain = _trunk(name, text, origin)
+            trunks[name], domain, their = _trunk(name, text, origin)
             if domain is not None:
                 domains[name] = domain
-    return trunks, domains
+            if their is not None:
+                credentials[name] = their
+    return trunks, domains, credentials
 
 
 def _destination(text: str, trunks: Dict[str, str], domains: Dict[str, str], origin: str) -> Tuple[str, ...]:
@@ -330,11 +373,13 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
     if parser.has_section("profiles"):
         for name, flags in parser["profiles"].items():
             overrides[parse_key(name)] = flags
-    trunks, trunk_domains = _trunks(parser, origin)
+    trunks, trunk_domains, credentials = _trunks(parser, origin)
     destination = values.get("sip_destination", "").strip() or None
     named = _destination(destination or "", trunks, trunk_domains, origin)
     if named:
         destination = trunks[named[0]]
+        if named[0] in credentials:
+            credentials["default"] = credentials[named[0]]
     tables = _tables(parser, origin, trunks, trunk_domains, destination)
     hiding = values.get("topology_hiding", "no").strip().lower()
     if hiding not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
@@ -351,6 +396,7 @@ def parse(text: str, origin: str = "<settings>") -> Settings:
         interfaces=_interfaces(parser, origin),
         failover_on=_failover_on(values["failover_on"], origin) if "failover_on" in values else FAILOVER_ON,
         destination_trunks=named,
+        credentials=credentials,
     )
 
 

@@ -27,6 +27,7 @@ no Python failure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import shutil
 import time
@@ -168,6 +169,15 @@ def rewriting_domains(
 
 
 @pytest.fixture(scope="module")
+def trunk_auth(
+    opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
+    """docs/recipes/trunk-auth: trunks with an account (README "A trunk that asks for an account")."""
+    assert set(parse((RECIPES / "trunk-auth" / "gateway.ini").read_text()).credentials) == {"carrier", "backup"}
+    yield from trunks_rig("trunk-auth", opensips_bin, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def failover(
     opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Tuple[Rig, Dict[str, sipp.Phone], str]]:
@@ -190,7 +200,9 @@ def headers(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactor
 def clean(request: pytest.FixtureRequest) -> Iterator[None]:
     """Around each test, on this module's rig it used: no Python failure, and nothing held afterwards."""
     rigs: List[Rig] = [
-        request.getfixturevalue(n)[0] for n in ("dial_plan", "failover", "headers") if n in request.fixturenames
+        request.getfixturevalue(n)[0]
+        for n in ("dial_plan", "failover", "headers", "trunk_auth")
+        if n in request.fixturenames
     ]
     with contextlib.ExitStack() as stack:
         for rig in rigs:
@@ -412,4 +424,85 @@ def test_headers_a_sip_phones_call_carries_its_kind_and_loses_its_preferred_iden
     (invite,) = received_invites(work, "carol-dave-uas")
     assert invite.headers("X-Caller-Kind") == ["sip"], invite.text
     assert invite.headers("P-Preferred-Identity") == [], invite.text
+    settle(rig, outcome.call_id)
+
+
+# -- a trunk that asks for an account ---------------------------------------------------------------
+
+
+def digest_answer(message: Any, header: str) -> Dict[str, str]:
+    """The fields of ``message``'s one digest ``header`` (Proxy-Authorization, Authorization)."""
+    (value,) = message.headers(header)
+    assert value.startswith("Digest "), value
+    return {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value[7:])}
+
+
+def assert_digest(message: Any, header: str, user: str, password: str, realm: str) -> None:
+    """``message`` answers its trunk's challenge with ``user``'s account: RFC 2617's response, computed here."""
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()  # SIP digest is MD5 (RFC 2617)
+
+    creds = digest_answer(message, header)
+    assert (creds["username"], creds["realm"]) == (user, realm), creds
+    assert creds["uri"] == message.first_line.split()[1], (creds, message.first_line)
+    ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"INVITE:{creds['uri']}")
+    qop = f"{creds['nc']}:{creds['cnonce']}:{creds['qop']}:" if "qop" in creds else ""
+    assert creds["response"] == md5(f"{ha1}:{creds['nonce']}:{qop}{ha2}"), creds
+
+
+def cseq(message: Any) -> int:
+    return int(message.headers("CSeq")[0].split()[0])
+
+
+def test_trunk_auth_a_carriers_challenge_is_answered_with_its_account_and_the_call_has_media(
+    trunk_auth: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
+) -> None:
+    rig, trunks, realm = trunk_auth
+    account = parse((RECIPES / "trunk-auth" / "gateway.ini").read_text()).credentials["carrier"]
+    caller, auth = subscribed_caller(rig, work, "tacaller", realm)
+    outcome = call(rig, work, caller, trunks["carrier"], sipp.Call((("pause", 1000), ("bye",))),
+                   sipp.Call((("expect_bye",),), challenges=((407, "carrier.example"),)), name="ta",
+                   dialled="030123456", auth=auth)  # fmt: skip
+    first, second = received_invites(work, "ta-uas")
+    assert first.first_line == second.first_line == "INVITE sip:030123456@carrier.example SIP/2.0"
+    assert first.headers("Proxy-Authorization") == []
+    assert_digest(second, "Proxy-Authorization", account.user, account.password, "carrier.example")
+    assert cseq(second) == cseq(first) + 1
+    # the caller saw no challenge but the gateway's own, and its replies carry its own CSeq
+    caller_got = [m for m in messages(work, "ta-uac") if not m.sent and not m.is_request]
+    assert all("carrier.example" not in " ".join(m.headers("Proxy-Authenticate")) for m in caller_got)
+    invite_replies = [m for m in caller_got if m.headers("CSeq")[0].endswith("INVITE") and "407" not in m.first_line]
+    assert {cseq(m) for m in invite_replies} == {cseq(first)}, [m.first_line for m in invite_replies]
+    # the caller's BYE reached the carrier numbered after the INVITE it answered (dialog's CSeq of its leg)
+    (bye,) = [m for m in messages(work, "ta-uas") if not m.sent and m.first_line.startswith("BYE ")]
+    assert cseq(bye) == cseq(second) + 1
+    # the challenged branch's session went back; the answered one's had media both ways
+    assert outcome.ops() == ["offer", "delete", "offer", "answer", "delete"], outcome.ops()
+    packets = media_both_ways(outcome.commands[2:], outcome.call_id)
+    assert len(packets) == 2, packets
+    settle(rig, outcome.call_id)
+
+
+def test_trunk_auth_credentials_challenged_again_fail_over_to_the_backup(
+    trunk_auth: Tuple[Rig, Dict[str, sipp.Phone], str], work: Path
+) -> None:
+    rig, trunks, realm = trunk_auth
+    caller, auth = subscribed_caller(rig, work, "tbcaller", realm)
+    twice = ((407, "carrier.example"), (407, "carrier.example"))  # as a carrier does with a wrong password
+    carrier = sipp.run(sipp.uas_scenario(sipp.Call(outcome="challenged", challenges=twice)), work, "tb-carrier",
+                       trunks["carrier"], rig.sip)  # fmt: skip
+    offset = rig.log_size()
+    try:
+        outcome = call(rig, work, caller, trunks["backup"], sipp.Call((("pause", 1000), ("bye",))),
+                       sipp.Call((("expect_bye",),)), name="tb", dialled="030123456", auth=auth)  # fmt: skip
+        assert carrier.wait() == 0, carrier.errors()
+    finally:
+        carrier.stop()
+    assert len(received_invites(work, "tb-carrier")) == 2
+    (backup,) = received_invites(work, "tb-uas")
+    assert backup.headers("Proxy-Authorization") == [] and backup.call_id == outcome.call_id
+    logged = [line for line in rig.log_since(offset).splitlines() if "trunk carrier answered the credentials" in line]
+    assert len(logged) == 1 and outcome.call_id in logged[0], logged
+    assert outcome.ops() == ["offer", "delete", "offer", "delete", "offer", "answer", "delete"], outcome.ops()
     settle(rig, outcome.call_id)

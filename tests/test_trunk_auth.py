@@ -1,0 +1,213 @@
+"""A trunk that challenges the gateway's calls: gateway.ini ``[trunks] carrier = sip:198.51.100.10
+auth_user=acme-gw auth_password=s3cret`` (docs/recipes/trunk-auth).
+
+A carrier asks the gateway, not the caller, for the account it gave the gateway: its 401 or 407 goes to
+the failure route, where the router answers with the trunk's credentials (uac_auth() with the AVPs it
+writes) and the call goes to the same trunk again, its CSeq one higher; the caller sees none of it (its
+replies have its own CSeq back, and so have those of its later requests, which dialog renumbers for the
+carrier).  Credentials the carrier challenges again fail over like a 5xx, or the caller gets 503; a
+trunk without credentials is not answered with another's.  All through the fake host running
+opensips.cfg (its uac_auth() as modules/uac/auth.c does it).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from fakes.runtime import Gateway, digest_response
+from fakes.sipmsg import SipMessage
+from fakes.ua import UA, Call, Network
+from gateway.settings import parse
+from tests.flowcheck import assert_clean
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "docs" / "recipes" / "trunk-auth"
+INI = (RECIPE / "gateway.ini").read_text()
+CARRIER = parse(INI).credentials["carrier"]
+BACKUP = parse(INI).credentials["backup"]
+PASSWORDS = {"acme-gw": "s3cret-Pa55", "1002003": "other-Secret"}
+
+
+def gateway_of(tmp: Path, ini: str = INI) -> Tuple[Gateway, Network, Dict[str, UA]]:
+    settings = tmp / "gateway.ini"
+    settings.write_text(ini)
+    gateway = Gateway(files=(str(settings), str(RECIPE / "policy.py")))
+    net = Network(gateway)
+    trunks = {name: net.trunk(name, uri) for name, uri in parse(ini).tables.trunks.items()}
+    return gateway, net, trunks
+
+
+def phone_calls(tmp: Path, number: str, ini: str = INI) -> Tuple[Gateway, Network, Dict[str, UA], UA, Call]:
+    """A registered SIP phone, bob, calls ``number`` through the recipe (or ``ini``)."""
+    gateway, net, trunks = gateway_of(tmp, ini)
+    bob = net.phone("bob")
+    net.register(bob)
+    return gateway, net, trunks, bob, net.invite(bob, number)
+
+
+def logged_once(gateway: Gateway, *marks: str) -> None:
+    """The one error line logged holds each of ``marks``; taken away, so that assert_clean sees no other."""
+    (line,) = gateway.errors
+    assert all(mark in line for mark in marks), line
+    gateway.errors.clear()
+
+
+def invites(call: Call) -> List[Tuple[str, SipMessage]]:
+    return [(endpoint.host, invite) for endpoint, invite in call.invites_sent()]
+
+
+def digest(message: SipMessage, header: str) -> Dict[str, str]:
+    value = message.header(header)
+    assert value is not None and value.startswith("Digest "), (header, str(message))
+    return {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value[7:])}
+
+
+def finals_of(caller: UA, call: Call) -> List[SipMessage]:
+    """The final replies the caller got but the gateway's own challenge (the caller is its subscriber)."""
+    return [m for m in caller.inbox if not m.is_request and m.call_id == call.call_id and m.status >= 200
+            and not (m.status == 407 and "gateway.local" in (m.header("proxy-authenticate") or ""))]  # fmt: skip
+
+
+def assert_answers(invite: SipMessage, header: str, nonce: str, realm: str) -> Dict[str, str]:
+    """``invite`` carries a digest answer to ``nonce`` that the trunk's account computes too."""
+    creds = digest(invite, header)
+    assert creds["nonce"] == nonce and creds["realm"] == realm
+    assert creds["uri"] == invite.ruri
+    assert creds["response"] == digest_response(creds, PASSWORDS[creds["username"]], "INVITE")
+    return creds
+
+
+def test_a_carriers_407_is_answered_with_its_account_and_the_caller_sees_none_of_it(tmp_path: Path) -> None:
+    gateway, net, trunks = gateway_of(tmp_path)
+    alice = net.browser("alice")
+    net.register(alice)
+    call = net.invite(alice, "030123456")
+    gateway.use_worker(1)  # the challenge reaches another worker: the trunk and its branch's plan travel along
+    nonce = net.challenge(call, trunks["carrier"], 407, realm="carrier.example")
+    (_, first), (host, second) = invites(call)
+    assert host == "198.51.100.10" and second.ruri == first.ruri == "sip:030123456@carrier.example"
+    creds = assert_answers(second, "Proxy-Authorization", nonce, "carrier.example")
+    assert creds["username"] == CARRIER.user and creds["qop"] == "auth"
+    assert first.header("Proxy-Authorization") is None
+    assert second.cseq_number == first.cseq_number + 1  # the caller's own (after its challenge by the gateway) + 1
+    offers = call.rtpengine_offers()
+    assert len(offers) == 2 and offers[0]["flags"] == offers[1]["flags"]  # the browser's media on each branch
+    assert call.statuses() == []
+    net.reply(call, trunks["carrier"], 200)
+    assert call.statuses() == [200] and call.established
+    answers = [m for m in alice.inbox if not m.is_request and m.call_id == call.call_id and m.status != 407]
+    assert {m.cseq_number for m in answers} == {first.cseq_number}, "the caller's replies have its own CSeq"
+    # the caller's BYE reaches the carrier numbered after the INVITE the carrier saw, its 200 the caller's number
+    gateway.use_worker(0)
+    net.bye(call, "caller")
+    (bye,) = [m for m in trunks["carrier"].inbox if m.is_request and m.method == "BYE"]
+    (sent,) = [m for who, _, m in net.transcript if who == "alice" and m.is_request and m.method == "BYE"]
+    assert bye.cseq_number == second.cseq_number + 1 != sent.cseq_number
+    (ok,) = [m for m in alice.inbox if not m.is_request and m.cseq_method == "BYE"]
+    assert ok.status == 200 and ok.cseq_number == sent.cseq_number
+    assert_clean(gateway, net)
+
+
+def test_a_401_without_qop_gets_an_authorization_and_a_trunk_without_a_domain_its_hosts_realm(
+    tmp_path: Path,
+) -> None:
+    ini = INI.replace("auth_realm=voip.backup.example", "").replace("0 = carrier backup", "0 = backup")
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456", ini)
+    nonce = net.challenge(call, trunks["backup"], 401, realm="198.51.100.20", qop=False)
+    second = invites(call)[1][1]
+    creds = assert_answers(second, "Authorization", nonce, "198.51.100.20")
+    assert "qop" not in creds and second.header("Proxy-Authorization") is None
+    net.reply(call, trunks["backup"], 200)
+    assert call.statuses() == [200]
+    net.bye(call, "callee")  # the carrier's BYE goes to the caller as the carrier numbered it
+    assert_clean(gateway, net)
+
+
+def test_credentials_challenged_again_fail_over_and_the_next_trunk_gets_its_own(tmp_path: Path) -> None:
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456")
+    net.challenge(call, trunks["carrier"], 407, realm="carrier.example")
+    net.challenge(call, trunks["carrier"], 407, realm="carrier.example")  # a wrong password, say
+    assert [host for host, _ in invites(call)] == ["198.51.100.10", "198.51.100.10", "198.51.100.20"]
+    logged_once(gateway, "trunk carrier answered the credentials", call.call_id)  # which trunk, what to check
+    third = invites(call)[2][1]
+    assert third.header("Proxy-Authorization") is None and third.ruri == "sip:030123456@127.0.0.1"
+    nonce = net.challenge(call, trunks["backup"], 407, realm="voip.backup.example")
+    fourth = invites(call)[3][1]
+    assert assert_answers(fourth, "Proxy-Authorization", nonce, "voip.backup.example")["username"] == BACKUP.user
+    assert fourth.header_values("proxy-authorization") == [fourth.header("proxy-authorization")]  # its own only
+    net.reply(call, trunks["backup"], 200)
+    assert call.statuses() == [200]
+    net.bye(call, "caller")
+    assert_clean(gateway, net)
+
+
+def test_the_last_trunk_refusing_the_credentials_gives_the_caller_503_not_the_challenge(tmp_path: Path) -> None:
+    gateway, net, trunks, bob, call = phone_calls(
+        tmp_path, "030123456", INI.replace("0 = carrier backup", "0 = carrier")
+    )
+    net.challenge(call, trunks["carrier"], 407, realm="carrier.example")
+    net.challenge(call, trunks["carrier"], 407, realm="carrier.example")
+    assert len(invites(call)) == 2
+    finals = finals_of(bob, call)
+    assert [m.first_line for m in finals] == ["SIP/2.0 503 Service Unavailable - Trunk Refused Credentials"]
+    assert finals[0].cseq_number == invites(call)[0][1].cseq_number  # the caller's, not the second INVITE's
+    logged_once(gateway, "trunk carrier answered the credentials")
+    assert_clean(gateway, net)
+
+
+def test_a_challenge_in_another_realm_is_not_answered_and_says_so(tmp_path: Path) -> None:
+    gateway, net, trunks, bob, call = phone_calls(tmp_path, "030123456")
+    net.challenge(call, trunks["carrier"], 407, realm="sip.elsewhere.example")
+    assert len(invites(call)) == 1, "no credentials for that realm: nothing sent"
+    finals = finals_of(bob, call)
+    assert [m.first_line for m in finals] == ["SIP/2.0 503 Service Unavailable - Trunk Challenge Unanswered"]
+    logged_once(gateway, "is its realm carrier.example", call.call_id)
+    assert_clean(gateway, net)
+
+
+def test_a_trunk_without_credentials_after_one_with_them_is_not_answered_with_its_account(tmp_path: Path) -> None:
+    gateway, net, trunks, bob, call = phone_calls(tmp_path, "+4930123")
+    net.reply(call, trunks["carrier"], 503)
+    bob.password = None  # it answers no challenge now: what reaches it stays as it came
+    net.challenge(call, trunks["pbx"], 407, realm="carrier.example")  # its realm, even: the PBX has no account
+    assert [host for host, _ in invites(call)] == ["198.51.100.10", "198.51.100.30"]
+    assert all(invite.header("Proxy-Authorization") is None for _, invite in invites(call))
+    finals = [m for m in bob.inbox if not m.is_request and m.call_id == call.call_id and m.status >= 200]
+    assert [m.status for m in finals] == [407, 407], "a challenge the gateway has no account for goes to the caller"
+    assert "carrier.example" in (finals[1].header("proxy-authenticate") or "")  # the PBX's, after the gateway's
+    assert_clean(gateway, net)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("c = sip:192.0.2.1 auth_user=acme", "need both auth_user= and auth_password="),
+        ("c = sip:192.0.2.1 auth_password=x", "need both auth_user= and auth_password="),
+        ("c = sip:192.0.2.1 auth_user=a auth_password=b auth_realm=", "each once, with a value"),
+        ("c = sip:192.0.2.1 auth_user=a auth_user=b auth_password=c", "each once"),
+        ("c = sip:192.0.2.1 auth_user= a auth_password=b", "key=value without spaces"),
+        ('c = sip:192.0.2.1 auth_user=a"b auth_password=b', "no quotes"),
+        ("c = sip:192.0.2.1 password=b", "after the URI only domain=, auth_user="),
+    ],
+)
+def test_credentials_are_checked_when_gateway_ini_loads(line: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse("[trunks]\n" + line + "\n")
+
+
+def test_the_realm_is_the_trunks_domain_or_host_unless_given_and_the_password_is_never_shown() -> None:
+    settings = parse(
+        "[trunks]\n"
+        "a = sip:192.0.2.1:5070 domain=carrier.example:5080 auth_user=u auth_password=p#w=1\n"
+        "b = sip:192.0.2.2;transport=tcp auth_user=u auth_password=pw\n"
+        "c = sip:192.0.2.3 domain=carrier.example auth_user=u auth_password=pw auth_realm=Other\n"
+        "[gateway]\nsip_destination = a b\n"
+    )
+    realms = {name: c.realm for name, c in settings.credentials.items()}
+    assert realms == {"a": "carrier.example", "b": "192.0.2.2", "c": "Other", "default": "carrier.example"}
+    assert settings.credentials["a"].password == "p#w=1"
+    assert "p#w" not in repr(settings) and "p#w" not in repr(settings.credentials)
