@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .rtpengine import Backend
 from .rtpengine_ng import RealEngine
-from .runtime import SHIPPED, Endpoint, Event, Gateway
+from .runtime import SHIPPED, Endpoint, Event, Gateway, uri_endpoint
 from .scenarios import SCENARIOS
 from .ua import UA, Network
 
@@ -189,15 +189,24 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     settings = gateway.router.settings
     answering = [net.trunk(name, settings.trunk_uri(name)) for name in trunks]
     code_of = {id(u): trunks[u.name] for u in answering}
+    challenged: List[str] = []  # a trunk given 401 or 407 challenges the call once, then answers it
     start = len(gateway.events)
     placed = net.invite(ua, user, domain=target_domain, extra_headers=headers)
     refused = placed.statuses()  # before anyone rang (a digest challenge, which the caller answers itself, left out)
     # Each party that rings answers once; a trunk that fails, or one nobody answers for (no UA: tm's 408 when its
     # timer fires), may hand the call to the next trunk; bounded, as each trunk is tried once.
     parties = [u for u in (target, *more, *answering) if u is not None]
-    for _ in range(2 * len(settings.tables.trunks) + 2):
+    for _ in range(3 * len(settings.tables.trunks) + 2):  # a trunk may challenge once first
         ringing = [u for u in parties if placed.call_id in u.pending_invites]
         code = code_of.get(id(ringing[0]), 200 if answer else None) if ringing else None
+        if code in (401, 407) and ringing[0].name not in challenged:
+            their = settings.credentials.get(ringing[0].name)  # its realm as the gateway expects it, if it can
+            realm = their.realm if their is not None else uri_endpoint(settings.trunk_uri(ringing[0].name)).host
+            net.challenge(placed, ringing[0], code, realm)
+            challenged.append(ringing[0].name)
+            continue
+        if code in (401, 407):
+            code = 200  # its challenge was answered
         if code is not None and code < 200:  # it rings and never answers: tm's timer ends it (fr_inv_timeout)
             net.reply(placed, ringing[0], code)
             code = None
@@ -230,8 +239,19 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     ]
     for (endpoint, message), branch in zip(invites, branches):
         added = [f"{k}: {v}" for k, v in message.headers if k.lower().startswith("x-")]
+        answers = re.search(r'username="([^"]*)", realm="([^"]*)"', message.header("proxy-authorization")
+                            or message.header("authorization") or "")  # fmt: skip
         lines.append(f"  the INVITE went to {names.get(endpoint, str(endpoint))} ({branch})"
-                     + (f", headers {'; '.join(added)}" if added else ""))  # fmt: skip
+                     + (f", headers {'; '.join(added)}" if added else "")
+                     + (f", answering its challenge as {answers[1]} (realm {answers[2]})" if answers else "")
+                     )  # fmt: skip
+    for reply in ua.inbox:  # a trunk's challenge the gateway could not answer reaches the caller as it came
+        challenge = reply.header("proxy-authenticate") or reply.header("www-authenticate") or ""
+        realm = re.search(r'realm="([^"]*)"', challenge) if reply.call_id == placed.call_id else None
+        if not reply.is_request and realm and realm[1] != settings.auth_realm:
+            lines.append(f"  the caller got {reply.first_line[len('SIP/2.0 ') :]}, a trunk's challenge (realm "
+                         f"{realm[1]}): the gateway answers one with the trunk's auth_user= and auth_password= in "
+                         "[trunks]")  # fmt: skip
     if timed_out and invites:
         lines.append("  nobody answered (--no-answer, --trunk NAME=180, or a trunk or URI not given with --trunk: no UA"
                      " in a trace), so the caller got 408 when tm timed out")  # fmt: skip
@@ -320,7 +340,8 @@ def call_main(argv: List[str]) -> int:
         default=[],
         metavar="NAME=CODE",
         help="the gateway.ini trunk NAME answers with CODE: 200 answers, 503 fails (the call may go on to the "
-        "next trunk), 180 rings until tm gives up (again: more; a trunk not named here is nobody: the call times "
+        "next trunk), 401 or 407 challenges the gateway once (in the realm of its auth_user=) and answers the "
+        "retry, 180 rings until tm gives up (again: more; a trunk not named here is nobody: the call times "
         "out there)",
     )
     parser.add_argument(
