@@ -198,3 +198,21 @@ def test_a_loads_warning_is_shown_and_is_no_error(tmp_path: Path, capsys: pytest
     out = capsys.readouterr().out
     assert out.splitlines()[1].startswith("      gateway: warning: the rules from ")
     assert "calls to 112 (from a browser and a SIP phone): Refused:" in out and "\n  ! " not in out
+
+
+def test_a_trunk_that_challenges_is_answered_and_one_without_an_account_reaches_the_caller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "trunk-auth"
+    files = ["--settings", str(recipe / "gateway.ini"), "--policy", str(recipe / "policy.py"), "call"]
+    assert main([*files, "--trunk", "carrier=407", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert "carrier(trunk) -> gateway: SIP/2.0 407 Proxy Authentication Required" in out
+    assert "(branch 1: request URI sip:0301234567@carrier.example, destination URI sip:198.51.100.10:5060), " \
+           "answering its challenge as acme-gw (realm carrier.example)" in out  # fmt: skip
+    assert "s3cret" not in out and "the caller got" not in out and "dialogs left: 0" in out
+    # the PBX has no account: its challenge goes to the caller, and the summary says whose it is
+    assert main([*files, "--trunk", "carrier=503", "--trunk", "pbx=407", "phone:carol", "+4930123"]) == 0
+    out = capsys.readouterr().out
+    assert "the caller got 407 Proxy Authentication Required, a trunk's challenge (realm 198.51.100.30)" in out
+    assert "answering its challenge" not in out
