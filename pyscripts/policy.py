@@ -53,6 +53,17 @@ a change of its media (``decision.with_media(...)``, ``.with_rtpengine(...)``) o
 With a callee() the router works out every call's branches afresh (a few microseconds more a
 call): define it only when you need it.
 
+``register(request, default)`` (optional) is asked for each REGISTER that passed the digest
+check (``request.to_user`` is the user registering; ``request.ruri_user`` is empty).  It returns
+``default`` (the registration is saved) or ``reply(code, reason)`` (it is not):
+
+    def register(request: Request, default: Decision) -> Decision:
+        if request.to_user.startswith("kiosk") and request.caller is not Kind.BROWSER:
+            return reply(403, "Forbidden - Browsers Only")   # kiosks register from a browser only
+        return default
+
+Without a register() no REGISTER enters your rules.
+
 A rule that raises costs the caller a 500 (counted as python_failures, logged with the
 Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, without a
 restart; a file that fails to import or fails on a sample call (a browser calling a user) is

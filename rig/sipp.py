@@ -129,9 +129,11 @@ class Scenario:
 VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={branch}"
 
 
-def register_scenario(phone: Phone, domain: str, expires: int, auth: bool = False) -> str:
-    """REGISTER, then 200; with ``auth`` the first gets 401 and the second carries the digest answer
-    (SIPp's ``[authentication]``: run it with ``auth=(user, password)``)."""
+def register_scenario(
+    phone: Phone, domain: str, expires: int, auth: bool = False, answer: str = "200", agent: str = "sipp-phone"
+) -> str:
+    """REGISTER, then ``answer`` (200); with ``auth`` the first gets 401 and the second carries the digest answer
+    (SIPp's ``[authentication]``: run it with ``auth=(user, password)``).  ``agent``: its User-Agent."""
     s = Scenario("register")
     for cseq in (1, 2) if auth else (1,):
         credentials = "[authentication]\n" if cseq == 2 else ""
@@ -144,13 +146,13 @@ Call-ID: [call_id]
 CSeq: {cseq} REGISTER
 Contact: <{phone.contact}>;expires={expires}
 Max-Forwards: 70
-User-Agent: sipp-phone
+User-Agent: {agent}
 {credentials}Content-Length: 0
 """
         )
         if auth and cseq == 1:
             s.recv("401", extra=' auth="true"')
-    s.recv("200")
+    s.recv(answer)
     return s.xml()
 
 
@@ -521,9 +523,12 @@ def register(
     domain: str = "127.0.0.1",
     expires: int = 600,
     password: str = "",
+    answer: str = "200",
+    agent: str = "sipp-phone",
 ) -> Run:
-    """Register ``phone``; with a ``password`` it answers the gateway's digest challenge."""
+    """Register ``phone``; with a ``password`` it answers the gateway's digest challenge.  The run fails unless
+    the last answer is ``answer``; ``agent``: its User-Agent."""
     name = f"register-{phone.user}-{phone.port}-{int(time.monotonic() * 1000)}"
-    xml = register_scenario(phone, domain, expires, auth=bool(password))
+    xml = register_scenario(phone, domain, expires, auth=bool(password), answer=answer, agent=agent)
     auth = (phone.user, password) if password else None
     return run(xml, folder, name, phone, proxy, domain=domain, timeout=15, auth=auth)

@@ -727,7 +727,7 @@ def test_micro_varies_the_facts_as_calls_from_many_phones_bring_them() -> None:
     for tape in unique(tapes):
         facts = varied_facts(tape, 200, frozenset(TRUSTED))
         names = split(formats.get(tape.route, ""))
-        if "$sp" not in names or tape.raised:
+        if "$sp" not in names or tape.raised or not tape.args:  # no args: an entry point called once (on_register_rule)
             assert facts == [] or tape.raised
             continue
         varied.add(tape.route)
@@ -951,8 +951,8 @@ def recipes_settings() -> Settings:
 def recipes_route() -> Any:
     from gateway.loader import import_policy
 
-    route, callee = import_policy(str(RECIPES / "policy.py"))
-    assert callee is None
+    route, callee, register = import_policy(str(RECIPES / "policy.py"))
+    assert callee is None and register is None
     return route
 
 

@@ -172,6 +172,16 @@ def check_decision(decision: Decision, settings: Settings, callee: Optional[Call
         raise Refused(f"the rules answered '{decision}': {exc}") from None
 
 
+def check_register_decision(decision: Decision, default: Decision) -> None:
+    """Refused unless a REGISTER's rule (the operator's ``register()``) answered ``default`` (the registration is
+    saved) or a reply: a registration goes nowhere else, and carries no header or media of a rule's."""
+    if not isinstance(decision, Decision):
+        raise Refused(f"register() answered {decision!r}, not a Decision")
+    if decision.target != "reply" and decision != default:
+        raise Refused(f"register() answers default (the registration is saved) or reply(code, reason), "
+                      f"not '{decision}'")  # fmt: skip
+
+
 def _check_decision(decision: Decision, settings: Settings, callee: Optional[Callee]) -> None:
     if callee is not None and (decision.add_headers or decision.remove_headers):
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")

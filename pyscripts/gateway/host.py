@@ -53,11 +53,14 @@ from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, O
 
 from . import core
 from .loader import (
+    REGISTERED,
     CalleeRule,
+    RegisterRule,
     RouteRule,
     Rules,
     Watcher,
     check_answer,
+    check_register_answer,
     fixed_rules,
     keep_default,
     load_rules,
@@ -102,6 +105,7 @@ class Act:
     IPV6_CONTACT = "ipv6_contact"  # setbflag("IPV6"): registered over IPv6 (or a trunk's IPv6 address)
     SAVE = "save"  # save("location"): replies and ends
     LOOKUP = "lookup"  # lookup("location"); on failure on_lookup_failure answers
+    REGISTER_RULE = "register_rule"  # the rules' register() answers (on_register_rule): save, or a reply
     # calls
     DIALOG = "dialog"  # create_dialog()
     RECORD_ROUTE = "record_route"
@@ -192,6 +196,7 @@ LOOKUP_FAILURE_VAR = "$var(gw_not_found)"
 IN_DIALOG_VAR = "$var(gw_in_dialog)"
 REPLY_VAR = "$var(gw_reply)"
 FAILURE_VAR = "$var(gw_failure)"
+RULED_VAR = "$var(gw_ruled)"  # a REGISTER's after the rules' register()
 #: Which actions each $var may hold (the route that reads it).
 ACTIONS_OF = {
     REQUEST_VAR: REQUEST_ACTIONS,
@@ -201,12 +206,14 @@ ACTIONS_OF = {
     IN_DIALOG_VAR: REQUEST_ACTIONS,
     REPLY_VAR: REPLY_ACTIONS,
     FAILURE_VAR: FAILURE_ACTIONS,
+    RULED_VAR: REQUEST_ACTIONS,
 }
 #: What ends a request's actions: the script ends there (relays, replies, saves), or asks the router again.
 _LAST = frozenset({Act.RELAY, Act.RELAY_CALL, Act.RELAY_TRACKED, Act.RELAY_KNOWN, Act.REPLY, Act.SAVE})
 ENDING = {
     REQUEST_VAR: _LAST | {Act.PROXY_AUTH},
-    REGISTER_VAR: frozenset({Act.SAVE, Act.REPLY}),
+    REGISTER_VAR: frozenset({Act.SAVE, Act.REPLY, Act.REGISTER_RULE}),
+    RULED_VAR: frozenset({Act.SAVE, Act.REPLY}),
     AUTHORIZED_VAR: _LAST,
     LOOKUP_FAILURE_VAR: _LAST,
     IN_DIALOG_VAR: _LAST,
@@ -252,7 +259,7 @@ REPLY_KEPT_VAR = "$var(gw_reply_kept)"
 #: The $vars the router writes and the cfg only reads: each is written only when its value changes.
 HELD_VARS = frozenset(
     (REQUEST_VAR, REGISTER_VAR, REGISTER_KEPT_VAR, AUTHORIZED_VAR, LOOKUP_FAILURE_VAR, IN_DIALOG_VAR, REPLY_VAR,
-     REPLY_KEPT_VAR, REPLY_RECORD_VAR, FAILURE_VAR, RECORD_VAR, REALM_VAR,
+     REPLY_KEPT_VAR, REPLY_RECORD_VAR, FAILURE_VAR, RULED_VAR, RECORD_VAR, REALM_VAR,
      REPLY_CODE_VAR, REPLY_REASON_VAR, ADD_HEADERS_VAR, REMOVE_HEADERS_VAR, TRUSTED_VAR, *BRANCH_VARS.values(),
      *MEDIA_FLAGS_VARS.values())
 )  # fmt: skip
@@ -338,6 +345,9 @@ class Answer(NamedTuple):
     ruri_user: Optional[str] = None
     ruri: Optional[str] = None
     ruri_domain: Optional[str] = None
+
+
+_SAVED = Answer((Act.SAVE,))  # a REGISTER the rules' register() keeps
 
 
 #: An answer checked for a route's $var (``Router._prepare``): the answer, the $var, its values of HELD_VARS and
@@ -499,9 +509,9 @@ class Router:
 
     @classmethod
     def fixed(cls, settings: Settings, log: Callable[[str], Any], route: Optional[RouteRule] = None,
-              callee: Optional[CalleeRule] = None) -> Router:  # fmt: skip
+              callee: Optional[CalleeRule] = None, register: Optional[RegisterRule] = None) -> Router:  # fmt: skip
         """A router with rules given as values (tests, tools): nothing is read from disk."""
-        rules = fixed_rules(settings, route or keep_default, callee)
+        rules = fixed_rules(settings, route or keep_default, callee, register)
         return cls(rules, log, Watcher(rules, log, watch=False))
 
     @property
@@ -524,6 +534,9 @@ class Router:
         return self._answer(
             msg, REGISTER_VAR, "register", lambda rules: self._kept(self._registers, facts, self._register, rules)
         )
+
+    def on_register_rule(self, msg: Msg, facts: str = "") -> int:
+        return self._answer(msg, RULED_VAR, "register rule", self._register_ruled, msg, facts)
 
     def on_authorized(self, msg: Msg) -> int:
         return self._answer(msg, AUTHORIZED_VAR, "authorized", self._authorized, msg)
@@ -769,8 +782,8 @@ class Router:
                     behind_nat, proto.lower(), may_relay)  # fmt: skip
 
     def _register(self, rules: Rules, facts: str) -> Answer:
-        """A REGISTER (no rule sees one): its contact's flags and save(), after a digest check in the realm
-        unless it comes from a trusted source; or a refusal.  A function of REGISTER_FACTS alone: an answer
+        """A REGISTER: its contact's flags and save() (the rules' register() in its place), after a digest check
+        in the realm unless it comes from a trusted source; or a refusal.  A function of REGISTER_FACTS alone: an answer
         that is not a reply says so in REGISTER_KEPT_VAR, and the cfg keeps the facts (REGISTER_KEYS) and
         takes it again for REGISTERs with the same facts."""
         proto, nat, contacts, family, trusted, rdomain, fdomain, tdomain = split_facts(facts, 8)
@@ -792,7 +805,39 @@ class Router:
             sets = ((REALM_VAR, settings.auth_realm), *sets)
         if family == "INET6":
             acts += (Act.IPV6_CONTACT,)
-        return Answer((*acts, *_SAVE[core.registration_of(source, behind_nat)]), sets)
+        *flags, save = _SAVE[core.registration_of(source, behind_nat)]
+        # with a register() of the operator's, it answers in place of the save, after the digest check
+        return Answer((*acts, *flags, save if rules.register is None else Act.REGISTER_RULE), sets)
+
+    def _register_ruled(self, rules: Rules, msg: Msg, facts: str) -> Answer:
+        """The operator's register() of a REGISTER that passed the digest check (REQUEST_FACTS): default saves
+        it, a reply answers it.  Asked for each REGISTER (a rule may keep state): nothing of it is kept."""
+        register = rules.register
+        if register is None:  # the rules changed between this REGISTER's first answer and now: as without it
+            return _SAVED
+        head, src_ip, src_port, _private, _length, ruser, fuser, tuser, _type = split_facts(facts, 9, HEAD_END)
+        _method, proto, nat, _contacts, rdomain, fdomain, tdomain = split_facts(head, 7)
+        websocket = core.source_of(proto) is Source.WEBSOCKET
+        request = self._with_headers(rules.settings, msg, Request(
+            "REGISTER", text_of(ruser), unhex(rdomain).lower(), text_of(fuser), unhex(fdomain).lower(),
+            text_of(tuser), unhex(tdomain).lower(), src_ip, int(src_port) if src_port.isdigit() else 0, proto.lower(),
+            _BROWSER if websocket else Kind.SIP, websocket or nat == "1", False, (),
+        ))  # fmt: skip
+        decision = register(request, REGISTERED)
+        if decision is REGISTERED:
+            return _SAVED
+        # Refused: logged (where the rule returned it, explain_refusals), and the REGISTER gets 500
+        check_register_answer(decision, register, request, explain=self.explain_refusals)
+        return _SAVED if decision.target != "reply" else reply_answer(decision.code or 500, decision.reason or "")
+
+    @staticmethod
+    def _with_headers(settings: Settings, msg: Msg, request: Request) -> Request:
+        """``request`` with the headers gateway.ini [policy] headers names, for the rules (one host call)."""
+        names = settings.tables.headers
+        if not names:
+            return request
+        values = split_facts(msg.get_pseudoVar(header_format(names)), len(names))
+        return request._replace(headers=tuple((n, None if v == NULL else text_of(v)) for n, v in zip(names, values)))
 
     def _check(self, rules: Rules, decision: Decision) -> bool:
         core.check_decision(decision, rules.settings)  # ValueError when the gateway cannot do it
@@ -811,12 +856,7 @@ class Router:
         private address (where it matters); ``may_relay``: our user or a trusted source (other domains, the
         dial plan's trunks)."""
         settings = rules.settings
-        names = settings.tables.headers
-        if names:
-            values = split_facts(msg.get_pseudoVar(header_format(names)), len(names))
-            request = request._replace(
-                headers=tuple((n, None if v == NULL else text_of(v)) for n, v in zip(names, values))
-            )
+        request = self._with_headers(settings, msg, request)
         tables = settings.tables
         default = tables.apply(request, _TO_USER if target is _LOCATION else settings.destination, may_relay)
         # A blocked number is answered before any rule; [media] always_proxy holds whatever a rule returns.

@@ -28,6 +28,7 @@ CHECK_EVERY = 1.0  # seconds
 
 RouteRule = Callable[[Request, Decision], Decision]
 CalleeRule = Callable[[Request, Callee, Decision], Decision]
+RegisterRule = Callable[[Request, Decision], Decision]
 
 
 def default_policy_path() -> str:
@@ -45,15 +46,18 @@ class Rules(NamedTuple):
     callee: Optional[CalleeRule]
     origin: str
     """Where the rules came from, for logs."""
+    register: Optional[RegisterRule] = None
+    """The operator's register(request, default), asked for each REGISTER after its digest check."""
 
 
 def keep_default(request: Request, default: Decision) -> Decision:
     return default
 
 
-def fixed_rules(settings: Settings, route: RouteRule = keep_default, callee: Optional[CalleeRule] = None) -> Rules:
+def fixed_rules(settings: Settings, route: RouteRule = keep_default, callee: Optional[CalleeRule] = None,
+                register: Optional[RegisterRule] = None) -> Rules:  # fmt: skip
     """Rules given as values (tests, tools): checked as loaded ones are; a Watcher of them reads no file."""
-    rules = Rules(settings, route, callee, "<given rules>")
+    rules = Rules(settings, route, callee, "<given rules>", register)
     check(rules)
     return rules
 
@@ -116,7 +120,15 @@ def check_answer(decision: Any, settings: Settings, rule: Callable[..., Any], *a
         raise core.Refused(f"{exc}{returned_at(rule, *args)}") from None
 
 
-def import_policy(path: str) -> Tuple[RouteRule, Optional[CalleeRule]]:
+class Functions(NamedTuple):
+    """The operator's functions of a policy file."""
+
+    route: RouteRule
+    callee: Optional[CalleeRule] = None
+    register: Optional[RegisterRule] = None
+
+
+def import_policy(path: str) -> Functions:
     """The operator's functions from ``path``, compiled from the file's bytes as they are now, into a new
     module each time.  Not through importlib's loader: it takes __pycache__'s bytecode when the source's
     whole-second modification time and size match it, so a policy saved twice within a second (at the
@@ -133,11 +145,14 @@ def import_policy(path: str) -> Tuple[RouteRule, Optional[CalleeRule]]:
         raise ValueError(f"{path} does not import: {type(exc).__name__}: {exc}") from None
     route = getattr(module, "route", None)
     callee = getattr(module, "callee", None)
+    register = getattr(module, "register", None)
     if not callable(route) or len(inspect.signature(route).parameters) != 2:
         raise ValueError(f"{path}: needs a function route(request, default)")
     if callee is not None and (not callable(callee) or len(inspect.signature(callee).parameters) != 3):
         raise ValueError(f"{path}: callee must be a function callee(request, callee, decision)")
-    return route, callee
+    if register is not None and (not callable(register) or len(inspect.signature(register).parameters) != 2):
+        raise ValueError(f"{path}: register must be a function register(request, default)")
+    return Functions(route, callee, register)
 
 
 def sample_request(settings: Settings) -> Request:
@@ -147,8 +162,33 @@ def sample_request(settings: Settings) -> Request:
                    Kind.BROWSER, True, True, tuple((h, None) for h in settings.tables.headers))  # fmt: skip
 
 
+def sample_registers(settings: Settings) -> Iterator[Request]:
+    """A browser user's REGISTER and a SIP phone's, as register() sees them: the user in To and From, no R-URI
+    user."""
+    browser = sample_request(settings)._replace(method="REGISTER", ruri_user="", to_user="alice", has_sdp=False)
+    yield browser
+    yield browser._replace(from_user="carol", to_user="carol", source_ip="198.51.100.7", transport="udp",
+                           caller=Kind.SIP, caller_behind_nat=False)  # fmt: skip
+
+
+def check_register_answer(decision: Any, rule: RegisterRule, request: Request, explain: bool = True) -> None:
+    """core.Refused unless register()'s ``decision`` for ``request`` is ``REGISTERED`` or a reply; with
+    ``explain``, its message says where the rule returned it (as ``check_answer``'s)."""
+    try:
+        core.check_register_decision(decision, REGISTERED)
+    except core.Refused as exc:
+        if not explain:
+            raise
+        raise core.Refused(f"{exc}{returned_at(rule, request, REGISTERED)}") from None
+
+
+#: What the gateway does with a REGISTER when register() keeps it: the registration is saved.
+REGISTERED = to_user()
+
+
 def check(rules: Rules) -> None:
-    """Try the rules on a sample call; ValueError when they raise or answer something the gateway cannot do."""
+    """Try the rules on a sample call (and register() on a sample REGISTER); ValueError when they raise or answer
+    something the gateway cannot do."""
     request = sample_request(rules.settings)
     try:
         decision = rules.route(request, to_user())
@@ -157,6 +197,9 @@ def check(rules: Rules) -> None:
             for callee in CALLEES:
                 chosen = rules.callee(request, callee, decision)
                 check_answer(chosen, rules.settings, rules.callee, request, callee, decision, callee=callee)
+        if rules.register is not None:
+            sample = next(sample_registers(rules.settings))
+            check_register_answer(rules.register(sample, REGISTERED), rules.register, sample)
     except Exception as exc:  # noqa: BLE001 - any failure refuses the file, with its reason
         raise ValueError(
             f"{rules.origin}: rules fail on a sample call: {type(exc).__name__}: {exc}{where(exc)}"
@@ -208,8 +251,16 @@ def doubts(rules: Rules) -> List[str]:
         except Exception as exc:  # noqa: BLE001 - said, not raised
             users, kinds = found.setdefault(f"{type(exc).__name__}: {exc}{where(exc)}", ({}, {}))
             users[user] = kinds[kind] = None
-    return [f"calls to {', '.join(users)} (from {' and '.join(kinds)}): {reason}"
+    said = [f"calls to {', '.join(users)} (from {' and '.join(kinds)}): {reason}"
             for reason, (users, kinds) in found.items()]  # fmt: skip
+    if rules.register is not None:
+        for request in sample_registers(rules.settings):
+            try:
+                check_register_answer(rules.register(request, REGISTERED), rules.register, request)
+            except Exception as exc:  # noqa: BLE001 - said, not raised
+                said.append(f"a REGISTER from {request.caller.value} {request.to_user}: {type(exc).__name__}: "
+                            f"{exc}{where(exc)}")  # fmt: skip
+    return said
 
 
 #: How the line of ``warn_doubts`` begins (the python module logs at error level only: the words say it is less).
@@ -229,12 +280,13 @@ def load_rules(settings_file: Optional[str] = None, policy_file: Optional[str] =
     settings = load(settings_file)
     path = policy_path(policy_file)
     if os.path.exists(path):
-        route, callee = import_policy(path)
+        functions = import_policy(path)
     elif policy_file or os.environ.get(POLICY_ENV):
         raise ValueError(f"{path} does not exist")
     else:
-        route, callee = keep_default, None
-    rules = Rules(settings, route, callee, f"{path} with {settings_path(settings_file)}")
+        functions = Functions(keep_default)
+    rules = Rules(settings, functions.route, functions.callee, f"{path} with {settings_path(settings_file)}",
+                  functions.register)  # fmt: skip
     check(rules)
     return rules
 

@@ -1,7 +1,7 @@
 """What an operator's routing rules see and answer: small immutable values, decisions as data.
 
-The operator's file (``pyscripts/policy.py``) holds two functions the gateway calls for every
-new request (not REGISTER) from a caller who passed digest authentication:
+The operator's file (``pyscripts/policy.py``) holds the functions the gateway calls for every
+new request from a caller who passed digest authentication:
 
 - ``route(request, default) -> Decision``: where the request goes.  ``default`` is what the
   gateway would do: its built-in routing (our domains -> the registered users, other domains
@@ -15,6 +15,8 @@ new request (not REGISTER) from a caller who passed digest authentication:
 - ``callee(request, callee, decision) -> Decision`` (optional): for a call to registered users,
   once for each kind of contact the call may reach (a browser, a SIP phone behind NAT, a SIP
   phone): the media proxy and rtpengine flags for branches to such a contact, or ``.dropped()``.
+- ``register(request, default) -> Decision`` (optional): for each REGISTER, ``default`` (the
+  registration is saved) or a ``reply(...)``.  Without it, REGISTERs never reach a rule.
 
 Nothing here calls OpenSIPS: a rule is a function of these values, testable as it is, and the
 gateway (``host.py`` and opensips.cfg) carries out what it returns.  Requests the gateway refuses

@@ -184,16 +184,28 @@ def failover(
     yield from trunks_rig("failover", opensips_bin, tmp_path_factory)
 
 
+def own_recipe_rig(name: str, opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[Tuple[Rig, str]]:  # fmt: skip
+    """docs/recipes/NAME as it is (its gateway.ini and policy.py), on a rig of its own."""
+    need("sipp")
+    settings = (RECIPES / name / "gateway.ini").read_text()
+    with recipe_rig(opensips_bin, tmp_path_factory.mktemp(f"recipe-{name}"), settings,
+                    RECIPES / name / "policy.py") as rig:  # fmt: skip
+        yield rig, realm_of(settings)
+
+
+@pytest.fixture(scope="module")
+def registrations(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Rig, str]]:
+    """docs/recipes/registrations: policy.py's register() (README "Who may register")."""
+    yield from own_recipe_rig("registrations", opensips_bin, tmp_path_factory)
+
+
 # -- the headers recipe ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def headers(opensips_bin: Optional[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Rig, str]]:
-    need("sipp")
-    settings = (RECIPES / "headers" / "gateway.ini").read_text()
-    folder = tmp_path_factory.mktemp("recipe-headers")
-    with recipe_rig(opensips_bin, folder, settings, RECIPES / "headers" / "policy.py") as rig:
-        yield rig, realm_of(settings)
+    yield from own_recipe_rig("headers", opensips_bin, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +213,7 @@ def clean(request: pytest.FixtureRequest) -> Iterator[None]:
     """Around each test, on this module's rig it used: no Python failure, and nothing held afterwards."""
     rigs: List[Rig] = [
         request.getfixturevalue(n)[0]
-        for n in ("dial_plan", "failover", "headers", "trunk_auth")
+        for n in ("dial_plan", "failover", "headers", "trunk_auth", "registrations")
         if n in request.fixturenames
     ]
     with contextlib.ExitStack() as stack:
@@ -506,3 +518,26 @@ def test_trunk_auth_credentials_challenged_again_fail_over_to_the_backup(
     assert len(logged) == 1 and outcome.call_id in logged[0], logged
     assert outcome.ops() == ["offer", "delete", "offer", "delete", "offer", "answer", "delete"], outcome.ops()
     settle(rig, outcome.call_id)
+
+
+# -- who may register ---------------------------------------------------------------------------------
+
+
+def test_registrations_a_kiosk_phone_and_an_unsupported_one_are_refused_after_their_digest_and_a_desk_saved(
+    registrations: Tuple[Rig, str], work: Path
+) -> None:
+    rig, realm = registrations
+    tried = (("kiosk", "sipp-phone", "403", "Forbidden - Browsers Only"), ("desk", "sipp-phone", "200", "OK"),
+             ("old", "OldPhone/1.2", "403", "Forbidden - Unsupported Phone"))  # fmt: skip
+    names = {}
+    for prefix, agent, answer, reason in tried:
+        name, password = subscriber(rig, prefix, realm)
+        phone = sipp.Phone(name)
+        run = sipp.register(phone, work, rig.sip, domain=rig.sip[0], password=password, answer=answer, agent=agent)
+        assert run.wait() == 0, (prefix, run.errors())
+        got = [m for m in messages(work, run.name) if not m.sent]
+        # the rule answers after the digest check: a 401 first, then its answer to the REGISTER with credentials
+        assert [m.first_line for m in got] == ["SIP/2.0 401 Unauthorized", f"SIP/2.0 {answer} {reason}"], got
+        names[prefix] = name
+    bindings = mi.contacts(rig.gw.mi_url)
+    assert names["desk"] in bindings and names["kiosk"] not in bindings and names["old"] not in bindings
