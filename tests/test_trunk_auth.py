@@ -211,3 +211,16 @@ def test_the_realm_is_the_trunks_domain_or_host_unless_given_and_the_password_is
     assert realms == {"a": "carrier.example", "b": "192.0.2.2", "c": "Other", "default": "carrier.example"}
     assert settings.credentials["a"].password == "p#w=1"
     assert "p#w" not in repr(settings) and "p#w" not in repr(settings.credentials)
+
+
+def test_a_challenge_after_the_caller_gave_up_is_not_answered(tmp_path: Path) -> None:
+    gateway, net, trunks, bob, _ = phone_calls(tmp_path, "nobody")  # this worker's $var(gw_code) holds a 404's
+    call = net.invite(bob, "030123456")
+    carrier = trunks["carrier"]
+    invite = carrier.pending_invites.pop(call.call_id)  # the CANCEL crosses the carrier's challenge:
+    net.cancel(call)
+    carrier.pending_invites[call.call_id] = invite
+    net.challenge(call, carrier, 407, realm="carrier.example")  # ... which comes after it
+    assert len(invites(call)) == 1, "a cancelled call goes nowhere again"
+    assert [m.status for m in finals_of(bob, call)] == [200, 407]  # the CANCEL's, and the INVITE's as tm picked it
+    assert_clean(gateway, net)
