@@ -183,12 +183,14 @@ class Transform:
 
 @dataclass(frozen=True)
 class PV:
-    """``$name``, ``$name(arg)``, ``$(name(arg){tr}{tr})``."""
+    """``$name``, ``$name(arg)``, ``$(name(arg){tr}{tr})``, ``$(<context>name(arg){tr})`` (tm's ``reply``: the
+    reply tm picked, in a failure route)."""
 
     name: str
     arg: Optional[str]
     transforms: Tuple[Transform, ...] = ()
     text: str = ""
+    context: str = ""
 
     def __str__(self) -> str:
         return self.text
@@ -199,11 +201,14 @@ _PV_INNER = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)(?:\((.*?)\))?((?:\{.*\})*)$",
 
 def parse_pv(text: str) -> PV:
     if text.startswith("$("):
-        match = _PV_INNER.match(text[2:-1])
+        inner, context = text[2:-1], ""
+        if inner.startswith("<"):
+            context, _, inner = inner[1:].partition(">")
+        match = _PV_INNER.match(inner)
         if match is None:
             raise CfgError(f"bad pseudo-variable {text!r}")
         transforms = tuple(_transforms(match.group(3) or ""))
-        return PV(match.group(1), match.group(2), transforms, text)
+        return PV(match.group(1), match.group(2), transforms, text, context)
     match = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_.]*)(?:\((.*)\))?", text, re.S)
     if match is None:
         raise CfgError(f"bad pseudo-variable {text!r}")
@@ -720,6 +725,7 @@ class Host(Protocol):
     """What the runner needs from the fake OpenSIPS: pseudo-variables and script functions."""
 
     def pv_get(self, ctx: Any, name: str, arg: Optional[str]) -> Any: ...
+    def in_context(self, ctx: Any, context: str) -> Any: ...
     def pv_set(self, ctx: Any, name: str, arg: Optional[str], value: Value) -> None: ...
     def script_call(self, ctx: Any, name: str, args: List[Value], line: int) -> int: ...
     def warn(self, text: str) -> None: ...
@@ -972,7 +978,7 @@ class Runner:
         raise CfgError(f"line {node.line}: cannot evaluate {node!r}")
 
     def pv_value(self, pv: PV, ctx: Any) -> Value:
-        value = self.host.pv_get(ctx, pv.name, pv.arg)
+        value = self.host.pv_get(self.host.in_context(ctx, pv.context) if pv.context else ctx, pv.name, pv.arg)
         if value is ...:
             raise CfgError(f"unknown pseudo-variable {pv.text}")
         for transform in pv.transforms:

@@ -15,6 +15,7 @@ quirks as OpenSIPS 3.6.8 and 4.0.1 show them (tests/e2e holds the fake to them).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import importlib
 import itertools
@@ -26,7 +27,7 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from . import cfgscript, opensips_module
 from .cfgscript import Value
@@ -105,17 +106,34 @@ def is_private(host: str) -> bool:
     return bool(_PRIVATE.match(host))
 
 
-def digest_response(creds: Dict[str, str], password: str, method: str) -> str:
-    """RFC 2617 response, MD5, with or without qop=auth."""
+#: The digest algorithms OpenSIPS's digest_auth library computes (lib/digest_auth), each also as "-sess".
+DIGEST_HASHES: Dict[str, Callable[[bytes], Any]] = {
+    "MD5": hashlib.md5,  # SIP digest's own (RFC 2617)
+    "SHA-256": hashlib.sha256,
+    "SHA-512-256": lambda data: hashlib.new("sha512_256", data),
+}
 
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode()).hexdigest()  # SIP digest is MD5 (RFC 2617)
 
-    ha1 = md5(f"{creds.get('username')}:{creds.get('realm')}:{password}")
-    ha2 = md5(f"{method}:{creds.get('uri')}")
-    if creds.get("qop") == "auth":
-        return md5(f"{ha1}:{creds.get('nonce')}:{creds.get('nc')}:{creds.get('cnonce')}:auth:{ha2}")
-    return md5(f"{ha1}:{creds.get('nonce')}:{ha2}")
+def digest_response(creds: Dict[str, str], password: str, method: str, body: bytes = b"") -> str:
+    """RFC 7616's response (RFC 2617's for MD5): ``creds``' algorithm (MD5 without one, "-sess" too), with qop
+    auth, auth-int (of ``body``) or none."""
+    algorithm = creds.get("algorithm", "MD5").upper()
+    base = algorithm[: -len("-SESS")] if algorithm.endswith("-SESS") else algorithm
+
+    def digest(data: bytes) -> str:
+        return str(DIGEST_HASHES[base](data).hexdigest())
+
+    def h(text: str) -> str:
+        return digest(text.encode())
+
+    nonce, cnonce, qop = creds.get("nonce"), creds.get("cnonce"), creds.get("qop")
+    ha1 = h(f"{creds.get('username')}:{creds.get('realm')}:{password}")
+    if algorithm != base:
+        ha1 = h(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = h(f"{method}:{creds.get('uri')}" + (f":{digest(body)}" if qop == "auth-int" else ""))
+    if qop in ("auth", "auth-int"):
+        return h(f"{ha1}:{nonce}:{creds.get('nc')}:{cnonce}:{qop}:{ha2}")
+    return h(f"{ha1}:{nonce}:{ha2}")
 
 
 def load_script(cfg_path: str = CFG) -> cfgscript.Script:
@@ -732,6 +750,18 @@ class Gateway:
 
     def pv_get(self, ctx: Context, name: str, arg: Optional[str]) -> Any:
         return ctx.pv_get(name, arg)
+
+    def in_context(self, ctx: Context, context: str) -> Context:
+        """tm's pseudo-variable context ``<reply>`` (tm.c tm_pv_context_reply): in a failure route the reply tm
+        picked (a message of NULL fields for tm's own 408), in a reply route the reply itself."""
+        if context != "reply" or ctx.route not in ("failure", "reply"):
+            raise cfgscript.CfgError(f"the fake knows the <reply> context of a failure or reply route only, not "
+                                     f"<{context}> in a {ctx.route} route")  # fmt: skip
+        if ctx.route == "reply":
+            return ctx
+        picked = ctx.tx.picked if ctx.tx is not None else None
+        reply = picked.reply if picked is not None and picked.reply is not None else SipMessage("SIP/2.0 408 -", [])
+        return dataclasses.replace(ctx, msg=reply)
 
     def pv_set(self, ctx: Context, name: str, arg: Optional[str], value: Value) -> None:
         if name == "var" and arg == "gw_actions":  # what the router answered, about to be done: for traces
@@ -1480,8 +1510,9 @@ class Gateway:
             self.log_error("ERROR:uac:uac_auth: Unable to extract a compatible authentication challenge")
             return -1
         fields = {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', challenge[7:])}
-        if fields.get("algorithm", "MD5").upper() != "MD5":
-            self.log_error(f"ERROR:uac:uac_auth: the fake answers MD5 only, not {fields['algorithm']}")
+        algorithm = fields.get("algorithm", "MD5").upper()
+        if algorithm.removesuffix("-SESS") not in DIGEST_HASHES:
+            self.log_error(f"ERROR:uac:uac_auth: Unable to extract a compatible authentication challenge ({algorithm})")
             return -1
         realm, user, password = (ctx.avps.get(self._avp_param("uac_auth", p))
                                  for p in ("auth_realm_avp", "auth_username_avp", "auth_password_avp"))  # fmt: skip
@@ -1491,12 +1522,12 @@ class Gateway:
         uri = picked.message.ruri
         creds = {"username": str(user), "realm": str(realm), "nonce": fields.get("nonce", ""), "uri": uri}
         offered = [q.strip() for q in fields.get("qop", "").split(",")]
-        if "auth" in offered:
-            creds.update(qop="auth", nc="00000001", cnonce=self._new_id())
-        creds["response"] = digest_response(creds, str(password), request.method)
+        if "auth" in offered or "auth-int" in offered:  # auth when offered (uac_auth/auth.c do_uac_auth)
+            creds.update(qop="auth" if "auth" in offered else "auth-int", nc="00000001", cnonce=self._new_id())
+        creds["algorithm"] = algorithm
+        creds["response"] = digest_response(creds, str(password), request.method, request.body)
         if "opaque" in fields:
             creds["opaque"] = fields["opaque"]
-        creds["algorithm"] = "MD5"
         request.ruri = uri
         request.headers.insert(len(request.headers) - 1, (names[1], "Digest " + ", ".join(
             f"{k}={v}" if k in ("qop", "nc", "algorithm") else f'{k}="{v}"' for k, v in creds.items())))  # fmt: skip

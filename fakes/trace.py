@@ -139,13 +139,13 @@ def party(net: Network, text: str, domain: str, host: Optional[str] = None) -> T
 def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[str], Optional[str]] = (None, None),
          rtpengine: Optional[Backend] = None, source: Optional[str] = None,
          headers: Sequence[Tuple[str, str]] = (), others: Sequence[str] = (),
-         trunks: Mapping[str, int] = {}) -> List[str]:  # fmt: skip
+         trunks: Mapping[str, Sequence[int]] = {}) -> List[str]:  # fmt: skip
     """One ad-hoc call: the caller (from ``source``, an address, when given), a callee of a kind and the
     ``others`` (a forwarding target, a user's second device) register, the caller calls (its INVITE with
     ``headers`` too), the first of them that rings answers and hangs up (or nobody answers: the call times
-    out); a trunk of ``trunks`` (gateway.ini name -> final reply) that rings answers with its code (a
-    failure may send the call on to the next trunk); what the rules decided, where the INVITE went, and
-    what is left."""
+    out); a trunk of ``trunks`` (gateway.ini name -> its final replies) that rings answers with its next code
+    (a failure may send the call on to the next trunk; a 401 or 407 challenges the gateway); what the rules
+    decided, where the INVITE went, and what is left."""
     gateway = Gateway(files=files, rtpengine=rtpengine)
     decided: List[str] = []
     watcher = gateway.router.watcher
@@ -188,25 +188,22 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     net.registered(*(u for u in (ua, target, *more) if u is not None))
     settings = gateway.router.settings
     answering = [net.trunk(name, settings.trunk_uri(name)) for name in trunks]
-    code_of = {id(u): trunks[u.name] for u in answering}
-    challenged: List[str] = []  # a trunk given 401 or 407 challenges the call once, then answers it
+    # each INVITE a trunk gets takes its next code, the last one again after; a 401 or 407 alone is answered next
+    codes = {id(u): [*trunks[u.name], 200] if list(trunks[u.name]) in ([401], [407]) else list(trunks[u.name])
+             for u in answering}  # fmt: skip
     start = len(gateway.events)
     placed = net.invite(ua, user, domain=target_domain, extra_headers=headers)
     refused = placed.statuses()  # before anyone rang (a digest challenge, which the caller answers itself, left out)
     # Each party that rings answers once; a trunk that fails, or one nobody answers for (no UA: tm's 408 when its
     # timer fires), may hand the call to the next trunk; bounded, as each trunk is tried once.
     parties = [u for u in (target, *more, *answering) if u is not None]
-    for _ in range(3 * len(settings.tables.trunks) + 2):  # a trunk may challenge once first
+    for _ in range(3 * len(settings.tables.trunks) + 2):  # a trunk may challenge first (twice: refused)
         ringing = [u for u in parties if placed.call_id in u.pending_invites]
-        code = code_of.get(id(ringing[0]), 200 if answer else None) if ringing else None
-        if code in (401, 407) and ringing[0].name not in challenged:
-            their = settings.credentials.get(ringing[0].name)  # its realm as the gateway expects it, if it can
-            realm = their.realm if their is not None else uri_endpoint(settings.trunk_uri(ringing[0].name)).host
-            net.challenge(placed, ringing[0], code, realm)
-            challenged.append(ringing[0].name)
-            continue
+        queue = codes.get(id(ringing[0])) if ringing else None
+        code = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else (200 if answer and ringing else None)
         if code in (401, 407):
-            code = 200  # its challenge was answered
+            net.challenge(placed, ringing[0], code, realm_of(settings, ringing[0].name))
+            continue
         if code is not None and code < 200:  # it rings and never answers: tm's timer ends it (fr_inv_timeout)
             net.reply(placed, ringing[0], code)
             code = None
@@ -263,11 +260,25 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
     offers = placed.rtpengine_offers()
     lines.append(f"  media proxy: {'yes, ' + str(len(offers)) + ' rtpengine offer(s)' if offers else 'no'}")
     lines.append(f"  rtpengine sessions left: {len(gateway.sessions())}; dialogs left: {len(gateway.dialogs)}")
-    if gateway.python_failures or gateway.errors:
+    if gateway.python_failures:
         lines.append(
             f"  ! the Python side failed {gateway.python_failures} time(s); errors logged: {len(gateway.errors)}"
         )
+    else:  # what the gateway logged of the call (a trunk's challenge it did not answer), no failure of the rules
+        lines += [f"  logged: {line}" for line in gateway.errors]
     return lines
+
+
+def realm_of(settings: Any, name: str) -> str:
+    """The realm trunk ``name`` challenges in, in a trace: its auth_realm=, else its domain='s host or its
+    address's."""
+    from gateway.settings import split_domain  # pyscripts/ is on the path once a Gateway loaded
+
+    their = settings.credentials.get(name)
+    domain = settings.trunk_domain(name)
+    if their is not None and their.realm:
+        return str(their.realm)
+    return split_domain(domain)[0] if domain else uri_endpoint(settings.trunk_uri(name)).host
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -338,11 +349,12 @@ def call_main(argv: List[str]) -> int:
         "--trunk",
         action="append",
         default=[],
-        metavar="NAME=CODE",
+        metavar="NAME=CODE[,CODE]",
         help="the gateway.ini trunk NAME answers with CODE: 200 answers, 503 fails (the call may go on to the "
-        "next trunk), 401 or 407 challenges the gateway once (in the realm of its auth_user=) and answers the "
-        "retry, 180 rings until tm gives up (again: more; a trunk not named here is nobody: the call times "
-        "out there)",
+        "next trunk), 401 or 407 challenges the gateway (in its auth_realm=, else its domain='s or address's "
+        "host) and answers the retry (407,407: challenges the retry too: refused credentials), 180 rings until "
+        "tm gives up; with several codes each INVITE the trunk gets takes the next (again: more; a trunk not "
+        "named here is nobody: the call times out there)",
     )
     parser.add_argument(
         "--from-address", metavar="ADDR", help="the caller's source address (default: a test address of its own)"
@@ -363,15 +375,17 @@ def call_main(argv: List[str]) -> int:
         print(f"fakes.trace: --header takes 'Name: value', not {args.header}", file=sys.stderr)
         return 2
     trunks = dict(text.partition("=")[::2] for text in args.trunk)
-    bad = [f"{name}={code}" for name, code in trunks.items() if not name or not code.isdigit()
-           or not 180 <= int(code) <= 699]  # fmt: skip
+    bad = [f"{name}={codes}" for name, codes in trunks.items() if not name
+           or not all(c.isdigit() and 180 <= int(c) <= 699 for c in codes.split(","))]  # fmt: skip
+    bad += [text for text in args.trunk if sum(t.partition("=")[0] == text.partition("=")[0] for t in args.trunk) > 1]
     if bad:
-        print(f"fakes.trace: --trunk takes NAME=CODE (180-699), not {', '.join(bad)}", file=sys.stderr)
+        print(f"fakes.trace: --trunk takes NAME=CODE[,CODE...] (180-699), each NAME once, not {', '.join(bad)}",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         lines = call(args.caller, args.callee, not args.no_answer, (args.settings, args.policy), engine,
                      args.from_address, [(h[0], h[1]) for h in headers], args.also,
-                     {name: int(code) for name, code in trunks.items()})  # fmt: skip
+                     {name: [int(c) for c in codes.split(",")] for name, codes in trunks.items()})  # fmt: skip
     except ValueError as exc:
         print(f"fakes.trace: {exc}", file=sys.stderr)
         return 2

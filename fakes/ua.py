@@ -652,17 +652,19 @@ class Network:
         self.send(callee, callee.reply_to(invite, code, REASONS.get(code, "OK" if code < 300 else "Failed"), tag, body))
 
     def challenge(
-        self, call: Call, trunk: UA, code: int = 407, realm: str = "carrier.example", qop: bool = True
-    ) -> str:
+        self, call: Call, trunk: UA, code: int = 407, realm: str = "carrier.example", qop: str = "auth",
+        algorithm: str = "MD5", stale: bool = False,
+    ) -> str:  # fmt: skip
         """``trunk`` challenges the call's INVITE as a carrier does (407 Proxy-Authenticate, or 401
-        WWW-Authenticate), a nonce of its own: the nonce."""
+        WWW-Authenticate), a nonce of its own; ``qop``: what it offers ("auth,auth-int", "" for none), ``stale``:
+        the nonce of the answer it got was stale (RFC 7616).  The nonce."""
         invite = trunk.pending_invites.pop(call.call_id)
         nonce = _token("n")
         reason = "Unauthorized" if code == 401 else "Proxy Authentication Required"
         reply = trunk.reply_to(invite, code, reason, _token("t"))
         header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
-        reply.headers.insert(-1, (header, f'Digest realm="{realm}", nonce="{nonce}"'
-                                          + (', qop="auth"' if qop else "") + ", algorithm=MD5"))  # fmt: skip
+        value = f'Digest realm="{realm}", nonce="{nonce}"' + (f', qop="{qop}"' if qop else "")
+        reply.headers.insert(-1, (header, value + f", algorithm={algorithm}" + (", stale=true" if stale else "")))
         self.send(trunk, reply)
         return nonce
 

@@ -200,4 +200,5 @@ def test_the_readmes_trace_commands_run(command: str, capsys: pytest.CaptureFixt
     assert trace_main(args) == 0
     out = capsys.readouterr().out
     assert "the INVITE went to" in out or "the caller got" in out
-    assert "! " not in out  # nothing logged as an error
+    # nothing logged as an error, but a trunk's challenge the gateway did not answer (what that command shows)
+    assert all("! gateway: trunk " in line for line in out.splitlines() if "! " in line), out

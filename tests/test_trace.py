@@ -216,3 +216,17 @@ def test_a_trunk_that_challenges_is_answered_and_one_without_an_account_reaches_
     out = capsys.readouterr().out
     assert "the caller got 407 Proxy Authentication Required, a trunk's challenge (realm 198.51.100.30)" in out
     assert "answering its challenge" not in out
+
+
+def test_a_trunk_given_several_codes_refuses_the_answer_and_a_trunk_named_twice_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "trunk-auth"
+    files = ["--settings", str(recipe / "gateway.ini"), "--policy", str(recipe / "policy.py"), "call"]
+    assert main([*files, "--trunk", "carrier=407,407", "--trunk", "backup=200", "phone:carol", "0301234567"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the INVITE went to carrier(trunk)") == 2 and "the INVITE went to backup(trunk)" in out
+    assert "logged: gateway: trunk carrier challenged" in out and "check its auth_user= and auth_password=" in out
+    assert "backup(trunk) -> gateway: SIP/2.0 200 OK" in out
+    assert main([*files, "--trunk", "carrier=407", "--trunk", "carrier=200", "phone:carol", "0301234567"]) == 2
+    assert main([*files, "--trunk", "carrier=407,99", "phone:carol", "0301234567"]) == 2

@@ -112,12 +112,12 @@ def test_a_carriers_407_is_answered_with_its_account_and_the_caller_sees_none_of
     assert_clean(gateway, net)
 
 
-def test_a_401_without_qop_gets_an_authorization_and_a_trunk_without_a_domain_its_hosts_realm(
+def test_a_401_without_qop_gets_an_authorization_in_the_realm_it_names(
     tmp_path: Path,
 ) -> None:
     ini = INI.replace("auth_realm=voip.backup.example", "").replace("0 = carrier backup", "0 = backup")
     gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456", ini)
-    nonce = net.challenge(call, trunks["backup"], 401, realm="198.51.100.20", qop=False)
+    nonce = net.challenge(call, trunks["backup"], 401, realm="198.51.100.20", qop="")
     second = invites(call)[1][1]
     creds = assert_answers(second, "Authorization", nonce, "198.51.100.20")
     assert "qop" not in creds and second.header("Proxy-Authorization") is None
@@ -132,7 +132,7 @@ def test_credentials_challenged_again_fail_over_and_the_next_trunk_gets_its_own(
     net.challenge(call, trunks["carrier"], 407, realm="carrier.example")
     net.challenge(call, trunks["carrier"], 407, realm="carrier.example")  # a wrong password, say
     assert [host for host, _ in invites(call)] == ["198.51.100.10", "198.51.100.10", "198.51.100.20"]
-    logged_once(gateway, "trunk carrier answered the credentials", call.call_id)  # which trunk, what to check
+    logged_once(gateway, "trunk carrier challenged", call.call_id, "answer of auth_user=acme-gw again")  # and why
     third = invites(call)[2][1]
     assert third.header("Proxy-Authorization") is None and third.ruri == "sip:030123456@127.0.0.1"
     nonce = net.challenge(call, trunks["backup"], 407, realm="voip.backup.example")
@@ -155,17 +155,82 @@ def test_the_last_trunk_refusing_the_credentials_gives_the_caller_503_not_the_ch
     finals = finals_of(bob, call)
     assert [m.first_line for m in finals] == ["SIP/2.0 503 Service Unavailable - Trunk Refused Credentials"]
     assert finals[0].cseq_number == invites(call)[0][1].cseq_number  # the caller's, not the second INVITE's
-    logged_once(gateway, "trunk carrier answered the credentials")
+    logged_once(gateway, "trunk carrier challenged", "check its auth_user= and auth_password=")
     assert_clean(gateway, net)
 
 
-def test_a_challenge_in_another_realm_is_not_answered_and_says_so(tmp_path: Path) -> None:
-    gateway, net, trunks, bob, call = phone_calls(tmp_path, "030123456")
+def test_a_challenge_in_another_realm_than_auth_realm_is_not_answered_and_fails_over(tmp_path: Path) -> None:
+    ini = INI.replace("auth_password=s3cret-Pa55", "auth_password=s3cret-Pa55 auth_realm=carrier.example")
+    gateway, net, trunks, bob, call = phone_calls(tmp_path, "030123456", ini)
     net.challenge(call, trunks["carrier"], 407, realm="sip.elsewhere.example")
-    assert len(invites(call)) == 1, "no credentials for that realm: nothing sent"
-    finals = finals_of(bob, call)
-    assert [m.first_line for m in finals] == ["SIP/2.0 503 Service Unavailable - Trunk Challenge Unanswered"]
-    logged_once(gateway, "is its realm carrier.example", call.call_id)
+    logged_once(gateway, "in realm 'sip.elsewhere.example', and its auth_realm= is 'carrier.example'", call.call_id)
+    assert [host for host, _ in invites(call)] == ["198.51.100.10", "198.51.100.20"], "the backup, unanswered"
+    net.challenge(call, trunks["backup"], 407, realm="voip.backup.example.org")  # the backup's realm is pinned too
+    logged_once(gateway, "trunk backup challenged", "its auth_realm= is 'voip.backup.example'")
+    assert [m.first_line for m in finals_of(bob, call)] == [
+        "SIP/2.0 503 Service Unavailable - Trunk Refused Credentials"
+    ]
+    assert_clean(gateway, net)
+
+
+def test_without_auth_realm_the_realm_the_trunk_names_is_answered(tmp_path: Path) -> None:
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456")  # carrier: no auth_realm=
+    nonce = net.challenge(call, trunks["carrier"], 407, realm="Carrier Realm 7")
+    assert_answers(invites(call)[1][1], "Proxy-Authorization", nonce, "Carrier Realm 7")
+    net.reply(call, trunks["carrier"], 486)
+    assert_clean(gateway, net)
+
+
+def test_a_stale_nonce_is_answered_once_more(tmp_path: Path) -> None:
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456")
+    net.challenge(call, trunks["carrier"], 407)
+    nonce = net.challenge(call, trunks["carrier"], 407, stale=True)  # the nonce ran out, the password is right
+    assert_answers(invites(call)[2][1], "Proxy-Authorization", nonce, "carrier.example")
+    net.challenge(call, trunks["carrier"], 407, stale=True)  # but not for ever
+    assert [host for host, _ in invites(call)] == ["198.51.100.10"] * 3 + ["198.51.100.20"]
+    logged_once(gateway, "trunk carrier challenged", "again")
+    net.reply(call, trunks["backup"], 486)
+    assert_clean(gateway, net)
+
+
+@pytest.mark.parametrize(("algorithm", "qop"), [("SHA-256", "auth"), ("MD5", "auth-int"), ("SHA-512-256-sess", "")])
+def test_the_fake_answers_the_algorithms_and_qop_uac_auth_does(tmp_path: Path, algorithm: str, qop: str) -> None:
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456")
+    nonce = net.challenge(call, trunks["carrier"], 401, algorithm=algorithm, qop=qop)
+    retry = invites(call)[1][1]
+    creds = digest(retry, "Authorization")
+    assert creds["algorithm"] == algorithm.upper() and creds.get("qop", "") == qop and creds["nonce"] == nonce
+    assert creds["response"] == digest_response(creds, PASSWORDS["acme-gw"], "INVITE", retry.body)
+    net.reply(call, trunks["carrier"], 486)
+    assert_clean(gateway, net)
+
+
+def test_a_challenge_of_a_trunk_renamed_since_the_call_began_fails_over_and_says_so(tmp_path: Path) -> None:
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456")
+    (tmp_path / "gateway.ini").write_text(INI.replace("carrier =", "telco =").replace("= carrier", "= telco"))
+    gateway.router.watcher.next_check = 0  # the files are looked at again now
+    gateway.router.watcher.current()
+    assert [line for line in gateway.errors if "rules loaded again" in line]
+    gateway.errors.clear()  # the load says so
+    net.challenge(call, trunks["carrier"], 407)
+    logged_once(gateway, "trunk carrier challenged", "no auth_user= for it now", call.call_id)
+    assert [host for host, _ in invites(call)] == ["198.51.100.10", "198.51.100.20"]
+    assert all(m.status != 407 or "gateway.local" in str(m) for m in finals_of(_bob, call))
+    net.reply(call, trunks["backup"], 486)
+    assert_clean(gateway, net)
+
+
+def test_two_accounts_at_one_address_are_two_trunks_of_a_chain(tmp_path: Path) -> None:
+    ini = INI.replace("sip:198.51.100.20:5060", "sip:198.51.100.10:5060 domain=carrier.example")  # the same place
+    gateway, net, trunks, _bob, call = phone_calls(tmp_path, "030123456", ini)
+    carrier = trunks["backup"]  # one UA at that address: the network's last
+    net.challenge(call, carrier, 407)
+    net.challenge(call, carrier, 407)  # the first account refused
+    logged_once(gateway, "trunk carrier challenged")
+    nonce = net.challenge(call, carrier, 407, realm="voip.backup.example")
+    assert assert_answers(invites(call)[3][1], "Proxy-Authorization", nonce, "voip.backup.example")["username"] == (
+        BACKUP.user)  # fmt: skip
+    net.reply(call, carrier, 486)
     assert_clean(gateway, net)
 
 
@@ -192,6 +257,7 @@ def test_a_trunk_without_credentials_after_one_with_them_is_not_answered_with_it
         ("c = sip:192.0.2.1 auth_user= a auth_password=b", "key=value without spaces"),
         ('c = sip:192.0.2.1 auth_user=a"b auth_password=b', "no quotes"),
         ("c = sip:192.0.2.1 password=b", "after the URI only domain=, auth_user="),
+        ("c = sip:192.0.2.1,auth_user=a,auth_password=b", "a comma in 'sip:192.0.2.1,auth_user=a,auth_password=b'"),
     ],
 )
 def test_credentials_are_checked_when_gateway_ini_loads(line: str, message: str) -> None:
@@ -199,7 +265,7 @@ def test_credentials_are_checked_when_gateway_ini_loads(line: str, message: str)
         parse("[trunks]\n" + line + "\n")
 
 
-def test_the_realm_is_the_trunks_domain_or_host_unless_given_and_the_password_is_never_shown() -> None:
+def test_the_realm_is_pinned_only_when_given_and_the_password_is_never_shown() -> None:
     settings = parse(
         "[trunks]\n"
         "a = sip:192.0.2.1:5070 domain=carrier.example:5080 auth_user=u auth_password=p#w=1\n"
@@ -208,19 +274,6 @@ def test_the_realm_is_the_trunks_domain_or_host_unless_given_and_the_password_is
         "[gateway]\nsip_destination = a b\n"
     )
     realms = {name: c.realm for name, c in settings.credentials.items()}
-    assert realms == {"a": "carrier.example", "b": "192.0.2.2", "c": "Other", "default": "carrier.example"}
+    assert realms == {"a": None, "b": None, "c": "Other", "default": None}
     assert settings.credentials["a"].password == "p#w=1"
     assert "p#w" not in repr(settings) and "p#w" not in repr(settings.credentials)
-
-
-def test_a_challenge_after_the_caller_gave_up_is_not_answered(tmp_path: Path) -> None:
-    gateway, net, trunks, bob, _ = phone_calls(tmp_path, "nobody")  # this worker's $var(gw_code) holds a 404's
-    call = net.invite(bob, "030123456")
-    carrier = trunks["carrier"]
-    invite = carrier.pending_invites.pop(call.call_id)  # the CANCEL crosses the carrier's challenge:
-    net.cancel(call)
-    carrier.pending_invites[call.call_id] = invite
-    net.challenge(call, carrier, 407, realm="carrier.example")  # ... which comes after it
-    assert len(invites(call)) == 1, "a cancelled call goes nowhere again"
-    assert [m.status for m in finals_of(bob, call)] == [200, 407]  # the CANCEL's, and the INVITE's as tm picked it
-    assert_clean(gateway, net)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -170,6 +171,28 @@ def check_decision(decision: Decision, settings: Settings, callee: Optional[Call
         _check_decision(decision, settings, callee)
     except ValueError as exc:
         raise Refused(f"the rules answered '{decision}': {exc}") from None
+
+
+#: A digest challenge's parameters (RFC 7616 3.3): name=token or name="quoted string".
+_CHALLENGE_PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*(?:,|$)')
+
+
+def digest_challenge(text: str) -> Dict[str, str]:
+    """A WWW-Authenticate or Proxy-Authenticate value's parameters, names in lower case (``realm``, ``nonce``,
+    ``qop``, ``algorithm``, ``stale``); {} for what is no digest challenge."""
+    scheme, _, rest = text.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return {}
+    found: Dict[str, str] = {}
+    at = 0
+    while at < len(rest):
+        match = _CHALLENGE_PARAM.match(rest, at)
+        if match is None or match.end() == at:
+            return found
+        quoted = match.group(2)
+        found[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else match.group(3)
+        at = match.end()
+    return found
 
 
 def check_register_decision(decision: Decision, default: Decision) -> None:

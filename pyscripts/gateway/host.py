@@ -180,7 +180,8 @@ EXCHANGE_AVP = "$avp(gw_tx)"
 #: faked request has the request URI as it came (docs/host-facts.md), so the failure route writes the user again.
 FAILOVER_AVP = "$avp(gw_failover)"
 #: A call's branch to a trunk with credentials ([trunks] auth_user=): "its name<tab>its branch's plan" until the
-#: gateway answered a challenge of that trunk, then its name alone; "" after a failover to a trunk without them.
+#: gateway answered a challenge of that trunk, then "its name<tab><tab>its plan" (a stale nonce's challenge is
+#: answered once more), then its name alone; "" after a failover to a trunk without them.
 TRUNK_AVP = "$avp(gw_trunk)"
 #: What uac_auth() answers a trunk's challenge with (the cfg's modparams of uac_auth name them).
 AUTH_REALM_AVP, AUTH_USER_AVP, AUTH_PASSWORD_AVP = "$avp(gw_auth_realm)", "$avp(gw_auth_user)", "$avp(gw_auth_password)"
@@ -311,9 +312,13 @@ REPLY_KEYS = (
     (DIALOG_RECORD, "$var(gw_pk_record)"), ("$hdr(Content-Type)", "$var(gw_pk_type)"),
 )  # fmt: skip
 #: A failed call's: its record, the final reply tm picked, whether that is tm's own from a callee who sent nothing
-#: at all (1, else 0: t_local_replied("branch")), the trunks still to try, the trunk with credentials it went to.
+#: at all (1, else 0: t_local_replied("branch")), the trunks still to try, the trunk with credentials it went to,
+#: and the picked reply's digest challenge (a 401's, a 407's; hex: a header may hold any bytes).
 SILENT_VAR = "$var(gw_silent)"
-FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", SILENT_VAR, FAILOVER_AVP, TRUNK_AVP))
+REPLY_CHALLENGES = (
+    "$(<reply>hdr(WWW-Authenticate){s.encode.hexa})", "$(<reply>hdr(Proxy-Authenticate){s.encode.hexa})"
+)  # fmt: skip
+FAILURE_FACTS = SEP.join((DIALOG_RECORD, "$T_reply_code", SILENT_VAR, FAILOVER_AVP, TRUNK_AVP, *REPLY_CHALLENGES))
 #: A trunk's digest challenge, which the gateway answers when it has the trunk's credentials.
 CHALLENGES = frozenset({"401", "407"})
 #: What the caller gets when a trunk challenges the credentials the gateway answered its challenge with.
@@ -442,11 +447,14 @@ def unhex(text: str) -> str:
     return "" if text == NULL else bytes.fromhex(text).decode("utf-8")
 
 
-@functools.lru_cache(maxsize=4096)
-def text_of(text: str) -> str:
+def decoded(text: str) -> str:
     """A fact the cfg hex-encoded, as text with U+FFFD for bytes that are not UTF-8: what a rule sees of users,
-    headers and Content-Type.  Kept by its argument, as ``unhex`` (a few users recur)."""
+    headers and Content-Type, and a trunk's challenge; "" for NULL."""
     return "" if text == NULL else bytes.fromhex(text).decode("utf-8", "replace")
+
+
+#: ``decoded``, kept by its argument, as ``unhex`` (a few users recur; not a challenge's nonce).
+text_of = functools.lru_cache(maxsize=4096)(decoded)
 
 
 @functools.lru_cache(maxsize=64)
@@ -953,12 +961,14 @@ class Router:
             # each next trunk with its branch's plan: the failure route may run in another worker, whose
             # $var(gw_to_plain) holds its own last call's
             later = [outcome.rewrite or ""]
-            tried = {(dst_uri, domain)}  # each trunk once, whatever its name ("default" is sip_destination's)
+            # each trunk once, whatever its name ("default" is sip_destination's): its address, domain and account
+            credentials = settings.credentials
+            tried = {(dst_uri, domain, credentials.get(decision.trunk or "default"))}
             for name in decision.failover:
                 uri, their_domain = settings.trunk_uri(name), settings.trunk_domain(name)
-                if (uri, their_domain) in tried:
+                if (uri, their_domain, credentials.get(name)) in tried:
                     continue
-                tried.add((uri, their_domain))
+                tried.add((uri, their_domain, credentials.get(name)))
                 their = self._branch_plans(rules, request, decision,
                                            self._callee_side(base, outcome.caller_side, uri, settings))  # fmt: skip
                 plan = dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]
@@ -1100,26 +1110,20 @@ class Router:
         """A call failed (every branch): rtpengine lets go of its media; a call to a trunk whose reply is one
         of gateway.ini's failover_on goes on to its next trunk, if it has one (FAILOVER_AVP).  A 408 counts only
         when the trunk sent nothing at all (it is down); one that rang until tm gave up did reach the callee.
-        A trunk's challenge (401, 407) is answered once with its credentials (TRUNK_AVP), to the same trunk; a
-        challenge of those credentials fails over, or the caller gets REFUSED_CREDENTIALS."""
-        text, code, silent, later, trunk = split_facts(facts, 5)
+        A trunk's challenge (401, 407) is answered with its credentials, to the same trunk (``_challenged``); a
+        challenge the gateway does not answer fails over, or the caller gets REFUSED_CREDENTIALS."""
+        text, code, silent, later, trunk, www, proxy = split_facts(facts, 7)
         sets, media = media_sets(core.plan_failure(self._record(text), rules.settings.profiles))
         status = as_int(code)
-        name, _, plan = trunk.partition(HEAD_END) if trunk != NULL else ("", "", "")
         refused = False
-        if name and code in CHALLENGES:
-            credentials = rules.settings.credentials.get(name)
-            if plan and credentials is not None:
-                uri = rules.settings.trunk_uri(name)
-                var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
-                sets += ((var, plan), (TRUNK_AVP, name), (AUTH_REALM_AVP, credentials.realm),
-                         (AUTH_USER_AVP, credentials.user), (AUTH_PASSWORD_AVP, credentials.password))  # fmt: skip
-                return Answer((*media, Act.AUTHENTICATE), sets, uri)
-            refused = not plan
-            if refused and msg is not None:
-                self.log(f"gateway: trunk {name} answered the credentials of its [trunks] auth_user= with {status}"
-                         f" again for Call-ID {msg.getHeader('Call-ID')}: check its auth_user=, auth_password= and"
-                         f" auth_realm= (the realm of its challenge)\n")  # fmt: skip
+        if trunk not in (NULL, "") and code in CHALLENGES:
+            answer, why = self._challenged(rules, trunk, decoded(www if status == 401 else proxy), sets, media)
+            if answer is not None:
+                return answer
+            refused = True
+            if msg is not None:
+                self.log(f"gateway: trunk {trunk.split(HEAD_END, 1)[0]} challenged Call-ID {msg.getHeader('Call-ID')}"
+                         f" ({status}) and the gateway did not answer: {why}\n")  # fmt: skip
         if (later not in (NULL, "") and (refused or status in rules.settings.failover_on)
                 and (status != 408 or silent == "1")):  # fmt: skip
             # _carry_out's: "user or ''<tab>uri<tab>its branch's plan<tab>its domain or ''<tab>its name<tab>uri..."
@@ -1134,6 +1138,33 @@ class Router:
         if refused:
             return reply_answer(*REFUSED_CREDENTIALS, media, sets)
         return Answer(media or (Act.NONE,), sets)
+
+    @staticmethod
+    def _challenged(rules: Rules, trunk: str, header: str, sets: Sets, media: Tuple[str, ...]
+                    ) -> Tuple[Optional[Answer], str]:  # fmt: skip
+        """A challenge of the trunk of TRUNK_AVP's ``trunk`` (its value), from its ``header``: the answer that sends
+        the call to it again with its credentials (uac_auth() in the challenge's realm), or None and why not."""
+        name, *state = trunk.split(HEAD_END)
+        credentials = rules.settings.credentials.get(name)
+        challenge = core.digest_challenge(header)
+        realm = challenge.get("realm")
+        if credentials is None:
+            return None, ("gateway.ini has no auth_user= for it now (the trunk was renamed, or lost its account, "
+                          "since the call began)")  # fmt: skip
+        if realm is None:
+            return None, f"{header[:80]!r} is no digest challenge with a realm"
+        if credentials.realm is not None and realm != credentials.realm:
+            return None, f"it challenged in realm {realm!r}, and its auth_realm= is {credentials.realm!r}"
+        if len(state) == 1 or (len(state) == 2 and challenge.get("stale", "").lower() == "true"):
+            plan = state[-1]  # its first challenge; or one more, of a nonce the trunk says was stale (RFC 7616)
+            uri = rules.settings.trunk_uri(name)
+            var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
+            after = name + HEAD_END + HEAD_END + plan if len(state) == 1 else name
+            sets += ((var, plan), (TRUNK_AVP, after), (AUTH_REALM_AVP, realm), (AUTH_USER_AVP, credentials.user),
+                     (AUTH_PASSWORD_AVP, credentials.password))  # fmt: skip
+            return Answer((*media, Act.AUTHENTICATE), sets, uri), ""
+        return None, (f"it challenged the answer of auth_user={credentials.user} again (realm {realm!r}): check its "
+                      "auth_user= and auth_password=")  # fmt: skip
 
     def _exchange(self, text: str) -> Optional[Exchange]:
         return self._stored(text, Exchange.parse, "exchange")

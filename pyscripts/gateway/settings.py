@@ -201,13 +201,13 @@ def _known(section: configparser.SectionProxy, names: set[str], origin: str) -> 
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the gateway answers a trunk's digest challenge (401, 407) with: [trunks] ``auth_user=``,
-    ``auth_password=`` and ``auth_realm=`` (the realm of the trunk's challenge; by default its ``domain=``'s host,
-    else its URI's host).  The password is never shown."""
+    """What the gateway answers a trunk's digest challenge (401, 407) with: [trunks] ``auth_user=`` and
+    ``auth_password=``; ``auth_realm=`` when the trunk's challenge must be of that realm (None: in whatever realm
+    the trunk challenges).  The password is never shown."""
 
     user: str
     password: str = field(repr=False)
-    realm: str
+    realm: Optional[str] = None
 
 
 #: A [trunks] line's options after its URI.
@@ -218,6 +218,9 @@ def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str], Optio
     """A [trunks] line's URI, its ``domain=`` (None without one) and the credentials for its challenges (None
     without): ``sip:198.51.100.7 domain=carrier.example auth_user=acme auth_password=s3cret``."""
     uri, *options = text.split()
+    if "," in uri:
+        raise ValueError(f"{origin}: [trunks] {name}: a comma in {uri!r}: the URI's options (domain=, auth_user=, "
+                         "...) follow it after spaces")  # fmt: skip
     last = len(options) - 1
     if any(o.startswith("=") or (o in TRUNK_OPTIONS + tuple(k + "=" for k in TRUNK_OPTIONS) and k < last)
            for k, o in enumerate(options)):  # fmt: skip
@@ -242,15 +245,8 @@ def _trunk(name: str, text: str, origin: str) -> Tuple[str, Optional[str], Optio
             raise ValueError(f"{origin}: [trunks] {name}: credentials need both auth_user= and auth_password=")
         if any(c in given["auth_user"] + given.get("auth_realm", "") for c in '"\\'):
             raise ValueError(f"{origin}: [trunks] {name}: auth_user= and auth_realm= take no quotes or backslashes")
-        realm = given.get("auth_realm") or split_domain(domain or "")[0] or _uri_host(uri)
-        credentials = Credentials(given["auth_user"], given["auth_password"], realm)
+        credentials = Credentials(given["auth_user"], given["auth_password"], given.get("auth_realm"))
     return uri, domain, credentials
-
-
-def _uri_host(uri: str) -> str:
-    """The host of a sip: URI: ``sip:198.51.100.7:5060;transport=tcp`` -> ``198.51.100.7``."""
-    rest = uri.split(":", 1)[1].rpartition("@")[2].split(";", 1)[0]
-    return rest.partition("]")[0] + "]" if rest.startswith("[") else rest.split(":", 1)[0]
 
 
 def _trunks(
