@@ -277,3 +277,17 @@ def test_the_realm_is_pinned_only_when_given_and_the_password_is_never_shown() -
     assert realms == {"a": None, "b": None, "c": "Other", "default": None}
     assert settings.credentials["a"].password == "p#w=1"
     assert "p#w" not in repr(settings) and "p#w" not in repr(settings.credentials)
+
+
+def test_a_challenge_uac_auth_cannot_compute_gives_the_caller_503_and_says_so(tmp_path: Path) -> None:
+    gateway, net, trunks, bob, call = phone_calls(tmp_path, "030123456")
+    net.challenge(call, trunks["carrier"], 407, algorithm="SHA-1")  # no digest algorithm OpenSIPS computes
+    assert len(invites(call)) == 1
+    assert [m.first_line for m in finals_of(bob, call)] == [
+        "SIP/2.0 503 Service Unavailable - Trunk Challenge Unanswered"
+    ]
+    uac, cfg = gateway.errors
+    assert "uac_auth" in uac and "could not answer the challenge of trunk sip:198.51.100.10:5060" in cfg
+    assert call.call_id in cfg and "its algorithm or qop?" in cfg
+    gateway.errors.clear()
+    assert_clean(gateway, net)
