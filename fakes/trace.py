@@ -56,6 +56,7 @@ def sdp_summary(body: bytes) -> str:
 
 def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
     lines: List[str] = []
+    execs: List[int] = []  # the line of each python_exec not yet returned (what it logs comes in between)
     for event in events:
         if event.kind == "recv":
             source, msg = event.data
@@ -68,8 +69,9 @@ def render(events: Sequence[Event], names: Dict[Endpoint, str]) -> List[str]:
         elif event.kind == "exec":
             if isinstance(event.data, int):
                 failed = " (the Python side failed: the cfg's fail-safe answers)" if event.data == -2 else ""
-                lines[-1] += f" = {event.data}{failed}"
+                lines[execs.pop() if execs else -1] += f" = {event.data}{failed}"
             else:
+                execs.append(len(lines))
                 lines.append("      " + event.text.split("] ", 1)[-1].replace(", facts", ", <facts>"))
         elif event.kind == "branch":
             lines.append(f"    {event.text}")
@@ -242,6 +244,10 @@ def call(caller: str, callee: str, answer: bool = True, files: Tuple[Optional[st
                      + (f", headers {'; '.join(added)}" if added else "")
                      + (f", answering its challenge as {answers[1]} (realm {answers[2]})" if answers else "")
                      )  # fmt: skip
+    for who in (u for u in (ua, target, *more) if u is not None):  # a registration refused (policy.py register())
+        for got in who.inbox:
+            if not got.is_request and got.cseq_method == "REGISTER" and got.status >= 300 and got.status != 401:
+                lines.append(f"  {who.name}'s REGISTER got {got.first_line[len('SIP/2.0 ') :]}: not registered")
     for reply in ua.inbox:  # a trunk's challenge the gateway could not answer reaches the caller as it came
         challenge = reply.header("proxy-authenticate") or reply.header("www-authenticate") or ""
         realm = re.search(r'realm="([^"]*)"', challenge) if reply.call_id == placed.call_id else None

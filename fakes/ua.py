@@ -595,10 +595,14 @@ class Network:
 
     # -- call steps -------------------------------------------------------------------------
 
-    def register(self, ua: UA, expires: int = 3600) -> SipMessage:
+    def register(self, ua: UA, expires: int = 3600, extra_headers: Sequence[Tuple[str, str]] = ()) -> SipMessage:
+        """``ua`` registers (answering the digest challenge); ``expires`` 0 removes its binding; ``extra_headers``
+        (e.g. ``[("User-Agent", "Zoiper 2.10")]``) go into its REGISTER.  The final reply."""
         call_id = _token("reg")
         request = ua.request("REGISTER", f"sip:{ua.domain}", f"<{ua.aor}>", call_id, _token("f"), 1)
         request.set_header("Expires", str(expires))
+        for name, value in extra_headers:
+            request.headers.insert(-1, (name, value))  # before Content-Length
         self.send(ua, request)
         finals = [m for m in ua.inbox if not m.is_request and m.call_id == call_id and m.status >= 200]
         return finals[-1] if finals else request

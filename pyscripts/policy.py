@@ -17,7 +17,7 @@ rtpengine unless your decision says MediaProxy.NEVER.
                                       request URI's host: a carrier that routes by it)
     to_trunk("intl", "+49301234567")  ... with that as the request URI's user (E.164 and the like)
     to_uri("sip:ivr@10.0.0.5")        any SIP URI (it becomes the request URI)
-    reply(403, "Forbidden")           answer the request yourself (300-699)
+    reply(403, "Forbidden")           answer the request yourself (400-699, not 401/407)
 
 and change any decision with
 
@@ -62,7 +62,12 @@ check (``request.to_user`` is the user registering; ``request.ruri_user`` is emp
             return reply(403, "Forbidden - Browsers Only")   # kiosks register from a browser only
         return default
 
-Without a register() no REGISTER enters your rules.
+It is not asked for a de-registration (Expires 0, ``Contact: *``): removing a binding is always
+allowed.  ``request.caller`` is Kind.BROWSER for a REGISTER over WebSocket (WS/WSS), whatever
+sends it; a trusted source ([gateway] trusted_sources) reaches register() without a digest
+check.  Each load tries register() on two sample REGISTERs of user "load-check" from 192.0.2.10
+(a browser's, a phone's): a rule that counts REGISTERs sees them.  Without a register() no
+REGISTER enters your rules.
 
 A rule that raises costs the caller a 500 (counted as python_failures, logged with the
 Call-ID); OpenSIPS keeps running.  Saved changes are picked up within a second, without a

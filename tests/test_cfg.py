@@ -123,7 +123,7 @@ def test_the_cfg_passes_the_facts_each_route_reads() -> None:
         "on_failure": host.FAILURE_FACTS,
         "is_trusted": host.TRUSTED_FACTS,
         "on_register": host.REGISTER_FACTS,
-        "on_register_rule": host.REQUEST_FACTS,  # the same format: register() sees a Request
+        "on_register_rule": host.REGISTER_RULE_FACTS,  # a new request's and more: register() sees a Request
     }
     assert 'python_exec("on_authorized")' in CFG  # the request's facts are the router's from on_request
 

@@ -44,7 +44,9 @@ def gateway_with(tmp: Path, policy: str = KIOSKS, ini: str = INI) -> Tuple[Gatew
     gateway = Gateway(files=(str(tmp / "gateway.ini"), str(tmp / "policy.py")))
     register: Any = gateway.router.rules.register
     seen: List[Request] = register.__globals__["SEEN"] if register else []
-    seen.clear()  # the load's sample REGISTERs (loader.sample_registers) were the first
+    # the load's sample REGISTERs came first (loader.sample_registers): a user no site has, from TEST-NET-1
+    assert {(r.to_user, r.source_ip) for r in seen} <= {("load-check", "192.0.2.10")}
+    seen.clear()
     return gateway, Network(gateway), seen
 
 
@@ -107,6 +109,9 @@ def test_a_rule_that_raises_costs_that_register_a_500_and_says_where(tmp_path: P
         ("return to_trunk('carrier')", r"register\(\) answers default .* or reply\(code, reason\), not 'to trunk"),
         ("return default.with_header('X-A', 'b')", r"register\(\) answers default"),
         ("return None", r"register\(\) answered None, not a Decision"),
+        ("return default.drop()", r"not 'to the registered contacts.*' \(default, changed\)"),
+        ("return reply(401, 'Unauthorized')", r"not a final reply a rule may send \(400-699 but 401 and 407\)"),
+        ("return reply(302, 'Moved')", r"not a final reply a rule may send"),
     ],
 )
 def test_a_rule_that_answers_what_a_register_cannot_take_is_refused_when_it_loads(
@@ -114,7 +119,7 @@ def test_a_rule_that_answers_what_a_register_cannot_take_is_refused_when_it_load
 ) -> None:
     (tmp_path / "gateway.ini").write_text(INI + "[trunks]\ncarrier = sip:198.51.100.10\n")
     (tmp_path / "policy.py").write_text(
-        "from gateway.policy import to_trunk\n\ndef route(request, default):\n    return default\n\n"
+        "from gateway.policy import reply, to_trunk\n\ndef route(request, default):\n    return default\n\n"
         f"def register(request, default):\n    {body}\n"
     )
     with pytest.raises(ValueError, match=message):
@@ -126,3 +131,34 @@ def test_a_register_that_is_no_function_of_two_is_refused(tmp_path: Path) -> Non
     (tmp_path / "policy.py").write_text("def route(request, default):\n    return default\n\nregister = 3\n")
     with pytest.raises(ValueError, match=r"register must be a function register\(request, default\)"):
         load_rules(str(tmp_path / "gateway.ini"), str(tmp_path / "policy.py"))
+
+
+def test_a_deregistration_never_asks_the_rule_and_a_user_agent_reaches_it(tmp_path: Path) -> None:
+    unsupported = (
+        '    if request.header("User-Agent") == "Zoiper 2.10":\n        return reply(403, "Forbidden - Old")\n'
+    )
+    _gateway, net, seen = gateway_with(tmp_path, KIOSKS.replace("    SEEN.append(request)\n", "    SEEN.append("
+                                                                "request)\n" + unsupported))  # fmt: skip
+    phone = net.phone("bob")
+    assert net.register(phone).status == 200
+    zoiper = [("User-Agent", "Zoiper 2.10")]
+    assert net.register(phone, extra_headers=zoiper).first_line == "SIP/2.0 403 Forbidden - Old"
+    assert seen[-1].header("User-Agent") == "Zoiper 2.10"
+    asked = len(seen)
+    assert net.register(phone, expires=0, extra_headers=zoiper).status == 200  # removing its binding: allowed
+    assert len(seen) == asked, "a de-registration is no rule's business"
+    caller = net.phone("alice")
+    net.register(caller)
+    assert net.invite(caller, "bob").statuses() == [404], "the binding is gone"
+
+
+@pytest.mark.parametrize(
+    ("expires", "contact", "removes"),
+    [("0", "<sip:bob@10.0.0.1>", True), ("3600", "<sip:bob@10.0.0.1>;expires=0", True), ("", "*", True),
+     ("0", "<sip:bob@10.0.0.1>;expires=60", False), ("", "<sip:bob@10.0.0.1>", False),
+     ("0", '<sip:a@10.0.0.1>;expires="0", <sip:b@10.0.0.1>;expires=30', False)],
+)  # fmt: skip
+def test_what_is_a_deregistration(expires: str, contact: str, removes: bool) -> None:
+    from gateway.core import unregisters
+
+    assert unregisters(expires, contact) is removes

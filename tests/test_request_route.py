@@ -104,3 +104,18 @@ def test_the_ack_of_a_refused_call_is_taken_so_the_refusal_is_not_sent_again() -
     net.reply(call, bob, 486)  # alice gets the 486 and ACKs it
     assert call.statuses() == [486]
     assert gateway.retransmit() == []
+
+
+@pytest.mark.parametrize("method", ["CANCEL", "ACK"])
+def test_a_cancel_or_ack_of_no_transaction_gets_nothing_even_after_a_reply_of_this_worker(method: str) -> None:
+    """route[relay_known] relays only what tm knows; the reply case after it must not run on (a lost break would
+    send the worker's last reply code to the stray request)."""
+    gateway = Gateway()
+    probe = options(call_id="o0")
+    probe.first_line = "OPTIONS sip:nobody@127.0.0.1 SIP/2.0"
+    probe.set_header("To", "<sip:nobody@127.0.0.1>")
+    assert answers(gateway, probe) == [404]  # $var(gw_code) holds 404 now
+    stray = options(call_id="o2")
+    stray.first_line = f"{method} sip:nobody@127.0.0.1 SIP/2.0"
+    stray.set_header("CSeq", f"1 {method}")
+    assert answers(gateway, stray) == []

@@ -230,3 +230,14 @@ def test_a_trunk_given_several_codes_refuses_the_answer_and_a_trunk_named_twice_
     assert "backup(trunk) -> gateway: SIP/2.0 200 OK" in out
     assert main([*files, "--trunk", "carrier=407", "--trunk", "carrier=200", "phone:carol", "0301234567"]) == 2
     assert main([*files, "--trunk", "carrier=407,99", "phone:carol", "0301234567"]) == 2
+
+
+def test_a_registration_the_rules_refused_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = Path(__file__).resolve().parent.parent / "docs" / "recipes" / "registrations"
+    files = ["--settings", str(recipe / "gateway.ini"), "--policy", str(recipe / "policy.py"), "call"]
+    assert main([*files, "phone:alice", "phone:kiosk1"]) == 0
+    out = capsys.readouterr().out
+    assert "kiosk1's REGISTER got 403 Forbidden - Browsers Only: not registered" in out
+    assert "the caller got 404 Not Found" in out and "alice's REGISTER" not in out
+    assert main([*files, "phone:alice", "browser:kiosk1"]) == 0
+    assert "REGISTER got" not in capsys.readouterr().out

@@ -188,7 +188,7 @@ def test_a_stale_nonce_is_answered_once_more(tmp_path: Path) -> None:
     assert_answers(invites(call)[2][1], "Proxy-Authorization", nonce, "carrier.example")
     net.challenge(call, trunks["carrier"], 407, stale=True)  # but not for ever
     assert [host for host, _ in invites(call)] == ["198.51.100.10"] * 3 + ["198.51.100.20"]
-    logged_once(gateway, "trunk carrier challenged", "again")
+    logged_once(gateway, "trunk carrier challenged", "stale twice")
     net.reply(call, trunks["backup"], 486)
     assert_clean(gateway, net)
 

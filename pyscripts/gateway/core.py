@@ -195,14 +195,26 @@ def digest_challenge(text: str) -> Dict[str, str]:
     return found
 
 
+def unregisters(expires: str, contact: str) -> bool:
+    """Whether a REGISTER with this Expires header value and this (first) Contact header removes its bindings
+    (RFC 3261 10.2.2): ``*``, or each contact's expires parameter 0, or none and an Expires of 0."""
+    if contact.strip() == "*":
+        return True
+    found = re.findall(r";\s*expires\s*=\s*\"?(\d+)", contact, re.I)
+    if found:
+        return all(int(value) == 0 for value in found)
+    return expires.strip() == "0"
+
+
 def check_register_decision(decision: Decision, default: Decision) -> None:
     """Refused unless a REGISTER's rule (the operator's ``register()``) answered ``default`` (the registration is
     saved) or a reply: a registration goes nowhere else, and carries no header or media of a rule's."""
     if not isinstance(decision, Decision):
         raise Refused(f"register() answered {decision!r}, not a Decision")
     if decision.target != "reply" and decision != default:
+        changed = " (default, changed)" if decision.target == default.target else ""
         raise Refused(f"register() answers default (the registration is saved) or reply(code, reason), "
-                      f"not '{decision}'")  # fmt: skip
+                      f"not '{decision}'{changed}")  # fmt: skip
 
 
 def _check_decision(decision: Decision, settings: Settings, callee: Optional[Callee]) -> None:

@@ -283,6 +283,9 @@ REQUEST_FACTS = request_facts(
     "$(rU{s.encode.hexa})", "$(rd{s.encode.hexa})", "$(fU{s.encode.hexa})", "$(fd{s.encode.hexa})",
     "$(tU{s.encode.hexa})", "$(td{s.encode.hexa})", CONTENT_TYPE,
 )  # fmt: skip
+#: A REGISTER's for the rules' register(): a new request's, and its Expires and first Contact (a de-registration
+#: is no rule's business: ``Router._register_ruled``).
+REGISTER_RULE_FACTS = HEAD_END.join((REQUEST_FACTS, "$(hdr(Expires){s.encode.hexa})", "$(hdr(Contact){s.encode.hexa})"))
 #: A REGISTER's: where it came from, whether the source is trusted (pike's check route), its domains.
 REGISTER_FACTS = SEP.join(
     ("$socket_in(proto)", NAT_VAR, "$hdrcnt(Contact)", "$socket_in(af)", PIKE_DROP_VAR, "$(rd{s.encode.hexa})",
@@ -818,12 +821,16 @@ class Router:
         return Answer((*acts, *flags, save if rules.register is None else Act.REGISTER_RULE), sets)
 
     def _register_ruled(self, rules: Rules, msg: Msg, facts: str) -> Answer:
-        """The operator's register() of a REGISTER that passed the digest check (REQUEST_FACTS): default saves
-        it, a reply answers it.  Asked for each REGISTER (a rule may keep state): nothing of it is kept."""
+        """The operator's register() of a REGISTER that passed the digest check (REGISTER_RULE_FACTS): default saves
+        it, a reply answers it.  Asked for each REGISTER (a rule may keep state), but a de-registration (every
+        binding it names expires now): removing a binding is always allowed.  Nothing of it is kept."""
         register = rules.register
         if register is None:  # the rules changed between this REGISTER's first answer and now: as without it
             return _SAVED
-        head, src_ip, src_port, _private, _length, ruser, fuser, tuser, _type = split_facts(facts, 9, HEAD_END)
+        (head, src_ip, src_port, _private, _length, ruser, fuser, tuser, _type, expires,
+         contact) = split_facts(facts, 11, HEAD_END)  # fmt: skip
+        if core.unregisters(decoded(expires), decoded(contact)):
+            return _SAVED
         _method, proto, nat, _contacts, rdomain, fdomain, tdomain = split_facts(head, 7)
         websocket = core.source_of(proto) is Source.WEBSOCKET
         request = self._with_headers(rules.settings, msg, Request(
@@ -1163,6 +1170,8 @@ class Router:
             sets += ((var, plan), (TRUNK_AVP, after), (AUTH_REALM_AVP, realm), (AUTH_USER_AVP, credentials.user),
                      (AUTH_PASSWORD_AVP, credentials.password))  # fmt: skip
             return Answer((*media, Act.AUTHENTICATE), sets, uri), ""
+        if challenge.get("stale", "").lower() == "true":
+            return None, f"it said the nonce of the gateway's answers was stale twice (realm {realm!r}): its clock?"
         return None, (f"it challenged the answer of auth_user={credentials.user} again (realm {realm!r}): check its "
                       "auth_user= and auth_password=")  # fmt: skip
 

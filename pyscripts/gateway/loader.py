@@ -162,13 +162,20 @@ def sample_request(settings: Settings) -> Request:
                    Kind.BROWSER, True, True, tuple((h, None) for h in settings.tables.headers))  # fmt: skip
 
 
+#: The user of the REGISTERs a load tries register() on, from TEST-NET-1 (RFC 5737): a rule that keeps state
+#: (counts REGISTERs per user) sees them, and may leave this user alone.
+SAMPLE_REGISTRANT, SAMPLE_SOURCE = "load-check", "192.0.2.10"
+
+
 def sample_registers(settings: Settings) -> Iterator[Request]:
-    """A browser user's REGISTER and a SIP phone's, as register() sees them: the user in To and From, no R-URI
-    user."""
-    browser = sample_request(settings)._replace(method="REGISTER", ruri_user="", to_user="alice", has_sdp=False)
+    """A browser's REGISTER and a SIP phone's, as register() sees them (the user in To and From, no R-URI user):
+    of SAMPLE_REGISTRANT from SAMPLE_SOURCE."""
+    browser = sample_request(settings)._replace(
+        method="REGISTER", ruri_user="", from_user=SAMPLE_REGISTRANT, to_user=SAMPLE_REGISTRANT,
+        source_ip=SAMPLE_SOURCE, has_sdp=False,
+    )  # fmt: skip
     yield browser
-    yield browser._replace(from_user="carol", to_user="carol", source_ip="198.51.100.7", transport="udp",
-                           caller=Kind.SIP, caller_behind_nat=False)  # fmt: skip
+    yield browser._replace(transport="udp", caller=Kind.SIP, caller_behind_nat=False)
 
 
 def check_register_answer(decision: Any, rule: RegisterRule, request: Request, explain: bool = True) -> None:

@@ -318,9 +318,10 @@ def to_uri(uri: str) -> Decision:
 
 @functools.lru_cache(maxsize=1024)
 def reply(code: int, reason: str) -> Decision:
-    """Answer the request with this final reply (300-699)."""
-    if not 300 <= code <= 699 or _BAD_VALUE.search(reason) or not reason:
-        raise ValueError(f"not a final reply one may send: {code} {reason!r}")
+    """Answer the request with this final reply (400-699, but 401 and 407: a challenge needs the header the
+    gateway's own digest check writes, gateway.ini auth_realm; a 3xx, the Contact no rule gives)."""
+    if not 400 <= code <= 699 or code in (401, 407) or _BAD_VALUE.search(reason) or not reason:
+        raise ValueError(f"not a final reply a rule may send (400-699 but 401 and 407): {code} {reason!r}")
     return Decision("reply", code=code, reason=reason)
 
 
