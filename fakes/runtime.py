@@ -114,6 +114,12 @@ DIGEST_HASHES: Dict[str, Callable[[bytes], Any]] = {
 }
 
 
+def digest_fields(value: str) -> Dict[str, str]:
+    """The parameters of a digest challenge or answer (``Digest realm="x", nonce="y", qop=auth``), names in lower
+    case; what follows the scheme only."""
+    return {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value[7:])}
+
+
 def digest_response(creds: Dict[str, str], password: str, method: str, body: bytes = b"") -> str:
     """RFC 7616's response (RFC 2617's for MD5): ``creds``' algorithm (MD5 without one, "-sess" too), with qop
     auth, auth-int (of ``body``) or none."""
@@ -1509,7 +1515,7 @@ class Gateway:
         if names is None or challenge is None or not challenge.lower().startswith("digest "):
             self.log_error("ERROR:uac:uac_auth: Unable to extract a compatible authentication challenge")
             return -1
-        fields = {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', challenge[7:])}
+        fields = digest_fields(challenge)
         algorithm = fields.get("algorithm", "MD5").upper()
         if algorithm.removesuffix("-SESS") not in DIGEST_HASHES:
             self.log_error(f"ERROR:uac:uac_auth: Unable to extract a compatible authentication challenge ({algorithm})")
@@ -1544,7 +1550,7 @@ class Gateway:
         value = ctx.msg.header(header)
         if value is None or not value.lower().startswith("digest "):
             return None
-        return {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value[7:])}
+        return digest_fields(value)
 
     def _authorize(self, ctx: Context, realm: str, header: str) -> int:
         creds = self._credentials(ctx, header)

@@ -9,13 +9,12 @@ by tests and by the tracer: ``invite``, ``reply``, ``cancel``, ``reinvite``, ``b
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import sdp as sdpread
 from .rtpengine import MemoryEngine
-from .runtime import Endpoint, Gateway, digest_response, uri_endpoint
+from .runtime import Endpoint, Gateway, digest_fields, digest_response, uri_endpoint
 from .sipmsg import SipMessage
 
 _counter = itertools.count(1)
@@ -556,7 +555,7 @@ class Network:
             )
             ack.set_header("Via", next(reply.vias()))
             self.send(ua, ack)
-        fields = {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', challenge[7:])}
+        fields = digest_fields(challenge)
         creds = {
             "username": ua.username or ua.name,
             "realm": fields.get("realm", ""),

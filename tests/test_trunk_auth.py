@@ -12,13 +12,12 @@ opensips.cfg (its uac_auth() as modules/uac/auth.c does it).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
 
-from fakes.runtime import Gateway, digest_response
+from fakes.runtime import Gateway, digest_fields, digest_response
 from fakes.sipmsg import SipMessage
 from fakes.ua import UA, Call, Network
 from gateway.settings import parse
@@ -63,7 +62,7 @@ def invites(call: Call) -> List[Tuple[str, SipMessage]]:
 def digest(message: SipMessage, header: str) -> Dict[str, str]:
     value = message.header(header)
     assert value is not None and value.startswith("Digest "), (header, str(message))
-    return {k.lower(): a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value[7:])}
+    return digest_fields(value)
 
 
 def finals_of(caller: UA, call: Call) -> List[SipMessage]:
