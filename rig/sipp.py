@@ -175,10 +175,10 @@ class Call:
     events_as_offered: bool = False
     """(UAS) answer telephone-event with the payload type the offer gave it, as a phone does (else its
     SDP's fixed 101 whatever it was offered)."""
-    challenges: Sequence[Tuple[int, str]] = ()
+    challenges: Sequence[Tuple[int, str, bool]] = ()
     """(UAS) as a carrier asking for the account it gave the gateway: each INVITE before the one it answers gets
     a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate) digest challenge in that realm (qop=auth, a nonce of
-    the call's), which it takes the ACK of."""
+    the call's; with True, stale=true: the answer's nonce ran out), which it takes the ACK of."""
 
 
 def _in_dialog_uac(s: Scenario, method: str, cseq: int, body: Optional[str] = None, extra: str = "") -> None:
@@ -302,12 +302,12 @@ def uas_scenario(call: Call) -> str:
         )
         answer = answer.replace(" 101\n", " [$te_pt]\n", 1)
         answer = answer.replace("a=rtpmap:101 telephone-event/8000", "[$te_line]")
-    for number, (code, realm) in enumerate(call.challenges):
+    for number, (code, realm, stale) in enumerate(call.challenges):
         s.recv("INVITE")
         header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
         _reply(s, str(code), "Unauthorized" if code == 401 else "Proxy Authentication Required",
                extra=f'{header}: Digest realm="{realm}", nonce="n{number}c[call_number]x[pid]", qop="auth", '
-                     "algorithm=MD5")  # fmt: skip
+                     "algorithm=MD5" + (", stale=true" if stale else ""))  # fmt: skip
         s.recv("ACK")
     if call.outcome == "challenged":  # its last challenge ends it: the gateway goes elsewhere
         return s.xml()

@@ -180,8 +180,9 @@ EXCHANGE_AVP = "$avp(gw_tx)"
 #: faked request has the request URI as it came (docs/host-facts.md), so the failure route writes the user again.
 FAILOVER_AVP = "$avp(gw_failover)"
 #: A call's branch to a trunk with credentials ([trunks] auth_user=): "its name<tab>its branch's plan" until the
-#: gateway answered a challenge of that trunk, then "its name<tab><tab>its plan" (a stale nonce's challenge is
-#: answered once more), then its name alone; "" after a failover to a trunk without them.
+#: gateway answered a challenge of that trunk, then its name alone (once per trunk and call: a second uac_auth()
+#: in one transaction sends the CSeq of the first again, docs/host-facts.md); "" after a failover to a trunk
+#: without them.
 TRUNK_AVP = "$avp(gw_trunk)"
 #: What uac_auth() answers a trunk's challenge with (the cfg's modparams of uac_auth name them).
 AUTH_REALM_AVP, AUTH_USER_AVP, AUTH_PASSWORD_AVP = "$avp(gw_auth_realm)", "$avp(gw_auth_user)", "$avp(gw_auth_password)"
@@ -1162,16 +1163,15 @@ class Router:
             return None, f"{header[:80]!r} is no digest challenge with a realm"
         if credentials.realm is not None and realm != credentials.realm:
             return None, f"it challenged in realm {realm!r}, and its auth_realm= is {credentials.realm!r}"
-        if len(state) == 1 or (len(state) == 2 and challenge.get("stale", "").lower() == "true"):
-            plan = state[-1]  # its first challenge; or one more, of a nonce the trunk says was stale (RFC 7616)
+        if state:  # its first challenge in this call
             uri = rules.settings.trunk_uri(name)
             var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
-            after = name + HEAD_END + HEAD_END + plan if len(state) == 1 else name
-            sets += ((var, plan), (TRUNK_AVP, after), (AUTH_REALM_AVP, realm), (AUTH_USER_AVP, credentials.user),
+            sets += ((var, state[0]), (TRUNK_AVP, name), (AUTH_REALM_AVP, realm), (AUTH_USER_AVP, credentials.user),
                      (AUTH_PASSWORD_AVP, credentials.password))  # fmt: skip
             return Answer((*media, Act.AUTHENTICATE), sets, uri), ""
         if challenge.get("stale", "").lower() == "true":
-            return None, f"it said the nonce of the gateway's answers was stale twice (realm {realm!r}): its clock?"
+            return None, (f"it called the nonce of the gateway's answer stale (realm {realm!r}): the gateway answers a "
+                          "trunk once a call (a second uac_auth() would send the first one's CSeq again)")  # fmt: skip
         return None, (f"it challenged the answer of auth_user={credentials.user} again (realm {realm!r}): check its "
                       "auth_user= and auth_password=")  # fmt: skip
 
