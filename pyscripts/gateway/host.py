@@ -958,12 +958,12 @@ class Router:
         ipv6 = core.is_ipv6(uri_host(dst_uri or ruri or ""))
         if ipv6:
             acts.append(Act.IPV6_CONTACT)  # a trunk's (or a URI's) IPv6 address: the branch's plan of IPv6
+        plain = BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]
         if decision.target != "user":
             # One branch, to a trunk or a URI: no lookup() gave it a contact's flags, so it takes the plan of a
             # plain SIP contact (of IPv6 with IPV6_CONTACT), and only that plan is written: the other kinds' keep
             # what the worker's last call to users left (rewriting them costs a set_pseudoVar each, twice).
-            var = BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]
-            plans = [(name, plan) for name, plan in plans if name == var]
+            plans = [(name, plan) for name, plan in plans if name == plain]
         sets += plans
         if decision.failover:
             # each next trunk with its branch's plan: the failure route may run in another worker, whose
@@ -974,19 +974,20 @@ class Router:
             tried = {(dst_uri, domain, credentials.get(decision.trunk or "default"))}
             for name in decision.failover:
                 uri, their_domain = settings.trunk_uri(name), settings.trunk_domain(name)
-                if (uri, their_domain, credentials.get(name)) in tried:
+                key = (uri, their_domain, credentials.get(name))
+                if key in tried:
                     continue
-                tried.add((uri, their_domain, credentials.get(name)))
+                tried.add(key)
                 their = self._branch_plans(rules, request, decision,
                                            self._callee_side(base, outcome.caller_side, uri, settings))  # fmt: skip
-                plan = dict(their)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]
+                plan = dict(their)[plain]
                 later += [uri, plan, their_domain or "", name]
             if len(later) > 1:
                 sets.append((FAILOVER_AVP, HEAD_END.join(later)))
         trunk = (decision.trunk or "default") if decision.target == "trunk" else ""
         if trunk in settings.credentials:
             # the failure route answers its challenge, maybe in another worker: the branch's plan goes along
-            sets.append((TRUNK_AVP, trunk + HEAD_END + dict(plans)[BRANCH_VARS[(Registration.PLAIN_SIP, ipv6)]]))
+            sets.append((TRUNK_AVP, trunk + HEAD_END + dict(plans)[plain]))
         acts += [Act.DIALOG, Act.HIDE_TOPOLOGY if settings.topology_hiding else Act.RECORD_ROUTE, Act.KEEP_RECORD]
         return Answer((*acts, Act.RELAY_CALL), tuple(sets), dst_uri, outcome.rewrite, ruri, domain)
 
@@ -1136,7 +1137,7 @@ class Router:
                 and (status != 408 or silent == "1")):  # fmt: skip
             # _carry_out's: "user or ''<tab>uri<tab>its branch's plan<tab>its domain or ''<tab>its name<tab>uri..."
             user, uri, plan, domain, name, *rest = later.split(HEAD_END)
-            var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
+            var = plain_var(uri)
             sets += ((var, plan), (FAILOVER_AVP, HEAD_END.join((user, *rest)) if rest else ""))
             if name in rules.settings.credentials:
                 sets += ((TRUNK_AVP, name + HEAD_END + plan),)
@@ -1165,7 +1166,7 @@ class Router:
             return None, f"it challenged in realm {realm!r}, and its auth_realm= is {credentials.realm!r}"
         if state:  # its first challenge in this call
             uri = rules.settings.trunk_uri(name)
-            var = BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
+            var = plain_var(uri)
             sets += ((var, state[0]), (TRUNK_AVP, name), (AUTH_REALM_AVP, realm), (AUTH_USER_AVP, credentials.user),
                      (AUTH_PASSWORD_AVP, credentials.password))  # fmt: skip
             return Answer((*media, Act.AUTHENTICATE), sets, uri), ""
@@ -1190,6 +1191,12 @@ class Router:
         except ValueError as exc:
             self.log(f"gateway: ignoring unreadable {what}: {exc}\n")
             return None
+
+
+def plain_var(uri: str) -> str:
+    """The $var of the plan of a branch to the trunk (or URI) ``uri``: a plain SIP contact's, of IPv6 at an IPv6
+    address (``Router._carry_out``)."""
+    return BRANCH_VARS[(Registration.PLAIN_SIP, core.is_ipv6(uri_host(uri)))]
 
 
 def reply_key(facts: str) -> str:
