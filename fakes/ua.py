@@ -741,6 +741,11 @@ class Call:
         return [m.status for m in self.caller.inbox if not m.is_request and m.call_id == self.call_id
                 and m.status >= 200 and m.status not in (401, 407)]  # fmt: skip
 
+    def answers(self) -> List[str]:
+        """The same final replies as ``statuses``, each as its code and reason phrase: "403 Relaying Forbidden"."""
+        return [m.first_line.split(" ", 1)[1] for m in self.caller.inbox if not m.is_request
+                and m.call_id == self.call_id and m.status >= 200 and m.status not in (401, 407)]  # fmt: skip
+
     def rtpengine_offers(self) -> List[Dict[str, Any]]:
         """The ng offers sent for this call (none: no media proxy)."""
         commands = [e.data[0] for e in self.network.gateway.events if e.kind == "rtpengine"]

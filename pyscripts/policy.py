@@ -3,7 +3,9 @@
 How it works
 ------------
 Every new request (INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...; not REGISTER) from a caller
-who passed digest authentication comes to ``route(request, default)``.  ``default`` is what
+who passed digest authentication comes to ``route(request, default)``; so does a call from
+another domain's caller (none is asked for a password: it has none here), which reaches our
+users only: a trunk or URI you decide for it becomes 403 Relaying Forbidden.  ``default`` is what
 the gateway would do: registered users for our domains, ``sip_destination`` for others, with
 gateway.ini's tables applied ([blocked] prefixes get 403, the [dialplan] sends numbers to
 [trunks], [media] always_proxy users take rtpengine).  Return ``default`` to keep it, a

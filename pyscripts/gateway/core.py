@@ -255,7 +255,9 @@ _TO_DESTINATION = Routing(Target.DESTINATION)
 _NOT_OUR_DOMAIN = Routing(Target.REFUSE, (403, "Forbidden - Not Our Domain"))
 _OPTIONS_OK = Routing(Target.LOCAL_REPLY, (200, "OK"))
 _NO_USER = Routing(Target.REFUSE, (404, "Not Found"))
-_NO_RELAY = Routing(Target.REFUSE, (403, "Relaying Forbidden"))
+#: Another domain's caller (not a trusted source) sent to another domain: by its R-URI, or by a rule.
+NO_RELAY_REPLY = (403, "Relaying Forbidden")
+_NO_RELAY = Routing(Target.REFUSE, NO_RELAY_REPLY)
 _NO_ROUTE = Routing(Target.REFUSE, (404, "No Route To Destination"))
 
 

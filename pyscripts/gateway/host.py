@@ -68,7 +68,7 @@ from .loader import (
     where,
 )
 from .model import CallRecord, Exchange, Leg, MediaAction, Party, Registration, Source, Step, flow_of
-from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, to_user
+from .policy import BLOCKED, Decision, Kind, MediaProxy, Request, reply, to_user
 from .sdp import is_sdp
 from .settings import Settings, split_domain, uri_host
 
@@ -332,6 +332,9 @@ TRUSTED_FACTS = "$si"
 
 _KEPT, _NOT_KEPT = (REPLY_KEPT_VAR, "1"), (REPLY_KEPT_VAR, "")  # a reply answer's word to the cfg
 _TO_USER = to_user()  # the built-in routing's two decisions (immutable values)
+#: What a rule's decision for a caller who may not relay becomes when it would send the call on (``_RELAYS``).
+NO_RELAY = reply(*core.NO_RELAY_REPLY)
+_RELAYS = frozenset({"trunk", "uri"})
 # Enum members the code of every new request compares with, as module constants: on Python 3.11 (Debian's,
 # OpenSIPS's) an enum's every attribute goes through EnumType.__getattr__'s hook, ~700 instructions each.
 _LOCATION, _BROWSER = core.Target.LOCATION, Kind.BROWSER
@@ -880,7 +883,11 @@ class Router:
         if decision is not default:
             if not isinstance(decision, Decision):
                 check_answer(decision, settings, rules.route, request, default, explain=self.explain_refusals)
-            if tables.always_proxy:
+            if not may_relay and decision.target in _RELAYS:
+                # A caller of another domain (no password here, so none asked) reaches our users only: no rule
+                # sends its call on to a trunk or a URI (the refusal is another decision: kept answers differ).
+                decision = NO_RELAY
+            elif tables.always_proxy:
                 decision = tables.proxied(request, decision)
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
         # callee() reads all of it, so with such a rule nothing is kept.

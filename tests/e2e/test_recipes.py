@@ -42,6 +42,7 @@ from rig.gateway import REPO
 from rig.subscribers import subscribers
 
 from .conftest import PROBE, Rig, need, own_rig, python_quiet
+from .rawsip import SDP, SipSocket
 from .sipcalls import Outcome, call, media_both_ways, messages, registered, settle, settle_all, user
 from .webphones import WebPhone
 
@@ -385,6 +386,19 @@ def test_failover_keeps_the_user_a_rule_gave_and_a_pbx_after_a_carrier_gets_our_
     assert first.headers("X-Route") == second.headers("X-Route") == ["e164"], second.text
     assert second.first_line == f"INVITE sip:+44201234@{ours} SIP/2.0"
     settle(rig, outcome.call_id)
+
+
+def test_a_caller_of_another_domain_never_reaches_the_trunk_a_rule_names(
+    rewriting_domains: Tuple[Rig, Dict[str, sipp.Phone], str],
+) -> None:
+    """No password is asked of another domain's caller (it has none here): the rule's trunk is refused to it,
+    as a relay is (README "What protects the gateway").  Found by a trial: a forged From reached the carrier."""
+    rig, _, _ = rewriting_domains
+    with SipSocket(rig.sip, "127.0.0.71") as sip:
+        invite = sip.request("INVITE", "sip:0044201234@127.0.0.1", from_uri="sip:anyone@evil.example", body=SDP)
+        replies = sip.replies(sip.send(invite), 5)
+    assert [(r.status, r.reason) for r in replies if r.status >= 200] == [(403, "Relaying Forbidden")]
+    assert not any(r.status == 100 for r in replies)  # answered at once: no branch was ever sent
 
 
 def test_headers_a_browsers_call_carries_its_kind_and_loses_its_preferred_identity(
