@@ -38,7 +38,7 @@ and change any decision with
 source_ip, source_port, transport (udp tcp tls ws wss), caller (Kind.BROWSER or Kind.SIP),
 caller_behind_nat, has_sdp, and request.header("X-Name") for the headers gateway.ini
 [policy] headers names.  Text a sender wrote reaches you as UTF-8; bytes that are not become
-U+FFFD.
+U+FFFD.  A user's %-escapes are undone (sip:%30900@... has ruri_user "0900").
 
 ``callee(request, callee, decision)`` (optional) is asked, for a call to registered users,
 once for each kind of contact the call may reach: ``callee.kind`` (Kind.BROWSER or Kind.SIP)

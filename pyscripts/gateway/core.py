@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .model import Branch, CallRecord, Exchange, Leg, Media, MediaAction, Party, Registration, Source, Step
-from .policy import Callee, Decision, Kind, MediaProxy
+from .policy import Callee, Decision, Kind, MediaProxy, validate
 from .profiles import UNTRUSTED_SIP_SOURCE, Profiles, format_key, problems
 from .settings import Settings, one_family
 
@@ -215,9 +215,14 @@ def check_register_decision(decision: Decision, default: Decision) -> None:
         changed = " (default, changed)" if decision.target == default.target else ""
         raise Refused(f"register() answers default (the registration is saved) or reply(code, reason), "
                       f"not '{decision}'{changed}")  # fmt: skip
+    try:
+        validate(decision)
+    except ValueError as exc:
+        raise Refused(f"register() answered '{decision}': {exc}") from None
 
 
 def _check_decision(decision: Decision, settings: Settings, callee: Optional[Callee]) -> None:
+    validate(decision)  # a decision made by hand or with _replace: each field as the constructors check it
     if callee is not None and (decision.add_headers or decision.remove_headers):
         raise ValueError("callee() may change the media and rtpengine flags of a branch, not its headers")
     if decision.target == "trunk" and decision.trunk is not None:

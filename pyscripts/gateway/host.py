@@ -49,6 +49,7 @@ Host rules this file keeps (docs/host-facts.md):
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from typing import Any, Callable, Dict, FrozenSet, Hashable, List, NamedTuple, Optional, Protocol, Tuple, TypeVar
 
 from . import core
@@ -464,6 +465,17 @@ def decoded(text: str) -> str:
 text_of = functools.lru_cache(maxsize=4096)(decoded)
 
 
+@functools.lru_cache(maxsize=4096)
+def user_of(text: str) -> str:
+    """A user part the cfg hex-encoded (R-URI, From, To), as a rule sees it: %-escapes undone (RFC 3261 19.1.4
+    compares users unescaped, and so does a carrier: "%30900" is 0900 to it and to the blocked prefixes), then
+    decoded as ``decoded`` does; "" for NULL."""
+    if text == NULL:
+        return ""
+    raw = bytes.fromhex(text)
+    return (urllib.parse.unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8", "replace")
+
+
 @functools.lru_cache(maxsize=64)
 def sdp_type(text: str) -> bool:
     """Whether the hex-encoded Content-Type names SDP (bytes that are not UTF-8 name nothing we know)."""
@@ -756,7 +768,7 @@ class Router:
         if answer is not None:
             return answer
         request = tuple.__new__(Request, (
-            method, text_of(ruser), ruri_domain, text_of(fuser), from_domain, text_of(tuser), to_domain, src_ip,
+            method, user_of(ruser), ruri_domain, user_of(fuser), from_domain, user_of(tuser), to_domain, src_ip,
             int(src_port) if src_port.isdigit() else 0, transport, caller, behind_nat,
             length.isdigit() and length != "0" and sdp_type(content_type), (),  # $cl: a number, no leading 0
         ))  # fmt: skip
@@ -838,8 +850,8 @@ class Router:
         _method, proto, nat, _contacts, rdomain, fdomain, tdomain = split_facts(head, 7)
         websocket = core.source_of(proto) is Source.WEBSOCKET
         request = self._with_headers(rules.settings, msg, Request(
-            "REGISTER", text_of(ruser), unhex(rdomain).lower(), text_of(fuser), unhex(fdomain).lower(),
-            text_of(tuser), unhex(tdomain).lower(), src_ip, int(src_port) if src_port.isdigit() else 0, proto.lower(),
+            "REGISTER", user_of(ruser), unhex(rdomain).lower(), user_of(fuser), unhex(fdomain).lower(),
+            user_of(tuser), unhex(tdomain).lower(), src_ip, int(src_port) if src_port.isdigit() else 0, proto.lower(),
             _BROWSER if websocket else Kind.SIP, websocket or nat == "1", False, (),
         ))  # fmt: skip
         decision = register(request, REGISTERED)

@@ -25,7 +25,9 @@ domain, failed authentication) never reach a rule: no rule can open a relay.
 
 Text a sender wrote (users, domains, headers) reaches a rule decoded from UTF-8; bytes that are
 not UTF-8 become U+FFFD (the replacement character), so such text never matches a dial-plan
-digit pattern or a user name by accident.  Domains that are not UTF-8 get 400 before any rule.
+digit pattern or a user name by accident.  A user's %-escapes are undone before that (RFC 3261
+19.1.4), so "%30900" meets the blocked prefix 0900 as the carrier would read it.  Domains that
+are not UTF-8 get 400 before any rule.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class Callee(NamedTuple):
 #: The kinds of contact, in the order the gateway asks about them.
 CALLEES = (Callee(Kind.BROWSER, True), Callee(Kind.SIP, True), Callee(Kind.SIP, False))
 
-_TOKEN = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")  # RFC 3261 token: a header name
+_TOKEN = re.compile(r"[A-Za-z0-9!%*_+`'~.-]+")  # RFC 3261 token: a header name (fullmatch: no "\n" at its end)
 _BAD_VALUE = re.compile(r"[\r\n\0]")
 
 
@@ -219,9 +221,9 @@ class Decision(NamedTuple):
         else:
             text = "to the registered contacts" + (f" of {self.user}" if self.user else "")
         extras = [f"+{n}: {v}" for n, v in self.add_headers] + [f"-{n}" for n in self.remove_headers]
-        if self.media is not MediaProxy.AUTO:
-            extras.append(f"media proxy {self.media.value}")
-        extras += [f"rtpengine {f}" + (f" toward {k.value}" if k else "") for k, f in self.rtpengine]
+        if self.media is not MediaProxy.AUTO:  # getattr: a decision made by hand may hold anything (validate)
+            extras.append(f"media proxy {getattr(self.media, 'value', self.media)}")
+        extras += [f"rtpengine {f}" + (f" toward {getattr(k, 'value', k)}" if k else "") for k, f in self.rtpengine]
         return text + (" (" + ", ".join(extras) + ")" if extras else "")
 
 
@@ -255,7 +257,7 @@ OWN_HEADERS = frozenset({
 def _header(name: str, value: str = "") -> Tuple[str, str]:
     """A header name (a token) and value (no line breaks) checked; ValueError else.  A pure function:
     its answers are kept by its arguments, as rules add the same few headers on every request."""
-    if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+    if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
         raise ValueError(f"not a header one may add or remove: {name!r}: {value!r}")
     if name.lower() in OWN_HEADERS:
         raise ValueError(f"{name} is one of the headers that make the request (RFC 3261): no rule adds or removes it")
@@ -308,10 +310,15 @@ def _user(user: str) -> str:
     return user
 
 
+#: A SIP URI a rule may give (RFC 3261 19.1.1, loosely): the scheme, an optional user, a host (a name, an IPv4
+#: address or a bracketed IPv6 one), an optional port, then parameters and headers; no white space or line break.
+_URI = re.compile(r"sips?:(?:[^@\s]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::[0-9]{1,5})?(?:[;?]\S*)?")
+
+
 @functools.lru_cache(maxsize=1024)
 def to_uri(uri: str) -> Decision:
     """To any SIP URI: it becomes the request URI."""
-    if not uri.startswith(("sip:", "sips:")) or _BAD_VALUE.search(uri) or " " in uri:
+    if not isinstance(uri, str) or not _URI.fullmatch(uri) or _BAD_VALUE.search(uri):
         raise ValueError(f"not a SIP URI: {uri!r}")
     return Decision("uri", uri=uri)
 
@@ -323,6 +330,39 @@ def reply(code: int, reason: str) -> Decision:
     if not 400 <= code <= 699 or code in (401, 407) or _BAD_VALUE.search(reason) or not reason:
         raise ValueError(f"not a final reply a rule may send (400-699 but 401 and 407): {code} {reason!r}")
     return Decision("reply", code=code, reason=reason)
+
+
+TARGETS = frozenset({"user", "trunk", "uri", "reply"})
+
+
+def validate(decision: Decision) -> None:
+    """ValueError unless every field of ``decision`` is one the constructors above and the ``with_...`` changes
+    could have made: a decision built by hand (``Decision(...)``) or changed with ``_replace`` is held to the
+    same checks (a header name, a line break in a value, a reply's code, a URI, a user, rtpengine flags)."""
+    target = decision.target
+    if target not in TARGETS:
+        raise ValueError(f"no such target {target!r} (user, trunk, uri or reply)")
+    if decision.user is not None:
+        _user(decision.user)
+    if target == "trunk" and (not isinstance(decision.trunk, str) or not decision.trunk):
+        raise ValueError(f"a trunk's name, not {decision.trunk!r}")
+    if target == "uri":
+        to_uri(decision.uri)  # None is refused there
+    if target == "reply":
+        if type(decision.code) is not int or not isinstance(decision.reason, str):
+            raise ValueError(f"a reply's code is a number and its reason text: {decision.code!r} {decision.reason!r}")
+        reply(decision.code, decision.reason)
+    for name, value in decision.add_headers:
+        _header(name, value)
+    for name in decision.remove_headers:
+        _header(name)
+    if not isinstance(decision.media, MediaProxy):
+        raise ValueError(f"media is a MediaProxy, not {decision.media!r}")
+    for toward, flags in decision.rtpengine:
+        if (toward is not None and not isinstance(toward, Kind)) or _flags(flags) != flags:
+            raise ValueError(f"rtpengine flags as with_rtpengine() gives them, not {(toward, flags)!r}")
+    if decision.failover and (target != "trunk" or not all(isinstance(n, str) and n for n in decision.failover)):
+        raise ValueError(f"only a trunk's call fails over, to trunks by name: {decision.failover!r}")
 
 
 class Pattern(NamedTuple):

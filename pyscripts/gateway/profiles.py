@@ -108,6 +108,8 @@ _WEB_MUST = ("UDP/TLS/RTP/SAVPF", "ICE=force", "rtcp-mux-require", "SDES-off")
 _WEB_MUST_NOT = ("RTP/AVP", "ICE=remove", "DTLS=off", "rtcp-mux-demux")
 _SIP_MUST = ("RTP/AVP", "ICE=remove", "DTLS=off")
 _SIP_MUST_NOT = ("UDP/TLS/RTP/SAVPF", "ICE=force", "rtcp-mux-require", "DTLS=passive", "DTLS=active")
+#: rtpengine's words for DTLS=off (its DTLS option takes "no", "off", "disable" and "disabled" alike).
+_DTLS_OFF = frozenset({"off", "no", "disable", "disabled"})
 _OFFER_ONLY_PREFIXES = ("transcode-", "codec-transcode-", "codec-strip-", "codec-mask-", "codec-offer-")
 
 
@@ -128,6 +130,10 @@ def problems(key: ProfileKey, flags: str) -> list[str]:
     must, must_not = (_WEB_MUST, _WEB_MUST_NOT) if target is Leg.WEB else (_SIP_MUST, _SIP_MUST_NOT)
     found += [f"{target.value}-bound SDP needs {w}" for w in must if w not in words]
     found += [f"{target.value}-bound SDP must not have {w}" for w in must_not if w in words]
+    if target is Leg.WEB:  # DTLS=off's other spellings (DTLS=off itself is in _WEB_MUST_NOT)
+        found += [f"{target.value}-bound SDP must not have {w}: it turns DTLS off" for w in words
+                  if w.partition("=")[0].upper() == "DTLS" and w.partition("=")[2].lower() in _DTLS_OFF
+                  and w != "DTLS=off"]  # fmt: skip
     protocols = [w for w in words if "RTP/" in w]
     if len(protocols) > 1:
         found.append("more than one transport protocol: " + " ".join(protocols))
