@@ -103,7 +103,7 @@ def test_a_header_name_may_not_end_in_a_line_break() -> None:
         lambda: to_user()._replace(add_headers=(("X-A", "v\r\nFrom: <sip:ceo@127.0.0.1>;tag=x"),)),
         lambda: to_user()._replace(remove_headers=("Route",)),
         lambda: Decision("reply", code=200, reason="OK"),
-        lambda: Decision("reply", code="403", reason="Forbidden"),
+        lambda: Decision("reply", code="403", reason="Forbidden"),  # type: ignore[arg-type]  # what a rule might do
         lambda: Decision("voicemail"),
         lambda: Decision("uri", uri="sip:bob@h\r\nX-Injected: 1"),
         lambda: Decision("uri"),
@@ -111,7 +111,7 @@ def test_a_header_name_may_not_end_in_a_line_break() -> None:
         lambda: Decision("trunk"),
         lambda: to_user()._replace(failover=("backup",)),
         lambda: to_user()._replace(rtpengine=((None, "a,b"),)),
-        lambda: to_user()._replace(media="always"),
+        lambda: to_user()._replace(media="always"),  # type: ignore[arg-type]
     ],
 )
 def test_a_decision_made_by_hand_is_held_to_the_constructors_checks(made: Callable[[], Decision]) -> None:

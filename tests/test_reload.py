@@ -107,6 +107,10 @@ def test_a_changed_policy_routes_the_next_call(tmp_path: Path) -> None:
         ("policy", "def route(request, default):\n    return request.header('X-Nope')\n", "fail on a sample call"),
         ("ini", "[gateway]\ndomains = 127.0.0.1\n[dialplan]\n00 = nowhere\n", "not in [trunks]"),
         ("ini", "[gateway\n", "no section headers"),
+        # an empty or cut-short file: its defaults would route with no digest check and no [blocked] (a trial)
+        ("ini", "", "no [gateway] section"),
+        ("ini", "; nothing but a comment\n", "no [gateway] section"),
+        ("ini", "[trunks]\ncarrier = sip:198.51.100.10:5060\n", "no [gateway] section"),
     ],
 )
 def test_a_broken_file_is_refused_once_and_the_old_rules_keep_routing(
@@ -125,6 +129,21 @@ def test_a_broken_file_is_refused_once_and_the_old_rules_keep_routing(
     write(policy if which == "policy" else ini, POLICY.format(reason="Mended") if which == "policy" else INI)
     clock.now += 1.5
     assert destination(gateway, net, alice, "0900123") == ("reply", 403)
+    assert sum("rules loaded again" in e for e in gateway.errors) == 1
+
+
+def test_a_settings_file_gone_is_refused_and_the_old_rules_keep_routing(tmp_path: Path) -> None:
+    """A deleted (or renamed) gateway.ini is no file of defaults: they would turn the digest check off."""
+    gateway, net, clock, ini, _policy, alice = rig(tmp_path)
+    ini.unlink()
+    for _ in range(2):
+        clock.now += 1.5
+        assert destination(gateway, net, alice, "0900123") == ("reply", 403)
+    refused = [e for e in gateway.errors if "refused" in e]
+    assert len(refused) == 1 and "does not exist" in refused[0], refused
+    ini.write_text(INI)
+    clock.now += 1.5
+    assert destination(gateway, net, alice, "0044123") == ("198.51.100.10", 5060)
     assert sum("rules loaded again" in e for e in gateway.errors) == 1
 
 

@@ -406,13 +406,25 @@ def settings_path(path: Optional[str] = None) -> str:
     return path or os.environ.get(ENV_VAR) or default_path()
 
 
+#: A settings file's [gateway] section header: a file without one is refused (``load``).
+_GATEWAY_SECTION = re.compile(r"^\s*\[gateway\]\s*$", re.M)
+
+
 def load(path: Optional[str] = None) -> Settings:
-    """Read the settings file; defaults when there is none (and none was named)."""
+    """Read the settings file; ValueError when there is none, or it has no [gateway] section: an empty, cut short
+    or deleted file would otherwise route on the defaults, with no digest check and no [blocked] prefixes (a
+    trial found both), at start-up and on a reload alike."""
     path = settings_path(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            return parse(handle.read(), path)
+            text = handle.read()
     except FileNotFoundError:
-        if os.environ.get(ENV_VAR):
-            raise ValueError(f"{ENV_VAR} names {path}, which does not exist") from None
-        return Settings()
+        named = f"{ENV_VAR} names {path}" if os.environ.get(ENV_VAR) else f"the settings file {path}"
+        raise ValueError(f"{named}, which does not exist") from None
+    settings = parse(text, path)  # its own complaints first
+    if not _GATEWAY_SECTION.search(text):
+        raise ValueError(
+            f"{path} has no [gateway] section (empty, or cut short?): refused, as its defaults would route "
+            "with no digest check"
+        )
+    return settings
