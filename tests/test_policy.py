@@ -307,11 +307,27 @@ def test_gateway_ini_holds_the_tables() -> None:
         ("[media]\nsometimes = x\n", "unknown setting"),
         ("[policy]\nheaders = X(Y)\n", "not header names"),
         ("[gateway]\nsip_destination = nowhere\n", "sip: URI or trunk names"),
+        # a trial: these loaded, and the fake then sent calls to host ''
+        *((f"[trunks]\ncarrier = {uri}\n", "must be a sip: URI with a host")
+          for uri in ("sip:", "sip:@", "sip:;x", "sip:[::1", "sip:198.51.100.10:99999", "sip:198.51.100.10:0")),
+        ("[gateway]\nsip_destination = sip:@\n", "must be a sip: URI with a host"),
+        ("[trunks]\ncarrier = sip:198.51.100.10\n[dialplan]\n/^(?=00/ = carrier\n", "bad regular expression"),
+        ("[trunks]\ncarrier = sip:198.51.100.10\n[dialplan]\n/^(?=00) = carrier\n", "a line is /regular expression/"),
     ],
-)
+)  # fmt: skip
 def test_a_wrong_table_is_refused_with_the_reason(bad: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         parse(bad)
+
+
+def test_a_dial_plan_expression_may_hold_equals_and_colons() -> None:
+    """The INI parser cuts a line at its first "=": a lookahead's ``(?=`` was taken for the end of the key (a trial:
+    "names trunk '00)/', not in [trunks]")."""
+    found = parse("[trunks]\ncarrier = sip:198.51.100.10\nother = sip:198.51.100.11\n[dialplan]\n"
+                  "/^(?=00)(?:00)?44/ = carrier other\n/^0[1-9]/ = other\n")  # fmt: skip
+    (first, first_trunks), (second, _) = found.tables.dialplan
+    assert first.text == "/^(?=00)(?:00)?44/" and first_trunks == ("carrier", "other")
+    assert first.matches("0044201234") and not first.matches("44201234") and second.matches("0301234")
 
 
 # -- through the fake host: every fact a rule reads -----------------------------------------

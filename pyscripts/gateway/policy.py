@@ -312,13 +312,22 @@ def _user(user: str) -> str:
 
 #: A SIP URI a rule may give (RFC 3261 19.1.1, loosely): the scheme, an optional user, a host (a name, an IPv4
 #: address or a bracketed IPv6 one), an optional port, then parameters and headers; no white space or line break.
-_URI = re.compile(r"sips?:(?:[^@\s]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::[0-9]{1,5})?(?:[;?]\S*)?")
+_URI = re.compile(r"sips?:(?:[^@\s]+@)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::([0-9]{1,5}))?(?:[;?]\S*)?")
+
+
+def is_sip_uri(uri: object) -> bool:
+    """Whether ``uri`` is a SIP URI the gateway can send to: sip: or sips:, a host, a port of 1-65535 if any, no
+    white space or line break (a rule's to_uri, a [trunks] line's URI)."""
+    if not isinstance(uri, str) or _BAD_VALUE.search(uri):
+        return False
+    match = _URI.fullmatch(uri)
+    return match is not None and (match.group(1) is None or 0 < int(match.group(1)) < 65536)
 
 
 @functools.lru_cache(maxsize=1024)
 def to_uri(uri: str) -> Decision:
     """To any SIP URI: it becomes the request URI."""
-    if not isinstance(uri, str) or not _URI.fullmatch(uri) or _BAD_VALUE.search(uri):
+    if not is_sip_uri(uri):
         raise ValueError(f"not a SIP URI: {uri!r}")
     return Decision("uri", uri=uri)
 

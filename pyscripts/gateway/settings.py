@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
-from .policy import Decision, Pattern, Tables, to_trunk
+from .policy import Decision, Pattern, Tables, is_sip_uri, to_trunk
 from .profiles import ProfileKey, Profiles, parse_key
 
 ENV_VAR = "GATEWAY_SETTINGS"
@@ -188,8 +188,8 @@ def _words(value: str) -> FrozenSet[str]:
 
 
 def _uri(value: str, what: str, origin: str) -> str:
-    if not value.startswith(("sip:", "sips:")) or " " in value:
-        raise ValueError(f"{origin}: {what} must be a sip: URI, not {value!r}")
+    if not is_sip_uri(value):  # a host, a port of 1-65535 (a trial's sip:, sip:@, sip:[::1 loaded)
+        raise ValueError(f"{origin}: {what} must be a sip: URI with a host (sip:HOST[:PORT][;params]), not {value!r}")
     return value
 
 
@@ -275,6 +275,8 @@ def _destination(text: str, trunks: Dict[str, str], domains: Dict[str, str], ori
     if not text or text.startswith(("sip:", "sips:")):
         if len(text.replace(",", " ").split()) > 1:
             raise ValueError(f"{origin}: sip_destination is one sip: URI, or trunk names, not {text!r}")
+        if text:
+            _uri(text, "sip_destination", origin)
         if text and "default" in trunks:
             raise ValueError(f"{origin}: sip_destination is a URI, but a trunk is named 'default', the name the rules "
                              "give sip_destination: rename that trunk")  # fmt: skip
@@ -295,6 +297,18 @@ def _destination(text: str, trunks: Dict[str, str], domains: Dict[str, str], ori
     return names
 
 
+def _regex_line(key: str, value: str, origin: str) -> Tuple[str, str]:
+    """A [dialplan] line whose regular expression holds "=" (``/^(?=00)/ = carrier``): the INI parser cut it at
+    that "=", so the line is put together again and cut after the expression's closing "/" (trunk names hold
+    none).  Spaces around the "=" inside the expression are not kept: write ``\\s`` or ``[ ]`` there."""
+    line = f"{key}={value}"
+    end = line.rfind("/")
+    rest = line[end + 1 :].strip()
+    if end <= 0 or not rest.startswith("="):
+        raise ValueError(f"{origin}: [dialplan] a line is /regular expression/ = trunk, not {line!r}")
+    return line[: end + 1], rest[1:]
+
+
 def _tables(
     parser: configparser.ConfigParser, origin: str, trunks: Dict[str, str], domains: Dict[str, str],
     destination: Optional[str],
@@ -305,6 +319,8 @@ def _tables(
     dialplan: List[Tuple[Pattern, Tuple[str, ...]]] = []
     if parser.has_section("dialplan"):
         for pattern, names in parser["dialplan"].items():
+            if pattern.startswith("/") and not (len(pattern) > 2 and pattern.endswith("/")):
+                pattern, names = _regex_line(pattern, names, origin)
             chosen = tuple(names.replace(",", " ").split())  # the trunk, then those it fails over to
             for trunk in chosen or ("",):
                 if trunk not in known:
