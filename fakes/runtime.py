@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import traceback
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
@@ -47,6 +48,18 @@ CFG = os.environ.get("GATEWAY_CFG") or os.path.join(REPO, "opensips", "opensips.
 # nathelper's "private" networks (ip_addr_is_1918 in OpenSIPS 3.6/4.0): RFC 1918,
 # RFC 6598 and loopback 127.0.0.0/8 too, so a 127.x Contact is "behind NAT".
 _PRIVATE = re.compile(r"^(10\.|127\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)")
+
+
+#: lib/reg's USERNAME_MAX_SIZE: the longest user part (as written) registrar's save() and lookup() take.
+MAX_AOR_USER = 64
+
+
+def aor_user(written: str) -> Optional[str]:
+    """The user part of an address of record as the registrar keeps it (lib/reg extract_aor()): %-escapes undone
+    (RFC 3261 10.3.5), None when it is longer than MAX_AOR_USER as written (save() and lookup() fail)."""
+    if len(written.encode("utf-8", "surrogateescape")) > MAX_AOR_USER:
+        return None
+    return urllib.parse.unquote(written, errors="surrogateescape") if "%" in written else written
 
 
 class HostFault(AssertionError):
@@ -1335,7 +1348,10 @@ class Gateway:
     ) -> int:
         self._table(domain)
         msg = ctx.msg
-        user = (msg.address_uri("to") or "").split(":", 1)[-1].split("@")[0]
+        user = aor_user((msg.address_uri("to") or "").split(":", 1)[-1].split("@")[0])
+        if user is None:  # lib/reg extract_aor(): save() answers the rerrno's reply itself and returns -2
+            self._reply_to(ctx, 500, "Address Of Record too long", self._pending_out)
+            return -2
         default_expires = int(msg.header("expires") or 3600)
         contacts = self.location.setdefault(user, [])
         for value in msg.header_values("contact"):
@@ -1382,7 +1398,9 @@ class Gateway:
 
     def fn_lookup(self, ctx: Context, domain: str, flags: Optional[str] = None, aor: Optional[str] = None) -> int:
         self._table(domain)
-        user = ctx.msg.ruri.split(":", 1)[-1].split(";")[0].rpartition("@")[0]
+        user = aor_user(ctx.msg.ruri.split(":", 1)[-1].split(";")[0].rpartition("@")[0])
+        if user is None:
+            return -3  # lib/reg extract_aor(): "Address Of Record too long"
         contacts = self.location.get(user, [])
         if not contacts:
             return -1

@@ -65,3 +65,23 @@ def test_a_stranger_still_reaches_our_users_as_the_rules_say() -> None:
     assert [endpoint for endpoint, _ in call.invites_sent()] == [alice.endpoint]
     net.reply(call, alice, 200)
     assert call.statuses() == [200]
+
+
+@pytest.mark.parametrize("user", ["1" * 65, "%41" * 30, "a" * 300])
+def test_a_user_longer_than_the_registrar_keeps_gets_404_before_any_lookup(user: str) -> None:
+    """lib/reg's extract_aor() takes users of up to 64 characters as written; a longer one's lookup() answers 500
+    and logs two errors (on the real OpenSIPS, tests/e2e/test_intruders.py): the router answers 404 first."""
+    gateway, net = recipe("blocking")
+    call = net.invite(stranger(net), user, domain="127.0.0.1")
+    assert call.answers() == ["404 Not Found"]
+    assert not [e for e in gateway.events if e.kind == "call" and e.data[0] == "lookup"]
+    assert_clean(gateway, net)
+
+
+def test_the_registrar_finds_a_user_however_the_caller_escapes_it() -> None:
+    """lib/reg compares users unescaped (RFC 3261 10.3.5): sip:%61lice@... rings alice; the fake does too."""
+    _, net = recipe("blocking")
+    alice = net.phone("alice")
+    net.register(alice)
+    call = net.invite(stranger(net), "%61lic%65", domain="127.0.0.1")
+    assert [endpoint for endpoint, _ in call.invites_sent()] == [alice.endpoint]

@@ -349,6 +349,11 @@ _ANSWERED_STATS = {
 }
 
 
+#: The longest user part the registrar saves or looks up, as written in the URI (lib/reg's USERNAME_MAX_SIZE, 64 in
+#: 3.6 and 4.0: longer, extract_aor() logs "Address Of Record too long" and save()/lookup() answer 500).
+MAX_USER = 64
+
+
 def lookup_failure(code: int) -> Tuple[int, str]:
     """The reply for a failed ``lookup("location")`` (registrar return codes)."""
     if code == -2:

@@ -335,6 +335,8 @@ _KEPT, _NOT_KEPT = (REPLY_KEPT_VAR, "1"), (REPLY_KEPT_VAR, "")  # a reply answer
 _TO_USER = to_user()  # the built-in routing's two decisions (immutable values)
 #: What a rule's decision for a caller who may not relay becomes when it would send the call on (``_RELAYS``).
 NO_RELAY = reply(*core.NO_RELAY_REPLY)
+#: What a call to a user longer than any the registrar keeps becomes (lookup() would fail with 500).
+NOBODY = reply(*core.lookup_failure(-1))
 _RELAYS = frozenset({"trunk", "uri"})
 # Enum members the code of every new request compares with, as module constants: on Python 3.11 (Debian's,
 # OpenSIPS's) an enum's every attribute goes through EnumType.__getattr__'s hook, ~700 instructions each.
@@ -401,6 +403,8 @@ class Incoming(NamedTuple):
     target: core.Target
     may_relay: bool
     """Our user or a trusted source: may reach other domains and the dial plan's trunks."""
+    raw_user: int
+    """The R-URI user's length as written (%-escapes and all): what the registrar's lookup measures."""
 
 
 class Head(NamedTuple):
@@ -773,9 +777,9 @@ class Router:
             length.isdigit() and length != "0" and sdp_type(content_type), (),  # $cl: a number, no leading 0
         ))  # fmt: skip
         if challenge is not None:
-            self._pending = Incoming(request, private == "1", target, may_relay)
+            self._pending = Incoming(request, private == "1", target, may_relay, len(ruser) // 2)
             return challenge
-        return self._route(rules, msg, request, private == "1", target, may_relay, acts)
+        return self._route(rules, msg, request, private == "1", target, may_relay, len(ruser) // 2, acts)
 
     def _head(self, rules: Rules, key: Tuple[str, str, str]) -> Head:
         """A new request's head: a function of ``key`` (``_request``: the head of its facts, with method,
@@ -881,7 +885,7 @@ class Router:
         return self._route(rules, msg, *incoming)
 
     def _route(self, rules: Rules, msg: Msg, request: Request, private: bool, target: core.Target, may_relay: bool,
-               before: Tuple[str, ...] = ()) -> Answer:  # fmt: skip
+               raw_user: int, before: Tuple[str, ...] = ()) -> Answer:  # fmt: skip
         """An authenticated (or exempt) new request other than a REGISTER (``_register``): where the
         gateway.ini tables and the operator's rules send it.  ``private``: the cfg's test of the SDP found a
         private address (where it matters); ``may_relay``: our user or a trusted source (other domains, the
@@ -901,6 +905,12 @@ class Router:
                 decision = NO_RELAY
             elif tables.always_proxy:
                 decision = tables.proxied(request, decision)
+        if decision.target == "user":
+            # The registrar saves and finds no user longer than core.MAX_USER (as written): its lookup() would
+            # answer 500 and log two errors a request, for anyone to send.  Nobody is registered so: 404.
+            user = decision.user
+            if (raw_user if user is None or user == request.ruri_user else len(user.encode())) > core.MAX_USER:
+                decision = NOBODY
         # What the decision makes of the request reads only these of it (``Outcome``); the operator's
         # callee() reads all of it, so with such a rule nothing is kept.
         method, ruri_user, _, _, _, _, _, source, port, transport, caller, behind_nat, has_sdp, _ = request

@@ -218,6 +218,17 @@ def test_no_open_relay(guarded: Rig) -> None:
                 target.recvfrom(65535)
 
 
+def test_a_user_longer_than_the_registrar_keeps_gets_404_and_logs_nothing(guarded: Rig) -> None:
+    """lib/reg takes users of up to 64 characters as written: a longer one's lookup() logged two errors and
+    answered 500, for anyone to send (a trial).  The router answers 404 first (nobody is registered so)."""
+    offset = guarded.log_size()
+    with SipSocket(guarded.sip, "127.0.0.81") as sip:
+        for user in ("1" * 65, "%41" * 30, "1" * 4096):
+            reply = sip.final(sip.request("OPTIONS", f"sip:{user}@127.0.0.1", from_uri="sip:x@evil.example"), 5)
+            assert reply is not None and (reply.status, reply.reason) == (404, "Not Found"), len(user)
+    assert "too long" not in guarded.log_since(offset)
+
+
 def burst(rig: Rig, host: str, count: int) -> int:
     """``count`` OPTIONS as fast as they go (bounded: one send each), then the replies within 1.5 s."""
     with SipSocket(rig.sip, host) as sip:
