@@ -565,6 +565,21 @@ def test_rules_that_fail_on_a_sample_call_are_not_taken() -> None:
         Gateway(Settings(), rules=(route, None))
 
 
+def test_a_slow_rule_is_named_in_a_warning_at_its_load(tmp_path: Any) -> None:
+    """A rule runs in the OpenSIPS worker that took the request, which waits for it (a trial: a rule sleeping
+    0.5 s made the request that noticed the change wait 11 s for the sample calls).  Nothing bounds it; the
+    load says so."""
+    (tmp_path / "gateway.ini").write_text("[gateway]\ndomains = 127.0.0.1\n")
+    (tmp_path / "policy.py").write_text(
+        "import time\n\ndef route(request, default):\n    if request.ruri_user == '112':\n"
+        "        time.sleep(0.15)\n    return default\n"
+    )
+    gateway = Gateway(files=(str(tmp_path / "gateway.ini"), str(tmp_path / "policy.py")))
+    slow = [w for w in gateway.warnings if "are slow" in w]
+    assert len(slow) == 1 and "route() took" in slow[0] and "on a call to 112" in slow[0], gateway.warnings
+    assert not gateway.errors
+
+
 def test_a_rule_sees_bytes_that_are_not_utf8_as_the_replacement_character() -> None:
     """The cfg hands the users over hex-encoded: such bytes never reach the python module as a str (which
     would fail and poison the worker); the router decodes them with U+FFFD for each bad sequence."""

@@ -217,6 +217,10 @@ def check(rules: Rules) -> None:
 SAMPLE_NUMBERS = ("112", "911", "110", "0301234567", "+4930123456", "0044201234567", "0800123456", "0900123456")
 
 
+#: A rule slower than this on a sample call is named in the load's warning (seconds): a worker waits for its rules.
+SLOW_RULE = 0.1
+SLOW = "route() took "
+
 #: Another domain's user, for the sample call to sip_destination.
 ELSEWHERE = ("bob", "elsewhere.example")
 
@@ -243,13 +247,18 @@ def doubts(rules: Rules) -> List[str]:
     them): each reason, with the calls that met it; their like would get 500.  A warning, not a refusal: such
     calls may never come, and a rule that reads what a sample lacks (a header) may fail there rightly."""
     found: Dict[str, Tuple[Dict[str, None], Dict[str, None]]] = {}
+    slowest = (0.0, "", "")
     for kind, user, request in sample_calls(rules.settings):
         local = rules.settings.is_local(request.ruri_domain)
         default = rules.settings.tables.apply(request, to_user() if local else rules.settings.destination, True)
         if default is BLOCKED:
             continue  # answered before any rule
         try:
+            started = time.perf_counter()
             decision = rules.route(request, default)
+            took = time.perf_counter() - started
+            if took > slowest[0]:
+                slowest = (took, user, kind)
             check_answer(decision, rules.settings, rules.route, request, default)
             if rules.callee is not None and decision.target == "user":
                 for callee in CALLEES:
@@ -260,6 +269,11 @@ def doubts(rules: Rules) -> List[str]:
             users[user] = kinds[kind] = None
     said = [f"calls to {', '.join(users)} (from {' and '.join(kinds)}): {reason}"
             for reason, (users, kinds) in found.items()]  # fmt: skip
+    took, user, kind = slowest
+    if took > SLOW_RULE:
+        said.append(f"{SLOW}{took * 1000:.0f} ms on a call to {user} (from {kind}): the OpenSIPS worker that "
+                    "took the request waits for it, and for the sample calls of each load (keep rules quick: no "
+                    "network, no sleep)")  # fmt: skip
     if rules.register is not None:
         for request in sample_registers(rules.settings):
             try:
@@ -275,11 +289,15 @@ WARNING = "gateway: warning: "
 
 
 def warn_doubts(rules: Rules, log: Callable[[str], Any]) -> None:
-    """Log ``doubts(rules)``, if any, in one line."""
+    """Log ``doubts(rules)``, if any: the failures in one line, a slow rule in another."""
     found = doubts(rules)
-    if found:
+    slow = [doubt for doubt in found if doubt.startswith(SLOW)]
+    failed = [doubt for doubt in found if not doubt.startswith(SLOW)]
+    if failed:
         log(f"{WARNING}the rules from {rules.origin} fail on sample calls, whose like would get 500: "
-            + "; ".join(found) + "\n")  # fmt: skip
+            + "; ".join(failed) + "\n")  # fmt: skip
+    for doubt in slow:
+        log(f"{WARNING}the rules from {rules.origin} are slow: {doubt}\n")
 
 
 def load_rules(settings_file: Optional[str] = None, policy_file: Optional[str] = None) -> Rules:
