@@ -60,9 +60,10 @@ def test_calls_to_trunks_and_to_users_in_turn_each_get_their_branchs_plan() -> N
     """A call to a trunk writes only the plan of its one branch (a plain SIP contact's); the plans of the
     other kinds stay as the worker's last call to users left them.  In turn through one worker, calls to
     a browser, a SIP phone and the carrier each get the offer of their callee's kind, and the rule's
-    transcode-PCMA is added to the carrier's only."""
+    transcode-PCMA is added to the carrier's only.  The caller is a SIP phone: a browser's offers toward
+    SIP have transcode-PCMA already (each flag goes once)."""
     gateway, net = recipe("rtpengine-flags")
-    bob, web, carol = net.browser("bob"), net.browser("webby"), net.phone("carol")
+    bob, web, carol = net.phone("bob", nat=True), net.browser("webby"), net.phone("carol")
     net.registered(bob, web, carol)
     flags: Dict[str, List[str]] = {}
     for callee in ["webby", "0044201234", "carol"] * 3:
@@ -131,6 +132,8 @@ def test_rtpengine_flags_per_call() -> None:
     call = net.invite(alice, "00442012345")
     (offer,) = call.rtpengine_offers()
     assert "transcode-PCMA" in offer["flags"] and offer.get("record-call") == "yes"
+    # the browser's profile toward SIP has transcode-PCMA too: each flag once (a trial saw it twice)
+    assert offer["flags"].count("transcode-PCMA") == 1 and len(set(offer["flags"])) == len(offer["flags"])
     assert offer["transport-protocol"] == "RTP/AVP"
     assert {(e.host, e.port) for e, _ in net.nobody_answers()} == {("198.51.100.30", 5060)}  # the carrier
     call = net.invite(alice, "bob")  # a browser: no A-law toward it, still recorded, still DTLS

@@ -405,7 +405,9 @@ def media_action(
             # can both be offered. "via-branch=auto" fails in OpenSIPS 3.6/4.0
             # (parsed, then refused when building the command), so name it ourselves.
             extra.append(f"{BRANCH_PARAM}{branch}")
-        action = MediaAction(step, " ".join([profiles[(sender.leg, receiver, step)], *extra]).strip())
+        # each flag once: a rule's flag may be one of its row's already (made once per key, as the rest)
+        words = " ".join([profiles[(sender.leg, receiver, step)], *extra]).split()
+        action = MediaAction(step, " ".join(dict.fromkeys(words)))
         if len(profiles.actions) < 4096:
             profiles.actions[key] = action
     return action
